@@ -1,0 +1,1 @@
+"""Packaged Hydra configuration (YAML): the defaults, model specs and experiments."""

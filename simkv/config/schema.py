@@ -1,0 +1,103 @@
+"""The run configuration as typed dataclasses.
+
+Hydra composes YAML and command-line overrides against these schemas (so a typo or a wrong
+type fails before the run); ``OmegaConf.to_object`` then turns the result into plain
+dataclass instances once, at the boundary. The engine, KV manager and policies only ever see
+these dataclasses (attribute access on a DictConfig is ~700x slower: STACK.md).
+
+``slots=True`` but not frozen: Hydra refuses overrides on frozen nodes.
+Policy sections (``scheduler``, ``router``, ``workload``) are typed ``Any`` here because each
+registered policy brings its own dataclass; ``simkv.registry.build`` dispatches on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from simkv.entities.model import ModelSpec
+
+
+@dataclass(slots=True)
+class HardwareConfig:
+    """Which GPU profile to use.
+
+    ``profile`` names a file of the shipped ``hardware_profiles/`` (without ``.yaml``);
+    ``path`` points to your own profile file (for example one written by calibration) and wins
+    over ``profile`` when set.
+    """
+
+    profile: str = "h100_sxm_80gb"
+    path: str | None = None
+
+
+@dataclass(slots=True)
+class ClusterConfig:
+    """Replicas and their parallelism; every replica is identical."""
+
+    replicas: int = 2
+    tensor_parallel: int = 1
+    # NOTE: pipeline stages split the layers (memory) but are modelled without micro-batch
+    # overlap, so an iteration takes the sum of its stages: docs/ARCHITECTURE.md.
+    pipeline_parallel: int = 1
+
+
+@dataclass(slots=True)
+class KVConfig:
+    """Paged KV cache of a replica (vLLM's CacheConfig)."""
+
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    # Pin the number of KV blocks (e.g. the count a real engine reported) instead of deriving
+    # it from memory; validation needs this to compare like with like.
+    num_gpu_blocks_override: int | None = None
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Costs outside the GPU kernels, and how the engine advances time."""
+
+    # Host-side time per iteration (scheduling, input preparation, sampling, detokenising).
+    # Assumed until validation (issue 5) fits them per engine.
+    iteration_overhead_s: float = 0.002
+    per_sequence_overhead_s: float = 1.0e-5
+    # Most decode iterations advanced at once between two batch changes; 1 = step by step.
+    max_fast_forward: int = 4096
+    # Raise Livelock after this many consecutive iterations with no request finishing.
+    livelock_iterations: int = 2_000_000
+
+
+@dataclass(slots=True)
+class SLOConfig:
+    """Per-request service-level objectives; goodput counts requests meeting both."""
+
+    ttft_s: float = 2.0
+    tpot_s: float = 0.1
+
+
+@dataclass(slots=True)
+class OutputConfig:
+    """What is written besides requests.parquet and summary.json."""
+
+    iterations: bool = False
+    plot: bool = True
+    # tqdm bar on an interactive terminal; elsewhere progress goes to the log only.
+    progress: bool = True
+    row_group_size: int = 65536
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """Everything one simulation run needs; its canonical JSON is hashed into every output."""
+
+    seed: int = 0
+    model: ModelSpec = field(default_factory=ModelSpec)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    kv: KVConfig = field(default_factory=KVConfig)
+    scheduler: Any = None
+    router: Any = None
+    workload: Any = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    slo: SLOConfig = field(default_factory=SLOConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)

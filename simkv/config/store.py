@@ -1,0 +1,49 @@
+"""Hydra registration: the schema and every registered policy become config-group choices.
+
+This module and ``simkv.cli`` are the only ones that import Hydra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from simkv import registry
+from simkv.config.schema import HardwareConfig, SimConfig
+from simkv.entities.hardware import shipped_profiles
+
+_done = False
+
+
+def register_configs() -> None:
+    global _done
+    if _done:
+        return
+    cs = ConfigStore.instance()
+    cs.store(name="simkv_schema", node=SimConfig)
+    for group in ("scheduler", "router", "workload"):
+        for name, entry in registry.entries(group).items():
+            cs.store(group=group, name=name, node=entry.config_type)
+    for profile in shipped_profiles():
+        cs.store(group="hardware", name=profile, node=HardwareConfig(profile=profile))
+    _done = True
+
+
+def compose(overrides: Sequence[str] = ()) -> SimConfig:
+    """The run config with command-line style overrides, as typed dataclasses.
+
+    Example: ``simkv.compose(["model=llama3_70b", "cluster.tensor_parallel=4"])``.
+    """
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="simkv.conf", version_base="1.3"):
+        dc = hydra_compose(config_name="config", overrides=list(overrides))
+    obj = OmegaConf.to_object(dc)
+    assert isinstance(obj, SimConfig)
+    return obj

@@ -1,0 +1,1 @@
+"""The SimPy model: replicas advancing iterations, a cluster routing arrivals to them."""

@@ -1,0 +1,61 @@
+"""How many KV blocks a replica has: HBM x utilisation - weights - activations, per GPU.
+
+Mirrors vLLM's profiling step (``gpu_memory_utilization`` of the card's memory, minus the
+weights and the peak activations of a forward pass over ``max_num_batched_tokens``). A
+model that leaves no room fails here, before the run, with the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simkv.config.schema import ClusterConfig, KVConfig
+from simkv.entities.hardware import HardwareProfile
+from simkv.perf.roofline import CostModel
+
+GIB = 2**30
+
+
+class DoesNotFit(ValueError):
+    """The model (or its KV cache) does not fit in a replica's memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class KVCapacity:
+    num_blocks: int
+    block_size: int
+    bytes_per_gpu: float
+    weights_per_gpu: float
+    activations_per_gpu: float
+
+    @property
+    def tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+
+def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv: KVConfig,
+                max_batched_tokens: int, max_seqs: int) -> KVCapacity:
+    if not 0 < kv.gpu_memory_utilization <= 1:
+        raise ValueError(f"kv.gpu_memory_utilization must be in (0, 1], got {kv.gpu_memory_utilization}")
+    if kv.block_size < 1:
+        raise ValueError(f"kv.block_size must be >= 1, got {kv.block_size}")
+    budget = hw.memory_bytes * kv.gpu_memory_utilization
+    weights = cost.weight_bytes_per_gpu()
+    acts = cost.activation_bytes_per_gpu(max_batched_tokens, max_seqs)
+    free = budget - weights - acts
+    block_bytes = kv.block_size * cost.kv_bytes_per_token_per_gpu()
+    where = (f"{cost.model.name} on {hw.name} with tensor_parallel={cluster.tensor_parallel}, "
+             f"pipeline_parallel={cluster.pipeline_parallel}")
+    if free < block_bytes:
+        raise DoesNotFit(
+            f"{where} does not fit: per GPU {weights / GIB:.1f} GiB of weights + "
+            f"{acts / GIB:.1f} GiB of activations leave {free / GIB:.2f} GiB for KV out of "
+            f"{budget / GIB:.1f} GiB ({kv.gpu_memory_utilization:.0%} of {hw.memory_bytes / GIB:.1f} "
+            f"GiB); raise cluster.tensor_parallel or choose a larger GPU"
+        )
+    blocks = int(free // block_bytes)
+    if kv.num_gpu_blocks_override is not None:
+        if kv.num_gpu_blocks_override < 1:
+            raise ValueError("kv.num_gpu_blocks_override must be >= 1")
+        blocks = kv.num_gpu_blocks_override
+    return KVCapacity(blocks, kv.block_size, free, weights, acts)

@@ -1,0 +1,124 @@
+"""Replicas behind a router, fed by a workload: the only place that wires components.
+
+Arrivals are one chain of URGENT wake-ups (one SimPy event per request); completions go to
+the recorder and back to the workload, which may release follow-up calls (closed loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import simpy
+
+from simkv.config.schema import SimConfig
+from simkv.engine.capacity import KVCapacity
+from simkv.engine.events import URGENT, Wakeup
+from simkv.engine.replica import Replica
+from simkv.entities.request import Request, State
+from simkv.kv.block_pool import BlockPool
+from simkv.metrics.recorder import Recorder
+from simkv.perf.roofline import CostModel
+from simkv.registry import build
+from simkv.workload.base import ArrivalBatch, FollowUp, Workload
+
+
+class Cluster:
+    def __init__(self, cfg: SimConfig, env: simpy.Environment, workload: Workload,
+                 rng: np.random.Generator, cost: CostModel, capacity: KVCapacity,
+                 recorder: Recorder, on_progress: Callable[[int, float], None] | None = None,
+                 observer: Callable[[Replica], None] | None = None) -> None:
+        self.env = env
+        self.workload = workload
+        self.recorder = recorder
+        self.max_model_len = cfg.model.max_model_len
+        self.on_progress = on_progress
+        self.replicas: list[Replica] = []
+        for i in range(cfg.cluster.replicas):
+            pool = BlockPool(capacity.num_blocks, capacity.block_size)
+            sched = build(cfg.scheduler, pool=pool,
+                          max_fast_forward=cfg.engine.max_fast_forward)
+            self.replicas.append(Replica(i, env, sched, cost, cfg.engine, self._finished,
+                                         recorder.iterations, observer))
+        self.router = build(cfg.router)
+        self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
+        self._cols: tuple[list, ...] = ()
+        self._i = 0
+        self.next_id = 0
+        self.completed = 0
+        self.pending_followups = 0
+        self.arrivals_done = False
+
+    # --- arrivals -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._load_chunk():
+            Wakeup(self.env, self._cols[0][0] - self.env.now, URGENT, self._arrive)
+        else:
+            self.arrivals_done = True
+
+    def _load_chunk(self) -> bool:
+        for batch in self._chunks:
+            if len(batch):
+                n = len(batch)
+                # NOTE: lists, not numpy scalars: per-item numpy indexing costs ~10x more.
+                self._cols = (
+                    batch.arrival_s.tolist(), batch.prompt_tokens.tolist(),
+                    batch.output_tokens.tolist(),
+                    batch.session.tolist() if batch.session is not None else [-1] * n,
+                    batch.turn.tolist() if batch.turn is not None else [0] * n,
+                )
+                self._i = 0
+                return True
+        return False
+
+    def _arrive(self, _: object) -> None:
+        t, p, o, s, k = (c[self._i] for c in self._cols)
+        self._dispatch(Request(self.next_id, t, int(p), int(o), int(s), int(k)))
+        self._i += 1
+        if self._i == len(self._cols[0]) and not self._load_chunk():
+            self.arrivals_done = True
+            return
+        nxt = self._cols[0][self._i]
+        Wakeup(self.env, max(0.0, nxt - self.env.now), URGENT, self._arrive)
+
+    def _followup(self, fu: FollowUp) -> None:
+        self.pending_followups += 1
+
+        def fire(_: object) -> None:
+            self.pending_followups -= 1
+            self._dispatch(Request(self.next_id, fu.arrival_s, fu.prompt_tokens,
+                                   fu.output_tokens, fu.session, fu.turn))
+
+        Wakeup(self.env, max(0.0, fu.arrival_s - self.env.now), URGENT, fire)
+
+    def _dispatch(self, req: Request) -> None:
+        self.next_id += 1
+        if req.prompt_tokens + req.output_tokens > self.max_model_len:
+            self._reject(req, "max_model_len")
+            return
+        i = self.router.route(req, self.replicas, self.env.now)
+        replica = self.replicas[i]
+        reason = replica.scheduler.admission_error(req)
+        if reason:
+            req.replica = i
+            self._reject(req, reason)
+            return
+        replica.submit(req)
+
+    # --- completions --------------------------------------------------------------------
+    def _reject(self, req: Request, reason: str) -> None:
+        req.state = State.REJECTED
+        req.reject_reason = reason
+        self._finished(req, self.env.now)
+
+    def _finished(self, req: Request, now: float) -> None:
+        self.recorder.request(req)
+        self.completed += 1
+        if self.on_progress is not None and not self.completed & 255:
+            self.on_progress(self.completed, now)
+        for fu in self.workload.on_complete(req, now):
+            self._followup(fu)
+
+    def busy(self) -> bool:
+        return (not self.arrivals_done or self.pending_followups > 0
+                or any(r.busy for r in self.replicas))

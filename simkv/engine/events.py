@@ -1,0 +1,34 @@
+"""A bare SimPy event that calls back at a time, with an explicit priority.
+
+Arrivals are scheduled URGENT and engine iterations NORMAL, so at equal times every arrival
+is queued before a replica plans its next iteration: an iteration that ends at t sees the
+requests that arrived at t, in step-by-step and in fast-forward mode alike. SimPy breaks
+the remaining ties by insertion order, which is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import simpy
+from simpy.events import NORMAL, URGENT
+
+__all__ = ["NORMAL", "URGENT", "Wakeup"]
+
+
+class Wakeup(simpy.Event):
+    """Fires ``callback(event)`` after ``delay``; ``tag`` lets a receiver spot stale ones.
+
+    NOTE: SimPy events cannot be cancelled, so a replica that replans drops its pending
+    wake-up by bumping an epoch and ignoring wake-ups whose ``tag`` is an older epoch.
+    """
+
+    def __init__(self, env: simpy.Environment, delay: float, priority: int,
+                 callback: Callable[[Any], None], tag: int = 0) -> None:
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        self.tag = tag
+        env.schedule(self, priority, delay)

@@ -1,0 +1,125 @@
+"""One model instance: a scheduler, a KV pool and a cost model, advanced by SimPy events.
+
+The replica is one event loop, not a process per request: it asks its scheduler for the
+next run (one iteration, or many decode-only iterations of an unchanged batch), prices it
+with the cost model, and sleeps until the run ends. An arrival during a run cuts it at the
+end of the iteration in flight, because that is when a real engine's scheduler would see
+the new request. So events scale with arrivals and batch changes, never with tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from simkv.config.schema import EngineConfig
+from simkv.engine.events import NORMAL, Wakeup
+from simkv.entities.request import Request
+from simkv.metrics.recorder import TableWriter
+from simkv.perf.roofline import CostModel
+from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
+
+
+class Livelock(RuntimeError):
+    """The engine kept iterating without any request finishing (a policy bug)."""
+
+
+class Replica:
+    def __init__(self, index: int, env: simpy.Environment, scheduler: Scheduler,
+                 cost: CostModel, engine: EngineConfig,
+                 on_finish: Callable[[Request, float], None],
+                 iterations: TableWriter | None = None,
+                 observer: Callable[[Replica], None] | None = None) -> None:
+        self.index = index
+        self.env = env
+        self.scheduler = scheduler
+        self.cost = cost
+        self.on_finish = on_finish
+        self.iterations = iterations
+        self.observer = observer
+        self.livelock_limit = engine.livelock_iterations
+        # Load, as routers see it.
+        self.outstanding_requests = 0
+        self.outstanding_tokens = 0
+        # Run in progress.
+        self.busy = False
+        self.epoch = 0
+        self._out: SchedulerOutput | None = None
+        self._ends: np.ndarray | None = None
+        self._done = 0
+        self._start = 0.0
+        self._idle_iterations = 0
+        self.iterations_run = 0
+        self.runs = 0
+
+    def submit(self, req: Request) -> None:
+        """A request arrives (called from an URGENT arrival event at its arrival time)."""
+        req.replica = self.index
+        self.scheduler.add_request(req)
+        self.outstanding_requests += 1
+        self.outstanding_tokens += req.prompt_tokens + req.output_tokens
+        if not self.busy:
+            self.busy = True
+            # Plan at NORMAL priority so that every request arriving at this instant is in
+            # the queue first (same-time arrivals batch together, as in a real engine).
+            Wakeup(self.env, 0.0, NORMAL, self._plan_now)
+        elif self._ends is not None and self._done > 1:
+            self._cut(self.env.now)
+
+    def _cut(self, t: float) -> None:
+        ends = self._ends
+        assert ends is not None
+        j = int(np.searchsorted(ends[: self._done], t, side="left"))
+        if j >= self._done - 1:
+            return  # already in the last iteration of the run
+        self._done = j + 1
+        self.epoch += 1
+        Wakeup(self.env, float(ends[j]) - t, NORMAL, self._run_ended, self.epoch)
+
+    def _plan_now(self, _: object) -> None:
+        self._plan(self.env.now)
+
+    def _plan(self, now: float) -> None:
+        out = self.scheduler.schedule(now)
+        if out is None:
+            self.busy = False
+            self._out = self._ends = None
+            return
+        durations = self.cost.run_times(out)
+        # NOTE: cumulated left to right from `now`, exactly as repeated single steps add up.
+        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
+        self._out, self._ends, self._done, self._start = out, ends, len(ends), now
+        self.epoch += 1
+        Wakeup(self.env, float(ends[-1]) - self.env.now, NORMAL, self._run_ended, self.epoch)
+
+    def _run_ended(self, event: Wakeup) -> None:
+        if event.tag != self.epoch:
+            return  # a wake-up for a run that was cut short
+        out, ends, done = self._out, self._ends, self._done
+        assert out is not None and ends is not None
+        finished = self.scheduler.update(out, done, ends)
+        self.runs += 1
+        self.iterations_run += done
+        if self.iterations is not None:
+            pool = self.scheduler.pool
+            self.iterations.append((self.index, self._start, float(ends[done - 1]) - self._start,
+                                    done, out.prefill_tokens, out.num_decodes, pool.used,
+                                    pool.capacity))
+        if finished:
+            self._idle_iterations = 0
+            for req in finished:
+                self.outstanding_requests -= 1
+                self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+                self.on_finish(req, req.finish)
+        else:
+            self._idle_iterations += done
+            if self._idle_iterations > self.livelock_limit:
+                raise Livelock(
+                    f"replica {self.index}: {self._idle_iterations} iterations without a "
+                    f"request finishing ({self.scheduler.num_unfinished()} unfinished)"
+                )
+        if self.observer is not None:
+            self.observer(self)
+        self._plan(float(ends[done - 1]))

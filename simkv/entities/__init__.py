@@ -1,0 +1,1 @@
+"""Plain data of the simulation: model architectures, hardware, requests."""

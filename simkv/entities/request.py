@@ -1,0 +1,60 @@
+"""A request: its immutable input (what the trace says) and its progress through a replica.
+
+Requests are plain data (slots, no behaviour): the engine moves them between queues and
+never gives one its own SimPy process (STACK.md: one process per request costs 80x more
+events than one loop per replica).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+NAN = math.nan
+
+
+class State(IntEnum):
+    WAITING = 0
+    PREFILLING = 1
+    DECODING = 2
+    FINISHED = 3
+    REJECTED = 4
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One LLM call. Token counts are ints; times are seconds of simulated time."""
+
+    id: int
+    arrival: float
+    prompt_tokens: int
+    output_tokens: int
+    session: int = -1
+    turn: int = 0
+
+    # --- progress (mutated by the replica that owns it) ---------------------------------
+    state: State = State.WAITING
+    replica: int = -1
+    # Tokens whose KV is in the cache, and output tokens generated so far. While DECODING
+    # these are kept lazily (see engine/decode_batch.py) and materialised on demand.
+    computed: int = 0
+    generated: int = 0
+    blocks: int = 0
+    preemptions: int = 0
+    first_scheduled: float = NAN
+    first_token: float = NAN
+    finish: float = NAN
+    reject_reason: str = ""
+    # Lazy decode bookkeeping: computed = base + ticks, generated = gen_base + ticks.
+    base: int = 0
+    gen_base: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens known so far (prompt plus generated): what a recompute must prefill."""
+        return self.prompt_tokens + self.generated
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens

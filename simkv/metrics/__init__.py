@@ -1,0 +1,1 @@
+"""Results: column recording, Parquet files, summary.json, plots."""

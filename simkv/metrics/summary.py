@@ -1,0 +1,100 @@
+"""summary.json: the numbers people compare runs by, computed from requests.parquet.
+
+Computed from the written file rather than from engine state, so the summary can never
+disagree with the per-request data, and memory during the run stays proportional to the
+requests in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+PERCENTILES = (50, 90, 99)
+
+
+def _dist(values: np.ndarray) -> dict[str, float | None]:
+    if values.size == 0:
+        return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
+    pct = np.percentile(values, PERCENTILES)
+    return {"mean": float(values.mean()), **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)}}
+
+
+def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: dict[str, Any]
+              ) -> dict[str, Any]:
+    cols = ["status", "reject_reason", "arrival_s", "completion_s", "prompt_tokens",
+            "output_tokens", "preemptions", "ttft_s", "tpot_s", "e2e_s", "slo_met"]
+    t = pq.read_table(requests_path, columns=cols)
+    status = np.asarray(t.column("status").to_numpy(zero_copy_only=False))
+    done = status == "finished"
+    n_done = int(done.sum())
+    arrival = t.column("arrival_s").to_numpy()
+    completion = t.column("completion_s").to_numpy()[done]
+    out_tok = t.column("output_tokens").to_numpy()[done].astype(np.int64)
+    in_tok = t.column("prompt_tokens").to_numpy()[done].astype(np.int64)
+    start = float(arrival.min()) if arrival.size else 0.0
+    end = float(completion.max()) if n_done else start
+    span = max(end - start, 1e-12)
+    reasons: dict[str, int] = {}
+    for r in np.asarray(t.column("reject_reason").to_numpy(zero_copy_only=False))[~done]:
+        reasons[str(r)] = reasons.get(str(r), 0) + 1
+    tpot = t.column("tpot_s").to_numpy()[done]
+    multi = out_tok > 1  # TPOT is undefined for one-token outputs
+    met = t.column("slo_met").to_numpy(zero_copy_only=False)[done]
+    return {
+        "schema_version": 1,
+        **extra,
+        "requests": {
+            "total": len(status),
+            "finished": n_done,
+            "rejected": int(len(status) - n_done),
+            "rejected_by_reason": dict(sorted(reasons.items())),
+            "preemptions": int(t.column("preemptions").to_numpy()[done].sum()),
+        },
+        "ttft_s": _dist(t.column("ttft_s").to_numpy()[done]),
+        "tpot_s": _dist(tpot[multi]),
+        "e2e_s": _dist(t.column("e2e_s").to_numpy()[done]),
+        "throughput": {
+            "requests_per_s": n_done / span,
+            "output_tokens_per_s": float(out_tok.sum()) / span,
+            "total_tokens_per_s": float(out_tok.sum() + in_tok.sum()) / span,
+        },
+        "goodput": {
+            "slo": slo,
+            "requests_per_s": float(met.sum()) / span,
+            "fraction_met": float(met.mean()) if n_done else 0.0,
+        },
+        "makespan_s": span,
+        "gpu_hours": gpus * span / 3600.0,
+    }
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    # NOTE: sorted keys and a fixed float format keep the file byte-identical across runs.
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as a short text table for the terminal."""
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1e3:10.1f}"
+
+    lines = [f"{'metric':<10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"]
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
+        d = summary[key]
+        lines.append(f"{label:<10}{ms(d['p50'])}{ms(d['p90'])}{ms(d['p99'])}{ms(d['mean'])}")
+    req, thr, good = summary["requests"], summary["throughput"], summary["goodput"]
+    lines += [
+        "",
+        f"requests   {req['finished']} finished, {req['rejected']} rejected, "
+        f"{req['preemptions']} preemptions",
+        f"throughput {thr['requests_per_s']:.2f} req/s, {thr['output_tokens_per_s']:.0f} output tok/s",
+        f"goodput    {good['requests_per_s']:.2f} req/s ({100 * good['fraction_met']:.1f}% meet "
+        f"TTFT <= {good['slo']['ttft_s']} s and TPOT <= {good['slo']['tpot_s']} s)",
+        f"makespan   {summary['makespan_s']:.1f} s simulated, {summary['gpu_hours']:.3f} GPU-hours",
+    ]
+    return "\n".join(lines)

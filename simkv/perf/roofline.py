@@ -1,0 +1,225 @@
+"""Iteration time from a roofline over the operators of one transformer forward pass.
+
+For each operator of a layer (QKV projection, attention, output projection, MLP or MoE
+experts, norms and residuals) the time is ``max(FLOPs / achieved FLOP/s, bytes / achieved
+bandwidth)``; a layer is their sum plus, under tensor parallelism, two ring all-reduces of
+the activations over NVLink. The iteration adds the LM head for the sequences that sample a
+token and a host-side overhead per iteration and per sequence.
+
+Everything is per GPU: weights, heads and FFN columns are split ``tensor_parallel`` ways,
+layers ``pipeline_parallel`` ways (stages run one after another: no micro-batch overlap).
+Achieved rates are the datasheet peaks times the efficiency curves of the hardware profile,
+indexed by the GEMM's token count or, for attention, by the mean context per sequence.
+
+Why operators and not one "weights / bandwidth" formula: prefill is compute-bound and decode
+memory-bound, and mixed (chunked-prefill) batches are neither; only per-operator maxima
+capture the crossover (Vidur, LLMServingSim and BLIS all decompose by operator too).
+
+The decode-run path is vectorised: within a run only the attention context grows, so every
+other operator is computed once and attention for all K iterations in one numpy expression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simkv.config.schema import EngineConfig
+from simkv.entities.hardware import HardwareProfile
+from simkv.entities.model import ModelSpec
+from simkv.policies.scheduler.interface import SchedulerOutput
+
+ACT_BYTES = 2  # bf16 activations
+LOGIT_BYTES = 4  # fp32 logits
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCost:
+    """One operator's work on one GPU, and the time the roofline gives it."""
+
+    name: str
+    flops: float
+    bytes: float
+    seconds: float
+
+
+class CostModel:
+    """Roofline iteration times for one replica (model x hardware x parallelism)."""
+
+    def __init__(self, model: ModelSpec, hw: HardwareProfile, tensor_parallel: int = 1,
+                 pipeline_parallel: int = 1, engine: EngineConfig | None = None) -> None:
+        if model.num_layers % pipeline_parallel:
+            raise ValueError(
+                f"pipeline_parallel ({pipeline_parallel}) must divide the model's "
+                f"{model.num_layers} layers"
+            )
+        if model.num_heads % tensor_parallel:
+            raise ValueError(
+                f"tensor_parallel ({tensor_parallel}) must divide the model's "
+                f"{model.num_heads} attention heads"
+            )
+        self.model = model
+        self.hw = hw
+        self.tp = tensor_parallel
+        self.pp = pipeline_parallel
+        self.engine = engine or EngineConfig()
+        m, tp = model, tensor_parallel
+        self.layers = m.num_layers  # all stages run in sequence for one batch
+        self.heads = m.num_heads / tp
+        # KV heads are replicated when TP exceeds their number (as vLLM does).
+        self.kv_heads = max(1.0, m.num_kv_heads / tp)
+        self.kv_bytes_token_layer = 2 * self.kv_heads * m.head_dim * m.kv_bytes_per_element
+        self.flops_peak = hw.bf16_flops
+        self.bw_peak = hw.hbm_bandwidth
+        self._eff = hw.efficiency
+        self._const_attn = (hw.eff("attention_compute").is_constant
+                            and hw.eff("attention_memory").is_constant)
+
+    # --- operator building blocks -----------------------------------------------------------
+    def _gemm(self, name: str, tokens: float, k: float, n: float, weight_sets: float = 1.0
+              ) -> OperatorCost:
+        """tokens x k times k x n (n already divided by TP), reading the weights once."""
+        flops = 2.0 * tokens * k * n
+        nbytes = (weight_sets * k * n * self.model.weight_bytes_per_param
+                  + tokens * (k + n) * ACT_BYTES)
+        return self._roof(name, flops, nbytes, tokens, "gemm_compute", "gemm_memory")
+
+    def _roof(self, name: str, flops: float, nbytes: float, size: float, ceff: str,
+              meff: str) -> OperatorCost:
+        t_c = flops / (self.flops_peak * self._eff[ceff].at(size)) if flops else 0.0
+        t_m = nbytes / (self.bw_peak * self._eff[meff].at(size)) if nbytes else 0.0
+        return OperatorCost(name, flops, nbytes, max(t_c, t_m))
+
+    def _allreduce_s(self, tokens: float) -> float:
+        if self.tp == 1 or tokens == 0:
+            return 0.0
+        msg = tokens * self.model.hidden_size * ACT_BYTES
+        bw = self.hw.nvlink_bandwidth * self._eff["nvlink"].at(msg)
+        return self.hw.nvlink_latency_s + 2.0 * (self.tp - 1) / self.tp * msg / bw
+
+    def layer_operators(self, tokens: int, prefill_pairs: float = 0.0,
+                        prefill_kv_tokens: float = 0.0, prefill_tokens: int = 0,
+                        decodes: int = 0, decode_context: float = 0.0) -> list[OperatorCost]:
+        """The operators of one layer on one GPU, for a batch with these aggregates."""
+        m, tp = self.model, self.tp
+        h = m.hidden_size
+        ops = [
+            self._gemm("qkv_proj", tokens, h, (m.q_dim + 2 * m.kv_dim) / tp),
+            self._gemm("o_proj", tokens, m.q_dim / tp, h),
+        ]
+        if prefill_tokens:
+            # QK^T and PV: 2 FLOPs per multiply-add, d per head, for each causal pair.
+            flops = 4.0 * m.head_dim * self.heads * prefill_pairs
+            nbytes = (prefill_kv_tokens * self.kv_bytes_token_layer
+                      + 2.0 * prefill_tokens * self.heads * m.head_dim * ACT_BYTES)
+            ops.append(self._roof("attn_prefill", flops, nbytes, prefill_tokens,
+                                  "attention_compute", "attention_memory"))
+        if decodes:
+            ops.append(self._decode_attention(decodes, decode_context))
+        if m.is_moe:
+            ops.extend(self._moe(tokens))
+        else:
+            f = m.ffn_size / tp
+            ops.append(self._gemm("mlp_up_gate", tokens, h, 2 * f))
+            ops.append(self._gemm("mlp_down", tokens, f, h))
+        # Two RMSNorms and two residual adds: ~10 activation passes of h values per token.
+        ops.append(self._roof("norms", 0.0, 10.0 * tokens * h * ACT_BYTES, tokens,
+                              "gemm_compute", "elementwise_memory"))
+        return ops
+
+    def _decode_attention(self, decodes: int, context: float) -> OperatorCost:
+        m = self.model
+        flops = 4.0 * m.head_dim * self.heads * context
+        nbytes = (context * self.kv_bytes_token_layer
+                  + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
+        return self._roof("attn_decode", flops, nbytes, context / decodes,
+                          "attention_compute", "attention_memory")
+
+    def _moe(self, tokens: int) -> list[OperatorCost]:
+        m, tp = self.model, self.tp
+        h, f = m.hidden_size, m.ffn_size / tp
+        e, k = m.num_experts, m.experts_per_token
+        # Expected distinct experts hit by `tokens` tokens each picking k of e uniformly:
+        # the weights of exactly those experts are read.
+        touched = e * (1.0 - (1.0 - k / e) ** tokens)
+        routed = tokens * k
+        return [
+            self._gemm("moe_router", tokens, h, e / tp),
+            self._gemm("moe_up_gate", routed, h, 2 * f, weight_sets=touched),
+            self._gemm("moe_down", routed, f, h, weight_sets=touched),
+        ]
+
+    def _head_s(self, sampled: int) -> float:
+        m = self.model
+        if sampled == 0:
+            return 0.0
+        op = self._gemm("lm_head", sampled, m.hidden_size, m.vocab_size / self.tp)
+        return op.seconds
+
+    def _fixed_s(self, tokens: int, sampled: int) -> float:
+        """Per-iteration time that does not depend on attention context."""
+        pp_hops = (self.pp - 1) * (tokens * self.model.hidden_size * ACT_BYTES
+                                   / self.hw.nvlink_bandwidth + self.hw.nvlink_latency_s)
+        return (self._head_s(sampled) + pp_hops + self.engine.iteration_overhead_s
+                + self.engine.per_sequence_overhead_s * sampled)
+
+    # --- public API ---------------------------------------------------------------------
+    def iteration_time(self, out: SchedulerOutput) -> float:
+        """Seconds for one iteration with prefill work (and possibly decodes)."""
+        tokens = out.prefill_tokens + out.num_decodes
+        ctx = float(out.decode_context[0]) if out.num_decodes else 0.0
+        ops = self.layer_operators(tokens, out.prefill_attn_pairs, out.prefill_kv_tokens,
+                                   out.prefill_tokens, out.num_decodes, ctx)
+        layer = sum(op.seconds for op in ops) + 2.0 * self._allreduce_s(tokens)
+        return self.layers * layer + self._fixed_s(tokens, out.num_sampled)
+
+    def decode_run_times(self, decodes: int, context: np.ndarray, sampled: int) -> np.ndarray:
+        """Seconds of each of K decode-only iterations of ``decodes`` sequences.
+
+        ``context[i]`` is the total context attended to in iteration i.
+        """
+        ops = self.layer_operators(decodes)
+        rest = sum(op.seconds for op in ops) + 2.0 * self._allreduce_s(decodes)
+        m = self.model
+        flops_per_ctx = 4.0 * m.head_dim * self.heads
+        ctx = context.astype(np.float64)
+        q_bytes = 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES
+        nbytes = ctx * self.kv_bytes_token_layer + q_bytes
+        if self._const_attn:
+            ceff = self._eff["attention_compute"].values[0]
+            meff = self._eff["attention_memory"].values[0]
+        else:
+            per_seq = ctx / decodes
+            ceff = self._eff["attention_compute"].at_array(per_seq)
+            meff = self._eff["attention_memory"].at_array(per_seq)
+        attn = np.maximum(ctx * flops_per_ctx / (self.flops_peak * ceff),
+                          nbytes / (self.bw_peak * meff))
+        return self.layers * (rest + attn) + self._fixed_s(decodes, sampled)
+
+    def run_times(self, out: SchedulerOutput) -> np.ndarray:
+        """Durations of the iterations planned in ``out``."""
+        if out.prefill_tokens:
+            return np.array([self.iteration_time(out)])
+        return self.decode_run_times(out.num_decodes, out.decode_context, out.num_sampled)
+
+    # --- memory -------------------------------------------------------------------------
+    def weight_bytes_per_gpu(self) -> float:
+        return self.model.weight_bytes / (self.tp * self.pp)
+
+    def kv_bytes_per_token_per_gpu(self) -> float:
+        return self.kv_bytes_token_layer * self.model.num_layers / self.pp
+
+    def activation_bytes_per_gpu(self, max_batched_tokens: int, max_seqs: int) -> float:
+        """Peak activations of one forward pass (vLLM measures this with a profiling run)."""
+        m = self.model
+        per_token = (m.hidden_size * 4 + (m.q_dim + 2 * m.kv_dim) / self.tp
+                     + 2 * m.ffn_size * max(1, m.experts_per_token) / self.tp) * ACT_BYTES
+        logits = max_seqs * m.vocab_size / self.tp * LOGIT_BYTES
+        return max_batched_tokens * per_token + logits
+
+
+def roofline_floor_s(flops: float, nbytes: float, hw: HardwareProfile) -> float:
+    """The datasheet roofline bound, without efficiencies (for sanity checks)."""
+    return max(flops / hw.bf16_flops, nbytes / hw.hbm_bandwidth)
+

@@ -1,0 +1,14 @@
+"""Routers: which replica receives a request (config group ``router``)."""
+
+from simkv.policies.router.interface import ReplicaLoad, Router
+from simkv.policies.router.least_outstanding import LeastOutstanding, LeastOutstandingConfig
+from simkv.policies.router.round_robin import RoundRobin, RoundRobinConfig
+
+__all__ = [
+    "LeastOutstanding",
+    "LeastOutstandingConfig",
+    "ReplicaLoad",
+    "RoundRobin",
+    "RoundRobinConfig",
+    "Router",
+]

@@ -1,0 +1,14 @@
+"""Batch schedulers: what runs in a replica's next iteration (config group ``scheduler``)."""
+
+from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
+from simkv.policies.scheduler.static import StaticScheduler, StaticSchedulerConfig
+from simkv.policies.scheduler.vllm import VLLMScheduler, VLLMSchedulerConfig
+
+__all__ = [
+    "Scheduler",
+    "SchedulerOutput",
+    "StaticScheduler",
+    "StaticSchedulerConfig",
+    "VLLMScheduler",
+    "VLLMSchedulerConfig",
+]

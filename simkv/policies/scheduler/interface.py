@@ -1,0 +1,79 @@
+"""The batch-scheduler contract: what runs in the next iteration(s), and what that did.
+
+Shaped like vLLM's ``Scheduler.schedule() -> SchedulerOutput`` / ``update_from_output``, and
+free of SimPy so a scheduler unit-tests without an environment. One difference: a
+``SchedulerOutput`` may cover ``num_iterations > 1`` decode-only iterations of an unchanged
+batch (the fast-forward of DESIGN.md); the engine may commit fewer of them when an arrival
+cuts the run short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from simkv.entities.request import Request
+from simkv.kv.block_pool import BlockPool
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    """The work of the next ``num_iterations`` iterations.
+
+    Iterations with prefill work are always alone (``num_iterations == 1``); a longer run is
+    decode-only, and ``decode_context[i]`` is the total context attended to in iteration i.
+    """
+
+    num_iterations: int = 1
+    # Prefill chunks: (request, new tokens) with the aggregates the cost model needs.
+    prefills: list[tuple[Request, int]] = field(default_factory=list)
+    prefill_tokens: int = 0
+    # Causal query-key pairs of all chunks: sum of n*c + n*(n+1)/2 (c = tokens already cached).
+    prefill_attn_pairs: float = 0.0
+    # KV tokens touched by prefill attention: sum of c + n.
+    prefill_kv_tokens: int = 0
+    num_decodes: int = 0
+    decode_context: np.ndarray = field(default_factory=lambda: _EMPTY)
+    # Sequences that produce a token (logits through the LM head) in each iteration.
+    num_sampled: int = 0
+    # Scheduler-private: new KV blocks for decode ticks, cumulated per iteration.
+    decode_block_need: np.ndarray = field(default_factory=lambda: _EMPTY)
+    # Static batching pads every sequence of the batch to the same length.
+    padded: bool = False
+
+
+class Scheduler(Protocol):
+    """A replica's batch scheduler; built-ins live beside this file, one per file."""
+
+    pool: BlockPool
+
+    def admission_error(self, req: Request) -> str:
+        """Why this request can never run on this replica: a reason code, '' if it can.
+
+        Codes (docs/OUTPUTS.md): ``kv_capacity`` (its longest sequence exceeds the KV
+        pool), ``token_budget`` (a whole prompt exceeds the per-iteration token budget).
+        """
+        ...
+
+    def add_request(self, req: Request) -> None: ...
+
+    def schedule(self, now: float) -> SchedulerOutput | None:
+        """Plan the next iteration(s); None when there is nothing to run."""
+        ...
+
+    def update(self, out: SchedulerOutput, done: int, ends: np.ndarray) -> list[Request]:
+        """Commit the first ``done`` iterations of ``out`` (their end times in ``ends``).
+
+        Sets first-token and finish times; returns the requests that finished, in order.
+        """
+        ...
+
+    def num_unfinished(self) -> int: ...
+
+    def check_invariants(self) -> None:
+        """Recount memory and queues from scratch; raise AssertionError on any mismatch."""
+        ...

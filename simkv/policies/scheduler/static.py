@@ -1,0 +1,141 @@
+"""Static (request-level) batching: the baseline continuous batching is measured against.
+
+A batch is formed only when the replica is idle: up to ``max_batch_size`` waiting requests,
+first come first served, as many as the KV pool holds when every sequence reserves room for
+the batch's longest prompt plus its longest output (padding, as FasterTransformer-style
+engines and ``model.generate`` on a padded batch do). The batch is prefilled in one
+iteration, then decodes until its longest output is done; no request joins or leaves it in
+between. A request's completion time is when its own last token is produced (streamed),
+but its slot stays busy (padded) until the whole batch ends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from simkv.entities.request import Request, State
+from simkv.kv.block_pool import BlockPool, blocks_for
+from simkv.policies.scheduler.interface import SchedulerOutput
+from simkv.registry import register
+
+
+@dataclass(slots=True)
+class StaticSchedulerConfig:
+    max_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("scheduler: max_batch_size must be >= 1")
+
+
+@register("scheduler", "static", StaticSchedulerConfig)
+class StaticScheduler:
+    def __init__(self, cfg: StaticSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
+                 **_: object) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.max_fast_forward = max(1, max_fast_forward)
+        self.waiting: deque[Request] = deque()
+        self.batch: list[Request] = []  # sorted by output length
+        self.prompt_len = 0  # padded prompt length of the batch
+        self.output_len = 0  # longest output of the batch
+        self.ticks = 0  # decode iterations done by the batch
+        self.prefilled = False
+        self.reserved = 0
+
+    def admission_error(self, req: Request) -> str:
+        need = blocks_for(req.prompt_tokens + req.output_tokens - 1, self.pool.block_size)
+        return "kv_capacity" if need > self.pool.capacity else ""
+
+    def add_request(self, req: Request) -> None:
+        req.state = State.WAITING
+        self.waiting.append(req)
+
+    def num_unfinished(self) -> int:
+        return len(self.waiting) + sum(r.state is not State.FINISHED for r in self.batch)
+
+    def _reservation(self, prompt: int, output: int, n: int) -> int:
+        return n * blocks_for(prompt + output - 1, self.pool.block_size)
+
+    def schedule(self, now: float) -> SchedulerOutput | None:
+        if not self.batch:
+            if not self.waiting:
+                return None
+            self._form_batch(now)
+        b = len(self.batch)
+        if not self.prefilled:
+            n = self.prompt_len
+            return SchedulerOutput(
+                prefills=[(r, n) for r in self.batch],
+                prefill_tokens=b * n,
+                prefill_attn_pairs=b * n * (n + 1) / 2,
+                prefill_kv_tokens=b * n,
+                num_sampled=b,
+                padded=True,
+            )
+        k = min(self.output_len - 1 - self.ticks, self.max_fast_forward)
+        # Every slot attends to the padded prompt, the tokens so far and its new token.
+        ctx = b * (self.prompt_len + self.ticks + 1 + np.arange(k, dtype=np.int64))
+        return SchedulerOutput(num_iterations=k, num_decodes=b, decode_context=ctx,
+                               num_sampled=b, decode_block_need=np.zeros(k, np.int64),
+                               padded=True)
+
+    def _form_batch(self, now: float) -> None:
+        prompt = output = 0
+        chosen: list[Request] = []
+        while self.waiting and len(chosen) < self.cfg.max_batch_size:
+            req = self.waiting[0]
+            p = max(prompt, req.prompt_tokens)
+            o = max(output, req.output_tokens)
+            if self._reservation(p, o, len(chosen) + 1) > self.pool.capacity:
+                break
+            chosen.append(self.waiting.popleft())
+            prompt, output = p, o
+        self.reserved = self._reservation(prompt, output, len(chosen))
+        self.pool.allocate(self.reserved)
+        for req in chosen:
+            req.state = State.PREFILLING
+            req.first_scheduled = now
+        self.batch = sorted(chosen, key=lambda r: (r.output_tokens, r.id))
+        self.prompt_len, self.output_len = prompt, output
+        self.ticks = 0
+        self.prefilled = False
+
+    def update(self, out: SchedulerOutput, done: int, ends: np.ndarray) -> list[Request]:
+        finished: list[Request] = []
+        if not self.prefilled:
+            end = float(ends[0])
+            self.prefilled = True
+            for req in self.batch:
+                req.computed = req.prompt_tokens
+                req.generated = 1
+                req.first_token = end
+                req.state = State.DECODING
+                if req.output_tokens == 1:
+                    req.finish = end
+                    req.state = State.FINISHED
+                    finished.append(req)
+        else:
+            t0 = self.ticks
+            self.ticks += done
+            for req in self.batch:
+                tick = req.output_tokens - 1
+                if req.state is State.DECODING and tick <= self.ticks:
+                    req.finish = float(ends[tick - t0 - 1])
+                    req.generated = req.output_tokens
+                    req.computed = req.prompt_tokens + req.output_tokens - 1
+                    req.state = State.FINISHED
+                    finished.append(req)
+        if self.ticks >= self.output_len - 1:
+            self.pool.release(self.reserved)
+            self.reserved = 0
+            self.batch = []
+        return finished
+
+    def check_invariants(self) -> None:
+        self.pool.check_invariants(self.reserved)
+        if len(self.batch) > self.cfg.max_batch_size:
+            raise AssertionError("batch larger than max_batch_size")

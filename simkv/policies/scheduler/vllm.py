@@ -1,0 +1,278 @@
+"""Continuous batching as in vLLM: iteration-level scheduling over a paged KV cache.
+
+Per iteration (one call of ``schedule``):
+
+1. every decoding request gets one token; if the KV pool cannot hold the new blocks, the
+   most recently admitted running request is preempted by *recompute* (its blocks are freed
+   and it re-enters the front of the waiting queue, to re-prefill prompt + generated tokens,
+   vLLM's default since v0.x and the only mode of v1);
+2. requests part-way through a chunked prefill get the next chunk, in admission order;
+3. if nothing was preempted, waiting requests are admitted first-come-first-served while
+   ``max_num_seqs``, the token budget ``max_num_batched_tokens`` and the KV pool allow; the
+   head of the queue blocks the rest (no skipping).
+
+With ``chunked_prefill`` (vLLM v1, Sarathi-Serve) prefill chunks share iterations with
+decodes and decodes are served first. Without it (vLLM v0's default) a prompt is prefilled
+whole, in a prefill-only iteration, and prefills take priority over decodes (Orca-like
+iteration-level scheduling without piggybacking).
+
+References read: vLLM v0 ``vllm/core/scheduler.py`` (decode-first budget with chunked
+prefill, prefill-first without it), v1 ``vllm/v1/core/sched/scheduler.py`` (one token
+budget, preempt the last running request); docs/ARCHITECTURE.md lists where simkv differs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from simkv.engine.decode_batch import DecodeBatch
+from simkv.entities.request import Request, State
+from simkv.kv.block_pool import BlockPool, blocks_for
+from simkv.policies.scheduler.interface import SchedulerOutput
+from simkv.registry import register
+
+
+@dataclass(slots=True)
+class VLLMSchedulerConfig:
+    """vLLM's SchedulerConfig fields that change the schedule."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise ValueError("scheduler: max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"scheduler: max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"max_num_seqs ({self.max_num_seqs}), as vLLM requires"
+            )
+
+
+@register("scheduler", "vllm", VLLMSchedulerConfig)
+class VLLMScheduler:
+    def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
+                 **_: object) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.block_size = pool.block_size
+        self.max_fast_forward = max(1, max_fast_forward)
+        self.waiting: deque[Request] = deque()
+        # Admission order; the last entry is the preemption victim.
+        self.running: dict[int, Request] = {}
+        self.prefilling: dict[int, Request] = {}
+        self.decode = DecodeBatch(pool.block_size)
+
+    # --- queue --------------------------------------------------------------------------
+    def admission_error(self, req: Request) -> str:
+        # The longest sequence it will ever hold in KV: prompt + output - 1 tokens.
+        longest = req.prompt_tokens + req.output_tokens - 1
+        if blocks_for(longest, self.block_size) > self.pool.capacity:
+            return "kv_capacity"
+        if not self.cfg.chunked_prefill and longest > self.cfg.max_num_batched_tokens:
+            return "token_budget"
+        return ""
+
+    def add_request(self, req: Request) -> None:
+        req.state = State.WAITING
+        self.waiting.append(req)
+
+    def num_unfinished(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    # --- planning -----------------------------------------------------------------------
+    def _preempt_last(self) -> Request:
+        rid, victim = self.running.popitem()
+        if victim.state is State.DECODING:
+            self.decode.leave(victim)
+            victim.blocks = blocks_for(victim.computed, self.block_size)
+        else:
+            del self.prefilling[rid]
+        self.pool.release(victim.blocks)
+        victim.blocks = 0
+        victim.computed = 0
+        victim.preemptions += 1
+        victim.state = State.WAITING
+        self.waiting.appendleft(victim)
+        return victim
+
+    def schedule(self, now: float) -> SchedulerOutput | None:
+        if not self.running and not self.waiting:
+            return None
+        if not self.cfg.chunked_prefill:
+            out = self._schedule_prefill_first(now)
+            if out is not None:
+                return out
+        pool = self.pool
+        dec = self.decode
+        bs = self.block_size
+        preempted = False
+        need = dec.need_next() if dec.members else 0
+        while need > pool.free:
+            self._preempt_last()
+            preempted = True
+            need = dec.need_next() if dec.members else 0
+        budget = self.cfg.max_num_batched_tokens - len(dec)
+        out = SchedulerOutput()
+        if self.cfg.chunked_prefill:
+            # 2. chunks of prefills already under way, in admission order.
+            for req in list(self.prefilling.values()):
+                if budget <= 0:
+                    break
+                if req.state is not State.PREFILLING:
+                    continue  # preempted while planning an earlier chunk
+                n = min(req.num_tokens - req.computed, budget)
+                extra = blocks_for(req.computed + n, bs) - req.blocks
+                while extra > pool.free - need:
+                    victim = self._preempt_last()
+                    preempted = True
+                    need = dec.need_next() if dec.members else 0
+                    budget = self.cfg.max_num_batched_tokens - len(dec) - out.prefill_tokens
+                    if victim is req:
+                        break
+                if req.state is not State.PREFILLING:
+                    continue
+                pool.allocate(extra)
+                req.blocks += extra
+                self._add_chunk(out, req, n)
+                budget -= n
+            # 3. admit waiting requests, first come first served.
+            if not preempted:
+                budget = self._admit(out, budget, need, now)
+        if not out.prefills and not dec.members:
+            # Nothing can run: every waiting request is blocked (cannot happen while the
+            # replica is empty, since admission_error rejects what never fits).
+            return None
+        self._plan_decodes(out, need, preempted)
+        return out
+
+    def _admit(self, out: SchedulerOutput, budget: int, need: int, now: float) -> int:
+        pool = self.pool
+        bs = self.block_size
+        waiting = self.waiting
+        while waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
+            req = waiting[0]
+            remaining = req.num_tokens - req.computed
+            if remaining > budget and not self.cfg.chunked_prefill:
+                break
+            n = min(remaining, budget)
+            extra = blocks_for(req.computed + n, bs) - req.blocks
+            if extra > pool.free - need:
+                break
+            waiting.popleft()
+            pool.allocate(extra)
+            req.blocks += extra
+            req.state = State.PREFILLING
+            if req.first_scheduled != req.first_scheduled:  # NaN: first admission
+                req.first_scheduled = now
+            self.running[req.id] = req
+            self.prefilling[req.id] = req
+            self._add_chunk(out, req, n)
+            budget -= n
+        return budget
+
+    def _schedule_prefill_first(self, now: float) -> SchedulerOutput | None:
+        """vLLM v0 without chunked prefill: whole prompts, in prefill-only iterations."""
+        if not self.waiting:
+            return None
+        # Decodes keep their next blocks: a prefill may not take what they need now.
+        need = self.decode.need_next() if self.decode.members else 0
+        if need > self.pool.free:
+            return None  # the decode path preempts
+        out = SchedulerOutput()
+        self._admit(out, self.cfg.max_num_batched_tokens, need, now)
+        if not out.prefills:
+            return None
+        out.num_sampled = len(out.prefills)
+        return out
+
+    @staticmethod
+    def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> None:
+        c = req.computed
+        out.prefills.append((req, n))
+        out.prefill_tokens += n
+        out.prefill_attn_pairs += n * c + n * (n + 1) / 2
+        out.prefill_kv_tokens += c + n
+        if c + n == req.num_tokens:
+            out.num_sampled += 1
+
+    def _plan_decodes(self, out: SchedulerOutput, need: int, preempted: bool) -> None:
+        dec = self.decode
+        b = len(dec)
+        out.num_decodes = b
+        out.num_sampled += b
+        if b == 0:
+            return
+        if out.prefills or preempted:
+            k = 1
+        else:
+            # A decode-only batch keeps its composition until the first member finishes or
+            # the pool runs out of blocks (arrivals cut the run from the engine's side).
+            k = min(dec.ticks_to_first_finish(), self.max_fast_forward)
+        cum = dec.cumulative_need(k)
+        if k > 1:
+            k = max(1, min(k, int(np.searchsorted(cum, self.pool.free, side="right"))))
+            cum = cum[:k]
+        out.num_iterations = k
+        out.decode_block_need = cum
+        # Context attended to by tick i (1-based): every member's KV plus its new token.
+        start = dec.context_sum() + b
+        out.decode_context = start + b * np.arange(k, dtype=np.int64)
+
+    # --- committing ---------------------------------------------------------------------
+    def update(self, out: SchedulerOutput, done: int, ends: np.ndarray) -> list[Request]:
+        finished: list[Request] = []
+        dec = self.decode
+        if out.num_decodes:
+            self.pool.allocate(int(out.decode_block_need[done - 1]))
+            t0 = dec.ticks
+            for req in dec.advance(done):
+                tick = req.output_tokens - req.gen_base  # the tick that produced its last token
+                req.finish = float(ends[tick - t0 - 1])
+                self._finish_decoding(req)
+                finished.append(req)
+        if out.prefills:
+            end = float(ends[0])
+            for req, n in out.prefills:
+                req.computed += n
+                if req.computed < req.num_tokens:
+                    continue
+                req.generated += 1
+                if req.first_token != req.first_token:  # NaN: the first token
+                    req.first_token = end
+                del self.prefilling[req.id]
+                if req.generated >= req.output_tokens:
+                    req.finish = end
+                    del self.running[req.id]
+                    self.pool.release(req.blocks)
+                    req.blocks = 0
+                    req.state = State.FINISHED
+                    finished.append(req)
+                else:
+                    dec.join(req)
+        return finished
+
+    def _finish_decoding(self, req: Request) -> None:
+        self.decode.leave(req)
+        del self.running[req.id]
+        self.pool.release(blocks_for(req.computed, self.block_size))
+        req.blocks = 0
+        req.state = State.FINISHED
+
+    # --- checks -------------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        held = self.decode.held_blocks() + sum(r.blocks for r in self.prefilling.values())
+        self.pool.check_invariants(held)
+        states = [r.state for r in self.running.values()]
+        if any(s not in (State.PREFILLING, State.DECODING) for s in states):
+            raise AssertionError("a running request is neither prefilling nor decoding")
+        if len(self.prefilling) + len(self.decode) != len(self.running):
+            raise AssertionError("running != prefilling + decoding")
+        if any(r.state is not State.WAITING or r.blocks for r in self.waiting):
+            raise AssertionError("a waiting request holds blocks or has the wrong state")
+        if len(self.running) > self.cfg.max_num_seqs:
+            raise AssertionError("more running requests than max_num_seqs")
