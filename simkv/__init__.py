@@ -19,7 +19,7 @@ __all__ = ["SimConfig", "SimResult", "__version__", "compose", "load_results", "
 if TYPE_CHECKING:
     from simkv.config.schema import SimConfig
     from simkv.results import SimResult, load_results
-    from simkv.simulate import simulate
+    from simkv.runner import simulate
 
 
 def compose(overrides: Any = ()) -> SimConfig:
@@ -32,7 +32,7 @@ def compose(overrides: Any = ()) -> SimConfig:
 def __getattr__(name: str) -> Any:
     # Lazy imports keep `import simkv` light (no Hydra, SimPy or pyarrow until used).
     if name == "simulate":
-        from simkv.simulate import simulate
+        from simkv.runner import simulate
 
         return simulate
     if name in ("load_results", "SimResult"):

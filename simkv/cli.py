@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from simkv.config.store import register_configs
 from simkv.metrics.summary import format_table
-from simkv.simulate import simulate
+from simkv.runner import simulate
 
 log = logging.getLogger("simkv")
 

@@ -63,7 +63,7 @@ class EngineConfig:
     per_sequence_overhead_s: float = 1.0e-5
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = 4096
-    # Raise Livelock after this many consecutive iterations with no request finishing.
+    # Raise LivelockError after this many consecutive iterations with no request finishing.
     livelock_iterations: int = 2_000_000
 
 

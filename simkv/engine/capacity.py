@@ -16,7 +16,7 @@ from simkv.perf.roofline import CostModel
 GIB = 2**30
 
 
-class DoesNotFit(ValueError):
+class DoesNotFitError(ValueError):
     """The model (or its KV cache) does not fit in a replica's memory."""
 
 
@@ -47,7 +47,7 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv
     where = (f"{cost.model.name} on {hw.name} with tensor_parallel={cluster.tensor_parallel}, "
              f"pipeline_parallel={cluster.pipeline_parallel}")
     if free < block_bytes:
-        raise DoesNotFit(
+        raise DoesNotFitError(
             f"{where} does not fit: per GPU {weights / GIB:.1f} GiB of weights + "
             f"{acts / GIB:.1f} GiB of activations leave {free / GIB:.2f} GiB for KV out of "
             f"{budget / GIB:.1f} GiB ({kv.gpu_memory_utilization:.0%} of {hw.memory_bytes / GIB:.1f} "

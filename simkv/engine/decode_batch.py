@@ -34,7 +34,8 @@ class DecodeBatch:
         self.block_size = block_size
         self.ticks = 0
         self.sum_base = 0
-        self.phase = np.zeros(block_size, dtype=np.int64)
+        # NOTE: a list, not a numpy array: it is read one element at a time in the hot path.
+        self.phase = [0] * block_size
         # NOTE: dict keyed by request id, in join order; ids are unique per run.
         self.members: dict[int, Request] = {}
         self._heap: list[tuple[int, int, Request]] = []
@@ -72,7 +73,17 @@ class DecodeBatch:
 
     def need_next(self) -> int:
         """New blocks the next tick needs."""
-        return int(self.phase[(-self.ticks) % self.block_size])
+        return self.phase[(-self.ticks) % self.block_size]
+
+    def need_over(self, k: int) -> int:
+        """New blocks needed by the next k ticks together."""
+        bs = self.block_size
+        full, rem = divmod(k, bs)
+        total = full * len(self.members)
+        phase, t = self.phase, self.ticks
+        for j in range(rem):
+            total += phase[(-(t + j)) % bs]
+        return total
 
     def ticks_to_first_finish(self) -> int:
         heap = self._heap
@@ -86,7 +97,7 @@ class DecodeBatch:
         """New blocks needed by ticks 1..k, cumulated (length k)."""
         bs = self.block_size
         idx = (-(self.ticks + np.arange(k, dtype=np.int64))) % bs
-        return np.cumsum(self.phase[idx])
+        return np.cumsum(np.asarray(self.phase, dtype=np.int64)[idx])
 
     # --- advancing ----------------------------------------------------------------------
     def advance(self, k: int) -> list[Request]:

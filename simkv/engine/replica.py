@@ -9,7 +9,7 @@ the new request. So events scale with arrivals and batch changes, never with tok
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
@@ -22,7 +22,7 @@ from simkv.perf.roofline import CostModel
 from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
 
 
-class Livelock(RuntimeError):
+class LivelockError(RuntimeError):
     """The engine kept iterating without any request finishing (a policy bug)."""
 
 
@@ -47,7 +47,7 @@ class Replica:
         self.busy = False
         self.epoch = 0
         self._out: SchedulerOutput | None = None
-        self._ends: np.ndarray | None = None
+        self._ends: Sequence[float] | None = None
         self._done = 0
         self._start = 0.0
         self._idle_iterations = 0
@@ -88,8 +88,10 @@ class Replica:
             self._out = self._ends = None
             return
         durations = self.cost.run_times(out)
-        # NOTE: cumulated left to right from `now`, exactly as repeated single steps add up.
-        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
+        if out.num_iterations == 1:
+            ends: Sequence[float] = (now + durations,)  # type: ignore[operator]
+        else:
+            ends = now + np.cumsum(durations)
         self._out, self._ends, self._done, self._start = out, ends, len(ends), now
         self.epoch += 1
         Wakeup(self.env, float(ends[-1]) - self.env.now, NORMAL, self._run_ended, self.epoch)
@@ -98,7 +100,8 @@ class Replica:
         if event.tag != self.epoch:
             return  # a wake-up for a run that was cut short
         out, ends, done = self._out, self._ends, self._done
-        assert out is not None and ends is not None
+        assert out is not None
+        assert ends is not None
         finished = self.scheduler.update(out, done, ends)
         self.runs += 1
         self.iterations_run += done
@@ -116,7 +119,7 @@ class Replica:
         else:
             self._idle_iterations += done
             if self._idle_iterations > self.livelock_limit:
-                raise Livelock(
+                raise LivelockError(
                     f"replica {self.index}: {self._idle_iterations} iterations without a "
                     f"request finishing ({self.scheduler.num_unfinished()} unfinished)"
                 )

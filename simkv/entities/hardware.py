@@ -155,7 +155,9 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
     allowed_top = {"schema_version", "name", "gpu", "efficiency", "provenance", "notes"}
     unknown = set(doc) - allowed_top
     if unknown:
-        raise ProfileError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(allowed_top)}")
+        raise ProfileError(
+            f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(allowed_top)}"
+        )
     gpu = doc.get("gpu") or {}
     eff = doc.get("efficiency") or {}
     for section, got, allowed in (("gpu", gpu, _GPU_KEYS), ("efficiency", eff, _EFFICIENCY_KEYS)):
@@ -166,7 +168,9 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
         if missing:
             raise ProfileError(f"{path}: {section} is missing {sorted(missing)}")
         if extra:
-            raise ProfileError(f"{path}: unknown keys in {section}: {sorted(extra)}; allowed: {sorted(allowed)}")
+            raise ProfileError(
+                f"{path}: unknown keys in {section}: {sorted(extra)}; allowed: {sorted(allowed)}"
+            )
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
     for key, dim in _GPU_KEYS.items():

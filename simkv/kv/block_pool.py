@@ -16,7 +16,7 @@ def blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
-class OutOfBlocks(RuntimeError):
+class OutOfBlocksError(RuntimeError):
     """An allocation was attempted without checking ``can_allocate`` first (a bug)."""
 
 
@@ -35,13 +35,13 @@ class BlockPool:
 
     def allocate(self, n: int) -> None:
         if n > self.capacity - self.used:
-            raise OutOfBlocks(f"asked for {n} blocks with {self.free} free")
+            raise OutOfBlocksError(f"asked for {n} blocks with {self.free} free")
         self.used += n
 
     def release(self, n: int) -> None:
         self.used -= n
         if self.used < 0:
-            raise OutOfBlocks(f"released {n} blocks more than were held")
+            raise OutOfBlocksError(f"released {n} blocks more than were held")
 
     def check_invariants(self, held: int) -> None:
         """``held`` is the sum of blocks owned by live requests, counted independently."""

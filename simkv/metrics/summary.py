@@ -21,7 +21,8 @@ def _dist(values: np.ndarray) -> dict[str, float | None]:
     if values.size == 0:
         return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
     pct = np.percentile(values, PERCENTILES)
-    return {"mean": float(values.mean()), **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)}}
+    pcts = {f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)}
+    return {"mean": float(values.mean()), **pcts}
 
 
 def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: dict[str, Any]

@@ -75,6 +75,16 @@ class CostModel:
         self._eff = hw.efficiency
         self._const_attn = (hw.eff("attention_compute").is_constant
                             and hw.eff("attention_memory").is_constant)
+        self._linear_cache: dict[int, float] = {}
+        # Attention time per token of context, for the constant-efficiency fast path.
+        flops_per_ctx = 4.0 * model.head_dim * self.heads
+        if self._const_attn:
+            ceff = hw.eff("attention_compute").values[0]
+            meff = hw.eff("attention_memory").values[0]
+            self._attn_c = flops_per_ctx / (hw.bf16_flops * ceff)
+            self._attn_m = self.kv_bytes_token_layer / (hw.hbm_bandwidth * meff)
+            self._q_m = 2.0 * self.heads * model.head_dim * ACT_BYTES / (hw.hbm_bandwidth * meff)
+        self._sample_cache: dict[int, float] = {}
 
     # --- operator building blocks -----------------------------------------------------------
     def _gemm(self, name: str, tokens: float, k: float, n: float, weight_sets: float = 1.0
@@ -157,50 +167,81 @@ class CostModel:
         op = self._gemm("lm_head", sampled, m.hidden_size, m.vocab_size / self.tp)
         return op.seconds
 
-    def _fixed_s(self, tokens: int, sampled: int) -> float:
-        """Per-iteration time that does not depend on attention context."""
-        pp_hops = (self.pp - 1) * (tokens * self.model.hidden_size * ACT_BYTES
-                                   / self.hw.nvlink_bandwidth + self.hw.nvlink_latency_s)
-        return (self._head_s(sampled) + pp_hops + self.engine.iteration_overhead_s
-                + self.engine.per_sequence_overhead_s * sampled)
+    def linear_s(self, tokens: int) -> float:
+        """Everything of an iteration but attention and sampling, for ``tokens`` tokens.
+
+        NOTE: cached per token count: it is called once per engine run and depends on
+        nothing else (profiling showed operator objects dominating run time otherwise).
+        """
+        t = self._linear_cache.get(tokens)
+        if t is None:
+            ops = [op for op in self.layer_operators(tokens) if not op.name.startswith("attn")]
+            pp_hops = (self.pp - 1) * (tokens * self.model.hidden_size * ACT_BYTES
+                                       / self.hw.nvlink_bandwidth + self.hw.nvlink_latency_s)
+            t = (self.layers * (sum(op.seconds for op in ops) + 2.0 * self._allreduce_s(tokens))
+                 + pp_hops)
+            self._linear_cache[tokens] = t
+        return t
+
+    def sample_s(self, sampled: int) -> float:
+        """LM head for the sequences that sample, plus the host-side overheads (cached)."""
+        t = self._sample_cache.get(sampled)
+        if t is None:
+            t = (self._head_s(sampled) + self.engine.iteration_overhead_s
+                 + self.engine.per_sequence_overhead_s * sampled)
+            self._sample_cache[sampled] = t
+        return t
+
+    def _prefill_attention_s(self, pairs: float, kv_tokens: float, tokens: int) -> float:
+        if self._const_attn:
+            return max(pairs * self._attn_c, kv_tokens * self._attn_m + tokens * self._q_m)
+        m = self.model
+        flops = 4.0 * m.head_dim * self.heads * pairs
+        nbytes = (kv_tokens * self.kv_bytes_token_layer
+                  + 2.0 * tokens * self.heads * m.head_dim * ACT_BYTES)
+        return self._roof("attn_prefill", flops, nbytes, tokens, "attention_compute",
+                          "attention_memory").seconds
 
     # --- public API ---------------------------------------------------------------------
     def iteration_time(self, out: SchedulerOutput) -> float:
-        """Seconds for one iteration with prefill work (and possibly decodes)."""
+        """Seconds of one iteration (prefill chunks and/or decodes)."""
         tokens = out.prefill_tokens + out.num_decodes
-        ctx = float(out.decode_context[0]) if out.num_decodes else 0.0
-        ops = self.layer_operators(tokens, out.prefill_attn_pairs, out.prefill_kv_tokens,
-                                   out.prefill_tokens, out.num_decodes, ctx)
-        layer = sum(op.seconds for op in ops) + 2.0 * self._allreduce_s(tokens)
-        return self.layers * layer + self._fixed_s(tokens, out.num_sampled)
+        attn = 0.0
+        if out.prefill_tokens:
+            attn += self._prefill_attention_s(out.prefill_attn_pairs, out.prefill_kv_tokens,
+                                              out.prefill_tokens)
+        if out.num_decodes:
+            b, ctx = out.num_decodes, float(out.decode_context[0])
+            if self._const_attn:
+                attn += max(ctx * self._attn_c, ctx * self._attn_m + b * self._q_m)
+            else:
+                attn += self._decode_attention(b, ctx).seconds
+        return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn
 
     def decode_run_times(self, decodes: int, context: np.ndarray, sampled: int) -> np.ndarray:
         """Seconds of each of K decode-only iterations of ``decodes`` sequences.
 
-        ``context[i]`` is the total context attended to in iteration i.
+        ``context[i]`` is the total context attended to in iteration i; only attention
+        changes along a run, so it is the only vectorised term.
         """
-        ops = self.layer_operators(decodes)
-        rest = sum(op.seconds for op in ops) + 2.0 * self._allreduce_s(decodes)
-        m = self.model
-        flops_per_ctx = 4.0 * m.head_dim * self.heads
-        ctx = context.astype(np.float64)
-        q_bytes = 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES
-        nbytes = ctx * self.kv_bytes_token_layer + q_bytes
+        ctx = np.asarray(context, dtype=np.float64)
         if self._const_attn:
-            ceff = self._eff["attention_compute"].values[0]
-            meff = self._eff["attention_memory"].values[0]
+            attn = np.maximum(ctx * self._attn_c, ctx * self._attn_m + decodes * self._q_m)
         else:
+            m = self.model
             per_seq = ctx / decodes
             ceff = self._eff["attention_compute"].at_array(per_seq)
             meff = self._eff["attention_memory"].at_array(per_seq)
-        attn = np.maximum(ctx * flops_per_ctx / (self.flops_peak * ceff),
-                          nbytes / (self.bw_peak * meff))
-        return self.layers * (rest + attn) + self._fixed_s(decodes, sampled)
+            nbytes = (ctx * self.kv_bytes_token_layer
+                      + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
+            attn = np.maximum(ctx * (4.0 * m.head_dim * self.heads) / (self.flops_peak * ceff),
+                              nbytes / (self.bw_peak * meff))
+        return (self.linear_s(decodes) + self.sample_s(sampled)) + self.layers * attn
 
-    def run_times(self, out: SchedulerOutput) -> np.ndarray:
-        """Durations of the iterations planned in ``out``."""
-        if out.prefill_tokens:
-            return np.array([self.iteration_time(out)])
+    def run_times(self, out: SchedulerOutput) -> np.ndarray | float:
+        """Durations of the iterations planned in ``out`` (a float for a single one)."""
+        if out.num_iterations == 1:
+            return self.iteration_time(out)
         return self.decode_run_times(out.num_decodes, out.decode_context, out.num_sampled)
 
     # --- memory -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class PoissonWorkloadConfig:
     """Lengths are lognormal: ``median * exp(sigma * N(0,1))``, rounded, clipped to [1, max]."""
 
     num_requests: int = 3000
-    rate: float = 24.0  # requests per second
+    rate: float = 40.0  # requests per second (about 65% of 2 H100s for Llama-3.1-8B)
     prompt_median: float = 512.0
     prompt_sigma: float = 0.8
     prompt_max: int = 8192

@@ -9,15 +9,14 @@ cuts the run short.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-
-import numpy as np
 
 from simkv.entities.request import Request
 from simkv.kv.block_pool import BlockPool
 
-_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -37,11 +36,9 @@ class SchedulerOutput:
     # KV tokens touched by prefill attention: sum of c + n.
     prefill_kv_tokens: int = 0
     num_decodes: int = 0
-    decode_context: np.ndarray = field(default_factory=lambda: _EMPTY)
+    decode_context: Sequence[int] = _EMPTY  # numpy array, or a tuple for one iteration
     # Sequences that produce a token (logits through the LM head) in each iteration.
     num_sampled: int = 0
-    # Scheduler-private: new KV blocks for decode ticks, cumulated per iteration.
-    decode_block_need: np.ndarray = field(default_factory=lambda: _EMPTY)
     # Static batching pads every sequence of the batch to the same length.
     padded: bool = False
 
@@ -65,7 +62,7 @@ class Scheduler(Protocol):
         """Plan the next iteration(s); None when there is nothing to run."""
         ...
 
-    def update(self, out: SchedulerOutput, done: int, ends: np.ndarray) -> list[Request]:
+    def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
         """Commit the first ``done`` iterations of ``out`` (their end times in ``ends``).
 
         Sets first-token and finish times; returns the requests that finished, in order.

@@ -12,6 +12,7 @@ but its slot stays busy (padded) until the whole batch ends.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +81,7 @@ class StaticScheduler:
         # Every slot attends to the padded prompt, the tokens so far and its new token.
         ctx = b * (self.prompt_len + self.ticks + 1 + np.arange(k, dtype=np.int64))
         return SchedulerOutput(num_iterations=k, num_decodes=b, decode_context=ctx,
-                               num_sampled=b, decode_block_need=np.zeros(k, np.int64),
-                               padded=True)
+                               num_sampled=b, padded=True)
 
     def _form_batch(self, now: float) -> None:
         prompt = output = 0
@@ -104,7 +104,7 @@ class StaticScheduler:
         self.ticks = 0
         self.prefilled = False
 
-    def update(self, out: SchedulerOutput, done: int, ends: np.ndarray) -> list[Request]:
+    def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
         finished: list[Request] = []
         if not self.prefilled:
             end = float(ends[0])

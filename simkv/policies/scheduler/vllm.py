@@ -24,6 +24,7 @@ budget, preempt the last running request); docs/ARCHITECTURE.md lists where simk
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,10 @@ class VLLMScheduler:
         self.running: dict[int, Request] = {}
         self.prefilling: dict[int, Request] = {}
         self.decode = DecodeBatch(pool.block_size)
+        # Hot-path copies of config values (attribute chains cost on every iteration).
+        self.chunked = cfg.chunked_prefill
+        self.max_tokens = cfg.max_num_batched_tokens
+        self.max_seqs = cfg.max_num_seqs
 
     # --- queue --------------------------------------------------------------------------
     def admission_error(self, req: Request) -> str:
@@ -103,7 +108,7 @@ class VLLMScheduler:
     def schedule(self, now: float) -> SchedulerOutput | None:
         if not self.running and not self.waiting:
             return None
-        if not self.cfg.chunked_prefill:
+        if not self.chunked:
             out = self._schedule_prefill_first(now)
             if out is not None:
                 return out
@@ -116,11 +121,11 @@ class VLLMScheduler:
             self._preempt_last()
             preempted = True
             need = dec.need_next() if dec.members else 0
-        budget = self.cfg.max_num_batched_tokens - len(dec)
+        budget = self.max_tokens - len(dec)
         out = SchedulerOutput()
-        if self.cfg.chunked_prefill:
+        if self.chunked:
             # 2. chunks of prefills already under way, in admission order.
-            for req in list(self.prefilling.values()):
+            for req in list(self.prefilling.values()) if self.prefilling else ():
                 if budget <= 0:
                     break
                 if req.state is not State.PREFILLING:
@@ -131,7 +136,7 @@ class VLLMScheduler:
                     victim = self._preempt_last()
                     preempted = True
                     need = dec.need_next() if dec.members else 0
-                    budget = self.cfg.max_num_batched_tokens - len(dec) - out.prefill_tokens
+                    budget = self.max_tokens - len(dec) - out.prefill_tokens
                     if victim is req:
                         break
                 if req.state is not State.PREFILLING:
@@ -141,7 +146,7 @@ class VLLMScheduler:
                 self._add_chunk(out, req, n)
                 budget -= n
             # 3. admit waiting requests, first come first served.
-            if not preempted:
+            if not preempted and self.waiting:
                 budget = self._admit(out, budget, need, now)
         if not out.prefills and not dec.members:
             # Nothing can run: every waiting request is blocked (cannot happen while the
@@ -154,10 +159,11 @@ class VLLMScheduler:
         pool = self.pool
         bs = self.block_size
         waiting = self.waiting
-        while waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
+        running = self.running
+        while waiting and budget > 0 and len(running) < self.max_seqs:
             req = waiting[0]
-            remaining = req.num_tokens - req.computed
-            if remaining > budget and not self.cfg.chunked_prefill:
+            remaining = req.prompt_tokens + req.generated - req.computed
+            if remaining > budget and not self.chunked:
                 break
             n = min(remaining, budget)
             extra = blocks_for(req.computed + n, bs) - req.blocks
@@ -169,7 +175,7 @@ class VLLMScheduler:
             req.state = State.PREFILLING
             if req.first_scheduled != req.first_scheduled:  # NaN: first admission
                 req.first_scheduled = now
-            self.running[req.id] = req
+            running[req.id] = req
             self.prefilling[req.id] = req
             self._add_chunk(out, req, n)
             budget -= n
@@ -213,22 +219,25 @@ class VLLMScheduler:
             # A decode-only batch keeps its composition until the first member finishes or
             # the pool runs out of blocks (arrivals cut the run from the engine's side).
             k = min(dec.ticks_to_first_finish(), self.max_fast_forward)
-        cum = dec.cumulative_need(k)
-        if k > 1:
-            k = max(1, min(k, int(np.searchsorted(cum, self.pool.free, side="right"))))
-            cum = cum[:k]
+        start = dec.context_sum() + b  # context attended to by the first tick (+ new tokens)
+        if k > 1 and self.pool.free < b * (k // self.block_size + 1):
+            # The pool may run dry within k ticks: stop the run at the last tick it can hold.
+            cum = dec.cumulative_need(k)
+            k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
         out.num_iterations = k
-        out.decode_block_need = cum
-        # Context attended to by tick i (1-based): every member's KV plus its new token.
-        start = dec.context_sum() + b
-        out.decode_context = start + b * np.arange(k, dtype=np.int64)
+        if k == 1:
+            # NOTE: the common case at moderate load (arrivals cut runs short); a tuple
+            # costs a fraction of the numpy calls below.
+            out.decode_context = (start,)
+        else:
+            out.decode_context = start + b * np.arange(k, dtype=np.int64)
 
     # --- committing ---------------------------------------------------------------------
-    def update(self, out: SchedulerOutput, done: int, ends: np.ndarray) -> list[Request]:
+    def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
         finished: list[Request] = []
         dec = self.decode
         if out.num_decodes:
-            self.pool.allocate(int(out.decode_block_need[done - 1]))
+            self.pool.allocate(dec.need_over(done))
             t0 = dec.ticks
             for req in dec.advance(done):
                 tick = req.output_tokens - req.gen_base  # the tick that produced its last token
