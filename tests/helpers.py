@@ -1,0 +1,72 @@
+"""Test-only workloads: explicit request lists and a closed-loop conversation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simkv.entities.request import Request, State
+from simkv.registry import register
+from simkv.workload.base import ArrivalBatch, FollowUp, OpenLoop
+
+
+@dataclass(slots=True)
+class ListWorkloadConfig:
+    arrival_s: list[float] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
+
+
+@register("workload", "test_list", ListWorkloadConfig)
+class ListWorkload(OpenLoop):
+    def __init__(self, cfg: ListWorkloadConfig, **_: object) -> None:
+        self.cfg = cfg
+
+    def expected_requests(self) -> int | None:
+        return len(self.cfg.arrival_s)
+
+    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
+        if self.cfg.arrival_s:
+            yield ArrivalBatch(np.asarray(self.cfg.arrival_s, float),
+                               np.asarray(self.cfg.prompt_tokens, np.int64),
+                               np.asarray(self.cfg.output_tokens, np.int64))
+
+
+@dataclass(slots=True)
+class ChatWorkloadConfig:
+    sessions: int = 3
+    turns: int = 4
+    think_s: float = 0.5
+    prompt: int = 100
+    output: int = 20
+
+
+@register("workload", "test_chat", ChatWorkloadConfig)
+class ChatWorkload:
+    """Each completion releases the session's next turn ``think_s`` later, with the whole
+    conversation so far as its prompt (closed loop)."""
+
+    def __init__(self, cfg: ChatWorkloadConfig, **_: object) -> None:
+        self.cfg = cfg
+        self.completions: list[tuple[int, int, float]] = []
+
+    def expected_requests(self) -> int | None:
+        return self.cfg.sessions * self.cfg.turns
+
+    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
+        n = self.cfg.sessions
+        yield ArrivalBatch(np.arange(n, dtype=float) * 0.01,
+                           np.full(n, self.cfg.prompt, np.int64),
+                           np.full(n, self.cfg.output, np.int64),
+                           session=np.arange(n, dtype=np.int64), turn=np.zeros(n, np.int64))
+
+    def on_complete(self, req: Request, now: float) -> list[FollowUp]:
+        assert req.state in (State.FINISHED, State.REJECTED)
+        self.completions.append((req.session, req.turn, now))
+        if req.turn + 1 >= self.cfg.turns:
+            return []
+        context = req.prompt_tokens + req.output_tokens + self.cfg.prompt
+        return [FollowUp(now + self.cfg.think_s, context, self.cfg.output, req.session,
+                         req.turn + 1)]

@@ -1,0 +1,113 @@
+"""The roofline cost model against numbers computed by hand.
+
+A toy model (1 layer, hidden 100, one head of 100, FFN 200, vocab 1000) on a toy GPU with
+round peaks and efficiencies of 1, so each operator's time can be checked on paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simkv.config.schema import EngineConfig
+from simkv.entities.hardware import EfficiencyCurve, HardwareProfile
+from simkv.entities.model import ModelSpec
+from simkv.perf.roofline import CostModel
+from simkv.policies.scheduler.interface import SchedulerOutput
+
+TOY = ModelSpec(name="toy", num_layers=1, hidden_size=100, num_heads=1, num_kv_heads=1,
+                head_dim=100, ffn_size=200, vocab_size=1000, max_model_len=4096)
+NO_OVERHEAD = EngineConfig(iteration_overhead_s=0.0, per_sequence_overhead_s=0.0)
+
+
+def gpu(flops: float, bw: float, nvlink: float = 1e9) -> HardwareProfile:
+    one = EfficiencyCurve((1.0,), (1.0,))
+    keys = ("gemm_compute", "gemm_memory", "attention_compute", "attention_memory",
+            "elementwise_memory", "nvlink")
+    return HardwareProfile("toy", 1e12, flops, bw, nvlink, 0.0, 1e9, 0.0,
+                           dict.fromkeys(keys, one), {})
+
+
+def test_decode_iteration_is_memory_bound_by_hand() -> None:
+    cost = CostModel(TOY, gpu(flops=1e12, bw=1e9), engine=NO_OVERHEAD)
+    # One sequence attending to 10 tokens. Bytes at 1 GB/s, i.e. 1 byte = 1 ns:
+    #   qkv   100x300 weights * 2 B + (100 + 300) activations * 2 B = 60,800 ns
+    #   o     100x100 * 2 + 200 * 2                                  = 20,400
+    #   attn  10 tokens * K,V 2 x 100 x 2 B + q and out 2 x 100 x 2  =  4,400
+    #   up+gate 100x400 * 2 + 500 * 2                                = 81,000
+    #   down  200x100 * 2 + 300 * 2                                  = 40,600
+    #   norms 10 passes x 100 x 2 B                                  =  2,000
+    #   lm head 100x1000 * 2 + 1100 * 2                              = 202,200
+    out = SchedulerOutput(num_decodes=1, decode_context=(10,), num_sampled=1)
+    assert cost.iteration_time(out) == pytest.approx(411_400e-9, rel=1e-12)
+    names = [op.name for op in cost.layer_operators(1, decodes=1, decode_context=10)]
+    assert names == ["qkv_proj", "o_proj", "attn_decode", "mlp_up_gate", "mlp_down", "norms"]
+
+
+def test_prefill_iteration_is_compute_bound_by_hand() -> None:
+    cost = CostModel(TOY, gpu(flops=1e12, bw=1e15), engine=NO_OVERHEAD)
+    # 1000 new tokens, nothing cached: FLOPs at 1 TFLOP/s, 1 MFLOP = 1 us.
+    #   qkv 2*1000*100*300 = 60 us; o 20 us; up+gate 80 us; down 40 us
+    #   attention: 500,500 causal pairs * 4 * 100 FLOPs = 200.2 us
+    #   lm head for the one sampled sequence: 2*100*1000 = 0.2 us
+    #   norms: 2 MB at 1 PB/s = 0.002 us
+    out = SchedulerOutput(prefill_tokens=1000, prefill_attn_pairs=1000 * 1001 / 2,
+                          prefill_kv_tokens=1000, num_sampled=1)
+    assert cost.iteration_time(out) == pytest.approx(400.402e-6, rel=1e-9)
+
+
+def test_overheads_add_per_iteration_and_per_sequence() -> None:
+    eng = EngineConfig(iteration_overhead_s=1e-3, per_sequence_overhead_s=1e-5)
+    base = CostModel(TOY, gpu(1e12, 1e9), engine=NO_OVERHEAD)
+    with_oh = CostModel(TOY, gpu(1e12, 1e9), engine=eng)
+    out = SchedulerOutput(num_decodes=4, decode_context=(40,), num_sampled=4)
+    assert with_oh.iteration_time(out) - base.iteration_time(out) == pytest.approx(1.04e-3)
+
+
+def test_tensor_parallel_halves_weights_and_adds_two_allreduces() -> None:
+    model = ModelSpec(name="toy2", num_layers=1, hidden_size=100, num_heads=2, num_kv_heads=2,
+                      head_dim=50, ffn_size=200, vocab_size=1000, max_model_len=4096)
+    tp1 = CostModel(model, gpu(1e12, 1e9, nvlink=1e9), 1, engine=NO_OVERHEAD)
+    tp2 = CostModel(model, gpu(1e12, 1e9, nvlink=1e9), 2, engine=NO_OVERHEAD)
+    out = SchedulerOutput(num_decodes=1, decode_context=(10,), num_sampled=1)
+    # Each all-reduce of 1 token x 100 x 2 B over a 2-GPU ring moves 2*(1/2)*200 B = 200 ns.
+    linear1 = sum(o.seconds for o in tp1.layer_operators(1) if o.name != "norms")
+    linear2 = sum(o.seconds for o in tp2.layer_operators(1) if o.name != "norms")
+    assert linear2 == pytest.approx(linear1 / 2, rel=0.02)  # weights dominate, split in two
+    assert tp2._allreduce_s(1) == pytest.approx(200e-9)
+    assert tp2.iteration_time(out) < tp1.iteration_time(out)
+
+
+def test_moe_reads_only_the_experts_it_touches() -> None:
+    moe = ModelSpec(name="moe", num_layers=1, hidden_size=100, num_heads=1, num_kv_heads=1,
+                    head_dim=100, ffn_size=200, vocab_size=1000, num_experts=8,
+                    experts_per_token=2, max_model_len=4096)
+    cost = CostModel(moe, gpu(1e12, 1e9), engine=NO_OVERHEAD)
+    one = {o.name: o for o in cost.layer_operators(1)}
+    many = {o.name: o for o in cost.layer_operators(4096)}
+    # One token touches exactly 2 of 8 experts; thousands touch all 8.
+    assert one["moe_down"].bytes == pytest.approx(2 * 200 * 100 * 2 + 2 * 300 * 2)
+    assert many["moe_down"].bytes == pytest.approx(8 * 200 * 100 * 2 + 4096 * 2 * 300 * 2, rel=1e-6)
+
+
+def test_decode_run_matches_single_iterations() -> None:
+    cost = CostModel(TOY, gpu(1e12, 1e9), engine=EngineConfig())
+    ctx = np.array([500, 508, 516, 524])
+    run = cost.decode_run_times(8, ctx, 8)
+    single = [cost.iteration_time(SchedulerOutput(num_decodes=8, decode_context=(int(c),),
+                                                  num_sampled=8)) for c in ctx]
+    np.testing.assert_allclose(run, single, rtol=1e-12)
+
+
+def test_llama8b_decode_is_close_to_weight_read_time() -> None:
+    from simkv.entities.hardware import load_profile
+
+    h100 = load_profile("h100_sxm_80gb")
+    cost = CostModel(ModelSpec(), h100, engine=NO_OVERHEAD)
+    t = cost.iteration_time(SchedulerOutput(num_decodes=1, decode_context=(128,), num_sampled=1))
+    m = ModelSpec()
+    # Batch-1 decode streams every weight once except the input embedding table, of which a
+    # lookup reads one row; norms, attention and activations add about 1%.
+    streamed = (m.num_params - m.embedding_params) * m.weight_bytes_per_param
+    weights = streamed / (h100.hbm_bandwidth * 0.9)  # gemm_memory efficiency
+    assert weights < t < 1.03 * weights

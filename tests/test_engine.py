@@ -1,0 +1,170 @@
+"""End-to-end behaviour of the engine: equivalence, queueing theory, rejections, loops."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import simkv
+from simkv.config.schema import SimConfig
+from simkv.engine.capacity import DoesNotFitError
+from simkv.policies.router import LeastOutstandingConfig, RoundRobinConfig
+from simkv.policies.scheduler import StaticSchedulerConfig, VLLMSchedulerConfig
+from simkv.workload import PoissonWorkloadConfig
+from tests.conftest import small
+from tests.helpers import ChatWorkloadConfig, ListWorkloadConfig
+
+TIME_COLS = ["first_scheduled_s", "first_token_s", "completion_s"]
+
+
+def run(cfg: SimConfig, tmp_path, name: str = "run") -> pd.DataFrame:
+    return simkv.simulate(cfg, tmp_path / name).requests.sort_values("request_id").reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # roomy KV: runs end at finishes and arrivals
+        # A small pool: preemptions, and decode runs that stop where the pool runs dry.
+        ["kv.num_gpu_blocks_override=400", "workload.prompt_max=2048", "workload.output_max=1024"],
+        ["scheduler.chunked_prefill=false"],
+        ["scheduler.max_num_seqs=8", "scheduler.max_num_batched_tokens=256"],
+        ["scheduler=static", "scheduler.max_batch_size=8"],
+        ["cluster.replicas=3", "router=least_outstanding", "kv.num_gpu_blocks_override=500",
+         "workload.prompt_max=2048", "workload.output_max=1024"],
+    ],
+)
+def test_fast_forward_equals_step_by_step(tmp_path, overrides: list[str]) -> None:
+    base = ["workload.num_requests=300", "workload.rate=40", *overrides]
+    fast = small([*base, "engine.max_fast_forward=4096"])
+    slow = small([*base, "engine.max_fast_forward=1"])
+    a, b = run(fast, tmp_path, "fast"), run(slow, tmp_path, "slow")
+    assert (a["status"] == "finished").all()
+    pd.testing.assert_frame_equal(a.drop(columns=TIME_COLS + ["ttft_s", "tpot_s", "e2e_s"]),
+                                  b.drop(columns=TIME_COLS + ["ttft_s", "tpot_s", "e2e_s"]))
+    for col in TIME_COLS:
+        # Same iterations, summed in a different order: equal to rounding.
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-12)
+    if "kv.num_gpu_blocks_override=400" in overrides:
+        assert a["preemptions"].sum() > 0, "this case must exercise preemption"
+    fast_runs = simkv.load_results(tmp_path / "fast").summary["engine"]
+    slow_runs = simkv.load_results(tmp_path / "slow").summary["engine"]
+    assert fast_runs["iterations"] == slow_runs["iterations"]
+    assert slow_runs["runs"] == slow_runs["iterations"]
+    if "scheduler=static" not in overrides:
+        assert fast_runs["runs"] < slow_runs["runs"]
+
+
+def test_md1_queue_matches_pollaczek_khinchine(tmp_path) -> None:
+    # One replica, one request at a time, every request 1 prompt + 1 output token: each is
+    # one identical iteration, so the replica is an M/D/1 server.
+    cfg = small(["workload.num_requests=50000", "workload.prompt_median=1",
+                 "workload.prompt_sigma=0", "workload.output_median=1", "workload.output_sigma=0",
+                 "scheduler.max_num_seqs=1", "scheduler.max_num_batched_tokens=1",
+                 "workload.rate=1"])
+    service = simkv.simulate(small(["workload.num_requests=1", "workload.prompt_median=1",
+                                    "workload.prompt_sigma=0", "workload.output_median=1",
+                                    "workload.output_sigma=0"]), tmp_path / "one").requests["e2e_s"][0]
+    rho = 0.7
+    cfg.workload.rate = rho / service
+    df = simkv.simulate(cfg, tmp_path / "md1").requests
+    np.testing.assert_allclose(df["e2e_s"] - df["ttft_s"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(df["first_token_s"] - df["first_scheduled_s"], service, rtol=1e-9)
+    wait = (df["first_scheduled_s"] - df["arrival_s"]).mean()
+    expected = rho * service / (2 * (1 - rho))  # Pollaczek-Khinchine, deterministic service
+    assert wait == pytest.approx(expected, rel=0.03)
+
+
+def test_requests_beyond_the_context_are_rejected_and_the_run_goes_on(tmp_path) -> None:
+    wl = ListWorkloadConfig(arrival_s=[0.0, 0.1, 0.2, 0.3],
+                            prompt_tokens=[100, 131_000, 100, 200_000],
+                            output_tokens=[10, 2000, 10, 10])
+    cfg = dataclasses.replace(small(), workload=wl)
+    df = run(cfg, tmp_path)
+    assert list(df["status"]) == ["finished", "rejected", "finished", "rejected"]
+    assert list(df["reject_reason"]) == ["", "max_model_len", "", "max_model_len"]
+    summary = simkv.load_results(tmp_path / "run").summary
+    assert summary["requests"]["rejected_by_reason"] == {"max_model_len": 2}
+
+
+def test_requests_larger_than_the_kv_pool_are_rejected(tmp_path) -> None:
+    wl = ListWorkloadConfig(arrival_s=[0.0, 0.5], prompt_tokens=[100, 5000], output_tokens=[10, 10])
+    cfg = dataclasses.replace(small(["kv.num_gpu_blocks_override=100"]), workload=wl)
+    df = run(cfg, tmp_path)
+    assert list(df["reject_reason"]) == ["", "kv_capacity"]
+
+
+def test_model_that_does_not_fit_fails_before_the_run_with_numbers(tmp_path) -> None:
+    cfg = small(["model=llama3_70b", "hardware=a100_80gb"])
+    with pytest.raises(DoesNotFitError, match=r"131\.4 GiB of weights.*raise cluster.tensor_parallel"):
+        simkv.simulate(cfg, tmp_path)
+    assert (tmp_path / "config.json").exists()  # evidence of what was attempted
+
+
+def test_closed_loop_turn_arrives_after_completion_plus_think_time(tmp_path) -> None:
+    wl = ChatWorkloadConfig(sessions=3, turns=4, think_s=0.5)
+    cfg = dataclasses.replace(small(), workload=wl)
+    df = run(cfg, tmp_path)
+    assert len(df) == 12
+    assert (df["status"] == "finished").all()
+    for _, turns in df.groupby("session"):
+        turns = turns.sort_values("turn")
+        assert list(turns["turn"]) == [0, 1, 2, 3]
+        gaps = turns["arrival_s"].to_numpy()[1:] - turns["completion_s"].to_numpy()[:-1]
+        np.testing.assert_allclose(gaps, 0.5, atol=1e-9)
+        # Each turn carries the whole conversation so far.
+        assert list(turns["prompt_tokens"]) == [100, 220, 340, 460]
+
+
+def test_continuous_batching_beats_static_batching(tmp_path) -> None:
+    cont = run(small(["workload.num_requests=400", "workload.rate=25"]), tmp_path, "cb")
+    stat = run(small(["workload.num_requests=400", "workload.rate=25", "scheduler=static"]),
+               tmp_path, "static")
+    # Orca's and vLLM's point: static batches hold slots until the longest output is done.
+    assert cont["e2e_s"].mean() < 0.5 * stat["e2e_s"].mean()
+
+
+def test_least_outstanding_balances_better_than_round_robin_under_skew(tmp_path) -> None:
+    # Every 4th request is 20x longer; round robin sends all of them to replica 0.
+    n = 400
+    prompt = [2000 if i % 4 == 0 else 100 for i in range(n)]
+    output = [400 if i % 4 == 0 else 20 for i in range(n)]
+    arrival = [i * 0.02 for i in range(n)]
+    wl = ListWorkloadConfig(arrival, prompt, output)
+    base = small(["cluster.replicas=4"])
+    rr = run(dataclasses.replace(base, workload=wl, router=RoundRobinConfig()), tmp_path, "rr")
+    lo = run(dataclasses.replace(base, workload=wl, router=LeastOutstandingConfig()), tmp_path, "lo")
+    assert rr.groupby("replica")["prompt_tokens"].sum()[0] == 100 * 2000
+    assert lo["e2e_s"].quantile(0.9) < rr["e2e_s"].quantile(0.9)
+
+
+def test_simulate_returns_dataframe_and_load_results_reads_it_back(tmp_path) -> None:
+    res = simkv.simulate(small(), tmp_path)
+    again = simkv.load_results(tmp_path)
+    assert again.summary == res.summary
+    pd.testing.assert_frame_equal(again.requests, res.requests)
+    assert res.summary["requests"]["finished"] == 200
+    assert set(res.requests.columns) >= {"ttft_s", "tpot_s", "e2e_s", "slo_met", "replica"}
+
+
+def test_dataclass_config_without_hydra(tmp_path) -> None:
+    cfg = SimConfig(scheduler=VLLMSchedulerConfig(max_num_seqs=16),
+                    router=RoundRobinConfig(),
+                    workload=PoissonWorkloadConfig(num_requests=50, rate=5.0))
+    cfg.output.plot = False
+    cfg.output.progress = False
+    res = simkv.simulate(cfg, tmp_path)
+    assert res.summary["requests"]["finished"] == 50
+    assert res.config["scheduler"]["name"] == "vllm"
+
+
+def test_static_scheduler_holds_slots_until_the_batch_ends(tmp_path) -> None:
+    wl = ListWorkloadConfig([0.0, 0.0, 0.001], [100, 100, 100], [5, 50, 5])
+    cfg = dataclasses.replace(small(), workload=wl, scheduler=StaticSchedulerConfig(max_batch_size=2))
+    df = run(cfg, tmp_path)
+    # Requests 0 and 1 form the first batch; request 2 waits for the whole batch (50 tokens).
+    assert df["first_scheduled_s"][2] >= df["completion_s"][1] - 1e-12
+    assert df["completion_s"][0] < df["completion_s"][1]

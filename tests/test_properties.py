@@ -1,0 +1,134 @@
+"""Invariants over random small workloads and configs (hypothesis).
+
+After every engine run: the KV pool's count equals the blocks requests hold (recounted one
+by one), never exceeds capacity, queues are consistent, and time never goes back. At the
+end: every request finished exactly once or was rejected with a reason, TTFT <= E2E, output
+tokens generated equal those requested, and every block is free again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import simkv
+from simkv.config.schema import ClusterConfig, EngineConfig, KVConfig, OutputConfig, SimConfig
+from simkv.engine.replica import Replica
+from simkv.entities.request import State
+from simkv.policies.router import LeastOutstandingConfig, RoundRobinConfig
+from simkv.policies.scheduler import StaticSchedulerConfig, VLLMSchedulerConfig
+from tests.helpers import ListWorkloadConfig
+
+requests = st.lists(
+    st.tuples(st.floats(0.0, 2.0), st.integers(1, 600), st.integers(1, 120)),
+    min_size=1, max_size=40,
+)
+schedulers = st.one_of(
+    st.builds(VLLMSchedulerConfig, max_num_seqs=st.integers(1, 16),
+              max_num_batched_tokens=st.sampled_from([16, 64, 512, 2048]),
+              chunked_prefill=st.booleans()),
+    st.builds(StaticSchedulerConfig, max_batch_size=st.integers(1, 8)),
+)
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.last_now = -1.0
+        self.runs = 0
+        self.replicas: dict[int, Replica] = {}
+
+    def __call__(self, replica: Replica) -> None:
+        now = replica.env.now
+        assert now >= self.last_now, "simulated time went back"
+        self.last_now = now
+        replica.scheduler.check_invariants()
+        pool = replica.scheduler.pool
+        assert 0 <= pool.used <= pool.capacity
+        self.runs += 1
+        self.replicas[replica.index] = replica
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reqs=requests, sched=schedulers, blocks=st.integers(8, 400),
+       block_size=st.sampled_from([1, 4, 16]), replicas=st.integers(1, 3),
+       least=st.booleans(), ff=st.sampled_from([1, 3, 4096]))
+def test_invariants_hold(reqs, sched, blocks, block_size, replicas, least, ff) -> None:
+    if isinstance(sched, VLLMSchedulerConfig) and sched.max_num_batched_tokens < sched.max_num_seqs:
+        sched = dataclasses.replace(sched, max_num_seqs=sched.max_num_batched_tokens)
+    reqs = sorted(reqs)
+    wl = ListWorkloadConfig([r[0] for r in reqs], [r[1] for r in reqs], [r[2] for r in reqs])
+    cfg = SimConfig(
+        cluster=ClusterConfig(replicas=replicas),
+        kv=KVConfig(block_size=block_size, num_gpu_blocks_override=blocks),
+        scheduler=sched,
+        router=LeastOutstandingConfig() if least else RoundRobinConfig(),
+        workload=wl,
+        # A small livelock guard: a policy that stops making progress fails fast.
+        engine=EngineConfig(max_fast_forward=ff, livelock_iterations=20_000),
+        output=OutputConfig(plot=False, progress=False),
+    )
+    checker = Checker()
+    with tempfile.TemporaryDirectory() as d:
+        res = simkv.simulate(cfg, d, observer=checker)
+        df = res.requests
+    assert len(df) == len(reqs)
+    assert df["request_id"].is_unique
+    assert set(df["status"]) <= {"finished", "rejected"}
+    rejected = df[df["status"] == "rejected"]
+    assert (rejected["reject_reason"] != "").all()
+    done = df[df["status"] == "finished"]
+    assert (done["first_scheduled_s"] >= done["arrival_s"] - 1e-12).all()
+    assert (done["first_token_s"] > done["first_scheduled_s"]).all()
+    assert (done["ttft_s"] <= done["e2e_s"] + 1e-12).all()
+    assert (done["completion_s"] >= done["first_token_s"]).all()
+    # Only requests that could never fit alone are rejected.
+    longest = rejected["prompt_tokens"] + rejected["output_tokens"] - 1
+    never_fits = np.ceil(longest / block_size) > blocks
+    assert (never_fits | (rejected["reject_reason"] == "token_budget")).all()
+    assert checker.runs > 0 or done.empty
+    for replica in checker.replicas.values():
+        assert replica.scheduler.pool.used == 0, "blocks still held at the end"
+        assert replica.scheduler.num_unfinished() == 0
+        assert replica.outstanding_requests == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(reqs=requests, blocks=st.integers(40, 200), chunked=st.booleans())
+def test_every_token_is_generated_and_every_block_returned(reqs, blocks, chunked) -> None:
+    reqs = sorted(reqs)
+    wl = ListWorkloadConfig([r[0] for r in reqs], [r[1] for r in reqs], [r[2] for r in reqs])
+    cfg = SimConfig(kv=KVConfig(block_size=4, num_gpu_blocks_override=blocks),
+                    cluster=ClusterConfig(replicas=1),
+                    scheduler=VLLMSchedulerConfig(max_num_seqs=8, max_num_batched_tokens=2048,
+                                                  chunked_prefill=chunked),
+                    router=RoundRobinConfig(), workload=wl,
+                    engine=EngineConfig(livelock_iterations=20_000),
+                    output=OutputConfig(plot=False, progress=False))
+    finished = []
+    replicas: list[Replica] = []
+
+    def observe(replica: Replica) -> None:
+        if not replicas:
+            replicas.append(replica)
+            inner = replica.on_finish
+
+            def record(req, t):  # type: ignore[no-untyped-def]
+                finished.append(req)
+                inner(req, t)
+
+            replica.on_finish = record
+
+    with tempfile.TemporaryDirectory() as d:
+        simkv.simulate(cfg, d, observer=observe)
+    if replicas:
+        sched = replicas[0].scheduler
+        assert sched.pool.used == 0, "every block is free at the end"
+        assert sched.num_unfinished() == 0
+    for req in finished:
+        assert req.state is State.FINISHED
+        assert req.generated == req.output_tokens
+        assert req.computed == req.prompt_tokens + req.output_tokens - 1 or req.output_tokens == 1
