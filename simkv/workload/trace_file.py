@@ -22,6 +22,9 @@ from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, OpenLoop
 
 REQUIRED = ("arrival_s", "prompt_tokens", "output_tokens")
+# Rows per Parquet batch and bytes per CSV block read at a time (memory stays bounded).
+BATCH_ROWS = 65536
+CSV_BLOCK_BYTES = 1 << 22
 OPTIONAL = ("session", "turn")
 
 
@@ -48,12 +51,13 @@ class TraceWorkloadConfig:
 
 def _batches(path: Path) -> Iterator[pa.RecordBatch]:
     if path.suffix == ".parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=65536)
+        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
         return
     # Read every column as text; numbers are checked below so errors can name the row.
-    names = pacsv.open_csv(path).schema.names
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+    names = pacsv.open_csv(path, read_options=read).schema.names
     opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
-    yield from pacsv.open_csv(path, convert_options=opts)
+    yield from pacsv.open_csv(path, read_options=read, convert_options=opts)
 
 
 @register("workload", "trace", TraceWorkloadConfig)
@@ -121,9 +125,10 @@ class TraceWorkload(OpenLoop):
                     except (TypeError, ValueError):
                         if self.cfg.on_bad_row == "skip":
                             break
+                        got = "an empty cell" if value in ("", None) else repr(value)
                         raise TraceError(
                             f"{self.path}: row {row0 + i + 1}, column '{name}': expected a "
-                            f"number, got {value!r}"
+                            f"number, got {got}"
                         ) from None
                 # Skipping: unparsable values become NaN and are dropped by _check.
                 col = pa.array([_to_float(v) for v in stripped.to_pylist()], pa.float64())
