@@ -72,14 +72,17 @@ class Cluster:
         return False
 
     def _arrive(self, _: object) -> None:
-        t, p, o, s, k = (c[self._i] for c in self._cols)
-        self._dispatch(Request(self.next_id, t, int(p), int(o), int(s), int(k)))
-        self._i += 1
-        if self._i == len(self._cols[0]) and not self._load_chunk():
-            self.arrivals_done = True
-            return
-        nxt = self._cols[0][self._i]
-        Wakeup(self.env, max(0.0, nxt - self.env.now), URGENT, self._arrive)
+        i = self._i
+        arrival, prompt, output, session, turn = self._cols
+        self._dispatch(Request(self.next_id, arrival[i], prompt[i], output[i], session[i], turn[i]))
+        i += 1
+        self._i = i
+        if i == len(arrival):
+            if not self._load_chunk():
+                self.arrivals_done = True
+                return
+            arrival, i = self._cols[0], 0
+        Wakeup(self.env, max(0.0, arrival[i] - self.env.now), URGENT, self._arrive)
 
     def _followup(self, fu: FollowUp) -> None:
         self.pending_followups += 1

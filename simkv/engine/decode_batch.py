@@ -87,11 +87,15 @@ class DecodeBatch:
 
     def ticks_to_first_finish(self) -> int:
         heap = self._heap
-        while heap and not self._live(heap[0]):
+        members = self.members
+        while heap:
+            tick, rid, req = heap[0]
+            # Inlined _live(): this runs once per engine run.
+            if (rid in members and req.state is State.DECODING
+                    and req.output_tokens - req.gen_base == tick):
+                return tick - self.ticks
             heapq.heappop(heap)
-        if not heap:
-            return 0
-        return heap[0][0] - self.ticks
+        return 0
 
     def cumulative_need(self, k: int) -> np.ndarray:
         """New blocks needed by ticks 1..k, cumulated (length k)."""

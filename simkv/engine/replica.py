@@ -9,7 +9,9 @@ the new request. So events scale with arrivals and batch changes, never with tok
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 import numpy as np
 import simpy
@@ -71,7 +73,7 @@ class Replica:
     def _cut(self, t: float) -> None:
         ends = self._ends
         assert ends is not None
-        j = int(np.searchsorted(ends[: self._done], t, side="left"))
+        j = bisect_left(ends, t, 0, self._done)
         if j >= self._done - 1:
             return  # already in the last iteration of the run
         self._done = j + 1
@@ -90,6 +92,8 @@ class Replica:
         durations = self.cost.run_times(out)
         if out.num_iterations == 1:
             ends: Sequence[float] = (now + durations,)  # type: ignore[operator]
+        elif isinstance(durations, list):
+            ends = list(accumulate(durations, initial=now))[1:]
         else:
             ends = now + np.cumsum(durations)
         self._out, self._ends, self._done, self._start = out, ends, len(ends), now

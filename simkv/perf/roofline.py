@@ -21,6 +21,7 @@ other operator is computed once and attention for all K iterations in one numpy 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from simkv.entities.model import ModelSpec
 from simkv.policies.scheduler.interface import SchedulerOutput
 
 ACT_BYTES = 2  # bf16 activations
+SHORT_RUN = 32  # runs up to this many iterations are priced in plain Python
 LOGIT_BYTES = 4  # fp32 logits
 
 
@@ -218,13 +220,24 @@ class CostModel:
                 attn += self._decode_attention(b, ctx).seconds
         return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn
 
-    def decode_run_times(self, decodes: int, context: np.ndarray, sampled: int) -> np.ndarray:
+    def decode_run_times(self, decodes: int, context: Sequence[int], sampled: int
+                         ) -> Sequence[float]:
         """Seconds of each of K decode-only iterations of ``decodes`` sequences.
 
         ``context[i]`` is the total context attended to in iteration i; only attention
-        changes along a run, so it is the only vectorised term.
+        changes along a run, so it is the only term that varies.
         """
-        ctx = np.asarray(context, dtype=np.float64)
+        base = self.linear_s(decodes) + self.sample_s(sampled)
+        layers = self.layers
+        if self._const_attn and len(context) <= SHORT_RUN:
+            # NOTE: plain Python beats numpy's per-call overhead for short runs, the common
+            # case at moderate load; same expression as iteration_time, so same floats.
+            ac, am, q = self._attn_c, self._attn_m, decodes * self._q_m
+            return [base + layers * max(c * ac, c * am + q) for c in context]
+        if isinstance(context, range):
+            ctx = np.arange(context.start, context.stop, context.step, dtype=np.float64)
+        else:
+            ctx = np.asarray(context, dtype=np.float64)
         if self._const_attn:
             attn = np.maximum(ctx * self._attn_c, ctx * self._attn_m + decodes * self._q_m)
         else:
@@ -236,9 +249,9 @@ class CostModel:
                       + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
             attn = np.maximum(ctx * (4.0 * m.head_dim * self.heads) / (self.flops_peak * ceff),
                               nbytes / (self.bw_peak * meff))
-        return (self.linear_s(decodes) + self.sample_s(sampled)) + self.layers * attn
+        return base + layers * attn
 
-    def run_times(self, out: SchedulerOutput) -> np.ndarray | float:
+    def run_times(self, out: SchedulerOutput) -> Sequence[float] | float:
         """Durations of the iterations planned in ``out`` (a float for a single one)."""
         if out.num_iterations == 1:
             return self.iteration_time(out)

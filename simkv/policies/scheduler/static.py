@@ -15,8 +15,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.policies.scheduler.interface import SchedulerOutput
@@ -79,7 +77,8 @@ class StaticScheduler:
             )
         k = min(self.output_len - 1 - self.ticks, self.max_fast_forward)
         # Every slot attends to the padded prompt, the tokens so far and its new token.
-        ctx = b * (self.prompt_len + self.ticks + 1 + np.arange(k, dtype=np.int64))
+        first = b * (self.prompt_len + self.ticks + 1)
+        ctx = range(first, first + b * k, b)
         return SchedulerOutput(num_iterations=k, num_decodes=b, decode_context=ctx,
                                num_sampled=b, padded=True)
 

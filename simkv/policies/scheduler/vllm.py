@@ -225,12 +225,9 @@ class VLLMScheduler:
             cum = dec.cumulative_need(k)
             k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
         out.num_iterations = k
-        if k == 1:
-            # NOTE: the common case at moderate load (arrivals cut runs short); a tuple
-            # costs a fraction of the numpy calls below.
-            out.decode_context = (start,)
-        else:
-            out.decode_context = start + b * np.arange(k, dtype=np.int64)
+        # NOTE: a range, not an array: runs are short at moderate load (arrivals cut them),
+        # and the cost model only turns long ones into numpy.
+        out.decode_context = range(start, start + b * k, b)
 
     # --- committing ---------------------------------------------------------------------
     def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
