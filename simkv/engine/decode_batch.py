@@ -44,11 +44,17 @@ class DecodeBatch:
         return len(self.members)
 
     # --- membership ---------------------------------------------------------------------
-    def join(self, req: Request) -> None:
-        """Add a request whose prefill just produced its latest token."""
+    def join(self, req: Request, skip: int = 0) -> None:
+        """Add a request whose prefill produced its latest token.
+
+        ``skip=1`` joins it from the tick after the next one: a request whose prefill runs
+        in the next iteration is joined when that iteration is planned (the scheduler plans
+        the decode run that follows in the same breath).
+        """
+        at = self.ticks + skip
         req.state = State.DECODING
-        req.base = req.computed - self.ticks
-        req.gen_base = req.generated - self.ticks
+        req.base = req.computed - at
+        req.gen_base = req.generated - at
         self.sum_base += req.base
         self.phase[req.base % self.block_size] += 1
         self.members[req.id] = req
@@ -67,20 +73,20 @@ class DecodeBatch:
         req.generated = req.gen_base + self.ticks
 
     # --- what the next iterations look like ---------------------------------------------
-    def context_sum(self) -> int:
-        """Sum over members of tokens in KV (before the next tick)."""
-        return self.sum_base + len(self.members) * self.ticks
+    def context_sum(self, skip: int = 0) -> int:
+        """Sum over members of tokens in KV after ``skip`` more ticks."""
+        return self.sum_base + len(self.members) * (self.ticks + skip)
 
     def need_next(self) -> int:
         """New blocks the next tick needs."""
         return self.phase[(-self.ticks) % self.block_size]
 
-    def need_over(self, k: int) -> int:
-        """New blocks needed by the next k ticks together."""
+    def need_over(self, k: int, skip: int = 0) -> int:
+        """New blocks needed by k ticks together, starting ``skip`` ticks from now."""
         bs = self.block_size
         full, rem = divmod(k, bs)
         total = full * len(self.members)
-        phase, t = self.phase, self.ticks
+        phase, t = self.phase, self.ticks + skip
         for j in range(rem):
             total += phase[(-(t + j)) % bs]
         return total
@@ -97,10 +103,10 @@ class DecodeBatch:
             heapq.heappop(heap)
         return 0
 
-    def cumulative_need(self, k: int) -> np.ndarray:
-        """New blocks needed by ticks 1..k, cumulated (length k)."""
+    def cumulative_need(self, k: int, skip: int = 0) -> np.ndarray:
+        """New blocks needed by ticks skip+1..skip+k, cumulated (length k)."""
         bs = self.block_size
-        idx = (-(self.ticks + np.arange(k, dtype=np.int64))) % bs
+        idx = (-(self.ticks + skip + np.arange(k, dtype=np.int64))) % bs
         return np.cumsum(np.asarray(self.phase, dtype=np.int64)[idx])
 
     # --- advancing ----------------------------------------------------------------------

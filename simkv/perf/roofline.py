@@ -255,6 +255,12 @@ class CostModel:
         """Durations of the iterations planned in ``out`` (a float for a single one)."""
         if out.num_iterations == 1:
             return self.iteration_time(out)
+        if out.prefill_tokens:
+            first = self.iteration_time(out)
+            tail = self.decode_run_times(out.tail_decodes, out.tail_context, out.tail_decodes)
+            if isinstance(tail, list):
+                return [first, *tail]
+            return np.concatenate(([first], tail))
         return self.decode_run_times(out.num_decodes, out.decode_context, out.num_sampled)
 
     # --- memory -------------------------------------------------------------------------

@@ -23,8 +23,10 @@ _EMPTY: tuple[int, ...] = ()
 class SchedulerOutput:
     """The work of the next ``num_iterations`` iterations.
 
-    Iterations with prefill work are always alone (``num_iterations == 1``); a longer run is
-    decode-only, and ``decode_context[i]`` is the total context attended to in iteration i.
+    Prefill work only ever happens in the first iteration. A run is either decode-only
+    (``decode_context[i]`` is the total context attended to in iteration i), or one
+    iteration with prefill chunks followed by ``len(tail_context)`` decode-only iterations
+    of ``tail_decodes`` sequences: the batch the prefilled requests join.
     """
 
     num_iterations: int = 1
@@ -39,6 +41,13 @@ class SchedulerOutput:
     decode_context: Sequence[int] = _EMPTY  # numpy array, or a tuple for one iteration
     # Sequences that produce a token (logits through the LM head) in each iteration.
     num_sampled: int = 0
+    # Decode-only iterations after a first iteration with prefills (see above).
+    tail_decodes: int = 0
+    tail_context: Sequence[int] = _EMPTY
+    # New KV blocks the decodes of the first iteration need (scheduler-private).
+    first_need: int = 0
+    # The prefilled requests already joined the decode batch at planning (scheduler-private).
+    joined: bool = False
     # Static batching pads every sequence of the batch to the same length.
     padded: bool = False
 
