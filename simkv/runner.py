@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import resource
 import sys
 import tempfile
 import time
@@ -162,12 +163,14 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
         recorder.close()
         progress.close(cluster.completed if cluster else 0)
         wall = time.perf_counter() - wall0
+        peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         write_json(out / "run.json", {
             "status": status, "error": error, "wall_s": wall,
             "requests_recorded": recorder.finished + recorder.rejected,
             "requests_per_wall_s": (recorder.finished + recorder.rejected) / max(wall, 1e-9),
             "simkv_version": __version__, "config_hash": digest,
             "python": sys.version.split()[0],
+            "peak_rss_mib_after_loop": peak_rss_mib,
         })
     replicas: list[Replica] = cluster.replicas
     gpus = cfg.cluster.replicas * cfg.cluster.tensor_parallel * cfg.cluster.pipeline_parallel
