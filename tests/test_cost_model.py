@@ -111,3 +111,18 @@ def test_llama8b_decode_is_close_to_weight_read_time() -> None:
     streamed = (m.num_params - m.embedding_params) * m.weight_bytes_per_param
     weights = streamed / (h100.hbm_bandwidth * 0.9)  # gemm_memory efficiency
     assert weights < t < 1.03 * weights
+
+
+@pytest.mark.parametrize("tp", [1, 2, 8])
+def test_linear_fast_path_equals_the_operator_sum(tp: int) -> None:
+    from simkv.entities.hardware import load_profile
+
+    model = ModelSpec(name="qwen_like", num_layers=64, hidden_size=5120, num_heads=40,
+                      num_kv_heads=8, head_dim=128, ffn_size=27648, vocab_size=152064,
+                      qkv_bias=True, max_model_len=32768)
+    cost = CostModel(model, load_profile("h100_sxm_80gb"), tp)
+    assert cost._linear_coef is not None
+    for tokens in (1, 3, 64, 777, 8192):
+        ops = [o for o in cost.layer_operators(tokens) if not o.name.startswith("attn")]
+        expected = cost.layers * (sum(o.seconds for o in ops) + 2 * cost._allreduce_s(tokens))
+        assert cost.linear_s(tokens) == pytest.approx(expected, rel=1e-12)

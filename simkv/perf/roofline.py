@@ -78,6 +78,7 @@ class CostModel:
         self._const_attn = (hw.eff("attention_compute").is_constant
                             and hw.eff("attention_memory").is_constant)
         self._linear_cache: dict[int, float] = {}
+        self._linear_coef = self._linear_coefficients()
         # Attention time per token of context, for the constant-efficiency fast path.
         flops_per_ctx = 4.0 * model.head_dim * self.heads
         if self._const_attn:
@@ -177,13 +178,42 @@ class CostModel:
         """
         t = self._linear_cache.get(tokens)
         if t is None:
-            ops = [op for op in self.layer_operators(tokens) if not op.name.startswith("attn")]
+            if self._linear_coef is not None:
+                # Same operators as layer_operators(), from precomputed coefficients: a cache
+                # miss costs ~2 us instead of ~50 (prefill sizes vary from run to run).
+                x = float(tokens)
+                layer = 0.0
+                for f, w, a, cf, cm in self._linear_coef:
+                    layer += max(f * x * cf, (w + a * x) * cm)
+            else:
+                ops = self.layer_operators(tokens)
+                layer = sum(op.seconds for op in ops if not op.name.startswith("attn"))
             pp_hops = (self.pp - 1) * (tokens * self.model.hidden_size * ACT_BYTES
                                        / self.hw.nvlink_bandwidth + self.hw.nvlink_latency_s)
-            t = (self.layers * (sum(op.seconds for op in ops) + 2.0 * self._allreduce_s(tokens))
-                 + pp_hops)
+            t = self.layers * (layer + 2.0 * self._allreduce_s(tokens)) + pp_hops
             self._linear_cache[tokens] = t
         return t
+
+    def _linear_coefficients(self) -> list[tuple[float, float, float, float, float]] | None:
+        """Per operator (FLOPs/token, weight bytes, activation bytes/token, s/FLOP, s/byte).
+
+        Only for dense models with constant GEMM and elementwise efficiencies; otherwise the
+        efficiency or the weights read depend on the token count non-linearly.
+        """
+        effs = ("gemm_compute", "gemm_memory", "elementwise_memory")
+        if self.model.is_moe or not all(self._eff[k].is_constant for k in effs):
+            return None
+        m, tp = self.model, self.tp
+        h, f = m.hidden_size, m.ffn_size / tp
+        cf = 1.0 / (self.flops_peak * self._eff["gemm_compute"].values[0])
+        cm = 1.0 / (self.bw_peak * self._eff["gemm_memory"].values[0])
+        ce = 1.0 / (self.bw_peak * self._eff["elementwise_memory"].values[0])
+        wb = m.weight_bytes_per_param
+        coef = []
+        for k, n in ((h, (m.q_dim + 2 * m.kv_dim) / tp), (m.q_dim / tp, h), (h, 2 * f), (f, h)):
+            coef.append((2.0 * k * n, k * n * wb, (k + n) * ACT_BYTES, cf, cm))
+        coef.append((0.0, 0.0, 10.0 * h * ACT_BYTES, cf, ce))  # norms and residuals
+        return coef
 
     def sample_s(self, sampled: int) -> float:
         """LM head for the sequences that sample, plus the host-side overheads (cached)."""
