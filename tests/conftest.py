@@ -16,11 +16,11 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def small(overrides: list[str] | None = None) -> SimConfig:
-    """A tiny, quiet run: 1 replica, 200 requests, no plot or progress bar."""
+    """A tiny, quiet run: 1 replica, 200 Poisson requests, no plot or progress bar."""
     overrides = list(overrides or [])
     base = ["cluster.replicas=1", "output.plot=false", "output.progress=false"]
     if not any(o.startswith("workload=") for o in overrides):
-        base += ["workload.num_requests=200", "workload.rate=20"]
+        base += ["workload=poisson", "workload.num_requests=200", "workload.rate=20"]
     return simkv.compose(base + overrides)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-TINY = ["cluster.replicas=1", "workload.num_requests=60", "workload.rate=10", "output.progress=false"]
+# The default workload (BurstGPT-shaped), made tiny.
+TINY = ["cluster.replicas=1", "workload.num_requests=60", "workload.mean_rate=10", "output.progress=false"]
 
 
 def simkv_cmd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -56,7 +57,7 @@ def test_cli_multirun_sweeps_groups_into_separate_folders(tmp_path) -> None:
 
 def test_cli_other_model_and_hardware(tmp_path) -> None:
     p = simkv_cmd("model=llama3_70b", "hardware=a100_80gb", "cluster.replicas=2",
-                  "cluster.tensor_parallel=4", "workload.num_requests=40", "workload.rate=2",
+                  "cluster.tensor_parallel=4", "workload.num_requests=40", "workload.mean_rate=2",
                   "output.progress=false", "output.plot=false", f"hydra.run.dir={tmp_path / 'r'}",
                   cwd=tmp_path)
     assert p.returncode == 0, p.stderr

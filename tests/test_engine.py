@@ -168,3 +168,13 @@ def test_static_scheduler_holds_slots_until_the_batch_ends(tmp_path) -> None:
     # Requests 0 and 1 form the first batch; request 2 waits for the whole batch (50 tokens).
     assert df["first_scheduled_s"][2] >= df["completion_s"][1] - 1e-12
     assert df["completion_s"][0] < df["completion_s"][1]
+
+
+def test_simultaneous_arrivals_with_a_nearly_full_pool(tmp_path) -> None:
+    # Regression: 2,000 shared-prefix requests at t = 0; a prefill filled the pool so the
+    # decode run planned after it could not get its first blocks (over-allocation).
+    for ff in (1, 4096):
+        cfg = small(["workload=batchllm", "workload.num_requests=2000", f"engine.max_fast_forward={ff}"])
+        df = simkv.simulate(cfg, tmp_path / f"ff{ff}").requests
+        assert (df["status"] == "finished").all()
+        assert df["preemptions"].sum() > 0

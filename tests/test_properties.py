@@ -9,6 +9,7 @@ tokens generated equal those requested, and every block is free again.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 
 import numpy as np
@@ -24,7 +25,9 @@ from simkv.policies.scheduler import StaticSchedulerConfig, VLLMSchedulerConfig
 from tests.helpers import ListWorkloadConfig
 
 requests = st.lists(
-    st.tuples(st.floats(0.0, 2.0), st.integers(1, 600), st.integers(1, 120)),
+    # Many requests at the same instant stress planning (a batch admitted at once).
+    st.tuples(st.one_of(st.just(0.0), st.floats(0.0, 2.0)), st.integers(1, 600),
+              st.integers(1, 120)),
     min_size=1, max_size=40,
 )
 schedulers = st.one_of(
@@ -52,7 +55,7 @@ class Checker:
         self.replicas[replica.index] = replica
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("SIMKV_HYPOTHESIS_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reqs=requests, sched=schedulers, blocks=st.integers(8, 400),
        block_size=st.sampled_from([1, 4, 16]), replicas=st.integers(1, 3),
        least=st.booleans(), ff=st.sampled_from([1, 3, 4096]))

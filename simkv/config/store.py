@@ -6,7 +6,9 @@ This module and ``simkv.cli`` are the only ones that import Hydra.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
@@ -31,7 +33,29 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=entry.config_type)
     for profile in shipped_profiles():
         cs.store(group="hardware", name=profile, node=HardwareConfig(profile=profile))
+    for name, node in workload_presets().items():
+        cs.store(group="workload", name=name, node=node)
     _done = True
+
+
+def workload_presets() -> dict[str, object]:
+    """Presets of workloads/*.yaml as config instances of their generator."""
+    generators = registry.entries("workload")
+    presets: dict[str, object] = {}
+    root = resources.files("simkv.workloads")
+    for item in sorted(root.iterdir(), key=lambda p: p.name):
+        if not item.name.endswith(".yaml"):
+            continue
+        doc = yaml.safe_load(item.read_text())
+        where = f"workloads/{item.name}"
+        gen = doc.pop("generator", None) if isinstance(doc, dict) else None
+        if gen not in generators:
+            raise ValueError(f"{where}: 'generator' must be one of {', '.join(generators)}, got {gen!r}")
+        try:
+            presets[item.name[:-5]] = generators[gen].config_type(**doc)
+        except TypeError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+    return presets
 
 
 def compose(overrides: Sequence[str] = ()) -> SimConfig:

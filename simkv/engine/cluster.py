@@ -43,6 +43,7 @@ class Cluster:
         self.router = build(cfg.router)
         self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
         self._cols: tuple[list, ...] = ()
+        self._extra: tuple[list, ...] | None = None
         self._i = 0
         self.next_id = 0
         self.completed = 0
@@ -67,6 +68,13 @@ class Cluster:
                     batch.session.tolist() if batch.session is not None else [-1] * n,
                     batch.turn.tolist() if batch.turn is not None else [0] * n,
                 )
+                has_extra = (batch.model is not None or batch.log_type is not None
+                             or batch.failed is not None or batch.prefix is not None)
+                self._extra = (
+                    batch.model or [""] * n, batch.log_type or [""] * n,
+                    batch.failed.tolist() if batch.failed is not None else [False] * n,
+                    batch.prefix or [None] * n,
+                ) if has_extra else None
                 self._i = 0
                 return True
         return False
@@ -74,7 +82,11 @@ class Cluster:
     def _arrive(self, _: object) -> None:
         i = self._i
         arrival, prompt, output, session, turn = self._cols
-        self._dispatch(Request(self.next_id, arrival[i], prompt[i], output[i], session[i], turn[i]))
+        req = Request(self.next_id, arrival[i], prompt[i], output[i], session[i], turn[i])
+        if self._extra is not None:
+            model, log_type, failed, prefix = self._extra
+            req.model, req.log_type, req.failed, req.prefix = model[i], log_type[i], failed[i], prefix[i]
+        self._dispatch(req)
         i += 1
         self._i = i
         if i == len(arrival):
@@ -90,12 +102,16 @@ class Cluster:
         def fire(_: object) -> None:
             self.pending_followups -= 1
             self._dispatch(Request(self.next_id, fu.arrival_s, fu.prompt_tokens,
-                                   fu.output_tokens, fu.session, fu.turn))
+                                   fu.output_tokens, fu.session, fu.turn, prefix=fu.prefix))
 
         Wakeup(self.env, max(0.0, fu.arrival_s - self.env.now), URGENT, fire)
 
     def _dispatch(self, req: Request) -> None:
         self.next_id += 1
+        if req.failed:
+            # The trace says the service failed this request; it costs no GPU time here.
+            self._reject(req, "failed_in_trace")
+            return
         if req.prompt_tokens + req.output_tokens > self.max_model_len:
             self._reject(req, "max_model_len")
             return

@@ -32,6 +32,13 @@ class Request:
     output_tokens: int
     session: int = -1
     turn: int = 0
+    model: str = ""
+    log_type: str = ""
+    # Prefix identity: hashes of the prompt's leading blocks (Mooncake-style hash ids);
+    # equal leading hashes mean shareable KV. Unused by the engine until prefix caching.
+    prefix: tuple[int, ...] | None = None
+    # The trace recorded this request as failed (BurstGPT: zero response tokens).
+    failed: bool = False
 
     # --- progress (mutated by the replica that owns it) ---------------------------------
     state: State = State.WAITING

@@ -76,7 +76,8 @@ class Recorder:
         if r.state is State.REJECTED:
             self.rejected += 1
             nan = math.nan
-            row = (r.id, r.session, r.turn, r.replica, "rejected", r.reject_reason, r.arrival,
+            row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica, "rejected",
+                   r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, nan, nan, nan, False)
         else:
             self.finished += 1
@@ -85,7 +86,8 @@ class Recorder:
             tpot = ((r.finish - r.first_token) / (r.output_tokens - 1)
                     if r.output_tokens > 1 else 0.0)
             met = ttft <= self.ttft_slo and tpot <= self.tpot_slo
-            row = (r.id, r.session, r.turn, r.replica, "finished", "", r.arrival,
+            row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica, "finished", "",
+                   r.arrival,
                    r.first_scheduled, r.first_token, r.finish, r.prompt_tokens,
                    r.output_tokens, 0, r.preemptions, ttft, tpot, e2e, met)
         self.requests.append(row)

@@ -10,6 +10,8 @@ REQUESTS = pa.schema([
     ("request_id", pa.int64()),
     ("session", pa.int64()),
     ("turn", pa.int32()),
+    ("model", pa.string()),
+    ("log_type", pa.string()),
     ("replica", pa.int16()),
     ("status", pa.string()),  # finished | rejected
     ("reject_reason", pa.string()),

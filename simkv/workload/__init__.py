@@ -1,15 +1,27 @@
 """Workloads: request streams into the cluster (config group ``workload``)."""
 
+from simkv.workload.agents import AgentWorkload, AgentWorkloadConfig
 from simkv.workload.base import ArrivalBatch, FollowUp, OpenLoop, Workload
+from simkv.workload.burstgpt import BurstGPTWorkload, BurstGPTWorkloadConfig
+from simkv.workload.conversations import ConversationWorkload, ConversationWorkloadConfig
 from simkv.workload.poisson import PoissonWorkload, PoissonWorkloadConfig
+from simkv.workload.shared_prefix import SharedPrefixWorkload, SharedPrefixWorkloadConfig
 from simkv.workload.trace_file import TraceError, TraceWorkload, TraceWorkloadConfig
 
 __all__ = [
+    "AgentWorkload",
+    "AgentWorkloadConfig",
     "ArrivalBatch",
+    "BurstGPTWorkload",
+    "BurstGPTWorkloadConfig",
+    "ConversationWorkload",
+    "ConversationWorkloadConfig",
     "FollowUp",
     "OpenLoop",
     "PoissonWorkload",
     "PoissonWorkloadConfig",
+    "SharedPrefixWorkload",
+    "SharedPrefixWorkloadConfig",
     "TraceError",
     "TraceWorkload",
     "TraceWorkloadConfig",

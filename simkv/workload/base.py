@@ -26,9 +26,28 @@ class ArrivalBatch:
     output_tokens: np.ndarray  # int64 >= 1
     session: np.ndarray | None = None  # int64, -1 = none
     turn: np.ndarray | None = None  # int64
+    model: list[str] | None = None
+    log_type: list[str] | None = None
+    failed: np.ndarray | None = None  # bool: recorded as failed by the trace
+    prefix: list[tuple[int, ...] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def take(self, idx: np.ndarray) -> ArrivalBatch:
+        """The rows at ``idx`` (an index or boolean mask), every column alike."""
+        pos = np.flatnonzero(idx) if idx.dtype == bool else idx
+        pick = [int(i) for i in pos]
+
+        def lst(x: list | None) -> list | None:
+            return None if x is None else [x[i] for i in pick]
+
+        def arr(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else x[pos]
+
+        return ArrivalBatch(self.arrival_s[pos], self.prompt_tokens[pos], self.output_tokens[pos],
+                            arr(self.session), arr(self.turn), lst(self.model),
+                            lst(self.log_type), arr(self.failed), lst(self.prefix))
 
 
 @dataclass(slots=True)
@@ -40,6 +59,7 @@ class FollowUp:
     output_tokens: int
     session: int = -1
     turn: int = 0
+    prefix: tuple[int, ...] | None = None
 
 
 class Workload(Protocol):

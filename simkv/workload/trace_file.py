@@ -1,179 +1,195 @@
-"""Replay a trace file: Parquet or CSV with ``arrival_s, prompt_tokens, output_tokens``.
+"""Replay a trace file of any supported format (``workload=trace``).
 
-Optional columns ``session`` and ``turn`` are carried into the results. The file is read in
-record batches (pyarrow), so a 10M-row trace is never held as Python objects. Bad rows fail
-with the file, the row number (1-based, data rows) and the column, or are skipped and
-counted when ``on_bad_row: skip``. docs/TRACE_FORMAT.md documents the format.
+The file is streamed through its reader (workload/readers.py); filters, time window,
+sampling and rate scaling are applied batch by batch, so memory stays bounded by a batch.
+Two passes are made only when ``target_rate`` is set (the first counts requests and span).
+
+With ``closed_loop=true`` and a trace that has sessions, only each session's first call is
+replayed at its recorded time; every later call arrives when the previous call of its
+session completes plus the recorded think or tool time (``think_s``), so the simulated
+system's speed feeds back into the arrivals, as it does for agents and chat users.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from simkv.entities.request import Request
 from simkv.registry import register
-from simkv.workload.base import ArrivalBatch, OpenLoop
+from simkv.workload.base import ArrivalBatch, FollowUp
+from simkv.workload.readers import FORMATS, Columns, TraceError, read
 
-REQUIRED = ("arrival_s", "prompt_tokens", "output_tokens")
-# Rows per Parquet batch and bytes per CSV block read at a time (memory stays bounded).
-BATCH_ROWS = 65536
-CSV_BLOCK_BYTES = 1 << 22
-OPTIONAL = ("session", "turn")
-
-
-class TraceError(ValueError):
-    """A trace file does not match the format; the message names file, row and column."""
+__all__ = ["TraceError", "TraceWorkload", "TraceWorkloadConfig"]
 
 
 @dataclass(slots=True)
 class TraceWorkloadConfig:
     path: str = "???"
-    # Replay k times faster (arrival times divided by k).
+    # native | burstgpt | azure | mooncake | agent (docs/TRACE_FORMAT.md).
+    format: str = "native"
+    # Keep only these models / log types (empty: all), e.g. [GPT-4] or ["API log"].
+    models: list[str] = field(default_factory=list)
+    log_types: list[str] = field(default_factory=list)
+    # Keep requests with start_s <= arrival < end_s, in the file's own time (null: open).
+    start_s: float | None = None
+    end_s: float | None = None
+    # Shift times so that the first kept request arrives at 0.
+    rebase: bool = True
+    # Replay k times faster, or (when > 0) at this mean rate in requests/s.
     speedup: float = 1.0
-    # Only the first n requests (0 = all).
+    target_rate: float = 0.0
+    # Keep each request with this probability (seeded; thinning keeps the burst shape).
+    sample: float = 1.0
+    # Only the first n kept requests (0 = all).
     limit: int = 0
+    # Rows the trace marks as failed (BurstGPT: zero response tokens): 'keep' records them
+    # as rejected with reason failed_in_trace, 'drop' leaves them out.
+    failed: str = "keep"
     # 'error' stops at the first bad row; 'skip' drops it and counts it in the summary.
     on_bad_row: str = "error"
+    # Replay sessions closed-loop (see the module docstring).
+    closed_loop: bool = False
 
     def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"workload.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not self.speedup > 0:
             raise ValueError("workload.speedup must be > 0")
+        if self.target_rate < 0:
+            raise ValueError("workload.target_rate must be >= 0 (0: use speedup)")
+        if not 0 < self.sample <= 1:
+            raise ValueError("workload.sample must be in (0, 1]")
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"workload.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
-
-
-def _batches(path: Path) -> Iterator[pa.RecordBatch]:
-    if path.suffix == ".parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
-        return
-    # Read every column as text; numbers are checked below so errors can name the row.
-    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
-    names = pacsv.open_csv(path, read_options=read).schema.names
-    opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
-    yield from pacsv.open_csv(path, read_options=read, convert_options=opts)
+        if self.failed not in ("keep", "drop"):
+            raise ValueError(f"workload.failed must be 'keep' or 'drop', got {self.failed!r}")
 
 
 @register("workload", "trace", TraceWorkloadConfig)
-class TraceWorkload(OpenLoop):
+class TraceWorkload:
     def __init__(self, cfg: TraceWorkloadConfig, **_: object) -> None:
         self.cfg = cfg
         self.path = Path(cfg.path)
         self.skipped_rows = 0
+        # Closed loop: calls waiting for their session's previous call to complete.
+        self._pending: dict[int, list[tuple[float, int, int, int]]] = {}
 
     def expected_requests(self) -> int | None:
-        if self.path.suffix == ".parquet" and self.path.is_file():
+        cfg = self.cfg
+        if (self.path.suffix == ".parquet" and self.path.is_file() and cfg.format == "native"
+                and not cfg.models and not cfg.log_types and cfg.sample == 1
+                and cfg.start_s is None and cfg.end_s is None):
             rows = pq.ParquetFile(self.path).metadata.num_rows
-            return min(rows, self.cfg.limit) if self.cfg.limit else rows
-        return self.cfg.limit or None
+            return min(rows, cfg.limit) if cfg.limit else rows
+        return cfg.limit or None
 
-    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
-        if not self.path.is_file():
-            raise TraceError(f"{self.path}: trace file not found")
-        row0 = 0  # data rows seen before this batch
-        last = -np.inf
-        left = self.cfg.limit or -1
-        for batch in _batches(self.path):
-            cols = batch.schema.names
-            missing = [c for c in REQUIRED if c not in cols]
-            if missing:
-                raise TraceError(
-                    f"{self.path}: missing column(s) {missing}; expected {list(REQUIRED)}"
-                    f" (optional {list(OPTIONAL)}), found {cols}"
-                )
-            arrays = {c: self._numbers(batch.column(c), c, row0) for c in REQUIRED}
-            for c in OPTIONAL:
-                if c in cols:
-                    arrays[c] = self._numbers(batch.column(c), c, row0)
-            ok = self._check(arrays, row0, last)
-            if not ok.all():
-                self.skipped_rows += int((~ok).sum())
-                arrays = {c: a[ok] for c, a in arrays.items()}
-            row0 += batch.num_rows
-            if not len(arrays["arrival_s"]):
-                continue
+    # --- open-loop stream -----------------------------------------------------------------
+    def _filtered(self, rng: np.random.Generator | None) -> Iterator[Columns]:
+        cfg = self.cfg
+        models, logs = set(cfg.models), set(cfg.log_types)
+        left = cfg.limit or -1
+        for c in read(self.path, cfg.format, skip_bad=cfg.on_bad_row == "skip"):
+            if rng is not None:
+                self.skipped_rows += c.skipped
+            keep = np.ones(len(c.arrival_s), dtype=bool)
+            if models and c.model is not None:
+                keep &= np.array([m in models for m in c.model], dtype=bool)
+            if logs and c.log_type is not None:
+                keep &= np.array([x in logs for x in c.log_type], dtype=bool)
+            if cfg.start_s is not None:
+                keep &= c.arrival_s >= cfg.start_s
+            if cfg.end_s is not None:
+                keep &= c.arrival_s < cfg.end_s
+            if cfg.failed == "drop" and c.failed is not None:
+                keep &= ~c.failed
+            if cfg.sample < 1 and rng is not None:
+                keep &= rng.random(len(keep)) < cfg.sample
+            if not keep.all():
+                c = c.select(keep)
             if left >= 0:
-                arrays = {c: a[:left] for c, a in arrays.items()}
-                left -= len(arrays["arrival_s"])
-            last = float(arrays["arrival_s"][-1])
-            yield ArrivalBatch(
-                arrival_s=arrays["arrival_s"] / self.cfg.speedup,
-                prompt_tokens=arrays["prompt_tokens"].astype(np.int64),
-                output_tokens=arrays["output_tokens"].astype(np.int64),
-                session=arrays["session"].astype(np.int64) if "session" in arrays else None,
-                turn=arrays["turn"].astype(np.int64) if "turn" in arrays else None,
-            )
+                c = c.select(np.arange(len(c.arrival_s)) < left)
+                left -= len(c.arrival_s)
+            if len(c.arrival_s):
+                yield c
             if left == 0:
                 return
 
-    def _numbers(self, col: pa.ChunkedArray | pa.Array, name: str, row0: int) -> np.ndarray:
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            stripped = pc.utf8_trim_whitespace(col)
-            try:
-                col = pc.cast(stripped, pa.float64())
-            except pa.ArrowInvalid:
-                # Find the first row that is not a number, to name it.
-                for i, value in enumerate(stripped.to_pylist()):
-                    try:
-                        float(value)
-                    except (TypeError, ValueError):
-                        if self.cfg.on_bad_row == "skip":
-                            break
-                        got = "an empty cell" if value in ("", None) else repr(value)
-                        raise TraceError(
-                            f"{self.path}: row {row0 + i + 1}, column '{name}': expected a "
-                            f"number, got {got}"
-                        ) from None
-                # Skipping: unparsable values become NaN and are dropped by _check.
-                col = pa.array([_to_float(v) for v in stripped.to_pylist()], pa.float64())
-        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    def _time_transform(self) -> tuple[float, float]:
+        """(offset, divisor): simulated time = (trace time - offset) / divisor."""
+        cfg = self.cfg
+        if cfg.target_rate <= 0 and not cfg.rebase:
+            return 0.0, cfg.speedup
+        first = last = None
+        n = 0
+        sample_rng = np.random.default_rng(0) if cfg.sample < 1 else None
+        for c in self._filtered(sample_rng):
+            if first is None:
+                first = float(c.arrival_s[0])
+            last = float(c.arrival_s[-1])
+            n += len(c.arrival_s)
+            if cfg.target_rate <= 0:
+                break  # only the first time was needed
+        if first is None:
+            return 0.0, cfg.speedup
+        offset = first if cfg.rebase else 0.0
+        if cfg.target_rate > 0:
+            expected = n * (cfg.sample if sample_rng is not None else 1.0)
+            span = (last or first) - first
+            if span <= 0 or expected < 2:
+                raise TraceError(f"{self.path}: cannot scale to target_rate: the kept requests "
+                                 f"span no time")
+            current = expected / span
+            return offset, cfg.target_rate / current
+        return offset, cfg.speedup
 
-    def _check(self, a: dict[str, np.ndarray], row0: int, last: float) -> np.ndarray:
-        """Mask of good rows; raises on the first bad one unless skipping."""
-        ok = np.ones(len(a["arrival_s"]), dtype=bool)
-        problems: list[tuple[int, str, str]] = []
-        t = a["arrival_s"]
-        for c in REQUIRED:
-            bad = ~np.isfinite(a[c])
-            if bad.any():
-                i = int(np.argmax(bad))
-                problems.append((i, c, f"a finite number, got {a[c][i]}"))
-                ok &= ~bad
-        for c in ("prompt_tokens", "output_tokens"):
-            v = a[c]
-            bad = np.isfinite(v) & ((v < 1) | (v != np.floor(v)))
-            if bad.any():
-                i = int(np.argmax(bad))
-                problems.append((i, c, f"a whole number >= 1, got {v[i]}"))
-                ok &= ~bad
-        bad_t = np.isfinite(t) & (t < 0)
-        if bad_t.any():
-            i = int(np.argmax(bad_t))
-            problems.append((i, "arrival_s", f"a time >= 0, got {t[i]}"))
-            ok &= ~bad_t
-        # Time must not go back, across batches too: compare with the latest good time.
-        good_t = np.where(ok, t, -np.inf)
-        latest = np.maximum.accumulate(np.concatenate(([last], good_t)))[:-1]
-        back = ok & (t < latest)
-        if back.any():
-            i = int(np.argmax(back))
-            problems.append((i, "arrival_s",
-                             f"non-decreasing times, got {t[i]} after {latest[i]}"))
-            ok &= ~back
-        if problems and self.cfg.on_bad_row == "error":
-            i, c, what = min(problems)
-            raise TraceError(f"{self.path}: row {row0 + i + 1}, column '{c}': expected {what}")
-        return ok
+    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
+        offset, divisor = self._time_transform()
+        closed = self.cfg.closed_loop
+        for c in self._filtered(rng):
+            t = (c.arrival_s - offset) / divisor
+            batch = ArrivalBatch(
+                arrival_s=t,
+                prompt_tokens=c.prompt_tokens.astype(np.int64),
+                output_tokens=np.maximum(c.output_tokens, 1).astype(np.int64),
+                session=c.session.astype(np.int64) if c.session is not None else None,
+                turn=c.turn.astype(np.int64) if c.turn is not None else None,
+                model=c.model, log_type=c.log_type,
+                failed=c.failed if c.failed is not None and c.failed.any() else None,
+                prefix=c.prefix,
+            )
+            if closed and batch.session is not None and c.think_s is not None:
+                batch = self._hold_later_turns(batch, c.think_s / divisor)
+            if len(batch):
+                yield batch
 
+    # --- closed loop --------------------------------------------------------------------
+    def _hold_later_turns(self, b: ArrivalBatch, think: np.ndarray) -> ArrivalBatch:
+        """Release first calls now; queue later calls of each session (in turn order)."""
+        assert b.session is not None
+        first = np.ones(len(b), dtype=bool)
+        for i in range(len(b)):
+            s = int(b.session[i])
+            if s < 0:
+                continue
+            queue = self._pending.get(s)
+            if queue is None:
+                self._pending[s] = []
+            else:
+                first[i] = False
+                queue.append((float(think[i]), int(b.prompt_tokens[i]), int(b.output_tokens[i]),
+                              int(b.turn[i]) if b.turn is not None else 0))
+        return b.take(first)
 
-def _to_float(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return float("nan")
+    def on_complete(self, req: Request, now: float) -> list[FollowUp]:
+        queue = self._pending.get(req.session) if self.cfg.closed_loop else None
+        if not queue:
+            return []
+        # NOTE: an emptied queue keeps its key: it marks the session as started, so calls of
+        # it in later batches are queued rather than released open-loop.
+        think, prompt, output, turn = queue.pop(0)
+        return [FollowUp(now + think, prompt, output, req.session, turn)]

@@ -256,7 +256,9 @@ class VLLMScheduler:
         b = len(dec)
         k = min(dec.ticks_to_first_finish(), self.max_fast_forward) - 1
         free = self.pool.free - need
-        if k > 1 and free < b * (k // self.block_size + 1):
+        # NOTE: k >= 1, not k > 1: unlike a plain decode run, whose first tick the preemption
+        # loop has made room for, even the first tail tick may not fit.
+        if k >= 1 and free < b * (k // self.block_size + 1):
             cum = dec.cumulative_need(k, skip=1)
             k = int(np.searchsorted(cum, free, side="right"))
         if k <= 0:

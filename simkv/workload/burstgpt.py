@@ -1,0 +1,174 @@
+"""A BurstGPT-shaped request stream, from published statistics of the real trace.
+
+Three layers, each parameterised from ../shared/data/burstgpt/STATS.md (sources inline):
+
+1. *Hourly volume*: the number of requests in each trace hour. ``volume=gamma`` draws it
+   i.i.d.: an hour is empty with the measured share (28.3% of BurstGPT_1's 1,461 hours),
+   otherwise Gamma with shape 0.2752, fitted by moments to the non-empty hours so the
+   series has the real CV (2.338). ``volume=replay`` replays the real hourly series of
+   BurstGPT_1 from its derived CSV (``volume_path``). ``volume=flat``: every hour the mean.
+   Counts are scaled so the long-run mean rate is ``mean_rate``; one trace hour lasts
+   ``hour_s`` simulated seconds (compress time to see hours of bursts in a short run).
+2. *Within an hour*: a Gamma renewal process conditioned on the hour's count; shape 0.5 is
+   the official BurstGPT generator's default (shape < 1 means bursty, CV of gaps ~1.4).
+3. *Each request*: model and log type drawn with the shares of BurstGPT_without_fails_1
+   (84.68% ChatGPT; 89.62% API log), prompt and response tokens from the published
+   percentiles of BurstGPT_1's first 60k rows (log-linear inverse CDF; the p75 knot is
+   solved so the mean equals the published mean), failed (zero response tokens) with the
+   measured 1.780% rate.
+
+workloads/fit_burstgpt.py regenerates the volume numbers from the real aggregates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simkv.registry import register
+from simkv.workload.base import ArrivalBatch, OpenLoop
+from simkv.workload.distributions import from_quantiles, tokens
+
+CHUNK = 65536
+TRACE_MEAN_PER_HOUR = 978.6  # BurstGPT_1: 1,429,737 requests over 1,461 hours
+
+# Hour-of-day profile of requests (mean 1), BurstGPT_1, STATS.md section 3.
+HOUR_OF_DAY = [0.95, 0.90, 0.57, 0.52, 0.37, 0.35, 0.20, 0.22, 0.32, 0.39, 0.89, 1.29, 1.79,
+               1.51, 1.85, 1.44, 1.49, 1.37, 1.23, 1.63, 1.38, 1.19, 1.11, 1.03]
+
+
+@dataclass(slots=True)
+class BurstGPTWorkloadConfig:
+    num_requests: int = 3000
+    # Long-run mean rate (requests/s); hourly volumes vary around it with the real CV.
+    mean_rate: float = 40.0
+    # Simulated seconds per trace hour (3600 = real time).
+    hour_s: float = 10.0
+    # gamma | replay | flat (module docstring).
+    volume: str = "gamma"
+    volume_path: str | None = None
+    start_hour: int = 0
+    empty_hour_share: float = 0.2834
+    hour_gamma_shape: float = 0.2752
+    # Multiply hourly volumes by the hour-of-day profile (adds a diurnal cycle on top).
+    diurnal: bool = False
+    arrival_gamma_shape: float = 0.5
+    models: list[str] = field(default_factory=lambda: ["ChatGPT", "GPT-4"])
+    model_weights: list[float] = field(default_factory=lambda: [0.8468, 0.1532])
+    log_types: list[str] = field(default_factory=lambda: ["API log", "Conversation log"])
+    log_type_weights: list[float] = field(default_factory=lambda: [0.8962, 0.1038])
+    prompt_quantiles: list[list[float]] = field(default_factory=lambda: [
+        [0.0, 1], [0.5, 74], [0.75, 365], [0.9, 1291], [0.95, 1697], [0.99, 3023], [1.0, 6142]])
+    output_quantiles: list[list[float]] = field(default_factory=lambda: [
+        [0.0, 1], [0.5, 14], [0.75, 99], [0.9, 401], [0.95, 510], [0.99, 757], [1.0, 7315]])
+    failure_rate: float = 0.0178
+
+    def __post_init__(self) -> None:
+        if self.num_requests < 1 or not self.mean_rate > 0 or not self.hour_s > 0:
+            raise ValueError("workload: num_requests >= 1, mean_rate > 0 and hour_s > 0 are required")
+        if self.volume not in ("gamma", "replay", "flat"):
+            raise ValueError(f"workload.volume must be gamma, replay or flat, got {self.volume!r}")
+        if self.volume == "replay" and not self.volume_path:
+            raise ValueError("workload.volume=replay needs workload.volume_path (a BurstGPT "
+                             "burstgpt1_sessions_by_trace_hour_*.csv)")
+        if len(self.models) != len(self.model_weights) or len(self.log_types) != len(self.log_type_weights):
+            raise ValueError("workload: models/log_types and their weights must have equal lengths")
+        if not 0 <= self.failure_rate < 1 or not 0 <= self.empty_hour_share < 1:
+            raise ValueError("workload: failure_rate and empty_hour_share must be in [0, 1)")
+
+
+def replay_hours(path: str) -> np.ndarray:
+    """Requests per trace hour of BurstGPT_1 from its derived per-hour session CSV."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"workload.volume_path: {path} not found")
+    df = pd.read_csv(file)
+    missing = {"time_bin", "avg_turns", "session_count"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected a BurstGPT "
+                         f"burstgpt1_sessions_by_trace_hour_*.csv")
+    hours = (df["time_bin"] // 3600).astype(int).to_numpy()
+    counts = np.zeros(hours.max() + 1)
+    counts[hours] = np.rint(df["avg_turns"] * df["session_count"])
+    return counts
+
+
+@register("workload", "burstgpt", BurstGPTWorkloadConfig)
+class BurstGPTWorkload(OpenLoop):
+    def __init__(self, cfg: BurstGPTWorkloadConfig, **_: object) -> None:
+        self.cfg = cfg
+
+    def expected_requests(self) -> int | None:
+        return self.cfg.num_requests
+
+    def hourly_volumes(self, rng: np.random.Generator, hours: int) -> np.ndarray:
+        """Requests per hour for ``hours`` hours, scaled to the configured mean rate."""
+        cfg = self.cfg
+        scale = cfg.mean_rate * cfg.hour_s / TRACE_MEAN_PER_HOUR
+        if cfg.volume == "replay":
+            real = replay_hours(cfg.volume_path or "")
+            idx = (cfg.start_hour + np.arange(hours)) % len(real)
+            base = real[idx] * (TRACE_MEAN_PER_HOUR / real.mean())
+        elif cfg.volume == "flat":
+            base = np.full(hours, TRACE_MEAN_PER_HOUR)
+        else:
+            k = cfg.hour_gamma_shape
+            nonzero_mean = TRACE_MEAN_PER_HOUR / (1 - cfg.empty_hour_share)
+            # A non-empty hour holds at least one request (the Gamma has mass near 0 that
+            # would otherwise round to extra empty hours).
+            base = np.maximum(rng.gamma(k, nonzero_mean / k, hours), 1.0)
+            base[rng.random(hours) < cfg.empty_hour_share] = 0.0
+        if cfg.diurnal:
+            base = base * np.asarray(HOUR_OF_DAY)[(cfg.start_hour + np.arange(hours)) % 24]
+        return base * scale
+
+    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
+        cfg = self.cfg
+        left = cfg.num_requests
+        hour = 0
+        pending: list[np.ndarray] = []
+        pending_n = 0
+        while left > 0:
+            # Draw volumes a block of hours at a time; round with a random remainder so
+            # small scaled volumes keep their mean.
+            volumes = self.hourly_volumes(rng, 256)
+            counts = np.floor(volumes + rng.random(len(volumes))).astype(np.int64)
+            counts[(volumes > 0) & (counts == 0)] = 1
+            for c in counts:
+                if left <= 0:
+                    break
+                c = int(min(c, left))
+                if c:
+                    pending.append(hour * cfg.hour_s + self._within_hour(rng, c))
+                    pending_n += c
+                    left -= c
+                hour += 1
+                if pending_n >= CHUNK:
+                    yield self._requests(rng, np.concatenate(pending))
+                    pending, pending_n = [], 0
+        if pending_n:
+            yield self._requests(rng, np.concatenate(pending))
+
+    def _within_hour(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        gaps = rng.gamma(self.cfg.arrival_gamma_shape, 1.0, n + 1)
+        return np.cumsum(gaps)[:n] / gaps.sum() * self.cfg.hour_s
+
+    def _requests(self, rng: np.random.Generator, t: np.ndarray) -> ArrivalBatch:
+        cfg = self.cfg
+        n = len(t)
+        mw = np.asarray(cfg.model_weights) / sum(cfg.model_weights)
+        lw = np.asarray(cfg.log_type_weights) / sum(cfg.log_type_weights)
+        model_idx = rng.choice(len(mw), n, p=mw)
+        log_idx = rng.choice(len(lw), n, p=lw)
+        return ArrivalBatch(
+            arrival_s=t,
+            prompt_tokens=tokens(from_quantiles(rng, cfg.prompt_quantiles, n)),
+            output_tokens=tokens(from_quantiles(rng, cfg.output_quantiles, n)),
+            model=[cfg.models[i] for i in model_idx.tolist()],
+            log_type=[cfg.log_types[i] for i in log_idx.tolist()],
+            failed=rng.random(n) < cfg.failure_rate,
+        )

@@ -1,0 +1,82 @@
+"""Multi-turn conversations with user think time and a growing context, closed loop.
+
+A conversation has a number of rounds; each round's prompt is the whole conversation so far
+(system prompt, every earlier user message and answer) plus the new user message; the next
+round arrives when the answer completes plus the user's think time. Presets
+(workloads/sharegpt.yaml, workloads/longconv.yaml) carry the fitted numbers and sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simkv.registry import register
+from simkv.workload.sessions import Call, SessionWorkload
+
+
+@dataclass(slots=True)
+class ConversationWorkloadConfig:
+    preset: str = "sharegpt"
+    num_conversations: int = 200
+    conversation_rate: float = 1.0
+    # Rounds per conversation ~ lognormal(mu, sigma), rounded, >= 1.
+    rounds_mu: float = 1.294
+    rounds_sigma: float = 1.154
+    rounds_max: int = 300
+    system_tokens: int = 0
+    # User message and answer tokens per round ~ lognormal(mu, sigma).
+    user_mu: float = 3.227
+    user_sigma: float = 1.68
+    answer_mu: float = 5.765
+    answer_sigma: float = 0.757
+    answer_max: int = 4096
+    # Think time before the next round ~ lognormal(mu, sigma) seconds.
+    think_mu: float = 4.889
+    think_sigma: float = 0.971
+    max_context: int = 131072
+
+    def __post_init__(self) -> None:
+        if self.num_conversations < 1 or not self.conversation_rate > 0:
+            raise ValueError("workload: num_conversations >= 1 and conversation_rate > 0 are required")
+
+
+@dataclass(slots=True)
+class _Chat:
+    left: int
+
+
+def _lognormal(rng: np.random.Generator, mu: float, sigma: float) -> float:
+    return float(np.exp(mu + sigma * rng.standard_normal()))
+
+
+@register("workload", "conversation", ConversationWorkloadConfig)
+class ConversationWorkload(SessionWorkload):
+    def __init__(self, cfg: ConversationWorkloadConfig, **_: object) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_sessions = cfg.num_conversations
+        self.session_rate = cfg.conversation_rate
+        self.max_context = cfg.max_context
+
+    def _user(self, rng: np.random.Generator) -> int:
+        return max(1, round(_lognormal(rng, self.cfg.user_mu, self.cfg.user_sigma)))
+
+    def _answer(self, rng: np.random.Generator) -> int:
+        return int(np.clip(round(_lognormal(rng, self.cfg.answer_mu, self.cfg.answer_sigma)), 1,
+                           self.cfg.answer_max))
+
+    def start(self, rng: np.random.Generator) -> tuple[Call, _Chat]:
+        cfg = self.cfg
+        rounds = int(np.clip(round(_lognormal(rng, cfg.rounds_mu, cfg.rounds_sigma)), 1,
+                             cfg.rounds_max))
+        return Call(cfg.system_tokens + self._user(rng), self._answer(rng)), _Chat(rounds - 1)
+
+    def follow(self, rng: np.random.Generator, state: _Chat, prev: Call
+               ) -> tuple[Call, _Chat] | None:
+        if state.left <= 0:
+            return None
+        state.left -= 1
+        think = _lognormal(rng, self.cfg.think_mu, self.cfg.think_sigma)
+        return Call(prev.prompt + prev.output + self._user(rng), self._answer(rng), think), state

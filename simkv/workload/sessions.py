@@ -1,0 +1,117 @@
+"""Closed-loop sessions: agent programs and multi-turn conversations.
+
+Sessions start open-loop (Poisson arrivals at ``session_rate``); within a session each call
+arrives when the previous one completes plus a think time (a user) or tool time (an agent),
+and its prompt extends the previous context. Only sessions in flight are held in memory.
+
+Subclasses say how a session evolves: ``start`` draws its first call and state, ``follow``
+the next call after a completion (or None when the session ends). ``materialise`` writes
+the same sessions as a static trace with ``think_s`` (arrivals as if every call took no
+time), which ``workload=trace workload.closed_loop=true`` replays closed-loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simkv.entities.request import Request
+from simkv.workload.base import ArrivalBatch, FollowUp
+
+CHUNK = 65536
+
+
+@dataclass(slots=True)
+class Call:
+    prompt: int
+    output: int
+    think_s: float = 0.0
+
+
+class SessionWorkload:
+    """Base of closed-loop generators (not registered itself)."""
+
+    num_sessions: int
+    session_rate: float
+    max_context: int
+
+    def __init__(self) -> None:
+        self._state: dict[int, tuple[Any, int]] = {}  # session -> (state, turn)
+        self._rng: np.random.Generator | None = None
+
+    # --- to implement -------------------------------------------------------------------
+    def start(self, rng: np.random.Generator) -> tuple[Call, Any]:
+        raise NotImplementedError
+
+    def follow(self, rng: np.random.Generator, state: Any, prev: Call) -> tuple[Call, Any] | None:
+        raise NotImplementedError
+
+    # --- Workload protocol --------------------------------------------------------------
+    def expected_requests(self) -> int | None:
+        return None  # depends on how sessions unfold
+
+    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
+        # NOTE: one stream for the open-loop starts, another for what completions release,
+        # so session contents do not depend on how far the arrival stream has been read.
+        starts_rng, self._rng = rng.spawn(2)
+        t = 0.0
+        sid = 0
+        while sid < self.num_sessions:
+            n = min(CHUNK, self.num_sessions - sid)
+            times = t + np.cumsum(starts_rng.exponential(1.0 / self.session_rate, n))
+            t = float(times[-1])
+            prompts, outputs = [], []
+            for k in range(n):
+                call, state = self.start(self._rng)
+                self._state[sid + k] = (state, 0)
+                prompts.append(call.prompt)
+                outputs.append(call.output)
+            yield ArrivalBatch(times, np.array(prompts, np.int64), np.array(outputs, np.int64),
+                               session=np.arange(sid, sid + n, dtype=np.int64),
+                               turn=np.zeros(n, np.int64))
+            sid += n
+
+    def on_complete(self, req: Request, now: float) -> list[FollowUp]:
+        entry = self._state.pop(req.session, None)
+        if entry is None or self._rng is None:
+            return []
+        state, turn = entry
+        nxt = self.follow(self._rng, state, Call(req.prompt_tokens, req.output_tokens))
+        if nxt is None:
+            return []
+        call, state = nxt
+        if call.prompt + call.output > self.max_context:
+            return []  # the conversation outgrew the context window: it ends here
+        self._state[req.session] = (state, turn + 1)
+        return [FollowUp(now + call.think_s, call.prompt, call.output, req.session, turn + 1)]
+
+    # --- static form ----------------------------------------------------------------------
+    def materialise(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """All sessions' calls as trace columns (arrival as if calls took no time)."""
+        cols: dict[str, list] = {k: [] for k in ("arrival_s", "prompt_tokens", "output_tokens",
+                                                 "session", "turn", "think_s")}
+        for batch in self.arrivals(rng):
+            assert batch.session is not None
+            for i in range(len(batch)):
+                t = float(batch.arrival_s[i])
+                sid = int(batch.session[i])
+                call = Call(int(batch.prompt_tokens[i]), int(batch.output_tokens[i]))
+                turn = 0
+                while True:
+                    for key, val in (("arrival_s", t), ("prompt_tokens", call.prompt),
+                                     ("output_tokens", call.output), ("session", sid),
+                                     ("turn", turn), ("think_s", call.think_s)):
+                        cols[key].append(val)
+                    fu = self.on_complete(Request(0, t, call.prompt, call.output, sid, turn), t)
+                    if not fu:
+                        break
+                    # Zero service time: the call completes when it arrives, so the gap to the
+                    # next arrival is exactly its think time.
+                    think = fu[0].arrival_s - t
+                    t, turn = fu[0].arrival_s, fu[0].turn
+                    call = Call(fu[0].prompt_tokens, fu[0].output_tokens, think)
+        order = np.argsort(np.asarray(cols["arrival_s"]), kind="stable")
+        return {k: np.asarray(v)[order] for k, v in cols.items()}
