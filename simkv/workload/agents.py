@@ -44,6 +44,8 @@ class AgentWorkloadConfig:
     # Tool time before the next call ~ Weibull(shape, scale seconds).
     tool_weibull_shape: float = 0.976
     tool_weibull_scale: float = 9.13
+    # Share of calls issued right as the previous one completes (no tool gap).
+    tool_zero_prob: float = 0.0
     max_context: int = 131072
 
     def __post_init__(self) -> None:
@@ -93,5 +95,7 @@ class AgentWorkload(SessionWorkload):
             growth = float(np.exp(cfg.growth_mu + cfg.growth_sigma * rng.standard_normal()))
             prompt = prev.prompt + max(prev.output, round(growth))
         tool = cfg.tool_weibull_scale * float(rng.weibull(cfg.tool_weibull_shape))
+        if rng.random() < cfg.tool_zero_prob:
+            tool = 0.0
         state.left -= 1
         return Call(prompt, self._output(rng), tool), state

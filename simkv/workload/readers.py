@@ -211,6 +211,12 @@ def _require(batch: pa.RecordBatch, path: Path, names: list[str], fmt: str) -> N
                          f"found {have}")
 
 
+def _bools(col: pa.Array) -> np.ndarray:
+    if pa.types.is_boolean(col.type):
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool)
+    return np.array([str(x).strip().lower() in ("true", "1") for x in col.to_pylist()], dtype=bool)
+
+
 def _strings(batch: pa.RecordBatch, name: str) -> list[str]:
     return [("" if v is None else str(v)) for v in batch.column(name).to_pylist()]
 
@@ -237,6 +243,11 @@ def read_native(path: Path, v: _Validator) -> Iterator[Columns]:
         for name in ("model", "log_type"):
             if name in names:
                 setattr(cols, name, _strings(batch, name))
+        if "failed" in names:
+            cols.failed = _bools(batch.column("failed"))
+        if "prefix_hashes" in names:
+            cols.prefix = [None if h is None else tuple(h)
+                           for h in batch.column("prefix_hashes").to_pylist()]
         yield v.finish(cols, batch.num_rows)
 
 
