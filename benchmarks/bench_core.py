@@ -19,7 +19,7 @@ import simkv
 
 
 def saturated_rate(extra: list[str]) -> float:
-    cfg = simkv.compose(["cluster.replicas=1", "workload.rate=200", "workload.num_requests=4000",
+    cfg = simkv.compose(["cluster.replicas=1", "workload=poisson", "workload.rate=200", "workload.num_requests=4000",
                          "output.plot=false", "output.progress=false", *extra])
     with tempfile.TemporaryDirectory() as d:
         return simkv.simulate(cfg, d).summary["throughput"]["requests_per_s"]
@@ -38,7 +38,7 @@ def main() -> None:
         extra.append(f"engine.max_fast_forward={args.max_fast_forward}")
     per_replica = saturated_rate(extra)
     rate = args.load * per_replica * args.replicas
-    cfg = simkv.compose([f"cluster.replicas={args.replicas}", f"workload.rate={rate}",
+    cfg = simkv.compose([f"cluster.replicas={args.replicas}", "workload=poisson", f"workload.rate={rate}",
                          f"workload.num_requests={args.requests}", "output.plot=false",
                          "output.progress=false", *extra])
     with tempfile.TemporaryDirectory() as d:
