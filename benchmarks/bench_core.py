@@ -19,8 +19,9 @@ import simkv
 
 
 def saturated_rate(extra: list[str]) -> float:
-    cfg = simkv.compose(["cluster.replicas=1", "workload=poisson", "workload.rate=200", "workload.num_requests=4000",
-                         "output.plot=false", "output.progress=false", *extra])
+    cfg = simkv.compose(["cluster.replicas=1", "workload=poisson", "workload.rate=200",
+                         "workload.num_requests=4000", "output.plot=false", "output.progress=false",
+                         *extra])
     with tempfile.TemporaryDirectory() as d:
         return simkv.simulate(cfg, d).summary["throughput"]["requests_per_s"]
 

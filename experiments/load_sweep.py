@@ -25,8 +25,8 @@ POLICIES = {
 
 
 def run(overrides: list[str]) -> dict:
-    cfg = simkv.compose(["cluster.replicas=1", "workload=poisson", "output.plot=false", "output.progress=false",
-                         *overrides])
+    cfg = simkv.compose(["cluster.replicas=1", "workload=poisson", "output.plot=false",
+                         "output.progress=false", *overrides])
     with tempfile.TemporaryDirectory() as d:
         return simkv.simulate(cfg, d).summary
 
