@@ -1,0 +1,141 @@
+"""Fit efficiency curves from calibration CSVs and write a calibrated hardware profile.
+
+    python -m simkv.calibration.fit --raw DIR --base h100_sxm_80gb --out FILE.yaml
+
+For each measurement the roofline says which resource binds at the datasheet peaks; the
+measured time then gives that resource's achieved efficiency:
+
+* GEMM (best of this project's Triton kernel and cuBLAS, per shape): compute-bound shapes
+  give ``gemm_compute``, memory-bound ones ``gemm_memory``, both as functions of the token
+  count M (median over the layer shapes at each M);
+* prefill attention (Triton, FlashAttention-style): ``attention_compute`` against the
+  chunk's tokens, from causal FLOPs;
+* paged decode attention (Triton): ``attention_memory`` against the context per sequence,
+  from the KV bytes read (median over batch sizes);
+* RMSNorm: ``elementwise_memory`` against tokens;
+* pinned host-to-device copies: the PCIe bandwidth.
+
+Efficiencies are clipped to (0, 1]; NVLink keeps the base profile's value (one GPU here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from simkv.entities.hardware import load_profile, parse_profile
+
+KV_BYTES = 2  # bf16
+
+
+def _points(sizes: np.ndarray, eff: np.ndarray) -> list[list[float]]:
+    df = pd.DataFrame({"size": sizes, "eff": np.clip(eff, 1e-4, 1.0)})
+    med = df.groupby("size")["eff"].median().sort_index()
+    return [[float(s), round(float(e), 4)] for s, e in med.items()]
+
+
+def gemm_curves(gemm: pd.DataFrame, flops_peak: float, bw_peak: float
+                ) -> tuple[list[list[float]], list[list[float]], pd.DataFrame]:
+    best = gemm.loc[gemm.groupby(["m", "n", "k"])["ms"].idxmin()].copy()
+    t = best["ms"].to_numpy() / 1e3
+    m, n, k = (best[c].to_numpy(dtype=float) for c in ("m", "n", "k"))
+    flops = 2 * m * n * k
+    nbytes = 2 * (m * k + k * n + m * n)
+    compute_bound = flops / flops_peak > nbytes / bw_peak
+    best["compute_eff"] = flops / (t * flops_peak)
+    best["memory_eff"] = nbytes / (t * bw_peak)
+    best["bound"] = np.where(compute_bound, "compute", "memory")
+    comp = _points(m[compute_bound], best["compute_eff"].to_numpy()[compute_bound])
+    mem = _points(m[~compute_bound], best["memory_eff"].to_numpy()[~compute_bound])
+    return comp, mem, best
+
+
+def attention_compute_curve(prefill: pd.DataFrame, flops_peak: float) -> list[list[float]]:
+    tri = prefill[(prefill["kernel"] == "triton") & (prefill["context_tokens"] == 0)]
+    sq = tri["query_tokens"].to_numpy(dtype=float)
+    ctx = tri["context_tokens"].to_numpy(dtype=float)
+    pairs = sq * ctx + sq * (sq + 1) / 2
+    flops = 4.0 * tri["head_dim"] * tri["heads"] * pairs * tri["batch"]
+    return _points(sq, flops.to_numpy() / (tri["ms"].to_numpy() / 1e3 * flops_peak))
+
+
+def attention_memory_curve(decode: pd.DataFrame, bw_peak: float) -> list[list[float]]:
+    tri = decode[decode["kernel"] == "triton"]
+    kv = 2 * tri["kv_heads"] * tri["head_dim"] * KV_BYTES  # K and V bytes per token
+    nbytes = tri["batch"] * tri["context_tokens"] * kv
+    eff = nbytes.to_numpy() / (tri["ms"].to_numpy() / 1e3 * bw_peak)
+    return _points(tri["context_tokens"].to_numpy(dtype=float), eff)
+
+
+def elementwise_curve(norm: pd.DataFrame, bw_peak: float) -> list[list[float]]:
+    nbytes = 2 * norm["tokens"] * norm["hidden"] * KV_BYTES + norm["hidden"] * KV_BYTES
+    return _points(norm["tokens"].to_numpy(dtype=float),
+                   nbytes.to_numpy() / (norm["ms"].to_numpy() / 1e3 * bw_peak))
+
+
+def fit(raw: Path, base: str) -> dict[str, Any]:
+    """The calibrated profile document (validated) from the CSVs in ``raw``."""
+    hw = load_profile(base)
+    doc = yaml.safe_load(Path(hw.path).read_text()) if Path(hw.path).is_file() else None
+    if doc is None:
+        from importlib import resources
+
+        doc = yaml.safe_load(resources.files("simkv.hardware_profiles")
+                             .joinpath(f"{base}.yaml").read_text())
+    env = json.loads((raw / "environment.json").read_text())
+    where = f"measured on {env['device']} (driver {env['driver']}, CUDA {env['cuda']}, torch " \
+            f"{env['torch']}, Triton {env['triton']}) on {env['date']}; raw CSVs in {raw.name}/"
+    fp, bw = hw.bf16_flops, hw.hbm_bandwidth
+    comp, mem, _ = gemm_curves(pd.read_csv(raw / "gemm.csv"), fp, bw)
+    eff = doc["efficiency"]
+    eff["gemm_compute"] = {"points": comp, "source": f"GEMM, best of Triton and cuBLAS; {where}"}
+    eff["gemm_memory"] = {"points": mem, "source": f"GEMM, memory-bound shapes; {where}"}
+    eff["attention_compute"] = {
+        "points": attention_compute_curve(pd.read_csv(raw / "prefill_attention.csv"), fp),
+        "source": f"causal prefill attention (Triton, this project) by chunk tokens; {where}"}
+    eff["attention_memory"] = {
+        "points": attention_memory_curve(pd.read_csv(raw / "decode_attention.csv"), bw),
+        "source": f"paged decode attention (Triton, this project) by context per sequence; {where}"}
+    eff["elementwise_memory"] = {
+        "points": elementwise_curve(pd.read_csv(raw / "rms_norm.csv"), bw),
+        "source": f"RMSNorm (Triton, this project) by tokens; {where}"}
+    copies = pd.read_csv(raw / "copies.csv")
+    h2d = copies[copies["kind"] == "host_to_device_pinned"]
+    if len(h2d):
+        best = float(h2d["gb_per_s"].max())
+        doc["gpu"]["pcie_bandwidth"] = {"value": round(best, 2), "unit": "GB/s",
+                                        "source": f"pinned host-to-device copy, largest size; {where}"}
+    doc["name"] = f"{doc['name']} (calibrated)"
+    doc["provenance"] = {
+        "kind": "calibrated", "date": env["date"], "device": env["device"],
+        "driver": env["driver"], "cuda": env["cuda"], "torch": env["torch"],
+        "triton": env["triton"], "base_profile": base, "raw": raw.name,
+        "copies_gb_per_s": {str(r.kind): round(float(r.gb_per_s), 2)
+                            for r in copies.groupby("kind", as_index=False)["gb_per_s"].max()
+                            .itertuples()},
+    }
+    parse_profile(doc, "calibrated profile")  # validate before anyone writes it
+    return doc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--raw", required=True, help="folder with the CSVs of `run`")
+    ap.add_argument("--base", default="h100_sxm_80gb", help="shipped profile to start from")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    doc = fit(Path(args.raw), args.base)
+    header = ("# Calibrated by `python -m simkv.calibration.fit`: efficiency curves measured on a\n"
+              "# real GPU (docs/CALIBRATION.md). Peaks are the base profile's datasheet values.\n")
+    Path(args.out).write_text(header + yaml.safe_dump(doc, sort_keys=False, width=100))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
