@@ -129,18 +129,19 @@ def _prefill_kernel(Q, K, V, O, s_qb, s_qh, s_qs, s_kb, s_kh, s_ks, s_vb, s_vh, 
              acc.to(O.dtype.element_ty), mask=offs_m[:, None] < SQ)
 
 
-def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int = 64
-                      ) -> torch.Tensor:
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      block_m: int | None = None, block_n: int = 64) -> torch.Tensor:
     """q: [B, H, SQ, D]; k, v: [B, HKV, CTX + SQ, D] (the last SQ positions are q's)."""
     b, h, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     o = torch.empty_like(q)
-    grid = (triton.cdiv(sq, block), b * h)
+    block_m = block_m or (128 if sq >= 128 else 64)
+    grid = (triton.cdiv(sq, block_m), b * h)
     _prefill_kernel[grid](q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0),
                           k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
                           o.stride(0), o.stride(1), o.stride(2), h, h // hkv, sq, sk - sq,
-                          1.0 / math.sqrt(d), D=d, BM=block, BN=block,
-                          num_warps=4 if d <= 64 else 8, num_stages=2)
+                          1.0 / math.sqrt(d), D=d, BM=block_m, BN=block_n,
+                          num_warps=8 if block_m >= 128 else 4, num_stages=3)
     return o
 
 
@@ -225,12 +226,31 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
         m.stride(0), m.stride(1), m.stride(2), acc.stride(0), acc.stride(1), acc.stride(2),
         group, per_split, 1.0 / math.sqrt(d), D=d, BS=bs, GP=gp, num_warps=4, num_stages=2)
-    # Combine the splits' partial softmaxes (log-sum-exp); empty splits have l = 0.
-    mx = m.max(dim=2, keepdim=True).values
-    w = torch.where(lse > 0, torch.exp(m - mx) * lse, torch.zeros_like(lse))
-    out = (torch.where(lse[..., None] > 0, torch.exp(m - mx)[..., None] * acc,
-                       torch.zeros_like(acc)).sum(2)) / w.sum(2, keepdim=True)
-    return out.to(q.dtype)
+    out = torch.empty_like(q)
+    _combine_splits_kernel[(b, h)](m, lse, acc, out, m.stride(0), m.stride(1), acc.stride(0),
+                                   acc.stride(1), acc.stride(2), out.stride(0), out.stride(1),
+                                   splits, D=d, SP=triton.next_power_of_2(splits), num_warps=4)
+    return out
+
+
+@triton.jit
+def _combine_splits_kernel(M_IN, L_IN, ACC, OUT, s_mb, s_mh, s_ab, s_ah, s_as, s_ob, s_oh,
+                           splits, D: tl.constexpr, SP: tl.constexpr):
+    """Merge the splits' partial softmaxes (log-sum-exp); an empty split has l = 0."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs_s = tl.arange(0, SP)
+    offs_d = tl.arange(0, D)
+    smask = offs_s < splits
+    m = tl.load(M_IN + b * s_mb + h * s_mh + offs_s, mask=smask, other=float("-inf"))
+    lsum = tl.load(L_IN + b * s_mb + h * s_mh + offs_s, mask=smask, other=0.0)
+    live = smask & (lsum > 0)
+    mx = tl.max(tl.where(live, m, float("-inf")), 0)
+    w = tl.where(live, tl.exp(m - mx), 0.0)
+    acc = tl.load(ACC + b * s_ab + h * s_ah + offs_s[:, None] * s_as + offs_d[None, :],
+                  mask=live[:, None], other=0.0)
+    out = tl.sum(acc * w[:, None], 0) / tl.sum(w * lsum, 0)
+    tl.store(OUT + b * s_ob + h * s_oh + offs_d, out.to(OUT.dtype.element_ty))
 
 
 def paged_decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

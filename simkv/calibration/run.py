@@ -27,7 +27,7 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from simkv.calibration import kernels as K
+from simkv.calibration import kernels as K  # noqa: N812
 
 DT = torch.bfloat16
 L2_BYTES = 64 << 20  # rotate inputs until a pass touches well over the L2 size
@@ -109,7 +109,8 @@ def bench_prefill(out: Path, quick: bool) -> None:
             err = rel_err(tail, K.prefill_attention_ref(q[:, :, -256:], k, v))
         nbytes = 2 * (2 * h * sq * d + 2 * hkv * sk * d)
         if err < TOL:
-            w.row("triton", 1, h, hkv, d, sq, ctx, timed(make, lambda x: K.prefill_attention(*x), nbytes), err)
+            ms = timed(make, lambda x: K.prefill_attention(*x), nbytes)
+            w.row("triton", 1, h, hkv, d, sq, ctx, ms, err)
         else:
             print(f"prefill sq={sq} ctx={ctx}: relative error {err:.2e}, not timed")
         if ctx == 0:
@@ -166,7 +167,7 @@ def bench_norm(out: Path, quick: bool) -> None:
         x, g = torch.randn(t, 4096, device="cuda", dtype=DT), torch.randn(4096, device="cuda", dtype=DT)
         err = rel_err(K.rms_norm(x, g), K.rms_norm_ref(x, g))
 
-        def make(t: int = t) -> tuple[torch.Tensor, torch.Tensor]:
+        def make(t: int = t, g: torch.Tensor = g) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.randn(t, 4096, device="cuda", dtype=DT), g
 
         if err < TOL:
@@ -191,7 +192,6 @@ def bench_copies(out: Path, quick: bool) -> None:
         ms = float(do_bench(lambda idx=idx, src=src: K.scatter_blocks(pool, idx, src), warmup=25,
                             rep=100, return_mode="median"))
         w.row("scatter_blocks", nbytes, ms, nbytes / ms / 1e6)
-    del pool
     big = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(big)
     ms = float(do_bench(lambda: dst.copy_(big), warmup=25, rep=100, return_mode="median"))

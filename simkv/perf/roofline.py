@@ -9,7 +9,8 @@ token and a host-side overhead per iteration and per sequence.
 Everything is per GPU: weights, heads and FFN columns are split ``tensor_parallel`` ways,
 layers ``pipeline_parallel`` ways (stages run one after another: no micro-batch overlap).
 Achieved rates are the datasheet peaks times the efficiency curves of the hardware profile,
-indexed by the GEMM's token count or, for attention, by the mean context per sequence.
+indexed by the GEMM's token count, the prefill chunk's tokens, or the decode batch's total
+context.
 
 Why operators and not one "weights / bandwidth" formula: prefill is compute-bound and decode
 memory-bound, and mixed (chunked-prefill) batches are neither; only per-operator maxima
@@ -146,7 +147,9 @@ class CostModel:
         flops = 4.0 * m.head_dim * self.heads * context
         nbytes = (context * self.kv_bytes_token_layer
                   + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
-        return self._roof("attn_decode", flops, nbytes, context / decodes,
+        # NOTE: indexed by the total context read: small reads are latency-bound whatever
+        # the batch shape (calibration, docs/CALIBRATION.md).
+        return self._roof("attn_decode", flops, nbytes, context,
                           "attention_compute", "attention_memory")
 
     def _moe(self, tokens: int) -> list[OperatorCost]:
@@ -272,9 +275,8 @@ class CostModel:
             attn = np.maximum(ctx * self._attn_c, ctx * self._attn_m + decodes * self._q_m)
         else:
             m = self.model
-            per_seq = ctx / decodes
-            ceff = self._eff["attention_compute"].at_array(per_seq)
-            meff = self._eff["attention_memory"].at_array(per_seq)
+            ceff = self._eff["attention_compute"].at_array(ctx)
+            meff = self._eff["attention_memory"].at_array(ctx)
             nbytes = (ctx * self.kv_bytes_token_layer
                       + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
             attn = np.maximum(ctx * (4.0 * m.head_dim * self.heads) / (self.flops_peak * ceff),
