@@ -101,7 +101,8 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
     eff["gemm_memory"] = {"points": mem, "source": f"GEMM, memory-bound shapes; {where}"}
     eff["attention_compute"] = {
         "points": attention_compute_curve(pd.read_csv(raw / "prefill_attention.csv"), fp),
-        "source": f"causal prefill attention, best of Triton (this project) and SDPA, by chunk tokens; {where}"}
+        "source": "causal prefill attention, best of Triton (this project) and SDPA, by chunk "
+                  f"tokens; {where}"}
     eff["attention_memory"] = {
         "points": attention_memory_curve(pd.read_csv(raw / "decode_attention.csv"), bw),
         "source": f"paged decode attention (Triton, this project) by total context tokens; {where}"}
@@ -112,8 +113,9 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
     h2d = copies[copies["kind"] == "host_to_device_pinned"]
     if len(h2d):
         best = float(h2d["gb_per_s"].max())
-        doc["gpu"]["pcie_bandwidth"] = {"value": round(best, 2), "unit": "GB/s",
-                                        "source": f"pinned host-to-device copy, best over 64 KiB to 1 GiB; {where}"}
+        doc["gpu"]["pcie_bandwidth"] = {
+            "value": round(best, 2), "unit": "GB/s",
+            "source": f"pinned host-to-device copy, best over 64 KiB to 1 GiB; {where}"}
     doc["name"] = f"{doc['name']} (calibrated)"
     doc["provenance"] = {
         "kind": "calibrated", "date": env["date"], "device": env["device"],
