@@ -1,0 +1,213 @@
+"""Replay a request stream against Hugging Face transformers' continuous batching on a GPU.
+
+    python -m simkv.validation.hf_replay --out DIR [--probe] [--loads 0.2 0.5 1.2]
+
+The model is Llama-3.1-8B-shaped with random weights (nothing can be downloaded; timing does
+not depend on weight values), bf16, on one GPU. ``eos_token_id = -1`` makes every request
+generate exactly its requested tokens. Requests are submitted in real time at their arrival
+times from a fixed, seeded stream (prompt lengths drawn from the Azure 2023 conversation
+trace's published percentiles, outputs capped to keep a call short); per request the script
+records submission, first-token and completion times on ``time.perf_counter``, and the
+engine's own KV and batch limits, so simkv can be configured with exactly those.
+
+Writes ``requests_<load>.csv``, ``engine.json`` and, with ``--probe``, ``probe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Azure LLM inference trace 2023, conversation: prompt tokens p10/p25/p50/p75/p90 and the
+# generated tokens' (../shared/data/burstgpt/STATS.md section 4), capped for a bounded run.
+PROMPT_KNOTS = [(0.0, 16), (0.1, 207), (0.25, 396), (0.5, 1020), (0.75, 1189), (0.9, 2048),
+                (1.0, 2048)]
+OUTPUT_KNOTS = [(0.0, 8), (0.1, 54), (0.25, 85), (0.5, 128), (1.0, 128)]
+
+
+def draw(rng: np.random.Generator, knots: list[tuple[float, int]], n: int) -> np.ndarray:
+    q = np.array([k[0] for k in knots])
+    v = np.log(np.array([k[1] for k in knots], float))
+    return np.maximum(1, np.rint(np.exp(np.interp(rng.random(n), q, v)))).astype(int)
+
+
+def stream(n: int, rate: float, seed: int) -> list[tuple[float, int, int]]:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1.0 / rate, n))
+    return list(zip(t.tolist(), draw(rng, PROMPT_KNOTS, n).tolist(),
+                    draw(rng, OUTPUT_KNOTS, n).tolist(), strict=True))
+
+
+def build_model(attn: str | None) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                      vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0,
+                      tie_word_embeddings=False)
+    if attn:
+        cfg._attn_implementation = attn
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg)
+    model.eval()
+    return model
+
+
+def engine_limits(manager: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    bp = getattr(manager, "batch_processor", None)
+    cache = getattr(bp, "cache", None)
+    for obj, names in ((cache, ("block_size", "num_blocks", "max_batch_tokens")),
+                       (bp, ("max_batch_tokens", "max_requests_per_batch")),
+                       (getattr(bp, "scheduler", None), ("__class__",))):
+        for name in names:
+            if obj is not None and hasattr(obj, name):
+                v = getattr(obj, name)
+                out[f"{type(obj).__name__}.{name}"] = v.__name__ if name == "__class__" else v
+    return {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in out.items()}
+
+
+def start_manager(model: Any, cb_kwargs: dict[str, Any]) -> Any:
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(max_new_tokens=128, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    try:
+        from transformers import ContinuousBatchingConfig
+
+        names = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+        cbc = ContinuousBatchingConfig(**{k: v for k, v in cb_kwargs.items() if k in names})
+        manager = model.init_continuous_batching(generation_config=gc,
+                                                 continuous_batching_config=cbc)
+    except (ImportError, TypeError):
+        manager = model.init_continuous_batching(generation_config=gc)
+    manager.start()
+    return manager
+
+
+def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float) -> list[dict[str, Any]]:
+    """Submit at the arrival times (real time), collect results; times are perf_counter."""
+    submitted: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    t0 = time.perf_counter() + 0.5
+    rng = np.random.default_rng(0)
+
+    def collect() -> None:
+        while len(results) < len(reqs):
+            r = manager.get_result(timeout=1.0)
+            if r is not None:
+                results[str(r.request_id)] = (r, time.perf_counter())
+
+    th = threading.Thread(target=collect, daemon=True)
+    th.start()
+    for i, (t, p, o) in enumerate(reqs):
+        delay = t0 + t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        ids = rng.integers(10, 120000, p).tolist()
+        rid = f"r{i}"
+        submitted[rid] = time.perf_counter()
+        manager.add_request(ids, request_id=rid, max_new_tokens=o, record_timestamps=True)
+    th.join(timeout=timeout)
+    rows = []
+    for i, (t, p, o) in enumerate(reqs):
+        rid = f"r{i}"
+        if rid not in results:
+            rows.append({"id": i, "arrival_s": t, "prompt_tokens": p, "output_tokens": o,
+                         "status": "missing"})
+            continue
+        r, got = results[rid]
+        stamps = list(getattr(r, "timestamps", None) or [])
+        gen = len(getattr(r, "generated_tokens", []) or [])
+        rows.append({
+            "id": i, "arrival_s": t, "prompt_tokens": p, "output_tokens": o,
+            "generated": gen, "submit_s": submitted[rid] - t0,
+            "first_token_s": (stamps[0] - t0) if stamps else float("nan"),
+            "completion_s": (stamps[-1] - t0) if stamps else got - t0,
+            "collected_s": got - t0, "n_stamps": len(stamps),
+            "created_s": float(getattr(r, "created_time", float("nan"))) - t0,
+            "status": str(getattr(r, "status", "")),
+        })
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--attn", default=None, help="attention implementation (default: probe)")
+    ap.add_argument("--probe", action="store_true")
+    ap.add_argument("--loads", nargs="*", type=float, default=[])
+    ap.add_argument("--capacity", type=float, default=0.0, help="saturated req/s, if known")
+    ap.add_argument("--requests", type=int, default=120)
+    ap.add_argument("--max-batch-tokens", type=int, default=2048)
+    ap.add_argument("--num-blocks", type=int, default=0)
+    ap.add_argument("--cuda-graph", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+    import transformers
+    from transformers import ContinuousBatchingManager
+
+    info: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
+                            "device": torch.cuda.get_device_name(0)}
+    supported = sorted(ContinuousBatchingManager.supported_attention_implementations())
+    info["supported_attention"] = supported
+    info["default_attention"] = ContinuousBatchingManager.default_attention_implementation()
+    attn = args.attn
+    if attn is None:
+        for cand in ("paged|sdpa", "sdpa_paged", "paged|flex_attention", "flex_attention"):
+            if cand in supported:
+                attn = cand
+                break
+    info["attention"] = attn or info["default_attention"]
+    print(json.dumps(info, indent=1), flush=True)
+    model = build_model(attn)
+    cb = {"max_batch_tokens": args.max_batch_tokens, "use_cuda_graph": args.cuda_graph,
+          "block_size": 256}
+    if args.num_blocks:
+        cb["num_blocks"] = args.num_blocks
+    manager = start_manager(model, cb)
+    time.sleep(1.0)
+    info.update(engine_limits(manager))
+    info["cb_config"] = cb
+    print(json.dumps(info, indent=1), flush=True)
+    # Warm-up: a few requests (kernels compile, allocator settles).
+    replay(manager, stream(8, 50.0, 99), timeout=120)
+    if args.probe:
+        t = time.perf_counter()
+        rows = replay(manager, stream(64, 1000.0, 1), timeout=300)  # a closed burst
+        span = time.perf_counter() - t
+        done = [r for r in rows if r["status"] != "missing"]
+        info["probe"] = {"requests": len(done), "wall_s": span,
+                         "saturated_req_per_s": len(done) / span, "first_row": rows[0]}
+        (out / "probe.json").write_text(json.dumps(info, indent=1, default=str))
+        print(json.dumps(info["probe"], indent=1, default=str), flush=True)
+    capacity = args.capacity or info.get("probe", {}).get("saturated_req_per_s", 0.0)
+    for load in args.loads:
+        rate = load * capacity
+        rows = replay(manager, stream(args.requests, rate, int(load * 1000)), timeout=420)
+        import csv
+
+        with (out / f"requests_{load:g}.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+            w.writeheader()
+            w.writerows(rows)
+        done = [r for r in rows if r["status"] != "missing"]
+        print(f"load {load}: rate {rate:.2f}/s, {len(done)}/{len(rows)} done", flush=True)
+    info["capacity_req_per_s"] = capacity
+    (out / "engine.json").write_text(json.dumps(info, indent=1, default=str))
+    os._exit(0)  # the manager's thread would keep the process alive
+
+
+if __name__ == "__main__":
+    main()
