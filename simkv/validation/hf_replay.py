@@ -160,16 +160,33 @@ def main() -> None:
 
     info: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
                             "device": torch.cuda.get_device_name(0)}
-    supported = sorted(ContinuousBatchingManager.supported_attention_implementations())
-    info["supported_attention"] = supported
-    info["default_attention"] = ContinuousBatchingManager.default_attention_implementation()
+    import inspect
+
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        supported = sorted(ALL_ATTENTION_FUNCTIONS.valid_keys()
+                           if hasattr(ALL_ATTENTION_FUNCTIONS, "valid_keys")
+                           else ALL_ATTENTION_FUNCTIONS.keys())
+    except ImportError:
+        supported = []
+    info["attention_functions"] = supported
+    info["init_signature"] = str(inspect.signature(type(build_model).__call__)) if False else \
+        str(inspect.signature(__import__("transformers").LlamaForCausalLM.init_continuous_batching))
+    try:
+        from transformers import ContinuousBatchingConfig
+
+        info["cb_config_fields"] = [f.name for f in dataclasses.fields(ContinuousBatchingConfig)]
+    except ImportError:
+        info["cb_config_fields"] = None
+    info["manager_methods"] = sorted(m for m in dir(ContinuousBatchingManager) if not m.startswith("__"))
     attn = args.attn
     if attn is None:
-        for cand in ("paged|sdpa", "sdpa_paged", "paged|flex_attention", "flex_attention"):
+        for cand in ("paged|sdpa", "sdpa_paged", "paged|flex_attention", "flex_attention_paged"):
             if cand in supported:
                 attn = cand
                 break
-    info["attention"] = attn or info["default_attention"]
+    info["attention"] = attn
     print(json.dumps(info, indent=1), flush=True)
     model = build_model(attn)
     cb = {"max_batch_tokens": args.max_batch_tokens, "use_cuda_graph": args.cuda_graph,
