@@ -1,0 +1,52 @@
+"""The validation comparison, run on the committed measurements of transformers' engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simkv.validation.compare import engine_config, errors, load_measured, predict
+
+FOLDER = Path(__file__).resolve().parents[1] / "validation" / "hf_h100_2026-11-25"
+# Host costs fitted on the light load by `python -m simkv.validation.compare` (docs/VALIDATION.md).
+OVERHEAD_S, PER_SEQ_S = 0.108, 0.0015
+
+
+def test_measurements_are_complete_and_consistent() -> None:
+    measured = load_measured(FOLDER)
+    assert sorted(measured, key=float) == ["0.2", "0.5", "1.2"]
+    for d in measured.values():
+        assert len(d) == 40
+        assert (d["generated"] == d["output_tokens"]).all()  # eos disabled: exact lengths
+        assert (d["ttft"] > 0).all()
+        assert (d["e2e"] >= d["ttft"]).all()
+
+
+def test_engine_is_modelled_with_its_own_limits() -> None:
+    cfg = engine_config(FOLDER, "h100_sxm_80gb_calibrated", OVERHEAD_S, PER_SEQ_S)
+    assert cfg.kv.num_gpu_blocks_override == 1719
+    assert cfg.kv.block_size == 256
+    assert cfg.scheduler.max_num_batched_tokens == 2048
+
+
+@pytest.mark.parametrize("load", ["0.2", "0.5", "1.2"])
+def test_calibrated_predictions_track_the_engine(load: str) -> None:
+    m = load_measured(FOLDER)[load]
+    e = errors(m, predict(m, engine_config(FOLDER, "h100_sxm_80gb_calibrated", OVERHEAD_S, PER_SEQ_S)))
+    # Measured on 2026-11-25 (docs/VALIDATION.md): E2E and TPOT median errors 2-6%.
+    assert e["e2e"]["median_ape"] < 8.0
+    assert e["tpot"]["median_ape"] < 8.0
+    assert e["ttft"]["median_ape"] < 30.0
+
+
+def test_error_metric() -> None:
+    import pandas as pd
+
+    m = pd.DataFrame({"ttft": [1.0, 2.0], "tpot": [0.1, 0.1], "e2e": [10.0, 10.0]})
+    p = pd.DataFrame({"ttft": [1.1, 2.0], "tpot": [0.1, 0.12], "e2e": [9.0, 10.0]})
+    e = errors(m, p)
+    assert e["ttft"]["median_ape"] == pytest.approx(5.0)
+    assert e["tpot"]["p90_ape"] == pytest.approx(18.0)
+    assert np.isclose(e["e2e"]["median_ape"], 5.0)
