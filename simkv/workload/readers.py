@@ -65,7 +65,8 @@ class Columns:
     skipped: int = 0
 
     def select(self, keep: np.ndarray) -> Columns:
-        pos = np.flatnonzero(keep)
+        """The rows at ``keep``: a boolean mask, or indices (in the order given)."""
+        pos = np.flatnonzero(keep) if keep.dtype == bool else keep
         pick = pos.tolist()
 
         def a(x: np.ndarray | None) -> np.ndarray | None:
@@ -360,24 +361,10 @@ def read_agent(path: Path, v: _Validator) -> Iterator[Columns]:
                    model=[str(m) for m in table.column("request_model").to_pylist()]
                    if "request_model" in table.schema.names else None)
     cols = cols.select(ok)
-    cols = _reorder(cols, np.argsort(cols.arrival_s, kind="stable"))
+    cols = cols.select(np.argsort(cols.arrival_s, kind="stable"))
     cols.rows, cols.skipped = table.num_rows, int((~ok).sum())
     v.row0 += table.num_rows
     yield cols
-
-
-def _reorder(c: Columns, idx: np.ndarray) -> Columns:
-    pick = idx.tolist()
-
-    def a(x: np.ndarray | None) -> np.ndarray | None:
-        return None if x is None else x[idx]
-
-    def lst(x: list | None) -> list | None:
-        return None if x is None else [x[i] for i in pick]
-
-    return Columns(c.arrival_s[idx], c.prompt_tokens[idx], c.output_tokens[idx], a(c.session),
-                   a(c.turn), lst(c.model), lst(c.log_type), a(c.failed), a(c.think_s),
-                   lst(c.prefix))
 
 
 READERS: dict[str, Callable[[Path, _Validator], Iterator[Columns]]] = {
