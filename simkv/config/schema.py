@@ -61,6 +61,9 @@ class EngineConfig:
     # Assumed until validation (issue 5) fits them per engine.
     iteration_overhead_s: float = 0.002
     per_sequence_overhead_s: float = 1.0e-5
+    # Host time per prefill token (input preparation, eager per-token work); 0 for engines
+    # whose prefill is GPU-bound. Fitted per engine by validation.
+    per_prefill_token_overhead_s: float = 0.0
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = 4096
     # Raise LivelockError after this many consecutive iterations with no request finishing.

@@ -251,7 +251,8 @@ class CostModel:
                 attn += max(ctx * self._attn_c, ctx * self._attn_m + b * self._q_m)
             else:
                 attn += self._decode_attention(b, ctx).seconds
-        return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn
+        host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+        return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
 
     def decode_run_times(self, decodes: int, context: Sequence[int], sampled: int
                          ) -> Sequence[float]:

@@ -49,7 +49,8 @@ def load_measured(folder: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def engine_config(folder: Path, profile: str, overhead_s: float, per_seq_s: float) -> SimConfig:
+def engine_config(folder: Path, profile: str, overhead_s: float, per_seq_s: float,
+                  per_prefill_token_s: float = 0.0) -> SimConfig:
     e = json.loads((folder / "engine.json").read_text())
     budget = int(e["PagedAttentionCache.max_batch_tokens"])
     return SimConfig(
@@ -61,7 +62,8 @@ def engine_config(folder: Path, profile: str, overhead_s: float, per_seq_s: floa
                                       chunked_prefill=True),
         router=RoundRobinConfig(),
         workload=TraceWorkloadConfig(path="", rebase=False),
-        engine=EngineConfig(iteration_overhead_s=overhead_s, per_sequence_overhead_s=per_seq_s),
+        engine=EngineConfig(iteration_overhead_s=overhead_s, per_sequence_overhead_s=per_seq_s,
+                            per_prefill_token_overhead_s=per_prefill_token_s),
         output=OutputConfig(plot=False, progress=False),
     )
 
@@ -83,17 +85,18 @@ def errors(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, dict[st
     return out
 
 
-def fit_overheads(folder: Path, light: pd.DataFrame, profile: str) -> tuple[float, float]:
-    """Grid search of (per-iteration, per-sequence) host cost minimising the light load's
-    median TPOT and TTFT errors (the one load used for fitting)."""
-    best = (np.inf, 0.0, 0.0)
-    for a in np.arange(0.080, 0.141, 0.004):
-        for b in (0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3):
-            e = errors(light, predict(light, engine_config(folder, profile, a, b)))
-            score = e["tpot"]["median_ape"] + e["ttft"]["median_ape"]
-            if score < best[0]:
-                best = (score, float(a), float(b))
-    return best[1], best[2]
+def fit_overheads(folder: Path, light: pd.DataFrame, profile: str) -> tuple[float, float, float]:
+    """Grid search of the host costs (per iteration, per sequence, per prefill token)
+    minimising the light load's median TPOT and TTFT errors (the one load used for fitting)."""
+    best = (np.inf, 0.0, 0.0, 0.0)
+    for c in (0.0, 2e-5, 4e-5, 8e-5):
+        for a in np.arange(0.080, 0.141, 0.004):
+            for b in (0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3):
+                e = errors(light, predict(light, engine_config(folder, profile, a, b, c)))
+                score = e["tpot"]["median_ape"] + e["ttft"]["median_ape"]
+                if score < best[0]:
+                    best = (score, float(a), float(b), float(c))
+    return best[1], best[2], best[3]
 
 
 def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm_80gb_calibrated")
@@ -102,12 +105,13 @@ def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm
     light = measured[min(measured, key=float)]
     result: dict[str, Any] = {}
     for profile in profiles:
-        a, b = fit_overheads(folder, light, profile)
+        a, b, c = fit_overheads(folder, light, profile)
         rows = {}
         for load, m in measured.items():
-            p = predict(m, engine_config(folder, profile, a, b))
+            p = predict(m, engine_config(folder, profile, a, b, c))
             rows[load] = {"errors": errors(m, p), "predicted": p, "measured": m}
-        result[profile] = {"iteration_overhead_s": a, "per_sequence_overhead_s": b, "loads": rows}
+        result[profile] = {"iteration_overhead_s": a, "per_sequence_overhead_s": b,
+                           "per_prefill_token_overhead_s": c, "loads": rows}
     return result
 
 
@@ -158,7 +162,8 @@ def main() -> None:
     result = report(Path(args.folder))
     for profile, r in result.items():
         print(f"{profile}: fitted iteration overhead {r['iteration_overhead_s'] * 1e3:.1f} ms, "
-              f"per sequence {r['per_sequence_overhead_s'] * 1e3:.2f} ms")
+              f"per sequence {r['per_sequence_overhead_s'] * 1e3:.2f} ms, per prefill token "
+              f"{r['per_prefill_token_overhead_s'] * 1e6:.0f} us")
     print(table(result))
     if args.plot:
         plot(result, Path(args.plot))
