@@ -16,9 +16,9 @@ OVERHEAD_S, PER_SEQ_S = 0.108, 0.0015
 
 def test_measurements_are_complete_and_consistent() -> None:
     measured = load_measured(FOLDER)
-    assert sorted(measured, key=float) == ["0.2", "0.5", "1.2"]
-    for d in measured.values():
-        assert len(d) == 40
+    assert sorted(measured, key=float) == ["0.2", "0.5", "1.2", "3"]
+    for load, d in measured.items():
+        assert len(d) == (60 if load == "3" else 40)
         assert (d["generated"] == d["output_tokens"]).all()  # eos disabled: exact lengths
         assert (d["ttft"] > 0).all()
         assert (d["e2e"] >= d["ttft"]).all()
@@ -31,14 +31,17 @@ def test_engine_is_modelled_with_its_own_limits() -> None:
     assert cfg.scheduler.max_num_batched_tokens == 2048
 
 
-@pytest.mark.parametrize("load", ["0.2", "0.5", "1.2"])
-def test_calibrated_predictions_track_the_engine(load: str) -> None:
+@pytest.mark.parametrize(("load", "e2e_tpot_bound", "ttft_bound"),
+                         [("0.2", 8.0, 15.0), ("0.5", 8.0, 25.0), ("1.2", 8.0, 25.0), ("3", 20.0, 35.0)])
+def test_calibrated_predictions_track_the_engine(load: str, e2e_tpot_bound: float,
+                                                 ttft_bound: float) -> None:
     m = load_measured(FOLDER)[load]
     e = errors(m, predict(m, engine_config(FOLDER, "h100_sxm_80gb_calibrated", OVERHEAD_S, PER_SEQ_S)))
-    # Measured on 2026-11-25 (docs/VALIDATION.md): E2E and TPOT median errors 2-6%.
-    assert e["e2e"]["median_ape"] < 8.0
-    assert e["tpot"]["median_ape"] < 8.0
-    assert e["ttft"]["median_ape"] < 30.0
+    # Measured on 2026-11-25 (docs/VALIDATION.md): E2E/TPOT median 2-6% up to 1.2x, 17-18% at
+    # saturation; TTFT 11-31%. The bounds guard against regressions, they are not the targets.
+    assert e["e2e"]["median_ape"] < e2e_tpot_bound
+    assert e["tpot"]["median_ape"] < e2e_tpot_bound
+    assert e["ttft"]["median_ape"] < ttft_bound
 
 
 def test_error_metric() -> None:
