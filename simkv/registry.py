@@ -91,8 +91,11 @@ def _load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
+    import simkv.policies.eviction
+    import simkv.policies.offload
     import simkv.policies.router
     import simkv.policies.scheduler
+    import simkv.policies.tool_kv
     import simkv.workload  # noqa: F401
 
 

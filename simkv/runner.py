@@ -36,7 +36,45 @@ from simkv.results import SimResult
 
 log = logging.getLogger("simkv")
 
-POLICY_SECTIONS = ("scheduler", "router", "workload")
+POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv")
+
+
+def _memory_defaults(cfg: SimConfig) -> None:
+    """Configs built by hand (tests, scripts) may leave the memory policies out: LRU, no
+    offload, drop (the packaged defaults)."""
+    from simkv.policies.eviction import LRUConfig
+    from simkv.policies.offload.placements import NoOffloadConfig
+    from simkv.policies.tool_kv import DropConfig
+
+    if cfg.eviction is None:
+        cfg.eviction = LRUConfig()
+    if cfg.offload is None:
+        cfg.offload = NoOffloadConfig()
+    if cfg.tool_kv is None:
+        cfg.tool_kv = DropConfig()
+
+
+def memory_summary(cluster: Cluster) -> dict[str, Any]:
+    """Counters of the memory hierarchy: bytes per tier and link, pins, swaps."""
+    assert cluster.memory is not None
+    kvs = [kv for kv in cluster.kvs if kv is not None]
+    totals: dict[str, Any] = {}
+    for kv in kvs:
+        for key, val in dataclasses.asdict(kv.stats).items():
+            if isinstance(val, dict):
+                sub = totals.setdefault(key, {})
+                for k, v in val.items():
+                    sub[k] = sub.get(k, 0) + v
+            else:
+                totals[key] = totals.get(key, 0) + val
+    hbm_written = sum(kv.hbm.stats.written for kv in kvs)
+    hbm_evicted = sum(kv.hbm.stats.evicted for kv in kvs)
+    gb = cluster.memory.granule_bytes
+    tiers = {"hbm_cache": {"bytes_written": hbm_written * gb, "bytes_evicted": hbm_evicted * gb,
+                           "bytes_resident_end": sum(len(kv.hbm) for kv in kvs) * gb},
+             **cluster.memory.tier_stats()}
+    return {"granule_bytes": gb, "counters": totals, "tiers": tiers,
+            "links": cluster.memory.link_stats(), "transfers": cluster.memory.fabric.transfers}
 
 
 def config_dict(cfg: SimConfig) -> dict[str, Any]:
@@ -114,9 +152,10 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
         A SimResult with the summary and the per-request table.
     """
     cfg = as_sim_config(cfg)
-    for key in POLICY_SECTIONS:
+    for key in ("scheduler", "router", "workload"):
         if getattr(cfg, key) is None:
             raise ValueError(f"config has no {key}; compose one with simkv.compose()")
+    _memory_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="simkv-"))
     out.mkdir(parents=True, exist_ok=True)
     doc = config_dict(cfg)
@@ -145,7 +184,8 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
 
     env = simpy.Environment()
     recorder = Recorder(out, metadata, cfg.output.row_group_size, cfg.output.iterations,
-                        cfg.slo.ttft_s, cfg.slo.tpot_s)
+                        cfg.slo.ttft_s, cfg.slo.tpot_s,
+                        transfers=cfg.output.transfers and cfg.kv.prefix_caching)
     progress = _Progress(workload.expected_requests(), cfg.output.progress)
     status, error = "ok", ""
     wall0 = time.perf_counter()
@@ -186,6 +226,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
                                 "kv_tokens_per_replica": capacity.tokens,
                                 "skipped_trace_rows": int(getattr(workload, "skipped_rows", 0)),
                             },
+                            **({"memory": memory_summary(cluster)} if cluster.memory else {}),
                         })
     write_json(out / "summary.json", summary)
     result = SimResult(out, summary, doc)

@@ -70,3 +70,50 @@ class ChatWorkload:
         context = req.prompt_tokens + req.output_tokens + self.cfg.prompt
         return [FollowUp(now + self.cfg.think_s, context, self.cfg.output, req.session,
                          req.turn + 1)]
+
+
+@dataclass(slots=True)
+class ScriptWorkloadConfig:
+    """Open-loop rows with explicit prefix ids and sessions, plus scripted follow-up calls.
+
+    ``followups`` rows are [session, tool_gap_s, new_prompt_tokens, output_tokens]: each
+    completion of ``session`` releases its next row, whose prompt repeats the whole previous
+    context (prompt + output) and adds ``new_prompt_tokens``.
+    """
+
+    arrival_s: list[float] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
+    prefix: list[list[int]] = field(default_factory=list)
+    session: list[int] = field(default_factory=list)
+    followups: list[list[float]] = field(default_factory=list)
+
+
+@register("workload", "test_script", ScriptWorkloadConfig)
+class ScriptWorkload:
+    def __init__(self, cfg: ScriptWorkloadConfig, **_: object) -> None:
+        self.cfg = cfg
+        self.pending: dict[int, list[list[float]]] = {}
+        for row in cfg.followups:
+            self.pending.setdefault(int(row[0]), []).append(row)
+
+    def expected_requests(self) -> int | None:
+        return len(self.cfg.arrival_s) + len(self.cfg.followups)
+
+    def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
+        c = self.cfg
+        n = len(c.arrival_s)
+        prefix = [tuple(p) if p else None for p in c.prefix] if c.prefix else None
+        session = np.asarray(c.session, np.int64) if c.session else None
+        yield ArrivalBatch(np.asarray(c.arrival_s, float), np.asarray(c.prompt_tokens, np.int64),
+                           np.asarray(c.output_tokens, np.int64), session,
+                           np.zeros(n, np.int64) if session is not None else None, prefix=prefix)
+
+    def on_complete(self, req: Request, now: float) -> list[FollowUp]:
+        rows = self.pending.get(req.session)
+        if req.session < 0 or not rows or req.state is State.REJECTED:
+            return []
+        _, gap, extra, out = rows.pop(0)
+        context = req.prompt_tokens + req.output_tokens
+        return [FollowUp(now + gap, context + int(extra), int(out), req.session, req.turn + 1,
+                         shared_tokens=context)]

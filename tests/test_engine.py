@@ -174,7 +174,8 @@ def test_simultaneous_arrivals_with_a_nearly_full_pool(tmp_path) -> None:
     # Regression: 2,000 shared-prefix requests at t = 0; a prefill filled the pool so the
     # decode run planned after it could not get its first blocks (over-allocation).
     for ff in (1, 4096):
-        cfg = small(["workload=batchllm", "workload.num_requests=2000", f"engine.max_fast_forward={ff}"])
+        cfg = small(["workload=batchllm", "workload.num_requests=2000", f"engine.max_fast_forward={ff}",
+                         "kv.prefix_caching=false"])  # the pressure needs unshared prefixes
         df = simkv.simulate(cfg, tmp_path / f"ff{ff}").requests
         assert (df["status"] == "finished").all()
         assert df["preemptions"].sum() > 0

@@ -6,7 +6,8 @@ dataclass instances once, at the boundary. The engine, KV manager and policies o
 these dataclasses (attribute access on a DictConfig is ~700x slower: STACK.md).
 
 ``slots=True`` but not frozen: Hydra refuses overrides on frozen nodes.
-Policy sections (``scheduler``, ``router``, ``workload``) are typed ``Any`` here because each
+Policy sections (``scheduler``, ``router``, ``workload``, ``eviction``, ``offload``,
+``tool_kv``) are typed ``Any`` here because each
 registered policy brings its own dataclass; ``simkv.registry.build`` dispatches on it.
 """
 
@@ -51,6 +52,25 @@ class KVConfig:
     # Pin the number of KV blocks (e.g. the count a real engine reported) instead of deriving
     # it from memory; validation needs this to compare like with like.
     num_gpu_blocks_override: int | None = None
+    # Automatic prefix caching (on by default, as in vLLM v1): requests reuse cached KV of
+    # equal leading granules. Needs the vllm scheduler (static batching ignores it).
+    prefix_caching: bool = True
+    # Tokens per cached granule: the unit of prefix identity, of eviction and of transfers
+    # between tiers. A trace's prefix hashes must cover this many tokens each (Mooncake: 512).
+    prefix_block_tokens: int = 512
+
+
+@dataclass(slots=True)
+class MemoryConfig:
+    """The tiers below HBM and their links (docs/MEMORY.md); used by ``offload`` placements."""
+
+    # A node profile of hardware_profiles/nodes/ (without .yaml), or your own file.
+    node: str = "dgx_h100"
+    node_path: str | None = None
+    # Per-node capacity given to the KV store, overriding the profile (GiB).
+    dram_gib: float | None = None
+    ssd_gib: float | None = None
+    csd_gib: float | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +103,8 @@ class OutputConfig:
     """What is written besides requests.parquet and summary.json."""
 
     iterations: bool = False
+    # transfers.parquet: one row per KV transfer between tiers (start, end, bytes, links).
+    transfers: bool = False
     plot: bool = True
     # tqdm bar on an interactive terminal; elsewhere progress goes to the log only.
     progress: bool = True
@@ -101,6 +123,10 @@ class SimConfig:
     scheduler: Any = None
     router: Any = None
     workload: Any = None
+    eviction: Any = None
+    offload: Any = None
+    tool_kv: Any = None
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

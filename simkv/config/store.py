@@ -20,6 +20,7 @@ from simkv.config.schema import HardwareConfig, SimConfig
 from simkv.entities.hardware import shipped_profiles
 
 _done = False
+POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv")
 
 
 def register_configs() -> None:
@@ -28,7 +29,7 @@ def register_configs() -> None:
         return
     cs = ConfigStore.instance()
     cs.store(name="simkv_schema", node=SimConfig)
-    for group in ("scheduler", "router", "workload"):
+    for group in POLICY_GROUPS:
         for name, entry in registry.entries(group).items():
             cs.store(group=group, name=name, node=entry.config_type)
     for profile in shipped_profiles():

@@ -17,6 +17,10 @@ from simkv.engine.events import URGENT, Wakeup
 from simkv.engine.replica import Replica
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool
+from simkv.kv.hierarchy import MemoryHierarchy, Topology
+from simkv.kv.manager import KVManager
+from simkv.kv.prefix import granule_ids
+from simkv.kv.tiers import load_node_profile
 from simkv.metrics.recorder import Recorder
 from simkv.perf.roofline import CostModel
 from simkv.registry import build
@@ -32,14 +36,31 @@ class Cluster:
         self.workload = workload
         self.recorder = recorder
         self.max_model_len = cfg.model.max_model_len
+        self.granule_tokens = cfg.kv.prefix_block_tokens
         self.on_progress = on_progress
         self.replicas: list[Replica] = []
+        self.memory = build_memory(cfg, env, cost, recorder) if cfg.kv.prefix_caching else None
+        self.kvs: list[KVManager | None] = []
         for i in range(cfg.cluster.replicas):
             pool = BlockPool(capacity.num_blocks, capacity.block_size)
-            sched = build(cfg.scheduler, pool=pool,
+            kv = (build_kv_manager(cfg, env, cost, pool, self.memory, i)
+                  if self.memory is not None else None)
+            sched = build(cfg.scheduler, pool=pool, kv=kv,
                           max_fast_forward=cfg.engine.max_fast_forward)
-            self.replicas.append(Replica(i, env, sched, cost, cfg.engine, self._finished,
-                                         recorder.iterations, observer))
+            replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
+                              recorder.iterations, observer)
+            if kv is not None:
+                to_scheduler = kv.on_loaded
+
+                def loaded(req: Request, f: Callable[[Request], None] = to_scheduler,
+                           r: Replica = replica) -> None:
+                    f(req)
+                    r.poke()
+
+                kv.on_loaded = loaded
+                kv.on_freed = replica.poke
+            self.kvs.append(kv)
+            self.replicas.append(replica)
         self.router = build(cfg.router)
         self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
         self._cols: tuple[list, ...] = ()
@@ -96,8 +117,11 @@ class Cluster:
             arrival, i = self._cols[0], 0
         Wakeup(self.env, max(0.0, arrival[i] - self.env.now), URGENT, self._arrive)
 
-    def _followup(self, fu: FollowUp) -> None:
+    def _followup(self, fu: FollowUp, parent: Request) -> None:
         self.pending_followups += 1
+        if fu.prefix is None and fu.shared_tokens >= self.granule_tokens:
+            # The conversation so far is the parent's token sequence: its granule ids.
+            fu.prefix = granule_ids(parent, fu.shared_tokens // self.granule_tokens)
 
         def fire(_: object) -> None:
             self.pending_followups -= 1
@@ -135,9 +159,40 @@ class Cluster:
         self.completed += 1
         if self.on_progress is not None and not self.completed & 255:
             self.on_progress(self.completed, now)
-        for fu in self.workload.on_complete(req, now):
-            self._followup(fu)
+        followups = self.workload.on_complete(req, now)
+        for fu in followups:
+            self._followup(fu, req)
+        if not followups and req.session >= 0 and req.replica >= 0 and self.kvs:
+            kv = self.kvs[req.replica]
+            if kv is not None:
+                # The program or conversation is over: a tool-call pin has nothing to wait for.
+                kv.session_ended(req.session, now)
 
     def busy(self) -> bool:
         return (not self.arrivals_done or self.pending_followups > 0
                 or any(r.busy for r in self.replicas))
+
+
+def build_memory(cfg: SimConfig, env: simpy.Environment, cost: CostModel,
+                 recorder: Recorder) -> MemoryHierarchy:
+    """The tiers below HBM and their links, for the configured placement."""
+    node = load_node_profile(cfg.memory.node, cfg.memory.node_path)
+    gpr = cfg.cluster.tensor_parallel * cfg.cluster.pipeline_parallel
+    topo = Topology(cfg.cluster.replicas, gpr, cost.hw.pcie_bandwidth, cost.hw.pcie_latency_s)
+    granule_bytes = cfg.kv.prefix_block_tokens * cost.kv_bytes_per_token_per_gpu() * gpr
+    override = {"dram": cfg.memory.dram_gib, "ssd": cfg.memory.ssd_gib, "csd": cfg.memory.csd_gib}
+    return MemoryHierarchy(env, node, build(cfg.offload), cfg.eviction, topo, granule_bytes,
+                           override, recorder.transfer if recorder.transfers is not None else None)
+
+
+def build_kv_manager(cfg: SimConfig, env: simpy.Environment, cost: CostModel, pool: BlockPool,
+                     memory: MemoryHierarchy, replica: int) -> KVManager:
+    m = cost.model
+    gpr = cfg.cluster.tensor_parallel * cfg.cluster.pipeline_parallel
+    per_token = cost.kv_bytes_per_token_per_gpu() * gpr
+    # Context at which a token's attention FLOPs (4 x layers x q_dim per context token)
+    # equal its linear-layer FLOPs (2 x active parameters): the scale of recompute cost.
+    recompute_context = 2.0 * m.active_params / (4.0 * m.num_layers * m.q_dim)
+    return KVManager(replica, env, pool, memory, build(cfg.eviction), build(cfg.tool_kv),
+                     cfg.kv.prefix_block_tokens, cfg.kv.prefix_block_tokens * per_token,
+                     cfg.kv.block_size * per_token, recompute_context)

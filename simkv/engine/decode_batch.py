@@ -133,4 +133,4 @@ class DecodeBatch:
     def held_blocks(self) -> int:
         """Blocks held by members, computed request by request (for invariant checks)."""
         bs = self.block_size
-        return sum(blocks_for(r.base + self.ticks, bs) for r in self.members.values())
+        return sum(blocks_for(r.base + self.ticks, bs) - r.shared for r in self.members.values())

@@ -62,6 +62,13 @@ class Replica:
         self.scheduler.add_request(req)
         self.outstanding_requests += 1
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
+        self.poke()
+
+    def poke(self) -> None:
+        """Something changed outside a plan (an arrival, KV landed, memory freed): replan.
+
+        An idle replica plans now; a busy one cuts its run after the iteration in flight.
+        """
         if not self.busy:
             self.busy = True
             # Plan at NORMAL priority so that every request arriving at this instant is in

@@ -20,6 +20,8 @@ class State(IntEnum):
     DECODING = 2
     FINISHED = 3
     REJECTED = 4
+    # Admitted, waiting for its cached KV to arrive from DRAM/SSD/another node.
+    LOADING = 5
 
 
 @dataclass(slots=True, eq=False)
@@ -34,8 +36,9 @@ class Request:
     turn: int = 0
     model: str = ""
     log_type: str = ""
-    # Prefix identity: hashes of the prompt's leading blocks (Mooncake-style hash ids);
-    # equal leading hashes mean shareable KV. Unused by the engine until prefix caching.
+    # Prefix identity: ids of the prompt's leading granules of ``kv.prefix_block_tokens``
+    # tokens (Mooncake-style hash ids); equal leading ids mean shareable KV. Granules past
+    # the tuple get ids private to this request (kv/prefix.py).
     prefix: tuple[int, ...] | None = None
     # The trace recorded this request as failed (BurstGPT: zero response tokens).
     failed: bool = False
@@ -56,6 +59,20 @@ class Request:
     # Lazy decode bookkeeping: computed = base + ticks, generated = gen_base + ticks.
     base: int = 0
     gen_base: int = 0
+    # --- prefix cache (kv/manager.py) ---------------------------------------------------
+    # Leading granules this request pins in the HBM cache, and the blocks they span: these
+    # are shared, so ``blocks`` counts only the request's private blocks.
+    pinned_g: int = 0
+    shared: int = 0
+    # Prompt tokens found cached at first admission, by the tier they came from (remote:
+    # the part of dram/disk read from another node's store), and seconds spent loading KV.
+    cached_hbm: int = 0
+    cached_dram: int = 0
+    cached_disk: int = 0
+    cached_remote: int = 0
+    kv_wait: float = 0.0
+    loads_pending: int = 0
+    load_epoch: int = 0
 
     @property
     def num_tokens(self) -> int:

@@ -1,13 +1,18 @@
 """The paged KV pool of one replica, counted in blocks of ``block_size`` tokens.
 
-Like vLLM's BlockPool it hands out fixed-size blocks and never over-commits, but it counts
-blocks instead of naming them: without a prefix cache (issue 4 adds hashed blocks) which
-physical block a request holds changes no latency, and counting keeps allocation O(1) so the
-decode batch can be advanced in closed form.
+Like vLLM's BlockPool it hands out fixed-size blocks and never over-commits, but a running
+request's own blocks are counted, not named: which physical block it holds changes no
+latency, and counting keeps allocation O(1) so the decode batch advances in closed form.
+
+Blocks that hold *cached* prefix granules (kv/manager.py) are named, by their granule id,
+in the HBM cache: ``cached`` of them are resident, ``pinned`` of those are in use. As in
+vLLM, evictable cached blocks count as free: ``allocate`` reclaims them (through the cache's
+eviction policy) only when the never-used blocks run out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -24,18 +29,29 @@ class OutOfBlocksError(RuntimeError):
 class BlockPool:
     capacity: int
     block_size: int
+    # Private blocks of running requests.
     used: int = 0
+    # Blocks of cached granules (pinned or evictable), and those pinned.
+    cached: int = 0
+    pinned: int = 0
+    # Evicts at least n evictable cached blocks (set by the HBM cache).
+    reclaim: Callable[[int], None] | None = None
 
     @property
     def free(self) -> int:
-        return self.capacity - self.used
+        """Blocks an allocation may take: never used, or cached but evictable."""
+        return self.capacity - self.used - self.pinned
 
     def can_allocate(self, n: int) -> bool:
-        return n <= self.capacity - self.used
+        return n <= self.capacity - self.used - self.pinned
 
     def allocate(self, n: int) -> None:
-        if n > self.capacity - self.used:
+        if n > self.capacity - self.used - self.pinned:
             raise OutOfBlocksError(f"asked for {n} blocks with {self.free} free")
+        short = n - (self.capacity - self.used - self.cached)
+        if short > 0:
+            assert self.reclaim is not None
+            self.reclaim(short)
         self.used += n
 
     def release(self, n: int) -> None:
@@ -44,8 +60,11 @@ class BlockPool:
             raise OutOfBlocksError(f"released {n} blocks more than were held")
 
     def check_invariants(self, held: int) -> None:
-        """``held`` is the sum of blocks owned by live requests, counted independently."""
-        if not 0 <= self.used <= self.capacity:
-            raise AssertionError(f"KV pool used {self.used} outside [0, {self.capacity}]")
+        """``held`` is the sum of private blocks owned by live requests, counted independently."""
+        if not 0 <= self.pinned <= self.cached:
+            raise AssertionError(f"KV pool pins {self.pinned} of {self.cached} cached blocks")
+        if not 0 <= self.used + self.cached <= self.capacity:
+            raise AssertionError(
+                f"KV pool used {self.used} + cached {self.cached} outside [0, {self.capacity}]")
         if held != self.used:
             raise AssertionError(f"KV pool counts {self.used} used blocks but requests hold {held}")

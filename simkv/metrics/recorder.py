@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simkv.entities.request import Request, State
+from simkv.kv.links import Transfer
 from simkv.metrics import schema
 
 
@@ -62,11 +63,14 @@ class Recorder:
     """What the engine reports: finished and rejected requests, optionally iterations."""
 
     def __init__(self, out_dir: Path, metadata: dict[bytes, bytes], row_group_size: int,
-                 iterations: bool, ttft_slo: float, tpot_slo: float) -> None:
+                 iterations: bool, ttft_slo: float, tpot_slo: float,
+                 transfers: bool = False) -> None:
         self.requests = TableWriter(out_dir / "requests.parquet", schema.REQUESTS, metadata,
                                     row_group_size)
         self.iterations = (TableWriter(out_dir / "iterations.parquet", schema.ITERATIONS,
                                        metadata, row_group_size) if iterations else None)
+        self.transfers = (TableWriter(out_dir / "transfers.parquet", schema.TRANSFERS,
+                                      metadata, row_group_size) if transfers else None)
         self.ttft_slo = ttft_slo
         self.tpot_slo = tpot_slo
         self.finished = 0
@@ -78,7 +82,8 @@ class Recorder:
             nan = math.nan
             row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica, "rejected",
                    r.reject_reason, r.arrival,
-                   nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, nan, nan, nan, False)
+                   nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
+                   nan, nan, nan, False)
         else:
             self.finished += 1
             ttft = r.first_token - r.arrival
@@ -89,10 +94,18 @@ class Recorder:
             row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica, "finished", "",
                    r.arrival,
                    r.first_scheduled, r.first_token, r.finish, r.prompt_tokens,
-                   r.output_tokens, 0, r.preemptions, ttft, tpot, e2e, met)
+                   r.output_tokens, r.cached_hbm + r.cached_dram + r.cached_disk, r.cached_hbm,
+                   r.cached_dram, r.cached_disk, r.cached_remote, r.kv_wait, r.preemptions,
+                   ttft, tpot, e2e, met)
         self.requests.append(row)
+
+    def transfer(self, t: Transfer) -> None:
+        assert self.transfers is not None
+        self.transfers.append((t.start, t.end, t.nbytes, t.what, ",".join(lk.name for lk in t.links)))
 
     def close(self) -> None:
         self.requests.close()
         if self.iterations is not None:
             self.iterations.close()
+        if self.transfers is not None:
+            self.transfers.close()

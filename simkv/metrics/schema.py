@@ -21,7 +21,15 @@ REQUESTS = pa.schema([
     ("completion_s", pa.float64()),
     ("prompt_tokens", pa.int32()),
     ("output_tokens", pa.int32()),
+    # Prompt tokens whose KV was found cached at first admission, and where: HBM, DRAM,
+    # disk (SSD or CSD); remote is the part read from another node's store.
     ("cached_tokens", pa.int32()),
+    ("cached_hbm_tokens", pa.int32()),
+    ("cached_dram_tokens", pa.int32()),
+    ("cached_disk_tokens", pa.int32()),
+    ("cached_remote_tokens", pa.int32()),
+    # Seconds spent waiting for cached KV to arrive from below HBM (all admissions).
+    ("kv_wait_s", pa.float64()),
     ("preemptions", pa.int32()),
     ("ttft_s", pa.float64()),
     ("tpot_s", pa.float64()),
@@ -39,4 +47,14 @@ ITERATIONS = pa.schema([
     ("decode_sequences", pa.int32()),
     ("kv_blocks_used", pa.int32()),
     ("kv_blocks_total", pa.int32()),
+])
+
+TRANSFERS = pa.schema([
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("bytes", pa.float64()),
+    # What moved: load, swap in, swap out, demote, demote dram->ssd, write through, offload.
+    ("what", pa.string()),
+    # The links crossed, comma-separated (pcie3, dram_read0, nic1, ...).
+    ("links", pa.string()),
 ])

@@ -30,7 +30,9 @@ def _dist(values: np.ndarray) -> dict[str, float | None]:
 def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: dict[str, Any]
               ) -> dict[str, Any]:
     cols = ["status", "reject_reason", "arrival_s", "completion_s", "prompt_tokens",
-            "output_tokens", "preemptions", "ttft_s", "tpot_s", "e2e_s", "slo_met"]
+            "output_tokens", "preemptions", "ttft_s", "tpot_s", "e2e_s", "slo_met", "session",
+            "cached_tokens", "cached_hbm_tokens", "cached_dram_tokens", "cached_disk_tokens",
+            "cached_remote_tokens", "kv_wait_s"]
     t = pq.read_table(requests_path, columns=cols)
     # NOTE: Arrow compute on the string columns: converting them to numpy would build one
     # Python object per row (about 100 MB per million requests).
@@ -74,7 +76,46 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
         },
         "makespan_s": span,
         "gpu_hours": gpus * span / 3600.0,
+        "prefix_cache": _cache_section(t, done, in_tok),
+        "sessions": _sessions(t, done),
     }
+
+
+def _cache_section(t: pa.Table, done: np.ndarray, prompt: np.ndarray) -> dict[str, Any]:
+    """Hit rates: cached prompt tokens over prompt tokens of finished requests, per tier."""
+    total = max(int(prompt.sum()), 1)
+    out: dict[str, Any] = {"prompt_tokens": int(prompt.sum())}
+    for tier in ("", "hbm_", "dram_", "disk_", "remote_"):
+        n = int(t.column(f"cached_{tier}tokens").to_numpy()[done].astype(np.int64).sum())
+        name = tier.rstrip("_") or "all"
+        out[f"hit_rate_{name}"] = n / total
+        out[f"cached_tokens_{name}"] = n
+    wait = t.column("kv_wait_s").to_numpy()[done]
+    out["kv_wait_s"] = _dist(wait[wait > 0])
+    out["requests_waiting_for_kv"] = int((wait > 0).sum())
+    return out
+
+
+def _sessions(t: pa.Table, done: np.ndarray) -> dict[str, Any]:
+    """Job completion time of sessions (agent programs, conversations): first arrival to
+    last completion, over sessions whose every call finished."""
+    session = t.column("session").to_numpy()
+    has = session >= 0
+    if not has.any():
+        return {"count": 0}
+    arrival = t.column("arrival_s").to_numpy()
+    completion = t.column("completion_s").to_numpy()
+    ids, inv = np.unique(session[has], return_inverse=True)
+    first = np.full(len(ids), np.inf)
+    last = np.full(len(ids), -np.inf)
+    ok = np.ones(len(ids), bool)
+    np.minimum.at(first, inv, arrival[has])
+    np.maximum.at(last, inv, np.where(done[has], completion[has], -np.inf))
+    np.logical_and.at(ok, inv, done[has])
+    jct = (last - first)[ok]
+    calls = np.bincount(inv)
+    return {"count": int(len(ids)), "complete": int(ok.sum()), "jct_s": _dist(jct),
+            "calls_per_session_mean": float(calls.mean())}
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -89,8 +89,10 @@ class AgentWorkload(SessionWorkload):
         if state.left <= 0:
             return None
         cfg = self.cfg
+        shared = None
         if rng.random() < cfg.reset_prob:
-            prompt = state.first
+            # The agent restarts from its first context (system prompt, tools, task).
+            prompt = shared = state.first
         else:
             growth = float(np.exp(cfg.growth_mu + cfg.growth_sigma * rng.standard_normal()))
             prompt = prev.prompt + max(prev.output, round(growth))
@@ -98,4 +100,4 @@ class AgentWorkload(SessionWorkload):
         if rng.random() < cfg.tool_zero_prob:
             tool = 0.0
         state.left -= 1
-        return Call(prompt, self._output(rng), tool), state
+        return Call(prompt, self._output(rng), tool, shared), state

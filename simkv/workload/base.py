@@ -60,6 +60,10 @@ class FollowUp:
     session: int = -1
     turn: int = 0
     prefix: tuple[int, ...] | None = None
+    # Leading tokens of this prompt that repeat the releasing call's prompt and output (the
+    # conversation so far): the cluster turns them into that call's granule ids, so the
+    # prefix cache can serve them. Ignored when ``prefix`` is given.
+    shared_tokens: int = 0
 
 
 class Workload(Protocol):

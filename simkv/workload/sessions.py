@@ -29,6 +29,9 @@ class Call:
     prompt: int
     output: int
     think_s: float = 0.0
+    # Leading prompt tokens equal to the previous call's prompt + output; None: as many as
+    # the prompt holds (an append-only context).
+    shared: int | None = None
 
 
 class SessionWorkload:
@@ -86,7 +89,10 @@ class SessionWorkload:
         if call.prompt + call.output > self.max_context:
             return []  # the conversation outgrew the context window: it ends here
         self._state[req.session] = (state, turn + 1)
-        return [FollowUp(now + call.think_s, call.prompt, call.output, req.session, turn + 1)]
+        shared = (min(call.prompt, req.prompt_tokens + req.output_tokens) if call.shared is None
+                  else call.shared)
+        return [FollowUp(now + call.think_s, call.prompt, call.output, req.session, turn + 1,
+                         shared_tokens=shared)]
 
     # --- static form ----------------------------------------------------------------------
     def materialise(self, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from simkv.policies.router.interface import ReplicaLoad, Router
 from simkv.policies.router.least_outstanding import LeastOutstanding, LeastOutstandingConfig
 from simkv.policies.router.round_robin import RoundRobin, RoundRobinConfig
+from simkv.policies.router.session_affinity import SessionAffinity, SessionAffinityConfig
 
 __all__ = [
     "LeastOutstanding",
@@ -11,4 +12,6 @@ __all__ = [
     "RoundRobin",
     "RoundRobinConfig",
     "Router",
+    "SessionAffinity",
+    "SessionAffinityConfig",
 ]

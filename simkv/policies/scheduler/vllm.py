@@ -32,6 +32,7 @@ import numpy as np
 from simkv.engine.decode_batch import DecodeBatch
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
+from simkv.kv.manager import KVManager
 from simkv.policies.scheduler.interface import SchedulerOutput
 from simkv.registry import register
 
@@ -57,7 +58,7 @@ class VLLMSchedulerConfig:
 @register("scheduler", "vllm", VLLMSchedulerConfig)
 class VLLMScheduler:
     def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
-                 **_: object) -> None:
+                 kv: KVManager | None = None, **_: object) -> None:
         self.cfg = cfg
         self.pool = pool
         self.block_size = pool.block_size
@@ -66,6 +67,12 @@ class VLLMScheduler:
         # Admission order; the last entry is the preemption victim.
         self.running: dict[int, Request] = {}
         self.prefilling: dict[int, Request] = {}
+        # Admitted requests whose cached KV is still in transit (vLLM v1's
+        # WAITING_FOR_REMOTE_KVS): they hold blocks and a seat, but no work until it lands.
+        self.loading: dict[int, Request] = {}
+        self.kv = kv
+        if kv is not None:
+            kv.on_loaded = self._loaded
         self.decode = DecodeBatch(pool.block_size)
         # Hot-path copies of config values (attribute chains cost on every iteration).
         self.chunked = cfg.chunked_prefill
@@ -90,14 +97,24 @@ class VLLMScheduler:
         return len(self.waiting) + len(self.running)
 
     # --- planning -----------------------------------------------------------------------
-    def _preempt_last(self) -> Request:
+    def _preempt_last(self, now: float) -> Request:
         rid, victim = self.running.popitem()
-        if victim.state is State.DECODING:
+        state = victim.state
+        if state is State.DECODING:
             self.decode.leave(victim)
-            victim.blocks = blocks_for(victim.computed, self.block_size)
+            victim.blocks = blocks_for(victim.computed, self.block_size) - victim.shared
+        elif state is State.LOADING:
+            del self.loading[rid]
         else:
             del self.prefilling[rid]
-        self.pool.release(victim.blocks)
+        kv = self.kv
+        if kv is None:
+            self.pool.release(victim.blocks)
+        else:
+            if state is State.LOADING:
+                kv.abort_load(victim)
+            self.pool.release(kv.release(victim, now, finished=False,
+                                         may_swap=state is not State.LOADING))
         victim.blocks = 0
         victim.computed = 0
         victim.preemptions += 1
@@ -118,7 +135,7 @@ class VLLMScheduler:
         preempted = False
         need = dec.need_next() if dec.members else 0
         while need > pool.free:
-            self._preempt_last()
+            self._preempt_last(now)
             preempted = True
             need = dec.need_next() if dec.members else 0
         budget = self.max_tokens - len(dec)
@@ -131,9 +148,9 @@ class VLLMScheduler:
                 if req.state is not State.PREFILLING:
                     continue  # preempted while planning an earlier chunk
                 n = min(req.num_tokens - req.computed, budget)
-                extra = blocks_for(req.computed + n, bs) - req.blocks
+                extra = blocks_for(req.computed + n, bs) - req.blocks - req.shared
                 while extra > pool.free - need:
-                    victim = self._preempt_last()
+                    victim = self._preempt_last(now)
                     preempted = True
                     need = dec.need_next() if dec.members else 0
                     budget = self.max_tokens - len(dec) - out.prefill_tokens
@@ -152,7 +169,7 @@ class VLLMScheduler:
             # Nothing can run: every waiting request is blocked (cannot happen while the
             # replica is empty, since admission_error rejects what never fits).
             return None
-        self._plan_decodes(out, need, preempted)
+        self._plan_decodes(out, need, preempted, now)
         return out
 
     def _admit(self, out: SchedulerOutput, budget: int, need: int, now: float) -> int:
@@ -160,26 +177,53 @@ class VLLMScheduler:
         bs = self.block_size
         waiting = self.waiting
         running = self.running
+        kv = self.kv
         while waiting and budget > 0 and len(running) < self.max_seqs:
             req = waiting[0]
-            remaining = req.prompt_tokens + req.generated - req.computed
+            m = kv.match(req) if kv is not None and req.computed == 0 else None
+            if m is not None and m.load_blocks:
+                # Cached below HBM: take the seat and the blocks now, prefill once it lands.
+                if m.pin_blocks + m.load_blocks > pool.free - need:
+                    break
+                waiting.popleft()
+                self._seat(req, now)
+                kv.acquire(req, m, now)  # type: ignore[union-attr]
+                req.state = State.LOADING
+                self.loading[req.id] = req
+                continue
+            if m is not None:
+                hit, shared, pin = len(m.keys) * kv.G, len(m.keys) * kv.gb, m.pin_blocks  # type: ignore[union-attr]
+            else:
+                hit, shared, pin = req.computed, req.shared, 0
+            remaining = req.num_tokens - hit
             if remaining > budget and not self.chunked:
                 break
             n = min(remaining, budget)
-            extra = blocks_for(req.computed + n, bs) - req.blocks
-            if extra > pool.free - need:
+            extra = blocks_for(hit + n, bs) - req.blocks - shared
+            if extra + pin > pool.free - need:
                 break
             waiting.popleft()
+            if m is not None:
+                kv.acquire(req, m, now)  # type: ignore[union-attr]
             pool.allocate(extra)
             req.blocks += extra
-            req.state = State.PREFILLING
-            if req.first_scheduled != req.first_scheduled:  # NaN: first admission
-                req.first_scheduled = now
-            running[req.id] = req
+            self._seat(req, now)
             self.prefilling[req.id] = req
             self._add_chunk(out, req, n)
             budget -= n
         return budget
+
+    def _seat(self, req: Request, now: float) -> None:
+        req.state = State.PREFILLING
+        if req.first_scheduled != req.first_scheduled:  # NaN: first admission
+            req.first_scheduled = now
+        self.running[req.id] = req
+
+    def _loaded(self, req: Request) -> None:
+        """Every transfer of a LOADING request landed: it prefills from the next plan on."""
+        del self.loading[req.id]
+        req.state = State.PREFILLING
+        self.prefilling[req.id] = req
 
     def _schedule_prefill_first(self, now: float) -> SchedulerOutput | None:
         """vLLM v0 without chunked prefill: whole prompts, in prefill-only iterations."""
@@ -206,7 +250,7 @@ class VLLMScheduler:
         if c + n == req.num_tokens:
             out.num_sampled += 1
 
-    def _plan_decodes(self, out: SchedulerOutput, need: int, preempted: bool) -> None:
+    def _plan_decodes(self, out: SchedulerOutput, need: int, preempted: bool, now: float) -> None:
         dec = self.decode
         b = len(dec)
         out.num_decodes = b
@@ -216,7 +260,7 @@ class VLLMScheduler:
             if b:  # before _plan_tail joins the prefilled requests
                 out.decode_context = (dec.context_sum() + b,)
             if not preempted and self.max_fast_forward > 1:
-                self._plan_tail(out, need)
+                self._plan_tail(out, need, now)
             return
         if preempted:
             k = 1
@@ -234,7 +278,7 @@ class VLLMScheduler:
         # and the cost model only turns long ones into numpy.
         out.decode_context = range(start, start + b * k, b)
 
-    def _plan_tail(self, out: SchedulerOutput, need: int) -> None:
+    def _plan_tail(self, out: SchedulerOutput, need: int, now: float) -> None:
         """Plan the decode run that follows a prefill iteration, in the same SchedulerOutput.
 
         Only when every chunk completes its prompt and none finishes on its first token:
@@ -252,6 +296,8 @@ class VLLMScheduler:
             req.computed += n
             req.generated += 1
             del self.prefilling[req.id]
+            if self.kv is not None:
+                self.kv.publish(req, now)
             dec.join(req, skip=1)
         b = len(dec)
         k = min(dec.ticks_to_first_finish(), self.max_fast_forward) - 1
@@ -290,6 +336,7 @@ class VLLMScheduler:
                     if req.first_token != req.first_token:  # NaN: the first token
                         req.first_token = end
                 return finished
+            kv = self.kv
             for req, n in out.prefills:
                 req.computed += n
                 if req.computed < req.num_tokens:
@@ -298,10 +345,12 @@ class VLLMScheduler:
                 if req.first_token != req.first_token:  # NaN: the first token
                     req.first_token = end
                 del self.prefilling[req.id]
+                if kv is not None:
+                    kv.publish(req, end)
                 if req.generated >= req.output_tokens:
                     req.finish = end
                     del self.running[req.id]
-                    self.pool.release(req.blocks)
+                    self.pool.release(req.blocks if kv is None else kv.release(req, end, True))
                     req.blocks = 0
                     req.state = State.FINISHED
                     finished.append(req)
@@ -312,20 +361,27 @@ class VLLMScheduler:
     def _finish_decoding(self, req: Request) -> None:
         self.decode.leave(req)
         del self.running[req.id]
-        self.pool.release(blocks_for(req.computed, self.block_size))
+        blocks = blocks_for(req.computed, self.block_size) - req.shared
+        if self.kv is not None:
+            req.blocks = blocks
+            blocks = self.kv.release(req, req.finish, True)
+        self.pool.release(blocks)
         req.blocks = 0
         req.state = State.FINISHED
 
     # --- checks -------------------------------------------------------------------------
     def check_invariants(self) -> None:
-        held = self.decode.held_blocks() + sum(r.blocks for r in self.prefilling.values())
+        held = (self.decode.held_blocks() + sum(r.blocks for r in self.prefilling.values())
+                + sum(r.blocks for r in self.loading.values()))
         self.pool.check_invariants(held)
         states = [r.state for r in self.running.values()]
-        if any(s not in (State.PREFILLING, State.DECODING) for s in states):
-            raise AssertionError("a running request is neither prefilling nor decoding")
-        if len(self.prefilling) + len(self.decode) != len(self.running):
-            raise AssertionError("running != prefilling + decoding")
-        if any(r.state is not State.WAITING or r.blocks for r in self.waiting):
+        if any(s not in (State.PREFILLING, State.DECODING, State.LOADING) for s in states):
+            raise AssertionError("a running request is neither loading, prefilling nor decoding")
+        if len(self.prefilling) + len(self.decode) + len(self.loading) != len(self.running):
+            raise AssertionError("running != loading + prefilling + decoding")
+        if self.kv is not None:
+            self.kv.check_invariants(list(self.running.values()))
+        if any(r.state is not State.WAITING or r.blocks or r.shared for r in self.waiting):
             raise AssertionError("a waiting request holds blocks or has the wrong state")
         if len(self.running) > self.cfg.max_num_seqs:
             raise AssertionError("more running requests than max_num_seqs")

@@ -1,0 +1,431 @@
+"""A replica's KV manager: prefix-cache hits, loads from lower tiers, release, tool-call KV.
+
+The scheduler keeps counting a request's *private* blocks (kv/block_pool.py); this class owns
+everything named: the granules of the HBM cache (shared, pinned while used), the lookups in
+lower tiers, the transfers that bring KV back, and what happens to a request's KV when it
+ends (cached, pinned for a tool call, offloaded, swapped). Its calls, in a request's life:
+
+1. ``match(req)`` at admission: the longest run of leading granules found in some tier, the
+   nearest tier first (HBM, then the placement's tiers: DRAM, SSD/CSD), and what using it
+   costs in HBM blocks;
+2. ``acquire(req, m, now)``: pin the HBM part, allocate and load the rest (the request waits
+   in LOADING until every transfer lands; ``on_loaded`` then tells the scheduler);
+3. ``publish(req, now)`` when its prefill is done: its full prompt granules become shared
+   cache entries (vLLM caches full blocks as they fill), written through below if the
+   placement says so;
+4. ``release(req, now, finished)`` when it finishes or is preempted: what is still private
+   becomes cache, then pins are released, or handed to the tool-call policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import simpy
+
+from simkv.engine.events import NORMAL, Wakeup
+from simkv.entities.request import Request, State
+from simkv.kv.block_pool import BlockPool, blocks_for
+from simkv.kv.hierarchy import MemoryHierarchy
+from simkv.kv.prefix import granule_id, granule_ids
+from simkv.kv.links import Transfer
+from simkv.kv.stores import HBMCache, TierStore
+from simkv.policies.eviction.interface import EvictionPolicy
+from simkv.policies.tool_kv.interface import Offload, Pin, ToolKVPolicy
+
+_DISK = ("ssd", "csd")
+
+
+@dataclass(slots=True)
+class Match:
+    """Leading granules of a request found cached: ``where[j]`` is None for HBM, else a store."""
+
+    keys: list[int]
+    where: list[TierStore | None]
+    pin_blocks: int  # HBM blocks that stop being evictable when pinned
+    load_blocks: int  # HBM blocks to allocate for granules loaded from below
+    swap_tokens: int = 0  # a swapped-out request: tokens to swap back in (keys empty)
+
+
+@dataclass(slots=True)
+class _SessionPin:
+    keys: tuple[int, ...]
+    since: float
+    epoch: int
+
+
+@dataclass(slots=True)
+class KVStats:
+    """Counters of one replica, summed into summary.json's ``kv`` section."""
+
+    hit_tokens: dict[str, int] = field(default_factory=lambda: {"hbm": 0, "dram": 0, "disk": 0})
+    remote_tokens: int = 0
+    loads: int = 0
+    load_bytes: float = 0.0
+    offload_bytes: float = 0.0
+    write_through_bytes: float = 0.0
+    demote_bytes: float = 0.0
+    swap_out_bytes: float = 0.0
+    swap_in_bytes: float = 0.0
+    swaps: int = 0
+    pin_block_s: float = 0.0
+    pins: int = 0
+    pins_taken_over: int = 0
+    pins_expired: int = 0
+
+
+class KVManager:
+    def __init__(self, replica: int, env: simpy.Environment, pool: BlockPool,
+                 hierarchy: MemoryHierarchy, policy: EvictionPolicy, tool: ToolKVPolicy,
+                 granule_tokens: int, granule_bytes: float, block_bytes: float,
+                 recompute_context: float) -> None:
+        bs = pool.block_size
+        if granule_tokens % bs:
+            raise ValueError(f"kv.prefix_block_tokens ({granule_tokens}) must be a multiple of "
+                             f"kv.block_size ({bs})")
+        self.replica = replica
+        self.env = env
+        self.pool = pool
+        self.mem = hierarchy
+        self.node = hierarchy.replica_node[replica]
+        self.placement = hierarchy.placement
+        self.G = granule_tokens
+        self.gb = granule_tokens // bs
+        self.granule_bytes = granule_bytes
+        self.block_bytes = block_bytes
+        # Recompute cost of granule j relative to granule 0 grows with the context it attends
+        # to: 1 + (j + 0.5) * G / recompute_context (the context at which attention FLOPs per
+        # token equal the linear layers').
+        self._cost_slope = granule_tokens / max(recompute_context, 1.0)
+        self.hbm = HBMCache(pool, self.gb, policy, self._hbm_evicted)
+        self.tool = tool
+        self.lower = [(t, hierarchy.store(t, self.node)) for t in self.placement.tiers]
+        self.on_loaded: Callable[[Request], None] = lambda req: None
+        self.session_pins: dict[int, _SessionPin] = {}
+        self.last_finish: dict[int, float] = {}
+        self.swapped: dict[int, tuple[int, int]] = {}  # request id -> (tokens, granules)
+        self._pin_epoch = 0
+        self._offload_pins = 0  # granules pinned by offload writes in flight
+        # Called when memory was freed outside a plan (a pin expired, an offload landed).
+        self.on_freed: Callable[[], None] = lambda: None
+        self.stats = KVStats()
+
+    def cost(self, j: int) -> float:
+        return 1.0 + (j + 0.5) * self._cost_slope
+
+    # --- 1. admission -------------------------------------------------------------------
+    def match(self, req: Request) -> Match | None:
+        if req.session >= 0 and req.session in self.last_finish:
+            self.tool.observe_gap(req.arrival - self.last_finish.pop(req.session))
+        if req.id in self.swapped:
+            tokens = self.swapped[req.id][0]
+            return Match([], [], 0, blocks_for(tokens, self.pool.block_size), tokens)
+        if req.prefix is None and not req.preemptions:
+            return None  # only its own private granules, and it never ran: nothing cached
+        n = req.num_tokens // self.G
+        if n * self.G >= req.num_tokens:
+            n -= 1  # at least one token must be computed to produce logits
+        refs = self.hbm.refs
+        keys: list[int] = []
+        where: list[TierStore | None] = []
+        pin = load = 0
+        for j in range(n):
+            key = granule_id(req, j)
+            r = refs.get(key)
+            if r is not None:
+                where.append(None)
+                if r == 0:
+                    pin += self.gb
+            else:
+                for _, store in self.lower:
+                    if key in store.entries:
+                        where.append(store)
+                        load += self.gb
+                        break
+                else:
+                    break
+            keys.append(key)
+        if not keys:
+            return None
+        return Match(keys, where, pin, load)
+
+    def acquire(self, req: Request, m: Match, now: float) -> bool:
+        """Take the matched KV for ``req``; True if it must wait for transfers (LOADING)."""
+        first = req.preemptions == 0
+        if m.swap_tokens:
+            return self._swap_in(req, m, now)
+        hbm = self.hbm
+        # NOTE: pin every HBM hit before allocating for the loads: an allocation may reclaim
+        # evictable granules, and those we are about to use must not be among them.
+        for key, where in zip(m.keys, m.where, strict=True):
+            if where is None:
+                hbm.pin(key)
+                hbm.policy.access(key, now)
+        G = self.G
+        groups: dict[tuple[str, int], int] = {}
+        hits = {"hbm": 0, "dram": 0, "disk": 0}
+        remote = 0
+        loads: list[int] = []
+        for key, where in zip(m.keys, m.where, strict=True):
+            if where is None:
+                hits["hbm"] += G
+                continue
+            where.policy.access(key, now)
+            where.stats.read += 1
+            home = where.entries[key]
+            groups[where.tier, home] = groups.get((where.tier, home), 0) + 1
+            hits["dram" if where.tier == "dram" else "disk"] += G
+            if home != self.node:
+                remote += G
+            loads.append(key)
+        if loads:
+            # NOTE: read everything of the lower tiers above first: this allocation may
+            # reclaim HBM granules whose demotion evicts from those tiers. The reads have
+            # begun, so a granule evicted below now still arrives.
+            self.pool.allocate(self.gb * len(loads))
+            for key in loads:
+                hbm.adopt(key)  # the blocks just allocated become the loaded granules
+        g = len(m.keys)
+        req.pinned_g = g
+        req.shared = g * self.gb
+        req.computed = g * G
+        if first:
+            req.cached_hbm, req.cached_dram, req.cached_disk = hits["hbm"], hits["dram"], hits["disk"]
+            req.cached_remote = remote
+        st = self.stats
+        for k, v in hits.items():
+            st.hit_tokens[k] += v
+        st.remote_tokens += remote
+        self._take_over_session_pin(req, now)
+        if not groups:
+            return False
+        self._start_loads(req, [(self.mem.path_to_hbm(tier, home, self.replica), n * self.granule_bytes)
+                                for (tier, home), n in groups.items()], now, "load")
+        return True
+
+    def _start_loads(self, req: Request, moves: list[tuple[list, float]], now: float,
+                     what: str) -> None:
+        req.load_epoch += 1
+        req.loads_pending = len(moves)
+        epoch, t0 = req.load_epoch, now
+        st = self.stats
+        st.loads += 1
+
+        def landed(_: Transfer) -> None:
+            if req.load_epoch != epoch or req.state is not State.LOADING:
+                return  # preempted while loading
+            req.loads_pending -= 1
+            if req.loads_pending == 0:
+                req.kv_wait += self.env.now - t0
+                self.on_loaded(req)
+
+        for path, nbytes in moves:
+            st.load_bytes += nbytes
+            self.mem.move(nbytes, path, landed, what)
+
+    def _swap_in(self, req: Request, m: Match, now: float) -> bool:
+        tokens, granules = self.swapped.pop(req.id)
+        dram = self.mem.store("dram", self.node)
+        dram.reserved -= granules
+        blocks = m.load_blocks
+        self.pool.allocate(blocks)
+        req.blocks = blocks
+        req.computed = tokens
+        nbytes = blocks * self.block_bytes
+        self.stats.swap_in_bytes += nbytes
+        self._start_loads(req, [(self.mem.path_to_hbm("dram", self.node, self.replica), nbytes)],
+                          now, "swap in")
+        return True
+
+    def abort_load(self, req: Request) -> None:
+        """``req`` is preempted while LOADING: its transfers land unheeded."""
+        req.load_epoch += 1
+        req.loads_pending = 0
+
+    # --- 3. prefill done ------------------------------------------------------------------
+    def publish(self, req: Request, now: float, preempted: bool = False) -> None:
+        """Make the request's full granules up to its computed tokens shared cache entries.
+
+        NOTE: granules with ids private to the request can only ever be hit by the request
+        itself (after a preemption) or by its session's next call, so an open-loop request
+        publishes only the granules its ``prefix`` names unless it is being preempted: the
+        rest are freed at once instead of filling the cache with entries nobody can hit.
+        """
+        n = req.computed // self.G
+        if req.session < 0 and not preempted:
+            n = min(n, len(req.prefix) if req.prefix is not None else 0)
+        j0 = req.pinned_g
+        if n <= j0:
+            return
+        ids = granule_ids(req, n)
+        hbm = self.hbm
+        refs = hbm.refs
+        gb = self.gb
+        new: list[int] = []
+        for j in range(j0, n):
+            key = ids[j]
+            if key in refs:
+                hbm.pin(key)
+                self.pool.release(gb)  # our private copy duplicates a cached granule
+            else:
+                hbm.adopt(key)
+                new.append(key)
+        req.blocks -= gb * (n - j0)
+        req.shared += gb * (n - j0)
+        req.pinned_g = n
+        if new and self.placement.write_through:
+            self._write_below(new, j0, now)
+
+    def _write_below(self, keys: list[int], j0: int, now: float) -> None:
+        mem = self.mem
+        for tier, store in self.lower:
+            written = sum(store.insert(k, self.node, now, self.cost(j0 + i)) for i, k in enumerate(keys))
+            if written:
+                nbytes = written * self.granule_bytes
+                self.stats.write_through_bytes += nbytes
+                mem.move(nbytes, mem.path_from_hbm(self.replica, tier), None, "write through")
+
+    # --- 4. end of a request --------------------------------------------------------------
+    def release(self, req: Request, now: float, finished: bool, may_swap: bool = True) -> int:
+        """Let go of ``req``'s KV; returns its private blocks, for the caller to free.
+
+        ``req.blocks`` must be materialised (a decoding request's are kept lazily). A
+        preempted request (``finished`` False) is swapped out if the placement swaps.
+        """
+        if not finished and may_swap and self.placement.swap and self._swap_out(req, now):
+            self._unpin_all(granule_ids(req, req.pinned_g), now)
+        else:
+            self.publish(req, now, preempted=not finished)
+            decision = None
+            if finished and req.session >= 0:
+                decision = self.tool.decide(req, now)
+                self.last_finish[req.session] = now
+            keys = granule_ids(req, req.pinned_g)
+            if decision is None:
+                self._unpin_all(keys, now)
+            elif isinstance(decision, Pin):
+                self._pin_session(req.session, keys, decision.ttl_s, now)
+            elif isinstance(decision, Offload):
+                self._offload(keys, decision.tier, now)
+        blocks = req.blocks
+        req.blocks = req.shared = req.pinned_g = 0
+        return blocks
+
+    def _unpin_all(self, keys: tuple[int, ...], now: float) -> None:
+        # NOTE: deepest granule first, so that LRU evicts a chain from its tail (vLLM frees a
+        # request's blocks in reverse order for the same reason).
+        hbm = self.hbm
+        for j in range(len(keys) - 1, -1, -1):
+            hbm.unpin(keys[j], now, self.cost(j))
+
+    def _swap_out(self, req: Request, now: float) -> bool:
+        tokens = req.computed
+        if tokens <= 0:
+            return False
+        dram = self.mem.store("dram", self.node)
+        granules = -(-tokens // self.G)
+        if not dram.make_room(granules, now):
+            return False  # no swap space: recompute, as vLLM does when swap space runs out
+        dram.reserved += granules
+        self.swapped[req.id] = (tokens, granules)
+        nbytes = blocks_for(tokens, self.pool.block_size) * self.block_bytes
+        st = self.stats
+        st.swaps += 1
+        st.swap_out_bytes += nbytes
+        self.mem.move(nbytes, self.mem.path_from_hbm(self.replica, "dram"), None, "swap out")
+        return True
+
+    # --- tool-call KV -----------------------------------------------------------------------
+    def _pin_session(self, session: int, keys: tuple[int, ...], ttl: float, now: float) -> None:
+        self.end_session_pin(session, now)
+        if not keys:
+            return
+        self._pin_epoch += 1
+        pin = _SessionPin(keys, now, self._pin_epoch)
+        self.session_pins[session] = pin
+        self.stats.pins += 1
+
+        def expire(_: object) -> None:
+            cur = self.session_pins.get(session)
+            if cur is not None and cur.epoch == pin.epoch:
+                self.stats.pins_expired += 1
+                self.end_session_pin(session, self.env.now)
+                self.on_freed()
+
+        Wakeup(self.env, ttl, NORMAL, expire)
+
+    def end_session_pin(self, session: int, now: float) -> None:
+        """Release a session's tool-call pin (TTL over, session ended, or taken over)."""
+        pin = self.session_pins.pop(session, None)
+        if pin is None:
+            return
+        self.stats.pin_block_s += len(pin.keys) * self.gb * (now - pin.since)
+        self._unpin_all(pin.keys, now)
+
+    def session_ended(self, session: int, now: float) -> None:
+        self.last_finish.pop(session, None)
+        self.end_session_pin(session, now)
+
+    def _take_over_session_pin(self, req: Request, now: float) -> None:
+        if req.session >= 0 and req.session in self.session_pins:
+            self.stats.pins_taken_over += 1
+            self.end_session_pin(req.session, now)
+
+    def _offload(self, keys: tuple[int, ...], tier: str, now: float) -> None:
+        if not keys:
+            return
+        store = self.mem.store(tier, self.node) if tier in self.mem.stores else None
+        if store is None:
+            raise ValueError(f"tool_kv=offload to '{tier}' needs that tier: choose an offload "
+                             f"placement that has it (e.g. offload=ssd), or tool_kv.tier=dram")
+        written = sum(store.insert(k, self.node, now, self.cost(j)) for j, k in enumerate(keys))
+        self._offload_pins += len(keys)
+
+        def landed(_: object, notify: bool = True) -> None:
+            t = self.env.now
+            self._offload_pins -= len(keys)
+            self._unpin_all(keys, t)
+            for k in keys:
+                if k in store.entries:
+                    self.hbm.drop(k)  # only if nobody else uses it; the copy lives below
+            if notify:
+                self.on_freed()
+
+        nbytes = written * self.granule_bytes
+        self.stats.offload_bytes += nbytes
+        if nbytes > 0:
+            self.mem.move(nbytes, self.mem.path_from_hbm(self.replica, tier), landed, "offload")
+        else:
+            landed(None, notify=False)  # already below: free now; the caller plans next
+
+    # --- demotion -----------------------------------------------------------------------------
+    def _hbm_evicted(self, keys: list[int]) -> None:
+        if not (self.placement.demote and self.lower):
+            return
+        tier, store = self.lower[0]
+        now = self.env.now
+        written = sum(store.insert(k, self.node, now, 1.0) for k in keys)
+        if written:
+            nbytes = written * self.granule_bytes
+            self.stats.demote_bytes += nbytes
+            self.mem.move(nbytes, self.mem.path_from_hbm(self.replica, tier), None, "demote")
+
+    def check_invariants(self, running: list[Request]) -> None:
+        """Recount pins from their owners: running requests and tool-call pins."""
+        self.hbm.check_invariants()
+        owners: dict[int, int] = {}
+        for r in running:
+            if r.shared != r.pinned_g * self.gb:
+                raise AssertionError(f"request {r.id}: {r.shared} shared blocks for {r.pinned_g} granules")
+            for k in granule_ids(r, r.pinned_g):
+                owners[k] = owners.get(k, 0) + 1
+        for pin in self.session_pins.values():
+            for k in pin.keys:
+                owners[k] = owners.get(k, 0) + 1
+        pinned = {k: r for k, r in self.hbm.refs.items() if r > 0}
+        if pinned != owners:
+            # Granules an offload is still writing are pinned by the transfer, not by an owner.
+            extra = {k: r - owners.get(k, 0) for k, r in pinned.items() if r != owners.get(k, 0)}
+            if any(v < 0 for v in extra.values()) or len(extra) > self._offload_pins:
+                raise AssertionError(f"HBM pins do not match their owners: {list(extra.items())[:5]}")

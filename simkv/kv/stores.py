@@ -1,0 +1,178 @@
+"""Where cached KV granules live: the HBM cache of a replica and the stores of lower tiers.
+
+Both count granules and delegate the choice of victim to an eviction policy
+(policies/eviction/). The HBM cache shares its blocks with the replica's BlockPool (a cached
+granule spans ``gblocks`` blocks) and knows pins; a lower-tier store (DRAM, SSD, CSD of a node,
+or of the whole cluster for a shared pool) has its own capacity and no pins: reading a
+granule copies it.
+
+Every store keeps ``TierStats`` so that bytes balance: written - evicted == resident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simkv.kv.block_pool import BlockPool
+from simkv.policies.eviction.interface import EvictionPolicy
+
+
+@dataclass(slots=True)
+class TierStats:
+    """Granules stored, read out (hits served from this tier), and removed."""
+
+    written: int = 0
+    read: int = 0
+    evicted: int = 0
+    peak: int = 0
+
+
+class HBMCache:
+    """The named, cached granules of one replica's KV pool.
+
+    A granule is pinned while requests (or a tool-call pin) use it, evictable otherwise;
+    evictable granules are the pool's reclaimable blocks. ``on_evict`` hears about every
+    granule the pool reclaims (to demote it).
+    """
+
+    def __init__(self, pool: BlockPool, gblocks: int, policy: EvictionPolicy,
+                 on_evict: Callable[[list[int]], None]) -> None:
+        self.pool = pool
+        self.gb = gblocks
+        self.policy = policy
+        self.on_evict = on_evict
+        self.refs: dict[int, int] = {}
+        self.stats = TierStats()
+        pool.reclaim = self._reclaim
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def pin(self, key: int) -> None:
+        r = self.refs[key]
+        if r == 0:
+            self.pool.pinned += self.gb
+            self.policy.pin(key)
+        self.refs[key] = r + 1
+
+    def unpin(self, key: int, now: float, cost: float) -> None:
+        r = self.refs[key] - 1
+        self.refs[key] = r
+        if r == 0:
+            self.pool.pinned -= self.gb
+            self.policy.admit(key, now, cost)
+        elif r < 0:
+            raise AssertionError(f"granule {key} unpinned more often than pinned")
+
+    def adopt(self, key: int) -> None:
+        """The caller's private blocks of one granule become this cached granule, pinned once."""
+        pool = self.pool
+        pool.used -= self.gb
+        pool.cached += self.gb
+        pool.pinned += self.gb
+        self.refs[key] = 1
+        st = self.stats
+        st.written += 1
+        st.peak = max(st.peak, len(self.refs))
+
+    def drop(self, key: int) -> bool:
+        """Remove an evictable granule without demoting it (its copy lives below)."""
+        if self.refs.get(key, -1) != 0:
+            return False
+        del self.refs[key]
+        self.policy.forget(key)
+        self.pool.cached -= self.gb
+        self.stats.evicted += 1
+        return True
+
+    def _reclaim(self, n: int) -> None:
+        evicted = []
+        while n > 0:
+            key = self.policy.victim()
+            if key is None:
+                raise AssertionError("the KV pool counted evictable blocks the cache does not have")
+            del self.refs[key]
+            self.policy.forget(key)
+            self.pool.cached -= self.gb
+            self.stats.evicted += 1
+            n -= self.gb
+            evicted.append(key)
+        self.on_evict(evicted)
+
+    def check_invariants(self) -> None:
+        pinned = sum(1 for r in self.refs.values() if r > 0)
+        if any(r < 0 for r in self.refs.values()):
+            raise AssertionError("negative pin count in the HBM cache")
+        if pinned * self.gb != self.pool.pinned or len(self.refs) * self.gb != self.pool.cached:
+            raise AssertionError(
+                f"HBM cache holds {len(self.refs)} granules ({pinned} pinned) but the pool counts "
+                f"{self.pool.cached} cached / {self.pool.pinned} pinned blocks")
+        if len(self.refs) - pinned != len(self.policy):
+            raise AssertionError("evictable granules and eviction candidates differ")
+        st = self.stats
+        if st.written - st.evicted != len(self.refs):
+            raise AssertionError("HBM cache: granules written - evicted != resident")
+
+
+class TierStore:
+    """Granules of one lower tier (DRAM, SSD or CSD), of one node or of the whole cluster.
+
+    ``reserved`` granules of room are held by swapped-out requests (not cached granules).
+    ``on_evict(store, key, home, now)`` hears about each granule evicted to make room.
+    """
+
+    def __init__(self, tier: str, capacity: int, policy: EvictionPolicy, node: int,
+                 on_evict: Callable[[TierStore, int, int, float], None]) -> None:
+        self.tier = tier
+        self.capacity = capacity
+        self.policy = policy
+        self.node = node  # -1: a cluster-wide pool
+        self.on_evict = on_evict
+        self.entries: dict[int, int] = {}  # key -> node whose memory holds it
+        self.reserved = 0
+        self.stats = TierStats()
+
+    @property
+    def used(self) -> int:
+        return len(self.entries) + self.reserved
+
+    def make_room(self, n: int, now: float) -> bool:
+        """Evict until ``n`` more granules fit; False if they cannot."""
+        if n > self.capacity - self.reserved:
+            return False
+        while len(self.entries) + self.reserved + n > self.capacity:
+            key = self.policy.victim()
+            if key is None:
+                return False
+            home = self.entries.pop(key)
+            self.policy.forget(key)
+            self.stats.evicted += 1
+            self.on_evict(self, key, home, now)
+        return True
+
+    def insert(self, key: int, home: int, now: float, cost: float) -> bool:
+        """Store a granule; False if it was already here or cannot fit (nothing to write)."""
+        if key in self.entries:
+            self.policy.access(key, now)
+            return False
+        if not self.make_room(1, now):
+            return False
+        self.entries[key] = home
+        self.policy.admit(key, now, cost)
+        st = self.stats
+        st.written += 1
+        st.peak = max(st.peak, self.used)
+        return True
+
+    def check_invariants(self) -> None:
+        if not 0 <= self.used <= self.capacity:
+            raise AssertionError(f"{self.tier} store uses {self.used} of {self.capacity} granules")
+        if len(self.entries) != len(self.policy):
+            raise AssertionError(f"{self.tier} store: entries and eviction candidates differ")
+        st = self.stats
+        if st.written - st.evicted != len(self.entries):
+            raise AssertionError(f"{self.tier} store: granules written - evicted != resident")

@@ -1,0 +1,15 @@
+"""Placements: where KV lives below HBM and when it moves (config group ``offload``)."""
+
+from simkv.policies.offload.interface import Placement
+from simkv.policies.offload.placements import (
+    ClusterStore,
+    CsdOffload,
+    DramOffload,
+    NoOffload,
+    SsdOffload,
+    Swap,
+    WriteThrough,
+)
+
+__all__ = ["ClusterStore", "CsdOffload", "DramOffload", "NoOffload", "Placement", "SsdOffload",
+           "Swap", "WriteThrough"]

@@ -1,0 +1,108 @@
+"""The built-in placements (config group ``offload``), each a few lines of description.
+
+| name | tiers below HBM | moves KV when | system |
+|---|---|---|---|
+| none | - | never: evicted KV is dropped, preemption recomputes | vLLM's default |
+| swap | DRAM (swap space) | a request is preempted | vLLM v0 ``preemption_mode=swap`` |
+| dram | DRAM | a granule is evicted from HBM | CPU offloading of the prefix cache (vLLM's CPU KV offload, SGLang HiCache L2) |
+| ssd | DRAM, SSD | evicted from HBM, then from DRAM | HiCache/LMCache three-level |
+| csd | DRAM, CSD | as ssd, with computational storage drives below DRAM | InstInfer's drives as a KV tier |
+| write_through | DRAM, SSD | every prefix, as soon as it is prefilled | LMCache |
+| cluster | DRAM, SSD of all nodes, one pool | every prefix, written to the pool | Mooncake Store |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simkv.registry import register
+
+
+@dataclass(slots=True)
+class NoOffloadConfig:
+    pass
+
+
+@dataclass(slots=True)
+class SwapConfig:
+    pass
+
+
+@dataclass(slots=True)
+class DramConfig:
+    pass
+
+
+@dataclass(slots=True)
+class SsdConfig:
+    pass
+
+
+@dataclass(slots=True)
+class CsdConfig:
+    pass
+
+
+@dataclass(slots=True)
+class WriteThroughConfig:
+    pass
+
+
+@dataclass(slots=True)
+class ClusterStoreConfig:
+    pass
+
+
+class _Placement:
+    """Shared constructor: a placement is its class attributes."""
+
+    tiers: tuple[str, ...] = ()
+    demote = False
+    write_through = False
+    shared = False
+    swap = False
+
+    def __init__(self, cfg: object = None, **_: object) -> None:
+        self.cfg = cfg
+
+
+@register("offload", "none", NoOffloadConfig)
+class NoOffload(_Placement):
+    pass
+
+
+@register("offload", "swap", SwapConfig)
+class Swap(_Placement):
+    tiers = ("dram",)
+    swap = True
+
+
+@register("offload", "dram", DramConfig)
+class DramOffload(_Placement):
+    tiers = ("dram",)
+    demote = True
+
+
+@register("offload", "ssd", SsdConfig)
+class SsdOffload(_Placement):
+    tiers = ("dram", "ssd")
+    demote = True
+
+
+@register("offload", "csd", CsdConfig)
+class CsdOffload(_Placement):
+    tiers = ("dram", "csd")
+    demote = True
+
+
+@register("offload", "write_through", WriteThroughConfig)
+class WriteThrough(_Placement):
+    tiers = ("dram", "ssd")
+    write_through = True
+
+
+@register("offload", "cluster", ClusterStoreConfig)
+class ClusterStore(_Placement):
+    tiers = ("dram", "ssd")
+    write_through = True
+    shared = True

@@ -1,0 +1,63 @@
+"""Pin the KV in HBM for a time-to-live derived from the tool times seen (Continuum).
+
+Continuum (seed paper: "Continuum: efficient and robust multi-turn LLM agent scheduling with
+KV cache time-to-live") keeps an agent's KV cache pinned in GPU memory across a tool call
+for a TTL chosen from the tool-call duration distribution, so that short tool calls find
+their KV while long ones do not hold memory forever. Here the TTL is the ``quantile`` of the
+tool/think gaps this replica has observed (the last ``window`` of them), ``initial_ttl_s``
+until ``min_samples`` gaps were seen, and at most ``max_ttl_s``. ``ttl_s`` fixes it instead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from simkv.entities.request import Request
+from simkv.policies.tool_kv.interface import Offload, Pin
+from simkv.registry import register
+
+
+@dataclass(slots=True)
+class TTLPinConfig:
+    # Fixed TTL in seconds; None derives it from the observed gaps.
+    ttl_s: float | None = None
+    quantile: float = 0.8
+    initial_ttl_s: float = 10.0
+    max_ttl_s: float = 300.0
+    min_samples: int = 16
+    window: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0 < self.quantile <= 1:
+            raise ValueError(f"tool_kv.quantile must be in (0, 1], got {self.quantile}")
+        if self.ttl_s is not None and self.ttl_s < 0:
+            raise ValueError(f"tool_kv.ttl_s must be >= 0, got {self.ttl_s}")
+
+
+@register("tool_kv", "ttl_pin", TTLPinConfig)
+class TTLPin:
+    def __init__(self, cfg: TTLPinConfig, **_: object) -> None:
+        self.cfg = cfg
+        self._gaps: deque[float] = deque(maxlen=cfg.window)
+        self._ttl = cfg.initial_ttl_s if cfg.ttl_s is None else cfg.ttl_s
+        self._stale = False
+
+    def ttl(self) -> float:
+        cfg = self.cfg
+        if cfg.ttl_s is not None:
+            return cfg.ttl_s
+        if self._stale and len(self._gaps) >= cfg.min_samples:
+            self._ttl = min(float(np.quantile(np.fromiter(self._gaps, float), cfg.quantile)),
+                            cfg.max_ttl_s)
+            self._stale = False
+        return self._ttl
+
+    def decide(self, req: Request, now: float) -> Pin | Offload | None:
+        return Pin(self.ttl())
+
+    def observe_gap(self, gap_s: float) -> None:
+        self._gaps.append(gap_s)
+        self._stale = True
