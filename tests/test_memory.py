@@ -22,7 +22,7 @@ from simkv.config.schema import (
 from simkv.entities.hardware import ProfileError
 from simkv.kv.links import Fabric, Link
 from simkv.kv.tiers import load_node_profile
-from simkv.policies.eviction import CostAware, FIFO, LFU, LRU
+from simkv.policies.eviction import FIFO, LFU, LRU, CostAware
 from simkv.policies.offload.placements import (
     ClusterStoreConfig,
     DramConfig,
@@ -158,7 +158,7 @@ def test_cost_aware_weighs_recompute_cost_and_ages() -> None:
 # --- prefix hits by tier -------------------------------------------------------------------
 def test_a_shared_prefix_is_served_from_hbm() -> None:
     wl = ScriptWorkloadConfig([0.0, 5.0], [2100, 2100], [10, 10],
-                              prefix=[PREFIX_A + [100], PREFIX_A + [200]])
+                              prefix=[[*PREFIX_A, 100], [*PREFIX_A, 200]])
     df, s = run(wl)
     assert df["cached_tokens"].tolist() == [0, 2048]
     assert df["cached_hbm_tokens"].tolist() == [0, 2048]
@@ -168,7 +168,7 @@ def test_a_shared_prefix_is_served_from_hbm() -> None:
 
 def test_without_prefix_caching_nothing_is_cached() -> None:
     wl = ScriptWorkloadConfig([0.0, 5.0], [2100, 2100], [10, 10],
-                              prefix=[PREFIX_A + [100], PREFIX_A + [200]])
+                              prefix=[[*PREFIX_A, 100], [*PREFIX_A, 200]])
     cfg = SimConfig(kv=KVConfig(prefix_caching=False), cluster=ClusterConfig(replicas=1),
                     scheduler=VLLMSchedulerConfig(), router=RoundRobinConfig(), workload=wl,
                     output=OutputConfig(plot=False, progress=False))
@@ -181,8 +181,8 @@ def _evicting_workload() -> ScriptWorkloadConfig:
     # 300 blocks of 16 tokens: request 1 caches prefix A (4 granules, 128 blocks); request 2
     # (4,400 tokens, its own prefix) needs 276 blocks and evicts all of A; request 3 wants A.
     return ScriptWorkloadConfig([0.0, 5.0, 10.0], [2100, 4400, 2100], [10, 10, 10],
-                                prefix=[PREFIX_A + [100], [300 + i for i in range(9)],
-                                        PREFIX_A + [200]])
+                                prefix=[[*PREFIX_A, 100], [300 + i for i in range(9)],
+                                        [*PREFIX_A, 200]])
 
 
 def test_evicted_prefix_is_recomputed_without_offload() -> None:
@@ -233,7 +233,7 @@ def test_the_cluster_store_serves_another_node_over_the_network(tmp_path: Path) 
     one_gpu = tmp_path / "one_gpu.yaml"
     one_gpu.write_text(src.read_text().replace("gpus_per_node: 8", "gpus_per_node: 1"))
     wl = ScriptWorkloadConfig([0.0, 5.0], [2100, 2100], [10, 10],
-                              prefix=[PREFIX_A + [100], PREFIX_A + [200]])
+                              prefix=[[*PREFIX_A, 100], [*PREFIX_A, 200]])
     mem = MemoryConfig(node_path=str(one_gpu))
     df, s = run(wl, replicas=2, offload=ClusterStoreConfig(), memory=mem)
     assert df["replica"].tolist() == [0, 1]
@@ -249,9 +249,10 @@ def test_the_cluster_store_serves_another_node_over_the_network(tmp_path: Path) 
 def test_swap_moves_a_preempted_request_to_dram_and_back() -> None:
     # Two 2,000-token prompts with long outputs in 260 blocks: the second is preempted.
     wl = ScriptWorkloadConfig([0.0, 0.0], [2000, 2000], [600, 600])
-    df_none, s_none = run(wl, blocks=260)
+    df_none, _s_none = run(wl, blocks=260)
     df_swap, s_swap = run(wl, blocks=260, offload=SwapConfig())
-    assert df_none["preemptions"].sum() > 0 and df_swap["preemptions"].sum() > 0
+    assert df_none["preemptions"].sum() > 0
+    assert df_swap["preemptions"].sum() > 0
     assert df_none["kv_wait_s"].sum() == 0
     c = s_swap["memory"]["counters"]
     assert c["swaps"] == df_swap["preemptions"].sum()
@@ -283,7 +284,8 @@ def test_ttl_pin_keeps_the_kv_for_the_next_call() -> None:
     follow = df[df["turn"] == 1].iloc[0]
     assert follow["cached_hbm_tokens"] == 2048
     c = s["memory"]["counters"]
-    assert c["pins"] == 2 and c["pins_taken_over"] == 1  # the last call's pin ends with the session
+    assert c["pins"] == 2
+    assert c["pins_taken_over"] == 1
     assert c["pins_expired"] == 0
     # The price: the 131-block request waited for memory the pin held (admitted only when
     # the 151-block one finished), where dropping let it in at once.

@@ -170,7 +170,7 @@ class Cluster:
 
     def busy(self) -> bool:
         return (not self.arrivals_done or self.pending_followups > 0
-                or any(r.busy for r in self.replicas))
+                or any(r.busy or r.scheduler.num_unfinished() for r in self.replicas))
 
 
 def build_memory(cfg: SimConfig, env: simpy.Environment, cost: CostModel,

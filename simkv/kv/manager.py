@@ -28,8 +28,8 @@ from simkv.engine.events import NORMAL, Wakeup
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.hierarchy import MemoryHierarchy
-from simkv.kv.prefix import granule_id, granule_ids
 from simkv.kv.links import Transfer
+from simkv.kv.prefix import granule_id, granule_ids
 from simkv.kv.stores import HBMCache, TierStore
 from simkv.policies.eviction.interface import EvictionPolicy
 from simkv.policies.tool_kv.interface import Offload, Pin, ToolKVPolicy
@@ -365,7 +365,11 @@ class KVManager:
 
     def session_ended(self, session: int, now: float) -> None:
         self.last_finish.pop(session, None)
-        self.end_session_pin(session, now)
+        if session in self.session_pins:
+            self.end_session_pin(session, now)
+            # NOTE: this may run outside the replica's own plan (a session ends when its
+            # next call is rejected at dispatch), and a blocked queue may now fit.
+            self.on_freed()
 
     def _take_over_session_pin(self, req: Request, now: float) -> None:
         if req.session >= 0 and req.session in self.session_pins:

@@ -114,7 +114,7 @@ def _sessions(t: pa.Table, done: np.ndarray) -> dict[str, Any]:
     np.logical_and.at(ok, inv, done[has])
     jct = (last - first)[ok]
     calls = np.bincount(inv)
-    return {"count": int(len(ids)), "complete": int(ok.sum()), "jct_s": _dist(jct),
+    return {"count": len(ids), "complete": int(ok.sum()), "jct_s": _dist(jct),
             "calls_per_session_mean": float(calls.mean())}
 
 
