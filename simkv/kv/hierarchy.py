@@ -9,7 +9,7 @@ the links of its path at once and moves at the rate of the most crowded (kv/link
 | move | path |
 |---|---|
 | HBM -> tier (offload, demotion, write-through) | PCIe of the replica, tier write |
-| tier -> HBM (a cache hit below HBM, a swap-in) | tier read, [NIC of the home node, NIC of the reader], PCIe |
+| tier -> HBM (a hit below HBM, a swap-in) | tier read, [NIC of home node, NIC of reader], PCIe |
 | tier -> lower tier (demotion) | tier read, lower tier write (same node) |
 
 Stores are per node, or one cluster-wide pool per tier when the placement is ``shared``

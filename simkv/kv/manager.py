@@ -162,22 +162,22 @@ class KVManager:
             if where is None:
                 hbm.pin(key)
                 hbm.policy.access(key, now)
-        G = self.G
+        g_tokens = self.G
         groups: dict[tuple[str, int], int] = {}
         hits = {"hbm": 0, "dram": 0, "disk": 0}
         remote = 0
         loads: list[int] = []
         for key, where in zip(m.keys, m.where, strict=True):
             if where is None:
-                hits["hbm"] += G
+                hits["hbm"] += g_tokens
                 continue
             where.policy.access(key, now)
             where.stats.read += 1
             home = where.entries[key]
             groups[where.tier, home] = groups.get((where.tier, home), 0) + 1
-            hits["dram" if where.tier == "dram" else "disk"] += G
+            hits["dram" if where.tier == "dram" else "disk"] += g_tokens
             if home != self.node:
-                remote += G
+                remote += g_tokens
             loads.append(key)
         if loads:
             # NOTE: read everything of the lower tiers above first: this allocation may
@@ -189,7 +189,7 @@ class KVManager:
         g = len(m.keys)
         req.pinned_g = g
         req.shared = g * self.gb
-        req.computed = g * G
+        req.computed = g * g_tokens
         if first:
             req.cached_hbm, req.cached_dram, req.cached_disk = hits["hbm"], hits["dram"], hits["disk"]
             req.cached_remote = remote

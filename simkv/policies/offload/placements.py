@@ -4,7 +4,7 @@
 |---|---|---|---|
 | none | - | never: evicted KV is dropped, preemption recomputes | vLLM's default |
 | swap | DRAM (swap space) | a request is preempted | vLLM v0 ``preemption_mode=swap`` |
-| dram | DRAM | a granule is evicted from HBM | CPU offloading of the prefix cache (vLLM's CPU KV offload, SGLang HiCache L2) |
+| dram | DRAM | a granule is evicted from HBM | CPU offload of the prefix cache (SGLang HiCache L2) |
 | ssd | DRAM, SSD | evicted from HBM, then from DRAM | HiCache/LMCache three-level |
 | csd | DRAM, CSD | as ssd, with computational storage drives below DRAM | InstInfer's drives as a KV tier |
 | write_through | DRAM, SSD | every prefix, as soon as it is prefilled | LMCache |
