@@ -365,3 +365,29 @@ def test_memory_summary_is_deterministic(tmp_path: Path) -> None:
     run(dataclasses.replace(wl), blocks=300, offload=SsdConfig(), out=tmp_path / "b")
     for f in ("requests.parquet", "summary.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+def test_session_contents_do_not_depend_on_the_policies_compared(tmp_path: Path) -> None:
+    # Each session draws from its own stream: faster or slower service changes when calls
+    # arrive, never what they are, so policies are compared on the same programs.
+    base = ["cluster.replicas=1", "output.plot=false", "output.progress=false", "workload=swebench",
+            "workload.num_programs=6", "workload.program_rate=1.0", "router=session_affinity"]
+    cols = ["session", "turn", "prompt_tokens", "output_tokens"]
+    runs = []
+    for extra in (["kv.num_gpu_blocks_override=12000"], ["tool_kv=ttl_pin", "scheduler=continuum"]):
+        df = simkv.simulate(simkv.compose(base + extra), tmp_path / str(len(runs))).requests
+        runs.append(df[cols].sort_values(cols).reset_index(drop=True))
+    assert runs[0].equals(runs[1])
+
+
+def test_continuum_orders_the_queue_by_program_start() -> None:
+    from simkv.entities.request import Request
+    from simkv.kv.block_pool import BlockPool
+    from simkv.policies.scheduler import ContinuumScheduler, ContinuumSchedulerConfig
+
+    sched = ContinuumScheduler(ContinuumSchedulerConfig(), pool=BlockPool(100, 16), max_fast_forward=1)
+    sched.add_request(Request(0, 0.0, 10, 5, session=7))  # program 7 starts at 0
+    sched.add_request(Request(1, 1.0, 10, 5, session=8))  # program 8 starts at 1
+    sched.add_request(Request(2, 1.5, 10, 5))  # open loop
+    sched.add_request(Request(3, 2.0, 10, 5, session=7, turn=1))  # program 7's next call
+    assert [r.id for r in sched.waiting] == [0, 3, 1, 2]

@@ -42,8 +42,9 @@ class SessionWorkload:
     max_context: int
 
     def __init__(self) -> None:
-        self._state: dict[int, tuple[Any, int]] = {}  # session -> (state, turn)
-        self._rng: np.random.Generator | None = None
+        # session -> (state, turn, its own random stream)
+        self._state: dict[int, tuple[Any, int, np.random.Generator]] = {}
+        self._seed: np.random.SeedSequence | None = None
 
     # --- to implement -------------------------------------------------------------------
     def start(self, rng: np.random.Generator) -> tuple[Call, Any]:
@@ -57,9 +58,11 @@ class SessionWorkload:
         return None  # depends on how sessions unfold
 
     def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
-        # NOTE: one stream for the open-loop starts, another for what completions release,
-        # so session contents do not depend on how far the arrival stream has been read.
-        starts_rng, self._rng = rng.spawn(2)
+        # NOTE: one stream for the open-loop starts, and one per session for what its
+        # completions release, so a session's calls do not depend on the order in which
+        # sessions complete (which depends on the policies being compared).
+        starts_rng = rng.spawn(1)[0]
+        self._seed = np.random.SeedSequence(rng.integers(0, 2**63))
         t = 0.0
         sid = 0
         while sid < self.num_sessions:
@@ -68,8 +71,9 @@ class SessionWorkload:
             t = float(times[-1])
             prompts, outputs = [], []
             for k in range(n):
-                call, state = self.start(self._rng)
-                self._state[sid + k] = (state, 0)
+                own = self._session_rng(sid + k)
+                call, state = self.start(own)
+                self._state[sid + k] = (state, 0, own)
                 prompts.append(call.prompt)
                 outputs.append(call.output)
             yield ArrivalBatch(times, np.array(prompts, np.int64), np.array(outputs, np.int64),
@@ -79,20 +83,24 @@ class SessionWorkload:
 
     def on_complete(self, req: Request, now: float) -> list[FollowUp]:
         entry = self._state.pop(req.session, None)
-        if entry is None or self._rng is None:
+        if entry is None:
             return []
-        state, turn = entry
-        nxt = self.follow(self._rng, state, Call(req.prompt_tokens, req.output_tokens))
+        state, turn, own = entry
+        nxt = self.follow(own, state, Call(req.prompt_tokens, req.output_tokens))
         if nxt is None:
             return []
         call, state = nxt
         if call.prompt + call.output > self.max_context:
             return []  # the conversation outgrew the context window: it ends here
-        self._state[req.session] = (state, turn + 1)
+        self._state[req.session] = (state, turn + 1, own)
         shared = (min(call.prompt, req.prompt_tokens + req.output_tokens) if call.shared is None
                   else call.shared)
         return [FollowUp(now + call.think_s, call.prompt, call.output, req.session, turn + 1,
                          shared_tokens=shared)]
+
+    def _session_rng(self, sid: int) -> np.random.Generator:
+        assert self._seed is not None
+        return np.random.default_rng(np.random.SeedSequence(self._seed.entropy, spawn_key=(sid,)))
 
     # --- static form ----------------------------------------------------------------------
     def materialise(self, rng: np.random.Generator) -> dict[str, np.ndarray]:

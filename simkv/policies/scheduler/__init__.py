@@ -1,10 +1,13 @@
 """Batch schedulers: what runs in a replica's next iteration (config group ``scheduler``)."""
 
+from simkv.policies.scheduler.continuum import ContinuumScheduler, ContinuumSchedulerConfig
 from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
 from simkv.policies.scheduler.static import StaticScheduler, StaticSchedulerConfig
 from simkv.policies.scheduler.vllm import VLLMScheduler, VLLMSchedulerConfig
 
 __all__ = [
+    "ContinuumScheduler",
+    "ContinuumSchedulerConfig",
     "Scheduler",
     "SchedulerOutput",
     "StaticScheduler",
