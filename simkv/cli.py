@@ -43,6 +43,8 @@ def _run(dc: DictConfig) -> float | None:
     print(f"\nsimkv {overrides}")
     print(format_table(result.summary))
     print(f"results: {out}  (requests.parquet, summary.json, latency.png)")
+    if multirun:
+        print(f"compare the sweep: simkv-compare {hc.sweep.dir}")
     # The return value is what a Hydra optimising sweeper (Optuna) maximises.
     return float(result.summary["goodput"]["requests_per_s"])
 

@@ -391,3 +391,20 @@ def test_continuum_orders_the_queue_by_program_start() -> None:
     sched.add_request(Request(2, 1.5, 10, 5))  # open loop
     sched.add_request(Request(3, 2.0, 10, 5, session=7, turn=1))  # program 7's next call
     assert [r.id for r in sched.waiting] == [0, 3, 1, 2]
+
+
+def test_simkv_compare_tables_a_sweep(tmp_path: Path, capsys) -> None:
+    from simkv.metrics.compare import main as compare
+
+    base = ["cluster.replicas=1", "output.plot=false", "output.progress=false", "workload=swebench",
+            "workload.num_programs=3", "router=session_affinity"]
+    for tool in ("drop", "ttl_pin"):
+        simkv.simulate(simkv.compose([*base, f"tool_kv={tool}"]), tmp_path / "sweep" / tool)
+    assert compare([str(tmp_path / "sweep")]) == 0
+    table = (tmp_path / "sweep" / "compare.csv").read_text().splitlines()
+    header = table[0].split(",")
+    assert header[0] == "tool_kv" and "jct_mean_s" in header and "hit_hbm" in header
+    assert [line.split(",")[0] for line in table[1:]] == ["drop", "ttl_pin"]
+    assert (tmp_path / "sweep" / "compare.png").stat().st_size > 0
+    assert compare([str(tmp_path / "empty")]) == 2
+    assert "no run" in capsys.readouterr().err

@@ -142,4 +142,14 @@ def format_table(summary: dict[str, Any]) -> str:
         f"TTFT <= {good['slo']['ttft_s']} s and TPOT <= {good['slo']['tpot_s']} s)",
         f"makespan   {summary['makespan_s']:.1f} s simulated, {summary['gpu_hours']:.3f} GPU-hours",
     ]
+    pc = summary.get("prefix_cache", {})
+    if pc.get("hit_rate_all"):
+        lines.append(f"prefix     {100 * pc['hit_rate_all']:.1f}% of prompt tokens cached (HBM "
+                     f"{100 * pc['hit_rate_hbm']:.1f}%, DRAM {100 * pc['hit_rate_dram']:.1f}%, "
+                     f"SSD/CSD {100 * pc['hit_rate_disk']:.1f}%)")
+    sessions = summary.get("sessions", {})
+    if sessions.get("count") and sessions["jct_s"]["mean"] is not None:
+        jct = sessions["jct_s"]
+        lines.append(f"sessions   {sessions['count']}: job completion time mean {jct['mean']:.1f} s, "
+                     f"p90 {jct['p90']:.1f} s")
     return "\n".join(lines)

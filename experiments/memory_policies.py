@@ -1,0 +1,141 @@
+"""KV placement, eviction and tool-call policies side by side on one 8-GPU node.
+
+    python experiments/memory_policies.py [--out experiments/results] [--quick]
+
+Eight Llama-3.1-8B replicas (one H100 each, the DGX-H100 node profile), session-affinity
+routing, three workloads: SWE-bench-shaped agent programs with the preset's tool times, the
+same with short tool calls, and ShareGPT-shaped conversations. Writes memory_policies.csv
+(one row per run), memory_policies.png, and prints the table docs/MEMORY.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import simkv
+
+NODE = ["cluster.replicas=8", "router=session_affinity", "output.plot=false", "output.progress=false"]
+
+WORKLOADS = {
+    "agents (SWE-bench tools)": ["workload=swebench", "workload.num_programs=300",
+                                 "workload.program_rate=1.0"],
+    "agents (short tools, 2 s)": ["workload=swebench", "workload.num_programs=300",
+                                  "workload.program_rate=1.0", "workload.tool_weibull_scale=2"],
+    "conversations (ShareGPT)": ["workload=sharegpt", "workload.num_conversations=6000",
+                                 "workload.conversation_rate=12"],
+}
+
+POLICIES = {
+    "drop (vLLM default)": [],
+    "drop + DRAM demotion": ["offload=dram"],
+    "drop + DRAM/SSD demotion": ["offload=ssd"],
+    "drop + DRAM/CSD demotion": ["offload=csd"],
+    "write-through DRAM+SSD (LMCache)": ["offload=write_through"],
+    "TTL pin, FCFS": ["tool_kv=ttl_pin"],
+    "TTL pin + program FCFS (Continuum)": ["tool_kv=ttl_pin", "scheduler=continuum"],
+    "Continuum + DRAM demotion": ["tool_kv=ttl_pin", "scheduler=continuum", "offload=dram"],
+    "offload to DRAM during tool": ["tool_kv=offload", "offload=dram"],
+    "offload to SSD during tool": ["tool_kv=offload", "tool_kv.tier=ssd", "offload=ssd"],
+}
+
+
+def row(workload: str, policy: str, s: dict) -> dict:
+    mem = s["memory"]
+    c = mem["counters"]
+    block_bytes = mem["granule_bytes"] / (512 // 16)
+    links = mem["links"]
+    tiers = mem["tiers"]
+    disk_written = sum(tiers.get(t, {}).get("bytes_written", 0.0) for t in ("ssd", "csd"))
+    return {
+        "workload": workload, "policy": policy,
+        "requests": s["requests"]["finished"],
+        "jct_mean_s": s["sessions"]["jct_s"]["mean"], "jct_p90_s": s["sessions"]["jct_s"]["p90"],
+        "ttft_p50_s": s["ttft_s"]["p50"], "ttft_p99_s": s["ttft_s"]["p99"],
+        "hit_rate": s["prefix_cache"]["hit_rate_all"], "hit_rate_hbm": s["prefix_cache"]["hit_rate_hbm"],
+        "recompute_saved_mtok": s["prefix_cache"]["cached_tokens_all"] / 1e6,
+        "pinned_hbm_gb_mean": c["pin_block_s"] * block_bytes / s["makespan_s"] / 1e9,
+        "pcie_tb": links.get("pcie", {}).get("bytes", 0.0) / 1e12,
+        "disk_written_tb": disk_written / 1e12,
+        "preemptions": s["requests"]["preemptions"],
+        "makespan_s": s["makespan_s"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="experiments/results")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the sessions (smoke test)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for wname, wl in WORKLOADS.items():
+        if args.quick:
+            wl = [o.replace("=300", "=30").replace("=6000", "=600") for o in wl]
+        for pname, pol in POLICIES.items():
+            cfg = simkv.compose(NODE + wl + pol)
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory() as d:
+                s = simkv.simulate(cfg, d).summary
+            r = row(wname, pname, s)
+            rows.append(r)
+            print(f"{wname:<26} {pname:<36} JCT {r['jct_mean_s']:7.1f} s  TTFT p99 {r['ttft_p99_s']:7.2f} s"
+                  f"  hit {r['hit_rate']:.3f}  ({time.perf_counter() - t0:.1f} s wall)", flush=True)
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "memory_policies.csv", index=False, float_format="%.6g")
+    plot(df, out / "memory_policies.png")
+    print()
+    print(markdown(df))
+
+
+def markdown(df: pd.DataFrame) -> str:
+    lines = []
+    for wname, g in df.groupby("workload", sort=False):
+        lines += [f"**{wname}**", "",
+                  "| policy | JCT mean / p90 (s) | TTFT p50 / p99 (s) | hit rate (HBM) | pinned HBM (GB) "
+                  "| PCIe (TB) | to SSD/CSD (TB) | preemptions |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in g.itertuples():
+            lines.append(
+                f"| {r.policy} | {r.jct_mean_s:.0f} / {r.jct_p90_s:.0f} | {r.ttft_p50_s:.3f} / "
+                f"{r.ttft_p99_s:.2f} | {r.hit_rate:.3f} ({r.hit_rate_hbm:.3f}) | "
+                f"{r.pinned_hbm_gb_mean:.0f} | {r.pcie_tb:.1f} | {r.disk_written_tb:.2f} | {r.preemptions} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(df["workload"]))
+    fig, axes = plt.subplots(2, len(groups), figsize=(6 * len(groups), 8), squeeze=False)
+    for j, wname in enumerate(groups):
+        g = df[df["workload"] == wname]
+        y = range(len(g))
+        for i, (col, label) in enumerate((("jct_mean_s", "job completion time, mean (s)"),
+                                          ("ttft_p99_s", "TTFT p99 (s)"))):
+            ax = axes[i][j]
+            ax.barh(list(y), g[col], color=["#888" if p.startswith("drop (") else "#3a7" for p in g["policy"]])
+            ax.set_yticks(list(y), g["policy"] if j == 0 else [""] * len(g))
+            ax.invert_yaxis()
+            ax.set_xlabel(label)
+            if i == 0:
+                ax.set_title(wname)
+            if col == "ttft_p99_s":
+                ax.set_xscale("log")
+    fig.suptitle("KV policies on one 8 x H100 node, Llama-3.1-8B (simkv)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""``simkv-compare DIR``: one table (and one plot) for the runs of a sweep.
+
+A Hydra multirun (``simkv -m tool_kv=drop,ttl_pin offload=none,dram``) leaves one folder per
+run; this reads every ``summary.json`` below DIR with the ``config.json`` beside it, keeps
+the config keys whose values differ between runs as the row labels (a policy section shows
+its registered name), and prints the metrics people compare KV policies by: job completion
+time, TTFT, hit rates per tier, goodput. It writes ``compare.csv`` and ``compare.png`` into
+DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+METRICS = {
+    "jct_mean_s": ("sessions", "jct_s", "mean"),
+    "jct_p90_s": ("sessions", "jct_s", "p90"),
+    "ttft_p50_s": ("ttft_s", "p50"),
+    "ttft_p99_s": ("ttft_s", "p99"),
+    "e2e_p50_s": ("e2e_s", "p50"),
+    "hit_rate": ("prefix_cache", "hit_rate_all"),
+    "hit_hbm": ("prefix_cache", "hit_rate_hbm"),
+    "hit_dram": ("prefix_cache", "hit_rate_dram"),
+    "hit_disk": ("prefix_cache", "hit_rate_disk"),
+    "goodput_rps": ("goodput", "requests_per_s"),
+    "preemptions": ("requests", "preemptions"),
+}
+
+
+def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, val in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(val, dict):
+            if "name" in val:  # a policy section: its registered name stands for it
+                flat[name] = val["name"]
+            flat.update(_flatten({k: v for k, v in val.items() if k != "name"}, f"{name}."))
+        else:
+            flat[name] = json.dumps(val) if isinstance(val, list) else val
+    return flat
+
+
+def collect(root: Path) -> pd.DataFrame:
+    """One row per run below ``root``: the differing config keys, then the metrics."""
+    runs = []
+    for summary in sorted(root.rglob("summary.json")):
+        config = summary.parent / "config.json"
+        if not config.is_file():
+            continue
+        s = json.loads(summary.read_text())
+        flat = _flatten(json.loads(config.read_text()))
+        runs.append((summary.parent, flat, {k: _get(s, p) for k, p in METRICS.items()}))
+    if not runs:
+        raise FileNotFoundError(f"no run (summary.json with config.json) below {root}")
+    # NOTE: only keys every run has: a policy's own fields exist only where it was chosen,
+    # and its name (always present) already tells the runs apart.
+    keys = sorted(set.intersection(*(set(flat) for _, flat, _ in runs)))
+    varying = [k for k in keys if len({str(flat[k]) for _, flat, _ in runs}) > 1]
+    rows = [{**{k: flat.get(k) for k in varying}, **metrics,
+             "run": str(path.relative_to(root)) or "."} for path, flat, metrics in runs]
+    df = pd.DataFrame(rows)
+    return df.dropna(axis=1, how="all")
+
+
+def plot(df: pd.DataFrame, label_cols: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [", ".join(f"{c}={r[c]}" for c in label_cols) or r["run"] for _, r in df.iterrows()]
+    cols = [c for c in ("jct_mean_s", "ttft_p99_s", "hit_rate") if c in df]
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 0.45 * len(df) + 1.5), squeeze=False)
+    for ax, col in zip(axes[0], cols, strict=True):
+        ax.barh(range(len(df)), df[col], color="#3a7")
+        ax.set_yticks(range(len(df)), labels if ax is axes[0][0] else [""] * len(df))
+        ax.invert_yaxis()
+        ax.set_xlabel(col)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="simkv-compare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir", type=Path, help="a sweep folder (or any folder holding runs)")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        df = collect(args.dir)
+    except FileNotFoundError as exc:
+        print(f"simkv-compare: {exc}", file=sys.stderr)
+        return 2
+    label_cols = [c for c in df.columns if c not in METRICS and c != "run"]
+    df.to_csv(args.dir / "compare.csv", index=False, float_format="%.6g")
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.4g}".format):
+        print(df.drop(columns=["run"]).to_string(index=False))
+    print(f"\nwritten: {args.dir / 'compare.csv'}", end="")
+    if not args.no_plot:
+        plot(df, label_cols, args.dir / "compare.png")
+        print(f", {args.dir / 'compare.png'}", end="")
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
