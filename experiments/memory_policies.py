@@ -123,7 +123,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         for i, (col, label) in enumerate((("jct_mean_s", "job completion time, mean (s)"),
                                           ("ttft_p99_s", "TTFT p99 (s)"))):
             ax = axes[i][j]
-            ax.barh(list(y), g[col], color=["#888" if p.startswith("drop (") else "#3a7" for p in g["policy"]])
+            colors = ["#888" if p.startswith("drop (") else "#3a7" for p in g["policy"]]
+            ax.barh(list(y), g[col], color=colors)
             ax.set_yticks(list(y), g["policy"] if j == 0 else [""] * len(g))
             ax.invert_yaxis()
             ax.set_xlabel(label)
