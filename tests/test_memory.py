@@ -409,3 +409,38 @@ def test_simkv_compare_tables_a_sweep(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "sweep" / "compare.png").stat().st_size > 0
     assert compare([str(tmp_path / "empty")]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+# --- in-storage attention (InstInfer) ----------------------------------------------------------
+def test_in_storage_attention_prices_decode_attention_on_the_csds() -> None:
+    from simkv.entities.hardware import load_profile
+    from simkv.perf.in_storage import InStorageAttentionCost
+    from simkv.perf.roofline import CostModel
+    from simkv.policies.scheduler.interface import SchedulerOutput
+
+    cfg = simkv.compose([])
+    hw = load_profile("h100_sxm_80gb")
+    csd = load_node_profile().tiers["csd"]
+    gpu = CostModel(cfg.model, hw)
+    inst = InStorageAttentionCost(cfg.model, hw, csd, share=0.5)
+    out = SchedulerOutput(num_decodes=1, decode_context=(10_000,), num_sampled=1)
+    # By hand, per layer: 10,000 tokens x 4 KiB of KV read at half of 96 GB/s (it beats the
+    # 16,384-FLOP-per-token compute at 4 TFLOP/s), plus the query and output over PCIe; then
+    # the new token's 128 KiB written at half of 16 GB/s.
+    per_layer = 10_000 * 4096 / 48e9 + 2 * 32 * 128 * 2 / 64e9
+    expected = gpu.linear_s(1) + gpu.sample_s(1) + 32 * per_layer + 131072 / 8e9
+    assert inst.iteration_time(out) == pytest.approx(expected, rel=1e-12)
+    assert list(inst.decode_run_times(1, range(10_000, 10_003), 1)) == pytest.approx(
+        [expected + 32 * k * 4096 / 48e9 for k in range(3)], rel=1e-12)
+    assert inst.iteration_time(out) > gpu.iteration_time(out)  # flash is slower than HBM
+
+
+def test_instinfer_puts_the_kv_pool_on_the_drives(tmp_path: Path) -> None:
+    base = ["cluster.replicas=2", "output.plot=false", "output.progress=false", "workload=poisson",
+            "workload.num_requests=50"]
+    hbm = simkv.simulate(simkv.compose(base), tmp_path / "hbm").summary
+    csd = simkv.simulate(simkv.compose([*base, "offload=instinfer"]), tmp_path / "csd").summary
+    # 30.72 TB of drives shared by the 2 replicas of the node, in 16-token blocks of 128 KiB/token.
+    assert csd["engine"]["kv_blocks_per_replica"] == int(30.72e12 / 2 // (16 * 131072))
+    assert csd["engine"]["kv_blocks_per_replica"] > 100 * hbm["engine"]["kv_blocks_per_replica"]
+    assert csd["tpot_s"]["p50"] > hbm["tpot_s"]["p50"]

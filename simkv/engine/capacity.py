@@ -59,3 +59,21 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv
             raise ValueError("kv.num_gpu_blocks_override must be >= 1")
         blocks = kv.num_gpu_blocks_override
     return KVCapacity(blocks, kv.block_size, free, weights, acts)
+
+
+def csd_capacity(cost: CostModel, cluster: ClusterConfig, kv: KVConfig, hbm: KVCapacity,
+                 csd_bytes_per_node: float, gpus_per_node: int) -> KVCapacity:
+    """KV blocks of a replica whose KV cache lives on the node's CSDs (InstInfer).
+
+    The replica gets its share of the node's drives (replicas on a node split them evenly);
+    HBM must still hold the weights and activations, which ``hbm`` (the usual capacity) has
+    already checked.
+    """
+    gpus = cluster.tensor_parallel * cluster.pipeline_parallel
+    per_node = max(1, min(cluster.replicas, gpus_per_node // gpus))
+    block_bytes = kv.block_size * cost.kv_bytes_per_token_per_gpu() * gpus
+    blocks = int(csd_bytes_per_node / per_node // block_bytes)
+    if kv.num_gpu_blocks_override is not None:
+        blocks = kv.num_gpu_blocks_override
+    return KVCapacity(blocks, kv.block_size, csd_bytes_per_node / per_node, hbm.weights_per_gpu,
+                      hbm.activations_per_gpu)

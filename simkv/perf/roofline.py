@@ -88,6 +88,13 @@ class CostModel:
             self._attn_c = flops_per_ctx / (hw.bf16_flops * ceff)
             self._attn_m = self.kv_bytes_token_layer / (hw.hbm_bandwidth * meff)
             self._q_m = 2.0 * self.heads * model.head_dim * ACT_BYTES / (hw.hbm_bandwidth * meff)
+        # Decode attention's coefficients: the GPU's, unless a subclass moves decode
+        # attention elsewhere (perf/in_storage.py: computational storage drives).
+        self._const_dattn = self._const_attn
+        if self._const_attn:
+            self._dattn_c, self._dattn_m, self._dq_m = self._attn_c, self._attn_m, self._q_m
+        # Seconds per token whose new KV must be written outside HBM (0 on a GPU).
+        self._kv_write_s = 0.0
         self._sample_cache: dict[int, float] = {}
 
     # --- operator building blocks -----------------------------------------------------------
@@ -247,11 +254,13 @@ class CostModel:
                                               out.prefill_tokens)
         if out.num_decodes:
             b, ctx = out.num_decodes, float(out.decode_context[0])
-            if self._const_attn:
-                attn += max(ctx * self._attn_c, ctx * self._attn_m + b * self._q_m)
+            if self._const_dattn:
+                attn += max(ctx * self._dattn_c, ctx * self._dattn_m + b * self._dq_m)
             else:
                 attn += self._decode_attention(b, ctx).seconds
         host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+        if self._kv_write_s:
+            host += tokens * self._kv_write_s
         return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
 
     def decode_run_times(self, decodes: int, context: Sequence[int], sampled: int
@@ -262,18 +271,20 @@ class CostModel:
         changes along a run, so it is the only term that varies.
         """
         base = self.linear_s(decodes) + self.sample_s(sampled)
+        if self._kv_write_s:
+            base += decodes * self._kv_write_s
         layers = self.layers
-        if self._const_attn and len(context) <= SHORT_RUN:
+        if self._const_dattn and len(context) <= SHORT_RUN:
             # NOTE: plain Python beats numpy's per-call overhead for short runs, the common
             # case at moderate load; same expression as iteration_time, so same floats.
-            ac, am, q = self._attn_c, self._attn_m, decodes * self._q_m
+            ac, am, q = self._dattn_c, self._dattn_m, decodes * self._dq_m
             return [base + layers * max(c * ac, c * am + q) for c in context]
         if isinstance(context, range):
             ctx = np.arange(context.start, context.stop, context.step, dtype=np.float64)
         else:
             ctx = np.asarray(context, dtype=np.float64)
-        if self._const_attn:
-            attn = np.maximum(ctx * self._attn_c, ctx * self._attn_m + decodes * self._q_m)
+        if self._const_dattn:
+            attn = np.maximum(ctx * self._dattn_c, ctx * self._dattn_m + decodes * self._dq_m)
         else:
             m = self.model
             ceff = self._eff["attention_compute"].at_array(ctx)

@@ -5,11 +5,12 @@ from simkv.policies.offload.placements import (
     ClusterStore,
     CsdOffload,
     DramOffload,
+    InstInfer,
     NoOffload,
     SsdOffload,
     Swap,
     WriteThrough,
 )
 
-__all__ = ["ClusterStore", "CsdOffload", "DramOffload", "NoOffload", "Placement", "SsdOffload",
+__all__ = ["ClusterStore", "CsdOffload", "DramOffload", "InstInfer", "NoOffload", "Placement", "SsdOffload",
            "Swap", "WriteThrough"]

@@ -8,7 +8,10 @@ A placement is a small description the KV manager follows, not an engine of its 
   (LMCache's store-on-prefill), so eviction from HBM can simply drop;
 * ``shared``: the tiers are one cluster-wide pool that every replica reads, remote nodes'
   parts over the network (Mooncake's store), instead of one store per node;
-* ``swap``: a preempted request's KV is swapped out to DRAM and back in, not recomputed.
+* ``swap``: a preempted request's KV is swapped out to DRAM and back in, not recomputed;
+* ``attention_in_storage``: the KV cache lives on the node's CSDs, which compute decode
+  attention themselves (InstInfer): the replica's KV pool is its share of the drives and
+  decode attention is priced on them (perf/in_storage.py).
 """
 
 from __future__ import annotations
@@ -22,3 +25,4 @@ class Placement(Protocol):
     write_through: bool
     shared: bool
     swap: bool
+    attention_in_storage: bool

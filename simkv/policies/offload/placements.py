@@ -9,6 +9,7 @@
 | csd | DRAM, CSD | as ssd, with computational storage drives below DRAM | InstInfer's drives as a KV tier |
 | write_through | DRAM, SSD | every prefix, as soon as it is prefilled | LMCache |
 | cluster | DRAM, SSD of all nodes, one pool | every prefix, written to the pool | Mooncake Store |
+| instinfer | (the KV pool itself is on the CSDs) | always: decode attention runs in the drives | InstInfer |
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class ClusterStoreConfig:
     pass
 
 
+@dataclass(slots=True)
+class InstInferConfig:
+    pass
+
+
 class _Placement:
     """Shared constructor: a placement is its class attributes."""
 
@@ -61,6 +67,7 @@ class _Placement:
     write_through = False
     shared = False
     swap = False
+    attention_in_storage = False
 
     def __init__(self, cfg: object = None, **_: object) -> None:
         self.cfg = cfg
@@ -106,3 +113,8 @@ class ClusterStore(_Placement):
     tiers = ("dram", "ssd")
     write_through = True
     shared = True
+
+
+@register("offload", "instinfer", InstInferConfig)
+class InstInfer(_Placement):
+    attention_in_storage = True
