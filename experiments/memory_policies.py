@@ -70,9 +70,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--quick", action="store_true", help="a tenth of the sessions (smoke test)")
+    ap.add_argument("--only-long-context", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only_long_context:
+        print(long_context(out).to_string(index=False))
+        return
     rows = []
     for wname, wl in WORKLOADS.items():
         if args.quick:
@@ -91,6 +95,43 @@ def main() -> None:
     plot(df, out / "memory_policies.png")
     print()
     print(markdown(df))
+    print(long_context(out).to_markdown(index=False, floatfmt=".4g") if _has_tabulate()
+          else long_context(out).to_string(index=False))
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+LONG_CONTEXT = ["cluster.replicas=1", "output.plot=false", "output.progress=false", "workload=poisson",
+                "workload.num_requests=256", "workload.rate=10000", "workload.prompt_median=32000",
+                "workload.prompt_sigma=0", "workload.prompt_max=32768", "workload.output_median=512",
+                "workload.output_sigma=0", "scheduler.max_num_seqs=256"]
+
+
+def long_context(out: Path) -> pd.DataFrame:
+    """InstInfer's setting: offline long-context decoding on one GPU, KV in HBM or on CSDs."""
+    rows = []
+    placements = {"KV in HBM (vLLM)": [],
+                  "KV on SSD, streamed each step (FlexGen-like)": ["offload=ssd_stream"],
+                  "KV and decode attention on CSDs (InstInfer)": ["offload=instinfer"]}
+    for name, extra in placements.items():
+        with tempfile.TemporaryDirectory() as d:
+            s = simkv.simulate(simkv.compose(LONG_CONTEXT + extra), d).summary
+        rows.append({"placement": name, "makespan_s": s["makespan_s"],
+                     "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+                     "tpot_p50_s": s["tpot_s"]["p50"], "ttft_p50_s": s["ttft_s"]["p50"],
+                     "kv_tokens_per_replica": s["engine"]["kv_tokens_per_replica"],
+                     "preemptions": s["requests"]["preemptions"]})
+        print(f"{name:<44} makespan {s['makespan_s']:8.1f} s, "
+              f"{s['throughput']['output_tokens_per_s']:7.1f} output tok/s", flush=True)
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "instinfer_long_context.csv", index=False, float_format="%.6g")
+    return df
 
 
 def markdown(df: pd.DataFrame) -> str:

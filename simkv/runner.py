@@ -54,22 +54,24 @@ def _memory_defaults(cfg: SimConfig) -> None:
         cfg.tool_kv = DropConfig()
 
 
-def _in_storage(cfg: SimConfig, hw: Any, hbm: Any) -> tuple[Any, Any]:
-    """InstInfer: decode attention priced on the node's CSDs, the KV pool on the drives."""
-    from simkv.engine.capacity import csd_capacity
+def _kv_on_drives(cfg: SimConfig, hw: Any, hbm: Any, tier: str) -> tuple[Any, Any]:
+    """The KV pool on the node's drives: CSDs computing decode attention (InstInfer), or
+    SSDs streaming the KV to the GPU every step (FlexGen-style)."""
+    from simkv.engine.capacity import drive_capacity
     from simkv.kv.tiers import load_node_profile
-    from simkv.perf.in_storage import InStorageAttentionCost
+    from simkv.perf.in_storage import InStorageAttentionCost, StreamedAttentionCost
 
     node = load_node_profile(cfg.memory.node, cfg.memory.node_path)
-    csd = node.tiers.get("csd")
-    if csd is None:
-        raise ValueError(f"offload=instinfer needs a 'csd' tier in node profile {node.path}")
+    spec = node.tiers.get(tier)
+    if spec is None:
+        raise ValueError(f"offload={name_of(cfg.offload)} needs a '{tier}' tier in node profile {node.path}")
     c = cfg.cluster
     per_node = max(1, min(c.replicas, node.gpus_per_node // (c.tensor_parallel * c.pipeline_parallel)))
-    cost = InStorageAttentionCost(cfg.model, hw, csd, 1.0 / per_node, c.tensor_parallel,
-                                  c.pipeline_parallel, cfg.engine)
-    size = csd.capacity if cfg.memory.csd_gib is None else cfg.memory.csd_gib * 2**30
-    return cost, csd_capacity(cost, c, cfg.kv, hbm, size, node.gpus_per_node)
+    kind = InStorageAttentionCost if tier == "csd" else StreamedAttentionCost
+    cost = kind(cfg.model, hw, spec, 1.0 / per_node, c.tensor_parallel, c.pipeline_parallel, cfg.engine)
+    gib = cfg.memory.csd_gib if tier == "csd" else cfg.memory.ssd_gib
+    size = spec.capacity if gib is None else gib * 2**30
+    return cost, drive_capacity(cost, c, cfg.kv, hbm, size, node.gpus_per_node)
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:
@@ -196,8 +198,9 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
     capacity = kv_capacity(cost, hw, cfg.cluster, cfg.kv,
                            getattr(sched, "max_num_batched_tokens", 8192),
                            getattr(sched, "max_num_seqs", getattr(sched, "max_batch_size", 256)))
-    if getattr(build(cfg.offload), "attention_in_storage", False):
-        cost, capacity = _in_storage(cfg, hw, capacity)
+    placement = build(cfg.offload)
+    if placement.attention_in_storage or placement.kv_on_ssd:
+        cost, capacity = _kv_on_drives(cfg, hw, capacity, "csd" if placement.attention_in_storage else "ssd")
     workload = build(cfg.workload)
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
     rng = np.random.default_rng(seeds[0])

@@ -61,9 +61,9 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv
     return KVCapacity(blocks, kv.block_size, free, weights, acts)
 
 
-def csd_capacity(cost: CostModel, cluster: ClusterConfig, kv: KVConfig, hbm: KVCapacity,
+def drive_capacity(cost: CostModel, cluster: ClusterConfig, kv: KVConfig, hbm: KVCapacity,
                  csd_bytes_per_node: float, gpus_per_node: int) -> KVCapacity:
-    """KV blocks of a replica whose KV cache lives on the node's CSDs (InstInfer).
+    """KV blocks of a replica whose KV cache lives on the node's drives (CSDs or SSDs).
 
     The replica gets its share of the node's drives (replicas on a node split them evenly);
     HBM must still hold the weights and activations, which ``hbm`` (the usual capacity) has

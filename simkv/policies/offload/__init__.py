@@ -8,9 +8,10 @@ from simkv.policies.offload.placements import (
     InstInfer,
     NoOffload,
     SsdOffload,
+    SsdStream,
     Swap,
     WriteThrough,
 )
 
-__all__ = ["ClusterStore", "CsdOffload", "DramOffload", "InstInfer", "NoOffload", "Placement", "SsdOffload",
-           "Swap", "WriteThrough"]
+__all__ = ["ClusterStore", "CsdOffload", "DramOffload", "InstInfer", "NoOffload", "Placement",
+           "SsdOffload", "SsdStream", "Swap", "WriteThrough"]

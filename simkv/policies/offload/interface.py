@@ -11,7 +11,9 @@ A placement is a small description the KV manager follows, not an engine of its 
 * ``swap``: a preempted request's KV is swapped out to DRAM and back in, not recomputed;
 * ``attention_in_storage``: the KV cache lives on the node's CSDs, which compute decode
   attention themselves (InstInfer): the replica's KV pool is its share of the drives and
-  decode attention is priced on them (perf/in_storage.py).
+  decode attention is priced on them (perf/in_storage.py);
+* ``kv_on_ssd``: the KV cache lives on the node's SSDs and every decode step streams it to
+  the GPU (FlexGen-style offloading, InstInfer's baseline).
 """
 
 from __future__ import annotations
@@ -26,3 +28,4 @@ class Placement(Protocol):
     shared: bool
     swap: bool
     attention_in_storage: bool
+    kv_on_ssd: bool

@@ -10,6 +10,7 @@
 | write_through | DRAM, SSD | every prefix, as soon as it is prefilled | LMCache |
 | cluster | DRAM, SSD of all nodes, one pool | every prefix, written to the pool | Mooncake Store |
 | instinfer | (the KV pool itself is on the CSDs) | always: decode attention runs in the drives | InstInfer |
+| ssd_stream | (the KV pool itself is on the SSDs) | always: each decode step reads it over PCIe | FlexGen |
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class InstInferConfig:
     pass
 
 
+@dataclass(slots=True)
+class SsdStreamConfig:
+    pass
+
+
 class _Placement:
     """Shared constructor: a placement is its class attributes."""
 
@@ -68,6 +74,7 @@ class _Placement:
     shared = False
     swap = False
     attention_in_storage = False
+    kv_on_ssd = False
 
     def __init__(self, cfg: object = None, **_: object) -> None:
         self.cfg = cfg
@@ -118,3 +125,8 @@ class ClusterStore(_Placement):
 @register("offload", "instinfer", InstInferConfig)
 class InstInfer(_Placement):
     attention_in_storage = True
+
+
+@register("offload", "ssd_stream", SsdStreamConfig)
+class SsdStream(_Placement):
+    kv_on_ssd = True
