@@ -71,9 +71,13 @@ def main() -> None:
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--quick", action="store_true", help="a tenth of the sessions (smoke test)")
     ap.add_argument("--only-long-context", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="redraw the figure from the CSV")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        plot(pd.read_csv(out / "memory_policies.csv"), out / "memory_policies.png")
+        return
     if args.only_long_context:
         print(long_context(out).to_string(index=False))
         return
@@ -172,7 +176,10 @@ def plot(df: pd.DataFrame, path: Path) -> None:
             if i == 0:
                 ax.set_title(wname)
             if col == "ttft_p99_s":
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle("KV policies on one 8 x H100 node, Llama-3.1-8B (simkv)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -326,7 +326,7 @@ def test_offload_during_the_tool_call_loads_the_kv_back_from_dram() -> None:
 
 
 def test_offload_to_a_tier_the_placement_lacks_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="tool_kv=offload to 'ssd' needs that tier"):
+    with pytest.raises(ValueError, match="tool_kv=offload to 'ssd' needs that tier, which offload=dram does not have"):
         run(_tool_call_workload(), blocks=300, offload=DramConfig(), tool_kv=OffloadConfig(tier="ssd"))
 
 

@@ -23,7 +23,7 @@ from simkv.kv.prefix import granule_ids
 from simkv.kv.tiers import load_node_profile
 from simkv.metrics.recorder import Recorder
 from simkv.perf.roofline import CostModel
-from simkv.registry import build
+from simkv.registry import build, name_of
 from simkv.workload.base import ArrivalBatch, FollowUp, Workload
 
 
@@ -181,7 +181,14 @@ def build_memory(cfg: SimConfig, env: simpy.Environment, cost: CostModel,
     topo = Topology(cfg.cluster.replicas, gpr, cost.hw.pcie_bandwidth, cost.hw.pcie_latency_s)
     granule_bytes = cfg.kv.prefix_block_tokens * cost.kv_bytes_per_token_per_gpu() * gpr
     override = {"dram": cfg.memory.dram_gib, "ssd": cfg.memory.ssd_gib, "csd": cfg.memory.csd_gib}
-    return MemoryHierarchy(env, node, build(cfg.offload), cfg.eviction, topo, granule_bytes,
+    placement = build(cfg.offload)
+    tier = getattr(cfg.tool_kv, "tier", None)
+    if tier is not None and tier not in placement.tiers:
+        # Checked before the run: a sweep over tool_kv x offload skips this pair at once.
+        raise ValueError(f"tool_kv=offload to '{tier}' needs that tier, which offload="
+                         f"{name_of(cfg.offload)} does not have (it has: "
+                         f"{', '.join(placement.tiers) or 'none'}); choose e.g. offload=dram or offload=ssd")
+    return MemoryHierarchy(env, node, placement, cfg.eviction, topo, granule_bytes,
                            override, recorder.transfer if recorder.transfers is not None else None)
 
 
