@@ -193,27 +193,36 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
     )
 
 
-def shipped_profiles() -> list[str]:
-    """Names of the profiles packaged with simkv (files of hardware_profiles/)."""
+def shipped_profiles(subdir: str = "") -> list[str]:
+    """Names of the profiles packaged with simkv (files of hardware_profiles/[subdir])."""
     root = resources.files("simkv.hardware_profiles")
+    if subdir:
+        root = root.joinpath(subdir)
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_profile_doc(profile: str, path: str | None, kind: str = "hardware",
+                     subdir: str = "") -> tuple[Any, str]:
+    """The parsed YAML of a shipped profile (by name) or of any file (by path), and where it
+    came from for error messages."""
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise ProfileError(f"{kind} profile file not found: {path}")
+        text, where = file.read_text(), str(file)
+    else:
+        names = shipped_profiles(subdir)
+        if profile not in names:
+            raise ProfileError(f"unknown {kind} profile '{profile}'; valid choices: {', '.join(names)}")
+        rel = f"{subdir}/{profile}.yaml" if subdir else f"{profile}.yaml"
+        text = resources.files("simkv.hardware_profiles").joinpath(rel).read_text()
+        where = f"hardware_profiles/{rel}"
+    try:
+        return yaml.safe_load(text), where
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{where}: not valid YAML: {exc}") from exc
 
 
 def load_profile(profile: str = "h100_sxm_80gb", path: str | None = None) -> HardwareProfile:
     """Load a shipped profile by name, or any profile file by path."""
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise ProfileError(f"hardware profile file not found: {path}")
-        text, where = file.read_text(), str(file)
-    else:
-        names = shipped_profiles()
-        if profile not in names:
-            raise ProfileError(f"unknown hardware profile '{profile}'; valid choices: {', '.join(names)}")
-        res = resources.files("simkv.hardware_profiles").joinpath(f"{profile}.yaml")
-        text, where = res.read_text(), f"hardware_profiles/{profile}.yaml"
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{where}: not valid YAML: {exc}") from exc
-    return parse_profile(doc, where)
+    return parse_profile(*read_profile_doc(profile, path))

@@ -9,13 +9,10 @@ SI units and names the file and key of anything wrong, like the GPU profiles.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from simkv.entities.hardware import ProfileError, _quantity
+from simkv.entities.hardware import ProfileError, _quantity, read_profile_doc, shipped_profiles
 
 TIERS = ("dram", "ssd", "csd")
 _TIER_KEYS = {"capacity": "bytes", "read_bandwidth": "bandwidth", "write_bandwidth": "bandwidth",
@@ -96,25 +93,9 @@ def parse_node_profile(doc: Any, path: str) -> NodeProfile:
 
 
 def shipped_node_profiles() -> list[str]:
-    root = resources.files("simkv.hardware_profiles").joinpath("nodes")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return shipped_profiles("nodes")
 
 
 def load_node_profile(profile: str = "dgx_h100", path: str | None = None) -> NodeProfile:
     """A shipped node profile by name, or any node profile file by path."""
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise ProfileError(f"node profile file not found: {path}")
-        text, where = file.read_text(), str(file)
-    else:
-        names = shipped_node_profiles()
-        if profile not in names:
-            raise ProfileError(f"unknown node profile '{profile}'; valid choices: {', '.join(names)}")
-        text = resources.files("simkv.hardware_profiles").joinpath("nodes", f"{profile}.yaml").read_text()
-        where = f"hardware_profiles/nodes/{profile}.yaml"
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{where}: not valid YAML: {exc}") from exc
-    return parse_node_profile(doc, where)
+    return parse_node_profile(*read_profile_doc(profile, path, "node", "nodes"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simkv.policies.eviction.heap import PriorityCandidates
+from simkv.policies.eviction.heap import HeapPolicy
 from simkv.registry import register
 
 
@@ -24,12 +24,12 @@ class CostAwareConfig:
 
 
 @register("eviction", "cost_aware", CostAwareConfig)
-class CostAware:
+class CostAware(HeapPolicy):
     def __init__(self, cfg: CostAwareConfig | None = None, **_: object) -> None:
+        super().__init__()
         self._hits: dict[int, int] = {}
         self._cost: dict[int, float] = {}
         self._aging = 0.0
-        self._cands = PriorityCandidates()
 
     def _priority(self, key: int) -> float:
         return self._aging + (1 + self._hits[key]) * self._cost[key]
@@ -45,20 +45,10 @@ class CostAware:
             if key in self._cands:
                 self._cands.push(key, self._priority(key))
 
-    def pin(self, key: int) -> None:
-        self._cands.discard(key)
-
     def forget(self, key: int) -> None:
         self._cands.discard(key)
         self._hits.pop(key, None)
         self._cost.pop(key, None)
 
-    def victim(self) -> int | None:
-        got = self._cands.pop()
-        if got is None:
-            return None
-        self._aging = got[1]
-        return got[0]
-
-    def __len__(self) -> int:
-        return len(self._cands)
+    def _evicted_at(self, priority: float) -> None:
+        self._aging = priority

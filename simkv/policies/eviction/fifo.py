@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simkv.policies.eviction.heap import PriorityCandidates
+from simkv.policies.eviction.heap import HeapPolicy
 from simkv.registry import register
 
 
@@ -18,11 +18,11 @@ class FIFOConfig:
 
 
 @register("eviction", "fifo", FIFOConfig)
-class FIFO:
+class FIFO(HeapPolicy):
     def __init__(self, cfg: FIFOConfig | None = None, **_: object) -> None:
+        super().__init__()
         self._born: dict[int, int] = {}
         self._n = 0
-        self._cands = PriorityCandidates()
 
     def admit(self, key: int, now: float, cost: float) -> None:
         if key not in self._born:
@@ -33,16 +33,6 @@ class FIFO:
     def access(self, key: int, now: float) -> None:
         pass
 
-    def pin(self, key: int) -> None:
-        self._cands.discard(key)
-
     def forget(self, key: int) -> None:
         self._cands.discard(key)
         self._born.pop(key, None)
-
-    def victim(self) -> int | None:
-        got = self._cands.pop()
-        return None if got is None else got[0]
-
-    def __len__(self) -> int:
-        return len(self._cands)

@@ -37,3 +37,26 @@ class PriorityCandidates:
 
     def __len__(self) -> int:
         return len(self._live)
+
+
+class HeapPolicy:
+    """Base of the priority-ordered policies: candidates in a lazy heap, lowest first."""
+
+    def __init__(self) -> None:
+        self._cands = PriorityCandidates()
+
+    def pin(self, key: int) -> None:
+        self._cands.discard(key)
+
+    def victim(self) -> int | None:
+        got = self._cands.pop()
+        if got is None:
+            return None
+        self._evicted_at(got[1])
+        return got[0]
+
+    def _evicted_at(self, priority: float) -> None:
+        """Hook: the priority of the victim just taken (cost_aware ages by it)."""
+
+    def __len__(self) -> int:
+        return len(self._cands)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simkv.policies.eviction.heap import PriorityCandidates
+from simkv.policies.eviction.heap import HeapPolicy
 from simkv.registry import register
 
 
@@ -18,10 +18,10 @@ class LFUConfig:
 
 
 @register("eviction", "lfu", LFUConfig)
-class LFU:
+class LFU(HeapPolicy):
     def __init__(self, cfg: LFUConfig | None = None, **_: object) -> None:
+        super().__init__()
         self._hits: dict[int, int] = {}
-        self._cands = PriorityCandidates()
 
     def admit(self, key: int, now: float, cost: float) -> None:
         self._hits.setdefault(key, 0)
@@ -32,16 +32,6 @@ class LFU:
         if key in self._cands:
             self._cands.push(key, self._hits[key])
 
-    def pin(self, key: int) -> None:
-        self._cands.discard(key)
-
     def forget(self, key: int) -> None:
         self._cands.discard(key)
         self._hits.pop(key, None)
-
-    def victim(self) -> int | None:
-        got = self._cands.pop()
-        return None if got is None else got[0]
-
-    def __len__(self) -> int:
-        return len(self._cands)

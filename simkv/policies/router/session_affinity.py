@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from simkv.entities.request import Request
 from simkv.policies.router.interface import ReplicaLoad
+from simkv.policies.router.least_outstanding import LeastOutstanding, LeastOutstandingConfig
 from simkv.registry import register
 
 
@@ -25,17 +26,12 @@ class SessionAffinityConfig:
 class SessionAffinity:
     def __init__(self, cfg: SessionAffinityConfig, **_: object) -> None:
         self.home: dict[int, int] = {}
+        self.first = LeastOutstanding(LeastOutstandingConfig())
 
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
-        if req.session >= 0:
-            home = self.home.get(req.session)
-            if home is not None:
-                return home
-        best = 0
-        best_load = replicas[0].outstanding_tokens
-        for r in replicas[1:]:
-            if r.outstanding_tokens < best_load:
-                best, best_load = r.index, r.outstanding_tokens
-        if req.session >= 0:
-            self.home[req.session] = best
-        return best
+        if req.session < 0:
+            return self.first.route(req, replicas, now)
+        home = self.home.get(req.session)
+        if home is None:
+            home = self.home[req.session] = self.first.route(req, replicas, now)
+        return home
