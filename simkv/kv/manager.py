@@ -158,10 +158,19 @@ class KVManager:
         hbm = self.hbm
         # NOTE: pin every HBM hit before allocating for the loads: an allocation may reclaim
         # evictable granules, and those we are about to use must not be among them.
+        # (HBMCache.pin inlined: once per granule of every admitted request.)
+        refs = hbm.refs
+        policy = hbm.policy
+        pinned = 0
         for key, where in zip(m.keys, m.where, strict=True):
             if where is None:
-                hbm.pin(key)
-                hbm.policy.access(key, now)
+                r = refs[key]
+                if r == 0:
+                    pinned += 1
+                    policy.pin(key)
+                refs[key] = r + 1
+                policy.access(key, now)
+        self.pool.pinned += pinned * self.gb
         g_tokens = self.G
         groups: dict[tuple[str, int], int] = {}
         hits = {"hbm": 0, "dram": 0, "disk": 0}
@@ -314,10 +323,22 @@ class KVManager:
 
     def _unpin_all(self, keys: tuple[int, ...], now: float) -> None:
         # NOTE: deepest granule first, so that LRU evicts a chain from its tail (vLLM frees a
-        # request's blocks in reverse order for the same reason).
-        hbm = self.hbm
+        # request's blocks in reverse order for the same reason). HBMCache.unpin inlined:
+        # this loop runs once per granule of every finished request.
+        refs = self.hbm.refs
+        admit = self.hbm.policy.admit
+        slope = self._cost_slope
+        released = 0
         for j in range(len(keys) - 1, -1, -1):
-            hbm.unpin(keys[j], now, self.cost(j))
+            key = keys[j]
+            r = refs[key] - 1
+            refs[key] = r
+            if r == 0:
+                released += 1
+                admit(key, now, 1.0 + (j + 0.5) * slope)
+            elif r < 0:
+                raise AssertionError(f"granule {key} unpinned more often than pinned")
+        self.pool.pinned -= released * self.gb
 
     def _swap_out(self, req: Request, now: float) -> bool:
         tokens = req.computed
