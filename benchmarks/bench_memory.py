@@ -45,7 +45,7 @@ def main() -> None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         transfers = s.get("memory", {}).get("transfers", 0)
         print(f"{name:<28} {n:>7} requests in {wall:6.2f} s: {n / wall:8,.0f} req/s; hit rate "
-              f"{s['prefix_cache']['hit_rate_all']:.3f}; {transfers} transfers; peak RSS so far {rss:.0f} MiB")
+              f"{s['prefix_cache']['hit_rate_all']:.3f}; {transfers} transfers; peak RSS {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

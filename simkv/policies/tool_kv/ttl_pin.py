@@ -19,6 +19,8 @@ from simkv.entities.request import Request
 from simkv.policies.tool_kv.interface import Offload, Pin
 from simkv.registry import register
 
+REFRESH = 16
+
 
 @dataclass(slots=True)
 class TTLPinConfig:
@@ -43,16 +45,19 @@ class TTLPin:
         self.cfg = cfg
         self._gaps: deque[float] = deque(maxlen=cfg.window)
         self._ttl = cfg.initial_ttl_s if cfg.ttl_s is None else cfg.ttl_s
-        self._stale = False
+        self._new = 0  # gaps observed since the TTL was last derived
 
     def ttl(self) -> float:
         cfg = self.cfg
         if cfg.ttl_s is not None:
             return cfg.ttl_s
-        if self._stale and len(self._gaps) >= cfg.min_samples:
+        # NOTE: re-derived every REFRESH new gaps, not every call: a quantile over the window
+        # costs ~100 us, and one gap barely moves it.
+        if self._new and len(self._gaps) >= cfg.min_samples and (
+                self._new >= REFRESH or len(self._gaps) - self._new < cfg.min_samples):
             self._ttl = min(float(np.quantile(np.fromiter(self._gaps, float), cfg.quantile)),
                             cfg.max_ttl_s)
-            self._stale = False
+            self._new = 0
         return self._ttl
 
     def decide(self, req: Request, now: float) -> Pin | Offload | None:
@@ -60,4 +65,4 @@ class TTLPin:
 
     def observe_gap(self, gap_s: float) -> None:
         self._gaps.append(gap_s)
-        self._stale = True
+        self._new += 1
