@@ -29,7 +29,7 @@ from simkv.policies.offload.placements import (
     WriteThroughConfig,
 )
 from simkv.policies.router import RoundRobinConfig, SessionAffinityConfig
-from simkv.policies.scheduler import VLLMSchedulerConfig
+from simkv.policies.scheduler import ContinuumSchedulerConfig, VLLMSchedulerConfig
 from simkv.policies.tool_kv import DropConfig, OffloadConfig, TTLPinConfig
 from simkv.workload.agents import AgentWorkloadConfig
 
@@ -58,8 +58,9 @@ class Checker:
           suppress_health_check=[HealthCheck.too_slow])
 @given(placement=placements, eviction=evictions, tool=tool_kvs, blocks=st.integers(150, 1200),
        replicas=st.integers(1, 3), sticky=st.booleans(), seed=st.integers(0, 10_000),
-       dram=st.sampled_from([None, 0.5, 2.0]), ff=st.sampled_from([1, 4096]))
-def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sticky, seed, dram, ff) -> None:
+       dram=st.sampled_from([None, 0.5, 2.0]), ff=st.sampled_from([1, 4096]), program_fcfs=st.booleans())
+def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sticky, seed, dram, ff,
+                                program_fcfs) -> None:
     if isinstance(tool, OffloadConfig) and isinstance(placement, NoOffloadConfig):
         placement = DramConfig()
     wl = AgentWorkloadConfig(num_programs=4, program_rate=2.0, calls_shape=2.0, calls_scale=2.0,
@@ -69,7 +70,8 @@ def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sti
         seed=seed,
         cluster=ClusterConfig(replicas=replicas),
         kv=KVConfig(num_gpu_blocks_override=blocks, prefix_block_tokens=256),
-        scheduler=VLLMSchedulerConfig(max_num_seqs=8, max_num_batched_tokens=2048),
+        scheduler=(ContinuumSchedulerConfig if program_fcfs else VLLMSchedulerConfig)(
+            max_num_seqs=8, max_num_batched_tokens=2048),
         router=SessionAffinityConfig() if sticky else RoundRobinConfig(),
         workload=wl, eviction=eviction, offload=placement, tool_kv=tool,
         memory=MemoryConfig(dram_gib=dram),

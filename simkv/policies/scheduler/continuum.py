@@ -10,6 +10,9 @@ chunked prefill to preemption, is the vllm scheduler's.
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from simkv.entities.request import Request, State
@@ -22,24 +25,49 @@ class ContinuumSchedulerConfig(VLLMSchedulerConfig):
     pass
 
 
+class ProgramQueue:
+    """The waiting queue, ordered by (program start, arrival, id); preempted requests in front.
+
+    Offers the part of ``deque`` the vllm scheduler uses, in O(log n): a sorted list would
+    cost O(n) per insertion, and queues grow to thousands when pins hold memory.
+    """
+
+    def __init__(self) -> None:
+        self.front: deque[Request] = deque()
+        self.heap: list[tuple[float, float, int, Request]] = []
+        self.start: dict[int, float] = {}  # session -> arrival of its first call seen here
+
+    def append(self, req: Request) -> None:
+        start = req.arrival if req.session < 0 else self.start.setdefault(req.session, req.arrival)
+        heapq.heappush(self.heap, (start, req.arrival, req.id, req))
+
+    def appendleft(self, req: Request) -> None:
+        self.front.appendleft(req)
+
+    def popleft(self) -> Request:
+        if self.front:
+            return self.front.popleft()
+        return heapq.heappop(self.heap)[3]
+
+    def __getitem__(self, i: int) -> Request:
+        if i != 0:
+            raise IndexError("only the head of the waiting queue can be read")
+        return self.front[0] if self.front else self.heap[0][3]
+
+    def __len__(self) -> int:
+        return len(self.front) + len(self.heap)
+
+    def __iter__(self) -> Iterator[Request]:
+        yield from self.front
+        yield from (entry[3] for entry in sorted(self.heap))
+
+
 @register("scheduler", "continuum", ContinuumSchedulerConfig)
 class ContinuumScheduler(VLLMScheduler):
     def __init__(self, cfg: ContinuumSchedulerConfig, **deps: object) -> None:
         super().__init__(cfg, **deps)  # type: ignore[arg-type]
-        self._start: dict[int, float] = {}  # session -> arrival of its first call seen here
-
-    def _key(self, req: Request) -> tuple[float, float, int]:
-        if req.session < 0:
-            return (req.arrival, req.arrival, req.id)
-        start = self._start.setdefault(req.session, req.arrival)
-        return (start, req.arrival, req.id)
+        self.waiting = ProgramQueue()  # type: ignore[assignment]
 
     def add_request(self, req: Request) -> None:
         req.state = State.WAITING
-        waiting = self.waiting
-        key = self._key(req)
-        # NOTE: scan from the back: new programs' calls (the common case) go last in O(1).
-        i = len(waiting)
-        while i > 0 and waiting[i - 1].preemptions == 0 and self._key(waiting[i - 1]) > key:
-            i -= 1
-        waiting.insert(i, req)
+        self.waiting.append(req)
