@@ -180,7 +180,10 @@ class VLLMScheduler:
         kv = self.kv
         while waiting and budget > 0 and len(running) < self.max_seqs:
             req = waiting[0]
-            m = kv.match(req) if kv is not None and req.computed == 0 else None
+            # NOTE: a request with no prefix ids, no session and no preemption can only miss;
+            # skipping the call keeps prefix caching free for such workloads.
+            m = (kv.match(req) if kv is not None and req.computed == 0
+                 and (req.prefix is not None or req.session >= 0 or req.preemptions) else None)
             if m is not None and m.load_blocks:
                 # Cached below HBM: take the seat and the blocks now, prefill once it lands.
                 if m.pin_blocks + m.load_blocks > pool.free - need:
@@ -296,7 +299,7 @@ class VLLMScheduler:
             req.computed += n
             req.generated += 1
             del self.prefilling[req.id]
-            if self.kv is not None:
+            if self.kv is not None and (req.prefix is not None or req.session >= 0):
                 self.kv.publish(req, now)
             dec.join(req, skip=1)
         b = len(dec)
@@ -345,12 +348,15 @@ class VLLMScheduler:
                 if req.first_token != req.first_token:  # NaN: the first token
                     req.first_token = end
                 del self.prefilling[req.id]
-                if kv is not None:
-                    kv.publish(req, end)
+                uses_kv = kv is not None and (req.prefix is not None or req.session >= 0
+                                              or req.pinned_g > 0)
+                if uses_kv:
+                    kv.publish(req, end)  # type: ignore[union-attr]
                 if req.generated >= req.output_tokens:
                     req.finish = end
                     del self.running[req.id]
-                    self.pool.release(req.blocks if kv is None else kv.release(req, end, True))
+                    self.pool.release(kv.release(req, end, True) if uses_kv  # type: ignore[union-attr]
+                                      else req.blocks)
                     req.blocks = 0
                     req.state = State.FINISHED
                     finished.append(req)
@@ -362,7 +368,7 @@ class VLLMScheduler:
         self.decode.leave(req)
         del self.running[req.id]
         blocks = blocks_for(req.computed, self.block_size) - req.shared
-        if self.kv is not None:
+        if self.kv is not None and (req.prefix is not None or req.session >= 0 or req.pinned_g > 0):
             req.blocks = blocks
             blocks = self.kv.release(req, req.finish, True)
         self.pool.release(blocks)
