@@ -32,7 +32,7 @@ import numpy as np
 from simkv.engine.decode_batch import DecodeBatch
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
-from simkv.kv.manager import KVManager
+from simkv.kv.manager import KVManager, Match
 from simkv.policies.scheduler.interface import SchedulerOutput
 from simkv.registry import register
 
@@ -180,41 +180,68 @@ class VLLMScheduler:
         kv = self.kv
         while waiting and budget > 0 and len(running) < self.max_seqs:
             req = waiting[0]
-            # NOTE: a request with no prefix ids, no session and no preemption can only miss;
-            # skipping the call keeps prefix caching free for such workloads.
-            m = (kv.match(req) if kv is not None and req.computed == 0
-                 and (req.prefix is not None or req.session >= 0 or req.preemptions) else None)
-            if m is not None and m.load_blocks:
-                # Cached below HBM: take the seat and the blocks now, prefill once it lands.
-                if m.pin_blocks + m.load_blocks > pool.free - need:
-                    break
-                waiting.popleft()
-                self._seat(req, now)
-                kv.acquire(req, m, now)  # type: ignore[union-attr]
-                req.state = State.LOADING
-                self.loading[req.id] = req
-                continue
-            if m is not None:
-                hit, shared, pin = len(m.keys) * kv.G, len(m.keys) * kv.gb, m.pin_blocks  # type: ignore[union-attr]
-            else:
-                hit, shared, pin = req.computed, req.shared, 0
-            remaining = req.num_tokens - hit
+            # NOTE: a request with no prefix ids, no session and no preemption can only miss
+            # the prefix cache; skipping the lookup keeps caching free for such workloads.
+            if (kv is not None and req.computed == 0
+                    and (req.prefix is not None or req.session >= 0 or req.preemptions)):
+                m = kv.match(req)
+                if m is not None:
+                    left = self._admit_hit(out, req, m, budget, need, now)
+                    if left is None:
+                        break
+                    budget = left
+                    continue
+            remaining = req.prompt_tokens + req.generated - req.computed
             if remaining > budget and not self.chunked:
                 break
             n = min(remaining, budget)
-            extra = blocks_for(hit + n, bs) - req.blocks - shared
-            if extra + pin > pool.free - need:
+            extra = blocks_for(req.computed + n, bs) - req.blocks
+            if extra > pool.free - need:
                 break
             waiting.popleft()
-            if m is not None:
-                kv.acquire(req, m, now)  # type: ignore[union-attr]
             pool.allocate(extra)
             req.blocks += extra
-            self._seat(req, now)
+            req.state = State.PREFILLING
+            if req.first_scheduled != req.first_scheduled:  # NaN: first admission
+                req.first_scheduled = now
+            running[req.id] = req
             self.prefilling[req.id] = req
             self._add_chunk(out, req, n)
             budget -= n
         return budget
+
+    def _admit_hit(self, out: SchedulerOutput, req: Request, m: Match, budget: int, need: int,
+                   now: float) -> int | None:
+        """Admit the queue's head, which found cached KV; None if it does not fit now."""
+        kv = self.kv
+        assert kv is not None
+        pool = self.pool
+        if m.load_blocks:
+            # Cached below HBM: take the seat and the blocks now, prefill once it lands.
+            if m.pin_blocks + m.load_blocks > pool.free - need:
+                return None
+            self.waiting.popleft()
+            self._seat(req, now)
+            kv.acquire(req, m, now)
+            req.state = State.LOADING
+            self.loading[req.id] = req
+            return budget
+        hit = len(m.keys) * kv.G
+        remaining = req.num_tokens - hit
+        if remaining > budget and not self.chunked:
+            return None
+        n = min(remaining, budget)
+        extra = blocks_for(hit + n, self.block_size) - req.blocks - len(m.keys) * kv.gb
+        if extra + m.pin_blocks > pool.free - need:
+            return None
+        self.waiting.popleft()
+        kv.acquire(req, m, now)
+        pool.allocate(extra)
+        req.blocks += extra
+        self._seat(req, now)
+        self.prefilling[req.id] = req
+        self._add_chunk(out, req, n)
+        return budget - n
 
     def _seat(self, req: Request, now: float) -> None:
         req.state = State.PREFILLING
