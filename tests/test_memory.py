@@ -455,3 +455,20 @@ def test_streaming_kv_from_ssd_is_slower_than_in_storage_attention(tmp_path: Pat
                                          tmp_path / placement).summary["tpot_s"]["p50"]
     # Decode reads the KV at 96 GB/s inside the CSDs against 56 GB/s of NVMe reads (node profile).
     assert 1.2 < tpot["ssd_stream"] / tpot["instinfer"] < 96 / 56 + 0.05
+
+
+def test_lower_tiers_can_evict_by_another_policy() -> None:
+    from simkv.policies.eviction import FIFO, LRU
+
+    wl = _evicting_workload()
+    seen = {}
+
+    def spy(replica) -> None:  # type: ignore[no-untyped-def]
+        kv = replica.scheduler.kv
+        seen["hbm"] = type(kv.hbm.policy)
+        seen["dram"] = type(kv.mem.store("dram", 0).policy)
+
+    run(wl, blocks=300, offload=DramConfig(), memory=MemoryConfig(lower_eviction="fifo"), observer=spy)
+    assert seen == {"hbm": LRU, "dram": FIFO}
+    with pytest.raises(ValueError, match="memory.lower_eviction: unknown eviction 'mru'; valid choices: cost_aware, fifo, lfu, lru"):
+        run(wl, blocks=300, offload=DramConfig(), memory=MemoryConfig(lower_eviction="mru"))

@@ -67,6 +67,8 @@ class MemoryConfig:
     # A node profile of hardware_profiles/nodes/ (without .yaml), or your own file.
     node: str = "dgx_h100"
     node_path: str | None = None
+    # Eviction policy of the tiers below HBM (an `eviction` name); None: the same as HBM's.
+    lower_eviction: str | None = None
     # Per-node capacity given to the KV store, overriding the profile (GiB).
     dram_gib: float | None = None
     ssd_gib: float | None = None

@@ -23,7 +23,7 @@ from simkv.kv.prefix import granule_ids
 from simkv.kv.tiers import load_node_profile
 from simkv.metrics.recorder import Recorder
 from simkv.perf.roofline import CostModel
-from simkv.registry import build, name_of
+from simkv.registry import build, config_for, name_of
 from simkv.workload.base import ArrivalBatch, FollowUp, Workload
 
 
@@ -188,7 +188,13 @@ def build_memory(cfg: SimConfig, env: simpy.Environment, cost: CostModel,
         raise ValueError(f"tool_kv=offload to '{tier}' needs that tier, which offload="
                          f"{name_of(cfg.offload)} does not have (it has: "
                          f"{', '.join(placement.tiers) or 'none'}); choose e.g. offload=dram or offload=ssd")
-    return MemoryHierarchy(env, node, placement, cfg.eviction, topo, granule_bytes,
+    lower = cfg.eviction
+    if cfg.memory.lower_eviction is not None:
+        try:
+            lower = config_for("eviction", cfg.memory.lower_eviction)
+        except KeyError as exc:
+            raise ValueError(f"memory.lower_eviction: {exc.args[0]}") from None
+    return MemoryHierarchy(env, node, placement, lower, topo, granule_bytes,
                            override, recorder.transfer if recorder.transfers is not None else None)
 
 
