@@ -63,6 +63,51 @@ def build_model(attn: str | None) -> Any:
     return model
 
 
+class StepProfiler:
+    """Times every forward pass of the engine (one per iteration) and its batch shape.
+
+    Wraps ``model.forward`` (an instance attribute, so both ``model(...)`` and
+    ``model.forward(...)`` go through it); the end time is taken after a CUDA synchronise so
+    it is the GPU's, not the launch's. Per call: start, end, tokens in the batch, sequences
+    (from ``cu_seq_lens_q`` or ``logits_indices`` when the engine passes them). The gap
+    between one call's end and the next call's start is the engine's host work.
+    """
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self.rows: list[tuple[float, float, int, int]] = []
+        self.shapes: list[dict[str, Any]] = []
+        inner = model.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            tokens = int(ids.shape[-1]) if hasattr(ids, "shape") else -1
+            seqs = -1
+            for key in ("cu_seq_lens_q", "logits_indices"):
+                val = kwargs.get(key)
+                if hasattr(val, "numel"):
+                    seqs = int(val.numel()) - (1 if key == "cu_seq_lens_q" else 0)
+                    break
+            if len(self.shapes) < 3:
+                self.shapes.append({k: (list(v.shape) if hasattr(v, "shape") else type(v).__name__)
+                                    for k, v in kwargs.items()})
+            self.rows.append((t1 - t0, t0, tokens, seqs))
+            return out
+
+        model.forward = forward
+
+    def take(self, t0: float) -> list[dict[str, Any]]:
+        """The calls recorded since the last take, with times relative to ``t0``."""
+        rows, self.rows = self.rows, []
+        return [{"start_s": start - t0, "forward_s": dur, "tokens": tok, "sequences": seqs}
+                for dur, start, tok, seqs in rows]
+
+
 def engine_limits(manager: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     bp = getattr(manager, "batch_processor", None)
@@ -94,11 +139,18 @@ def start_manager(model: Any, cb_kwargs: dict[str, Any]) -> Any:
     return manager
 
 
-def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float) -> list[dict[str, Any]]:
-    """Submit at the arrival times (real time), collect results; times are perf_counter."""
+def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float,
+           steps: list[dict[str, Any]] | None = None,
+           profiler: StepProfiler | None = None) -> list[dict[str, Any]]:
+    """Submit at the arrival times (real time), collect results; times are perf_counter.
+
+    With a ``profiler``, the engine's forward passes during the replay go into ``steps``.
+    """
     submitted: dict[str, float] = {}
     results: dict[str, Any] = {}
     t0 = time.perf_counter() + 0.5
+    if profiler is not None:
+        profiler.take(t0)  # drop what came before
     rng = np.random.default_rng(0)
 
     def collect() -> None:
@@ -118,6 +170,8 @@ def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float) -> 
         submitted[rid] = time.perf_counter()
         manager.add_request(ids, request_id=rid, max_new_tokens=o, record_timestamps=True)
     th.join(timeout=timeout)
+    if profiler is not None and steps is not None:
+        steps.extend(profiler.take(t0))
     rows = []
     for i, (t, p, o) in enumerate(reqs):
         rid = f"r{i}"
@@ -151,6 +205,8 @@ def main() -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=2048)
     ap.add_argument("--num-blocks", type=int, default=0)
     ap.add_argument("--cuda-graph", action="store_true")
+    ap.add_argument("--profile-steps", action="store_true",
+                    help="also time every forward pass (iterations_<load>.csv)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +245,7 @@ def main() -> None:
     info["attention"] = attn
     print(json.dumps(info, indent=1), flush=True)
     model = build_model(attn)
+    profiler = StepProfiler(model) if args.profile_steps else None
     cb = {"max_batch_tokens": args.max_batch_tokens, "use_cuda_graph": args.cuda_graph,
           "block_size": 256}
     if args.num_blocks:
@@ -212,13 +269,21 @@ def main() -> None:
     capacity = args.capacity or info.get("probe", {}).get("saturated_req_per_s", 0.0)
     for load in args.loads:
         rate = load * capacity
-        rows = replay(manager, stream(args.requests, rate, int(load * 1000)), timeout=420)
+        steps: list[dict[str, Any]] = []
+        rows = replay(manager, stream(args.requests, rate, int(load * 1000)), timeout=420,
+                      steps=steps, profiler=profiler)
         import csv
 
         with (out / f"requests_{load:g}.csv").open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
             w.writeheader()
             w.writerows(rows)
+        if profiler is not None:
+            info["forward_kwargs"] = profiler.shapes
+            with (out / f"iterations_{load:g}.csv").open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["start_s", "forward_s", "tokens", "sequences"])
+                w.writeheader()
+                w.writerows(steps)
         done = [r for r in rows if r["status"] != "missing"]
         print(f"load {load}: rate {rate:.2f}/s, {len(done)}/{len(rows)} done", flush=True)
     info["capacity_req_per_s"] = capacity
