@@ -99,19 +99,79 @@ def fit_overheads(folder: Path, light: pd.DataFrame, profile: str) -> tuple[floa
     return best[1], best[2], best[3]
 
 
-def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm_80gb_calibrated")
-           ) -> dict[str, Any]:
+# Context per decoding sequence assumed when pricing a profiled iteration: the streams' mean
+# prompt (~1,000 tokens) plus half a mean output; attention is a small part of these steps.
+PROFILE_CONTEXT = 1100
+
+
+def load_iterations(folder: Path) -> pd.DataFrame:
+    """The engine's profiled forward passes (``hf_replay --profile-steps``), all loads.
+
+    ``step_s`` is a forward pass plus the host gap to the next one: one engine iteration.
+    A step with more tokens than sequences is read as one prefill chunk plus decodes.
+    """
+    frames = []
+    for path in sorted(folder.glob("iterations_*.csv")):
+        d = pd.read_csv(path)
+        d["step_s"] = d["start_s"].shift(-1).fillna(np.inf) - d["start_s"]
+        d["load"] = path.stem.removeprefix("iterations_")
+        frames.append(d.iloc[:-1])  # the last step has no successor
+    if not frames:
+        raise FileNotFoundError(f"no iterations_*.csv in {folder}: run hf_replay --profile-steps")
+    d = pd.concat(frames, ignore_index=True)
+    d["prefill"] = np.where(d["tokens"] > d["sequences"], d["tokens"] - d["sequences"] + 1, 0)
+    d["decodes"] = d["tokens"] - d["prefill"]
+    return d
+
+
+def fit_from_iterations(folder: Path, profile: str) -> tuple[float, float, float]:
+    """Host costs from the engine's own step times: what a step took beyond simkv's GPU time
+    for it, regressed on (1, sequences, prefill tokens) by least squares (non-negative).
+
+    NOTE: fits engine steps, not request latencies: every load's requests stay a prediction.
+    Steps slower than 3x the median (first-time kernel compilation) are left out.
+    """
+    from simkv.entities.hardware import load_profile
+    from simkv.perf.roofline import CostModel
+    from simkv.policies.scheduler.interface import SchedulerOutput
+
+    cfg = engine_config(folder, profile, 0.0, 0.0, 0.0)
+    cost = CostModel(cfg.model, load_profile(profile), engine=cfg.engine)
+    d = load_iterations(folder)
+    d = d[d["step_s"] < 3 * d["step_s"].median()]
+    gpu = []
+    for p, n in zip(d["prefill"], d["decodes"], strict=True):
+        out = SchedulerOutput(prefill_tokens=int(p), num_decodes=int(n), num_sampled=int(n) + (p > 0))
+        if p:
+            out.prefills = [(None, int(p))]  # type: ignore[list-item]
+            out.prefill_attn_pairs = p * (p + 1) / 2
+            out.prefill_kv_tokens = int(p)
+        if n:
+            out.decode_context = (int(n) * PROFILE_CONTEXT,)
+        gpu.append(cost.iteration_time(out))
+    residual = d["step_s"].to_numpy() - np.asarray(gpu)
+    x = np.c_[np.ones(len(d)), d["sequences"].to_numpy(), d["prefill"].to_numpy()]
+    coef, *_ = np.linalg.lstsq(x, residual, rcond=None)
+    a, b, c = (max(0.0, float(v)) for v in coef)
+    return a, b, c
+
+
+def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm_80gb_calibrated"),
+           fit: str = "light") -> dict[str, Any]:
+    """Errors per load for each profile; host costs fitted on the light load's requests
+    (``fit="light"``) or on the engine's profiled steps (``fit="steps"``)."""
     measured = load_measured(folder)
     light = measured[min(measured, key=float)]
     result: dict[str, Any] = {}
     for profile in profiles:
-        a, b, c = fit_overheads(folder, light, profile)
+        a, b, c = (fit_overheads(folder, light, profile) if fit == "light"
+                   else fit_from_iterations(folder, profile))
         rows = {}
         for load, m in measured.items():
             p = predict(m, engine_config(folder, profile, a, b, c))
             rows[load] = {"errors": errors(m, p), "predicted": p, "measured": m}
         result[profile] = {"iteration_overhead_s": a, "per_sequence_overhead_s": b,
-                           "per_prefill_token_overhead_s": c, "loads": rows}
+                           "per_prefill_token_overhead_s": c, "loads": rows, "fit": fit}
     return result
 
 
@@ -123,7 +183,8 @@ def table(result: dict[str, Any]) -> str:
         for load in loads:
             e = r["loads"][load]["errors"]
             cells = [f"{e[m]['median_ape']:.1f}% / {e[m]['p90_ape']:.1f}%" for m in METRICS]
-            fitted = "yes" if load == loads[0] else "no"
+            fitted = ("yes" if load == loads[0] else "no") if r.get("fit", "light") == "light" \
+                else "steps"
             lines.append(f"| {profile} | {load} | {fitted} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -158,8 +219,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("folder")
     ap.add_argument("--plot")
+    ap.add_argument("--fit", choices=("light", "steps"), default="light",
+                    help="host costs from the light load's requests, or from profiled steps")
     args = ap.parse_args()
-    result = report(Path(args.folder))
+    result = report(Path(args.folder), fit=args.fit)
     for profile, r in result.items():
         print(f"{profile}: fitted iteration overhead {r['iteration_overhead_s'] * 1e3:.1f} ms, "
               f"per sequence {r['per_sequence_overhead_s'] * 1e3:.2f} ms, per prefill token "
