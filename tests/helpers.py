@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simkv.engine.replica import Replica
 from simkv.entities.request import Request, State
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, FollowUp, OpenLoop
@@ -117,3 +118,23 @@ class ScriptWorkload:
         context = req.prompt_tokens + req.output_tokens
         return [FollowUp(now + gap, context + int(extra), int(out), req.session, req.turn + 1,
                          shared_tokens=context)]
+
+
+class Checker:
+    """An engine observer: after every run, time never goes back and the replica's
+    invariants (its scheduler's, and through it the KV manager's and the tiers') hold."""
+
+    def __init__(self) -> None:
+        self.last_now = -1.0
+        self.runs = 0
+        self.replicas: dict[int, Replica] = {}
+
+    def __call__(self, replica: Replica) -> None:
+        now = replica.env.now
+        assert now >= self.last_now, "simulated time went back"
+        self.last_now = now
+        replica.scheduler.check_invariants()
+        pool = replica.scheduler.pool
+        assert 0 <= pool.used <= pool.capacity
+        self.runs += 1
+        self.replicas[replica.index] = replica

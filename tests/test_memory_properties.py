@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import simkv
 from simkv.config.schema import ClusterConfig, EngineConfig, KVConfig, MemoryConfig, OutputConfig, SimConfig
-from simkv.engine.replica import Replica
 from simkv.policies.eviction import CostAwareConfig, FIFOConfig, LFUConfig, LRUConfig
 from simkv.policies.offload.placements import (
     ClusterStoreConfig,
@@ -32,26 +31,13 @@ from simkv.policies.router import RoundRobinConfig, SessionAffinityConfig
 from simkv.policies.scheduler import ContinuumSchedulerConfig, VLLMSchedulerConfig
 from simkv.policies.tool_kv import DropConfig, OffloadConfig, TTLPinConfig
 from simkv.workload.agents import AgentWorkloadConfig
+from tests.helpers import Checker
 
 placements = st.sampled_from([NoOffloadConfig(), SwapConfig(), DramConfig(), SsdConfig(), CsdConfig(),
                               WriteThroughConfig(), ClusterStoreConfig()])
 evictions = st.sampled_from([LRUConfig(), LFUConfig(), FIFOConfig(), CostAwareConfig()])
 tool_kvs = st.one_of(st.just(DropConfig()), st.builds(TTLPinConfig, ttl_s=st.sampled_from([None, 0.5, 30.0])),
                      st.just(OffloadConfig(tier="dram")))
-
-
-class Checker:
-    def __init__(self) -> None:
-        self.replicas: dict[int, Replica] = {}
-        self.runs = 0
-
-    def __call__(self, replica: Replica) -> None:
-        replica.scheduler.check_invariants()
-        kv = replica.scheduler.kv
-        if kv is not None:
-            kv.mem.check_invariants()
-        self.replicas[replica.index] = replica
-        self.runs += 1
 
 
 @settings(max_examples=int(os.environ.get("SIMKV_HYPOTHESIS_EXAMPLES", 40)), deadline=None,

@@ -22,7 +22,7 @@ from simkv.engine.replica import Replica
 from simkv.entities.request import State
 from simkv.policies.router import LeastOutstandingConfig, RoundRobinConfig
 from simkv.policies.scheduler import StaticSchedulerConfig, VLLMSchedulerConfig
-from tests.helpers import ListWorkloadConfig
+from tests.helpers import Checker, ListWorkloadConfig
 
 requests = st.lists(
     # Many requests at the same instant stress planning (a batch admitted at once).
@@ -36,23 +36,6 @@ schedulers = st.one_of(
               chunked_prefill=st.booleans()),
     st.builds(StaticSchedulerConfig, max_batch_size=st.integers(1, 8)),
 )
-
-
-class Checker:
-    def __init__(self) -> None:
-        self.last_now = -1.0
-        self.runs = 0
-        self.replicas: dict[int, Replica] = {}
-
-    def __call__(self, replica: Replica) -> None:
-        now = replica.env.now
-        assert now >= self.last_now, "simulated time went back"
-        self.last_now = now
-        replica.scheduler.check_invariants()
-        pool = replica.scheduler.pool
-        assert 0 <= pool.used <= pool.capacity
-        self.runs += 1
-        self.replicas[replica.index] = replica
 
 
 @settings(max_examples=int(os.environ.get("SIMKV_HYPOTHESIS_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])

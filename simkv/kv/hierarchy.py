@@ -86,7 +86,6 @@ class MemoryHierarchy:
             else:
                 self.stores[tier] = [TierStore(tier, granules, build(eviction_cfg), n, self._evicted)
                                      for n in range(self.num_nodes)]
-        self.demoted = 0
 
     # --- stores and paths -----------------------------------------------------------------
     def store(self, tier: str, node: int) -> TierStore:
@@ -122,7 +121,6 @@ class MemoryHierarchy:
             return
         target = self.store(lower, home)
         if target.insert(key, home, now, 1.0):
-            self.demoted += 1
             self.move(self.granule_bytes, [self.read[store.tier, home], self.write[lower, home]],
                       None, f"demote {store.tier}->{lower}")
 

@@ -15,7 +15,7 @@ link each finish at twice their solo time.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import simpy
 
@@ -49,7 +49,6 @@ class Transfer:
     rate: float = 0.0
     end: float = float("nan")
     what: str = ""
-    tags: dict[str, object] = field(default_factory=dict)
 
 
 class Fabric:

@@ -34,8 +34,6 @@ from simkv.kv.stores import HBMCache, TierStore
 from simkv.policies.eviction.interface import EvictionPolicy
 from simkv.policies.tool_kv.interface import Offload, Pin, ToolKVPolicy
 
-_DISK = ("ssd", "csd")
-
 
 @dataclass(slots=True)
 class Match:
@@ -75,6 +73,14 @@ class KVStats:
     pins_expired: int = 0
 
 
+def may_hit(req: Request) -> bool:
+    """Whether the prefix cache can matter to ``req``: ids shared with others (a trace's
+    prefix or a session's context), or KV of its own from before a preemption. For every other
+    request the KV manager's calls are no-ops; the scheduler skips them (it asks per request
+    on the hot path)."""
+    return req.prefix is not None or req.session >= 0 or req.preemptions > 0 or req.pinned_g > 0
+
+
 class KVManager:
     def __init__(self, replica: int, env: simpy.Environment, pool: BlockPool,
                  hierarchy: MemoryHierarchy, policy: EvictionPolicy, tool: ToolKVPolicy,
@@ -94,11 +100,10 @@ class KVManager:
         self.gb = granule_tokens // bs
         self.granule_bytes = granule_bytes
         self.block_bytes = block_bytes
-        # Recompute cost of granule j relative to granule 0 grows with the context it attends
-        # to: 1 + (j + 0.5) * G / recompute_context (the context at which attention FLOPs per
-        # token equal the linear layers').
-        self._cost_slope = granule_tokens / max(recompute_context, 1.0)
-        self.hbm = HBMCache(pool, self.gb, policy, self._hbm_evicted)
+        # Recompute cost of a granule grows with the context it attends to (HBMCache.cost).
+        self.hbm = HBMCache(pool, self.gb, policy, self._hbm_evicted,
+                            cost_slope=granule_tokens / max(recompute_context, 1.0))
+        self.cost = self.hbm.cost
         self.tool = tool
         self.lower = [(t, hierarchy.store(t, self.node)) for t in self.placement.tiers]
         self.on_loaded: Callable[[Request], None] = lambda req: None
@@ -110,9 +115,6 @@ class KVManager:
         # Called when memory was freed outside a plan (a pin expired, an offload landed).
         self.on_freed: Callable[[], None] = lambda: None
         self.stats = KVStats()
-
-    def cost(self, j: int) -> float:
-        return 1.0 + (j + 0.5) * self._cost_slope
 
     # --- 1. admission -------------------------------------------------------------------
     def match(self, req: Request) -> Match | None:
@@ -158,19 +160,7 @@ class KVManager:
         hbm = self.hbm
         # NOTE: pin every HBM hit before allocating for the loads: an allocation may reclaim
         # evictable granules, and those we are about to use must not be among them.
-        # (HBMCache.pin inlined: once per granule of every admitted request.)
-        refs = hbm.refs
-        policy = hbm.policy
-        pinned = 0
-        for key, where in zip(m.keys, m.where, strict=True):
-            if where is None:
-                r = refs[key]
-                if r == 0:
-                    pinned += 1
-                    policy.pin(key)
-                refs[key] = r + 1
-                policy.access(key, now)
-        self.pool.pinned += pinned * self.gb
+        hbm.pin_hits([k for k, where in zip(m.keys, m.where, strict=True) if where is None], now)
         g_tokens = self.G
         groups: dict[tuple[str, int], int] = {}
         hits = {"hbm": 0, "dram": 0, "disk": 0}
@@ -303,7 +293,7 @@ class KVManager:
         preempted request (``finished`` False) is swapped out if the placement swaps.
         """
         if not finished and may_swap and self.placement.swap and self._swap_out(req, now):
-            self._unpin_all(granule_ids(req, req.pinned_g), now)
+            self.hbm.unpin_chain(granule_ids(req, req.pinned_g), now)
         else:
             self.publish(req, now, preempted=not finished)
             decision = None
@@ -312,7 +302,7 @@ class KVManager:
                 self.last_finish[req.session] = now
             keys = granule_ids(req, req.pinned_g)
             if decision is None:
-                self._unpin_all(keys, now)
+                self.hbm.unpin_chain(keys, now)
             elif isinstance(decision, Pin):
                 self._pin_session(req.session, keys, decision.ttl_s, now)
             elif isinstance(decision, Offload):
@@ -320,25 +310,6 @@ class KVManager:
         blocks = req.blocks
         req.blocks = req.shared = req.pinned_g = 0
         return blocks
-
-    def _unpin_all(self, keys: tuple[int, ...], now: float) -> None:
-        # NOTE: deepest granule first, so that LRU evicts a chain from its tail (vLLM frees a
-        # request's blocks in reverse order for the same reason). HBMCache.unpin inlined:
-        # this loop runs once per granule of every finished request.
-        refs = self.hbm.refs
-        admit = self.hbm.policy.admit
-        slope = self._cost_slope
-        released = 0
-        for j in range(len(keys) - 1, -1, -1):
-            key = keys[j]
-            r = refs[key] - 1
-            refs[key] = r
-            if r == 0:
-                released += 1
-                admit(key, now, 1.0 + (j + 0.5) * slope)
-            elif r < 0:
-                raise AssertionError(f"granule {key} unpinned more often than pinned")
-        self.pool.pinned -= released * self.gb
 
     def _swap_out(self, req: Request, now: float) -> bool:
         tokens = req.computed
@@ -382,7 +353,7 @@ class KVManager:
         if pin is None:
             return
         self.stats.pin_block_s += len(pin.keys) * self.gb * (now - pin.since)
-        self._unpin_all(pin.keys, now)
+        self.hbm.unpin_chain(pin.keys, now)
 
     def session_ended(self, session: int, now: float) -> None:
         self.last_finish.pop(session, None)
@@ -410,7 +381,7 @@ class KVManager:
         def landed(_: object, notify: bool = True) -> None:
             t = self.env.now
             self._offload_pins -= len(keys)
-            self._unpin_all(keys, t)
+            self.hbm.unpin_chain(keys, t)
             for k in keys:
                 if k in store.entries:
                     self.hbm.drop(k)  # only if nobody else uses it; the copy lives below
@@ -437,8 +408,10 @@ class KVManager:
             self.mem.move(nbytes, self.mem.path_from_hbm(self.replica, tier), None, "demote")
 
     def check_invariants(self, running: list[Request]) -> None:
-        """Recount pins from their owners: running requests and tool-call pins."""
+        """Recount pins from their owners (running requests, tool-call pins), and check the
+        tiers below."""
         self.hbm.check_invariants()
+        self.mem.check_invariants()
         owners: dict[int, int] = {}
         for r in running:
             if r.shared != r.pinned_g * self.gb:

@@ -37,11 +37,12 @@ class HBMCache:
     """
 
     def __init__(self, pool: BlockPool, gblocks: int, policy: EvictionPolicy,
-                 on_evict: Callable[[list[int]], None]) -> None:
+                 on_evict: Callable[[list[int]], None], cost_slope: float = 0.0) -> None:
         self.pool = pool
         self.gb = gblocks
         self.policy = policy
         self.on_evict = on_evict
+        self.cost_slope = cost_slope
         self.refs: dict[int, int] = {}
         self.stats = TierStats()
         pool.reclaim = self._reclaim
@@ -52,6 +53,12 @@ class HBMCache:
     def __len__(self) -> int:
         return len(self.refs)
 
+    def cost(self, j: int) -> float:
+        """Recompute cost of the granule at position j, relative to granule 0: it attends to
+        more context the deeper it is (``cost_slope`` = granule tokens / the context at which
+        a token's attention FLOPs equal its linear FLOPs)."""
+        return 1.0 + (j + 0.5) * self.cost_slope
+
     def pin(self, key: int) -> None:
         r = self.refs[key]
         if r == 0:
@@ -59,14 +66,38 @@ class HBMCache:
             self.policy.pin(key)
         self.refs[key] = r + 1
 
-    def unpin(self, key: int, now: float, cost: float) -> None:
-        r = self.refs[key] - 1
-        self.refs[key] = r
-        if r == 0:
-            self.pool.pinned -= self.gb
-            self.policy.admit(key, now, cost)
-        elif r < 0:
-            raise AssertionError(f"granule {key} unpinned more often than pinned")
+    def pin_hits(self, keys: list[int], now: float) -> None:
+        """Pin granules a request found here (each also counts as an access)."""
+        # NOTE: pin() inlined, the pool updated once: this runs per granule of every hit.
+        refs, policy = self.refs, self.policy
+        newly = 0
+        for key in keys:
+            r = refs[key]
+            if r == 0:
+                newly += 1
+                policy.pin(key)
+            refs[key] = r + 1
+            policy.access(key, now)
+        self.pool.pinned += newly * self.gb
+
+    def unpin_chain(self, keys: tuple[int, ...], now: float) -> None:
+        """Release one pin on each granule of a chain (``keys[j]`` at position j).
+
+        NOTE: deepest granule first, so that LRU evicts a chain from its tail (vLLM frees a
+        request's blocks in reverse order for the same reason); the pool is updated once.
+        """
+        refs, admit = self.refs, self.policy.admit
+        released = 0
+        for j in range(len(keys) - 1, -1, -1):
+            key = keys[j]
+            r = refs[key] - 1
+            refs[key] = r
+            if r == 0:
+                released += 1
+                admit(key, now, self.cost(j))
+            elif r < 0:
+                raise AssertionError(f"granule {key} unpinned more often than pinned")
+        self.pool.pinned -= released * self.gb
 
     def adopt(self, key: int) -> None:
         """The caller's private blocks of one granule become this cached granule, pinned once."""

@@ -143,7 +143,6 @@ def fit_from_iterations(folder: Path, profile: str) -> tuple[float, float, float
     for p, n in zip(d["prefill"], d["decodes"], strict=True):
         out = SchedulerOutput(prefill_tokens=int(p), num_decodes=int(n), num_sampled=int(n) + (p > 0))
         if p:
-            out.prefills = [(None, int(p))]  # type: ignore[list-item]
             out.prefill_attn_pairs = p * (p + 1) / 2
             out.prefill_kv_tokens = int(p)
         if n:

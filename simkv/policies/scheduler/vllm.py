@@ -32,7 +32,7 @@ import numpy as np
 from simkv.engine.decode_batch import DecodeBatch
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
-from simkv.kv.manager import KVManager, Match
+from simkv.kv.manager import KVManager, Match, may_hit
 from simkv.policies.scheduler.interface import SchedulerOutput
 from simkv.registry import register
 
@@ -180,10 +180,7 @@ class VLLMScheduler:
         kv = self.kv
         while waiting and budget > 0 and len(running) < self.max_seqs:
             req = waiting[0]
-            # NOTE: a request with no prefix ids, no session and no preemption can only miss
-            # the prefix cache; skipping the lookup keeps caching free for such workloads.
-            if (kv is not None and req.computed == 0
-                    and (req.prefix is not None or req.session >= 0 or req.preemptions)):
+            if kv is not None and req.computed == 0 and may_hit(req):
                 m = kv.match(req)
                 if m is not None:
                     left = self._admit_hit(out, req, m, budget, need, now)
@@ -201,10 +198,7 @@ class VLLMScheduler:
             waiting.popleft()
             pool.allocate(extra)
             req.blocks += extra
-            req.state = State.PREFILLING
-            if req.first_scheduled != req.first_scheduled:  # NaN: first admission
-                req.first_scheduled = now
-            running[req.id] = req
+            self._seat(req, now)
             self.prefilling[req.id] = req
             self._add_chunk(out, req, n)
             budget -= n
@@ -326,7 +320,7 @@ class VLLMScheduler:
             req.computed += n
             req.generated += 1
             del self.prefilling[req.id]
-            if self.kv is not None and (req.prefix is not None or req.session >= 0):
+            if self.kv is not None and may_hit(req):
                 self.kv.publish(req, now)
             dec.join(req, skip=1)
         b = len(dec)
@@ -375,8 +369,7 @@ class VLLMScheduler:
                 if req.first_token != req.first_token:  # NaN: the first token
                     req.first_token = end
                 del self.prefilling[req.id]
-                uses_kv = kv is not None and (req.prefix is not None or req.session >= 0
-                                              or req.pinned_g > 0)
+                uses_kv = kv is not None and may_hit(req)
                 if uses_kv:
                     kv.publish(req, end)  # type: ignore[union-attr]
                 if req.generated >= req.output_tokens:
@@ -395,7 +388,7 @@ class VLLMScheduler:
         self.decode.leave(req)
         del self.running[req.id]
         blocks = blocks_for(req.computed, self.block_size) - req.shared
-        if self.kv is not None and (req.prefix is not None or req.session >= 0 or req.pinned_g > 0):
+        if self.kv is not None and may_hit(req):
             req.blocks = blocks
             blocks = self.kv.release(req, req.finish, True)
         self.pool.release(blocks)
