@@ -126,3 +126,60 @@ def test_linear_fast_path_equals_the_operator_sum(tp: int) -> None:
         ops = [o for o in cost.layer_operators(tokens) if not o.name.startswith("attn")]
         expected = cost.layers * (sum(o.seconds for o in ops) + 2 * cost._allreduce_s(tokens))
         assert cost.linear_s(tokens) == pytest.approx(expected, rel=1e-12)
+
+
+DENSE = EngineConfig(iteration_overhead_s=0.0, per_sequence_overhead_s=0.0,
+                     kv_padding_tokens=1000, padded_kv_token_s=1e-6,
+                     padded_kv_query_token_s=1e-9, per_context_token_overhead_s=1e-8)
+
+
+def test_dense_padded_attention_steps_at_the_padding_interval() -> None:
+    """transformers' paged SDPA under CUDA graphs: attention follows the cached KV padded to
+    the interval (one interval at least), not each sequence's context."""
+    cost = CostModel(TOY, gpu(1e12, 1e9), engine=DENSE)
+    plain = CostModel(TOY, gpu(1e12, 1e9), engine=NO_OVERHEAD)
+
+    def decode(ctx: int) -> float:
+        return cost.iteration_time(SchedulerOutput(num_decodes=4, decode_context=(ctx,),
+                                                   num_sampled=4))
+
+    # 4 decodes whose past is 996 tokens (ctx 1000 with the new ones): one interval;
+    # a past of 1001: two.
+    one, two = decode(1000), decode(1005)
+    assert two - one == pytest.approx(1000 * (1e-6 + 4 * 1e-9) + 5 * 1e-8)
+    # Within an interval only the host's per-token cost grows.
+    assert decode(900) - decode(500) == pytest.approx(400 * 1e-8)
+    # Nothing cached still reads one padded interval.
+    out = SchedulerOutput(prefill_tokens=100, prefill_kv_tokens=100, prefill_attn_pairs=5050,
+                          num_sampled=1)
+    linear = plain.linear_s(100) + plain.sample_s(1)
+    assert cost.iteration_time(out) == pytest.approx(
+        linear + 1000 * (1e-6 + 100 * 1e-9) + 100 * 1e-8)
+
+
+@pytest.mark.parametrize("k", [4, 100])  # the short-run loop and the vectorised path
+def test_dense_decode_run_matches_single_iterations(k: int) -> None:
+    cost = CostModel(TOY, gpu(1e12, 1e9), engine=DENSE)
+    ctx = range(900, 900 + 8 * k, 8)
+    run = cost.decode_run_times(8, ctx, 8)
+    single = [cost.iteration_time(SchedulerOutput(num_decodes=8, decode_context=(c,),
+                                                  num_sampled=8)) for c in ctx]
+    np.testing.assert_allclose(run, single, rtol=1e-12)
+    assert len({round(t, 12) for t in single}) > 1  # the run crosses an interval
+
+
+def test_negative_kv_padding_is_refused() -> None:
+    with pytest.raises(ValueError, match="kv_padding_tokens"):
+        CostModel(TOY, gpu(1e12, 1e9), engine=EngineConfig(kv_padding_tokens=-1))
+
+
+@pytest.mark.parametrize("k", [4, 100])
+def test_host_cost_per_context_token_in_decode_runs(k: int) -> None:
+    eng = EngineConfig(iteration_overhead_s=0.0, per_sequence_overhead_s=0.0,
+                       per_context_token_overhead_s=1e-8)
+    cost = CostModel(TOY, gpu(1e12, 1e9), engine=eng)
+    plain = CostModel(TOY, gpu(1e12, 1e9), engine=NO_OVERHEAD)
+    ctx = range(900, 900 + 8 * k, 8)
+    run = np.asarray(cost.decode_run_times(8, ctx, 8))
+    np.testing.assert_allclose(run - np.asarray(plain.decode_run_times(8, ctx, 8)),
+                               np.asarray(ctx) * 1e-8, rtol=1e-9, atol=1e-15)

@@ -86,6 +86,17 @@ class EngineConfig:
     # Host time per prefill token (input preparation, eager per-token work); 0 for engines
     # whose prefill is GPU-bound. Fitted per engine by validation.
     per_prefill_token_overhead_s: float = 0.0
+    # Host time per KV token a step reads (engines that build their KV read index token by
+    # token in Python: transformers' continuous batching). Fitted by validation.
+    per_context_token_overhead_s: float = 0.0
+    # Dense padded attention: engines that attend through one masked SDPA call over the whole
+    # batch's KV, padded to a multiple of kv_padding_tokens for CUDA graphs (transformers'
+    # paged|sdpa, kv_padding_interval_size 16384). 0 = per-sequence attention priced by the
+    # roofline. Otherwise attention per step is padded KV x (padded_kv_token_s + query tokens
+    # x padded_kv_query_token_s), all layers, measured on the engine's steps (validation).
+    kv_padding_tokens: int = 0
+    padded_kv_token_s: float = 0.0
+    padded_kv_query_token_s: float = 0.0
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = 4096
     # Raise LivelockError after this many consecutive iterations with no request finishing.

@@ -95,6 +95,11 @@ class CostModel:
             self._dattn_c, self._dattn_m, self._dq_m = self._attn_c, self._attn_m, self._q_m
         # Seconds per token whose new KV must be written outside HBM (0 on a GPU).
         self._kv_write_s = 0.0
+        e = self.engine
+        if e.kv_padding_tokens < 0:
+            raise ValueError(f"engine.kv_padding_tokens must be >= 0, got {e.kv_padding_tokens}")
+        self._dense_pad = e.kv_padding_tokens
+        self._ctx_host_s = e.per_context_token_overhead_s
         self._sample_cache: dict[int, float] = {}
 
     # --- operator building blocks -----------------------------------------------------------
@@ -244,10 +249,26 @@ class CostModel:
         return self._roof("attn_prefill", flops, nbytes, tokens, "attention_compute",
                           "attention_memory").seconds
 
+    def dense_attention_s(self, kv_tokens: float, q_tokens: int) -> float:
+        """One step's attention, all layers, for an engine that attends over the batch's KV
+        padded to a multiple of ``engine.kv_padding_tokens`` in one masked call: its time
+        follows the padded length (a step function of the context), not each sequence's."""
+        e, pad = self.engine, self._dense_pad
+        # transformers pads the KV already cached (not the step's new tokens), one interval
+        # at least: max(1, ceil(past / pad)) intervals (pad_to_interval in its utils.py)
+        padded = max(1.0, -(-(kv_tokens - q_tokens) // pad)) * pad
+        return padded * (e.padded_kv_token_s + q_tokens * e.padded_kv_query_token_s)
+
     # --- public API ---------------------------------------------------------------------
     def iteration_time(self, out: SchedulerOutput) -> float:
         """Seconds of one iteration (prefill chunks and/or decodes)."""
         tokens = out.prefill_tokens + out.num_decodes
+        if self._dense_pad:
+            kv = out.prefill_kv_tokens + (float(out.decode_context[0]) if out.num_decodes else 0.0)
+            return (self.linear_s(tokens) + self.sample_s(out.num_sampled)
+                    + self.dense_attention_s(kv, tokens) + self._ctx_host_s * kv
+                    + self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+                    + tokens * self._kv_write_s)
         attn = 0.0
         if out.prefill_tokens:
             attn += self._prefill_attention_s(out.prefill_attn_pairs, out.prefill_kv_tokens,
@@ -258,7 +279,9 @@ class CostModel:
                 attn += max(ctx * self._dattn_c, ctx * self._dattn_m + b * self._dq_m)
             else:
                 attn += self._decode_attention(b, ctx).seconds
-        host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+        host = (self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+                + self._ctx_host_s * (out.prefill_kv_tokens
+                                      + (float(out.decode_context[0]) if out.num_decodes else 0.0)))
         if self._kv_write_s:
             host += tokens * self._kv_write_s
         return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
@@ -274,6 +297,8 @@ class CostModel:
         if self._kv_write_s:
             base += decodes * self._kv_write_s
         layers = self.layers
+        if self._dense_pad or self._ctx_host_s:
+            return self._decode_run_engine(base, decodes, context)
         if self._const_dattn and len(context) <= SHORT_RUN:
             # NOTE: plain Python beats numpy's per-call overhead for short runs, the common
             # case at moderate load; same expression as iteration_time, so same floats.
@@ -294,6 +319,33 @@ class CostModel:
             attn = np.maximum(ctx * (4.0 * m.head_dim * self.heads) / (self.flops_peak * ceff),
                               nbytes / (self.bw_peak * meff))
         return base + layers * attn
+
+    def _decode_run_engine(self, base: float, decodes: int, context: Sequence[int]
+                           ) -> Sequence[float]:
+        """Decode run priced with the engine's measured terms: dense padded attention
+        and/or host time per context token (same expressions as ``iteration_time``)."""
+        if len(context) <= SHORT_RUN:
+            return [self._engine_decode_s(base, decodes, float(c)) for c in context]
+        ctx = np.asarray(context, dtype=np.float64)
+        e = self.engine
+        if self._dense_pad:
+            pad = self._dense_pad
+            padded = np.maximum(1.0, np.ceil((ctx - decodes) / pad)) * pad
+            attn = padded * (e.padded_kv_token_s + decodes * e.padded_kv_query_token_s)
+        else:
+            attn = self.layers * np.asarray([self._decode_attention(decodes, c).seconds
+                                             for c in ctx])
+        return base + attn + self._ctx_host_s * ctx
+
+    def _engine_decode_s(self, base: float, decodes: int, ctx: float) -> float:
+        if self._dense_pad:
+            attn = self.dense_attention_s(ctx, decodes)
+        elif self._const_dattn:
+            attn = self.layers * max(ctx * self._dattn_c, ctx * self._dattn_m
+                                     + decodes * self._dq_m)
+        else:
+            attn = self.layers * self._decode_attention(decodes, ctx).seconds
+        return base + attn + self._ctx_host_s * ctx
 
     def run_times(self, out: SchedulerOutput) -> Sequence[float] | float:
         """Durations of the iterations planned in ``out`` (a float for a single one)."""
