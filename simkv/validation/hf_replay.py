@@ -64,48 +64,85 @@ def build_model(attn: str | None) -> Any:
 
 
 class StepProfiler:
-    """Times every forward pass of the engine (one per iteration) and its batch shape.
+    """Times every step of the engine's generation loop and records its batch shape.
 
-    Wraps ``model.forward`` (an instance attribute, so both ``model(...)`` and
-    ``model.forward(...)`` go through it); the end time is taken after a CUDA synchronise so
-    it is the GPU's, not the launch's. Per call: start, end, tokens in the batch, sequences
-    (from ``cu_seq_lens_q`` or ``logits_indices`` when the engine passes them). The gap
-    between one call's end and the next call's start is the engine's host work.
+    Patches three methods of transformers' continuous batching (5.x) at class level, before
+    the manager starts: the FIFO scheduler's ``schedule_batch`` (the step's start and its
+    batch: sequences, query tokens before padding, KV tokens read), the batch processor's
+    ``_generation_step`` (forward, sampling; a CUDA-graph replay when graphs are on) and its
+    ``update_batch`` (the host reads the new tokens, which waits for the GPU, and updates
+    every request). Hooking the loop rather than ``model.forward`` sees graph replays too,
+    and splits a step into host preparation, launch and GPU, and host update.
     """
 
-    def __init__(self, model: Any) -> None:
-        import torch
+    def __init__(self) -> None:
+        from transformers.generation.continuous_batching.continuous_api import (
+            ContinuousBatchProcessor,
+        )
+        from transformers.generation.continuous_batching.input_outputs import (
+            ContinuousBatchingIOs,
+        )
+        from transformers.generation.continuous_batching.scheduler import FIFOScheduler
 
-        self.rows: list[tuple[float, float, int, int]] = []
-        self.shapes: list[dict[str, Any]] = []
-        inner = model.forward
+        self.rows: list[dict[str, float]] = []
+        self._open: dict[str, float] | None = None
+        prof = self
+        schedule, step, update = (FIFOScheduler.schedule_batch,
+                                  ContinuousBatchProcessor._generation_step,
+                                  ContinuousBatchProcessor.update_batch)
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
+        def schedule_batch(sched: Any, *args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            res = schedule(sched, *args, **kwargs)
+            reqs, _fast, q_tokens, kv_read = res
+            if reqs:
+                prof._open = {"schedule_t": t, "sequences": len(reqs), "tokens": q_tokens,
+                              "kv_read": kv_read}
+            return res
+
+        def generation_step(bp: Any, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
-            out = inner(*args, **kwargs)
-            torch.cuda.synchronize()
-            t1 = time.perf_counter()
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            tokens = int(ids.shape[-1]) if hasattr(ids, "shape") else -1
-            seqs = -1
-            for key in ("cu_seq_lens_q", "logits_indices"):
-                val = kwargs.get(key)
-                if hasattr(val, "numel"):
-                    seqs = int(val.numel()) - (1 if key == "cu_seq_lens_q" else 0)
-                    break
-            if len(self.shapes) < 3:
-                self.shapes.append({k: (list(v.shape) if hasattr(v, "shape") else type(v).__name__)
-                                    for k, v in kwargs.items()})
-            self.rows.append((t1 - t0, t0, tokens, seqs))
+            out = step(bp, *args, **kwargs)
+            if prof._open is not None:
+                prof._open.update(compute_t=t0, launched_t=time.perf_counter())
             return out
 
-        model.forward = forward
+        def update_batch(bp: Any, *args: Any, **kwargs: Any) -> Any:
+            out = update(bp, *args, **kwargs)
+            row, prof._open = prof._open, None
+            if row is not None and "compute_t" in row:
+                row["updated_t"] = time.perf_counter()
+                prof.rows.append(row)
+            return out
+
+        set_graph = ContinuousBatchingIOs.set_graph
+
+        def set_graph_marked(io: Any, *args: Any, **kwargs: Any) -> Any:
+            if prof._open is not None:  # this step recorded a CUDA graph: not a steady step
+                prof._open["captured"] = 1
+            return set_graph(io, *args, **kwargs)
+
+        ContinuousBatchingIOs.set_graph = set_graph_marked
+        FIFOScheduler.schedule_batch = schedule_batch
+        ContinuousBatchProcessor._generation_step = generation_step
+        ContinuousBatchProcessor.update_batch = update_batch
 
     def take(self, t0: float) -> list[dict[str, Any]]:
-        """The calls recorded since the last take, with times relative to ``t0``."""
+        """The steps recorded since the last take, with times relative to ``t0``.
+
+        ``start_s`` is when the step's forward was launched; ``prepare_s`` the host work
+        before it (scheduling, input tensors), ``forward_s`` launch to updated requests;
+        within it ``step_call_s`` is the engine's step call (forward and sampling; it waits
+        for the GPU when the engine runs on a CUDA stream, with graphs) and the rest is the
+        host reading the tokens and updating every request.
+        """
         rows, self.rows = self.rows, []
-        return [{"start_s": start - t0, "forward_s": dur, "tokens": tok, "sequences": seqs}
-                for dur, start, tok, seqs in rows]
+        return [{"start_s": r["compute_t"] - t0, "prepare_s": r["compute_t"] - r["schedule_t"],
+                 "forward_s": r["updated_t"] - r["compute_t"],
+                 "step_call_s": r["launched_t"] - r["compute_t"], "tokens": int(r["tokens"]),
+                 "sequences": int(r["sequences"]), "kv_read": int(r["kv_read"]),
+                 "captured": int(r.get("captured", 0))}
+                for r in rows]
 
 
 def engine_limits(manager: Any) -> dict[str, Any]:
@@ -122,7 +159,7 @@ def engine_limits(manager: Any) -> dict[str, Any]:
     return {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in out.items()}
 
 
-def start_manager(model: Any, cb_kwargs: dict[str, Any]) -> Any:
+def make_manager(model: Any, cb_kwargs: dict[str, Any]) -> Any:
     from transformers import GenerationConfig
 
     gc = GenerationConfig(max_new_tokens=128, do_sample=False, eos_token_id=-1, pad_token_id=0)
@@ -135,7 +172,6 @@ def start_manager(model: Any, cb_kwargs: dict[str, Any]) -> Any:
                                                  continuous_batching_config=cbc)
     except (ImportError, TypeError):
         manager = model.init_continuous_batching(generation_config=gc)
-    manager.start()
     return manager
 
 
@@ -193,8 +229,21 @@ def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float,
             "collected_s": got - t0, "n_stamps": len(stamps),
             "created_s": float(getattr(r, "created_time", float("nan"))) - t0,
             "status": str(getattr(r, "status", "")),
+            # every token's time (ms after t0): the engine's step ends, also when its forward
+            # passes run as CUDA graphs that a forward wrapper cannot see
+            "stamps_ms": " ".join(f"{(x - t0) * 1e3:.2f}" for x in stamps),
         })
     return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r})
+                           or ["start_s", "forward_s", "tokens", "sequences"])
+        w.writeheader()
+        w.writerows(rows)
 
 
 def main() -> None:
@@ -208,6 +257,16 @@ def main() -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=2048)
     ap.add_argument("--num-blocks", type=int, default=0)
     ap.add_argument("--cuda-graph", action="store_true")
+    ap.add_argument("--async-batching", action="store_true")
+    ap.add_argument("--warm-requests", type=int, default=0,
+                    help="before measuring, replay this many requests at each load (other draws)")
+    ap.add_argument("--warm-plan", nargs="*", default=[], metavar="LOAD:REQUESTS",
+                    help="warm-up replays before measuring, e.g. 1.2:60 3:60 (other draws)")
+    ap.add_argument("--warm-bursts", type=int, default=0,
+                    help="closed bursts of 64 requests replayed before measuring")
+    ap.add_argument("--compile-level", type=int, default=0)
+    ap.add_argument("--q-pad", type=int, default=0, help="q_padding_interval_size (0: default)")
+    ap.add_argument("--kv-pad", type=int, default=0, help="kv_padding_interval_size (0: default)")
     ap.add_argument("--profile-steps", action="store_true",
                     help="also time every forward pass (iterations_<load>.csv)")
     args = ap.parse_args()
@@ -248,45 +307,58 @@ def main() -> None:
     info["attention"] = attn
     print(json.dumps(info, indent=1), flush=True)
     model = build_model(attn)
-    profiler = StepProfiler(model) if args.profile_steps else None
+    profiler = StepProfiler() if args.profile_steps else None
     cb = {"max_batch_tokens": args.max_batch_tokens, "use_cuda_graph": args.cuda_graph,
-          "block_size": 256}
+          "block_size": 256, "use_async_batching": args.async_batching,
+          "default_compile_level": args.compile_level}
+    if args.q_pad:
+        cb["q_padding_interval_size"] = args.q_pad
+    if args.kv_pad:
+        cb["kv_padding_interval_size"] = args.kv_pad
     if args.num_blocks:
         cb["num_blocks"] = args.num_blocks
-    manager = start_manager(model, cb)
+    manager = make_manager(model, cb)
+    manager.start()
     time.sleep(1.0)
     info.update(engine_limits(manager))
     info["cb_config"] = cb
     print(json.dumps(info, indent=1), flush=True)
     # Warm-up: a few requests (kernels compile, allocator settles).
     replay(manager, stream(8, 50.0, 99), timeout=120)
+    for _ in range(args.warm_bursts):  # with CUDA graphs: record the common shapes' graphs
+        replay(manager, stream(64, 1000.0, 7), timeout=300, ids_seed=7 + _)
     if args.probe:
         t = time.perf_counter()
-        rows = replay(manager, stream(64, 1000.0, 1), timeout=300, ids_seed=10**6)  # a closed burst
+        steps_probe: list[dict[str, Any]] = []
+        rows = replay(manager, stream(64, 1000.0, 1), timeout=300, steps=steps_probe,
+                      profiler=profiler, ids_seed=10**6)  # a closed burst
         span = time.perf_counter() - t
+        write_csv(out / "requests_probe.csv", rows)
+        if profiler is not None:
+            write_csv(out / "iterations_probe.csv", steps_probe)
         done = [r for r in rows if r["status"] != "missing"]
         info["probe"] = {"requests": len(done), "wall_s": span,
                          "saturated_req_per_s": len(done) / span, "first_row": rows[0]}
         (out / "probe.json").write_text(json.dumps(info, indent=1, default=str))
         print(json.dumps(info["probe"], indent=1, default=str), flush=True)
     capacity = args.capacity or info.get("probe", {}).get("saturated_req_per_s", 0.0)
+    # Warm the engine with traffic like the measured one but other draws: with CUDA graphs,
+    # every new (query, KV, longest sequence) shape records a graph (~0.1-0.3 s) on first
+    # sight, a start-up cost of the engine that a long-running server has paid.
+    plan = [(load, args.warm_requests) for load in args.loads] if args.warm_requests else []
+    plan += [(float(a), int(b)) for a, b in (x.split(":") for x in args.warm_plan)]
+    for i, (load, n) in enumerate(plan):
+        replay(manager, stream(n, load * capacity, 500 + 17 * i + int(load * 1000)),
+               timeout=420, profiler=profiler, ids_seed=500 + 17 * i + int(load * 1000))
+    info["warm_plan"] = plan
     for load in args.loads:
         rate = load * capacity
         steps: list[dict[str, Any]] = []
         rows = replay(manager, stream(args.requests, rate, int(load * 1000)), timeout=420,
                       steps=steps, profiler=profiler, ids_seed=1 + int(load * 1000))
-        import csv
-
-        with (out / f"requests_{load:g}.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(out / f"requests_{load:g}.csv", rows)
         if profiler is not None:
-            info["forward_kwargs"] = profiler.shapes
-            with (out / f"iterations_{load:g}.csv").open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["start_s", "forward_s", "tokens", "sequences"])
-                w.writeheader()
-                w.writerows(steps)
+            write_csv(out / f"iterations_{load:g}.csv", steps)
         done = [r for r in rows if r["status"] != "missing"]
         print(f"load {load}: rate {rate:.2f}/s, {len(done)}/{len(rows)} done", flush=True)
     info["capacity_req_per_s"] = capacity
