@@ -10,7 +10,14 @@ trace's published percentiles, outputs capped to keep a call short); per request
 records submission, first-token and completion times on ``time.perf_counter``, and the
 engine's own KV and batch limits, so simkv can be configured with exactly those.
 
-Writes ``requests_<load>.csv``, ``engine.json`` and, with ``--probe``, ``probe.json``.
+Writes ``requests_<load>.csv`` (with every token's time, ``stamps_ms``), ``engine.json`` and,
+with ``--probe``, ``probe.json`` and the burst's requests; with ``--profile-steps``,
+``iterations_<load>.csv``: every step of the engine's loop, its batch and KV read, and
+whether it recorded a CUDA graph. The validation of docs/VALIDATION.md ran
+
+    python -m simkv.validation.hf_replay --out DIR --capacity 3.38 --cuda-graph --warm-bursts 1 \
+        --warm-plan 0.2:20 0.5:30 1.2:60 1.2:60 3:60 3:60 --profile-steps \
+        --loads 0.2 0.5 1.2 3 --requests 60
 """
 
 from __future__ import annotations
