@@ -1,14 +1,16 @@
 """Compare simkv's predictions with measurements of a real serving engine, request by request.
 
-    python -m simkv.validation.compare validation/hf_h100_2026-11-25 [--plot docs/img/validation.png]
+    simkv-validate validation/hf_h100_2026-11-25_cudagraph_warm2 [--plot docs/img/validation.png]
 
-The engine is modelled as a simkv configuration: the engine's own KV block count, block size
-and token budget (read from its ``engine.json``), chunked-prefill continuous batching, and two
-host-side costs (per iteration and per sequence) fitted by a grid search on the *light* load
-only; the other loads are predictions. Errors are absolute percentage errors per request of
-TTFT, TPOT and E2E, summarised by their median and 90th percentile.
+The engine is modelled as a simkv configuration: its own KV block count, block size and token
+budget (read from its ``engine.json``), chunked-prefill continuous batching, its KV padding
+(CUDA graphs), and engine costs beyond the GPU roofline. Those costs are fitted on the
+engine's profiled steps (``iterations_*.csv``, ``--fit steps``): host time per step, per
+sequence, per prefill token and per KV token read, and the dense padded attention of
+transformers' paged SDPA; without step profiles, on the light load's requests. No request
+latency is fitted with step profiles: every load is a prediction. Errors are absolute
+percentage errors per request of TTFT, TPOT and E2E, summarised by median and 90th percentile.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -40,6 +42,8 @@ METRICS = ("ttft", "tpot", "e2e")
 def load_measured(folder: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for path in sorted(folder.glob("requests_*.csv")):
+        if path.stem == "requests_probe":  # the closed burst that measured the capacity
+            continue
         d = pd.read_csv(path)
         d = d[d["status"] != "missing"].sort_values("id").reset_index(drop=True)
         d["ttft"] = d["first_token_s"] - d["arrival_s"]
@@ -49,10 +53,27 @@ def load_measured(folder: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def engine_config(folder: Path, profile: str, overhead_s: float, per_seq_s: float,
-                  per_prefill_token_s: float = 0.0) -> SimConfig:
+# transformers 5.17's kv_padding_interval_size when CUDA graphs are on and none is given
+# (generation/continuous_batching/initialization.py: 64 blocks of 256 tokens).
+TRANSFORMERS_KV_PADDING = 16384
+
+
+def engine_kv_padding(folder: Path) -> int:
+    """The KV padding of the engine's steps: with CUDA graphs, transformers pads the KV a
+    step reads to a multiple of its interval (one graph per padded shape); eager, none."""
+    cb = json.loads((folder / "engine.json").read_text()).get("cb_config", {})
+    if not cb.get("use_cuda_graph") and not cb.get("default_compile_level"):
+        return 0
+    return int(cb.get("kv_padding_interval_size") or TRANSFORMERS_KV_PADDING)
+
+
+def engine_config(folder: Path, profile: str, engine: EngineConfig | None = None) -> SimConfig:
+    """The engine as a simkv configuration: its own KV blocks, block size and token budget
+    (from ``engine.json``), its KV padding, and the host and attention costs in ``engine``."""
     e = json.loads((folder / "engine.json").read_text())
     budget = int(e["PagedAttentionCache.max_batch_tokens"])
+    engine = engine or EngineConfig()
+    engine = dataclasses.replace(engine, kv_padding_tokens=engine_kv_padding(folder))
     return SimConfig(
         hardware=HardwareConfig(profile=profile),
         cluster=ClusterConfig(replicas=1),
@@ -62,8 +83,7 @@ def engine_config(folder: Path, profile: str, overhead_s: float, per_seq_s: floa
                                       chunked_prefill=True),
         router=RoundRobinConfig(),
         workload=TraceWorkloadConfig(path="", rebase=False),
-        engine=EngineConfig(iteration_overhead_s=overhead_s, per_sequence_overhead_s=per_seq_s,
-                            per_prefill_token_overhead_s=per_prefill_token_s),
+        engine=engine,
         output=OutputConfig(plot=False, progress=False),
     )
 
@@ -85,18 +105,24 @@ def errors(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, dict[st
     return out
 
 
-def fit_overheads(folder: Path, light: pd.DataFrame, profile: str) -> tuple[float, float, float]:
+def host_costs(a: float, b: float, c: float = 0.0) -> EngineConfig:
+    return EngineConfig(iteration_overhead_s=a, per_sequence_overhead_s=b,
+                        per_prefill_token_overhead_s=c)
+
+
+def fit_overheads(folder: Path, light: pd.DataFrame, profile: str) -> EngineConfig:
     """Grid search of the host costs (per iteration, per sequence, per prefill token)
     minimising the light load's median TPOT and TTFT errors (the one load used for fitting)."""
-    best = (np.inf, 0.0, 0.0, 0.0)
+    best = (np.inf, host_costs(0.0, 0.0))
     for c in (0.0, 2e-5, 4e-5, 8e-5):
         for a in np.arange(0.080, 0.141, 0.004):
             for b in (0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3):
-                e = errors(light, predict(light, engine_config(folder, profile, a, b, c)))
+                engine = host_costs(float(a), b, c)
+                e = errors(light, predict(light, engine_config(folder, profile, engine)))
                 score = e["tpot"]["median_ape"] + e["ttft"]["median_ape"]
                 if score < best[0]:
-                    best = (score, float(a), float(b), float(c))
-    return best[1], best[2], best[3]
+                    best = (score, engine)
+    return best[1]
 
 
 # Context per decoding sequence assumed when pricing a profiled iteration: the streams' mean
@@ -105,17 +131,26 @@ PROFILE_CONTEXT = 1100
 
 
 def load_iterations(folder: Path) -> pd.DataFrame:
-    """The engine's profiled forward passes (``hf_replay --profile-steps``), all loads.
+    """The engine's profiled steps (``hf_replay --profile-steps``), all loads.
 
-    ``step_s`` is a forward pass plus the host gap to the next one: one engine iteration.
+    ``step_s`` is one engine iteration: the host's preparation plus launch-to-update when
+    the profile has them (the generation-loop profiler: idle waits excluded), else a forward
+    pass plus the gap to the next one (the forward-pass profiler of the first runs).
     A step with more tokens than sequences is read as one prefill chunk plus decodes.
     """
     frames = []
     for path in sorted(folder.glob("iterations_*.csv")):
+        load = path.stem.removeprefix("iterations_")
+        if load == "probe":
+            continue
         d = pd.read_csv(path)
-        d["step_s"] = d["start_s"].shift(-1).fillna(np.inf) - d["start_s"]
-        d["load"] = path.stem.removeprefix("iterations_")
-        frames.append(d.iloc[:-1])  # the last step has no successor
+        if "prepare_s" in d:
+            d["step_s"] = d["prepare_s"] + d["forward_s"]
+        else:
+            d["step_s"] = d["start_s"].shift(-1).fillna(np.inf) - d["start_s"]
+            d = d.iloc[:-1]  # the last step has no successor
+        d["load"] = load
+        frames.append(d)
     if not frames:
         raise FileNotFoundError(f"no iterations_*.csv in {folder}: run hf_replay --profile-steps")
     d = pd.concat(frames, ignore_index=True)
@@ -124,35 +159,79 @@ def load_iterations(folder: Path) -> pd.DataFrame:
     return d
 
 
-def fit_from_iterations(folder: Path, profile: str) -> tuple[float, float, float]:
-    """Host costs from the engine's own step times: what a step took beyond simkv's GPU time
-    for it, regressed on (1, sequences, prefill tokens) by least squares (non-negative).
+# What each fitted column of a step is, and the engine parameter its coefficient sets.
+STEP_TERMS = {"one": "iteration_overhead_s", "sequences": "per_sequence_overhead_s",
+              "prefill": "per_prefill_token_overhead_s",
+              "kv": "per_context_token_overhead_s", "padded_kv": "padded_kv_token_s",
+              "padded_kv_q": "padded_kv_query_token_s"}
+
+
+def nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with coefficients >= 0: refit without the most negative term until
+    none is left (a handful of terms, so this simple active set is enough)."""
+    active = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef[active] = sol
+            break
+        active.pop(int(np.argmin(sol)))
+    return coef
+
+
+def step_design(d: pd.DataFrame, pad: int) -> pd.DataFrame:
+    """The columns a step's time beyond simkv's GPU time is regressed on: per step, per
+    sequence, per prefill token and, where the profile records the KV each step read, per
+    KV token (host index building) and, for an engine that pads it, padded KV tokens and
+    padded KV tokens x query tokens (dense masked attention)."""
+    cols = {"one": np.ones(len(d)), "sequences": d["sequences"].to_numpy(float),
+            "prefill": d["prefill"].to_numpy(float)}
+    if "kv_read" in d:
+        kv = (d["kv_read"] + d["tokens"]).to_numpy(float)
+        cols["kv"] = kv
+        if pad:
+            padded = np.maximum(1.0, np.ceil(d["kv_read"].to_numpy(float) / pad)) * pad
+            cols["padded_kv"] = padded
+            cols["padded_kv_q"] = padded * d["tokens"].to_numpy(float)
+    return pd.DataFrame(cols, index=d.index)
+
+
+def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
+    """Engine costs from the engine's own step times: what a step took beyond simkv's GPU
+    time for it (GEMMs and LM head from the profile; attention too unless the engine pads
+    its KV, whose dense attention is then fitted), regressed on ``step_design`` by
+    non-negative least squares.
 
     NOTE: fits engine steps, not request latencies: every load's requests stay a prediction.
-    Steps slower than 3x the median (first-time kernel compilation) are left out.
+    Steps that recorded a CUDA graph are left out (``captured``), and without that column
+    steps slower than 3x the median (first-time kernel compilation).
     """
     from simkv.entities.hardware import load_profile
     from simkv.perf.roofline import CostModel
     from simkv.policies.scheduler.interface import SchedulerOutput
 
-    cfg = engine_config(folder, profile, 0.0, 0.0, 0.0)
+    pad = engine_kv_padding(folder)
+    cfg = engine_config(folder, profile, host_costs(0.0, 0.0))
     cost = CostModel(cfg.model, load_profile(profile), engine=cfg.engine)
     d = load_iterations(folder)
-    d = d[d["step_s"] < 3 * d["step_s"].median()]
+    d = d[d["captured"] == 0] if "captured" in d else d[d["step_s"] < 3 * d["step_s"].median()]
     gpu = []
-    for p, n in zip(d["prefill"], d["decodes"], strict=True):
+    kv_read = d.get("kv_read")
+    for i, (p, n) in enumerate(zip(d["prefill"], d["decodes"], strict=True)):
         out = SchedulerOutput(prefill_tokens=int(p), num_decodes=int(n), num_sampled=int(n) + (p > 0))
+        # Context: what the step read when the profile has it, else an assumed mean.
+        past = int(kv_read.iloc[i]) if kv_read is not None else int(n) * PROFILE_CONTEXT
         if p:
             out.prefill_attn_pairs = p * (p + 1) / 2
-            out.prefill_kv_tokens = int(p)
+            out.prefill_kv_tokens = int(p) + (past if not n else 0)
         if n:
-            out.decode_context = (int(n) * PROFILE_CONTEXT,)
+            out.decode_context = (past + int(n),)
         gpu.append(cost.iteration_time(out))
-    residual = d["step_s"].to_numpy() - np.asarray(gpu)
-    x = np.c_[np.ones(len(d)), d["sequences"].to_numpy(), d["prefill"].to_numpy()]
-    coef, *_ = np.linalg.lstsq(x, residual, rcond=None)
-    a, b, c = (max(0.0, float(v)) for v in coef)
-    return a, b, c
+    x = step_design(d, pad)
+    coef = nonnegative_lstsq(x.to_numpy(), d["step_s"].to_numpy() - np.asarray(gpu))
+    fitted = {STEP_TERMS[c]: float(v) for c, v in zip(x.columns, coef, strict=True)}
+    return EngineConfig(**fitted)
 
 
 def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm_80gb_calibrated"),
@@ -163,14 +242,13 @@ def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm
     light = measured[min(measured, key=float)]
     result: dict[str, Any] = {}
     for profile in profiles:
-        a, b, c = (fit_overheads(folder, light, profile) if fit == "light"
-                   else fit_from_iterations(folder, profile))
+        engine = (fit_overheads(folder, light, profile) if fit == "light"
+                  else fit_from_iterations(folder, profile))
         rows = {}
         for load, m in measured.items():
-            p = predict(m, engine_config(folder, profile, a, b, c))
+            p = predict(m, engine_config(folder, profile, engine))
             rows[load] = {"errors": errors(m, p), "predicted": p, "measured": m}
-        result[profile] = {"iteration_overhead_s": a, "per_sequence_overhead_s": b,
-                           "per_prefill_token_overhead_s": c, "loads": rows, "fit": fit}
+        result[profile] = {"engine": engine, "loads": rows, "fit": fit}
     return result
 
 
@@ -204,6 +282,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 ax.scatter(x, y, s=12, label=f"load {load}")
                 lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
             ax.plot([lo, hi], [lo, hi], c="grey", lw=0.8)
+            if m == "ttft":  # light loads' TTFTs are 20x shorter than saturated ones
+                ax.set_xscale("log")
+                ax.set_yscale("log")
             ax.set_xlabel(f"measured {m.upper()} (s)")
             ax.set_ylabel(f"simkv {m.upper()} (s)")
             ax.set_title(f"{profile}: {m.upper()}", fontsize=9)
@@ -214,18 +295,38 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def describe(e: EngineConfig) -> str:
+    """The fitted engine costs, in the units people read them in."""
+    parts = [f"step {e.iteration_overhead_s * 1e3:.2f} ms",
+             f"per sequence {e.per_sequence_overhead_s * 1e3:.3f} ms",
+             f"per prefill token {e.per_prefill_token_overhead_s * 1e6:.1f} us"]
+    if e.per_context_token_overhead_s:
+        parts.append(f"per KV token read {e.per_context_token_overhead_s * 1e9:.1f} ns")
+    if e.padded_kv_token_s or e.padded_kv_query_token_s:
+        parts.append(f"padded attention {e.padded_kv_token_s * 1e9:.1f} ns per padded KV token "
+                     f"+ {e.padded_kv_query_token_s * 1e12:.2f} ps per padded KV token x query "
+                     f"token")
+    return ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("folder")
     ap.add_argument("--plot")
-    ap.add_argument("--fit", choices=("light", "steps"), default="light",
-                    help="host costs from the light load's requests, or from profiled steps")
+    ap.add_argument("--fit", choices=("auto", "light", "steps"), default="auto",
+                    help="engine costs from the profiled steps (auto: when the folder has "
+                         "iterations_*.csv) or from the light load's requests")
     args = ap.parse_args()
-    result = report(Path(args.folder), fit=args.fit)
+    folder = Path(args.folder)
+    if not (folder / "engine.json").is_file():
+        raise SystemExit(f"{folder}: no engine.json; expected the output folder of "
+                         "python -m simkv.validation.hf_replay")
+    fit = args.fit
+    if fit == "auto":
+        fit = "steps" if any(folder.glob("iterations_*.csv")) else "light"
+    result = report(folder, fit=fit)
     for profile, r in result.items():
-        print(f"{profile}: fitted iteration overhead {r['iteration_overhead_s'] * 1e3:.1f} ms, "
-              f"per sequence {r['per_sequence_overhead_s'] * 1e3:.2f} ms, per prefill token "
-              f"{r['per_prefill_token_overhead_s'] * 1e6:.0f} us")
+        print(f"{profile}: {describe(r['engine'])}")
     print(table(result))
     if args.plot:
         plot(result, Path(args.plot))
