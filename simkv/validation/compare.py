@@ -234,6 +234,37 @@ def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
     return EngineConfig(**fitted)
 
 
+def phase_floor(folder: Path, load: str, draws: int = 200, seed: int = 0) -> float:
+    """Median per-request TTFT error (%) that an exact model of every step would make if its
+    step phase were independent of the engine's.
+
+    A request that arrives while a step runs waits for it to end: anywhere in [0, step).
+    Keeping each request's measured service (step start to first token) and replacing its
+    measured wait by a uniform draw over the step it arrived in gives the error of a
+    simulator that is right about everything but where in its step the engine was; requests
+    that found the engine idle keep their wait. Averaged over ``draws`` draws. Not a strict
+    bound: a simulator's phase is not independent of the engine's (both restart when idle).
+    """
+    m = load_measured(folder)[load]
+    it = pd.read_csv(folder / f"iterations_{load}.csv")
+    # The engine takes new requests when it schedules a step: the start minus its preparation.
+    sched = (it["start_s"] - it.get("prepare_s", 0.0)).to_numpy()
+    busy_end = (it["start_s"] + it["forward_s"]).to_numpy()
+    k = np.searchsorted(sched, m["submit_s"].to_numpy(), side="right") - 1
+    ok = (k >= 0) & (k + 1 < len(sched))
+    k = k[ok]
+    arrival, ttft = m["arrival_s"].to_numpy()[ok], m["ttft"].to_numpy()[ok]
+    in_flight = arrival < busy_end[k]
+    step = sched[k + 1] - sched[k]
+    wait = np.where(in_flight, sched[k + 1] - arrival, 0.0)
+    rng = np.random.default_rng(seed)
+    meds = []
+    for _ in range(draws):
+        drawn = np.where(in_flight, rng.uniform(0.0, step), wait)
+        meds.append(np.median(np.abs((ttft - wait + drawn) / ttft - 1)) * 100)
+    return float(np.mean(meds))
+
+
 def report(folder: Path, profiles: tuple[str, ...] = ("h100_sxm_80gb", "h100_sxm_80gb_calibrated"),
            fit: str = "light") -> dict[str, Any]:
     """Errors per load for each profile; host costs fitted on the light load's requests
@@ -328,6 +359,11 @@ def main() -> None:
     for profile, r in result.items():
         print(f"{profile}: {describe(r['engine'])}")
     print(table(result))
+    loads = sorted(load_measured(folder), key=float)
+    if all((folder / f"iterations_{x}.csv").is_file() for x in loads):
+        floors = ", ".join(f"{x}x {phase_floor(folder, x):.1f}%" for x in loads)
+        print(f"TTFT phase noise (median APE of an exact step model with a random step "
+              f"phase): {floors}")
     if args.plot:
         plot(result, Path(args.plot))
         print(f"plot: {args.plot}")
