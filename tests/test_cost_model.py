@@ -183,3 +183,15 @@ def test_host_cost_per_context_token_in_decode_runs(k: int) -> None:
     run = np.asarray(cost.decode_run_times(8, ctx, 8))
     np.testing.assert_allclose(run - np.asarray(plain.decode_run_times(8, ctx, 8)),
                                np.asarray(ctx) * 1e-8, rtol=1e-9, atol=1e-15)
+
+
+def test_dense_attention_counts_queries_in_whole_tiles() -> None:
+    import dataclasses
+
+    tiled = CostModel(TOY, gpu(1e12, 1e9), engine=dataclasses.replace(DENSE, attention_query_tile=512))
+    exact = CostModel(TOY, gpu(1e12, 1e9), engine=DENSE)
+    # 4 queries over one padded interval: a tile of 512 counts 512 of them, 508 more.
+    assert tiled.dense_attention_s(1000, 4) - exact.dense_attention_s(1000, 4) == pytest.approx(
+        1000 * 508 * 1e-9)
+    # 513 queries (past 1,000: one interval) take two tiles.
+    assert tiled.dense_attention_s(1513, 513) == pytest.approx(1000 * (1e-6 + 1024 * 1e-9))

@@ -123,9 +123,12 @@ def test_padded_attention_fitted_on_cuda_graph_steps() -> None:
     from simkv.validation.compare import fit_from_iterations
 
     e = fit_from_iterations(GRAPHS, "h100_sxm_80gb_calibrated")
-    # A decode step costs ~23 ms more per 16,384 padded KV tokens, a 2,048-token prefill
-    # ~64 ms more (docs/VALIDATION.md): both padded-attention terms must be there.
-    per_interval_decode = 16384 * (e.padded_kv_token_s + 16 * e.padded_kv_query_token_s)
+    # Prefill steps cost more at every 512 query tokens (a staircase, docs/VALIDATION.md):
+    # the fit selects that query tile among those it tries.
+    assert e.attention_query_tile == 512
+    # Attention per 16,384 padded KV tokens: ~24 ms for a decode step (whose 1-64 queries
+    # fill one tile), ~64 ms for a 2,048-token prefill: both terms must be there.
+    per_interval_decode = 16384 * (e.padded_kv_token_s + 512 * e.padded_kv_query_token_s)
     per_interval_prefill = 16384 * (e.padded_kv_token_s + 2048 * e.padded_kv_query_token_s)
     assert 0.018 < per_interval_decode < 0.028
     assert 0.055 < per_interval_prefill < 0.075
@@ -153,9 +156,9 @@ def test_step_model_explains_the_engine_steps() -> None:
         else:
             out.prefill_kv_tokens = int(kv) + int(p)
         rel.append(abs(cost.iteration_time(out) / step - 1))
-    # Measured: median 1.1% per step over 3,600 steps (35 ms to 0.34 s).
+    # Measured: median 1.1% per step over 3,595 steps (35 ms to 0.34 s).
     assert np.median(rel) < 0.03
-    assert np.percentile(rel, 90) < 0.10
+    assert np.percentile(rel, 90) < 0.06
 
 
 GRAPHS_RESULT = GRAPHS.with_name("hf_h100_2026-11-25_cudagraph_warm3")

@@ -97,6 +97,9 @@ class EngineConfig:
     kv_padding_tokens: int = 0
     padded_kv_token_s: float = 0.0
     padded_kv_query_token_s: float = 0.0
+    # That attention's query tile: its query tokens count in multiples of this (0 = exact).
+    # Selected by the step fit: 512 for transformers' paged SDPA on the H100 (VALIDATION.md).
+    attention_query_tile: int = 0
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = 4096
     # Raise LivelockError after this many consecutive iterations with no request finishing.

@@ -96,8 +96,10 @@ class CostModel:
         # Seconds per token whose new KV must be written outside HBM (0 on a GPU).
         self._kv_write_s = 0.0
         e = self.engine
-        if e.kv_padding_tokens < 0:
-            raise ValueError(f"engine.kv_padding_tokens must be >= 0, got {e.kv_padding_tokens}")
+        for key in ("kv_padding_tokens", "attention_query_tile"):
+            if getattr(e, key) < 0:
+                raise ValueError(f"engine.{key} must be >= 0, got {getattr(e, key)}")
+        self._q_tile = e.attention_query_tile or 1
         self._dense_pad = e.kv_padding_tokens
         self._ctx_host_s = e.per_context_token_overhead_s
         self._sample_cache: dict[int, float] = {}
@@ -257,7 +259,12 @@ class CostModel:
         # transformers pads the KV already cached (not the step's new tokens), one interval
         # at least: max(1, ceil(past / pad)) intervals (pad_to_interval in its utils.py)
         padded = max(1.0, -(-(kv_tokens - q_tokens) // pad)) * pad
-        return padded * (e.padded_kv_token_s + q_tokens * e.padded_kv_query_token_s)
+        return padded * (e.padded_kv_token_s + self._tiled(q_tokens) * e.padded_kv_query_token_s)
+
+    def _tiled(self, q_tokens: int) -> int:
+        """Query tokens as the dense attention counts them: whole tiles."""
+        tile = self._q_tile
+        return -(-q_tokens // tile) * tile
 
     # --- public API ---------------------------------------------------------------------
     def iteration_time(self, out: SchedulerOutput) -> float:
@@ -331,7 +338,8 @@ class CostModel:
         if self._dense_pad:
             pad = self._dense_pad
             padded = np.maximum(1.0, np.ceil((ctx - decodes) / pad)) * pad
-            attn = padded * (e.padded_kv_token_s + decodes * e.padded_kv_query_token_s)
+            attn = padded * (e.padded_kv_token_s
+                             + self._tiled(decodes) * e.padded_kv_query_token_s)
         else:
             attn = self.layers * np.asarray([self._decode_attention(decodes, c).seconds
                                              for c in ctx])

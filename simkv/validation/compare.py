@@ -180,7 +180,11 @@ def nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def step_design(d: pd.DataFrame, pad: int) -> pd.DataFrame:
+# Query tiles tried for the dense attention (1 = none); the step fit keeps the best.
+QUERY_TILES = (1, 64, 128, 256, 512, 1024)
+
+
+def step_design(d: pd.DataFrame, pad: int, tile: int = 1) -> pd.DataFrame:
     """The columns a step's time beyond simkv's GPU time is regressed on: per step, per
     sequence, per prefill token and, where the profile records the KV each step read, per
     KV token (host index building) and, for an engine that pads it, padded KV tokens and
@@ -193,7 +197,7 @@ def step_design(d: pd.DataFrame, pad: int) -> pd.DataFrame:
         if pad:
             padded = np.maximum(1.0, np.ceil(d["kv_read"].to_numpy(float) / pad)) * pad
             cols["padded_kv"] = padded
-            cols["padded_kv_q"] = padded * d["tokens"].to_numpy(float)
+            cols["padded_kv_q"] = padded * np.ceil(d["tokens"].to_numpy(float) / tile) * tile
     return pd.DataFrame(cols, index=d.index)
 
 
@@ -201,7 +205,9 @@ def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
     """Engine costs from the engine's own step times: what a step took beyond simkv's GPU
     time for it (GEMMs and LM head from the profile; attention too unless the engine pads
     its KV, whose dense attention is then fitted), regressed on ``step_design`` by
-    non-negative least squares.
+    non-negative least squares; with padding, the attention's query tile is the one of
+    ``QUERY_TILES`` whose fit leaves the least squared residual (a model choice made on
+    steps too).
 
     NOTE: fits engine steps, not request latencies: every load's requests stay a prediction.
     Steps that recorded a CUDA graph are left out (``captured``), and without that column
@@ -228,10 +234,18 @@ def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
         if n:
             out.decode_context = (past + int(n),)
         gpu.append(cost.iteration_time(out))
-    x = step_design(d, pad)
-    coef = nonnegative_lstsq(x.to_numpy(), d["step_s"].to_numpy() - np.asarray(gpu))
-    fitted = {STEP_TERMS[c]: float(v) for c, v in zip(x.columns, coef, strict=True)}
-    return EngineConfig(**fitted)
+    y = d["step_s"].to_numpy() - np.asarray(gpu)
+    best: tuple[float, int, pd.Index, np.ndarray] | None = None
+    for tile in QUERY_TILES if pad and "kv_read" in d else (1,):
+        x = step_design(d, pad, tile)
+        coef = nonnegative_lstsq(x.to_numpy(), y)
+        sse = float(((y - x.to_numpy() @ coef) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, tile, x.columns, coef)
+    assert best is not None
+    _, tile, columns, coef = best
+    fitted = {STEP_TERMS[c]: float(v) for c, v in zip(columns, coef, strict=True)}
+    return EngineConfig(**fitted, attention_query_tile=tile if tile > 1 else 0)
 
 
 def phase_floor(folder: Path, load: str, draws: int = 200, seed: int = 0) -> float:
@@ -336,7 +350,7 @@ def describe(e: EngineConfig) -> str:
     if e.padded_kv_token_s or e.padded_kv_query_token_s:
         parts.append(f"padded attention {e.padded_kv_token_s * 1e9:.1f} ns per padded KV token "
                      f"+ {e.padded_kv_query_token_s * 1e12:.2f} ps per padded KV token x query "
-                     f"token")
+                     f"token (queries in tiles of {e.attention_query_tile or 1})")
     return ", ".join(parts)
 
 
