@@ -230,3 +230,19 @@ def test_phase_noise_of_a_request_arriving_mid_step(tmp_path: Path) -> None:
     # E|U - 50 ms| = 25 ms on average: 25 / 150 = 16.7%.
     folder = _synthetic(tmp_path, [5.05], step=0.1, service=0.1, gap=0.0)
     assert phase_floor(folder, "1", draws=4000) == pytest.approx(100 / 6, abs=0.6)
+
+
+def test_shipped_engine_preset_is_the_fit_of_the_committed_run() -> None:
+    """`engine=transformers_cudagraph_h100` must stay what simkv-validate fits on the data."""
+    from simkv.config.store import compose
+    from simkv.validation.compare import engine_kv_padding, fit_from_iterations
+
+    shipped = compose(["engine=transformers_cudagraph_h100"]).engine
+    fitted = fit_from_iterations(GRAPHS_RESULT, "h100_sxm_80gb_calibrated")
+    assert shipped.kv_padding_tokens == engine_kv_padding(GRAPHS_RESULT)
+    assert shipped.attention_query_tile == fitted.attention_query_tile
+    for field in ("iteration_overhead_s", "per_sequence_overhead_s",
+                  "per_prefill_token_overhead_s", "per_context_token_overhead_s",
+                  "padded_kv_token_s", "padded_kv_query_token_s"):
+        assert getattr(shipped, field) == pytest.approx(getattr(fitted, field), rel=0.01), field
+    assert compose([]).engine == type(shipped)()  # engine=default is the schema's defaults
