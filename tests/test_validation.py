@@ -246,3 +246,11 @@ def test_shipped_engine_preset_is_the_fit_of_the_committed_run() -> None:
                   "padded_kv_token_s", "padded_kv_query_token_s"):
         assert getattr(shipped, field) == pytest.approx(getattr(fitted, field), rel=0.01), field
     assert compose([]).engine == type(shipped)()  # engine=default is the schema's defaults
+
+
+def test_a_measurement_file_without_its_columns_is_named(tmp_path: Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame({"id": [0], "arrival_s": [0.0]}).to_csv(tmp_path / "requests_1.csv", index=False)
+    with pytest.raises(ValueError, match=r"requests_1\.csv: missing column\(s\) completion_s"):
+        load_measured(tmp_path)

@@ -39,12 +39,20 @@ from simkv.workload import TraceWorkloadConfig
 METRICS = ("ttft", "tpot", "e2e")
 
 
+REQUEST_COLUMNS = {"id", "status", "arrival_s", "submit_s", "first_token_s", "completion_s",
+                   "prompt_tokens", "output_tokens"}
+
+
 def load_measured(folder: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for path in sorted(folder.glob("requests_*.csv")):
         if path.stem == "requests_probe":  # the closed burst that measured the capacity
             continue
         d = pd.read_csv(path)
+        missing = REQUEST_COLUMNS - set(d.columns)
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected "
+                             "the requests_<load>.csv of simkv.validation.hf_replay")
         d = d[d["status"] != "missing"].sort_values("id").reset_index(drop=True)
         d["ttft"] = d["first_token_s"] - d["arrival_s"]
         d["e2e"] = d["completion_s"] - d["arrival_s"]
