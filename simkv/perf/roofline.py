@@ -270,12 +270,16 @@ class CostModel:
     def iteration_time(self, out: SchedulerOutput) -> float:
         """Seconds of one iteration (prefill chunks and/or decodes)."""
         tokens = out.prefill_tokens + out.num_decodes
-        if self._dense_pad:
+        host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+        kv = 0.0  # KV tokens the step reads, for the engines' measured terms
+        if self._dense_pad or self._ctx_host_s:
             kv = out.prefill_kv_tokens + (float(out.decode_context[0]) if out.num_decodes else 0.0)
-            return (self.linear_s(tokens) + self.sample_s(out.num_sampled)
-                    + self.dense_attention_s(kv, tokens) + self._ctx_host_s * kv
-                    + self.engine.per_prefill_token_overhead_s * out.prefill_tokens
-                    + tokens * self._kv_write_s)
+            host += self._ctx_host_s * kv
+        if self._kv_write_s:
+            host += tokens * self._kv_write_s
+        if self._dense_pad:
+            return ((self.linear_s(tokens) + self.sample_s(out.num_sampled))
+                    + self.dense_attention_s(kv, tokens) + host)
         attn = 0.0
         if out.prefill_tokens:
             attn += self._prefill_attention_s(out.prefill_attn_pairs, out.prefill_kv_tokens,
@@ -286,11 +290,6 @@ class CostModel:
                 attn += max(ctx * self._dattn_c, ctx * self._dattn_m + b * self._dq_m)
             else:
                 attn += self._decode_attention(b, ctx).seconds
-        host = (self.engine.per_prefill_token_overhead_s * out.prefill_tokens
-                + self._ctx_host_s * (out.prefill_kv_tokens
-                                      + (float(out.decode_context[0]) if out.num_decodes else 0.0)))
-        if self._kv_write_s:
-            host += tokens * self._kv_write_s
         return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
 
     def decode_run_times(self, decodes: int, context: Sequence[int], sampled: int
@@ -303,9 +302,17 @@ class CostModel:
         base = self.linear_s(decodes) + self.sample_s(sampled)
         if self._kv_write_s:
             base += decodes * self._kv_write_s
+        if self._dense_pad:
+            times = self._dense_decode_run(base, decodes, context)
+        else:
+            times = self._roofline_decode_run(base, decodes, context)
+        if self._ctx_host_s:  # host time per KV token read, same expression as iteration_time
+            return np.asarray(times) + self._ctx_host_s * np.asarray(context, dtype=np.float64)
+        return times
+
+    def _roofline_decode_run(self, base: float, decodes: int, context: Sequence[int]
+                             ) -> Sequence[float]:
         layers = self.layers
-        if self._dense_pad or self._ctx_host_s:
-            return self._decode_run_engine(base, decodes, context)
         if self._const_dattn and len(context) <= SHORT_RUN:
             # NOTE: plain Python beats numpy's per-call overhead for short runs, the common
             # case at moderate load; same expression as iteration_time, so same floats.
@@ -327,33 +334,16 @@ class CostModel:
                               nbytes / (self.bw_peak * meff))
         return base + layers * attn
 
-    def _decode_run_engine(self, base: float, decodes: int, context: Sequence[int]
-                           ) -> Sequence[float]:
-        """Decode run priced with the engine's measured terms: dense padded attention
-        and/or host time per context token (same expressions as ``iteration_time``)."""
+    def _dense_decode_run(self, base: float, decodes: int, context: Sequence[int]
+                          ) -> Sequence[float]:
+        """Decode run of an engine with dense padded attention (``dense_attention_s``)."""
         if len(context) <= SHORT_RUN:
-            return [self._engine_decode_s(base, decodes, float(c)) for c in context]
+            return [base + self.dense_attention_s(float(c), decodes) for c in context]
+        e, pad = self.engine, self._dense_pad
         ctx = np.asarray(context, dtype=np.float64)
-        e = self.engine
-        if self._dense_pad:
-            pad = self._dense_pad
-            padded = np.maximum(1.0, np.ceil((ctx - decodes) / pad)) * pad
-            attn = padded * (e.padded_kv_token_s
-                             + self._tiled(decodes) * e.padded_kv_query_token_s)
-        else:
-            attn = self.layers * np.asarray([self._decode_attention(decodes, c).seconds
-                                             for c in ctx])
-        return base + attn + self._ctx_host_s * ctx
-
-    def _engine_decode_s(self, base: float, decodes: int, ctx: float) -> float:
-        if self._dense_pad:
-            attn = self.dense_attention_s(ctx, decodes)
-        elif self._const_dattn:
-            attn = self.layers * max(ctx * self._dattn_c, ctx * self._dattn_m
-                                     + decodes * self._dq_m)
-        else:
-            attn = self.layers * self._decode_attention(decodes, ctx).seconds
-        return base + attn + self._ctx_host_s * ctx
+        padded = np.maximum(1.0, np.ceil((ctx - decodes) / pad)) * pad
+        return base + padded * (e.padded_kv_token_s
+                                + self._tiled(decodes) * e.padded_kv_query_token_s)
 
     def run_times(self, out: SchedulerOutput) -> Sequence[float] | float:
         """Durations of the iterations planned in ``out`` (a float for a single one)."""
