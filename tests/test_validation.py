@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from simkv.config.schema import SimConfig
 from simkv.validation.compare import engine_config, errors, host_costs, load_measured, predict
 
 FOLDER = Path(__file__).resolve().parents[1] / "validation" / "hf_h100_2026-11-25"
@@ -82,14 +84,23 @@ def test_host_costs_fitted_on_profiled_steps() -> None:
     assert e.per_context_token_overhead_s == e.padded_kv_token_s == 0.0
 
 
-@pytest.mark.parametrize("load", ["0.2", "0.5", "1.2", "3"])
-def test_step_fitted_model_predicts_every_load(load: str) -> None:
+@functools.cache
+def fitted_config(folder: Path) -> SimConfig:
+    """The engine of ``folder`` as simkv models it, costs fitted on its steps (once)."""
     from simkv.validation.compare import fit_from_iterations
 
-    cfg = engine_config(STEPS, "h100_sxm_80gb_calibrated",
-                        fit_from_iterations(STEPS, "h100_sxm_80gb_calibrated"))
-    m = load_measured(STEPS)[load]
-    e = errors(m, predict(m, cfg))
+    return engine_config(folder, "h100_sxm_80gb_calibrated",
+                         fit_from_iterations(folder, "h100_sxm_80gb_calibrated"))
+
+
+def predicted_errors(folder: Path, load: str) -> dict[str, dict[str, float]]:
+    m = load_measured(folder)[load]
+    return errors(m, predict(m, fitted_config(folder)))
+
+
+@pytest.mark.parametrize("load", ["0.2", "0.5", "1.2", "3"])
+def test_step_fitted_model_predicts_every_load(load: str) -> None:
+    e = predicted_errors(STEPS, load)
     # Measured (docs/VALIDATION.md): E2E median 5.6-9.1% and TPOT 5.9-8.8% at every load,
     # saturation included; bounds guard regressions, they are not the targets.
     assert e["e2e"]["median_ape"] < 11.0
@@ -120,9 +131,7 @@ def test_cuda_graph_engine_measurements() -> None:
 
 
 def test_padded_attention_fitted_on_cuda_graph_steps() -> None:
-    from simkv.validation.compare import fit_from_iterations
-
-    e = fit_from_iterations(GRAPHS, "h100_sxm_80gb_calibrated")
+    e = fitted_config(GRAPHS).engine
     # Prefill steps cost more at every 512 query tokens (a staircase, docs/VALIDATION.md):
     # the fit selects that query tile among those it tries.
     assert e.attention_query_tile == 512
@@ -137,25 +146,11 @@ def test_padded_attention_fitted_on_cuda_graph_steps() -> None:
 
 def test_step_model_explains_the_engine_steps() -> None:
     """Priced with the fitted costs, simkv's cost model reproduces each measured step."""
-    from simkv.entities.hardware import load_profile
-    from simkv.perf.roofline import CostModel
-    from simkv.policies.scheduler.interface import SchedulerOutput
-    from simkv.validation.compare import fit_from_iterations, load_iterations
+    from simkv.validation.compare import load_iterations, price_steps
 
-    cfg = engine_config(GRAPHS, "h100_sxm_80gb_calibrated",
-                        fit_from_iterations(GRAPHS, "h100_sxm_80gb_calibrated"))
-    cost = CostModel(cfg.model, load_profile("h100_sxm_80gb_calibrated"), engine=cfg.engine)
     d = load_iterations(GRAPHS)
     d = d[d["captured"] == 0]
-    rel = []
-    for p, n, kv, step in zip(d["prefill"], d["decodes"], d["kv_read"], d["step_s"], strict=True):
-        out = SchedulerOutput(prefill_tokens=int(p), num_decodes=int(n), num_sampled=int(n) + 1)
-        if n:
-            out.decode_context = (int(kv) + int(n),)
-            out.prefill_kv_tokens = int(p)
-        else:
-            out.prefill_kv_tokens = int(kv) + int(p)
-        rel.append(abs(cost.iteration_time(out) / step - 1))
+    rel = np.abs(price_steps(d, fitted_config(GRAPHS)) / d["step_s"].to_numpy() - 1)
     # Measured: median 1.1% per step over 3,595 steps (35 ms to 0.34 s).
     assert np.median(rel) < 0.03
     assert np.percentile(rel, 90) < 0.06
@@ -167,12 +162,7 @@ GRAPHS_RESULT = GRAPHS.with_name("hf_h100_2026-11-25_cudagraph_warm3")
 @pytest.mark.parametrize("folder", [GRAPHS, GRAPHS_RESULT], ids=["warm2", "warm3"])
 @pytest.mark.parametrize("load", ["0.2", "0.5", "1.2", "3"])
 def test_cuda_graph_engine_predicted_at_every_load(folder: Path, load: str) -> None:
-    from simkv.validation.compare import fit_from_iterations
-
-    cfg = engine_config(folder, "h100_sxm_80gb_calibrated",
-                        fit_from_iterations(folder, "h100_sxm_80gb_calibrated"))
-    m = load_measured(folder)[load]
-    e = errors(m, predict(m, cfg))
+    e = predicted_errors(folder, load)
     # Measured (docs/VALIDATION.md): E2E 0.6-4.7%, TPOT 0.8-4.7%, TTFT 0.5-17.0% medians
     # over both runs; bounds guard regressions, they are not the targets.
     assert e["e2e"]["median_ape"] < 6.0
@@ -214,12 +204,18 @@ def _synthetic(tmp_path: Path, arrivals: list[float], step: float, service: floa
     return tmp_path
 
 
+def _load_synthetic(folder: Path) -> tuple:
+    import pandas as pd
+
+    return load_measured(folder)["1"], pd.read_csv(folder / "iterations_1.csv")
+
+
 def test_phase_noise_is_zero_when_the_engine_is_idle_at_every_arrival(tmp_path: Path) -> None:
     from simkv.validation.compare import phase_floor
 
     # Steps of 50 ms every second; requests arrive in the idle 950 ms.
     folder = _synthetic(tmp_path, [0.5, 1.3, 2.7, 3.9], step=0.05, service=0.05, gap=0.95)
-    assert phase_floor(folder, "1") == 0.0
+    assert phase_floor(*_load_synthetic(folder)) == 0.0
 
 
 def test_phase_noise_of_a_request_arriving_mid_step(tmp_path: Path) -> None:
@@ -229,16 +225,16 @@ def test_phase_noise_of_a_request_arriving_mid_step(tmp_path: Path) -> None:
     # token comes 100 ms after: TTFT 150 ms. A uniform wait over [0, 100 ms] is off by
     # E|U - 50 ms| = 25 ms on average: 25 / 150 = 16.7%.
     folder = _synthetic(tmp_path, [5.05], step=0.1, service=0.1, gap=0.0)
-    assert phase_floor(folder, "1", draws=4000) == pytest.approx(100 / 6, abs=0.6)
+    assert phase_floor(*_load_synthetic(folder), draws=4000) == pytest.approx(100 / 6, abs=0.6)
 
 
 def test_shipped_engine_preset_is_the_fit_of_the_committed_run() -> None:
     """`engine=transformers_cudagraph_h100` must stay what simkv-validate fits on the data."""
     from simkv.config.store import compose
-    from simkv.validation.compare import engine_kv_padding, fit_from_iterations
+    from simkv.validation.compare import engine_kv_padding
 
     shipped = compose(["engine=transformers_cudagraph_h100"]).engine
-    fitted = fit_from_iterations(GRAPHS_RESULT, "h100_sxm_80gb_calibrated")
+    fitted = fitted_config(GRAPHS_RESULT).engine
     assert shipped.kv_padding_tokens == engine_kv_padding(GRAPHS_RESULT)
     assert shipped.attention_query_tile == fitted.attention_query_tile
     for field in ("iteration_overhead_s", "per_sequence_overhead_s",

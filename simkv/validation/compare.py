@@ -209,6 +209,29 @@ def step_design(d: pd.DataFrame, pad: int, tile: int = 1) -> pd.DataFrame:
     return pd.DataFrame(cols, index=d.index)
 
 
+def price_steps(d: pd.DataFrame, cfg: SimConfig) -> np.ndarray:
+    """simkv's time for each profiled step (``load_iterations`` rows) under ``cfg``'s model,
+    hardware profile and engine costs."""
+    from simkv.entities.hardware import load_profile
+    from simkv.perf.roofline import CostModel
+    from simkv.policies.scheduler.interface import SchedulerOutput
+
+    cost = CostModel(cfg.model, load_profile(cfg.hardware.profile), engine=cfg.engine)
+    kv_read = d.get("kv_read")
+    times = []
+    for i, (p, n) in enumerate(zip(d["prefill"], d["decodes"], strict=True)):
+        out = SchedulerOutput(prefill_tokens=int(p), num_decodes=int(n), num_sampled=int(n) + (p > 0))
+        # Context: what the step read when the profile has it, else an assumed mean.
+        past = int(kv_read.iloc[i]) if kv_read is not None else int(n) * PROFILE_CONTEXT
+        if p:
+            out.prefill_attn_pairs = p * (p + 1) / 2
+            out.prefill_kv_tokens = int(p) + (past if not n else 0)
+        if n:
+            out.decode_context = (past + int(n),)
+        times.append(cost.iteration_time(out))
+    return np.asarray(times)
+
+
 def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
     """Engine costs from the engine's own step times: what a step took beyond simkv's GPU
     time for it (GEMMs and LM head from the profile; attention too unless the engine pads
@@ -221,28 +244,10 @@ def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
     Steps that recorded a CUDA graph are left out (``captured``), and without that column
     steps slower than 3x the median (first-time kernel compilation).
     """
-    from simkv.entities.hardware import load_profile
-    from simkv.perf.roofline import CostModel
-    from simkv.policies.scheduler.interface import SchedulerOutput
-
     pad = engine_kv_padding(folder)
-    cfg = engine_config(folder, profile, host_costs(0.0, 0.0))
-    cost = CostModel(cfg.model, load_profile(profile), engine=cfg.engine)
     d = load_iterations(folder)
     d = d[d["captured"] == 0] if "captured" in d else d[d["step_s"] < 3 * d["step_s"].median()]
-    gpu = []
-    kv_read = d.get("kv_read")
-    for i, (p, n) in enumerate(zip(d["prefill"], d["decodes"], strict=True)):
-        out = SchedulerOutput(prefill_tokens=int(p), num_decodes=int(n), num_sampled=int(n) + (p > 0))
-        # Context: what the step read when the profile has it, else an assumed mean.
-        past = int(kv_read.iloc[i]) if kv_read is not None else int(n) * PROFILE_CONTEXT
-        if p:
-            out.prefill_attn_pairs = p * (p + 1) / 2
-            out.prefill_kv_tokens = int(p) + (past if not n else 0)
-        if n:
-            out.decode_context = (past + int(n),)
-        gpu.append(cost.iteration_time(out))
-    y = d["step_s"].to_numpy() - np.asarray(gpu)
+    y = d["step_s"].to_numpy() - price_steps(d, engine_config(folder, profile, host_costs(0.0, 0.0)))
     best: tuple[float, int, pd.Index, np.ndarray] | None = None
     for tile in QUERY_TILES if pad and "kv_read" in d else (1,):
         x = step_design(d, pad, tile)
@@ -256,19 +261,21 @@ def fit_from_iterations(folder: Path, profile: str) -> EngineConfig:
     return EngineConfig(**fitted, attention_query_tile=tile if tile > 1 else 0)
 
 
-def phase_floor(folder: Path, load: str, draws: int = 200, seed: int = 0) -> float:
+def phase_floor(measured: pd.DataFrame, steps: pd.DataFrame, draws: int = 200,
+                seed: int = 0) -> float:
     """Median per-request TTFT error (%) that an exact model of every step would make if its
     step phase were independent of the engine's.
 
-    A request that arrives while a step runs waits for it to end: anywhere in [0, step).
-    Keeping each request's measured service (step start to first token) and replacing its
-    measured wait by a uniform draw over the step it arrived in gives the error of a
-    simulator that is right about everything but where in its step the engine was; requests
-    that found the engine idle keep their wait. Averaged over ``draws`` draws. Not a strict
-    bound: a simulator's phase is not independent of the engine's (both restart when idle).
+    ``measured``: one load's requests (``load_measured``); ``steps``: its
+    ``iterations_<load>.csv`` as read. A request that arrives while a step runs waits for it
+    to end: anywhere in [0, step). Keeping each request's measured service (step start to
+    first token) and replacing its measured wait by a uniform draw over the step it arrived
+    in gives the error of a simulator that is right about everything but where in its step
+    the engine was; requests that found the engine idle keep their wait. Averaged over
+    ``draws`` draws. Not a strict bound: a simulator's phase is not independent of the
+    engine's (both restart when idle).
     """
-    m = load_measured(folder)[load]
-    it = pd.read_csv(folder / f"iterations_{load}.csv")
+    m, it = measured, steps
     # The engine takes new requests when it schedules a step: the start minus its preparation.
     sched = (it["start_s"] - it.get("prepare_s", 0.0)).to_numpy()
     busy_end = (it["start_s"] + it["forward_s"]).to_numpy()
@@ -381,9 +388,12 @@ def main() -> None:
     for profile, r in result.items():
         print(f"{profile}: {describe(r['engine'])}")
     print(table(result))
-    loads = sorted(load_measured(folder), key=float)
+    rows = next(iter(result.values()))["loads"]  # the measurements, read once
+    loads = sorted(rows, key=float)
     if all((folder / f"iterations_{x}.csv").is_file() for x in loads):
-        floors = ", ".join(f"{x}x {phase_floor(folder, x):.1f}%" for x in loads)
+        floors = ", ".join(
+            f"{x}x {phase_floor(rows[x]['measured'], pd.read_csv(folder / f'iterations_{x}.csv')):.1f}%"
+            for x in loads)
         print(f"TTFT phase noise (median APE of an exact step model with a random step "
               f"phase): {floors}")
     if args.plot:
