@@ -296,8 +296,8 @@ def main() -> None:
     except ImportError:
         supported = []
     info["attention_functions"] = supported
-    info["init_signature"] = str(inspect.signature(type(build_model).__call__)) if False else \
-        str(inspect.signature(__import__("transformers").LlamaForCausalLM.init_continuous_batching))
+    info["init_signature"] = str(inspect.signature(
+        transformers.LlamaForCausalLM.init_continuous_batching))
     try:
         from transformers import ContinuousBatchingConfig
 
