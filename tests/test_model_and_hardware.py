@@ -24,6 +24,12 @@ CONF = Path(simkv.__file__).parent / "conf" / "model"
         ("llama3_70b", 70.55, 70.55, 320),
         ("mixtral_8x7b", 46.70, 12.88, 128),
         ("qwen2_5_32b", 32.76, 32.76, 256),
+        # MoE specs of the elastic-scaling papers: model cards give DeepSeek-V2-Lite 15.7B
+        # (2.4B active without embeddings), Qwen3-30B-A3B 30.5B / 3.3B, DeepSeek-V3 671B /
+        # 37B. MLA's KV per token: layers x (512 + 64) x 2 bytes (vLLM: one latent per token).
+        ("deepseek_v2_lite", 15.71, 2.66, 27 * 576 * 2 / 1024),
+        ("qwen3_30b_a3b", 30.53, 3.35, 96),
+        ("deepseek_v3", 671.03, 37.55, 61 * 576 * 2 / 1024),
     ],
 )
 def test_model_sizes_are_derived(name: str, billions: float, active: float, kv_kib: int) -> None:
@@ -31,7 +37,7 @@ def test_model_sizes_are_derived(name: str, billions: float, active: float, kv_k
     assert m.num_params / 1e9 == pytest.approx(billions, abs=0.01)
     assert m.active_params / 1e9 == pytest.approx(active, abs=0.01)
     assert m.kv_bytes_per_token == kv_kib * 1024
-    assert m.weight_bytes == 2 * m.num_params
+    assert m.weight_bytes == m.weight_bytes_per_param * m.num_params
 
 
 def test_every_model_yaml_sets_every_field() -> None:

@@ -30,14 +30,42 @@ class ModelSpec:
     weight_bytes_per_param: int = 2
     kv_bytes_per_element: int = 2
     source: str = "meta-llama/Llama-3.1-8B config.json"
+    # --- MoE layouts beyond "every layer routes to E experts" (0 = none) -------------------
+    # Leading layers with a dense MLP of dense_ffn_size (DeepSeek's first_k_dense_replace).
+    num_dense_layers: int = 0
+    dense_ffn_size: int = 0
+    # Experts every token passes through besides the routed ones, each of ffn_size
+    # (DeepSeek's n_shared_experts).
+    shared_experts: int = 0
+    # --- Multi-head latent attention (DeepSeek-V2/V3; 0 = ordinary GQA) -----------------------
+    # The KV cache holds one compressed latent of kv_lora_rank plus a decoupled RoPE key of
+    # qk_rope_head_dim per token and layer, shared by all heads (so not split by TP).
+    # head_dim is then qk_nope_head_dim; v_head_dim 0 means head_dim.
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
 
     def __post_init__(self) -> None:
         for key in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
                     "ffn_size", "vocab_size", "num_experts", "experts_per_token",
                     "max_model_len", "weight_bytes_per_param", "kv_bytes_per_element"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"model '{self.name}': {key} must be a positive integer, got {value!r}")
+        for key in ("num_dense_layers", "dense_ffn_size", "shared_experts", "kv_lora_rank",
+                    "q_lora_rank", "qk_rope_head_dim", "v_head_dim"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"model '{self.name}': {key} must be an integer >= 0, got {value!r}")
+        if self.num_dense_layers and not self.is_moe:
+            raise ValueError(f"model '{self.name}': num_dense_layers applies to MoE models only "
+                             f"(num_experts > 1); a dense model's layers all use ffn_size")
+        if self.num_dense_layers >= self.num_layers:
+            raise ValueError(f"model '{self.name}': num_dense_layers ({self.num_dense_layers}) "
+                             f"must be below num_layers ({self.num_layers})")
+        if self.num_dense_layers and not self.dense_ffn_size:
+            raise ValueError(f"model '{self.name}': num_dense_layers needs dense_ffn_size > 0")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model '{self.name}': num_heads ({self.num_heads}) must be a multiple of "
@@ -55,18 +83,63 @@ class ModelSpec:
         return self.num_experts > 1
 
     @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers whose MLP routes to experts (all of a dense model's count as MLP layers)."""
+        return self.num_layers - self.num_dense_layers
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Query/key width of one head (MLA: the no-RoPE part plus the decoupled RoPE key)."""
+        return self.head_dim + self.qk_rope_head_dim
+
+    @property
+    def v_dim_per_head(self) -> int:
+        return self.v_head_dim or self.head_dim
+
+    @property
     def q_dim(self) -> int:
-        return self.num_heads * self.head_dim
+        return self.num_heads * self.qk_head_dim
 
     @property
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
     @property
+    def attn_out_dim(self) -> int:
+        """Width of the attention output that o_proj reads (heads x value width)."""
+        return self.num_heads * self.v_dim_per_head
+
+    @property
+    def attn_flops_per_pair_head(self) -> int:
+        """FLOPs of one (query, key) pair in one head: QK^T over the query/key width plus
+        PV over the value width, 2 per multiply-add (4 x head_dim for GQA)."""
+        return 2 * self.qk_head_dim + 2 * self.v_dim_per_head
+
+    @property
     def attention_params_per_layer(self) -> int:
+        if self.is_mla:
+            h, heads = self.hidden_size, self.num_heads
+            q = (h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * self.q_dim
+                 if self.q_lora_rank else h * self.q_dim)
+            kv_a = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+            kv_b = self.kv_lora_rank * heads * (self.head_dim + self.v_dim_per_head)
+            return q + kv_a + kv_b + self.attn_out_dim * h
         qkv = self.hidden_size * (self.q_dim + 2 * self.kv_dim)
         bias = (self.q_dim + 2 * self.kv_dim) if self.qkv_bias else 0
-        return qkv + bias + self.q_dim * self.hidden_size
+        return qkv + bias + self.attn_out_dim * self.hidden_size
+
+    @property
+    def qkv_out_dim(self) -> int:
+        """Output width of the attention's input projections as one GEMM over hidden_size
+        (MLA's low-rank factors counted by their parameters)."""
+        if self.is_mla:
+            return -(-(self.attention_params_per_layer - self.attn_out_dim * self.hidden_size)
+                     // self.hidden_size)
+        return self.q_dim + 2 * self.kv_dim
 
     @property
     def expert_params(self) -> int:
@@ -75,13 +148,24 @@ class ModelSpec:
 
     @property
     def mlp_params_per_layer(self) -> int:
+        """MLP of one MoE layer (all experts, shared ones and the router), or the dense MLP."""
         router = self.hidden_size * self.num_experts if self.is_moe else 0
-        return self.num_experts * self.expert_params + router
+        return (self.num_experts + self.shared_experts) * self.expert_params + router
+
+    @property
+    def dense_mlp_params(self) -> int:
+        return 3 * self.hidden_size * self.dense_ffn_size
 
     @property
     def params_per_layer(self) -> int:
+        """Parameters of one MoE layer (of any layer, for a dense model)."""
         norms = 2 * self.hidden_size
         return self.attention_params_per_layer + self.mlp_params_per_layer + norms
+
+    @property
+    def expert_params_total(self) -> int:
+        """Routed experts' parameters over all layers: what expert parallelism spreads."""
+        return self.moe_layers * self.num_experts * self.expert_params if self.is_moe else 0
 
     @property
     def embedding_params(self) -> int:
@@ -90,20 +174,29 @@ class ModelSpec:
     @property
     def num_params(self) -> int:
         lm_head = 0 if self.tie_embeddings else self.embedding_params
-        return (self.num_layers * self.params_per_layer + self.embedding_params + lm_head
+        dense = self.num_dense_layers * (self.attention_params_per_layer + self.dense_mlp_params
+                                         + 2 * self.hidden_size)
+        return (self.moe_layers * self.params_per_layer + dense + self.embedding_params + lm_head
                 + self.hidden_size)
 
     @property
     def active_params(self) -> int:
         """Parameters touched by one token (MoE: only the routed experts)."""
         inactive = (self.num_experts - self.experts_per_token) * self.expert_params
-        return self.num_params - self.num_layers * inactive
+        return self.num_params - self.moe_layers * inactive
 
     @property
     def weight_bytes(self) -> int:
         return self.num_params * self.weight_bytes_per_param
 
     @property
+    def kv_elements_per_token_layer(self) -> int:
+        """KV elements one token keeps per layer: K and V of each KV head, or MLA's latent."""
+        if self.is_mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.kv_dim
+
+    @property
     def kv_bytes_per_token(self) -> int:
-        """K and V of every layer for one token, across all GPUs of a replica."""
-        return 2 * self.num_layers * self.kv_dim * self.kv_bytes_per_element
+        """KV of every layer for one token, across all GPUs of a replica."""
+        return self.num_layers * self.kv_elements_per_token_layer * self.kv_bytes_per_element

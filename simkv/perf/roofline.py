@@ -30,6 +30,14 @@ import numpy as np
 from simkv.config.schema import EngineConfig
 from simkv.entities.hardware import HardwareProfile
 from simkv.entities.model import ModelSpec
+from simkv.perf.expert_parallel import (
+    AllToAllLinks,
+    ExpertLoad,
+    MoEConfig,
+    all_to_all_bytes,
+    all_to_all_s,
+    expert_load,
+)
 from simkv.policies.scheduler.interface import SchedulerOutput
 
 ACT_BYTES = 2  # bf16 activations
@@ -51,7 +59,9 @@ class CostModel:
     """Roofline iteration times for one replica (model x hardware x parallelism)."""
 
     def __init__(self, model: ModelSpec, hw: HardwareProfile, tensor_parallel: int = 1,
-                 pipeline_parallel: int = 1, engine: EngineConfig | None = None) -> None:
+                 pipeline_parallel: int = 1, engine: EngineConfig | None = None, *,
+                 data_parallel: int = 1, expert_parallel: int = 1, moe: MoEConfig | None = None,
+                 links: AllToAllLinks | None = None) -> None:
         if model.num_layers % pipeline_parallel:
             raise ValueError(
                 f"pipeline_parallel ({pipeline_parallel}) must divide the model's "
@@ -62,17 +72,43 @@ class CostModel:
                 f"tensor_parallel ({tensor_parallel}) must divide the model's "
                 f"{model.num_heads} attention heads"
             )
+        if data_parallel > 1 and not model.is_moe:
+            raise ValueError("data_parallel_attention > 1 applies to MoE models (attention "
+                             "replicated per rank, experts spread by expert parallelism); for a "
+                             f"dense model such as {model.name} use more instances")
+        if expert_parallel not in (1, tensor_parallel * data_parallel):
+            raise ValueError(
+                f"expert_parallel ({expert_parallel}) must be 1 (experts split by tensor "
+                f"parallelism) or tensor_parallel x data_parallel_attention "
+                f"({tensor_parallel * data_parallel}): the GPUs of a pipeline stage")
+        if expert_parallel > 1 and not model.is_moe:
+            raise ValueError(f"expert_parallel > 1 needs an MoE model; {model.name} is dense")
         self.model = model
         self.hw = hw
         self.tp = tensor_parallel
         self.pp = pipeline_parallel
+        self.dp = data_parallel
+        self.ep = expert_parallel
+        self.gpus = tensor_parallel * pipeline_parallel * data_parallel
         self.engine = engine or EngineConfig()
         m, tp = model, tensor_parallel
         self.layers = m.num_layers  # all stages run in sequence for one batch
         self.heads = m.num_heads / tp
-        # KV heads are replicated when TP exceeds their number (as vLLM does).
+        # KV heads are replicated when TP exceeds their number (as vLLM does); MLA's latent
+        # is one vector per token shared by all heads, so every TP rank keeps all of it.
         self.kv_heads = max(1.0, m.num_kv_heads / tp)
-        self.kv_bytes_token_layer = 2 * self.kv_heads * m.head_dim * m.kv_bytes_per_element
+        if m.is_mla:
+            self.kv_bytes_token_layer = float(m.kv_elements_per_token_layer * m.kv_bytes_per_element)
+        else:
+            self.kv_bytes_token_layer = 2 * self.kv_heads * m.head_dim * m.kv_bytes_per_element
+        self._moe_cfg = moe or MoEConfig()
+        self._load: ExpertLoad | None = None
+        if m.is_moe and (expert_parallel > 1 or self._moe_cfg.routing != "uniform"):
+            self._load = expert_load(self._moe_cfg, m.num_experts, m.experts_per_token,
+                                     expert_parallel)
+        self._links = links or AllToAllLinks(hw.nvlink_bandwidth * hw.eff("nvlink").values[-1],
+                                             hw.nvlink_latency_s, hw.nvlink_bandwidth,
+                                             hw.nvlink_latency_s, 8)
         self.flops_peak = hw.bf16_flops
         self.bw_peak = hw.hbm_bandwidth
         self._eff = hw.efficiency
@@ -81,13 +117,13 @@ class CostModel:
         self._linear_cache: dict[int, float] = {}
         self._linear_coef = self._linear_coefficients()
         # Attention time per token of context, for the constant-efficiency fast path.
-        flops_per_ctx = 4.0 * model.head_dim * self.heads
+        flops_per_ctx = self._pair_flops = float(model.attn_flops_per_pair_head) * self.heads
         if self._const_attn:
             ceff = hw.eff("attention_compute").values[0]
             meff = hw.eff("attention_memory").values[0]
             self._attn_c = flops_per_ctx / (hw.bf16_flops * ceff)
             self._attn_m = self.kv_bytes_token_layer / (hw.hbm_bandwidth * meff)
-            self._q_m = 2.0 * self.heads * model.head_dim * ACT_BYTES / (hw.hbm_bandwidth * meff)
+            self._q_m = self._q_bytes(1.0) / (hw.hbm_bandwidth * meff)
         # Decode attention's coefficients: the GPU's, unless a subclass moves decode
         # attention elsewhere (perf/in_storage.py: computational storage drives).
         self._const_dattn = self._const_attn
@@ -105,6 +141,11 @@ class CostModel:
         self._sample_cache: dict[int, float] = {}
 
     # --- operator building blocks -----------------------------------------------------------
+    def _q_bytes(self, queries: float) -> float:
+        """Activations an attention call moves per GPU besides the KV: queries in, outputs out."""
+        m = self.model
+        return queries * self.heads * (m.qk_head_dim + m.v_dim_per_head) * ACT_BYTES
+
     def _gemm(self, name: str, tokens: float, k: float, n: float, weight_sets: float = 1.0
               ) -> OperatorCost:
         """tokens x k times k x n (n already divided by TP), reading the weights once."""
@@ -128,39 +169,44 @@ class CostModel:
 
     def layer_operators(self, tokens: int, prefill_pairs: float = 0.0,
                         prefill_kv_tokens: float = 0.0, prefill_tokens: int = 0,
-                        decodes: int = 0, decode_context: float = 0.0) -> list[OperatorCost]:
-        """The operators of one layer on one GPU, for a batch with these aggregates."""
+                        decodes: int = 0, decode_context: float = 0.0,
+                        dense_mlp: bool = False) -> list[OperatorCost]:
+        """The operators of one layer on one GPU, for a batch with these aggregates.
+
+        ``tokens`` are the instance's; with data-parallel attention each rank runs the
+        non-expert operators on its share (``tokens / dp``: balanced ranks assumed), and the
+        attention aggregates passed in are per rank. ``dense_mlp``: one of an MoE model's
+        leading dense layers.
+        """
         m, tp = self.model, self.tp
         h = m.hidden_size
+        t = tokens / self.dp if self.dp > 1 else tokens
         ops = [
-            self._gemm("qkv_proj", tokens, h, (m.q_dim + 2 * m.kv_dim) / tp),
-            self._gemm("o_proj", tokens, m.q_dim / tp, h),
+            self._gemm("qkv_proj", t, h, m.qkv_out_dim / tp),
+            self._gemm("o_proj", t, m.attn_out_dim / tp, h),
         ]
         if prefill_tokens:
             # QK^T and PV: 2 FLOPs per multiply-add, d per head, for each causal pair.
-            flops = 4.0 * m.head_dim * self.heads * prefill_pairs
-            nbytes = (prefill_kv_tokens * self.kv_bytes_token_layer
-                      + 2.0 * prefill_tokens * self.heads * m.head_dim * ACT_BYTES)
+            flops = self._pair_flops * prefill_pairs
+            nbytes = prefill_kv_tokens * self.kv_bytes_token_layer + self._q_bytes(prefill_tokens)
             ops.append(self._roof("attn_prefill", flops, nbytes, prefill_tokens,
                                   "attention_compute", "attention_memory"))
         if decodes:
             ops.append(self._decode_attention(decodes, decode_context))
-        if m.is_moe:
+        if m.is_moe and not dense_mlp:
             ops.extend(self._moe(tokens))
         else:
-            f = m.ffn_size / tp
-            ops.append(self._gemm("mlp_up_gate", tokens, h, 2 * f))
-            ops.append(self._gemm("mlp_down", tokens, f, h))
+            f = (m.dense_ffn_size if m.is_moe else m.ffn_size) / tp
+            ops.append(self._gemm("mlp_up_gate", t, h, 2 * f))
+            ops.append(self._gemm("mlp_down", t, f, h))
         # Two RMSNorms and two residual adds: ~10 activation passes of h values per token.
-        ops.append(self._roof("norms", 0.0, 10.0 * tokens * h * ACT_BYTES, tokens,
+        ops.append(self._roof("norms", 0.0, 10.0 * t * h * ACT_BYTES, t,
                               "gemm_compute", "elementwise_memory"))
         return ops
 
     def _decode_attention(self, decodes: int, context: float) -> OperatorCost:
-        m = self.model
-        flops = 4.0 * m.head_dim * self.heads * context
-        nbytes = (context * self.kv_bytes_token_layer
-                  + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
+        flops = self._pair_flops * context
+        nbytes = context * self.kv_bytes_token_layer + self._q_bytes(decodes)
         # NOTE: indexed by the total context read: small reads are latency-bound whatever
         # the batch shape (calibration, docs/CALIBRATION.md).
         return self._roof("attn_decode", flops, nbytes, context,
@@ -170,15 +216,55 @@ class CostModel:
         m, tp = self.model, self.tp
         h, f = m.hidden_size, m.ffn_size / tp
         e, k = m.num_experts, m.experts_per_token
-        # Expected distinct experts hit by `tokens` tokens each picking k of e uniformly:
-        # the weights of exactly those experts are read.
-        touched = e * (1.0 - (1.0 - k / e) ** tokens)
-        routed = tokens * k
-        return [
-            self._gemm("moe_router", tokens, h, e / tp),
-            self._gemm("moe_up_gate", routed, h, 2 * f, weight_sets=touched),
-            self._gemm("moe_down", routed, f, h, weight_sets=touched),
-        ]
+        t = tokens / self.dp if self.dp > 1 else tokens
+        shared = []
+        if m.shared_experts:
+            fs = m.shared_experts * f
+            shared = [self._gemm("moe_shared_up_gate", t, h, 2 * fs),
+                      self._gemm("moe_shared_down", t, fs, h)]
+        if self._load is None:
+            # Expected distinct experts hit by `tokens` tokens each picking k of e uniformly:
+            # the weights of exactly those experts are read.
+            touched = e * (1.0 - (1.0 - k / e) ** tokens)
+            routed = tokens * k
+            return [
+                self._gemm("moe_router", tokens, h, e / tp),
+                self._gemm("moe_up_gate", routed, h, 2 * f, weight_sets=touched),
+                self._gemm("moe_down", routed, f, h, weight_sets=touched),
+                *shared,
+            ]
+        return [self._gemm("moe_router", t, h, e / tp), *shared, *self._expert_parallel_ops(tokens)]
+
+    def _expert_parallel_ops(self, tokens: float) -> list[OperatorCost]:
+        """Routed experts under expert parallelism (or skewed routing): the layer waits for
+        the most loaded GPU, plus the dispatch and combine all-to-alls (perf/expert_parallel.py)."""
+        m = self.model
+        load = self._load
+        assert load is not None
+        h = m.hidden_size
+        # Whole experts per GPU under EP; sliced by TP otherwise.
+        f = m.ffn_size if self.ep > 1 else m.ffn_size / self.tp
+        routed = load.routed(tokens)
+        touched = load.touched(tokens)
+        wb = m.weight_bytes_per_param
+        seconds = np.zeros(load.ep)
+        for k_dim, n_dim in ((h, 2 * f), (f, h)):
+            flops = 2.0 * routed * k_dim * n_dim
+            nbytes = touched * k_dim * n_dim * wb + routed * (k_dim + n_dim) * ACT_BYTES
+            size = np.maximum(routed, 1.0)
+            t_c = flops / (self.flops_peak * self._eff["gemm_compute"].at_array(size))
+            t_m = nbytes / (self.bw_peak * self._eff["gemm_memory"].at_array(size))
+            seconds += np.maximum(t_c, t_m)
+        g = int(np.argmax(seconds))
+        ops = [OperatorCost("moe_experts", float(6.0 * routed[g] * h * f),
+                            float(touched[g] * 3 * h * f * wb), float(seconds[g]))]
+        if self.ep > 1:
+            dispatch, combine = all_to_all_bytes(load, tokens, h,
+                                                 self._moe_cfg.dispatch_bytes_per_element)
+            a2a = (all_to_all_s(dispatch, self.ep, self._links)
+                   + all_to_all_s(combine, self.ep, self._links))
+            ops.append(OperatorCost("moe_all_to_all", 0.0, dispatch + combine, a2a))
+        return ops
 
     def _head_s(self, sampled: int) -> float:
         m = self.model
@@ -205,9 +291,15 @@ class CostModel:
             else:
                 ops = self.layer_operators(tokens)
                 layer = sum(op.seconds for op in ops if not op.name.startswith("attn"))
-            pp_hops = (self.pp - 1) * (tokens * self.model.hidden_size * ACT_BYTES
+            m = self.model
+            rank = tokens / self.dp if self.dp > 1 else tokens
+            pp_hops = (self.pp - 1) * (rank * m.hidden_size * ACT_BYTES
                                        / self.hw.nvlink_bandwidth + self.hw.nvlink_latency_s)
-            t = self.layers * (layer + 2.0 * self._allreduce_s(tokens)) + pp_hops
+            t = m.moe_layers * (layer + 2.0 * self._allreduce_s(rank)) + pp_hops
+            if m.num_dense_layers:
+                ops = self.layer_operators(tokens, dense_mlp=True)
+                dense = sum(op.seconds for op in ops if not op.name.startswith("attn"))
+                t += m.num_dense_layers * (dense + 2.0 * self._allreduce_s(rank))
             self._linear_cache[tokens] = t
         return t
 
@@ -220,6 +312,8 @@ class CostModel:
         effs = ("gemm_compute", "gemm_memory", "elementwise_memory")
         if self.model.is_moe or not all(self._eff[k].is_constant for k in effs):
             return None
+        if self.model.is_mla:
+            return None  # its projections are counted by layer_operators(); not on a hot path
         m, tp = self.model, self.tp
         h, f = m.hidden_size, m.ffn_size / tp
         cf = 1.0 / (self.flops_peak * self._eff["gemm_compute"].values[0])
@@ -244,10 +338,8 @@ class CostModel:
     def _prefill_attention_s(self, pairs: float, kv_tokens: float, tokens: int) -> float:
         if self._const_attn:
             return max(pairs * self._attn_c, kv_tokens * self._attn_m + tokens * self._q_m)
-        m = self.model
-        flops = 4.0 * m.head_dim * self.heads * pairs
-        nbytes = (kv_tokens * self.kv_bytes_token_layer
-                  + 2.0 * tokens * self.heads * m.head_dim * ACT_BYTES)
+        flops = self._pair_flops * pairs
+        nbytes = kv_tokens * self.kv_bytes_token_layer + self._q_bytes(tokens)
         return self._roof("attn_prefill", flops, nbytes, tokens, "attention_compute",
                           "attention_memory").seconds
 
@@ -290,6 +382,12 @@ class CostModel:
                 attn += max(ctx * self._dattn_c, ctx * self._dattn_m + b * self._dq_m)
             else:
                 attn += self._decode_attention(b, ctx).seconds
+        if self.dp > 1:
+            # Data-parallel attention: each rank attends its own sequences and samples their
+            # tokens, at once; ranks assumed balanced (the roofline is linear in the
+            # aggregates, so a rank's time is the batch's over dp).
+            return (self.linear_s(tokens) + self.sample_s(-(-out.num_sampled // self.dp))
+                    + self.layers * attn / self.dp + host)
         return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
 
     def decode_run_times(self, decodes: int, context: Sequence[int], sampled: int
@@ -299,13 +397,21 @@ class CostModel:
         ``context[i]`` is the total context attended to in iteration i; only attention
         changes along a run, so it is the only term that varies.
         """
-        base = self.linear_s(decodes) + self.sample_s(sampled)
-        if self._kv_write_s:
-            base += decodes * self._kv_write_s
-        if self._dense_pad:
-            times = self._dense_decode_run(base, decodes, context)
+        if self.dp > 1:
+            base = self.linear_s(decodes) + self.sample_s(-(-sampled // self.dp))
+            if self._kv_write_s:
+                base += decodes * self._kv_write_s
+            # Per rank (balanced): base plus the batch's attention over dp.
+            attn = np.asarray(self._roofline_decode_run(0.0, decodes, context), dtype=np.float64)
+            times: Sequence[float] = base + attn / self.dp
         else:
-            times = self._roofline_decode_run(base, decodes, context)
+            base = self.linear_s(decodes) + self.sample_s(sampled)
+            if self._kv_write_s:
+                base += decodes * self._kv_write_s
+            if self._dense_pad:
+                times = self._dense_decode_run(base, decodes, context)
+            else:
+                times = self._roofline_decode_run(base, decodes, context)
         if self._ctx_host_s:  # host time per KV token read, same expression as iteration_time
             return np.asarray(times) + self._ctx_host_s * np.asarray(context, dtype=np.float64)
         return times
@@ -325,12 +431,10 @@ class CostModel:
         if self._const_dattn:
             attn = np.maximum(ctx * self._dattn_c, ctx * self._dattn_m + decodes * self._dq_m)
         else:
-            m = self.model
             ceff = self._eff["attention_compute"].at_array(ctx)
             meff = self._eff["attention_memory"].at_array(ctx)
-            nbytes = (ctx * self.kv_bytes_token_layer
-                      + 2.0 * decodes * self.heads * m.head_dim * ACT_BYTES)
-            attn = np.maximum(ctx * (4.0 * m.head_dim * self.heads) / (self.flops_peak * ceff),
+            nbytes = ctx * self.kv_bytes_token_layer + self._q_bytes(decodes)
+            attn = np.maximum(ctx * self._pair_flops / (self.flops_peak * ceff),
                               nbytes / (self.bw_peak * meff))
         return base + layers * attn
 
@@ -359,7 +463,19 @@ class CostModel:
 
     # --- memory -------------------------------------------------------------------------
     def weight_bytes_per_gpu(self) -> float:
-        return self.model.weight_bytes / (self.tp * self.pp)
+        """Weights one GPU holds: everything split by TP and PP, except that under expert
+        parallelism each GPU holds E/ep whole routed experts and a replica of the rest."""
+        m = self.model
+        if self.ep == 1:
+            return m.weight_bytes / (self.tp * self.pp)
+        experts = m.expert_params_total * m.weight_bytes_per_param
+        return ((m.weight_bytes - experts) / self.tp + experts / self.ep) / self.pp
+
+    def expert_bytes_per_gpu(self) -> float:
+        """Routed-expert weights on one GPU (what an EP resize moves between GPUs)."""
+        m = self.model
+        experts = m.expert_params_total * m.weight_bytes_per_param
+        return experts / (self.ep if self.ep > 1 else self.tp) / self.pp
 
     def kv_bytes_per_token_per_gpu(self) -> float:
         return self.kv_bytes_token_layer * self.model.num_layers / self.pp
@@ -367,10 +483,11 @@ class CostModel:
     def activation_bytes_per_gpu(self, max_batched_tokens: int, max_seqs: int) -> float:
         """Peak activations of one forward pass (vLLM measures this with a profiling run)."""
         m = self.model
-        per_token = (m.hidden_size * 4 + (m.q_dim + 2 * m.kv_dim) / self.tp
+        per_token = (m.hidden_size * 4 + m.qkv_out_dim / self.tp
                      + 2 * m.ffn_size * max(1, m.experts_per_token) / self.tp) * ACT_BYTES
         logits = max_seqs * m.vocab_size / self.tp * LOGIT_BYTES
-        return max_batched_tokens * per_token + logits
+        # NOTE: the budget and seats are the instance's; a data-parallel rank holds its share.
+        return (max_batched_tokens * per_token + logits) / self.dp
 
 
 def roofline_floor_s(flops: float, nbytes: float, hw: HardwareProfile) -> float:
