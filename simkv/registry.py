@@ -91,6 +91,7 @@ def _load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
+    import simkv.policies.autoscaler
     import simkv.policies.eviction
     import simkv.policies.offload
     import simkv.policies.router

@@ -24,54 +24,36 @@ import simpy
 
 from simkv import __version__
 from simkv.config.schema import SimConfig
-from simkv.engine.capacity import kv_capacity
 from simkv.engine.cluster import Cluster
+from simkv.engine.controller import build_controller
 from simkv.engine.replica import Replica
-from simkv.entities.hardware import load_profile
+from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
 from simkv.metrics.summary import summarise, write_json
-from simkv.perf.roofline import CostModel
 from simkv.registry import build, name_of
 from simkv.results import SimResult
 
 log = logging.getLogger("simkv")
 
-POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv")
+POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler")
 
 
 def _memory_defaults(cfg: SimConfig) -> None:
     """Configs built by hand (tests, scripts) may leave the memory policies out: LRU, no
     offload, drop (the packaged defaults)."""
+    from simkv.policies.autoscaler import NoAutoscalerConfig
     from simkv.policies.eviction import LRUConfig
     from simkv.policies.offload.placements import NoOffloadConfig
     from simkv.policies.tool_kv import DropConfig
 
+    if cfg.autoscaler is None:
+        cfg.autoscaler = NoAutoscalerConfig()
     if cfg.eviction is None:
         cfg.eviction = LRUConfig()
     if cfg.offload is None:
         cfg.offload = NoOffloadConfig()
     if cfg.tool_kv is None:
         cfg.tool_kv = DropConfig()
-
-
-def _kv_on_drives(cfg: SimConfig, hw: Any, hbm: Any, tier: str) -> tuple[Any, Any]:
-    """The KV pool on the node's drives: CSDs computing decode attention (InstInfer), or
-    SSDs streaming the KV to the GPU every step (FlexGen-style)."""
-    from simkv.engine.capacity import drive_capacity
-    from simkv.kv.tiers import load_node_profile
-    from simkv.perf.in_storage import InStorageAttentionCost, StreamedAttentionCost
-
-    node = load_node_profile(cfg.memory.node, cfg.memory.node_path)
-    spec = node.tiers.get(tier)
-    if spec is None:
-        raise ValueError(f"offload={name_of(cfg.offload)} needs a '{tier}' tier in node profile {node.path}")
-    c = cfg.cluster
-    per_node = max(1, min(c.replicas, node.gpus_per_node // (c.tensor_parallel * c.pipeline_parallel)))
-    kind = InStorageAttentionCost if tier == "csd" else StreamedAttentionCost
-    cost = kind(cfg.model, hw, spec, 1.0 / per_node, c.tensor_parallel, c.pipeline_parallel, cfg.engine)
-    gib = cfg.memory.csd_gib if tier == "csd" else cfg.memory.ssd_gib
-    size = spec.capacity if gib is None else gib * 2**30
-    return cost, drive_capacity(cost, c, cfg.kv, hbm, size, node.gpus_per_node)
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:
@@ -189,18 +171,8 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
         b"simkv.seed": str(cfg.seed).encode(),
     }
 
-    hw = load_profile(cfg.hardware.profile, cfg.hardware.path)
-    cost = CostModel(cfg.model, hw, cfg.cluster.tensor_parallel, cfg.cluster.pipeline_parallel,
-                     cfg.engine)
-    if cfg.cluster.replicas < 1:
+    if not cfg.pools and cfg.cluster.replicas < 1:
         raise ValueError("cluster.replicas must be >= 1")
-    sched = cfg.scheduler
-    capacity = kv_capacity(cost, hw, cfg.cluster, cfg.kv,
-                           getattr(sched, "max_num_batched_tokens", 8192),
-                           getattr(sched, "max_num_seqs", getattr(sched, "max_batch_size", 256)))
-    placement = build(cfg.offload)
-    if placement.attention_in_storage or placement.kv_on_ssd:
-        cost, capacity = _kv_on_drives(cfg, hw, capacity, "csd" if placement.attention_in_storage else "ssd")
     workload = build(cfg.workload)
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
     rng = np.random.default_rng(seeds[0])
@@ -208,14 +180,18 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
     env = simpy.Environment()
     recorder = Recorder(out, metadata, cfg.output.row_group_size, cfg.output.iterations,
                         cfg.slo.ttft_s, cfg.slo.tpot_s,
-                        transfers=cfg.output.transfers and cfg.kv.prefix_caching)
+                        transfers=cfg.output.transfers)
     progress = _Progress(workload.expected_requests(), cfg.output.progress)
     status, error = "ok", ""
     wall0 = time.perf_counter()
     cluster: Cluster | None = None
     try:
-        cluster = Cluster(cfg, env, workload, rng, cost, capacity, recorder, progress, observer)
+        cluster = Cluster(cfg, env, workload, rng, np.random.default_rng(seeds[1]), recorder,
+                          progress, observer)
+        controller = build_controller(cfg, cluster)
         cluster.start()
+        if controller is not None:
+            controller.start()
         env.run()
         if cluster.busy():
             raise RuntimeError("the event queue ran dry with work left (an engine bug)")
@@ -236,7 +212,9 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
             "peak_rss_mib_after_loop": peak_rss_mib,
         })
     replicas: list[Replica] = cluster.replicas
-    gpus = cfg.cluster.replicas * cfg.cluster.tensor_parallel * cfg.cluster.pipeline_parallel
+    first = next(iter(cluster.pools.values()))
+    capacity = first.capacity(first.base.dp)
+    gpus = sum(p.cfg.instances * p.base.gpus for p in cluster.pools.values())
     summary = summarise(out / "requests.parquet", gpus=gpus,
                         slo={"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s},
                         extra={
@@ -250,14 +228,17 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
                                 "skipped_trace_rows": int(getattr(workload, "skipped_rows", 0)),
                             },
                             **({"memory": memory_summary(cluster)} if cluster.memory else {}),
+                            "cluster": cluster_summary(cluster, out / "instances.parquet",
+                                                       out / "requests.parquet", env.now),
                         })
     write_json(out / "summary.json", summary)
     result = SimResult(out, summary, doc)
     if cfg.output.plot:
         from simkv.metrics.plots import plot_run
 
+        pools = ", ".join(f"{p.cfg.instances} x {p.hw.name} ({p.base})"
+                          for p in cluster.pools.values())
         plot_run(result.requests, out / "latency.png",
-                 f"{cfg.model.name} on {cfg.cluster.replicas} x {hw.name} "
-                 f"(TP{cfg.cluster.tensor_parallel}), {name_of(cfg.scheduler)} scheduler, "
+                 f"{first.model.name} on {pools}, {name_of(cfg.scheduler)} scheduler, "
                  f"{name_of(cfg.router)} router")
     return result

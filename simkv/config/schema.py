@@ -7,7 +7,7 @@ these dataclasses (attribute access on a DictConfig is ~700x slower: STACK.md).
 
 ``slots=True`` but not frozen: Hydra refuses overrides on frozen nodes.
 Policy sections (``scheduler``, ``router``, ``workload``, ``eviction``, ``offload``,
-``tool_kv``) are typed ``Any`` here because each
+``tool_kv``, ``autoscaler``) are typed ``Any`` here because each
 registered policy brings its own dataclass; ``simkv.registry.build`` dispatches on it.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from simkv.config.bounds import bounded
 from simkv.entities.model import ModelSpec
 
 
@@ -34,13 +35,104 @@ class HardwareConfig:
 
 @dataclass(slots=True)
 class ClusterConfig:
-    """Replicas and their parallelism; every replica is identical."""
+    """The one-pool cluster: identical replicas of the run's model on the run's hardware.
+
+    ``pools`` (below) replaces this with several pools; see docs/CLUSTER.md.
+    """
 
     replicas: int = 2
     tensor_parallel: int = 1
     # NOTE: pipeline stages split the layers (memory) but are modelled without micro-batch
     # overlap, so an iteration takes the sum of its stages: docs/ARCHITECTURE.md.
     pipeline_parallel: int = 1
+    # Bounds an autoscaler keeps the replica count within (None: replicas, i.e. fixed).
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    # A network model store every node can load weights from (an object store or NFS):
+    # its total read bandwidth, shared by all loads at once.
+    weight_store_gb_s: float = bounded(10.0, gt=0)
+    weight_store_latency_s: float = bounded(0.01, ge=0)
+
+
+ROUTINGS = ("uniform", "zipf", "file")
+PLACEMENTS = ("contiguous", "balanced")
+
+
+@dataclass(slots=True)
+class MoEConfig:
+    """MoE routing: how tokens pick experts, and how experts are placed on an EP group's GPUs."""
+
+    # uniform | zipf | file (a per-expert popularity vector, one number per line or comma-separated)
+    routing: str = "uniform"
+    zipf_exponent: float = bounded(1.0, ge=0)
+    popularity_path: str | None = None
+    # contiguous: GPU g holds experts [g E/ep, (g+1) E/ep) (vLLM's default linear map);
+    # balanced: greedy by popularity, hottest first onto the least loaded GPU (EPLB-like,
+    # without replicas).
+    placement: str = "contiguous"
+    # Bytes per element of dispatched activations (2: bf16; DeepEP can dispatch FP8: 1).
+    # Combine always returns bf16.
+    dispatch_bytes_per_element: float = bounded(2.0, gt=0)
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTINGS:
+            raise ValueError(f"moe.routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"moe.placement must be one of {', '.join(PLACEMENTS)}, "
+                             f"got {self.placement!r}")
+
+
+ROLES = ("colocated",)
+WEIGHT_SOURCES = ("ssd", "network", "peer")
+
+
+@dataclass(slots=True)
+class PoolConfig:
+    """A pool of identical instances: one model, one GPU kind, one parallel layout, one role.
+
+    An instance holds ``tensor_parallel x pipeline_parallel x data_parallel_attention`` GPUs.
+    MoE models may run attention data-parallel (``data_parallel_attention`` ranks, each with
+    its own sequences) with experts spread over all GPUs of a stage (``expert_parallel`` =
+    tensor_parallel x data_parallel_attention); elastic scaling changes the data-parallel
+    degree. Lifecycle and weight-loading parameters: docs/CLUSTER.md (with sources).
+    """
+
+    role: str = "colocated"
+    # A model spec of conf/model (e.g. qwen3_30b_a3b) or a hardware profile name; None: the
+    # run's `model` / `hardware`.
+    model: str | None = None
+    hardware: str | None = None
+    # Instances serving at time 0, and the bounds an autoscaler keeps.
+    instances: int = bounded(1, ge=0)
+    min_instances: int | None = None
+    max_instances: int | None = None
+    tensor_parallel: int = bounded(1, ge=1)
+    pipeline_parallel: int = bounded(1, ge=1)
+    data_parallel_attention: int = bounded(1, ge=1)
+    expert_parallel: int = bounded(1, ge=1)
+    # Largest and smallest data-parallel degree a resize may reach (None: the initial one).
+    max_data_parallel: int | None = None
+    min_data_parallel: int | None = None
+    # GPU allocation, container and engine process start before weights load (seconds).
+    provisioning_s: float = bounded(30.0, ge=0)
+    # Engine warm-up after the weights land (CUDA-graph capture, KV-cache profiling).
+    warmup_s: float = bounded(10.0, ge=0)
+    # Where a new instance reads its weights: the node's SSDs, the network store, or the GPUs
+    # of a serving instance of this pool (NVLink on the same node, RDMA across nodes; SSD when
+    # none serves).
+    weight_source: str = "ssd"
+    # Throughput of the weight loader per GPU (GB/s): the software's limit on top of the links
+    # (safetensors readers reach 1-4 GB/s per GPU: docs/CLUSTER.md).
+    loader_gb_s_per_gpu: float = bounded(2.0, gt=0)
+    # Price of one GPU-hour (any currency), for equal-cost comparisons; 0 = not priced.
+    gpu_hour_cost: float = bounded(0.0, ge=0)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"pool role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.weight_source not in WEIGHT_SOURCES:
+            raise ValueError(f"pool weight_source must be one of {', '.join(WEIGHT_SOURCES)}, "
+                             f"got {self.weight_source!r}")
 
 
 @dataclass(slots=True)
@@ -142,6 +234,10 @@ class SimConfig:
     eviction: Any = None
     offload: Any = None
     tool_kv: Any = None
+    autoscaler: Any = None
+    # Several pools (heterogeneous GPUs, other layouts) instead of `cluster`'s one pool.
+    pools: dict[str, PoolConfig] = field(default_factory=dict)
+    moe: MoEConfig = field(default_factory=MoEConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)

@@ -20,7 +20,7 @@ from simkv.config.schema import HardwareConfig, SimConfig
 from simkv.entities.hardware import shipped_profiles
 
 _done = False
-POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv")
+POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler")
 
 
 def register_configs() -> None:

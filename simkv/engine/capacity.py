@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simkv.config.schema import ClusterConfig, KVConfig
+from simkv.config.schema import KVConfig
 from simkv.entities.hardware import HardwareProfile
 from simkv.perf.roofline import CostModel
 
@@ -33,8 +33,10 @@ class KVCapacity:
         return self.num_blocks * self.block_size
 
 
-def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv: KVConfig,
+def kv_capacity(cost: CostModel, hw: HardwareProfile, kv: KVConfig,
                 max_batched_tokens: int, max_seqs: int) -> KVCapacity:
+    """KV blocks of one instance of the cost model's layout (a data-parallel instance has
+    one pool per rank; simkv counts their sum, ranks assumed balanced)."""
     if not 0 < kv.gpu_memory_utilization <= 1:
         raise ValueError(f"kv.gpu_memory_utilization must be in (0, 1], got {kv.gpu_memory_utilization}")
     if kv.block_size < 1:
@@ -44,8 +46,10 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv
     acts = cost.activation_bytes_per_gpu(max_batched_tokens, max_seqs)
     free = budget - weights - acts
     block_bytes = kv.block_size * cost.kv_bytes_per_token_per_gpu()
-    where = (f"{cost.model.name} on {hw.name} with tensor_parallel={cluster.tensor_parallel}, "
-             f"pipeline_parallel={cluster.pipeline_parallel}")
+    where = (f"{cost.model.name} on {hw.name} with tensor_parallel={cost.tp}, "
+             f"pipeline_parallel={cost.pp}")
+    if cost.ep > 1:
+        where += f", expert_parallel={cost.ep}"
     if free < block_bytes:
         raise DoesNotFitError(
             f"{where} does not fit: per GPU {weights / GIB:.1f} GiB of weights + "
@@ -53,7 +57,7 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv
             f"{budget / GIB:.1f} GiB ({kv.gpu_memory_utilization:.0%} of {hw.memory_bytes / GIB:.1f} "
             f"GiB); raise cluster.tensor_parallel or choose a larger GPU"
         )
-    blocks = int(free // block_bytes)
+    blocks = int(free // block_bytes) * cost.dp
     if kv.num_gpu_blocks_override is not None:
         if kv.num_gpu_blocks_override < 1:
             raise ValueError("kv.num_gpu_blocks_override must be >= 1")
@@ -61,16 +65,16 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, cluster: ClusterConfig, kv
     return KVCapacity(blocks, kv.block_size, free, weights, acts)
 
 
-def drive_capacity(cost: CostModel, cluster: ClusterConfig, kv: KVConfig, hbm: KVCapacity,
-                 csd_bytes_per_node: float, gpus_per_node: int) -> KVCapacity:
+def drive_capacity(cost: CostModel, replicas: int, kv: KVConfig, hbm: KVCapacity,
+                   csd_bytes_per_node: float, gpus_per_node: int) -> KVCapacity:
     """KV blocks of a replica whose KV cache lives on the node's drives (CSDs or SSDs).
 
     The replica gets its share of the node's drives (replicas on a node split them evenly);
     HBM must still hold the weights and activations, which ``hbm`` (the usual capacity) has
     already checked.
     """
-    gpus = cluster.tensor_parallel * cluster.pipeline_parallel
-    per_node = max(1, min(cluster.replicas, gpus_per_node // gpus))
+    gpus = cost.gpus
+    per_node = max(1, min(replicas, gpus_per_node // gpus))
     block_bytes = kv.block_size * cost.kv_bytes_per_token_per_gpu() * gpus
     blocks = int(csd_bytes_per_node / per_node // block_bytes)
     if kv.num_gpu_blocks_override is not None:

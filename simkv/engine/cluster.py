@@ -1,4 +1,4 @@
-"""Replicas behind a router, fed by a workload: the only place that wires components.
+"""Pools of instances behind a router, fed by a workload: the only place that wires components.
 
 Arrivals are one chain of URGENT wake-ups (one SimPy event per request); completions go to
 the recorder and back to the workload, which may release follow-up calls (closed loop).
@@ -6,18 +6,21 @@ the recorder and back to the workload, which may release follow-up calls (closed
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import simpy
 
 from simkv.config.schema import SimConfig
-from simkv.engine.capacity import KVCapacity
 from simkv.engine.events import URGENT, Wakeup
+from simkv.engine.lifecycle import Lifecycle
+from simkv.engine.pool import Pool, pool_configs
 from simkv.engine.replica import Replica
+from simkv.engine.topology import Slots, Topology
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool
-from simkv.kv.hierarchy import MemoryHierarchy, Topology
+from simkv.kv.hierarchy import MemoryHierarchy
 from simkv.kv.manager import KVManager
 from simkv.kv.prefix import granule_ids
 from simkv.kv.tiers import load_node_profile
@@ -29,39 +32,39 @@ from simkv.workload.base import ArrivalBatch, FollowUp, Workload
 
 class Cluster:
     def __init__(self, cfg: SimConfig, env: simpy.Environment, workload: Workload,
-                 rng: np.random.Generator, cost: CostModel, capacity: KVCapacity,
-                 recorder: Recorder, on_progress: Callable[[int, float], None] | None = None,
+                 rng: np.random.Generator, router_rng: np.random.Generator, recorder: Recorder,
+                 on_progress: Callable[[int, float], None] | None = None,
                  observer: Callable[[Replica], None] | None = None) -> None:
         self.env = env
+        self.cfg = cfg
         self.workload = workload
         self.recorder = recorder
+        self.observer = observer
         self.max_model_len = cfg.model.max_model_len
         self.granule_tokens = cfg.kv.prefix_block_tokens
         self.on_progress = on_progress
+        node = load_node_profile(cfg.memory.node, cfg.memory.node_path)
+        self.pools: dict[str, Pool] = {name: Pool(i, name, pc, cfg, node)
+                                       for i, (name, pc) in enumerate(pool_configs(cfg).items())}
+        recorder.pool_names = list(self.pools)
+        first = next(iter(self.pools.values()))
+        self.topology = Topology(env, node, {p.name: p.max_gpus for p in self.pools.values()},
+                                 cfg.cluster.weight_store_gb_s * 1e9,
+                                 cfg.cluster.weight_store_latency_s,
+                                 recorder.transfer if recorder.transfers is not None else None)
+        self.memory = (build_memory(cfg, self.topology, first.cost(first.base.dp), self.pools)
+                       if cfg.kv.prefix_caching else None)
+        # Every instance ever started, by id; those the router may choose, in start order.
         self.replicas: list[Replica] = []
-        self.memory = build_memory(cfg, env, cost, recorder) if cfg.kv.prefix_caching else None
+        self.serving: list[Replica] = []
         self.kvs: list[KVManager | None] = []
-        for i in range(cfg.cluster.replicas):
-            pool = BlockPool(capacity.num_blocks, capacity.block_size)
-            kv = (build_kv_manager(cfg, env, cost, pool, self.memory, i)
-                  if self.memory is not None else None)
-            sched = build(cfg.scheduler, pool=pool, kv=kv,
-                          max_fast_forward=cfg.engine.max_fast_forward)
-            replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
-                              recorder.iterations, observer)
-            if kv is not None:
-                to_scheduler = kv.on_loaded
-
-                def loaded(req: Request, f: Callable[[Request], None] = to_scheduler,
-                           r: Replica = replica) -> None:
-                    f(req)
-                    r.poke()
-
-                kv.on_loaded = loaded
-                kv.on_freed = replica.poke
-            self.kvs.append(kv)
-            self.replicas.append(replica)
-        self.router = build(cfg.router)
+        # Requests that arrived while no instance was serving.
+        self.backlog: deque[Request] = deque()
+        self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
+                                   self._start_serving, self._stop_serving)
+        self.router = build(cfg.router, rng=router_rng)
+        for pool in self.pools.values():
+            self.lifecycle.initial(pool)
         self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
         self._cols: tuple[list, ...] = ()
         self._extra: tuple[list, ...] | None = None
@@ -70,6 +73,50 @@ class Cluster:
         self.completed = 0
         self.pending_followups = 0
         self.arrivals_done = False
+
+    # --- instances ----------------------------------------------------------------------
+    def _new_instance(self, pool: Pool, dp: int, slots: Slots, state: str) -> Replica:
+        cfg, env = self.cfg, self.env
+        i = len(self.replicas)
+        cost = pool.cost(dp)
+        hw = pool.hw
+        self.topology.attach(i, slots, hw.pcie_bandwidth, hw.pcie_latency_s,
+                             pool.cfg.loader_gb_s_per_gpu * 1e9)
+        capacity = pool.capacity(dp)
+        blocks = BlockPool(capacity.num_blocks, capacity.block_size)
+        kv = (build_kv_manager(cfg, env, cost, blocks, self.memory, i)
+              if self.memory is not None else None)
+        sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward)
+        if dp > 1:
+            sched.scale_seats(dp)
+        replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
+                          self.recorder.iterations, self.observer)
+        replica.pool, replica.state, replica.dp = pool, state, dp
+        replica.slots, replica.gpus = slots, len(slots.gpus)
+        replica.work_rate = pool.work_rate(dp)
+        if kv is not None:
+            to_scheduler = kv.on_loaded
+
+            def loaded(req: Request, f: Callable[[Request], None] = to_scheduler,
+                       r: Replica = replica) -> None:
+                f(req)
+                r.poke()
+
+            kv.on_loaded = loaded
+            kv.on_freed = replica.poke
+        self.kvs.append(kv)
+        self.replicas.append(replica)
+        pool.instances.append(replica)
+        return replica
+
+    def _start_serving(self, r: Replica) -> None:
+        self.serving.append(r)
+        while self.backlog and self.serving:
+            self._route(self.backlog.popleft())
+
+    def _stop_serving(self, r: Replica) -> None:
+        self.serving.remove(r)
+        r.on_idle = self.lifecycle.maybe_stop
 
     # --- arrivals -----------------------------------------------------------------------
     def start(self) -> None:
@@ -139,13 +186,20 @@ class Cluster:
         if req.prompt_tokens + req.output_tokens > self.max_model_len:
             self._reject(req, "max_model_len")
             return
-        i = self.router.route(req, self.replicas, self.env.now)
-        replica = self.replicas[i]
+        if not self.serving:
+            self.backlog.append(req)  # nothing serves yet (all starting, or scaled to zero)
+            return
+        self._route(req)
+
+    def _route(self, req: Request) -> None:
+        replica = self.serving[self.router.route(req, self.serving, self.env.now)]
         reason = replica.scheduler.admission_error(req)
         if reason:
-            req.replica = i
+            req.replica = replica.index
+            req.pool = replica.pool.index
             self._reject(req, reason)
             return
+        replica.pool.routed += 1
         replica.submit(req)
 
     # --- completions --------------------------------------------------------------------
@@ -156,6 +210,10 @@ class Cluster:
 
     def _finished(self, req: Request, now: float) -> None:
         self.recorder.request(req)
+        if req.pool >= 0 and req.state is State.FINISHED:
+            pool = self.replicas[req.replica].pool
+            pool.finished += 1
+            pool.slo_met += self.recorder.last_slo_met
         self.completed += 1
         if self.on_progress is not None and not self.completed & 255:
             self.on_progress(self.completed, now)
@@ -169,16 +227,18 @@ class Cluster:
                 kv.session_ended(req.session, now)
 
     def busy(self) -> bool:
-        return (not self.arrivals_done or self.pending_followups > 0
+        return (not self.arrivals_done or self.pending_followups > 0 or bool(self.backlog)
                 or any(r.busy or r.scheduler.num_unfinished() for r in self.replicas))
 
 
-def build_memory(cfg: SimConfig, env: simpy.Environment, cost: CostModel,
-                 recorder: Recorder) -> MemoryHierarchy:
+def build_memory(cfg: SimConfig, topology: Topology, cost: CostModel,
+                 pools: dict[str, Pool]) -> MemoryHierarchy:
     """The tiers below HBM and their links, for the configured placement."""
-    node = load_node_profile(cfg.memory.node, cfg.memory.node_path)
-    gpr = cfg.cluster.tensor_parallel * cfg.cluster.pipeline_parallel
-    topo = Topology(cfg.cluster.replicas, gpr, cost.hw.pcie_bandwidth, cost.hw.pcie_latency_s)
+    models = {p.model.name for p in pools.values()}
+    if len(models) > 1:
+        raise ValueError(f"prefix caching shares KV between instances, which needs one model; "
+                         f"the pools run {', '.join(sorted(models))}: set kv.prefix_caching=false")
+    gpr = cost.tp * cost.pp
     granule_bytes = cfg.kv.prefix_block_tokens * cost.kv_bytes_per_token_per_gpu() * gpr
     override = {"dram": cfg.memory.dram_gib, "ssd": cfg.memory.ssd_gib, "csd": cfg.memory.csd_gib}
     placement = build(cfg.offload)
@@ -194,14 +254,13 @@ def build_memory(cfg: SimConfig, env: simpy.Environment, cost: CostModel,
             lower = config_for("eviction", cfg.memory.lower_eviction)
         except KeyError as exc:
             raise ValueError(f"memory.lower_eviction: {exc.args[0]}") from None
-    return MemoryHierarchy(env, node, placement, lower, topo, granule_bytes,
-                           override, recorder.transfer if recorder.transfers is not None else None)
+    return MemoryHierarchy(topology, placement, lower, granule_bytes, override)
 
 
 def build_kv_manager(cfg: SimConfig, env: simpy.Environment, cost: CostModel, pool: BlockPool,
                      memory: MemoryHierarchy, replica: int) -> KVManager:
     m = cost.model
-    gpr = cfg.cluster.tensor_parallel * cfg.cluster.pipeline_parallel
+    gpr = cost.tp * cost.pp
     per_token = cost.kv_bytes_per_token_per_gpu() * gpr
     # Context at which a token's attention FLOPs (4 x layers x q_dim per context token)
     # equal its linear-layer FLOPs (2 x active parameters): the scale of recompute cost.

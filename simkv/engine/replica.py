@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -22,6 +23,10 @@ from simkv.entities.request import Request
 from simkv.metrics.recorder import TableWriter
 from simkv.perf.roofline import CostModel
 from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
+
+if TYPE_CHECKING:
+    from simkv.engine.pool import Pool
+    from simkv.engine.topology import Slots
 
 
 class LivelockError(RuntimeError):
@@ -55,10 +60,33 @@ class Replica:
         self._idle_iterations = 0
         self.iterations_run = 0
         self.runs = 0
+        # Lifecycle (engine/lifecycle.py): set by the cluster when it builds the instance.
+        self.pool: Pool = None  # type: ignore[assignment]
+        self.state = "none"
+        self.dp = 1
+        self.gpus = 1
+        self.slots: Slots = None  # type: ignore[assignment]
+        # Called when a plan finds nothing to run (a draining instance may then stop).
+        self.on_idle: Callable[[Replica], None] | None = None
+        self.on_stopped: Callable[[], None] | None = None
+        self.drain_action = -1
+        # Tokens per second, for routers that weigh outstanding work by instance speed.
+        self.work_rate = 1.0
+
+    def set_layout(self, dp: int, cost: Any, kv_blocks: int) -> None:
+        """Serve on another data-parallel degree from the next plan on (elastic resize): the
+        KV already held stays where it is; the pool grows or shrinks to ``kv_blocks``."""
+        self.dp = dp
+        self.gpus = len(self.slots.gpus)
+        self.cost = cost
+        self.scheduler.pool.resize(kv_blocks)
+        self.scheduler.scale_seats(dp)
+        self.work_rate = self.pool.work_rate(dp)
 
     def submit(self, req: Request) -> None:
         """A request arrives (called from an URGENT arrival event at its arrival time)."""
         req.replica = self.index
+        req.pool = self.pool.index
         self.scheduler.add_request(req)
         self.outstanding_requests += 1
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
@@ -95,6 +123,8 @@ class Replica:
         if out is None:
             self.busy = False
             self._out = self._ends = None
+            if self.on_idle is not None:
+                self.on_idle(self)
             return
         durations = self.cost.run_times(out)
         if out.num_iterations == 1:

@@ -46,6 +46,7 @@ class Request:
     # --- progress (mutated by the replica that owns it) ---------------------------------
     state: State = State.WAITING
     replica: int = -1
+    pool: int = -1
     # Tokens whose KV is in the cache, and output tokens generated so far. While DECODING
     # these are kept lazily (see engine/decode_batch.py) and materialised on demand.
     computed: int = 0

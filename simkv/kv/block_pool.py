@@ -54,6 +54,19 @@ class BlockPool:
             self.reclaim(short)
         self.used += n
 
+    def resize(self, capacity: int) -> None:
+        """Change the pool's size (an elastic instance gained or lost GPUs). Shrinking
+        evicts cached blocks beyond the new size; blocks in use must fit (callers check)."""
+        if capacity < self.capacity:
+            if self.used + self.pinned > capacity:
+                raise OutOfBlocksError(f"cannot shrink to {capacity} blocks: {self.used} used "
+                                       f"and {self.pinned} pinned")
+            short = self.used + self.cached - capacity
+            if short > 0:
+                assert self.reclaim is not None
+                self.reclaim(short)
+        self.capacity = capacity
+
     def release(self, n: int) -> None:
         self.used -= n
         if self.used < 0:

@@ -1,9 +1,9 @@
 """The cluster's memory below HBM: lower-tier stores, the links that reach them, transfers.
 
-Built once per run from a node profile and a placement. Replicas are packed onto nodes of
-``gpus_per_node`` GPUs in index order. Each replica has a PCIe link (its GPUs' links
-together: a tensor-parallel replica moves its KV shards in parallel); each node has a read
-and a write link per tier (the drives' aggregate bandwidth) and a NIC. A transfer crosses
+Built once per run on the cluster's topology (engine/topology.py: where instances sit, and
+the links) and a placement. Each instance has a PCIe link (its GPUs' links together: a
+tensor-parallel replica moves its KV shards in parallel); each node has a read and a write
+link per tier (the drives' aggregate bandwidth) and a NIC. A transfer crosses
 the links of its path at once and moves at the rate of the most crowded (kv/links.py):
 
 | move | path |
@@ -20,60 +20,40 @@ network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import simpy
-
-from simkv.kv.links import Fabric, Link, Transfer
+from simkv.kv.links import Link, Transfer
 from simkv.kv.stores import TierStats, TierStore
-from simkv.kv.tiers import NodeProfile
 from simkv.policies.offload.interface import Placement
 from simkv.registry import build
+
+if TYPE_CHECKING:
+    from simkv.engine.topology import Topology
 
 GIB = 2**30
 
 
-@dataclass(slots=True)
-class Topology:
-    """Where replicas sit and how fast their PCIe links are."""
-
-    replicas: int
-    gpus_per_replica: int
-    pcie_bandwidth: float  # per GPU, bytes/s
-    pcie_latency_s: float
-
-    def nodes(self, gpus_per_node: int) -> int:
-        return -(-(self.replicas * self.gpus_per_replica) // gpus_per_node)
-
-
 class MemoryHierarchy:
-    def __init__(self, env: simpy.Environment, node: NodeProfile, placement: Placement,
-                 eviction_cfg: Any, topo: Topology, granule_bytes: float,
-                 capacity_override_gib: dict[str, float | None],
-                 on_transfer: Callable[[Transfer], None] | None = None) -> None:
-        self.env = env
+    def __init__(self, topology: Topology, placement: Placement, eviction_cfg: Any,
+                 granule_bytes: float, capacity_override_gib: dict[str, float | None]) -> None:
+        node = topology.node
+        self.env = topology.env
         self.node = node
+        self.topology = topology
         self.placement = placement
         self.granule_bytes = granule_bytes
-        self.fabric = Fabric(env, on_transfer)
-        self.num_nodes = topo.nodes(node.gpus_per_node)
-        gpr = topo.gpus_per_replica
-        self.replica_node = [(r * gpr) // node.gpus_per_node for r in range(topo.replicas)]
-        self.pcie = [Link(f"pcie{r}", topo.pcie_bandwidth * gpr, topo.pcie_latency_s)
-                     for r in range(topo.replicas)]
-        self.nic = [Link(f"nic{n}", node.network_bandwidth, node.network_latency_s)
-                    for n in range(self.num_nodes)]
+        self.fabric = topology.fabric
+        self.num_nodes = topology.num_nodes
+        # NOTE: the topology's lists, shared: instances started later appear in them.
+        self.replica_node = topology.replica_node
+        self.pcie = topology.pcie
+        self.nic = topology.nic
+        self.read = topology.read
+        self.write = topology.write
         missing = [t for t in placement.tiers if t not in node.tiers]
         if missing:
             raise ValueError(f"offload needs tiers {missing} that node profile '{node.name}' "
                              f"({node.path}) does not have")
-        self.read: dict[tuple[str, int], Link] = {}
-        self.write: dict[tuple[str, int], Link] = {}
-        for tier, spec in node.tiers.items():
-            for n in range(self.num_nodes):
-                self.read[tier, n] = Link(f"{tier}_read{n}", spec.read_bandwidth, spec.latency_s)
-                self.write[tier, n] = Link(f"{tier}_write{n}", spec.write_bandwidth, spec.latency_s)
         # Stores: tier -> per node (index = node), or one shared store (index 0).
         self.stores: dict[str, list[TierStore]] = {}
         for tier in placement.tiers:
@@ -144,15 +124,7 @@ class MemoryHierarchy:
         return out
 
     def link_stats(self) -> dict[str, dict[str, float]]:
-        links = [*self.pcie, *self.nic, *self.read.values(), *self.write.values()]
-        kinds: dict[str, dict[str, float]] = {}
-        for link in links:
-            kind = link.name.rstrip("0123456789")
-            k = kinds.setdefault(kind, {"bytes": 0.0, "busy_s": 0.0, "links": 0})
-            k["bytes"] += link.bytes_moved
-            k["busy_s"] += link.busy_s
-            k["links"] += 1
-        return {k: v for k, v in sorted(kinds.items()) if v["bytes"] > 0}
+        return self.topology.link_stats()
 
     def check_invariants(self) -> None:
         for stores in self.stores.values():

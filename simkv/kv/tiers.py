@@ -43,6 +43,10 @@ class NodeProfile:
     network_latency_s: float
     sources: dict[str, str]
     path: str = ""
+    # GPU-direct network per GPU (RDMA NICs of the compute fabric): expert-parallel
+    # all-to-all and weights from a peer across nodes. Absent: the node's network, shared.
+    gpu_network_bandwidth: float = 0.0
+    gpu_network_latency_s: float = 0.0
 
 
 def _section(doc: Any, where: str, keys: dict[str, str], optional: bool = False
@@ -67,7 +71,8 @@ def parse_node_profile(doc: Any, path: str) -> NodeProfile:
         raise ProfileError(f"{path}: expected a mapping at the top level")
     if doc.get("schema_version") != 1:
         raise ProfileError(f"{path}: schema_version must be 1, got {doc.get('schema_version')!r}")
-    allowed = {"schema_version", "name", "gpus_per_node", "network", "provenance", "notes", *TIERS}
+    allowed = {"schema_version", "name", "gpus_per_node", "network", "gpu_network", "provenance",
+               "notes", *TIERS}
     unknown = set(doc) - allowed
     if unknown:
         raise ProfileError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -88,8 +93,12 @@ def parse_node_profile(doc: Any, path: str) -> NodeProfile:
         raise ProfileError(f"{path}: missing 'network'")
     v, s = _section(doc["network"], f"{path}: network", _NET_KEYS)
     sources.update({f"network.{k}": src for k, src in s.items()})
+    g = {"bandwidth": v["bandwidth"] / gpus, "latency": v["latency"]}
+    if "gpu_network" in doc:
+        g, s = _section(doc["gpu_network"], f"{path}: gpu_network", _NET_KEYS)
+        sources.update({f"gpu_network.{k}": src for k, src in s.items()})
     return NodeProfile(str(doc.get("name", Path(path).stem)), gpus, tiers, v["bandwidth"],
-                       v["latency"], sources, path)
+                       v["latency"], sources, path, g["bandwidth"], g["latency"])
 
 
 def shipped_node_profiles() -> list[str]:

@@ -71,16 +71,22 @@ class Recorder:
                                        metadata, row_group_size) if iterations else None)
         self.transfers = (TableWriter(out_dir / "transfers.parquet", schema.TRANSFERS,
                                       metadata, row_group_size) if transfers else None)
+        self.instances = TableWriter(out_dir / "instances.parquet", schema.INSTANCES, metadata,
+                                     row_group_size)
         self.ttft_slo = ttft_slo
         self.tpot_slo = tpot_slo
         self.finished = 0
         self.rejected = 0
+        self.pool_names: list[str] = []
+        # Whether the last finished request met both SLOs (the pools' counters read it).
+        self.last_slo_met = False
 
     def request(self, r: Request) -> None:
         if r.state is State.REJECTED:
             self.rejected += 1
             nan = math.nan
-            row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica, "rejected",
+            row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica,
+                   self.pool_names[r.pool] if r.pool >= 0 else "", "rejected",
                    r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
                    nan, nan, nan, False)
@@ -91,8 +97,9 @@ class Recorder:
             tpot = ((r.finish - r.first_token) / (r.output_tokens - 1)
                     if r.output_tokens > 1 else 0.0)
             met = ttft <= self.ttft_slo and tpot <= self.tpot_slo
-            row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica, "finished", "",
-                   r.arrival,
+            self.last_slo_met = met
+            row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica,
+                   self.pool_names[r.pool], "finished", "", r.arrival,
                    r.first_scheduled, r.first_token, r.finish, r.prompt_tokens,
                    r.output_tokens, r.cached_hbm + r.cached_dram + r.cached_disk, r.cached_hbm,
                    r.cached_dram, r.cached_disk, r.cached_remote, r.kv_wait, r.preemptions,
@@ -103,8 +110,12 @@ class Recorder:
         assert self.transfers is not None
         self.transfers.append((t.start, t.end, t.nbytes, t.what, ",".join(lk.name for lk in t.links)))
 
+    def instance(self, row: tuple) -> None:
+        self.instances.append(row)
+
     def close(self) -> None:
         self.requests.close()
+        self.instances.close()
         if self.iterations is not None:
             self.iterations.close()
         if self.transfers is not None:

@@ -12,7 +12,9 @@ REQUESTS = pa.schema([
     ("turn", pa.int32()),
     ("model", pa.string()),
     ("log_type", pa.string()),
-    ("replica", pa.int16()),
+    # The instance that served it (ids run over every instance ever started) and its pool.
+    ("replica", pa.int32()),
+    ("pool", pa.string()),
     ("status", pa.string()),  # finished | rejected
     ("reject_reason", pa.string()),
     ("arrival_s", pa.float64()),
@@ -38,7 +40,7 @@ REQUESTS = pa.schema([
 ])
 
 ITERATIONS = pa.schema([
-    ("replica", pa.int16()),
+    ("replica", pa.int32()),
     ("start_s", pa.float64()),
     ("duration_s", pa.float64()),
     # A row is a run of `iterations` identical-composition iterations (fast-forward).
@@ -57,4 +59,19 @@ TRANSFERS = pa.schema([
     ("what", pa.string()),
     # The links crossed, comma-separated (pcie3, dram_read0, nic1, ...).
     ("links", pa.string()),
+])
+
+INSTANCES = pa.schema([
+    # One row per lifecycle transition of an instance (engine/lifecycle.py).
+    ("time_s", pa.float64()),
+    ("instance", pa.int32()),
+    ("pool", pa.string()),
+    ("from_state", pa.string()),  # none | provisioning | loading | serving | scaling | draining
+    ("to_state", pa.string()),
+    # GPUs the instance holds after the transition, and its data-parallel degree.
+    ("gpus", pa.int32()),
+    ("data_parallel", pa.int32()),
+    # The scaling action it belongs to (-1: the initial instances).
+    ("action", pa.int32()),
+    ("reason", pa.string()),
 ])

@@ -23,34 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from simkv.config.bounds import bounded
+from simkv.config.schema import MoEConfig
 
-ROUTINGS = ("uniform", "zipf", "file")
-PLACEMENTS = ("contiguous", "balanced")
-
-
-@dataclass(slots=True)
-class MoEConfig:
-    """How tokens pick experts, and how experts are placed on an EP group's GPUs."""
-
-    # uniform | zipf | file (a per-expert popularity vector, one number per line or comma-separated)
-    routing: str = "uniform"
-    zipf_exponent: float = bounded(1.0, ge=0)
-    popularity_path: str | None = None
-    # contiguous: GPU g holds experts [g E/ep, (g+1) E/ep) (vLLM's default linear map);
-    # balanced: greedy by popularity, hottest first onto the least loaded GPU (EPLB-like,
-    # without replicas).
-    placement: str = "contiguous"
-    # Bytes per element of dispatched activations (2: bf16; DeepEP can dispatch FP8: 1).
-    # Combine always returns bf16.
-    dispatch_bytes_per_element: float = bounded(2.0, gt=0)
-
-    def __post_init__(self) -> None:
-        if self.routing not in ROUTINGS:
-            raise ValueError(f"moe.routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"moe.placement must be one of {', '.join(PLACEMENTS)}, "
-                             f"got {self.placement!r}")
+__all__ = ["MoEConfig"]
 
 
 def popularity(cfg: MoEConfig, num_experts: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from simkv.config.schema import EngineConfig
 from simkv.entities.hardware import HardwareProfile
 from simkv.entities.model import ModelSpec
 from simkv.kv.tiers import TierSpec
-from simkv.perf.roofline import ACT_BYTES, CostModel, OperatorCost
+from simkv.perf.roofline import CostModel, OperatorCost
 
 
 class InStorageAttentionCost(CostModel):
@@ -43,13 +43,13 @@ class InStorageAttentionCost(CostModel):
     def _offload_attention(self, read_bw: float, flops: float, write_bw: float, q_bw: float) -> None:
         self.attn_read_bw, self.attn_flops, self.kv_write_bw = read_bw, flops, write_bw
         self._const_dattn = True
-        self._dattn_c = 4.0 * self.model.head_dim * self.heads / flops
+        self._dattn_c = self._pair_flops / flops
         self._dattn_m = self.kv_bytes_token_layer / read_bw
-        self._dq_m = 2.0 * self.heads * self.model.head_dim * ACT_BYTES / q_bw
+        self._dq_m = self._q_bytes(1.0) / q_bw
         self._kv_write_s = self.kv_bytes_per_token_per_gpu() / write_bw
 
     def _decode_attention(self, decodes: int, context: float) -> OperatorCost:
-        flops = 4.0 * self.model.head_dim * self.heads * context
+        flops = self._pair_flops * context
         nbytes = context * self.kv_bytes_token_layer
         t = max(flops / self.attn_flops, nbytes / self.attn_read_bw) + decodes * self._dq_m
         return OperatorCost("attn_decode_offloaded", flops, nbytes, t)

@@ -486,8 +486,8 @@ class CostModel:
         per_token = (m.hidden_size * 4 + m.qkv_out_dim / self.tp
                      + 2 * m.ffn_size * max(1, m.experts_per_token) / self.tp) * ACT_BYTES
         logits = max_seqs * m.vocab_size / self.tp * LOGIT_BYTES
-        # NOTE: the budget and seats are the instance's; a data-parallel rank holds its share.
-        return (max_batched_tokens * per_token + logits) / self.dp
+        # NOTE: per data-parallel rank: the scheduler's budget and seats are per rank (vLLM).
+        return max_batched_tokens * per_token + logits
 
 
 def roofline_floor_s(flops: float, nbytes: float, hw: HardwareProfile) -> float:

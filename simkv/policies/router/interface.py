@@ -8,14 +8,17 @@ from simkv.entities.request import Request
 
 
 class ReplicaLoad(Protocol):
-    """What a router may read of a replica (no access to its internals)."""
+    """What a router may read of an instance (no access to its internals)."""
 
-    index: int
+    index: int  # the instance's id, stable while it lives
     outstanding_requests: int
     outstanding_tokens: int
+    # Tokens per second of a full iteration of its layout: how fast its pool's GPUs are.
+    work_rate: float
 
 
 class Router(Protocol):
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
-        """Index of the replica that gets ``req``."""
+        """Position in ``replicas`` (the serving instances, in start order) of the one that
+        gets ``req``. The list changes when instances start or stop."""
         ...

@@ -1,7 +1,7 @@
 """Least outstanding tokens: the replica with the fewest prompt+output tokens still to serve.
 
 Tokens rather than requests because a 30k-token prompt is not one unit of work; ties go to
-the lowest replica index so routing is deterministic.
+the earliest-started instance so routing is deterministic.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class LeastOutstanding:
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
         best = 0
         best_load = replicas[0].outstanding_tokens
-        for r in replicas[1:]:
-            if r.outstanding_tokens < best_load:
-                best, best_load = r.index, r.outstanding_tokens
+        for i in range(1, len(replicas)):
+            load = replicas[i].outstanding_tokens
+            if load < best_load:
+                best, best_load = i, load
         return best

@@ -20,6 +20,7 @@ class RoundRobin:
         self.next = 0
 
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
-        i = self.next
-        self.next = (i + 1) % len(replicas)
+        # NOTE: modulo the current list: instances come and go under an autoscaler.
+        i = self.next % len(replicas)
+        self.next = i + 1
         return i

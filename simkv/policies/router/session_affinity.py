@@ -25,13 +25,24 @@ class SessionAffinityConfig:
 @register("router", "session_affinity", SessionAffinityConfig)
 class SessionAffinity:
     def __init__(self, cfg: SessionAffinityConfig, **_: object) -> None:
-        self.home: dict[int, int] = {}
+        # session -> (instance id, its position in the list last seen)
+        self.home: dict[int, tuple[int, int]] = {}
         self.first = LeastOutstanding(LeastOutstandingConfig())
 
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
         if req.session < 0:
             return self.first.route(req, replicas, now)
         home = self.home.get(req.session)
-        if home is None:
-            home = self.home[req.session] = self.first.route(req, replicas, now)
-        return home
+        if home is not None:
+            index, pos = home
+            if pos < len(replicas) and replicas[pos].index == index:
+                return pos
+            # The list changed (an instance started or left): find the home again.
+            for pos, r in enumerate(replicas):
+                if r.index == index:
+                    self.home[req.session] = (index, pos)
+                    return pos
+        # A new session, or its home stopped serving: its KV there is gone with it.
+        pos = self.first.route(req, replicas, now)
+        self.home[req.session] = (replicas[pos].index, pos)
+        return pos

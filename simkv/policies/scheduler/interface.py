@@ -80,6 +80,10 @@ class Scheduler(Protocol):
 
     def num_unfinished(self) -> int: ...
 
+    def scale_seats(self, ranks: int) -> None:
+        """The instance now has ``ranks`` data-parallel ranks: seats and budgets are per rank."""
+        ...
+
     def check_invariants(self) -> None:
         """Recount memory and queues from scratch; raise AssertionError on any mismatch."""
         ...

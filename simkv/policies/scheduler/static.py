@@ -44,6 +44,11 @@ class StaticScheduler:
         self.ticks = 0  # decode iterations done by the batch
         self.prefilled = False
         self.reserved = 0
+        self.max_batch = cfg.max_batch_size
+
+    def scale_seats(self, ranks: int) -> None:
+        """Data-parallel ranks each take a batch of max_batch_size (ranks assumed balanced)."""
+        self.max_batch = self.cfg.max_batch_size * ranks
 
     def admission_error(self, req: Request) -> str:
         need = blocks_for(req.prompt_tokens + req.output_tokens - 1, self.pool.block_size)
@@ -85,7 +90,7 @@ class StaticScheduler:
     def _form_batch(self, now: float) -> None:
         prompt = output = 0
         chosen: list[Request] = []
-        while self.waiting and len(chosen) < self.cfg.max_batch_size:
+        while self.waiting and len(chosen) < self.max_batch:
             req = self.waiting[0]
             p = max(prompt, req.prompt_tokens)
             o = max(output, req.output_tokens)
@@ -136,5 +141,5 @@ class StaticScheduler:
 
     def check_invariants(self) -> None:
         self.pool.check_invariants(self.reserved)
-        if len(self.batch) > self.cfg.max_batch_size:
+        if len(self.batch) > self.max_batch:
             raise AssertionError("batch larger than max_batch_size")

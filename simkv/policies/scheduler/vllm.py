@@ -79,6 +79,12 @@ class VLLMScheduler:
         self.max_tokens = cfg.max_num_batched_tokens
         self.max_seqs = cfg.max_num_seqs
 
+    def scale_seats(self, ranks: int) -> None:
+        """An instance of ``ranks`` data-parallel ranks: seats and token budget are per rank
+        (vLLM runs one scheduler per DP rank; simkv one for all, ranks assumed balanced)."""
+        self.max_tokens = self.cfg.max_num_batched_tokens * ranks
+        self.max_seqs = self.cfg.max_num_seqs * ranks
+
     # --- queue --------------------------------------------------------------------------
     def admission_error(self, req: Request) -> str:
         # The longest sequence it will ever hold in KV: prompt + output - 1 tokens.
@@ -409,5 +415,5 @@ class VLLMScheduler:
             self.kv.check_invariants(list(self.running.values()))
         if any(r.state is not State.WAITING or r.blocks or r.shared for r in self.waiting):
             raise AssertionError("a waiting request holds blocks or has the wrong state")
-        if len(self.running) > self.cfg.max_num_seqs:
+        if len(self.running) > self.max_seqs:
             raise AssertionError("more running requests than max_num_seqs")

@@ -1,0 +1,137 @@
+"""The autoscaling controller: every ``interval_s`` it measures each pool over a window, asks
+the recommender how many GPUs the pool should hold and the autoscaler policy how to get
+there, and carries out the policy's actions through the lifecycle.
+
+It is one SimPy wake-up per interval (nothing per request: the pools count arrivals and
+completions, the controller differences the counters), and it stops ticking once the
+cluster has no work left, so a run still ends when its last request does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from simkv.config.schema import SimConfig
+from simkv.engine.events import NORMAL, Wakeup
+from simkv.engine.lifecycle import DRAINING, SERVING, STOPPED, ElasticParams
+from simkv.engine.pool import Pool
+from simkv.policies.autoscaler import Drain, Launch, NoAutoscalerConfig, Resize, Restart
+from simkv.policies.autoscaler.recommend import Recommender, Sample
+from simkv.registry import build, name_of
+
+
+class Controller:
+    def __init__(self, cluster: Any, policy: Any, pools: list[Pool]) -> None:
+        self.cluster = cluster
+        self.env = cluster.env
+        self.policy = policy
+        self.cfg = policy.cfg
+        self.pools = pools
+        self.lifecycle = cluster.lifecycle
+        self.name = name_of(self.cfg)
+        self.recommenders = {p.name: Recommender(self.cfg) for p in pools}
+        # Per pool: (time, routed, finished, slo_met) at each tick, a window's worth.
+        self.samples: dict[str, deque[tuple[float, int, int, int]]] = {p.name: deque() for p in pools}
+        self.last_action: dict[str, float] = {p.name: -float("inf") for p in pools}
+        self.elastic = getattr(policy, "params", ElasticParams())
+
+    def start(self) -> None:
+        for p in self.pools:
+            self.samples[p.name].append((self.env.now, p.routed, p.finished, p.slo_met))
+        Wakeup(self.env, self.cfg.interval_s, NORMAL, self._tick)
+
+    def _tick(self, _: object) -> None:
+        now = self.env.now
+        for pool in self.pools:
+            self._decide(pool, now)
+        if self.cluster.busy():
+            Wakeup(self.env, self.cfg.interval_s, NORMAL, self._tick)
+
+    def measure(self, pool: Pool, now: float) -> Sample:
+        hist = self.samples[pool.name]
+        hist.append((now, pool.routed, pool.finished, pool.slo_met))
+        while len(hist) > 2 and hist[1][0] <= now - self.cfg.window_s:
+            hist.popleft()
+        t0, routed0, finished0, met0 = hist[0]
+        span = max(now - t0, 1e-9)
+        serving = [r for r in pool.instances if r.state == SERVING]
+        held = [r for r in pool.instances if r.state not in (DRAINING, STOPPED)]
+        used = sum(r.scheduler.pool.used for r in serving)
+        cap = sum(r.scheduler.pool.capacity for r in serving)
+        done = pool.finished - finished0
+        return Sample(
+            serving_gpus=sum(r.gpus for r in serving),
+            held_gpus=sum(r.gpus for r in held),
+            arrival_rate=(pool.routed - routed0) / span,
+            outstanding=sum(r.outstanding_requests for r in serving) + len(self.cluster.backlog),
+            kv_utilization=used / cap if cap else 0.0,
+            slo_attainment=(pool.slo_met - met0) / done if done else None,
+        )
+
+    def _decide(self, pool: Pool, now: float) -> None:
+        sample = self.measure(pool, now)
+        desired = self.recommenders[pool.name].desired(sample, now)
+        if now < self.last_action[pool.name] + self.cfg.cooldown_s:
+            return
+        actions = self.policy.decide(pool, desired, now)
+        if not actions:
+            return
+        lc = self.lifecycle
+        before = sample.held_gpus
+        # One decision is one scaling event, however many instances it starts or drains.
+        launches = [a for a in actions if isinstance(a, Launch)]
+        if launches:
+            gpus = sum(pool.layout(a.dp).gpus for a in launches)
+            ev = lc.new_action(pool, "scale_up", before, before + gpus)
+            started = [r for a in launches if (r := lc.launch(pool, a.dp, ev, f"{self.name}: scale up"))]
+            ev.gpus_after = before + sum(r.gpus for r in started)
+            if not started:
+                lc.cancel(ev)  # no free GPUs in the pool's nodes: nothing happened
+        drains = [a for a in actions if isinstance(a, Drain)]
+        if drains:
+            gpus = sum(a.instance.gpus for a in drains)
+            ev = lc.new_action(pool, "scale_down", before, before - gpus)
+            for a in drains:
+                lc.drain(a.instance, ev, f"{self.name}: scale down")
+        for a in actions:
+            if isinstance(a, Restart):
+                self._restart(pool, a, before)
+            elif isinstance(a, Resize):
+                after = before - a.instance.gpus + pool.layout(a.dp).gpus
+                kind = "scale_up" if after > before else "scale_down"
+                ev = lc.new_action(pool, kind, before, after)
+                if not lc.resize(a.instance, a.dp, ev, self.elastic):
+                    lc.cancel(ev)  # cannot yet (KV would not fit, or no GPUs): retry
+        self.last_action[pool.name] = now
+
+    def _restart(self, pool: Pool, a: Restart, before: int) -> None:
+        lc = self.lifecycle
+        after = before - a.instance.gpus + pool.layout(a.dp).gpus
+        ev = lc.new_action(pool, "scale_up" if after > before else "scale_down", before, after)
+
+        def relaunch() -> None:
+            lc.launch(pool, a.dp, ev, f"{self.name}: restart as {pool.layout(a.dp)}")
+
+        lc.drain(a.instance, ev, f"{self.name}: restart", then=relaunch)
+
+
+def build_controller(cfg: SimConfig, cluster: Any) -> Controller | None:
+    """The run's controller, or None without an autoscaler (nothing is scheduled)."""
+    if cfg.autoscaler is None or isinstance(cfg.autoscaler, NoAutoscalerConfig):
+        return None
+    policy = build(cfg.autoscaler)
+    names = policy.cfg.pools or [n for n, p in cluster.pools.items()
+                                 if p.max_instances > p.min_instances or len(p.sizes()) > 1]
+    unknown = [n for n in names if n not in cluster.pools]
+    if unknown:
+        raise ValueError(f"autoscaler.pools: unknown pool '{unknown[0]}'; the pools are "
+                         f"{', '.join(cluster.pools)}")
+    if not names:
+        raise ValueError(f"autoscaler={name_of(cfg.autoscaler)} has no pool to scale: every pool "
+                         f"has a fixed size (set cluster.max_replicas, or pools.<name>."
+                         f"max_instances / max_data_parallel)")
+    pools = [cluster.pools[n] for n in names]
+    for p in pools:
+        policy.check(p)
+    return Controller(cluster, policy, pools)

@@ -1,0 +1,195 @@
+"""Pools: sets of identical instances (one model, one GPU kind, one layout, one role).
+
+A ``Pool`` owns what all its instances share: the model spec and hardware profile, the cost
+model and KV capacity of each data-parallel degree an instance may take (built on first use
+and cached: an elastic resize switches an instance between them), the bounds an autoscaler
+keeps, and counters the autoscaler reads. The one-pool cluster of ``cluster.*`` is a pool
+named ``default`` built from the run's model and hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from simkv.config.schema import PoolConfig, SimConfig
+from simkv.engine.capacity import KVCapacity, drive_capacity, kv_capacity
+from simkv.entities.hardware import HardwareProfile, load_profile
+from simkv.entities.model import ModelSpec
+from simkv.kv.tiers import NodeProfile
+from simkv.perf.expert_parallel import AllToAllLinks
+from simkv.perf.roofline import CostModel
+from simkv.registry import build, name_of
+
+DEFAULT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """An instance's parallel layout: GPUs = tp x pp x dp; ep is 1 or tp x dp."""
+
+    tp: int
+    pp: int
+    dp: int
+    ep: int
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    def __str__(self) -> str:
+        parts = [f"TP{self.tp}"]
+        if self.pp > 1:
+            parts.append(f"PP{self.pp}")
+        if self.dp > 1:
+            parts.append(f"DP{self.dp}")
+        if self.ep > 1:
+            parts.append(f"EP{self.ep}")
+        return "-".join(parts)
+
+
+def load_model(name: str) -> ModelSpec:
+    """A model spec shipped in simkv/conf/model by name."""
+    root = resources.files("simkv.conf").joinpath("model")
+    known = sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+    if name not in known:
+        raise ValueError(f"unknown model '{name}'; valid choices: {', '.join(known)}")
+    return ModelSpec(**yaml.safe_load(root.joinpath(f"{name}.yaml").read_text()))
+
+
+def pool_configs(cfg: SimConfig) -> dict[str, PoolConfig]:
+    """The run's pools: ``pools`` if given, else one pool from ``cluster``."""
+    if cfg.pools:
+        c = cfg.cluster
+        defaults = type(c)()
+        changed = [k for k in ("replicas", "tensor_parallel", "pipeline_parallel", "min_replicas",
+                               "max_replicas") if getattr(c, k) != getattr(defaults, k)]
+        if changed:
+            raise ValueError(f"cluster.{changed[0]} has no effect when pools are given; set it "
+                             f"per pool (pools.<name>.instances, .tensor_parallel, ...)")
+        return dict(cfg.pools)
+    c = cfg.cluster
+    return {DEFAULT: PoolConfig(instances=c.replicas, min_instances=c.min_replicas,
+                                max_instances=c.max_replicas, tensor_parallel=c.tensor_parallel,
+                                pipeline_parallel=c.pipeline_parallel)}
+
+
+class Pool:
+    def __init__(self, index: int, name: str, pc: PoolConfig, cfg: SimConfig,
+                 node: NodeProfile) -> None:
+        self.index = index
+        self.name = name
+        self.cfg = pc
+        self.sim = cfg
+        self.node = node
+        self.model: ModelSpec = load_model(pc.model) if pc.model else cfg.model
+        hw_name = pc.hardware or cfg.hardware.profile
+        self.hw: HardwareProfile = load_profile(hw_name, None if pc.hardware else cfg.hardware.path)
+        where = f"pool '{name}'" if name != DEFAULT else "cluster"
+        self.min_instances = pc.instances if pc.min_instances is None else pc.min_instances
+        self.max_instances = pc.instances if pc.max_instances is None else pc.max_instances
+        if not self.min_instances <= pc.instances <= self.max_instances:
+            raise ValueError(f"{where}: instances ({pc.instances}) must lie within min "
+                             f"({self.min_instances}) and max ({self.max_instances})")
+        self.min_dp = pc.data_parallel_attention if pc.min_data_parallel is None else pc.min_data_parallel
+        self.max_dp = pc.data_parallel_attention if pc.max_data_parallel is None else pc.max_data_parallel
+        if not 1 <= self.min_dp <= pc.data_parallel_attention <= self.max_dp:
+            raise ValueError(f"{where}: data_parallel_attention ({pc.data_parallel_attention}) must "
+                             f"lie within min_data_parallel ({self.min_dp}) and max_data_parallel "
+                             f"({self.max_dp}), all >= 1")
+        self.expert_parallel = pc.expert_parallel > 1
+        self.placement = build(cfg.offload)
+        sched = cfg.scheduler
+        self._budget = getattr(sched, "max_num_batched_tokens", 8192)
+        self._seats = getattr(sched, "max_num_seqs", getattr(sched, "max_batch_size", 256))
+        self._costs: dict[int, CostModel] = {}
+        self._caps: dict[int, KVCapacity] = {}
+        # Instances not stopped (any state), in start order.
+        self.instances: list[Any] = []
+        # What the autoscaler reads: counters since the start (it differences them).
+        self.routed = 0
+        self.finished = 0
+        self.slo_met = 0
+        try:
+            self.base = self.layout(pc.data_parallel_attention)
+            self.cost(self.base.dp)  # fail before the run when the layout is impossible
+            self.capacity(self.base.dp)
+        except ValueError as exc:
+            if name == DEFAULT:
+                raise
+            raise type(exc)(f"pool '{name}': {exc}") from None
+
+    def layout(self, dp: int) -> Layout:
+        pc = self.cfg
+        ep = pc.tensor_parallel * dp if self.expert_parallel else 1
+        if self.expert_parallel and pc.expert_parallel != pc.tensor_parallel * pc.data_parallel_attention:
+            raise ValueError(
+                f"pool '{self.name}': expert_parallel ({pc.expert_parallel}) must be 1 or "
+                f"tensor_parallel x data_parallel_attention "
+                f"({pc.tensor_parallel * pc.data_parallel_attention})")
+        return Layout(pc.tensor_parallel, pc.pipeline_parallel, dp, ep)
+
+    def sizes(self) -> list[int]:
+        """Data-parallel degrees a resize may choose (experts must divide evenly)."""
+        e = self.model.num_experts
+        return [d for d in range(self.min_dp, self.max_dp + 1)
+                if not self.expert_parallel or e % (self.cfg.tensor_parallel * d) == 0]
+
+    @property
+    def max_gpus(self) -> int:
+        """GPUs the pool may hold at once (its nodes are sized for it)."""
+        return self.max_instances * self.layout(self.max_dp).gpus
+
+    def cost(self, dp: int) -> CostModel:
+        cost = self._costs.get(dp)
+        if cost is None:
+            lay = self.layout(dp)
+            hw, node = self.hw, self.node
+            links = AllToAllLinks(hw.nvlink_bandwidth * hw.eff("nvlink").values[-1], hw.nvlink_latency_s,
+                                  node.gpu_network_bandwidth, node.gpu_network_latency_s,
+                                  node.gpus_per_node)
+            cost = CostModel(self.model, hw, lay.tp, lay.pp, self.sim.engine, data_parallel=lay.dp,
+                             expert_parallel=lay.ep, moe=self.sim.moe, links=links)
+            p = self.placement
+            if p.attention_in_storage or p.kv_on_ssd:
+                cost, cap = self._on_drives(cost, "csd" if p.attention_in_storage else "ssd")
+                self._caps[dp] = cap
+            self._costs[dp] = cost
+        return cost
+
+    def capacity(self, dp: int) -> KVCapacity:
+        cap = self._caps.get(dp)
+        if cap is None:
+            cost = self.cost(dp)
+            cap = self._caps.get(dp) or kv_capacity(cost, self.hw, self.sim.kv, self._budget,
+                                                     self._seats)
+            self._caps[dp] = cap
+        return cap
+
+    def _on_drives(self, gpu_cost: CostModel, tier: str) -> tuple[CostModel, KVCapacity]:
+        """The KV pool on the node's drives: CSDs computing decode attention (InstInfer), or
+        SSDs streaming the KV to the GPU every step (FlexGen-style)."""
+        from simkv.perf.in_storage import InStorageAttentionCost, StreamedAttentionCost
+
+        node, cfg = self.node, self.sim
+        spec = node.tiers.get(tier)
+        if spec is None:
+            raise ValueError(f"offload={name_of(cfg.offload)} needs a '{tier}' tier in node "
+                             f"profile {node.path}")
+        lay = Layout(gpu_cost.tp, gpu_cost.pp, gpu_cost.dp, gpu_cost.ep)
+        per_node = max(1, min(self.cfg.instances, node.gpus_per_node // lay.gpus))
+        kind = InStorageAttentionCost if tier == "csd" else StreamedAttentionCost
+        cost = kind(self.model, self.hw, spec, 1.0 / per_node, lay.tp, lay.pp, cfg.engine)
+        hbm = kv_capacity(gpu_cost, self.hw, cfg.kv, self._budget, self._seats)
+        gib = cfg.memory.csd_gib if tier == "csd" else cfg.memory.ssd_gib
+        size = spec.capacity if gib is None else gib * 2**30
+        return cost, drive_capacity(cost, self.cfg.instances, cfg.kv, hbm, size, node.gpus_per_node)
+
+    def work_rate(self, dp: int) -> float:
+        """Tokens per second an instance of this layout processes in a full prefill
+        iteration: how routers that know pool speeds weigh outstanding tokens."""
+        cost = self.cost(dp)
+        return self._budget * dp / cost.linear_s(self._budget * dp)

@@ -1,0 +1,19 @@
+"""Autoscalers: how a pool's capacity follows its load (config group ``autoscaler``)."""
+
+from simkv.policies.autoscaler.elastic_moe import ElasticMoE, ElasticMoEConfig
+from simkv.policies.autoscaler.horizontal import Horizontal, HorizontalConfig
+from simkv.policies.autoscaler.interface import (
+    Action,
+    Autoscaler,
+    Drain,
+    Launch,
+    Resize,
+    Restart,
+    ScalingConfig,
+)
+from simkv.policies.autoscaler.none import NoAutoscaler, NoAutoscalerConfig
+from simkv.policies.autoscaler.vertical import Vertical, VerticalConfig
+
+__all__ = ["Action", "Autoscaler", "Drain", "ElasticMoE", "ElasticMoEConfig", "Horizontal",
+           "HorizontalConfig", "Launch", "NoAutoscaler", "NoAutoscalerConfig", "Resize", "Restart",
+           "ScalingConfig", "Vertical", "VerticalConfig"]

@@ -1,0 +1,38 @@
+"""Least work: the instance whose outstanding tokens take the least time at its own speed.
+
+In a cluster of different GPUs (an H100 pool beside an A100 pool) "fewest outstanding tokens"
+sends a slow instance as much as a fast one; dividing by each instance's token rate (its
+pool's layout on its GPU, from the cost model) balances expected *time* instead. Equal to
+least_outstanding when all instances are alike. Ties go to the earliest-started instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simkv.entities.request import Request
+from simkv.policies.router.interface import ReplicaLoad
+from simkv.registry import register
+
+
+@dataclass(slots=True)
+class LeastWorkConfig:
+    pass
+
+
+@register("router", "least_work", LeastWorkConfig)
+class LeastWork:
+    def __init__(self, cfg: LeastWorkConfig, **_: object) -> None:
+        pass
+
+    def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
+        best = 0
+        # The request's own tokens count too: an idle slow instance is not free.
+        size = req.prompt_tokens + req.output_tokens
+        best_t = (replicas[0].outstanding_tokens + size) / replicas[0].work_rate
+        for i in range(1, len(replicas)):
+            r = replicas[i]
+            t = (r.outstanding_tokens + size) / r.work_rate
+            if t < best_t:
+                best, best_t = i, t
+        return best
