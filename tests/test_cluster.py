@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import simkv
 from simkv.config.schema import PoolConfig
@@ -53,11 +56,20 @@ def check_conservation(df: pd.DataFrame, n: int) -> None:
     assert set(df["status"]) <= {"finished", "rejected"}
 
 
+class LifecycleChecker(Checker):
+    """Also: an instance runs iterations only while serving, scaling or draining."""
+
+    def __call__(self, replica: object) -> None:
+        super().__call__(replica)
+        assert replica.state in ("serving", "scaling", "draining"), replica.state  # type: ignore[attr-defined]
+
+
 def served_only_when_serving(df: pd.DataFrame, rows: pd.DataFrame) -> None:
-    """No request starts on an instance before it serves, or after it stopped."""
+    """No request starts on an instance before it serves, or after it stopped (requests
+    preempted and moved by a restart started elsewhere, so they are left out)."""
     serving = rows[rows["to_state"] == "serving"].groupby("instance")["time_s"].min()
     stopped = rows[rows["to_state"] == "stopped"].groupby("instance")["time_s"].min()
-    ok = df[df["status"] == "finished"]
+    ok = df[(df["status"] == "finished") & (df["preemptions"] == 0)]
     start = serving.reindex(ok["replica"]).to_numpy()
     assert (ok["first_scheduled_s"].to_numpy() >= start - 1e-9).all()
     end = stopped.reindex(ok["replica"]).fillna(np.inf).to_numpy()
@@ -66,7 +78,7 @@ def served_only_when_serving(df: pd.DataFrame, rows: pd.DataFrame) -> None:
 
 def test_horizontal_scales_up_for_a_burst_and_down_after(tmp_path: Path) -> None:
     wl = burst()
-    checker = Checker()
+    checker = LifecycleChecker()
     df, rows, s = run(["cluster.replicas=1", "cluster.max_replicas=4", "autoscaler=horizontal",
                        "autoscaler.metric=outstanding", "autoscaler.target=8",
                        "autoscaler.scale_down_stabilization_s=60", "output.transfers=true"],
@@ -116,12 +128,13 @@ def test_gpu_hours_integrate_the_instance_rows(tmp_path: Path) -> None:
 @pytest.mark.parametrize("policy", ["vertical", "elastic_moe"])
 def test_moe_resizes_conserve_requests_and_gpus(policy: str, tmp_path: Path) -> None:
     wl = burst(rate_hi=30, hi_s=60, rate_lo=0.5, lo_s=900, prompt=800, output=100)
-    checker = Checker()
+    checker = LifecycleChecker()
     df, rows, s = run(["model=qwen3_30b_a3b", "pools=moe_ep", f"autoscaler={policy}",
                        "autoscaler.metric=outstanding", "autoscaler.target=6",
                        "autoscaler.scale_down_stabilization_s=60"], tmp_path, wl, checker)
     check_conservation(df, len(wl.arrival_s))
     served_only_when_serving(df, rows)
+    assert checker.runs > 0
     held = held_gpus_over_time(rows, "moe")
     assert held.max() <= 8
     assert held.max() > 2, "the burst grew the instance"
@@ -191,3 +204,26 @@ def test_one_pool_runs_write_the_initial_instances(tmp_path: Path) -> None:
     assert rows["instance"].tolist() == [0, 1, 2]
     assert "scaling" not in s["cluster"]
     assert s["cluster"]["pools"]["default"]["instances_started"] == 3
+
+
+@settings(max_examples=12, deadline=None)
+@given(policy=st.sampled_from(["horizontal", "vertical", "elastic_moe"]),
+       rate=st.floats(5, 60), hi_s=st.floats(10, 90), output=st.integers(1, 400),
+       target=st.floats(2, 20), seed=st.integers(0, 1000),
+       source=st.sampled_from(["ssd", "network", "peer"]))
+def test_scaling_never_loses_requests(policy: str, rate: float, hi_s: float, output: int,
+                                      target: float, seed: int, source: str) -> None:
+    wl = burst(rate_hi=rate, hi_s=hi_s, rate_lo=0.2, lo_s=400, prompt=500, output=output, seed=seed)
+    extra = (["cluster.replicas=1", "cluster.max_replicas=3", "cluster.tensor_parallel=2"]
+             if policy == "horizontal" else
+             ["pools=moe_ep", f"pools.moe.weight_source={source}"])
+    checker = LifecycleChecker()
+    with tempfile.TemporaryDirectory() as d:
+        df, rows, _ = run(["model=qwen3_30b_a3b", f"autoscaler={policy}", "autoscaler.metric=outstanding",
+                           f"autoscaler.target={target}", "autoscaler.scale_down_stabilization_s=30",
+                           *extra], Path(d), wl, checker)
+    check_conservation(df, len(wl.arrival_s))
+    assert (df["status"] == "finished").all()
+    served_only_when_serving(df, rows)
+    pool = rows["pool"].iloc[0]
+    assert held_gpus_over_time(rows, pool).max() <= (6 if policy == "horizontal" else 8)

@@ -61,7 +61,7 @@ class Cluster:
         # Requests that arrived while no instance was serving.
         self.backlog: deque[Request] = deque()
         self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
-                                   self._start_serving, self._stop_serving)
+                                   self._start_serving, self._stop_serving, self._rehome)
         self.router = build(cfg.router, rng=router_rng)
         for pool in self.pools.values():
             self.lifecycle.initial(pool)
@@ -117,6 +117,15 @@ class Cluster:
     def _stop_serving(self, r: Replica) -> None:
         self.serving.remove(r)
         r.on_idle = self.lifecycle.maybe_stop
+
+    def _rehome(self, reqs: list[Request]) -> None:
+        """Requests handed back by a leaving instance: to the router, or to the backlog
+        while no instance serves."""
+        for req in reqs:
+            if self.serving:
+                self._route(req, moved=True)
+            else:
+                self.backlog.append(req)
 
     # --- arrivals -----------------------------------------------------------------------
     def start(self) -> None:
@@ -191,7 +200,7 @@ class Cluster:
             return
         self._route(req)
 
-    def _route(self, req: Request) -> None:
+    def _route(self, req: Request, moved: bool = False) -> None:
         replica = self.serving[self.router.route(req, self.serving, self.env.now)]
         reason = replica.scheduler.admission_error(req)
         if reason:
@@ -199,7 +208,8 @@ class Cluster:
             req.pool = replica.pool.index
             self._reject(req, reason)
             return
-        replica.pool.routed += 1
+        if not moved:
+            replica.pool.routed += 1  # arrivals, for the autoscaler's rate
         replica.submit(req)
 
     # --- completions --------------------------------------------------------------------

@@ -113,7 +113,10 @@ class Controller:
         def relaunch() -> None:
             lc.launch(pool, a.dp, ev, f"{self.name}: restart as {pool.layout(a.dp)}")
 
-        lc.drain(a.instance, ev, f"{self.name}: restart", then=relaunch)
+        # A cold restart: the instance stops after the iteration in flight; its requests wait
+        # for capacity elsewhere (or for the restarted instance), their progress recomputed.
+        abort = hasattr(a.instance.scheduler, "evacuate")
+        lc.drain(a.instance, ev, f"{self.name}: restart", then=relaunch, abort=abort)
 
 
 def build_controller(cfg: SimConfig, cluster: Any) -> Controller | None:

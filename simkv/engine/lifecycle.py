@@ -97,13 +97,15 @@ class Lifecycle:
 
     def __init__(self, env: Any, topology: Topology, record: Callable[[tuple], None],
                  new_instance: Callable[[Pool, int, Slots, str], Replica],
-                 serving: Callable[[Replica], None], leaving: Callable[[Replica], None]) -> None:
+                 serving: Callable[[Replica], None], leaving: Callable[[Replica], None],
+                 rehome: Callable[[list], None]) -> None:
         self.env = env
         self.topology = topology
         self._record = record
         self._new = new_instance
         self._serving = serving
         self._leaving = leaving
+        self._rehome = rehome
         self.actions = 0
         self.events: list[ScaleEvent] = []
         self.weight_bytes_loaded = 0.0
@@ -208,14 +210,27 @@ class Lifecycle:
 
     # --- stop ---------------------------------------------------------------------------
     def drain(self, r: Replica, ev: ScaleEvent, reason: str,
-              then: Callable[[], None] | None = None) -> None:
-        """Stop routing to ``r``; it stops once its last request is done."""
+              then: Callable[[], None] | None = None, abort: bool = False) -> None:
+        """Stop routing to ``r``: its queued requests go back to the router; it stops once
+        its last running request is done, or, with ``abort`` (a cold restart), at the end of
+        the iteration in flight, its running requests preempted and handed back too."""
         ev.instances.append(r.index)
         self._leaving(r)
+        self._rehome(r.hand_back())
         self.set_state(r, DRAINING, reason, ev.action)
         r.on_stopped = then
         r.drain_action = ev.action
+        if abort:
+            if r.busy:
+                r.on_run_end = self._evacuate
+                r.poke()  # cut the run after the iteration in flight
+            else:
+                self._evacuate(r)
         self.maybe_stop(r)
+
+    def _evacuate(self, r: Replica) -> None:
+        r.on_run_end = None
+        self._rehome(r.hand_back(everything=True))
 
     def maybe_stop(self, r: Replica) -> None:
         """Called when ``r`` may have run out of work: a draining instance stops."""

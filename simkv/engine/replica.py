@@ -66,8 +66,10 @@ class Replica:
         self.dp = 1
         self.gpus = 1
         self.slots: Slots = None  # type: ignore[assignment]
-        # Called when a plan finds nothing to run (a draining instance may then stop).
+        # Called when a plan finds nothing to run (a draining instance may then stop), and
+        # after a run ends, before the next is planned (an instance restarting at once).
         self.on_idle: Callable[[Replica], None] | None = None
+        self.on_run_end: Callable[[Replica], None] | None = None
         self.on_stopped: Callable[[], None] | None = None
         self.drain_action = -1
         # Tokens per second, for routers that weigh outstanding work by instance speed.
@@ -91,6 +93,17 @@ class Replica:
         self.outstanding_requests += 1
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
         self.poke()
+
+    def hand_back(self, everything: bool = False) -> list[Request]:
+        """Requests removed from this instance for others: the queued ones that never ran
+        (it drains), or, with ``everything``, all of them, running ones preempted (it
+        restarts; call between iterations)."""
+        reqs = (self.scheduler.evacuate(self.env.now) if everything
+                else self.scheduler.take_waiting())
+        for req in reqs:
+            self.outstanding_requests -= 1
+            self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+        return reqs
 
     def poke(self) -> None:
         """Something changed outside a plan (an arrival, KV landed, memory freed): replan.
@@ -164,6 +177,8 @@ class Replica:
                     f"replica {self.index}: {self._idle_iterations} iterations without a "
                     f"request finishing ({self.scheduler.num_unfinished()} unfinished)"
                 )
+        if self.on_run_end is not None:
+            self.on_run_end(self)
         if self.observer is not None:
             self.observer(self)
         self._plan(float(ends[done - 1]))

@@ -7,6 +7,8 @@ Three layers, each parameterised from ../shared/data/burstgpt/STATS.md (sources 
    otherwise Gamma with shape 0.2752, fitted by moments to the non-empty hours so the
    series has the real CV (2.338). ``volume=replay`` replays the real hourly series of
    BurstGPT_1 from its derived CSV (``volume_path``). ``volume=flat``: every hour the mean.
+   ``volume=profile``: hour h carries ``volume_profile[h]`` times the mean (cycled), a
+   burst placed by hand (experiments/elastic_moe.py: an hour at 4x the mean).
    Counts are scaled so the long-run mean rate is ``mean_rate``; one trace hour lasts
    ``hour_s`` simulated seconds (compress time to see hours of bursts in a short run).
 2. *Within an hour*: a Gamma renewal process conditioned on the hour's count; shape 0.5 is
@@ -48,9 +50,11 @@ class BurstGPTWorkloadConfig:
     mean_rate: float = 40.0
     # Simulated seconds per trace hour (3600 = real time).
     hour_s: float = 10.0
-    # gamma | replay | flat (module docstring).
+    # gamma | replay | flat | profile (module docstring).
     volume: str = "gamma"
     volume_path: str | None = None
+    # volume=profile: each hour's volume as a multiple of the mean, cycled.
+    volume_profile: list[float] = field(default_factory=lambda: [1.0])
     start_hour: int = 0
     empty_hour_share: float = 0.2834
     hour_gamma_shape: float = 0.2752
@@ -70,8 +74,12 @@ class BurstGPTWorkloadConfig:
     def __post_init__(self) -> None:
         if self.num_requests < 1 or not self.mean_rate > 0 or not self.hour_s > 0:
             raise ValueError("workload: num_requests >= 1, mean_rate > 0 and hour_s > 0 are required")
-        if self.volume not in ("gamma", "replay", "flat"):
-            raise ValueError(f"workload.volume must be gamma, replay or flat, got {self.volume!r}")
+        if self.volume not in ("gamma", "replay", "flat", "profile"):
+            raise ValueError(f"workload.volume must be gamma, replay, flat or profile, got {self.volume!r}")
+        if self.volume == "profile" and (not self.volume_profile or min(self.volume_profile) < 0
+                                         or not sum(self.volume_profile) > 0):
+            raise ValueError(f"workload.volume_profile: expected multiples of the mean rate, >= 0 "
+                             f"and not all 0, got {self.volume_profile}")
         if self.volume == "replay" and not self.volume_path:
             raise ValueError("workload.volume=replay needs workload.volume_path (a BurstGPT "
                              "burstgpt1_sessions_by_trace_hour_*.csv)")
@@ -105,16 +113,20 @@ class BurstGPTWorkload(OpenLoop):
     def expected_requests(self) -> int | None:
         return self.cfg.num_requests
 
-    def hourly_volumes(self, rng: np.random.Generator, hours: int) -> np.ndarray:
-        """Requests per hour for ``hours`` hours, scaled to the configured mean rate."""
+    def hourly_volumes(self, rng: np.random.Generator, hours: int, first: int = 0) -> np.ndarray:
+        """Requests per hour for ``hours`` hours from hour ``first``, scaled to the mean rate."""
         cfg = self.cfg
+        at = cfg.start_hour + first + np.arange(hours)
         scale = cfg.mean_rate * cfg.hour_s / TRACE_MEAN_PER_HOUR
         if cfg.volume == "replay":
             real = replay_hours(cfg.volume_path or "")
-            idx = (cfg.start_hour + np.arange(hours)) % len(real)
+            idx = at % len(real)
             base = real[idx] * (TRACE_MEAN_PER_HOUR / real.mean())
         elif cfg.volume == "flat":
             base = np.full(hours, TRACE_MEAN_PER_HOUR)
+        elif cfg.volume == "profile":
+            prof = np.asarray(cfg.volume_profile, dtype=np.float64)
+            base = TRACE_MEAN_PER_HOUR * prof[at % len(prof)]
         else:
             k = cfg.hour_gamma_shape
             nonzero_mean = TRACE_MEAN_PER_HOUR / (1 - cfg.empty_hour_share)
@@ -123,7 +135,7 @@ class BurstGPTWorkload(OpenLoop):
             base = np.maximum(rng.gamma(k, nonzero_mean / k, hours), 1.0)
             base[rng.random(hours) < cfg.empty_hour_share] = 0.0
         if cfg.diurnal:
-            base = base * np.asarray(HOUR_OF_DAY)[(cfg.start_hour + np.arange(hours)) % 24]
+            base = base * np.asarray(HOUR_OF_DAY)[at % 24]
         return base * scale
 
     def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
@@ -135,7 +147,7 @@ class BurstGPTWorkload(OpenLoop):
         while left > 0:
             # Draw volumes a block of hours at a time; round with a random remainder so
             # small scaled volumes keep their mean.
-            volumes = self.hourly_volumes(rng, 256)
+            volumes = self.hourly_volumes(rng, 256, hour)
             counts = np.floor(volumes + rng.random(len(volumes))).astype(np.int64)
             counts[(volumes > 0) & (counts == 0)] = 1
             for c in counts:

@@ -71,3 +71,10 @@ class ContinuumScheduler(VLLMScheduler):
     def add_request(self, req: Request) -> None:
         req.state = State.WAITING
         self.waiting.append(req)
+
+    def _requeue(self, keep: list[Request]) -> None:
+        queue = ProgramQueue()
+        queue.start = self.waiting.start  # type: ignore[attr-defined]
+        for req in reversed(keep):  # preempted requests: they go in front, in this order
+            queue.appendleft(req)
+        self.waiting = queue  # type: ignore[assignment]

@@ -67,6 +67,11 @@ class Scheduler(Protocol):
 
     def add_request(self, req: Request) -> None: ...
 
+    def take_waiting(self) -> list[Request]:
+        """Remove and return the queued requests that never ran (a draining instance hands
+        them back to the router)."""
+        ...
+
     def schedule(self, now: float) -> SchedulerOutput | None:
         """Plan the next iteration(s); None when there is nothing to run."""
         ...

@@ -58,6 +58,12 @@ class StaticScheduler:
         req.state = State.WAITING
         self.waiting.append(req)
 
+    def take_waiting(self) -> list[Request]:
+        """Hand back the queued requests (a draining instance's); none of them has run."""
+        fresh = list(self.waiting)
+        self.waiting.clear()
+        return fresh
+
     def num_unfinished(self) -> int:
         return len(self.waiting) + sum(r.state is not State.FINISHED for r in self.batch)
 

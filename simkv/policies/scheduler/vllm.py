@@ -99,11 +99,31 @@ class VLLMScheduler:
         req.state = State.WAITING
         self.waiting.append(req)
 
+    def take_waiting(self) -> list[Request]:
+        """Hand back the queued requests that never ran (a draining instance's): the
+        preempted ones stay, their progress and any swapped KV are here."""
+        fresh = [r for r in self.waiting if not (r.preemptions or r.computed or r.generated)]
+        if fresh:
+            self._requeue([r for r in self.waiting if r.preemptions or r.computed or r.generated])
+        return fresh
+
+    def _requeue(self, keep: list[Request]) -> None:
+        self.waiting = deque(keep)
+
+    def evacuate(self, now: float) -> list[Request]:
+        """Preempt everything running (recompute: no KV is kept or swapped) and hand back
+        every queued request: an instance that restarts at once (between iterations)."""
+        while self.running:
+            self._preempt_last(now, may_swap=False)
+        out = list(self.waiting)
+        self._requeue([])
+        return out
+
     def num_unfinished(self) -> int:
         return len(self.waiting) + len(self.running)
 
     # --- planning -----------------------------------------------------------------------
-    def _preempt_last(self, now: float) -> Request:
+    def _preempt_last(self, now: float, may_swap: bool = True) -> Request:
         rid, victim = self.running.popitem()
         state = victim.state
         if state is State.DECODING:
@@ -120,7 +140,7 @@ class VLLMScheduler:
             if state is State.LOADING:
                 kv.abort_load(victim)
             self.pool.release(kv.release(victim, now, finished=False,
-                                         may_swap=state is not State.LOADING))
+                                         may_swap=may_swap and state is not State.LOADING))
         victim.blocks = 0
         victim.computed = 0
         victim.preemptions += 1

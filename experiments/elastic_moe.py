@@ -1,0 +1,181 @@
+"""ElasticMoE's headline on simkv: an MoE model under a BurstGPT-shaped burst, five ways to
+provision it.
+
+    python experiments/elastic_moe.py [--quick] [--model qwen3_30b_a3b|mixtral_8x7b|deepseek_v2_lite]
+
+Workload: BurstGPT-shaped requests (the real trace's length percentiles, Gamma arrivals of
+shape 0.5 within each block), at a mean rate that one 2-GPU instance serves at about 55% load,
+with one stretch of ``BURST`` times the mean (``workload.volume=profile``). Cluster: one pool
+of the model on H100s, data-parallel attention with expert parallelism (DP2-EP2 = 2 GPUs).
+
+Policies (docs/CLUSTER.md):
+  none (mean)   DP2, provisioned for the mean
+  none (peak)   DP8, provisioned for the peak
+  horizontal    + whole DP2 instances (provisioning, weights from SSD, warm-up), up to 4
+  vertical      restart the instance as DP4..DP8 (cold restart: downtime)
+  elastic_moe   grow DP2 -> DP8 in place (attach, peer-to-peer copies, serving meanwhile)
+All autoscalers use the same recommender: requests/s per serving GPU against 70% of what a
+GPU sustains (measured first), every 15 s over 30 s, scale-down stabilised over 300 s.
+
+Writes experiments/results/elastic_moe_<model>.csv (one row per policy) and .png (arrival
+rate, GPUs in service, TTFT p99 and SLO attainment per minute), and prints simkv's ratios
+beside ElasticMoE's headline (arXiv 2510.02613: up to 9x lower scale-up latency, up to 2x
+throughput during scaling, better SLO attainment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import simkv
+from simkv.metrics.timeseries import window_series
+
+OUT = Path(__file__).parent / "results"
+BURST = 3.0
+COMMON = ["output.plot=false", "output.progress=false", "router=least_work"]
+PAPER = {"scale_up_latency_x": 9.0, "throughput_during_scaling_x": 2.0}
+
+
+def saturated_rate(model: str) -> float:
+    """Requests/s one DP2-EP2 instance sustains on this workload's lengths: the completion
+    rate of an overloaded run between its 10th and 90th percentile completions (the whole
+    makespan would include the drain of the longest outputs, thousands of tokens)."""
+    cfg = simkv.compose([*COMMON, f"model={model}", "pools=moe_ep", "workload.volume=flat",
+                         "workload.mean_rate=1000", "workload.num_requests=20000"])
+    done = np.sort(simkv.simulate(cfg).requests["completion_s"].dropna().to_numpy())
+    lo, hi = int(0.1 * len(done)), int(0.9 * len(done))
+    return (hi - lo) / (done[hi] - done[lo])
+
+
+def policies(per_gpu_target: float) -> dict[str, list[str]]:
+    scale = ["autoscaler.metric=arrival_rate", f"autoscaler.target={per_gpu_target}",
+             "autoscaler.interval_s=15", "autoscaler.window_s=30"]
+    return {
+        "none (mean)": ["pools=moe_ep"],
+        "none (peak)": ["pools=moe_ep", "pools.moe.data_parallel_attention=8",
+                        "pools.moe.expert_parallel=8", "pools.moe.min_data_parallel=8"],
+        "horizontal": ["pools=moe_ep", "pools.moe.max_data_parallel=2", "pools.moe.min_instances=1",
+                       "pools.moe.max_instances=4", "autoscaler=horizontal", *scale],
+        "vertical": ["pools=moe_ep", "autoscaler=vertical", *scale],
+        "elastic_moe": ["pools=moe_ep", "autoscaler=elastic_moe", *scale],
+    }
+
+
+def run(model: str, quick: bool) -> pd.DataFrame:
+    sat = saturated_rate(model)
+    mean = 0.55 * sat
+    block = 60.0 if quick else 300.0
+    profile = [1, 1, BURST, BURST, 1, 1, 1, 1]
+    n = int(mean * block * sum(profile))
+    wl = ["workload=burstgpt", "workload.volume=profile",
+          f"workload.volume_profile=[{','.join(str(x) for x in profile)}]",
+          f"workload.hour_s={block}", f"workload.mean_rate={mean}", f"workload.num_requests={n}"]
+    target = 0.7 * sat / 2
+    print(f"{model}: one DP2-EP2 instance sustains {sat:.1f} req/s; mean {mean:.1f} req/s, "
+          f"burst {BURST:g}x for {2 * block:.0f} s; {n} requests; target {target:.1f} req/s per GPU")
+    rows, series, runs = [], {}, {}
+    for name, extra in policies(target).items():
+        with tempfile.TemporaryDirectory() as d:
+            res = simkv.simulate(simkv.compose([*COMMON, f"model={model}", *wl, *extra]), d)
+            inst = pd.read_parquet(Path(d) / "instances.parquet")
+            req = res.requests
+        runs[name] = (res.summary, req)
+        series[name] = window_series(req, inst, 60.0)
+    # Throughput during scaling, the paper's way (Table 2): one window for every policy, from
+    # its first scale-up decision over the longest transition of any policy.
+    first_up = {n: next((e for e in s["cluster"].get("scaling", {}).get("events", [])
+                         if e["kind"] == "scale_up"), None) for n, (s, _) in runs.items()}
+    span = max(e["ready_latency_s"] or 0 for e in first_up.values() if e)
+    any_t0 = min(e["decided_s"] for e in first_up.values() if e)
+    for name, (s, req) in runs.items():
+        c = s["cluster"]
+        sc = c.get("scaling", {})
+        ev = first_up[name]
+        t0 = ev["decided_s"] if ev else any_t0
+        ok = req[(req["status"] == "finished") & (req["completion_s"] >= t0)
+                 & (req["completion_s"] < t0 + span)]
+        rows.append({
+            "policy": name,
+            "gpu_hours": c["gpu_hours"],
+            "slo_attainment": s["goodput"]["fraction_met"],
+            "ttft_p99_s": s["ttft_s"]["p99"],
+            "scale_ups": sc.get("scale_ups", 0),
+            "scale_up_latency_s": sc.get("scale_up_latency_s_mean"),
+            "ready_latency_s": sc.get("ready_latency_s_mean"),
+            "throughput_during_scaling_tok_s": ok["output_tokens"].sum() / span,
+            "slo_during_scaling": ok["slo_met"].mean() if len(ok) else None,
+            "peak_weight_gib_per_gpu": max((e["peak_weight_bytes_per_gpu"] for e in sc.get("events", [])),
+                                           default=0) / 2**30,
+        })
+    print(f"throughput during scaling: output tokens/s in the {span:.0f} s after each policy's "
+          f"first scale-up decision (the longest transition)")
+    df = pd.DataFrame(rows)
+    OUT.mkdir(exist_ok=True)
+    suffix = "_quick" if quick else ""
+    df.to_csv(OUT / f"elastic_moe_{model}{suffix}.csv", index=False, float_format="%.6g")
+    plot(series, OUT / f"elastic_moe_{model}{suffix}.png", model)
+    report(df)
+    return df
+
+
+def plot(series: dict[str, pd.DataFrame], path: Path, model: str) -> None:
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    for name, s in series.items():
+        t = s["t_s"] / 60
+        if name == "none (mean)":
+            axes[0].plot(t, s["arrivals_per_s"], color="k")
+        axes[1].step(t, s["gpus_serving"], where="mid", label=name)
+        axes[2].plot(t, s["ttft_p99_s"], label=name)
+        axes[3].plot(t, s["slo_attainment"], label=name)
+    axes[0].set_ylabel("arrivals / s")
+    axes[1].set_ylabel("GPUs in service")
+    axes[2].set_ylabel("TTFT p99 (s)")
+    axes[2].set_yscale("log")
+    axes[3].set_ylabel("SLO attainment")
+    axes[3].set_xlabel("minutes")
+    axes[1].legend(fontsize=8, ncol=3)
+    fig.suptitle(f"{model} on H100 (DP2-EP2 base): a {BURST:g}x burst, five provisioning policies")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(df: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print(df.to_string(index=False))
+    by = df.set_index("policy")
+    el = by.loc["elastic_moe"]
+    base = by.loc[["horizontal", "vertical"]]
+    best_lat = base["scale_up_latency_s"].min()
+    best_thr = base["throughput_during_scaling_tok_s"].max()
+    print(f"\nscale-up latency: best baseline {best_lat:.1f} s / elastic_moe "
+          f"{el['scale_up_latency_s']:.1f} s = {best_lat / el['scale_up_latency_s']:.1f}x lower "
+          f"(ElasticMoE paper: up to {PAPER['scale_up_latency_x']:g}x)")
+    print(f"throughput during scaling: elastic_moe / best baseline = "
+          f"{el['throughput_during_scaling_tok_s'] / best_thr:.2f}x (paper: up to "
+          f"{PAPER['throughput_during_scaling_x']:g}x)")
+    slo = ", ".join(f"{p} {by.loc[p, 'slo_attainment']:.3f}" for p in by.index)
+    print(f"SLO attainment: {slo} (paper: ElasticMoE best among the scalers)")
+    print(f"GPU-hours: elastic_moe {el['gpu_hours']:.2f} vs none (peak) "
+          f"{by.loc['none (peak)', 'gpu_hours']:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1-minute blocks instead of 5 (CI)")
+    ap.add_argument("--model", default="qwen3_30b_a3b")
+    args = ap.parse_args()
+    run(args.model, args.quick)
+
+
+if __name__ == "__main__":
+    main()
