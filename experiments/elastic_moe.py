@@ -169,12 +169,46 @@ def report(df: pd.DataFrame) -> None:
           f"{by.loc['none (peak)', 'gpu_hours']:.2f}")
 
 
+def sensitivity(model: str) -> pd.DataFrame:
+    """What decides the scale-up latency ratio: the baselines' start-up (provisioning and
+    warm-up) against ElasticMoE's attach time. Short runs (1-minute blocks) suffice: the
+    latencies do not depend on the load once a scale-up is decided."""
+    sat = saturated_rate(model)
+    mean = 0.55 * sat
+    profile = [1, 1, BURST, BURST, 1, 1]
+    wl = ["workload=burstgpt", "workload.volume=profile",
+          f"workload.volume_profile=[{','.join(str(x) for x in profile)}]", "workload.hour_s=60",
+          f"workload.mean_rate={mean}", f"workload.num_requests={int(mean * 60 * sum(profile))}"]
+    pol = policies(0.7 * sat / 2)
+    rows = []
+    for start in (0.0, 10.0, 30.0, 60.0):
+        for name in ("horizontal", "vertical"):
+            extra = [*pol[name], f"pools.moe.provisioning_s={start}", f"pools.moe.warmup_s={start / 3:g}"]
+            s = simkv.simulate(simkv.compose([*COMMON, f"model={model}", *wl, *extra])).summary
+            rows.append({"policy": name, "provisioning_s": start, "warmup_s": start / 3,
+                         "scale_up_latency_s": s["cluster"]["scaling"]["scale_up_latency_s_mean"]})
+    for attach in (2.0, 6.2):
+        extra = [*pol["elastic_moe"], f"autoscaler.attach_s={attach}"]
+        s = simkv.simulate(simkv.compose([*COMMON, f"model={model}", *wl, *extra])).summary
+        rows.append({"policy": "elastic_moe", "attach_s": attach,
+                     "scale_up_latency_s": s["cluster"]["scaling"]["scale_up_latency_s_mean"]})
+    df = pd.DataFrame(rows)
+    df.to_csv(OUT / f"elastic_moe_{model}_sensitivity.csv", index=False, float_format="%.6g")
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print(df.to_string(index=False))
+    return df
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1-minute blocks instead of 5 (CI)")
     ap.add_argument("--model", default="qwen3_30b_a3b")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="also: scale-up latency against the start-up and attach parameters")
     args = ap.parse_args()
     run(args.model, args.quick)
+    if args.sensitivity:
+        sensitivity(args.model)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ class Cluster:
         self.replicas: list[Replica] = []
         self.serving: list[Replica] = []
         self.kvs: list[KVManager | None] = []
-        # Requests that arrived while no instance was serving.
+        # Requests that arrived while no instance was serving, and how many ever did.
         self.backlog: deque[Request] = deque()
+        self.unrouted = 0
         self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
                                    self._start_serving, self._stop_serving, self._rehome)
         self.router = build(cfg.router, rng=router_rng)
@@ -112,7 +113,7 @@ class Cluster:
     def _start_serving(self, r: Replica) -> None:
         self.serving.append(r)
         while self.backlog and self.serving:
-            self._route(self.backlog.popleft())
+            self._route(self.backlog.popleft(), moved=True)
 
     def _stop_serving(self, r: Replica) -> None:
         self.serving.remove(r)
@@ -197,6 +198,7 @@ class Cluster:
             return
         if not self.serving:
             self.backlog.append(req)  # nothing serves yet (all starting, or scaled to zero)
+            self.unrouted += 1
             return
         self._route(req)
 
@@ -209,7 +211,7 @@ class Cluster:
             self._reject(req, reason)
             return
         if not moved:
-            replica.pool.routed += 1  # arrivals, for the autoscaler's rate
+            replica.pool.routed += 1  # arrivals routed here, for the autoscaler's rate
         replica.submit(req)
 
     # --- completions --------------------------------------------------------------------

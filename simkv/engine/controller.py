@@ -31,14 +31,16 @@ class Controller:
         self.lifecycle = cluster.lifecycle
         self.name = name_of(self.cfg)
         self.recommenders = {p.name: Recommender(self.cfg) for p in pools}
-        # Per pool: (time, routed, finished, slo_met) at each tick, a window's worth.
-        self.samples: dict[str, deque[tuple[float, int, int, int]]] = {p.name: deque() for p in pools}
+        # Per pool: (time, routed, finished, slo_met, cluster's unrouted) at each tick.
+        self.samples: dict[str, deque[tuple[float, int, int, int, int]]] = {
+            p.name: deque() for p in pools}
         self.last_action: dict[str, float] = {p.name: -float("inf") for p in pools}
         self.elastic = getattr(policy, "params", ElasticParams())
 
     def start(self) -> None:
         for p in self.pools:
-            self.samples[p.name].append((self.env.now, p.routed, p.finished, p.slo_met))
+            self.samples[p.name].append((self.env.now, p.routed, p.finished, p.slo_met,
+                                         self.cluster.unrouted))
         Wakeup(self.env, self.cfg.interval_s, NORMAL, self._tick)
 
     def _tick(self, _: object) -> None:
@@ -50,20 +52,27 @@ class Controller:
 
     def measure(self, pool: Pool, now: float) -> Sample:
         hist = self.samples[pool.name]
-        hist.append((now, pool.routed, pool.finished, pool.slo_met))
+        unrouted = self.cluster.unrouted
+        hist.append((now, pool.routed, pool.finished, pool.slo_met, unrouted))
         while len(hist) > 2 and hist[1][0] <= now - self.cfg.window_s:
             hist.popleft()
-        t0, routed0, finished0, met0 = hist[0]
+        t0, routed0, finished0, met0, unrouted0 = hist[0]
         span = max(now - t0, 1e-9)
         serving = [r for r in pool.instances if r.state == SERVING]
         held = [r for r in pool.instances if r.state not in (DRAINING, STOPPED)]
         used = sum(r.scheduler.pool.used for r in serving)
         cap = sum(r.scheduler.pool.capacity for r in serving)
         done = pool.finished - finished0
+        # Arrivals that found no instance serving count for every pool by its share of the
+        # GPUs held (they are routed when capacity returns, not counted twice).
+        held_gpus = sum(r.gpus for r in held)
+        total_held = sum(r.gpus for p in self.cluster.pools.values() for r in p.instances
+                         if r.state not in (DRAINING, STOPPED))
+        share = held_gpus / total_held if total_held else 1.0 / len(self.cluster.pools)
         return Sample(
             serving_gpus=sum(r.gpus for r in serving),
-            held_gpus=sum(r.gpus for r in held),
-            arrival_rate=(pool.routed - routed0) / span,
+            held_gpus=held_gpus,
+            arrival_rate=(pool.routed - routed0 + share * (unrouted - unrouted0)) / span,
             outstanding=sum(r.outstanding_requests for r in serving) + len(self.cluster.backlog),
             kv_utilization=used / cap if cap else 0.0,
             slo_attainment=(pool.slo_met - met0) / done if done else None,

@@ -1,0 +1,64 @@
+"""Cluster-scale speed: a heterogeneous, autoscaled cluster of up to 1,000 GPUs.
+
+Two pools of Llama-3.1-8B (one GPU per instance): H100 and A100, each starting at 40% of its
+maximum and scaled horizontally by queue length; power-of-two-choices routing (O(1) per
+request at any cluster size); BurstGPT-shaped requests (Gamma hourly volumes with the real
+trace's CV, one trace hour = 60 simulated seconds) at a mean rate the starting capacity
+roughly sustains, so bursts force scale-ups and lulls scale-downs.
+
+    python benchmarks/bench_cluster.py [--requests 10000000] [--gpus 1000]
+
+Prints wall time, simulated requests per wall second, peak RSS, and what the cluster did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import tempfile
+import time
+
+import simkv
+from simkv.config.schema import PoolConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=10_000_000)
+    ap.add_argument("--gpus", type=int, default=1000)
+    ap.add_argument("--rate-per-gpu", type=float, default=12.0,
+                    help="mean requests/s per GPU of the maximum cluster")
+    args = ap.parse_args()
+    half = args.gpus // 2
+    cfg = simkv.compose([
+        "output.plot=false", "output.progress=false", "router=power_of_two",
+        "autoscaler=horizontal", "autoscaler.metric=outstanding", "autoscaler.target=24",
+        "workload=burstgpt", "workload.hour_s=60", f"workload.num_requests={args.requests}",
+        f"workload.mean_rate={args.rate_per_gpu * args.gpus}",
+    ])
+    for name, hw in (("h100", "h100_sxm_80gb"), ("a100", "a100_80gb")):
+        cfg.pools[name] = PoolConfig(hardware=hw, instances=int(0.4 * half), min_instances=int(0.2 * half),
+                                     max_instances=half)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        result = simkv.simulate(cfg, d)
+        wall = time.perf_counter() - t0
+    s = result.summary
+    c = s["cluster"]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}")
+    print(f"requests: {s['requests']['finished']} finished, {s['requests']['rejected']} rejected; "
+          f"simulated {s['makespan_s']:.0f} s; {s['engine']['iterations']} iterations in "
+          f"{s['engine']['runs']} runs")
+    for name, p in c["pools"].items():
+        print(f"pool {name}: {p['instances_started']} instances started, {p['gpu_hours']:.1f} GPU-hours")
+    sc = c.get("scaling", {})
+    print(f"scaling events: {len(sc.get('events', []))}, scale-ups {sc.get('scale_ups', 0)}")
+    print(f"TTFT p50 {s['ttft_s']['p50'] * 1e3:.1f} ms, p99 {s['ttft_s']['p99'] * 1e3:.1f} ms")
+    print(f"wall time: {wall:.1f} s; simulated requests per wall second: {args.requests / wall:,.0f}")
+    print(f"peak RSS: {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
