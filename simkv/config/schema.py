@@ -82,7 +82,21 @@ class MoEConfig:
                              f"got {self.placement!r}")
 
 
-ROLES = ("colocated",)
+@dataclass(slots=True)
+class DisaggConfig:
+    """The second stage of routing and how KV moves (used when pools have roles)."""
+
+    # A router name (router group) choosing the decode instance.
+    decode_router: str = "least_outstanding"
+    # Decode instances on the prefill instance's node first (NVLink instead of RDMA).
+    prefer_same_node: bool = True
+    # Layer-by-layer KV streaming overlapping the prefill.
+    kv_streaming: bool = False
+    # Bytes per KV value on the wire relative to the cache's (1: as stored).
+    wire_fraction: float = bounded(1.0, gt=0, le=1)
+
+
+ROLES = ("colocated", "prefill", "decode")
 WEIGHT_SOURCES = ("ssd", "network", "peer")
 
 
@@ -238,6 +252,7 @@ class SimConfig:
     # Several pools (heterogeneous GPUs, other layouts) instead of `cluster`'s one pool.
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     moe: MoEConfig = field(default_factory=MoEConfig)
+    disagg: DisaggConfig = field(default_factory=DisaggConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)

@@ -13,6 +13,7 @@ import numpy as np
 import simpy
 
 from simkv.config.schema import SimConfig
+from simkv.engine.disagg import Handoff
 from simkv.engine.events import URGENT, Wakeup
 from simkv.engine.lifecycle import Lifecycle
 from simkv.engine.pool import Pool, pool_configs
@@ -64,6 +65,7 @@ class Cluster:
         self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
                                    self._start_serving, self._stop_serving, self._rehome)
         self.router = build(cfg.router, rng=router_rng)
+        self.handoff = self._disaggregation(cfg, router_rng)
         for pool in self.pools.values():
             self.lifecycle.initial(pool)
         self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
@@ -74,6 +76,21 @@ class Cluster:
         self.completed = 0
         self.pending_followups = 0
         self.arrivals_done = False
+
+    def _disaggregation(self, cfg: SimConfig, rng: np.random.Generator) -> Handoff | None:
+        """The handoff between prefill and decode pools, if the pools have those roles."""
+        roles = {p.cfg.role for p in self.pools.values()}
+        if roles == {"colocated"}:
+            return None
+        if roles != {"prefill", "decode"}:
+            raise ValueError(f"pools: disaggregated serving needs pools with role prefill and "
+                             f"pools with role decode (and no colocated ones); got roles "
+                             f"{', '.join(sorted(roles))}")
+        if not hasattr(build(cfg.scheduler, pool=BlockPool(1, 16), max_fast_forward=1),
+                       "on_remote"):
+            raise ValueError("disaggregated pools need a continuous-batching scheduler "
+                             "(scheduler=vllm or continuum)")
+        return Handoff(cfg.disagg, self.topology, rng, self._submit_decode, self._reject)
 
     # --- instances ----------------------------------------------------------------------
     def _new_instance(self, pool: Pool, dp: int, slots: Slots, state: str) -> Replica:
@@ -90,6 +107,9 @@ class Cluster:
         sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward)
         if dp > 1:
             sched.scale_seats(dp)
+        if pool.cfg.role == "decode":
+            sched.on_remote = lambda req: self.handoff.admitted(req, self.replicas[req.replica],  # type: ignore[union-attr]
+                                                                self.env.now)
         replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
                           self.recorder.iterations, self.observer)
         replica.pool, replica.state, replica.dp = pool, state, dp
@@ -111,22 +131,36 @@ class Cluster:
         return replica
 
     def _start_serving(self, r: Replica) -> None:
+        if r.pool.cfg.role == "decode":
+            assert self.handoff is not None
+            self.handoff.start_serving(r)
+            return
         self.serving.append(r)
         while self.backlog and self.serving:
             self._route(self.backlog.popleft(), moved=True)
 
     def _stop_serving(self, r: Replica) -> None:
-        self.serving.remove(r)
+        if r.pool.cfg.role == "decode":
+            assert self.handoff is not None
+            self.handoff.stop_serving(r)
+        else:
+            self.serving.remove(r)
         r.on_idle = self.lifecycle.maybe_stop
 
     def _rehome(self, reqs: list[Request]) -> None:
         """Requests handed back by a leaving instance: to the router, or to the backlog
         while no instance serves."""
         for req in reqs:
-            if self.serving:
+            if req.remote_kv and self.handoff is not None:
+                self.handoff.route(req)  # its KV is still held on its prefill instance
+            elif self.serving:
                 self._route(req, moved=True)
             else:
                 self.backlog.append(req)
+
+    def _submit_decode(self, replica: Replica, req: Request) -> None:
+        replica.pool.routed += 1
+        replica.submit(req)
 
     # --- arrivals -----------------------------------------------------------------------
     def start(self) -> None:
@@ -204,8 +238,11 @@ class Cluster:
 
     def _route(self, req: Request, moved: bool = False) -> None:
         replica = self.serving[self.router.route(req, self.serving, self.env.now)]
+        if self.handoff is not None:
+            req = Handoff.prefill_copy(req)  # the prefill instance runs a prefill-only copy
         reason = replica.scheduler.admission_error(req)
         if reason:
+            req = req.parent or req
             req.replica = replica.index
             req.pool = replica.pool.index
             self._reject(req, reason)
@@ -221,6 +258,9 @@ class Cluster:
         self._finished(req, self.env.now)
 
     def _finished(self, req: Request, now: float) -> None:
+        if req.parent is not None:  # a prefill copy: its request goes on to a decode instance
+            self.handoff.prefilled(req, self.replicas[req.replica], now)  # type: ignore[union-attr]
+            return
         self.recorder.request(req)
         if req.pool >= 0 and req.state is State.FINISHED:
             pool = self.replicas[req.replica].pool
@@ -240,6 +280,7 @@ class Cluster:
 
     def busy(self) -> bool:
         return (not self.arrivals_done or self.pending_followups > 0 or bool(self.backlog)
+                or (self.handoff is not None and bool(self.handoff.backlog))
                 or any(r.busy or r.scheduler.num_unfinished() for r in self.replicas))
 
 

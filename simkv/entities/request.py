@@ -74,6 +74,15 @@ class Request:
     kv_wait: float = 0.0
     loads_pending: int = 0
     load_epoch: int = 0
+    # --- disaggregated prefill/decode (engine/disagg.py) ----------------------------------
+    # Tokens of KV computed on a prefill instance that this (decode-side) request waits for;
+    # the prefill-side copy keeps its blocks after finishing (hold_kv) until they have moved.
+    remote_kv: int = 0
+    hold_kv: bool = False
+    parent: Request | None = None
+    prefill_replica: int = -1
+    handoff_at: float = NAN
+    kv_transfer: float = NAN
 
     @property
     def num_tokens(self) -> int:

@@ -51,6 +51,17 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
         "weight_bytes_loaded": cluster.lifecycle.weight_bytes_loaded,
         "links": cluster.topology.link_stats(),
     }
+    if cluster.handoff is not None:
+        st = cluster.handoff.stats
+        wait = pq.read_table(requests_path, columns=["kv_transfer_s"]).column(0).to_numpy()
+        wait = wait[~np.isnan(wait)]
+        out["disaggregation"] = {
+            "transfers": st.transfers, "bytes": st.bytes, "streamed_bytes": st.streamed_bytes,
+            "rejected_at_decode": st.rejected,
+            "kv_transfer_s": ({"mean": float(wait.mean()),
+                               **{f"p{q}": float(np.percentile(wait, q)) for q in (50, 90, 99)}}
+                              if wait.size else None),
+        }
     events = cluster.lifecycle.events
     if events:
         out["scaling"] = scaling_section(events, requests_path, end_s)

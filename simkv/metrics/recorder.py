@@ -89,7 +89,7 @@ class Recorder:
                    self.pool_names[r.pool] if r.pool >= 0 else "", "rejected",
                    r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
-                   nan, nan, nan, False)
+                   nan, nan, nan, False, r.prefill_replica, nan)
         else:
             self.finished += 1
             ttft = r.first_token - r.arrival
@@ -103,7 +103,7 @@ class Recorder:
                    r.first_scheduled, r.first_token, r.finish, r.prompt_tokens,
                    r.output_tokens, r.cached_hbm + r.cached_dram + r.cached_disk, r.cached_hbm,
                    r.cached_dram, r.cached_disk, r.cached_remote, r.kv_wait, r.preemptions,
-                   ttft, tpot, e2e, met)
+                   ttft, tpot, e2e, met, r.prefill_replica, r.kv_transfer)
         self.requests.append(row)
 
     def transfer(self, t: Transfer) -> None:

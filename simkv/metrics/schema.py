@@ -37,6 +37,11 @@ REQUESTS = pa.schema([
     ("tpot_s", pa.float64()),
     ("e2e_s", pa.float64()),
     ("slo_met", pa.bool_()),
+    # Disaggregated serving: the prefill instance (-1: prefilled where it decoded), and the
+    # seconds from its first token there to its KV landing on the decode instance (waiting
+    # for a decode slot included).
+    ("prefill_replica", pa.int32()),
+    ("kv_transfer_s", pa.float64()),
 ])
 
 ITERATIONS = pa.schema([

@@ -24,7 +24,7 @@ budget, preempt the last running request); docs/ARCHITECTURE.md lists where simk
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +74,11 @@ class VLLMScheduler:
         if kv is not None:
             kv.on_loaded = self._loaded
         self.decode = DecodeBatch(pool.block_size)
+        # Disaggregated serving: finished prefills whose KV is still moving to a decode
+        # instance (their blocks stay allocated), and the callback that starts a transfer when
+        # a request with remote KV is admitted here.
+        self.held: dict[int, Request] = {}
+        self.on_remote: Callable[[Request], None] | None = None
         # Hot-path copies of config values (attribute chains cost on every iteration).
         self.chunked = cfg.chunked_prefill
         self.max_tokens = cfg.max_num_batched_tokens
@@ -120,7 +125,7 @@ class VLLMScheduler:
         return out
 
     def num_unfinished(self) -> int:
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.running) + len(self.held)
 
     # --- planning -----------------------------------------------------------------------
     def _preempt_last(self, now: float, may_swap: bool = True) -> Request:
@@ -134,7 +139,13 @@ class VLLMScheduler:
         else:
             del self.prefilling[rid]
         kv = self.kv
-        if kv is None:
+        if state is State.LOADING and victim.remote_kv:
+            # Its KV was still on the way from a prefill instance: that transfer lands unheeded
+            # and the request will prefill here from scratch (recompute, as any preemption).
+            self.pool.release(victim.blocks)
+            victim.remote_kv = 0
+            victim.load_epoch += 1
+        elif kv is None:
             self.pool.release(victim.blocks)
         else:
             if state is State.LOADING:
@@ -206,6 +217,10 @@ class VLLMScheduler:
         kv = self.kv
         while waiting and budget > 0 and len(running) < self.max_seqs:
             req = waiting[0]
+            if req.remote_kv:
+                if not self._admit_remote(req, need, now):
+                    break
+                continue
             if kv is not None and req.computed == 0 and may_hit(req):
                 m = kv.match(req)
                 if m is not None:
@@ -262,6 +277,32 @@ class VLLMScheduler:
         self.prefilling[req.id] = req
         self._add_chunk(out, req, n)
         return budget - n
+
+    def _admit_remote(self, req: Request, need: int, now: float) -> bool:
+        """Admit the queue's head, whose KV was computed on a prefill instance: take its seat
+        and the blocks of that KV now, wait in LOADING until it lands (the cluster moves it)."""
+        blocks = blocks_for(req.remote_kv, self.block_size)
+        if blocks > self.pool.free - need:
+            return False  # backpressure: the prefill instance keeps holding the KV
+        self.waiting.popleft()
+        self.pool.allocate(blocks)
+        req.blocks = blocks
+        req.computed = req.remote_kv
+        req.load_epoch += 1
+        self._seat(req, now)
+        req.state = State.LOADING
+        self.loading[req.id] = req
+        assert self.on_remote is not None, "a request with remote KV on an instance without a handoff"
+        self.on_remote(req)
+        return True
+
+    def release_held(self, req: Request, now: float) -> None:
+        """A finished prefill's KV has reached its decode instance: free its blocks here."""
+        del self.held[req.id]
+        kv = self.kv
+        self.pool.release(kv.release(req, now, True) if kv is not None and may_hit(req)
+                          else req.blocks)
+        req.blocks = 0
 
     def _seat(self, req: Request, now: float) -> None:
         req.state = State.PREFILLING
@@ -401,9 +442,12 @@ class VLLMScheduler:
                 if req.generated >= req.output_tokens:
                     req.finish = end
                     del self.running[req.id]
-                    self.pool.release(kv.release(req, end, True) if uses_kv  # type: ignore[union-attr]
-                                      else req.blocks)
-                    req.blocks = 0
+                    if req.hold_kv:
+                        self.held[req.id] = req  # its KV moves to a decode instance first
+                    else:
+                        self.pool.release(kv.release(req, end, True) if uses_kv  # type: ignore[union-attr]
+                                          else req.blocks)
+                        req.blocks = 0
                     req.state = State.FINISHED
                     finished.append(req)
                 else:
@@ -424,7 +468,8 @@ class VLLMScheduler:
     # --- checks -------------------------------------------------------------------------
     def check_invariants(self) -> None:
         held = (self.decode.held_blocks() + sum(r.blocks for r in self.prefilling.values())
-                + sum(r.blocks for r in self.loading.values()))
+                + sum(r.blocks for r in self.loading.values())
+                + sum(r.blocks for r in self.held.values()))
         self.pool.check_invariants(held)
         states = [r.state for r in self.running.values()]
         if any(s not in (State.PREFILLING, State.DECODING, State.LOADING) for s in states):
@@ -432,7 +477,7 @@ class VLLMScheduler:
         if len(self.prefilling) + len(self.decode) + len(self.loading) != len(self.running):
             raise AssertionError("running != loading + prefilling + decoding")
         if self.kv is not None:
-            self.kv.check_invariants(list(self.running.values()))
+            self.kv.check_invariants([*self.running.values(), *self.held.values()])
         if any(r.state is not State.WAITING or r.blocks or r.shared for r in self.waiting):
             raise AssertionError("a waiting request holds blocks or has the wrong state")
         if len(self.running) > self.max_seqs:
