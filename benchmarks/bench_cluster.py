@@ -3,7 +3,7 @@
 Two pools of Llama-3.1-8B (one GPU per instance): H100 and A100, each starting at 40% of its
 maximum and scaled horizontally by queue length; power-of-two-choices routing (O(1) per
 request at any cluster size); BurstGPT-shaped requests (Gamma hourly volumes with the real
-trace's CV, one trace hour = 60 simulated seconds) at a mean rate the starting capacity
+trace's CV, one trace hour = 300 simulated seconds) at a mean rate the starting capacity
 roughly sustains, so bursts force scale-ups and lulls scale-downs.
 
     python benchmarks/bench_cluster.py [--requests 10000000] [--gpus 1000]
@@ -27,14 +27,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=10_000_000)
     ap.add_argument("--gpus", type=int, default=1000)
-    ap.add_argument("--rate-per-gpu", type=float, default=12.0,
+    ap.add_argument("--rate-per-gpu", type=float, default=6.0,
                     help="mean requests/s per GPU of the maximum cluster")
     args = ap.parse_args()
     half = args.gpus // 2
     cfg = simkv.compose([
         "output.plot=false", "output.progress=false", "router=power_of_two",
         "autoscaler=horizontal", "autoscaler.metric=outstanding", "autoscaler.target=24",
-        "workload=burstgpt", "workload.hour_s=60", f"workload.num_requests={args.requests}",
+        "workload=burstgpt", "workload.hour_s=300", f"workload.num_requests={args.requests}",
         f"workload.mean_rate={args.rate_per_gpu * args.gpus}",
     ])
     for name, hw in (("h100", "h100_sxm_80gb"), ("a100", "a100_80gb")):
