@@ -1,0 +1,176 @@
+"""Colocated against disaggregated prefill/decode at equal GPU count (DistServe's question).
+
+    python experiments/disaggregation.py [--quick]
+
+8 H100s serve Llama-3.1-8B (one GPU per instance), either colocated (8 instances; vLLM with
+chunked prefill, and without it as DistServe's 2023 baseline) or split into P prefill and
+8 - P decode instances, the KV moving over the nodes' RDMA NICs (each pool has its own nodes).
+Workloads: the Azure LLM inference trace 2023, code (prompts median 1,469 tokens, outputs 13)
+and conversation (1,020 / 129), replayed at a range of rates (``workload.target_rate``); and,
+to show where disaggregation loses, BurstGPT-shaped short prompts (median 74 tokens) and a
+10 Gb/s GPU network.
+
+Metric: DistServe's goodput, the highest request rate at which at least 90% of requests meet
+both SLOs (TTFT <= 1 s, TPOT <= each of 20/40/100 ms), per GPU; SLO attainment is computed
+per run from requests.parquet for every SLO pair, so one rate sweep serves all SLOs. Also:
+TTFT/TPOT p99 at a reference rate, KV bytes moved, the RDMA links' busy share.
+
+Writes experiments/results/disaggregation.csv and .png. Needs ../shared/data (the Azure
+trace); skips those workloads when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import simkv
+
+OUT = Path(__file__).parent / "results"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "azure_llm_2023"
+GPUS = 8
+TTFT_SLO = 1.0
+TPOT_SLOS = (0.02, 0.04, 0.1)
+COMMON = ["output.plot=false", "output.progress=false"]
+
+
+def setups(quick: bool) -> dict[str, list[str]]:
+    out = {
+        "colocated (chunked)": [f"cluster.replicas={GPUS}", "router=least_outstanding"],
+        "colocated (no chunking)": [f"cluster.replicas={GPUS}", "router=least_outstanding",
+                                    "scheduler.chunked_prefill=false"],
+    }
+    for p in ((2, 4) if quick else (1, 2, 3, 4, 5, 6)):
+        out[f"disagg {p}P:{GPUS - p}D"] = ["pools=pd_split", f"pools.prefill.instances={p}",
+                                           f"pools.decode.instances={GPUS - p}",
+                                           "router=least_outstanding"]
+    return out
+
+
+def workloads(quick: bool) -> dict[str, tuple[list[str], list[float]]]:
+    n = 800 if quick else 3000
+    out: dict[str, tuple[list[str], list[float]]] = {}
+    for name, file, rates in (("azure code", "code", [20, 40, 80, 120, 160, 200, 240]),
+                              ("azure conversation", "conv", [10, 20, 40, 60, 80, 100, 120])):
+        path = DATA / f"AzureLLMInferenceTrace_{file}.csv"
+        if not path.is_file():
+            print(f"skipping {name}: {path} not found")
+            continue
+        out[name] = ([f"workload=trace", "workload.format=azure", f"workload.path={path}",
+                      f"workload.limit={n}"], rates[::3] if quick else rates)
+    out["burstgpt short prompts"] = (["workload=burstgpt", "workload.volume=flat",
+                                      f"workload.num_requests={n}"],
+                                     [40, 160] if quick else [40, 80, 160, 240, 320, 400])
+    return out
+
+
+def rate_override(wl: list[str], rate: float) -> list[str]:
+    key = "workload.target_rate" if "workload=trace" in wl else "workload.mean_rate"
+    return [*wl, f"{key}={rate}"]
+
+
+def attainment(df: pd.DataFrame, tpot_slo: float) -> float:
+    ok = (df["status"] == "finished") & (df["ttft_s"] <= TTFT_SLO) & (df["tpot_s"] <= tpot_slo)
+    return float(ok.mean())
+
+
+def sweep(wl: list[str], rates: list[float], setup: list[str], extra: list[str]) -> pd.DataFrame:
+    rows = []
+    for rate in rates:
+        with tempfile.TemporaryDirectory() as d:
+            res = simkv.simulate(simkv.compose([*COMMON, *setup, *extra, *rate_override(wl, rate)]), d)
+            df = res.requests
+            s = res.summary
+        dis = s["cluster"].get("disaggregation", {})
+        rdma = s["cluster"]["links"].get("rdma", {})
+        span = s["makespan_s"]
+        rows.append({
+            "rate": rate,
+            **{f"attain_tpot{int(t * 1e3)}ms": attainment(df, t) for t in TPOT_SLOS},
+            "ttft_p99_s": s["ttft_s"]["p99"], "tpot_p99_s": s["tpot_s"]["p99"],
+            "kv_gb_moved": dis.get("bytes", 0.0) / 1e9,
+            "rdma_busy_share": rdma.get("busy_s", 0.0) / max(rdma.get("links", 1), 1) / span,
+        })
+    return pd.DataFrame(rows)
+
+
+def goodput(sw: pd.DataFrame, tpot_slo: float) -> float:
+    """Highest swept rate with >= 90% attainment, per GPU (0 if none)."""
+    ok = sw[sw[f"attain_tpot{int(tpot_slo * 1e3)}ms"] >= 0.9]["rate"]
+    return float(ok.max()) / GPUS if len(ok) else 0.0
+
+
+def run(quick: bool) -> pd.DataFrame:
+    rows = []
+    slow_net = write_slow_node()
+    for wname, (wl, rates) in workloads(quick).items():
+        for sname, setup in setups(quick).items():
+            for net, extra in (("400G", []), ("10G", [f"memory.node_path={slow_net}"])):
+                if net == "10G" and not sname.startswith("disagg"):
+                    continue  # the slow network only changes disaggregated serving
+                sw = sweep(wl, rates, setup, extra)
+                ref = sw.iloc[len(sw) // 2]
+                rows.append({"workload": wname, "setup": sname, "gpu_network": net,
+                             **{f"goodput_per_gpu_tpot{int(t * 1e3)}ms": goodput(sw, t)
+                                for t in TPOT_SLOS},
+                             "ref_rate": ref["rate"], "ttft_p99_s": ref["ttft_p99_s"],
+                             "tpot_p99_s": ref["tpot_p99_s"], "kv_gb_moved": ref["kv_gb_moved"],
+                             "rdma_busy_share": ref["rdma_busy_share"]})
+                print(f"{wname:22s} {sname:24s} {net:4s} goodput/GPU " + " ".join(
+                    f"{rows[-1][f'goodput_per_gpu_tpot{int(t * 1e3)}ms']:.1f}" for t in TPOT_SLOS))
+    df = pd.DataFrame(rows)
+    OUT.mkdir(exist_ok=True)
+    suffix = "_quick" if quick else ""
+    df.to_csv(OUT / f"disaggregation{suffix}.csv", index=False, float_format="%.6g")
+    plot(df, OUT / f"disaggregation{suffix}.png")
+    return df
+
+
+def write_slow_node() -> Path:
+    node = Path(simkv.__file__).parent.parent / "hardware_profiles" / "nodes" / "dgx_h100.yaml"
+    if not node.is_file():  # installed wheel: the profile ships inside the package
+        node = Path(simkv.__file__).parent / "hardware_profiles" / "nodes" / "dgx_h100.yaml"
+    text = node.read_text().replace(
+        'bandwidth: {value: 50, unit: GB/s, source: "DGX H100 datasheet: 8x single',
+        'bandwidth: {value: 1.25, unit: GB/s, source: "a 10 Gb/s network instead of 8x single')
+    out = Path(tempfile.mkdtemp()) / "dgx_h100_10g.yaml"
+    out.write_text(text)
+    return out
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    names = list(dict.fromkeys(df["workload"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), squeeze=False)
+    for ax, w in zip(axes[0], names, strict=True):
+        sub = df[(df["workload"] == w) & (df["gpu_network"] == "400G")]
+        x = np.arange(len(sub))
+        for k, t in enumerate(TPOT_SLOS):
+            ax.bar(x + (k - 1) * 0.27, sub[f"goodput_per_gpu_tpot{int(t * 1e3)}ms"], 0.27,
+                   label=f"TPOT <= {int(t * 1e3)} ms")
+        ax.set_xticks(x, [s.replace("colocated ", "coloc.\n").replace("disagg ", "") for s in sub["setup"]],
+                      fontsize=7)
+        ax.set_title(w)
+        ax.set_ylabel("goodput per GPU (req/s, >= 90% SLO)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Llama-3.1-8B on {GPUS} H100: colocated vs prefill:decode splits (TTFT <= {TTFT_SLO:g} s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    run(ap.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()
