@@ -23,6 +23,7 @@ import numpy as np
 import simpy
 
 from simkv import __version__
+from simkv.config import bounds
 from simkv.config.schema import SimConfig
 from simkv.engine.cluster import Cluster
 from simkv.engine.controller import build_controller
@@ -158,6 +159,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
         if getattr(cfg, key) is None:
             raise ValueError(f"config has no {key}; compose one with simkv.compose()")
     _memory_defaults(cfg)
+    bounds.check(cfg)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="simkv-"))
     out.mkdir(parents=True, exist_ok=True)
     doc = config_dict(cfg)

@@ -49,6 +49,8 @@ def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sti
                                 program_fcfs) -> None:
     if isinstance(tool, OffloadConfig) and isinstance(placement, NoOffloadConfig):
         placement = DramConfig()
+    if isinstance(placement, NoOffloadConfig):
+        dram = None  # a DRAM size with no DRAM tier is refused: it could not act
     wl = AgentWorkloadConfig(num_programs=4, program_rate=2.0, calls_shape=2.0, calls_scale=2.0,
                              calls_max=8, first_prompt_median=1500, growth_mu=5.0,
                              output_mu=3.0, tool_weibull_scale=0.5, max_context=8192)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from simkv.config.bounds import bounded, check, require
 from simkv.entities.request import Request
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, FollowUp
@@ -31,43 +32,37 @@ __all__ = ["TraceError", "TraceWorkload", "TraceWorkloadConfig"]
 class TraceWorkloadConfig:
     path: str = "???"
     # native | burstgpt | azure | mooncake | agent (docs/TRACE_FORMAT.md).
-    format: str = "native"
+    format: str = bounded("native", choices=FORMATS)
     # Keep only these models / log types (empty: all), e.g. [GPT-4] or ["API log"].
     models: list[str] = field(default_factory=list)
     log_types: list[str] = field(default_factory=list)
     # Keep requests with start_s <= arrival < end_s, in the file's own time (null: open).
-    start_s: float | None = None
-    end_s: float | None = None
+    start_s: float | None = bounded(None)
+    end_s: float | None = bounded(None)
     # Shift times so that the first kept request arrives at 0.
     rebase: bool = True
     # Replay k times faster, or (when > 0) at this mean rate in requests/s.
-    speedup: float = 1.0
-    target_rate: float = 0.0
+    speedup: float = bounded(1.0, gt=0)
+    target_rate: float = bounded(0.0, ge=0)
     # Keep each request with this probability (seeded; thinning keeps the burst shape).
-    sample: float = 1.0
+    sample: float = bounded(1.0, gt=0, le=1)
     # Only the first n kept requests (0 = all).
-    limit: int = 0
+    limit: int = bounded(0, ge=0)
     # Rows the trace marks as failed (BurstGPT: zero response tokens): 'keep' records them
     # as rejected with reason failed_in_trace, 'drop' leaves them out.
-    failed: str = "keep"
-    # 'error' stops at the first bad row; 'skip' drops it and counts it in the summary.
-    on_bad_row: str = "error"
+    failed: str = bounded("keep", choices=("keep", "drop"))
+    # 'error' stops at the first bad row; 'skip' drops every bad row and counts it.
+    on_bad_row: str = bounded("error", choices=("error", "skip"))
     # Replay sessions closed-loop (see the module docstring).
     closed_loop: bool = False
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"workload.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if not self.speedup > 0:
-            raise ValueError("workload.speedup must be > 0")
-        if self.target_rate < 0:
-            raise ValueError("workload.target_rate must be >= 0 (0: use speedup)")
-        if not 0 < self.sample <= 1:
-            raise ValueError("workload.sample must be in (0, 1]")
-        if self.on_bad_row not in ("error", "skip"):
-            raise ValueError(f"workload.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
-        if self.failed not in ("keep", "drop"):
-            raise ValueError(f"workload.failed must be 'keep' or 'drop', got {self.failed!r}")
+        check(self, "workload.")
+
+    def validate(self, prefix: str = "workload.") -> None:
+        require(self.start_s is None or self.end_s is None or self.start_s < self.end_s,
+                f"{prefix}start_s ({self.start_s}) must be < {prefix}end_s ({self.end_s}): the "
+                f"window [start_s, end_s) would hold no request")
 
 
 @register("workload", "trace", TraceWorkloadConfig)
