@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from simkv.entry import guarded
 from simkv.workload.base import ArrivalBatch
 from simkv.workload.native import write_trace
-from simkv.workload.readers import FORMATS, Columns, TraceError, read
+from simkv.workload.readers import FORMATS, Columns, read
 from simkv.workload.stats import TraceSummary, format_stats, plot_trace
 
 
@@ -110,11 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--skip-bad", action="store_true")
     cv.set_defaults(fn=_convert)
     args = ap.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except (TraceError, ValueError, FileNotFoundError) as exc:
-        print(f"simkv-trace: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded("simkv-trace", lambda: args.fn(args))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ requests in flight.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +115,6 @@ def _sessions(t: pa.Table, done: np.ndarray) -> dict[str, Any]:
     calls = np.bincount(inv)
     return {"count": len(ids), "complete": int(ok.sum()), "jct_s": _dist(jct),
             "calls_per_session_mean": float(calls.mean())}
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    # NOTE: sorted keys and a fixed float format keep the file byte-identical across runs.
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def format_table(summary: dict[str, Any]) -> str:
