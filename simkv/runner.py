@@ -195,7 +195,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
 
     if not cfg.pools and cfg.cluster.replicas < 1:
         raise ValueError("cluster.replicas must be >= 1")
-    workload = build(cfg.workload)
+    workload = build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
     rng = np.random.default_rng(seeds[0])
 
