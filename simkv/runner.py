@@ -261,5 +261,6 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                           for p in cluster.pools.values())
         title = (f"{first.model.name} on {pools}, {name_of(cfg.scheduler)} scheduler, "
                  f"{name_of(cfg.router)} router")
-        write_whole(out / "latency.png", lambda tmp: plot_run(result.requests, tmp, title))
+        write_whole(out / "latency.png",
+                    lambda tmp: plot_run(out / "requests.parquet", summary, tmp, title))
     return result
