@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from simkv.config.store import check_overrides, register_configs
 from simkv.entry import report, user_errors
@@ -90,8 +92,56 @@ class SweepReport(Callback):
             raise SystemExit(1)
 
 
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's composition error (several lines: the override, the cause, the keys, the
+    search path) as one line that keeps what names the problem."""
+    text = str(exc)
+    if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
+        text += "\n" + str(exc.__cause__)
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Config search path"):
+            break
+        if line and not line.startswith(("full_key:", "reference_type=", "object_type=",
+                                          "Set the environment variable HYDRA_FULL_ERROR")):
+            lines.append(line)
+    head: list[str] = []
+    options: list[str] = []
+    label = ""
+    for ln in lines:
+        if ln.startswith("Available options"):
+            label = ln.rstrip(":")
+        elif label:
+            options.append(ln)
+        else:
+            head.append(ln.rstrip("."))
+    out = "; ".join(head)
+    if label:
+        out += f"; {label}: {', '.join(options)}"
+    return out or one_line(exc)
+
+
+def _one_line_errors(func: Any) -> Any:
+    """Stands in for Hydra's run_and_report: a config Hydra cannot compose is one line."""
+    try:
+        return func()
+    except Exception as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"simkv: error: {hydra_message(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     register_configs()
+    # NOTE: Hydra prints its own errors (a composition error takes 8 lines) through
+    # run_and_report, a private function of hydra-core 1.3 (pinned <1.4); if it moves, Hydra's
+    # own report stays.
+    from hydra._internal import utils as hydra_utils
+
+    if hasattr(hydra_utils, "run_and_report"):
+        hydra_utils.run_and_report = _one_line_errors
     try:
         with sigterm_interrupts():
             _run()

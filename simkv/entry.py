@@ -32,7 +32,11 @@ def report(prog: str, exc: BaseException, where: str = "", traceback_hint: str =
         print(f"{prog}: {one_line(exc)}{where}", file=sys.stderr)
         return exit_code(exc)
     if isinstance(exc, user_errors()):
-        print(f"{prog}: error: {one_line(exc)}{where}", file=sys.stderr)
+        from simkv.engine.replica import LivelockError
+
+        hint = ("; the run stops after engine.livelock_iterations iterations without a request "
+                "finishing" if isinstance(exc, LivelockError) else "")
+        print(f"{prog}: error: {one_line(exc)}{hint}{where}", file=sys.stderr)
         return 2
     hint = traceback_hint or "SIMKV_TRACEBACK=1 shows the traceback"
     print(f"{prog}: internal error (a bug in simkv, please report it): {one_line(exc)}{where} "

@@ -76,14 +76,28 @@ def write_whole(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """The exception as one line; errors a user causes (ValueError, OSError) carry their own
-    words, anything else is prefixed with its type."""
-    text = " ".join(str(exc).split())
+    """The exception as one line; errors a user causes (ValueError, OSError, config errors)
+    carry their own words, anything else is prefixed with its type. OmegaConf's detail lines
+    (full_key: ..., object_type=...) become a ``key:`` prefix."""
     if isinstance(exc, Terminated):
-        return text or "terminated by SIGTERM"
+        return " ".join(str(exc).split()) or "terminated by SIGTERM"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
-    if text and isinstance(exc, ValueError | OSError):
+    key = ""
+    kept = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line.startswith("full_key:"):
+            key = line.split(":", 1)[1].strip()
+        elif line and not line.startswith(("object_type=", "reference_type=")):
+            kept.append(line)
+    text = " ".join(" ".join(kept).split())
+    if "missing mandatory value" in text and key:
+        return f"{key}: a value is required (set {key}=...)"
+    if key and not text.startswith(key):
+        text = f"{key}: {text}"
+    user = isinstance(exc, ValueError | OSError) or type(exc).__module__.startswith("omegaconf")
+    if text and user:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
