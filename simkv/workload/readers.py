@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -155,23 +156,19 @@ class _Validator:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             stripped = pc.utf8_trim_whitespace(col)
             try:
-                col = pc.cast(stripped, pa.float64())
+                out = np.asarray(pc.cast(stripped, pa.float64()).to_numpy(zero_copy_only=False),
+                                 dtype=np.float64)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                values = stripped.to_pylist()
-                out = np.empty(len(values))
-                shown: dict[int, str] = {}
-                for i, value in enumerate(values):
-                    try:
-                        out[i] = float(value)
-                    except (TypeError, ValueError):
-                        out[i] = np.nan
-                        if value not in ("", None):
-                            shown[i] = repr(value)
-                empty = np.flatnonzero(np.isnan(out))
-                self.flag(empty, name, lambda i: f"a number, got {shown.get(i, 'an empty cell')}")
-                return out
-        elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                  or pa.types.is_null(col.type)):
+                out = np.array([_float(x) for x in stripped.to_pylist()], dtype=np.float64)
+            bad = np.flatnonzero(np.isnan(out))
+            # NOTE: the cells' text only for the bad rows: a CSV column is text, and turning
+            # every cell into a Python string would cost more than the whole check.
+            text = dict(zip(bad.tolist(), pc.take(stripped, pa.array(bad)).to_pylist(), strict=True))
+            self.flag(bad, name, lambda i: "a number, got " + (
+                "an empty cell" if text[i] in ("", None) else repr(text[i])))
+            return out
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                or pa.types.is_null(col.type)):
             raise TraceError(f"{self.path}: column '{name}': expected numbers, found {col.type}")
         arr = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
         self.flag(np.flatnonzero(np.isnan(arr)), name, lambda i: "a number, got an empty cell")
@@ -291,6 +288,13 @@ class _Validator:
         return out
 
 
+def _float(x: object) -> float:
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _hash_id(x: object) -> int:
     if isinstance(x, bool):
         raise ValueError(repr(x))
@@ -349,9 +353,9 @@ def _table_batches(path: Path) -> Iterator[pa.RecordBatch]:
     if path.suffix == ".parquet":
         try:
             file = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise TraceError(f"{path}: not a readable Parquet file ({_first_line(exc)}); a "
-                             f"truncated or partial file, or another format named .parquet"
+        except (pa.ArrowInvalid, OSError):
+            raise TraceError(f"{path}: not a readable Parquet file (no Parquet footer: a "
+                             f"truncated or partial file, or another format named .parquet)"
                              ) from None
         yield from file.iter_batches(batch_size=BATCH_ROWS)
     else:
@@ -388,12 +392,13 @@ def _json_problem(path: Path) -> str:
     try:
         with path.open(encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
                 if not line.strip():
                     continue
                 try:
                     doc = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    return f"line {i}: not valid JSON ({exc.msg})"
+                    return f"line {i}: not valid JSON ({exc.msg}, column {exc.colno})"
                 if not isinstance(doc, dict):
                     return f"line {i}: expected a JSON object, got {_json_kind(doc)}"
                 for key, value in doc.items():

@@ -52,7 +52,7 @@ class VLLMSchedulerConfig:
     def validate(self, prefix: str = "scheduler.") -> None:
         require(self.max_num_batched_tokens >= self.max_num_seqs,
                 f"{prefix}max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
-                f"max_num_seqs ({self.max_num_seqs}), as vLLM requires")
+                f"{prefix}max_num_seqs ({self.max_num_seqs}), as vLLM requires")
 
 
 @register("scheduler", "vllm", VLLMSchedulerConfig)
