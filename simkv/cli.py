@@ -34,6 +34,19 @@ from simkv.output import one_line, record_failure, sigterm_interrupts
 from simkv.results import run_status
 from simkv.runner import simulate
 
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides: one level (a path's ``/`` becomes ``_``)
+    and short enough for any file system (long names are cut; the job number in front keeps
+    them apart)."""
+    name = overrides.replace("/", "_").replace("\\", "_") or "defaults"
+    return name if len(name.encode()) <= 160 else name.encode()[:160].decode(errors="ignore") + "..."
+
+
+# NOTE: registered on import, so that launchers running jobs in other processes (joblib)
+# resolve hydra.sweep.subdir (conf/config.yaml) too: they import this module for the task.
+OmegaConf.register_new_resolver("simkv_dirname", job_dirname, replace=True)
+
 # Logged to the job's log file only (conf/config.yaml): the terminal gets one line.
 failure_log = logging.getLogger("simkv.failure")
 
