@@ -161,7 +161,12 @@ class RunFolder:
         self._run_json("running", {})
 
     def end(self, exc: BaseException | None, stats: dict[str, Any]) -> None:
-        """run.json last (status ok, error or interrupted), then let the folder go."""
+        """run.json last (status ok, error or interrupted), then let the folder go. A second
+        Ctrl-C waits until it is written."""
+        with held_signals():
+            self._end(exc, stats)
+
+    def _end(self, exc: BaseException | None, stats: dict[str, Any]) -> None:
         try:
             if exc is None:
                 self._run_json("ok", stats)
@@ -212,6 +217,33 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Delay SIGINT and SIGTERM until the block is done, so a step that must not be cut in
+    half (a row group written and counted, run.json written) is not.
+
+    NOTE: by handlers that only take note, not by the signal mask: the mask is per thread,
+    and pyarrow's threads would take the signal and let the main thread raise anyway
+    (seen: a row group written but not counted).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        got.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in dict.fromkeys(got):
+            signal.raise_signal(s)  # now, to the handlers the block found
+
+
 def exit_code(exc: BaseException) -> int:
     """The shell's convention: 128 + signal number for a run ended by a signal."""
     if isinstance(exc, Terminated):
@@ -222,5 +254,5 @@ def exit_code(exc: BaseException) -> int:
 
 
 __all__ = ["LOCK", "RESULT_FILES", "FolderInUseError", "RunFolder", "Terminated", "exit_code",
-           "one_line", "partial", "record_failure", "sigterm_interrupts", "write_json",
+           "held_signals", "one_line", "partial", "record_failure", "sigterm_interrupts", "write_json",
            "write_whole"]

@@ -32,7 +32,7 @@ from simkv.engine.replica import Replica
 from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
 from simkv.metrics.summary import summarise
-from simkv.output import RunFolder, sigterm_interrupts, write_json, write_whole
+from simkv.output import RunFolder, held_signals, sigterm_interrupts, write_json, write_whole
 from simkv.registry import build, name_of
 from simkv.results import SimResult
 
@@ -221,7 +221,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
         recorder.close(complete=True)
     except BaseException:
         # Keep what was recorded, readable, under the partial names (the protocol).
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), held_signals():
             recorder.close(complete=False)
         raise
     finally:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from simkv.entities.request import Request, State
 from simkv.kv.links import Transfer
 from simkv.metrics import schema
-from simkv.output import partial
+from simkv.output import held_signals, partial
 
 
 class TableWriter:
@@ -55,11 +55,14 @@ class TableWriter:
             [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)],
             schema=self.schema,
         )
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.partial_path, self.schema, compression="zstd")
-        self._writer.write_table(table, row_group_size=self.row_group_size)
-        self.rows += len(self.buffer)
-        self.buffer = []
+        # NOTE: Ctrl-C or SIGTERM wait until the row group is written and counted: raised in
+        # between, the buffer would be written twice, or counted but not written.
+        with held_signals():
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.partial_path, self.schema, compression="zstd")
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+            self.rows += len(self.buffer)
+            self.buffer = []
 
     def close(self, complete: bool = True) -> None:
         """Write what is buffered and the footer; a complete file takes its final name.
