@@ -74,8 +74,17 @@ def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sti
     assert set(rejected["reject_reason"]) <= {"kv_capacity"}
     done = df[df["status"] == "finished"]
     assert (done["cached_tokens"] <= done["prompt_tokens"] + done["output_tokens"]).all()
+    # cached_tokens is what the request skipped at first admission, counted apart from the
+    # tiers: the two must agree (recorded as a sum before, this could not fail).
     assert (done["cached_tokens"] == done["cached_hbm_tokens"] + done["cached_dram_tokens"]
             + done["cached_disk_tokens"]).all()
+    assert (done["cached_tokens"] % 256 == 0).all()  # whole granules of prefix_block_tokens
+    if res.summary.get("memory") and (df["preemptions"] == 0).all():
+        # Without preemptions every admission is a first one: the KV managers' own hit
+        # counters are the per-request columns summed.
+        hits = res.summary["memory"]["counters"]["hit_tokens"]
+        assert [int(done[f"cached_{t}_tokens"].sum()) for t in ("hbm", "dram", "disk")] == \
+            [hits["hbm"], hits["dram"], hits["disk"]]
     assert (done["cached_remote_tokens"] <= done["cached_dram_tokens"] + done["cached_disk_tokens"]).all()
     assert (done["ttft_s"] >= done["kv_wait_s"] - 1e-12).all()
     mem = None

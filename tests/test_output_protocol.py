@@ -137,6 +137,9 @@ def test_every_job_of_a_seed_sweep_has_its_own_folder(tmp_path) -> None:
     seen = {(simkv.load_results(d).config["seed"], simkv.load_results(d).config["cluster"]["replicas"])
             for d in folders}
     assert seen == {(s, r) for s in (0, 1, 2) for r in (1, 2)}
+    for d in folders:  # requests in = finished + rejected in every job
+        req = simkv.load_results(d).summary["requests"]
+        assert req["total"] == req["finished"] + req["rejected"] == 30
     digests = {(d / "requests.parquet").read_bytes() for d in folders}
     assert len(digests) == 6
     from simkv.metrics.compare import main as compare
