@@ -138,7 +138,11 @@ CONFIGS = [
     (["slo.ttft_s=0"], "slo.ttft_s: expected a finite number > 0, got 0.0"),
     (["slo.tpot_s=-1"], "slo.tpot_s: expected a finite number > 0, got -1.0"),
     (["output.row_group_size=0"], "output.row_group_size: expected a finite number >= 1 and <= 2147483647, got 0"),
-    (["output.transfers=true", "kv.prefix_caching=false"], "output.transfers=true cannot act with kv.prefix_caching=false: no KV moves between tiers"),
+    (["autoscaler=horizontal", "autoscaler.metric=latency"], "autoscaler.metric: expected one of arrival_rate, outstanding, kv_utilization, slo_attainment, got 'latency'"),
+    (["autoscaler=horizontal", "autoscaler.interval_s=0"], "autoscaler.interval_s: expected a finite number > 0, got 0.0"),
+    (["pools=h100_a100", "pools.h100.instances=-1"], "pool.instances: expected a finite number >= 0, got -1"),
+    (["moe.routing=random"], "moe.routing: expected one of uniform, zipf, file, got 'random'"),
+    (["disagg.wire_fraction=2"], "disagg.wire_fraction: expected a finite number > 0 and <= 1, got 2.0"),
     (["seed=-1"], "seed: expected a finite number >= 0, got -1"),
     (["model.num_layers=0"], "model.num_layers: expected a finite number >= 1, got 0"),
     (["model.num_kv_heads=5"], "model.num_heads: model 'llama3_8b': num_heads (32) must be a multiple of num_kv_heads (5)"),
@@ -161,7 +165,7 @@ CONFIGS = [
     (["workload.volume=replay"], "workload.volume=replay needs workload.volume_path (a BurstGPT burstgpt1_sessions_by_trace_hour_*.csv)"),
     (["workload.model_weights=[1]"], "workload.model_weights: expected one weight per entry of workload.models (2), got 1"),
     (["workload.failure_rate=1"], "workload.failure_rate: expected a finite number >= 0 and < 1, got 1.0"),
-    (["workload.volume=hourly"], "workload.volume: expected one of gamma, replay, flat, got 'hourly'"),
+    (["workload.volume=hourly"], "workload.volume: expected one of gamma, replay, flat, profile, got 'hourly'"),
     (["workload=agent", "workload.calls_min=5", "workload.calls_max=2"], "workload.calls_min (5) must be <= workload.calls_max (2)"),
     (["workload=agent", "workload.reset_prob=1"], "workload.reset_prob: expected a finite number >= 0 and < 1, got 1.0"),
     (["workload=conversation", "workload.num_conversations=0"], "workload.num_conversations: expected a finite number >= 1, got 0"),
@@ -205,7 +209,8 @@ def test_corpus_covers_every_reader_and_config_group() -> None:
     assert {fmt for _, fmt, _ in TRACES} == {"native", "burstgpt", "azure", "mooncake", "agent"}
     groups = {o.split("=")[0].split(".")[0].lstrip("+") for overrides, _ in CONFIGS for o in overrides}
     assert {"cluster", "kv", "memory", "engine", "slo", "output", "seed", "model", "scheduler",
-            "eviction", "offload", "tool_kv", "workload", "hardware"} <= groups
+            "eviction", "offload", "tool_kv", "workload", "hardware", "autoscaler", "pools", "moe",
+            "disagg"} <= groups
 
 
 # --- on_bad_row=skip: every bad row dropped and counted ----------------------------------------------

@@ -118,5 +118,6 @@ def test_a_failed_run_keeps_what_it_wrote(tmp_path, monkeypatch) -> None:
     footer = pq.read_metadata(kept).metadata
     assert footer[b"simkv.status"] == b"partial"
     assert int(footer[b"simkv.rows"]) == pd.read_parquet(kept).shape[0]
-    assert run["tables"] == {"requests": "requests.partial.parquet"}
+    assert run["tables"] == {"requests": "requests.partial.parquet",
+                             "instances": "instances.partial.parquet"}
     assert not (out / "summary.json").exists()

@@ -101,6 +101,9 @@ def check(cfg: Any, prefix: str = "") -> None:
         elif isinstance(value, list | tuple):
             for i, item in enumerate(value):
                 check(item, f"{key}[{i}].")
+        elif isinstance(value, dict):  # named sections (pools)
+            for name, item in value.items():
+                check(item, f"{key}.{name}.")
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate(prefix)

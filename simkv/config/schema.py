@@ -307,9 +307,6 @@ class SimConfig:
             require(getattr(mem, f"{t}_gib") is None or t in placement.tiers or drives.get(t, False),
                     f"memory.{t}_gib cannot act: offload={offload} has no {t} tier "
                     f"(it has: {', '.join(placement.tiers) or 'none'})")
-        require(not self.output.transfers or kv.prefix_caching,
-                "output.transfers=true cannot act with kv.prefix_caching=false: no KV moves "
-                "between tiers")
         block = getattr(self.workload, "block_tokens", None)
         require(block is None or not cache or block == kv.prefix_block_tokens,
                 f"workload.block_tokens ({block}) must equal kv.prefix_block_tokens "
