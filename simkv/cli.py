@@ -4,41 +4,75 @@
     simkv model=llama3_70b hardware=a100_80gb cluster.replicas=4 cluster.tensor_parallel=4
     simkv -m cluster.replicas=1,2,4 router=round_robin,least_outstanding
     simkv --help                               # every group and its choices
+
+Every error a user can cause ends the run with one line naming the key, file or row, and
+exit status 2; anything else is a bug, reported in one line too, its traceback in run.json
+(exit status 1). Ctrl-C and SIGTERM end a run cleanly (exit status 130 and 143). In a sweep
+the other jobs go on, every job folder has a run.json, and the sweep exits 1 after the last
+job if any failed, listing them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from simkv.config.store import register_configs
+from simkv.config.store import check_overrides, register_configs
+from simkv.entry import report, user_errors
 from simkv.metrics.summary import format_table
+from simkv.output import one_line, record_failure, sigterm_interrupts
+from simkv.results import run_status
 from simkv.runner import simulate
 
-log = logging.getLogger("simkv")
 
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides: one level (a path's ``/`` becomes ``_``)
+    and short enough for any file system (long names are cut; the job number in front keeps
+    them apart)."""
+    name = overrides.replace("/", "_").replace("\\", "_") or "defaults"
+    return name if len(name.encode()) <= 160 else name.encode()[:160].decode(errors="ignore") + "..."
+
+
+# NOTE: registered on import, so that launchers running jobs in other processes (joblib)
+# resolve hydra.sweep.subdir (conf/config.yaml) too: they import this module for the task.
+OmegaConf.register_new_resolver("simkv_dirname", job_dirname, replace=True)
+
+# Logged to the job's log file only (conf/config.yaml): the terminal gets one line.
+failure_log = logging.getLogger("simkv.failure")
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def _run(dc: DictConfig) -> float | None:
     hc = HydraConfig.get()
-    out = hc.runtime.output_dir
+    out = Path(hc.runtime.output_dir)
     multirun = OmegaConf.select(hc, "job.num", default=None) is not None and \
         str(hc.mode) == "RunMode.MULTIRUN"
     try:
+        check_overrides(list(hc.overrides.task))
         cfg = OmegaConf.to_object(dc)
         result = simulate(cfg, out)
-    except ValueError as exc:
-        # User errors (bad config, model does not fit, malformed trace): a message, not a
-        # traceback. In a sweep the other jobs go on.
-        log.error("%s", exc)
-        print(f"simkv: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        raise SystemExit(report("simkv", exc, f"; what it finished is kept in {out}")) from None
+    except Exception as exc:
+        if not (out / "run.json").is_file():
+            record_failure(out, exc)  # it failed before simulate() could say so
+        failure_log.error("%s", one_line(exc), exc_info=not isinstance(exc, user_errors()))
+        code = report("simkv", exc, f" (job {hc.job.num}: {out})" if multirun else "",
+                      traceback_hint=f"the traceback is in {out / 'run.json'}")
         if multirun:
-            return None
-        raise SystemExit(2) from None
+            # The other jobs go on; SweepReport fails the sweep at the end. NaN marks the
+            # trial failed for an optimising sweeper (Optuna) without stopping it.
+            return math.nan
+        raise SystemExit(code) from None
     overrides = " ".join(hc.overrides.task) or "(defaults)"
     print(f"\nsimkv {overrides}")
     print(format_table(result.summary))
@@ -49,9 +83,83 @@ def _run(dc: DictConfig) -> float | None:
     return float(result.summary["goodput"]["requests_per_s"])
 
 
+class SweepReport(Callback):
+    """After the last job of a sweep: if any job did not complete, list each with its error
+    and exit 1 (Hydra itself would exit 0, as every job returned)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        root = Path(str(config.hydra.sweep.dir))
+        jobs = sorted(p.parent for p in root.glob("**/.hydra") if p.is_dir())
+        failed = []
+        for job in jobs:
+            if not (job / "run.json").is_file():
+                failed.append(f"{job}: did not start (no run.json)")
+                continue
+            status, why = run_status(job)
+            if status != "ok":
+                failed.append(f"{job}: {status}: {why}")
+        if failed:
+            print(f"simkv: {len(failed)} of {len(jobs)} jobs of the sweep failed:", file=sys.stderr)
+            for line in failed:
+                print(f"  {line}", file=sys.stderr)
+            raise SystemExit(1)
+
+
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's composition error (several lines: the override, the cause, the keys, the
+    search path) as one line that keeps what names the problem."""
+    text = str(exc)
+    if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
+        text += "\n" + str(exc.__cause__)
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Config search path"):
+            break
+        if line and not line.startswith(("full_key:", "reference_type=", "object_type=",
+                                          "Set the environment variable HYDRA_FULL_ERROR")):
+            lines.append(line)
+    head: list[str] = []
+    options: list[str] = []
+    label = ""
+    for ln in lines:
+        if ln.startswith("Available options"):
+            label = ln.rstrip(":")
+        elif label:
+            options.append(ln)
+        else:
+            head.append(ln.rstrip("."))
+    out = "; ".join(head)
+    if label:
+        out += f"; {label}: {', '.join(options)}"
+    return out or one_line(exc)
+
+
+def _one_line_errors(func: Any) -> Any:
+    """Stands in for Hydra's run_and_report: a config Hydra cannot compose is one line."""
+    try:
+        return func()
+    except Exception as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"simkv: error: {hydra_message(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     register_configs()
-    _run()
+    # NOTE: Hydra prints its own errors (a composition error takes 8 lines) through
+    # run_and_report, a private function of hydra-core 1.3 (pinned <1.4); if it moves, Hydra's
+    # own report stays.
+    from hydra._internal import utils as hydra_utils
+
+    if hasattr(hydra_utils, "run_and_report"):
+        hydra_utils.run_and_report = _one_line_errors
+    try:
+        with sigterm_interrupts():
+            _run()
+    except KeyboardInterrupt as exc:
+        raise SystemExit(report("simkv", exc)) from None
 
 
 if __name__ == "__main__":

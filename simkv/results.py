@@ -1,8 +1,14 @@
-"""Reading a run back: ``load_results(path)`` gives the same object ``simulate`` returned."""
+"""Reading a run back: ``load_results(path)`` gives the same object ``simulate`` returned.
+
+A folder is read as a result only if its run.json says the run completed: a run that failed,
+was interrupted or killed, or is still going refuses to load (its numbers are not the run's),
+unless ``partial=True`` asks for what it wrote, with a warning (docs/OUTPUTS.md).
+"""
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,33 +16,104 @@ from typing import Any
 import pandas as pd
 
 
+class IncompleteRunError(ValueError):
+    """The folder holds a run that did not complete; the message says why."""
+
+
 @dataclass
 class SimResult:
-    """A finished run: its folder, summary and config; tables are read on first access."""
+    """A run: its folder, summary and config; tables are read on first access.
+
+    ``status`` is ``ok`` for a complete run; a partial one (``load_results(...,
+    partial=True)``) has the status its run.json gives and an empty summary.
+    """
 
     out_dir: Path
     summary: dict[str, Any]
     config: dict[str, Any]
     _requests: pd.DataFrame | None = field(default=None, repr=False)
+    status: str = "ok"
+    # Table -> file name in out_dir (partial runs: NAME.partial.parquet).
+    tables: dict[str, str] = field(default_factory=dict)
+
+    def _table(self, name: str) -> Path | None:
+        path = self.out_dir / self.tables.get(name, f"{name}.parquet")
+        return path if path.exists() else None
 
     @property
     def requests(self) -> pd.DataFrame:
         if self._requests is None:
-            self._requests = pd.read_parquet(self.out_dir / "requests.parquet")
+            path = self._table("requests")
+            if path is None:
+                raise FileNotFoundError(f"{self.out_dir}: no requests table")
+            self._requests = pd.read_parquet(path)
         return self._requests
 
     @property
     def iterations(self) -> pd.DataFrame | None:
-        path = self.out_dir / "iterations.parquet"
-        return pd.read_parquet(path) if path.exists() else None
+        path = self._table("iterations")
+        return pd.read_parquet(path) if path is not None else None
 
 
-def load_results(path: str | Path) -> SimResult:
-    """Read a run folder written by ``simulate`` or the ``simkv`` command."""
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise IncompleteRunError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise IncompleteRunError(f"{path}: expected a JSON object")
+    return doc
+
+
+def run_status(out: Path) -> tuple[str, str]:
+    """(status, why) of a run folder from its run.json: ok, error, interrupted, or killed
+    (run.json still says running but no live process holds the folder), or running."""
+    run = _read_json(out / "run.json")
+    status = str(run.get("status", "unknown"))
+    if status != "running":
+        return status, str(run.get("error", ""))
+    lock = out / ".simkv.lock"
+    if lock.exists():
+        return "running", "the run is still going"
+    return "killed", "the run ended without writing its status (killed by SIGKILL, a crash or power loss)"
+
+
+def load_results(path: str | Path, *, partial: bool = False) -> SimResult:
+    """Read a run folder written by ``simulate`` or the ``simkv`` command.
+
+    Args:
+        path: the run folder.
+        partial: read a run that did not complete (failed, interrupted, killed): its
+            requests table holds what it finished; the summary is empty. A warning says so.
+
+    Raises:
+        FileNotFoundError: not a simkv run folder.
+        IncompleteRunError: the run did not complete (and ``partial`` is false), or its
+            files do not belong together.
+    """
     out = Path(path)
+    if not (out / "run.json").is_file():
+        raise FileNotFoundError(f"{out}: not a simkv run folder (no run.json)")
+    run = _read_json(out / "run.json")
+    status, why = run_status(out)
+    config = _read_json(out / "config.json") if (out / "config.json").is_file() else {}
+    tables = {str(k): str(v) for k, v in dict(run.get("tables", {})).items()}
+    if status != "ok":
+        found = ", ".join(tables.values()) or "no table"
+        if not partial:
+            raise IncompleteRunError(
+                f"{out}: the run did not complete ({status}: {why}); it left {found}; "
+                f"load_results(path, partial=True) reads what it wrote")
+        warnings.warn(f"{out}: reading a run that did not complete ({status}: {why}); its "
+                      f"tables hold only what it finished and it has no summary",
+                      RuntimeWarning, stacklevel=2)
+        return SimResult(out, {}, config, status=status, tables=tables)
     missing = [n for n in ("summary.json", "config.json", "requests.parquet")
                if not (out / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"{out}: not a simkv run folder (missing {', '.join(missing)})")
-    return SimResult(out, json.loads((out / "summary.json").read_text()),
-                     json.loads((out / "config.json").read_text()))
+        raise IncompleteRunError(f"{out}: run.json says ok but {', '.join(missing)} is missing")
+    summary = _read_json(out / "summary.json")
+    if summary.get("config_hash") != run.get("config_hash"):
+        raise IncompleteRunError(f"{out}: summary.json (config {summary.get('config_hash')}) and "
+                                 f"run.json (config {run.get('config_hash')}) come from different runs")
+    return SimResult(out, summary, config, tables=tables)

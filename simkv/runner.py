@@ -1,12 +1,14 @@
 """``simulate(cfg)``: one run from config to result files, always leaving evidence.
 
-The config (and its hash) is written before anything runs; the Parquet writers are closed
-and run.json records the status and any exception in a ``finally`` block, so a failed run
-still says what it was and keeps every request it finished.
+The config (and its hash) and run.json (running) are written before anything runs; tables
+are renamed into place only when complete, and run.json records the status and any
+exception last, so a failed or killed run still says what it was and keeps every request it
+finished, under names no one can take for a complete run's (simkv/output.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -15,7 +17,6 @@ import resource
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ import numpy as np
 import simpy
 
 from simkv import __version__
+from simkv.config import bounds
 from simkv.config.schema import SimConfig
 from simkv.engine.cluster import Cluster
 from simkv.engine.controller import build_controller
 from simkv.engine.replica import Replica
 from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
-from simkv.metrics.summary import summarise, write_json
+from simkv.metrics.summary import summarise
+from simkv.output import RunFolder, held_signals, sigterm_interrupts, write_json, write_whole
 from simkv.registry import build, name_of
 from simkv.results import SimResult
 
@@ -143,10 +146,14 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
              observer: Any = None) -> SimResult:
     """Run one simulation; results go to ``out_dir`` (a new temporary folder if None).
 
+    The folder follows the output protocol of simkv/output.py: claimed for this run alone,
+    config.json and run.json (running) first, tables renamed into place only when complete,
+    run.json (ok, error or interrupted) last. SIGTERM ends the run like Ctrl-C.
+
     Args:
         cfg: a SimConfig (``simkv.compose([...])`` builds one), or None for the defaults.
         out_dir: where requests.parquet, summary.json, config.json, run.json and
-            latency.png are written.
+            latency.png are written; files of an earlier run there are replaced.
         observer: optional ``f(replica)`` called after every run of iterations (tests use
             it to check invariants).
 
@@ -159,10 +166,25 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
             raise ValueError(f"config has no {key}; compose one with simkv.compose()")
     _memory_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="simkv-"))
-    out.mkdir(parents=True, exist_ok=True)
     doc = config_dict(cfg)
     digest = config_hash(doc)
-    write_json(out / "config.json", doc)
+    folder = RunFolder(out)
+    folder.begin(doc, digest)
+    stats: dict[str, Any] = {}
+    try:
+        with sigterm_interrupts():
+            bounds.check(cfg)
+            result = _simulate(cfg, out, doc, digest, observer, stats)
+    except BaseException as exc:
+        folder.end(exc, stats)
+        raise
+    stats["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    folder.end(None, stats)
+    return result
+
+
+def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, observer: Any,
+              stats: dict[str, Any]) -> SimResult:
     metadata = {
         b"simkv.schema_version": b"1",
         b"simkv.version": __version__.encode(),
@@ -173,7 +195,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
 
     if not cfg.pools and cfg.cluster.replicas < 1:
         raise ValueError("cluster.replicas must be >= 1")
-    workload = build(cfg.workload)
+    workload = build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
     rng = np.random.default_rng(seeds[0])
 
@@ -182,7 +204,6 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
                         cfg.slo.ttft_s, cfg.slo.tpot_s,
                         transfers=cfg.output.transfers)
     progress = _Progress(workload.expected_requests(), cfg.output.progress)
-    status, error = "ok", ""
     wall0 = time.perf_counter()
     cluster: Cluster | None = None
     try:
@@ -195,22 +216,22 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
         env.run()
         if cluster.busy():
             raise RuntimeError("the event queue ran dry with work left (an engine bug)")
-    except BaseException as exc:
-        status, error = "error", "".join(traceback.format_exception(exc))
+        if recorder.finished + recorder.rejected == 0:
+            raise ValueError("the workload produced no requests: nothing to simulate")
+        recorder.close(complete=True)
+    except BaseException:
+        # Keep what was recorded, readable, under the partial names (the protocol).
+        with contextlib.suppress(Exception), held_signals():
+            recorder.close(complete=False)
         raise
     finally:
-        recorder.close()
         progress.close(cluster.completed if cluster else 0)
         wall = time.perf_counter() - wall0
-        peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        write_json(out / "run.json", {
-            "status": status, "error": error, "wall_s": wall,
-            "requests_recorded": recorder.finished + recorder.rejected,
-            "requests_per_wall_s": (recorder.finished + recorder.rejected) / max(wall, 1e-9),
-            "simkv_version": __version__, "config_hash": digest,
-            "python": sys.version.split()[0],
-            "peak_rss_mib_after_loop": peak_rss_mib,
-        })
+        recorded = recorder.finished + recorder.rejected
+        stats.update({"wall_s": wall, "requests_recorded": recorded,
+                      "requests_per_wall_s": recorded / max(wall, 1e-9),
+                      "peak_rss_mib_after_loop":
+                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     replicas: list[Replica] = cluster.replicas
     first = next(iter(cluster.pools.values()))
     capacity = first.capacity(first.base.dp)
@@ -238,7 +259,8 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
 
         pools = ", ".join(f"{p.cfg.instances} x {p.hw.name} ({p.base})"
                           for p in cluster.pools.values())
-        plot_run(result.requests, out / "latency.png",
-                 f"{first.model.name} on {pools}, {name_of(cfg.scheduler)} scheduler, "
+        title = (f"{first.model.name} on {pools}, {name_of(cfg.scheduler)} scheduler, "
                  f"{name_of(cfg.router)} router")
+        write_whole(out / "latency.png",
+                    lambda tmp: plot_run(out / "requests.parquet", summary, tmp, title))
     return result

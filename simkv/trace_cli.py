@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from simkv.entry import guarded
 from simkv.workload.base import ArrivalBatch
 from simkv.workload.native import write_trace
-from simkv.workload.readers import FORMATS, Columns, TraceError, read
+from simkv.workload.readers import FORMATS, Columns, read
 from simkv.workload.stats import TraceSummary, format_stats, plot_trace
 
 
@@ -36,20 +37,25 @@ def _generate(args: argparse.Namespace) -> int:
     from simkv.registry import build
     from simkv.workload.sessions import SessionWorkload
 
-    overrides = [f"workload={args.name}", f"seed={args.seed}"]
+    overrides = [f"workload={args.name}", f"seed={args.seed}",
+                  f"kv.prefix_block_tokens={args.prefix_block_tokens}"]
     overrides += [f"workload.{kv}" for kv in args.params]
     cfg = simkv.compose(overrides)
     workload = build(cfg.workload)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
+    granule = cfg.kv.prefix_block_tokens
     if isinstance(workload, SessionWorkload):
-        c = workload.materialise(rng)
-        n = len(c["arrival_s"])
+        # Every call carries the prefix hashes of the context it shares with the previous
+        # call of its session: a closed-loop replay shares what the live run shares.
+        c = workload.materialise(rng, granule)
         batch = ArrivalBatch(c["arrival_s"], c["prompt_tokens"].astype(np.int64),
                              c["output_tokens"].astype(np.int64), c["session"].astype(np.int64),
-                             c["turn"].astype(np.int64))
-        rows = write_trace(args.out, [(batch, c["think_s"])]) if n else 0
+                             c["turn"].astype(np.int64), prefix=c["prefix"])
+        rows = write_trace(args.out, [(batch, c["think_s"])], granule)
     else:
-        rows = write_trace(args.out, ((b, None) for b in workload.arrivals(rng)))
+        # Generators with prefix ids (shared_prefix) say which block size they stand for.
+        rows = write_trace(args.out, ((b, None) for b in workload.arrivals(rng)),
+                           getattr(cfg.workload, "block_tokens", None))
     print(f"wrote {rows:,} requests to {args.out}")
     return 0
 
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("params", nargs="*", help="generator fields, key=value")
     gen.add_argument("--out", required=True)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--prefix-block-tokens", type=int, default=512,
+                     help="tokens per prefix hash (the replay's kv.prefix_block_tokens)")
     gen.set_defaults(fn=_generate)
     cv = sub.add_parser("convert", help="convert a trace to simkv's native Parquet")
     cv.add_argument("file")
@@ -110,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--skip-bad", action="store_true")
     cv.set_defaults(fn=_convert)
     args = ap.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except (TraceError, ValueError, FileNotFoundError) as exc:
-        print(f"simkv-trace: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded("simkv-trace", lambda: args.fn(args))
 
 
 if __name__ == "__main__":

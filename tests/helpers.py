@@ -36,6 +36,25 @@ class ListWorkload(OpenLoop):
 
 
 @dataclass(slots=True)
+class SeenListWorkloadConfig(ListWorkloadConfig):
+    pass
+
+
+@register("workload", "test_seen_list", SeenListWorkloadConfig)
+class SeenListWorkload(ListWorkload):
+    """ListWorkload that keeps every request the cluster reports back, finished or rejected:
+    the workload hears of each completion, from the first iteration on."""
+
+    def __init__(self, cfg: ListWorkloadConfig, **_: object) -> None:
+        super().__init__(cfg)
+        self.seen: list[Request] = []
+
+    def on_complete(self, req: Request, now: float) -> list[FollowUp]:
+        self.seen.append(req)
+        return []
+
+
+@dataclass(slots=True)
 class ChatWorkloadConfig:
     sessions: int = 3
     turns: int = 4

@@ -46,7 +46,9 @@ def test_cli_multirun_sweeps_groups_into_separate_folders(tmp_path) -> None:
                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     runs = sorted(d.name for d in (tmp_path / "sweep").iterdir() if d.is_dir())
-    assert runs == [
+    # Job number first (every job its own folder), then what was swept.
+    assert sorted(name.split("_", 1)[0] for name in runs) == ["0", "1", "2", "3"]
+    assert sorted(name.split("_", 1)[1] for name in runs) == [
         f"cluster.replicas={n},router={r},workload.num_requests=40"
         for n in (1, 2) for r in ("least_outstanding", "round_robin")
     ]

@@ -49,6 +49,8 @@ def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sti
                                 program_fcfs) -> None:
     if isinstance(tool, OffloadConfig) and isinstance(placement, NoOffloadConfig):
         placement = DramConfig()
+    if isinstance(placement, NoOffloadConfig):
+        dram = None  # a DRAM size with no DRAM tier is refused: it could not act
     wl = AgentWorkloadConfig(num_programs=4, program_rate=2.0, calls_shape=2.0, calls_scale=2.0,
                              calls_max=8, first_prompt_median=1500, growth_mu=5.0,
                              output_mu=3.0, tool_weibull_scale=0.5, max_context=8192)
@@ -72,8 +74,17 @@ def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sti
     assert set(rejected["reject_reason"]) <= {"kv_capacity"}
     done = df[df["status"] == "finished"]
     assert (done["cached_tokens"] <= done["prompt_tokens"] + done["output_tokens"]).all()
+    # cached_tokens is what the request skipped at first admission, counted apart from the
+    # tiers: the two must agree (recorded as a sum before, this could not fail).
     assert (done["cached_tokens"] == done["cached_hbm_tokens"] + done["cached_dram_tokens"]
             + done["cached_disk_tokens"]).all()
+    assert (done["cached_tokens"] % 256 == 0).all()  # whole granules of prefix_block_tokens
+    if res.summary.get("memory") and (df["preemptions"] == 0).all():
+        # Without preemptions every admission is a first one: the KV managers' own hit
+        # counters are the per-request columns summed.
+        hits = res.summary["memory"]["counters"]["hit_tokens"]
+        assert [int(done[f"cached_{t}_tokens"].sum()) for t in ("hbm", "dram", "disk")] == \
+            [hits["hbm"], hits["dram"], hits["disk"]]
     assert (done["cached_remote_tokens"] <= done["cached_dram_tokens"] + done["cached_disk_tokens"]).all()
     assert (done["ttft_s"] >= done["kv_wait_s"] - 1e-12).all()
     mem = None

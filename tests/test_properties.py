@@ -11,18 +11,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simkv
+from simkv import registry, runner
 from simkv.config.schema import ClusterConfig, EngineConfig, KVConfig, OutputConfig, SimConfig
-from simkv.engine.replica import Replica
 from simkv.entities.request import State
 from simkv.policies.router import LeastOutstandingConfig, RoundRobinConfig
 from simkv.policies.scheduler import StaticSchedulerConfig, VLLMSchedulerConfig
-from tests.helpers import Checker, ListWorkloadConfig
+from tests.helpers import Checker, ListWorkloadConfig, SeenListWorkload, SeenListWorkloadConfig
 
 requests = st.lists(
     # Many requests at the same instant stress planning (a batch admitted at once).
@@ -83,38 +84,39 @@ def test_invariants_hold(reqs, sched, blocks, block_size, replicas, least, ff) -
 
 
 @settings(max_examples=40, deadline=None)
-@given(reqs=requests, blocks=st.integers(40, 200), chunked=st.booleans())
-def test_every_token_is_generated_and_every_block_returned(reqs, blocks, chunked) -> None:
+@given(reqs=requests, blocks=st.integers(40, 200), chunked=st.booleans(), ff=st.sampled_from([1, 4096]))
+def test_every_token_is_generated_and_every_block_returned(reqs, blocks, chunked, ff) -> None:
     reqs = sorted(reqs)
-    wl = ListWorkloadConfig([r[0] for r in reqs], [r[1] for r in reqs], [r[2] for r in reqs])
+    wl = SeenListWorkloadConfig([r[0] for r in reqs], [r[1] for r in reqs], [r[2] for r in reqs])
     cfg = SimConfig(kv=KVConfig(block_size=4, num_gpu_blocks_override=blocks),
                     cluster=ClusterConfig(replicas=1),
                     scheduler=VLLMSchedulerConfig(max_num_seqs=8, max_num_batched_tokens=2048,
                                                   chunked_prefill=chunked),
                     router=RoundRobinConfig(), workload=wl,
-                    engine=EngineConfig(livelock_iterations=20_000),
+                    engine=EngineConfig(livelock_iterations=20_000, max_fast_forward=ff),
                     output=OutputConfig(plot=False, progress=False))
-    finished = []
-    replicas: list[Replica] = []
+    seen: list = []
+    build = registry.build
 
-    def observe(replica: Replica) -> None:
-        if not replicas:
-            replicas.append(replica)
-            inner = replica.on_finish
+    def keep(c, **deps):  # type: ignore[no-untyped-def]
+        obj = build(c, **deps)
+        if isinstance(obj, SeenListWorkload):
+            seen.append(obj)
+        return obj
 
-            def record(req, t):  # type: ignore[no-untyped-def]
-                finished.append(req)
-                inner(req, t)
-
-            replica.on_finish = record
-
-    with tempfile.TemporaryDirectory() as d:
-        simkv.simulate(cfg, d, observer=observe)
-    if replicas:
-        sched = replicas[0].scheduler
-        assert sched.pool.used == 0, "every block is free at the end"
-        assert sched.num_unfinished() == 0
+    checker = Checker()
+    with tempfile.TemporaryDirectory() as d, patch.object(runner, "build", keep):
+        res = simkv.simulate(cfg, d, observer=checker)
+        df = res.requests
+    (workload,) = seen
+    # Every request the workload sent came back exactly once, as the table says.
+    assert sorted(r.id for r in workload.seen) == sorted(df["request_id"]) == list(range(len(reqs)))
+    finished = [r for r in workload.seen if r.state is State.FINISHED]
+    assert len(finished) == int((df["status"] == "finished").sum())
+    assert len(finished) + sum(r.state is State.REJECTED for r in workload.seen) == len(reqs)
     for req in finished:
-        assert req.state is State.FINISHED
         assert req.generated == req.output_tokens
         assert req.computed == req.prompt_tokens + req.output_tokens - 1 or req.output_tokens == 1
+    for replica in checker.replicas.values():
+        assert replica.scheduler.pool.used == 0, "every block is free at the end"
+        assert replica.scheduler.num_unfinished() == 0

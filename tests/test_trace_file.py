@@ -105,7 +105,19 @@ def test_a_failed_run_keeps_what_it_wrote(tmp_path, monkeypatch) -> None:
         simkv.simulate(small(["workload=trace", f"workload.path={path}", "cluster.replicas=2"]), out)
     import json
 
+    import pyarrow.parquet as pq
+
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "error"
-    assert "TraceError" in run["error"]
-    assert pd.read_parquet(out / "requests.parquet").shape[0] > 0
+    assert run["error"].endswith(f"row {n + 1}, column 'prompt_tokens': expected a number, got 'bad'")
+    assert "TraceError" in run["traceback"]
+    # Not under the complete name: what was finished is kept, marked partial.
+    assert not (out / "requests.parquet").exists()
+    kept = out / "requests.partial.parquet"
+    assert 0 < pd.read_parquet(kept).shape[0] < n
+    footer = pq.read_metadata(kept).metadata
+    assert footer[b"simkv.status"] == b"partial"
+    assert int(footer[b"simkv.rows"]) == pd.read_parquet(kept).shape[0]
+    assert run["tables"] == {"requests": "requests.partial.parquet",
+                             "instances": "instances.partial.parquet"}
+    assert not (out / "summary.json").exists()

@@ -1,6 +1,7 @@
 """Fit the hourly-volume parameters of the BurstGPT generator from the real hourly aggregates.
 
-    python workloads/fit_burstgpt.py [../shared/data/burstgpt/derived/burstgpt1_sessions_by_trace_hour_gap15m.csv]
+    python workloads/fit_burstgpt.py \
+        [../shared/data/burstgpt/derived/burstgpt1_sessions_by_trace_hour_gap15m.csv]
 
 Reads the per-trace-hour session aggregates of the full BurstGPT_1.csv (requests per hour =
 avg_turns x session_count; hours missing from the file had no request), and prints the

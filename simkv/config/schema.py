@@ -13,11 +13,14 @@ registered policy brings its own dataclass; ``simkv.registry.build`` dispatches 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import ConfigError, bounded, check, require
 from simkv.entities.model import ModelSpec
+
+log = logging.getLogger("simkv")
 
 
 @dataclass(slots=True)
@@ -40,14 +43,14 @@ class ClusterConfig:
     ``pools`` (below) replaces this with several pools; see docs/CLUSTER.md.
     """
 
-    replicas: int = 2
-    tensor_parallel: int = 1
+    replicas: int = bounded(2, ge=1)
+    tensor_parallel: int = bounded(1, ge=1)
     # NOTE: pipeline stages split the layers (memory) but are modelled without micro-batch
     # overlap, so an iteration takes the sum of its stages: docs/ARCHITECTURE.md.
-    pipeline_parallel: int = 1
+    pipeline_parallel: int = bounded(1, ge=1)
     # Bounds an autoscaler keeps the replica count within (None: replicas, i.e. fixed).
-    min_replicas: int | None = None
-    max_replicas: int | None = None
+    min_replicas: int | None = bounded(None, ge=1)
+    max_replicas: int | None = bounded(None, ge=1)
     # A network model store every node can load weights from (an object store or NFS):
     # its total read bandwidth, shared by all loads at once.
     weight_store_gb_s: float = bounded(10.0, gt=0)
@@ -63,23 +66,19 @@ class MoEConfig:
     """MoE routing: how tokens pick experts, and how experts are placed on an EP group's GPUs."""
 
     # uniform | zipf | file (a per-expert popularity vector, one number per line or comma-separated)
-    routing: str = "uniform"
+    routing: str = bounded("uniform", choices=ROUTINGS)
     zipf_exponent: float = bounded(1.0, ge=0)
     popularity_path: str | None = None
     # contiguous: GPU g holds experts [g E/ep, (g+1) E/ep) (vLLM's default linear map);
     # balanced: greedy by popularity, hottest first onto the least loaded GPU (EPLB-like,
     # without replicas).
-    placement: str = "contiguous"
+    placement: str = bounded("contiguous", choices=PLACEMENTS)
     # Bytes per element of dispatched activations (2: bf16; DeepEP can dispatch FP8: 1).
     # Combine always returns bf16.
     dispatch_bytes_per_element: float = bounded(2.0, gt=0)
 
     def __post_init__(self) -> None:
-        if self.routing not in ROUTINGS:
-            raise ValueError(f"moe.routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"moe.placement must be one of {', '.join(PLACEMENTS)}, "
-                             f"got {self.placement!r}")
+        check(self, "moe.")
 
 
 @dataclass(slots=True)
@@ -111,22 +110,22 @@ class PoolConfig:
     degree. Lifecycle and weight-loading parameters: docs/CLUSTER.md (with sources).
     """
 
-    role: str = "colocated"
+    role: str = bounded("colocated", choices=ROLES)
     # A model spec of conf/model (e.g. qwen3_30b_a3b) or a hardware profile name; None: the
     # run's `model` / `hardware`.
     model: str | None = None
     hardware: str | None = None
     # Instances serving at time 0, and the bounds an autoscaler keeps.
     instances: int = bounded(1, ge=0)
-    min_instances: int | None = None
-    max_instances: int | None = None
+    min_instances: int | None = bounded(None, ge=0)
+    max_instances: int | None = bounded(None, ge=1)
     tensor_parallel: int = bounded(1, ge=1)
     pipeline_parallel: int = bounded(1, ge=1)
     data_parallel_attention: int = bounded(1, ge=1)
     expert_parallel: int = bounded(1, ge=1)
     # Largest and smallest data-parallel degree a resize may reach (None: the initial one).
-    max_data_parallel: int | None = None
-    min_data_parallel: int | None = None
+    max_data_parallel: int | None = bounded(None, ge=1)
+    min_data_parallel: int | None = bounded(None, ge=1)
     # GPU allocation, container and engine process start before weights load (seconds).
     provisioning_s: float = bounded(30.0, ge=0)
     # Engine warm-up after the weights land (CUDA-graph capture, KV-cache profiling).
@@ -134,7 +133,7 @@ class PoolConfig:
     # Where a new instance reads its weights: the node's SSDs, the network store, or the GPUs
     # of a serving instance of this pool (NVLink on the same node, RDMA across nodes; SSD when
     # none serves).
-    weight_source: str = "ssd"
+    weight_source: str = bounded("ssd", choices=WEIGHT_SOURCES)
     # Throughput of the weight loader per GPU (GB/s): the software's limit on top of the links
     # (safetensors readers reach 1-4 GB/s per GPU: docs/CLUSTER.md).
     loader_gb_s_per_gpu: float = bounded(2.0, gt=0)
@@ -142,28 +141,24 @@ class PoolConfig:
     gpu_hour_cost: float = bounded(0.0, ge=0)
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"pool role must be one of {', '.join(ROLES)}, got {self.role!r}")
-        if self.weight_source not in WEIGHT_SOURCES:
-            raise ValueError(f"pool weight_source must be one of {', '.join(WEIGHT_SOURCES)}, "
-                             f"got {self.weight_source!r}")
+        check(self, "pool.")
 
 
 @dataclass(slots=True)
 class KVConfig:
     """Paged KV cache of a replica (vLLM's CacheConfig)."""
 
-    block_size: int = 16
-    gpu_memory_utilization: float = 0.9
+    block_size: int = bounded(16, ge=1)
+    gpu_memory_utilization: float = bounded(0.9, gt=0, le=1)
     # Pin the number of KV blocks (e.g. the count a real engine reported) instead of deriving
     # it from memory; validation needs this to compare like with like.
-    num_gpu_blocks_override: int | None = None
+    num_gpu_blocks_override: int | None = bounded(None, ge=1)
     # Automatic prefix caching (on by default, as in vLLM v1): requests reuse cached KV of
     # equal leading granules. Needs the vllm scheduler (static batching ignores it).
     prefix_caching: bool = True
     # Tokens per cached granule: the unit of prefix identity, of eviction and of transfers
     # between tiers. A trace's prefix hashes must cover this many tokens each (Mooncake: 512).
-    prefix_block_tokens: int = 512
+    prefix_block_tokens: int = bounded(512, ge=1)
 
 
 @dataclass(slots=True)
@@ -176,9 +171,9 @@ class MemoryConfig:
     # Eviction policy of the tiers below HBM (an `eviction` name); None: the same as HBM's.
     lower_eviction: str | None = None
     # Per-node capacity given to the KV store, overriding the profile (GiB).
-    dram_gib: float | None = None
-    ssd_gib: float | None = None
-    csd_gib: float | None = None
+    dram_gib: float | None = bounded(None, gt=0)
+    ssd_gib: float | None = bounded(None, gt=0)
+    csd_gib: float | None = bounded(None, gt=0)
 
 
 @dataclass(slots=True)
@@ -187,37 +182,37 @@ class EngineConfig:
 
     # Host-side time per iteration (scheduling, input preparation, sampling, detokenising).
     # Assumed until validation (issue 5) fits them per engine.
-    iteration_overhead_s: float = 0.002
-    per_sequence_overhead_s: float = 1.0e-5
+    iteration_overhead_s: float = bounded(0.002, ge=0)
+    per_sequence_overhead_s: float = bounded(1.0e-5, ge=0)
     # Host time per prefill token (input preparation, eager per-token work); 0 for engines
     # whose prefill is GPU-bound. Fitted per engine by validation.
-    per_prefill_token_overhead_s: float = 0.0
+    per_prefill_token_overhead_s: float = bounded(0.0, ge=0)
     # Host time per KV token a step reads (engines that build their KV read index token by
     # token in Python: transformers' continuous batching). Fitted by validation.
-    per_context_token_overhead_s: float = 0.0
+    per_context_token_overhead_s: float = bounded(0.0, ge=0)
     # Dense padded attention: engines that attend through one masked SDPA call over the whole
     # batch's KV, padded to a multiple of kv_padding_tokens for CUDA graphs (transformers'
     # paged|sdpa, kv_padding_interval_size 16384). 0 = per-sequence attention priced by the
     # roofline. Otherwise attention per step is padded KV x (padded_kv_token_s + query tokens
     # x padded_kv_query_token_s), all layers, measured on the engine's steps (validation).
-    kv_padding_tokens: int = 0
-    padded_kv_token_s: float = 0.0
-    padded_kv_query_token_s: float = 0.0
+    kv_padding_tokens: int = bounded(0, ge=0)
+    padded_kv_token_s: float = bounded(0.0, ge=0)
+    padded_kv_query_token_s: float = bounded(0.0, ge=0)
     # That attention's query tile: its query tokens count in multiples of this (0 = exact).
     # Selected by the step fit: 512 for transformers' paged SDPA on the H100 (VALIDATION.md).
-    attention_query_tile: int = 0
+    attention_query_tile: int = bounded(0, ge=0)
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
-    max_fast_forward: int = 4096
+    max_fast_forward: int = bounded(4096, ge=1)
     # Raise LivelockError after this many consecutive iterations with no request finishing.
-    livelock_iterations: int = 2_000_000
+    livelock_iterations: int = bounded(2_000_000, ge=1)
 
 
 @dataclass(slots=True)
 class SLOConfig:
     """Per-request service-level objectives; goodput counts requests meeting both."""
 
-    ttft_s: float = 2.0
-    tpot_s: float = 0.1
+    ttft_s: float = bounded(2.0, gt=0)
+    tpot_s: float = bounded(0.1, gt=0)
 
 
 @dataclass(slots=True)
@@ -230,14 +225,15 @@ class OutputConfig:
     plot: bool = True
     # tqdm bar on an interactive terminal; elsewhere progress goes to the log only.
     progress: bool = True
-    row_group_size: int = 65536
+    row_group_size: int = bounded(65536, ge=1, le=2**31 - 1)
 
 
 @dataclass(slots=True)
 class SimConfig:
     """Everything one simulation run needs; its canonical JSON is hashed into every output."""
 
-    seed: int = 0
+    # numpy's SeedSequence takes a non-negative integer.
+    seed: int = bounded(0, ge=0)
     model: ModelSpec = field(default_factory=ModelSpec)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -257,3 +253,69 @@ class SimConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        """Rules across sections: values each valid alone that no system can combine, and
+        options that could not act in this combination (a sweep would show them having no
+        effect). Called by ``bounds.check`` after every field passed its own range."""
+        from simkv.registry import build, config_for, name_of
+
+        m, c, kv = self.model, self.cluster, self.kv
+        # vLLM refuses both: attention heads are split across the tensor-parallel GPUs, and
+        # every pipeline stage holds at least one layer.
+        require(m.num_heads % c.tensor_parallel == 0,
+                f"cluster.tensor_parallel: expected a divisor of model.num_heads "
+                f"({m.num_heads}), as vLLM requires, got {c.tensor_parallel}")
+        require(c.pipeline_parallel <= m.num_layers,
+                f"cluster.pipeline_parallel: expected at most model.num_layers "
+                f"({m.num_layers}), got {c.pipeline_parallel}")
+        if self.scheduler is None or self.offload is None or self.tool_kv is None:
+            return  # sections filled in later (runner defaults); checked again then
+        kv_manager = getattr(self.scheduler, "uses_kv_manager", True)
+        cache = kv.prefix_caching and kv_manager
+        why = ("kv.prefix_caching=false" if not kv.prefix_caching else
+               f"scheduler={name_of(self.scheduler)} (it does not use the prefix cache)")
+        if kv.prefix_caching:
+            require(kv.prefix_block_tokens % kv.block_size == 0,
+                    f"kv.prefix_block_tokens ({kv.prefix_block_tokens}) must be a multiple of "
+                    f"kv.block_size ({kv.block_size})")
+        placement = build(self.offload)
+        offload = name_of(self.offload)
+        require(cache or not placement.tiers,
+                f"offload={offload} cannot act with {why}: only cached prefixes move between "
+                f"tiers; use offload=none, or turn the prefix cache on with the vllm scheduler")
+        require(cache or name_of(self.tool_kv) == "drop",
+                f"tool_kv={name_of(self.tool_kv)} cannot act with {why}; use tool_kv=drop")
+        require(cache or name_of(self.eviction) == "lru",
+                f"eviction={name_of(self.eviction)} cannot act with {why}: nothing is cached "
+                f"to evict")
+        tier = getattr(self.tool_kv, "tier", None)
+        require(tier is None or tier in placement.tiers,
+                f"tool_kv=offload to '{tier}' needs that tier, which offload={offload} does not "
+                f"have (it has: {', '.join(placement.tiers) or 'none'}); choose e.g. "
+                f"offload=dram or offload=ssd")
+        mem = self.memory
+        if mem.lower_eviction is not None:
+            try:
+                config_for("eviction", mem.lower_eviction)
+            except KeyError as exc:
+                raise ConfigError(f"memory.lower_eviction: {exc.args[0]}") from None
+            require(bool(placement.tiers), f"memory.lower_eviction cannot act: offload={offload} "
+                                           f"has no tier below HBM")
+        drives = {"ssd": placement.kv_on_ssd, "csd": placement.attention_in_storage}
+        for t in ("dram", "ssd", "csd"):
+            require(getattr(mem, f"{t}_gib") is None or t in placement.tiers or drives.get(t, False),
+                    f"memory.{t}_gib cannot act: offload={offload} has no {t} tier "
+                    f"(it has: {', '.join(placement.tiers) or 'none'})")
+        block = getattr(self.workload, "block_tokens", None)
+        require(block is None or not cache or block == kv.prefix_block_tokens,
+                f"workload.block_tokens ({block}) must equal kv.prefix_block_tokens "
+                f"({kv.prefix_block_tokens}): the workload's prefix ids stand for blocks of that "
+                f"many tokens")
+        budget = getattr(self.scheduler, "max_num_batched_tokens", None)
+        if (budget is not None and not getattr(self.scheduler, "chunked_prefill", True)
+                and budget < m.max_model_len):
+            log.warning("scheduler.max_num_batched_tokens (%d) < model.max_model_len (%d) without "
+                        "chunked prefill: vLLM refuses this; simkv rejects (token_budget) every "
+                        "request whose prompt + output - 1 tokens exceed the budget",
+                        budget, m.max_model_len)

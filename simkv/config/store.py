@@ -16,11 +16,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from simkv import registry
+from simkv.config.bounds import ConfigError
 from simkv.config.schema import HardwareConfig, SimConfig
 from simkv.entities.hardware import shipped_profiles
 
 _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler")
+# Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
+SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", *POLICY_GROUPS)
 
 
 def register_configs() -> None:
@@ -59,12 +62,25 @@ def workload_presets() -> dict[str, object]:
     return presets
 
 
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse a list given for a group a run takes one entry of: Hydra merges the entries,
+    so ``hardware=[a100_80gb,h200]`` would silently run on the last one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        if o.key_or_group in SINGLE_CHOICE_GROUPS and isinstance(o.value(), list):
+            names = ",".join(str(v) for v in o.value())
+            raise ConfigError(f"{o.key_or_group}: expected one choice, got the list [{names}]; "
+                              f"to run each, sweep: simkv -m {o.key_or_group}={names}")
+
+
 def compose(overrides: Sequence[str] = ()) -> SimConfig:
     """The run config with command-line style overrides, as typed dataclasses.
 
     Example: ``simkv.compose(["model=llama3_70b", "cluster.tensor_parallel=4"])``.
     """
     register_configs()
+    check_overrides(overrides)
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_module(config_module="simkv.conf", version_base="1.3"):

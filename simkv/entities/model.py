@@ -8,74 +8,68 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simkv.config.bounds import bounded, check, require
+
 
 @dataclass(slots=True)
 class ModelSpec:
     """A decoder-only transformer, dense or mixture-of-experts (defaults: Llama-3.1-8B)."""
 
     name: str = "llama3_8b"
-    num_layers: int = 32
-    hidden_size: int = 4096
-    num_heads: int = 32
-    num_kv_heads: int = 8
-    head_dim: int = 128
+    num_layers: int = bounded(32, ge=1)
+    hidden_size: int = bounded(4096, ge=1)
+    num_heads: int = bounded(32, ge=1)
+    num_kv_heads: int = bounded(8, ge=1)
+    head_dim: int = bounded(128, ge=1)
     # FFN intermediate size; for MoE the size of *one* expert.
-    ffn_size: int = 14336
-    vocab_size: int = 128256
-    num_experts: int = 1
-    experts_per_token: int = 1
+    ffn_size: int = bounded(14336, ge=1)
+    vocab_size: int = bounded(128256, ge=1)
+    num_experts: int = bounded(1, ge=1)
+    experts_per_token: int = bounded(1, ge=1)
     tie_embeddings: bool = False
     qkv_bias: bool = False
-    max_model_len: int = 131072
-    weight_bytes_per_param: int = 2
-    kv_bytes_per_element: int = 2
+    # Prompt + output tokens at most; token counts are int32 in the result files.
+    max_model_len: int = bounded(131072, ge=2, le=2**31 - 1)
+    weight_bytes_per_param: int = bounded(2, ge=1)
+    kv_bytes_per_element: int = bounded(2, ge=1)
     source: str = "meta-llama/Llama-3.1-8B config.json"
     # --- MoE layouts beyond "every layer routes to E experts" (0 = none) -------------------
     # Leading layers with a dense MLP of dense_ffn_size (DeepSeek's first_k_dense_replace).
-    num_dense_layers: int = 0
-    dense_ffn_size: int = 0
+    num_dense_layers: int = bounded(0, ge=0)
+    dense_ffn_size: int = bounded(0, ge=0)
     # Experts every token passes through besides the routed ones, each of ffn_size
     # (DeepSeek's n_shared_experts).
-    shared_experts: int = 0
+    shared_experts: int = bounded(0, ge=0)
     # --- Multi-head latent attention (DeepSeek-V2/V3; 0 = ordinary GQA) -----------------------
     # The KV cache holds one compressed latent of kv_lora_rank plus a decoupled RoPE key of
     # qk_rope_head_dim per token and layer, shared by all heads (so not split by TP).
     # head_dim is then qk_nope_head_dim; v_head_dim 0 means head_dim.
-    kv_lora_rank: int = 0
-    q_lora_rank: int = 0
-    qk_rope_head_dim: int = 0
-    v_head_dim: int = 0
+    kv_lora_rank: int = bounded(0, ge=0)
+    q_lora_rank: int = bounded(0, ge=0)
+    qk_rope_head_dim: int = bounded(0, ge=0)
+    v_head_dim: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
-        for key in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
-                    "ffn_size", "vocab_size", "num_experts", "experts_per_token",
-                    "max_model_len", "weight_bytes_per_param", "kv_bytes_per_element"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"model '{self.name}': {key} must be a positive integer, got {value!r}")
-        for key in ("num_dense_layers", "dense_ffn_size", "shared_experts", "kv_lora_rank",
-                    "q_lora_rank", "qk_rope_head_dim", "v_head_dim"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"model '{self.name}': {key} must be an integer >= 0, got {value!r}")
-        if self.num_dense_layers and not self.is_moe:
-            raise ValueError(f"model '{self.name}': num_dense_layers applies to MoE models only "
-                             f"(num_experts > 1); a dense model's layers all use ffn_size")
-        if self.num_dense_layers >= self.num_layers:
-            raise ValueError(f"model '{self.name}': num_dense_layers ({self.num_dense_layers}) "
-                             f"must be below num_layers ({self.num_layers})")
-        if self.num_dense_layers and not self.dense_ffn_size:
-            raise ValueError(f"model '{self.name}': num_dense_layers needs dense_ffn_size > 0")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"model '{self.name}': num_heads ({self.num_heads}) must be a multiple of "
-                f"num_kv_heads ({self.num_kv_heads})"
-            )
-        if self.experts_per_token > self.num_experts:
-            raise ValueError(
-                f"model '{self.name}': experts_per_token ({self.experts_per_token}) exceeds "
-                f"num_experts ({self.num_experts})"
-            )
+        # A model is always the ``model`` section: a model YAML that breaks a rule fails
+        # when it is loaded, naming the key.
+        check(self, "model.")
+
+    def validate(self, prefix: str = "model.") -> None:
+        require(not self.num_dense_layers or self.is_moe,
+                f"{prefix}num_dense_layers: model '{self.name}': num_dense_layers applies to MoE "
+                f"models only (num_experts > 1); a dense model's layers all use ffn_size")
+        require(self.num_dense_layers < self.num_layers,
+                f"{prefix}num_dense_layers: model '{self.name}': num_dense_layers "
+                f"({self.num_dense_layers}) must be below num_layers ({self.num_layers})")
+        require(not self.num_dense_layers or self.dense_ffn_size > 0,
+                f"{prefix}dense_ffn_size: model '{self.name}': num_dense_layers needs "
+                f"dense_ffn_size > 0")
+        require(self.num_heads % self.num_kv_heads == 0,
+                f"{prefix}num_heads: model '{self.name}': num_heads ({self.num_heads}) must be a "
+                f"multiple of num_kv_heads ({self.num_kv_heads})")
+        require(self.experts_per_token <= self.num_experts,
+                f"{prefix}experts_per_token: model '{self.name}': experts_per_token "
+                f"({self.experts_per_token}) exceeds num_experts ({self.num_experts})")
 
     # --- derived shape -------------------------------------------------------------------
     @property

@@ -65,8 +65,10 @@ class Request:
     # are shared, so ``blocks`` counts only the request's private blocks.
     pinned_g: int = 0
     shared: int = 0
-    # Prompt tokens found cached at first admission, by the tier they came from (remote:
-    # the part of dram/disk read from another node's store), and seconds spent loading KV.
+    # Prompt tokens found cached at first admission (the prefix it skipped), and the same
+    # by the tier they came from (remote: the part of dram/disk read from another node's
+    # store), and seconds spent loading KV. Counted apart so their sum can be checked.
+    cached_tokens: int = 0
     cached_hbm: int = 0
     cached_dram: int = 0
     cached_disk: int = 0

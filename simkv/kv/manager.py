@@ -190,6 +190,7 @@ class KVManager:
         req.shared = g * self.gb
         req.computed = g * g_tokens
         if first:
+            req.cached_tokens = req.computed
             req.cached_hbm, req.cached_dram, req.cached_disk = hits["hbm"], hits["dram"], hits["disk"]
             req.cached_remote = remote
         st = self.stats

@@ -4,19 +4,22 @@ A Hydra multirun (``simkv -m tool_kv=drop,ttl_pin offload=none,dram``) leaves on
 run; this reads every ``summary.json`` below DIR with the ``config.json`` beside it, keeps
 the config keys whose values differ between runs as the row labels (a policy section shows
 its registered name), and prints the metrics people compare KV policies by: job completion
-time, TTFT, hit rates per tier, goodput. It writes ``compare.csv`` and ``compare.png`` into
-DIR.
+time, TTFT, hit rates per tier, goodput. Runs that did not complete (a failed job of a
+sweep) are listed with their error, never dropped. It writes ``compare.csv`` and
+``compare.png`` into DIR.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from simkv.entry import guarded
+from simkv.results import run_status
 
 METRICS = {
     "jct_mean_s": ("sessions", "jct_s", "mean"),
@@ -55,25 +58,40 @@ def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def collect(root: Path) -> pd.DataFrame:
-    """One row per run below ``root``: the differing config keys, then the metrics."""
+    """One row per run below ``root``: the differing config keys, then the metrics, the run's
+    status and error. Runs that did not complete keep their row (status and error set,
+    metrics empty): a sweep's failed jobs are listed, never dropped."""
+    folders = sorted({p.parent for p in root.rglob("run.json")}
+                     | {p.parent for p in root.rglob("summary.json")})
     runs = []
-    for summary in sorted(root.rglob("summary.json")):
-        config = summary.parent / "config.json"
-        if not config.is_file():
-            continue
-        s = json.loads(summary.read_text())
-        flat = _flatten(json.loads(config.read_text()))
-        runs.append((summary.parent, flat, {k: _get(s, p) for k, p in METRICS.items()}))
+    for folder in folders:
+        if (folder / "run.json").is_file():
+            try:
+                status, error = run_status(folder)
+            except ValueError as exc:
+                status, error = "unreadable", str(exc)
+        else:  # a folder written before run.json existed
+            status, error = "ok", ""
+        config = folder / "config.json"
+        summary = folder / "summary.json"
+        if status == "ok" and not (summary.is_file() and config.is_file()):
+            status, error = "incomplete", "summary.json or config.json is missing"
+        flat = _flatten(json.loads(config.read_text())) if config.is_file() else {}
+        s = json.loads(summary.read_text()) if status == "ok" else {}
+        runs.append((folder, flat, {k: _get(s, p) for k, p in METRICS.items()}, status, error))
     if not runs:
-        raise FileNotFoundError(f"no run (summary.json with config.json) below {root}")
+        raise FileNotFoundError(f"no run (run.json or summary.json) below {root}")
     # NOTE: only keys every run has: a policy's own fields exist only where it was chosen,
     # and its name (always present) already tells the runs apart.
-    keys = sorted(set.intersection(*(set(flat) for _, flat, _ in runs)))
-    varying = [k for k in keys if len({str(flat[k]) for _, flat, _ in runs}) > 1]
-    rows = [{**{k: flat.get(k) for k in varying}, **metrics,
-             "run": str(path.relative_to(root)) or "."} for path, flat, metrics in runs]
+    configs = [flat for _, flat, _, _, _ in runs if flat]
+    keys = sorted(set.intersection(*(set(flat) for flat in configs))) if configs else []
+    varying = [k for k in keys if len({str(flat[k]) for flat in configs}) > 1]
+    rows = [{**{k: flat.get(k) for k in varying}, **metrics, "status": status, "error": error,
+             "run": str(path.relative_to(root)) or "."}
+            for path, flat, metrics, status, error in runs]
     df = pd.DataFrame(rows)
-    return df.dropna(axis=1, how="all")
+    keep = [c for c in df.columns if c in ("status", "error", "run") or df[c].notna().any()]
+    return df[keep]
 
 
 def plot(df: pd.DataFrame, label_cols: list[str], path: Path) -> None:
@@ -96,23 +114,31 @@ def plot(df: pd.DataFrame, label_cols: list[str], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded("simkv-compare", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="simkv-compare", description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path, help="a sweep folder (or any folder holding runs)")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        df = collect(args.dir)
-    except FileNotFoundError as exc:
-        print(f"simkv-compare: {exc}", file=sys.stderr)
-        return 2
-    label_cols = [c for c in df.columns if c not in METRICS and c != "run"]
+    df = collect(args.dir)
+    label_cols = [c for c in df.columns if c not in METRICS and c not in ("run", "status", "error")]
     df.to_csv(args.dir / "compare.csv", index=False, float_format="%.6g")
+    ok = df[df["status"] == "ok"]
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.4g}".format):
-        print(df.drop(columns=["run"]).to_string(index=False))
+        if len(ok):
+            print(ok.drop(columns=["run", "status", "error"]).to_string(index=False))
+    failed = df[df["status"] != "ok"]
+    if len(failed):
+        print(f"\n{len(failed)} of {len(df)} runs did not complete (no metrics; listed in "
+              f"compare.csv with their error):")
+        for _, r in failed.iterrows():
+            print(f"  {r['run']}: {r['status']}: {r['error']}")
     print(f"\nwritten: {args.dir / 'compare.csv'}", end="")
-    if not args.no_plot:
-        plot(df, label_cols, args.dir / "compare.png")
+    if not args.no_plot and len(ok):
+        plot(ok.reset_index(drop=True), label_cols, args.dir / "compare.png")
         print(f", {args.dir / 'compare.png'}", end="")
     print()
     return 0

@@ -2,12 +2,14 @@
 
 Appending to Python lists costs tens of nanoseconds; building Arrow arrays happens once per
 row group. The writer is opened on the first flush with the explicit schema and the run's
-metadata (config JSON, its hash, seed, versions), so every file says what produced it.
+metadata (config JSON, its hash, seed, versions), so every file says what produced it. Files
+are written under their partial name and renamed only when the run completes (simkv/output.py).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +19,27 @@ import pyarrow.parquet as pq
 from simkv.entities.request import Request, State
 from simkv.kv.links import Transfer
 from simkv.metrics import schema
+from simkv.output import held_signals, partial
 
 
 class TableWriter:
-    """Column buffers for one schema, streamed to one Parquet file in row groups."""
+    """Column buffers for one schema, streamed to one Parquet file in row groups.
+
+    The file is ``NAME.partial.parquet`` until ``close(complete=True)`` renames it to
+    ``NAME.parquet``; its footer says ``simkv.status`` either way.
+    """
 
     def __init__(self, path: Path, arrow_schema: pa.Schema, metadata: dict[bytes, bytes],
                  row_group_size: int) -> None:
         self.path = path
+        self.partial_path = partial(path)
         self.schema = arrow_schema.with_metadata(metadata)
         self.row_group_size = row_group_size
         # NOTE: rows as tuples, transposed once per row group: one list.append per row is
         # several times cheaper than one per column.
         self.buffer: list[tuple[Any, ...]] = []
         self.rows = 0
+        self.closed = False
         self._writer: pq.ParquetWriter | None = None
 
     def append(self, row: tuple[Any, ...]) -> None:
@@ -41,22 +50,47 @@ class TableWriter:
     def flush(self) -> None:
         if not self.buffer and self._writer is not None:
             return
-        self.rows += len(self.buffer)
         columns = list(zip(*self.buffer, strict=True)) or [() for _ in self.schema]
         table = pa.Table.from_arrays(
             [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)],
             schema=self.schema,
         )
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
-        self._writer.write_table(table, row_group_size=self.row_group_size)
-        self.buffer = []
+        # NOTE: Ctrl-C or SIGTERM wait until the row group is written and counted: raised in
+        # between, the buffer would be written twice, or counted but not written.
+        with held_signals():
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.partial_path, self.schema, compression="zstd")
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+            self.rows += len(self.buffer)
+            self.buffer = []
 
-    def close(self) -> None:
-        self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def close(self, complete: bool = True) -> None:
+        """Write what is buffered and the footer; a complete file takes its final name.
+
+        A run that failed closes with ``complete=False``: whatever can be written is, and the
+        file keeps its partial name. If the buffer itself cannot be written (a value its
+        column cannot hold), the row groups already written are still closed properly.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+        except BaseException:
+            self.buffer = []
+            complete = False
+            if self._writer is None:
+                self.flush()  # an empty file with the schema, still marked partial
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.add_key_value_metadata(
+                    {"simkv.status": "complete" if complete else "partial",
+                     "simkv.rows": str(self.rows)})
+                self._writer.close()
+                self._writer = None
+        if complete:
+            os.replace(self.partial_path, self.path)
 
 
 class Recorder:
@@ -101,7 +135,7 @@ class Recorder:
             row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica,
                    self.pool_names[r.pool], "finished", "", r.arrival,
                    r.first_scheduled, r.first_token, r.finish, r.prompt_tokens,
-                   r.output_tokens, r.cached_hbm + r.cached_dram + r.cached_disk, r.cached_hbm,
+                   r.output_tokens, r.cached_tokens, r.cached_hbm,
                    r.cached_dram, r.cached_disk, r.cached_remote, r.kv_wait, r.preemptions,
                    ttft, tpot, e2e, met, r.prefill_replica, r.kv_transfer)
         self.requests.append(row)
@@ -113,10 +147,15 @@ class Recorder:
     def instance(self, row: tuple) -> None:
         self.instances.append(row)
 
-    def close(self) -> None:
-        self.requests.close()
-        self.instances.close()
-        if self.iterations is not None:
-            self.iterations.close()
-        if self.transfers is not None:
-            self.transfers.close()
+    def close(self, complete: bool = True) -> None:
+        """Close every table; all are closed even if one fails (the first error is raised)."""
+        error: BaseException | None = None
+        for table in (self.requests, self.instances, self.iterations, self.transfers):
+            if table is None:
+                continue
+            try:
+                table.close(complete and error is None)
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error

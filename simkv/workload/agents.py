@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simkv.config.bounds import bounded, check, require
 from simkv.registry import register
 from simkv.workload.sessions import Call, SessionWorkload
 
@@ -23,38 +24,38 @@ from simkv.workload.sessions import Call, SessionWorkload
 @dataclass(slots=True)
 class AgentWorkloadConfig:
     preset: str = "swebench"
-    num_programs: int = 100
+    num_programs: int = bounded(100, ge=1)
     # Programs started per second (Poisson).
-    program_rate: float = 0.2
+    program_rate: float = bounded(0.2, gt=0)
     # LLM calls per program ~ Gamma(shape, scale), rounded, clipped to [min, max].
-    calls_shape: float = 3.24
-    calls_scale: float = 15.4
-    calls_min: int = 2
-    calls_max: int = 104
+    calls_shape: float = bounded(3.24, gt=0)
+    calls_scale: float = bounded(15.4, gt=0)
+    calls_min: int = bounded(2, ge=1)
+    calls_max: int = bounded(104, ge=1)
     # First prompt ~ lognormal(median, sigma) tokens.
-    first_prompt_median: float = 16856.0
-    first_prompt_sigma: float = 0.05
+    first_prompt_median: float = bounded(16856.0, ge=1)
+    first_prompt_sigma: float = bounded(0.05, ge=0)
     # Context growth per call ~ lognormal(mu, sigma); reset to the first prompt with reset_prob.
-    growth_mu: float = 5.99
-    growth_sigma: float = 1.08
-    reset_prob: float = 0.064
+    growth_mu: float = bounded(5.99)
+    growth_sigma: float = bounded(1.08, ge=0)
+    reset_prob: float = bounded(0.064, ge=0, lt=1)
     # Output tokens per call ~ lognormal(mu, sigma).
-    output_mu: float = 4.99
-    output_sigma: float = 0.97
+    output_mu: float = bounded(4.99)
+    output_sigma: float = bounded(0.97, ge=0)
     # Tool time before the next call ~ Weibull(shape, scale seconds).
-    tool_weibull_shape: float = 0.976
-    tool_weibull_scale: float = 9.13
+    tool_weibull_shape: float = bounded(0.976, gt=0)
+    tool_weibull_scale: float = bounded(9.13, ge=0)
     # Share of calls issued right as the previous one completes (no tool gap).
-    tool_zero_prob: float = 0.0
-    max_context: int = 131072
+    tool_zero_prob: float = bounded(0.0, ge=0, le=1)
+    max_context: int = bounded(131072, ge=2, le=2**31 - 1)
 
     def __post_init__(self) -> None:
-        if self.num_programs < 1 or not self.program_rate > 0:
-            raise ValueError("workload: num_programs >= 1 and program_rate > 0 are required")
-        if not 1 <= self.calls_min <= self.calls_max:
-            raise ValueError("workload: need 1 <= calls_min <= calls_max")
-        if not 0 <= self.reset_prob < 1:
-            raise ValueError("workload.reset_prob must be in [0, 1)")
+        check(self, "workload.")
+
+    def validate(self, prefix: str = "workload.") -> None:
+        require(self.calls_min <= self.calls_max,
+                f"{prefix}calls_min ({self.calls_min}) must be <= {prefix}calls_max "
+                f"({self.calls_max})")
 
 
 @dataclass(slots=True)

@@ -24,6 +24,8 @@ workloads/fit_burstgpt.py regenerates the volume numbers from the real aggregate
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simkv.config.bounds import bounded, check, meta, require
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, OpenLoop
 from simkv.workload.distributions import from_quantiles, tokens
@@ -45,48 +48,61 @@ HOUR_OF_DAY = [0.95, 0.90, 0.57, 0.52, 0.37, 0.35, 0.20, 0.22, 0.32, 0.39, 0.89,
 
 @dataclass(slots=True)
 class BurstGPTWorkloadConfig:
-    num_requests: int = 3000
+    num_requests: int = bounded(3000, ge=1)
     # Long-run mean rate (requests/s); hourly volumes vary around it with the real CV.
-    mean_rate: float = 40.0
+    mean_rate: float = bounded(40.0, gt=0)
     # Simulated seconds per trace hour (3600 = real time).
-    hour_s: float = 10.0
+    hour_s: float = bounded(10.0, gt=0)
     # gamma | replay | flat | profile (module docstring).
-    volume: str = "gamma"
+    volume: str = bounded("gamma", choices=("gamma", "replay", "flat", "profile"))
     volume_path: str | None = None
     # volume=profile: each hour's volume as a multiple of the mean, cycled.
-    volume_profile: list[float] = field(default_factory=lambda: [1.0])
-    start_hour: int = 0
-    empty_hour_share: float = 0.2834
-    hour_gamma_shape: float = 0.2752
+    volume_profile: list[float] = field(default_factory=lambda: [1.0], metadata=meta(ge=0))
+    start_hour: int = bounded(0, ge=0)
+    empty_hour_share: float = bounded(0.2834, ge=0, lt=1)
+    hour_gamma_shape: float = bounded(0.2752, gt=0)
     # Multiply hourly volumes by the hour-of-day profile (adds a diurnal cycle on top).
     diurnal: bool = False
-    arrival_gamma_shape: float = 0.5
+    arrival_gamma_shape: float = bounded(0.5, gt=0)
     models: list[str] = field(default_factory=lambda: ["ChatGPT", "GPT-4"])
-    model_weights: list[float] = field(default_factory=lambda: [0.8468, 0.1532])
+    model_weights: list[float] = field(default_factory=lambda: [0.8468, 0.1532], metadata=meta(ge=0))
     log_types: list[str] = field(default_factory=lambda: ["API log", "Conversation log"])
-    log_type_weights: list[float] = field(default_factory=lambda: [0.8962, 0.1038])
+    log_type_weights: list[float] = field(default_factory=lambda: [0.8962, 0.1038],
+                                            metadata=meta(ge=0))
+    # (quantile, tokens) knots: quantiles from 0 to 1, token counts >= 1 (checked in validate).
     prompt_quantiles: list[list[float]] = field(default_factory=lambda: [
         [0.0, 1], [0.5, 74], [0.75, 365], [0.9, 1291], [0.95, 1697], [0.99, 3023], [1.0, 6142]])
     output_quantiles: list[list[float]] = field(default_factory=lambda: [
         [0.0, 1], [0.5, 14], [0.75, 99], [0.9, 401], [0.95, 510], [0.99, 757], [1.0, 7315]])
-    failure_rate: float = 0.0178
+    failure_rate: float = bounded(0.0178, ge=0, lt=1)
 
     def __post_init__(self) -> None:
-        if self.num_requests < 1 or not self.mean_rate > 0 or not self.hour_s > 0:
-            raise ValueError("workload: num_requests >= 1, mean_rate > 0 and hour_s > 0 are required")
-        if self.volume not in ("gamma", "replay", "flat", "profile"):
-            raise ValueError(f"workload.volume must be gamma, replay, flat or profile, got {self.volume!r}")
-        if self.volume == "profile" and (not self.volume_profile or min(self.volume_profile) < 0
-                                         or not sum(self.volume_profile) > 0):
-            raise ValueError(f"workload.volume_profile: expected multiples of the mean rate, >= 0 "
-                             f"and not all 0, got {self.volume_profile}")
-        if self.volume == "replay" and not self.volume_path:
-            raise ValueError("workload.volume=replay needs workload.volume_path (a BurstGPT "
-                             "burstgpt1_sessions_by_trace_hour_*.csv)")
-        if len(self.models) != len(self.model_weights) or len(self.log_types) != len(self.log_type_weights):
-            raise ValueError("workload: models/log_types and their weights must have equal lengths")
-        if not 0 <= self.failure_rate < 1 or not 0 <= self.empty_hour_share < 1:
-            raise ValueError("workload: failure_rate and empty_hour_share must be in [0, 1)")
+        check(self, "workload.")
+
+    def validate(self, prefix: str = "workload.") -> None:
+        require(self.volume != "replay" or bool(self.volume_path),
+                f"{prefix}volume=replay needs {prefix}volume_path (a BurstGPT "
+                f"burstgpt1_sessions_by_trace_hour_*.csv)")
+        require(self.volume != "profile" or (len(self.volume_profile) > 0
+                                             and sum(self.volume_profile) > 0),
+                f"{prefix}volume_profile: expected multiples of the mean rate, >= 0 and not all "
+                f"0, got {self.volume_profile}")
+        for names, weights in (("models", "model_weights"), ("log_types", "log_type_weights")):
+            n, w = getattr(self, names), getattr(self, weights)
+            require(len(n) == len(w) and len(n) > 0,
+                    f"{prefix}{weights}: expected one weight per entry of {prefix}{names} "
+                    f"({len(n)}), got {len(w)}")
+            require(sum(w) > 0, f"{prefix}{weights}: expected a positive sum, got {w}")
+        for key in ("prompt_quantiles", "output_quantiles"):
+            knots = getattr(self, key)
+            ok = all(len(k) == 2 and all(math.isfinite(x) for x in k) for k in knots)
+            q = [k[0] for k in knots] if ok else []
+            v = [k[1] for k in knots] if ok else []
+            require(ok and len(knots) >= 2 and q[0] == 0 and q[-1] == 1
+                    and all(b > a for a, b in itertools.pairwise(q))
+                    and v[0] >= 1 and all(b >= a for a, b in itertools.pairwise(v)),
+                    f"{prefix}{key}: expected [quantile, tokens] pairs with quantiles rising from "
+                    f"0 to 1 and tokens >= 1 not falling, got {knots}")
 
 
 def replay_hours(path: str) -> np.ndarray:

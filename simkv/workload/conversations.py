@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simkv.config.bounds import bounded, check
 from simkv.registry import register
 from simkv.workload.sessions import Call, SessionWorkload
 
@@ -20,27 +21,26 @@ from simkv.workload.sessions import Call, SessionWorkload
 @dataclass(slots=True)
 class ConversationWorkloadConfig:
     preset: str = "sharegpt"
-    num_conversations: int = 200
-    conversation_rate: float = 1.0
+    num_conversations: int = bounded(200, ge=1)
+    conversation_rate: float = bounded(1.0, gt=0)
     # Rounds per conversation ~ lognormal(mu, sigma), rounded, >= 1.
-    rounds_mu: float = 1.294
-    rounds_sigma: float = 1.154
-    rounds_max: int = 300
-    system_tokens: int = 0
+    rounds_mu: float = bounded(1.294)
+    rounds_sigma: float = bounded(1.154, ge=0)
+    rounds_max: int = bounded(300, ge=1)
+    system_tokens: int = bounded(0, ge=0)
     # User message and answer tokens per round ~ lognormal(mu, sigma).
-    user_mu: float = 3.227
-    user_sigma: float = 1.68
-    answer_mu: float = 5.765
-    answer_sigma: float = 0.757
-    answer_max: int = 4096
+    user_mu: float = bounded(3.227)
+    user_sigma: float = bounded(1.68, ge=0)
+    answer_mu: float = bounded(5.765)
+    answer_sigma: float = bounded(0.757, ge=0)
+    answer_max: int = bounded(4096, ge=1)
     # Think time before the next round ~ lognormal(mu, sigma) seconds.
-    think_mu: float = 4.889
-    think_sigma: float = 0.971
-    max_context: int = 131072
+    think_mu: float = bounded(4.889)
+    think_sigma: float = bounded(0.971, ge=0)
+    max_context: int = bounded(131072, ge=2, le=2**31 - 1)
 
     def __post_init__(self) -> None:
-        if self.num_conversations < 1 or not self.conversation_rate > 0:
-            raise ValueError("workload: num_conversations >= 1 and conversation_rate > 0 are required")
+        check(self, "workload.")
 
 
 @dataclass(slots=True)

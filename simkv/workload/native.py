@@ -41,12 +41,21 @@ def batch_table(b: ArrivalBatch, think_s: np.ndarray | None = None) -> pa.Table:
     ], schema=SCHEMA)
 
 
-def write_trace(path: str | Path, batches: Iterable[tuple[ArrivalBatch, np.ndarray | None]]) -> int:
-    """Write (batch, think times) pairs to a native Parquet trace; returns the row count."""
+def write_trace(path: str | Path, batches: Iterable[tuple[ArrivalBatch, np.ndarray | None]],
+                granule_tokens: int | None = None) -> int:
+    """Write (batch, think times) pairs to a native Parquet trace; returns the row count.
+
+    ``granule_tokens``: the block size the prefix hashes stand for, recorded in the file so
+    a replay with another ``kv.prefix_block_tokens`` is refused instead of sharing wrongly.
+    """
     rows = 0
-    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as w:
+    schema = SCHEMA
+    if granule_tokens:
+        schema = SCHEMA.with_metadata({**SCHEMA.metadata,
+                                       b"simkv.prefix_block_tokens": str(granule_tokens).encode()})
+    with pq.ParquetWriter(path, schema, compression="zstd") as w:
         for b, think in batches:
             if len(b):
-                w.write_table(batch_table(b, think))
+                w.write_table(batch_table(b, think).replace_schema_metadata(schema.metadata))
                 rows += len(b)
     return rows

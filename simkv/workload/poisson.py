@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simkv.config.bounds import bounded, check
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, OpenLoop
 
@@ -22,26 +23,18 @@ CHUNK = 65536
 class PoissonWorkloadConfig:
     """Lengths are lognormal: ``median * exp(sigma * N(0,1))``, rounded, clipped to [1, max]."""
 
-    num_requests: int = 3000
-    rate: float = 40.0  # requests per second (about 65% of 2 H100s for Llama-3.1-8B)
-    prompt_median: float = 512.0
-    prompt_sigma: float = 0.8
-    prompt_max: int = 8192
-    output_median: float = 160.0
-    output_sigma: float = 0.7
-    output_max: int = 2048
+    num_requests: int = bounded(3000, ge=1)
+    # Requests per second (about 65% of 2 H100s for Llama-3.1-8B).
+    rate: float = bounded(40.0, gt=0)
+    prompt_median: float = bounded(512.0, ge=1)
+    prompt_sigma: float = bounded(0.8, ge=0)
+    prompt_max: int = bounded(8192, ge=1, le=2**31 - 1)
+    output_median: float = bounded(160.0, ge=1)
+    output_sigma: float = bounded(0.7, ge=0)
+    output_max: int = bounded(2048, ge=1, le=2**31 - 1)
 
     def __post_init__(self) -> None:
-        if self.num_requests < 1:
-            raise ValueError("workload.num_requests must be >= 1")
-        if not self.rate > 0:
-            raise ValueError("workload.rate must be > 0 (requests per second)")
-        for key in ("prompt_median", "output_median"):
-            if not getattr(self, key) >= 1:
-                raise ValueError(f"workload.{key} must be >= 1")
-        for key in ("prompt_sigma", "output_sigma"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"workload.{key} must be >= 0")
+        check(self, "workload.")
 
 
 def lognormal_tokens(rng: np.random.Generator, median: float, sigma: float, cap: int,

@@ -22,7 +22,11 @@ Formats:
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +84,41 @@ class Columns:
                        a(self.failed), a(self.think_s), lst(self.prefix), self.rows, self.skipped)
 
 
+# Token counts are int32 in the result files; times must resolve a microsecond in float64
+# (spacing 2**-20 s below 2**32 s: 136 years, so Unix epoch seconds pass; 1e15 does not).
+MAX_TOKENS = 2**31 - 1
+MAX_TIME_S = 2.0**32
+# Ids (sessions, prefix hashes) are int64 in the result files and exact in float64 up to 2**53.
+MAX_ID = 2**53
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0", "")
+
+
+@dataclass(slots=True)
+class _Problem:
+    """Rows of a batch that break one rule of one column (indices in the batch)."""
+
+    rows: np.ndarray
+    column: str
+    expected: Callable[[int], str]
+
+
 @dataclass(slots=True)
 class _Validator:
-    """Checks numbers batch by batch, remembering the last good time across batches."""
+    """Checks a batch column by column, remembering the last good time across batches.
+
+    Every rule finds *all* the rows of a batch that break it: ``on_bad_row=error`` reports
+    the first of them (file, 1-based data row, the file's column name), ``skip`` drops
+    every one of them and counts it.
+    """
 
     path: Path
     skip_bad: bool
     last_time: float = -np.inf
+    last_shown: str = ""
     row0: int = 0
-    problems: list[tuple[int, str, str]] = field(default_factory=list)
+    problems: list[_Problem] = field(default_factory=list)
+    _newest: tuple[float, str] | None = None
     # Opaque session ids numbered by first appearance, per file read.
     sessions: dict[str, int] = field(default_factory=dict)
 
@@ -100,63 +130,148 @@ class _Validator:
             n = self.sessions[s] = len(self.sessions)
         return n
 
+    def flag(self, rows: np.ndarray | list[int], column: str, expected: Callable[[int], str]
+             ) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size:
+            self.problems.append(_Problem(rows, column, expected))
+
+    def bad_mask(self, n: int) -> np.ndarray:
+        bad = np.zeros(n, dtype=bool)
+        for p in self.problems:
+            bad[p.rows] = True
+        return bad
+
     def fail_or_mask(self, n: int) -> np.ndarray:
-        ok = np.ones(n, dtype=bool)
+        """Raise for the first bad row (error mode), or return the mask of good rows."""
         if self.problems and not self.skip_bad:
-            i, col, what = min(self.problems)
-            raise TraceError(f"{self.path}: row {self.row0 + i + 1}, column '{col}': expected {what}")
-        for i, _, _ in self.problems:
-            ok[i] = False
-        return ok
+            first = min(self.problems, key=lambda p: int(p.rows.min()))
+            i = int(first.rows.min())
+            raise TraceError(f"{self.path}: row {self.row0 + i + 1}, column '{first.column}': "
+                             f"expected {first.expected(i)}")
+        return ~self.bad_mask(n)
 
     def numbers(self, col: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
-        """Floats of a column; text that is not a number is a problem (NaN if skipped)."""
+        """Floats of a column; a cell that is not a number is a problem (NaN)."""
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             stripped = pc.utf8_trim_whitespace(col)
             try:
-                col = pc.cast(stripped, pa.float64())
+                out = np.asarray(pc.cast(stripped, pa.float64()).to_numpy(zero_copy_only=False),
+                                 dtype=np.float64)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                values = stripped.to_pylist()
-                out = np.empty(len(values))
-                for i, value in enumerate(values):
-                    try:
-                        out[i] = float(value)
-                    except (TypeError, ValueError):
-                        out[i] = np.nan
-                        got = "an empty cell" if value in ("", None) else repr(value)
-                        self.problems.append((i, name, f"a number, got {got}"))
-                return out
-        elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                  or pa.types.is_null(col.type)):
+                out = np.array([_float(x) for x in stripped.to_pylist()], dtype=np.float64)
+            bad = np.flatnonzero(np.isnan(out))
+            # NOTE: the cells' text only for the bad rows: a CSV column is text, and turning
+            # every cell into a Python string would cost more than the whole check.
+            text = dict(zip(bad.tolist(), pc.take(stripped, pa.array(bad)).to_pylist(), strict=True))
+            self.flag(bad, name, lambda i: "a number, got " + (
+                "an empty cell" if text[i] in ("", None) else repr(text[i])))
+            return out
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                or pa.types.is_null(col.type)):
             raise TraceError(f"{self.path}: column '{name}': expected numbers, found {col.type}")
         arr = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
-        bad = np.isnan(arr)
-        for i in np.flatnonzero(bad)[:1]:
-            self.problems.append((int(i), name, "a number, got an empty cell"))
+        self.flag(np.flatnonzero(np.isnan(arr)), name, lambda i: "a number, got an empty cell")
         return arr
 
-    def tokens(self, v: np.ndarray, name: str, minimum: int) -> None:
-        bad = np.isfinite(v) & ((v < minimum) | (v != np.floor(v)))
-        for i in np.flatnonzero(bad)[:1]:
-            self.problems.append((int(i), name, f"a whole number >= {minimum}, got {v[i]:g}"))
-        for i in np.flatnonzero(np.isinf(v))[:1]:
-            self.problems.append((int(i), name, f"a finite number, got {v[i]}"))
+    def whole(self, v: np.ndarray, name: str, minimum: int, maximum: int = MAX_TOKENS,
+              what: str = "a whole number") -> None:
+        """Finite whole numbers in [minimum, maximum] (NaN: already flagged as empty)."""
+        bad = ~np.isnan(v) & (~np.isfinite(v) | (v < minimum) | (v > maximum)
+                              | (v != np.floor(v)))
+        self.flag(np.flatnonzero(bad), name,
+                  lambda i: f"{what} >= {minimum}{' and <= ' + str(maximum) if v[i] > maximum else ''}, "
+                            f"got {v[i]:g}")
 
-    def times(self, t: np.ndarray, name: str) -> None:
-        for i in np.flatnonzero(np.isinf(t))[:1]:
-            self.problems.append((int(i), name, f"a finite time, got {t[i]}"))
-        bad = np.isfinite(t) & (t < 0)
-        for i in np.flatnonzero(bad)[:1]:
-            self.problems.append((int(i), name, f"a time >= 0, got {t[i]:g}"))
-        # Time must not go back, across batches too: compare with the latest earlier time.
-        bad_rows = {i for i, _, _ in self.problems}
-        good = np.where(np.isfinite(t) & (t >= 0), t, -np.inf)
-        if bad_rows:
-            good[list(bad_rows)] = -np.inf
+    def tokens(self, v: np.ndarray, name: str, minimum: int) -> None:
+        self.whole(v, name, minimum)
+
+    def durations(self, v: np.ndarray, name: str) -> None:
+        """Finite seconds >= 0 (think and tool times)."""
+        bad = ~np.isnan(v) & (~np.isfinite(v) | (v < 0) | (v >= MAX_TIME_S))
+        self.flag(np.flatnonzero(bad), name, lambda i: f"seconds >= 0, got {v[i]:g}")
+
+    def times(self, t: np.ndarray, name: str, shown: Callable[[int], str] | None = None,
+              relative: bool = False) -> None:
+        """Finite, usable and non-decreasing times, across batches too. Checked last: a row
+        already bad for another reason neither breaks nor sets the order.
+
+        ``relative`` times were shifted by the file's first time (they may be negative only
+        by going back); ``shown(i)`` renders the file's own value for messages.
+        """
+        show = shown or (lambda i: f"{t[i]:g}")
+        finite = np.isfinite(t)
+        self.flag(np.flatnonzero(~np.isnan(t) & ~finite), name, lambda i: f"a finite time, got {t[i]}")
+        if not relative:
+            self.flag(np.flatnonzero(finite & (t < 0)), name, lambda i: f"a time >= 0, got {show(i)}")
+        self.flag(np.flatnonzero(finite & (np.abs(t) >= MAX_TIME_S)), name,
+                  lambda i: f"a time < {MAX_TIME_S:.0f} s (past it float64 cannot resolve a "
+                            f"microsecond), got {show(i)}")
+        good = np.where(finite & ~self.bad_mask(len(t)), t, -np.inf)
         latest = np.maximum.accumulate(np.concatenate(([self.last_time], good)))[:-1]
-        back = np.isfinite(t) & (t < latest)
-        for i in np.flatnonzero(back)[:1]:
-            self.problems.append((int(i), name, f"non-decreasing times, got {t[i]:g} after {latest[i]:g}"))
+        before = self.last_shown
+
+        def message(i: int) -> str:
+            prior = good[:i]
+            if prior.size and prior.max() > self.last_time:
+                return f"non-decreasing times, got {show(i)} after {show(int(np.argmax(prior)))}"
+            return f"non-decreasing times, got {show(i)} after {before}"
+
+        self.flag(np.flatnonzero(finite & (good > -np.inf) & (t < latest)), name, message)
+        if good.size and good.max() > self.last_time:
+            k = int(np.argmax(good))
+            self._newest = (float(t[k]), show(k))
+
+    def bools(self, col: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
+        """true/false, yes/no, t/f, y/n, 1/0 in any case; an empty cell is false."""
+        if pa.types.is_boolean(col.type):
+            return np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+            v = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+            v = np.where(np.isnan(v), 0.0, v)
+            self.flag(np.flatnonzero((v != 0) & (v != 1)), name,
+                      lambda i: f"true/false, yes/no or 1/0, got {v[i]:g}")
+            return v == 1
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                or pa.types.is_null(col.type)):
+            raise TraceError(f"{self.path}: column '{name}': expected true/false values, "
+                             f"found {col.type}")
+        words = [("" if x is None else str(x).strip().lower()) for x in col.to_pylist()]
+        out = np.array([w in _TRUE for w in words], dtype=bool)
+        raw = col.to_pylist()
+        self.flag([i for i, w in enumerate(words) if w not in _TRUE and w not in _FALSE], name,
+                  lambda i: f"true/false, yes/no or 1/0, got {raw[i]!r}")
+        return out
+
+    def hashes(self, col: pa.ChunkedArray | pa.Array, name: str) -> list[tuple[int, ...] | None]:
+        """Prefix hashes: a list column of whole numbers >= 0, or text such as ``[3, 7, 9]``
+        or ``3 7 9`` (a CSV always yields text). An empty cell means none."""
+        typ = col.type
+        if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            rows: list = col.to_pylist()
+        elif pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_null(typ):
+            rows = []
+            for cell in col.to_pylist():
+                text = "" if cell is None else cell.strip().strip("[]()").strip()
+                rows.append(None if not text else re.split(r"[\s,;]+", text))
+        else:
+            raise TraceError(f"{self.path}: column '{name}': expected lists of hashes (whole "
+                             f"numbers >= 0), found {typ}")
+        out: list[tuple[int, ...] | None] = []
+        bad: dict[int, str] = {}
+        for i, row in enumerate(rows):
+            if row is None:
+                out.append(None)
+                continue
+            try:
+                ids = tuple(_hash_id(x) for x in row)
+            except ValueError as exc:
+                bad[i] = str(exc)
+                out.append(None)
+                continue
+            out.append(ids)
+        self.flag(sorted(bad), name, lambda i: f"hashes as whole numbers >= 0, got {bad[i]}")
+        return out
 
     def finish(self, cols: Columns, n: int) -> Columns:
         """Apply the problems found in this batch: raise, or drop the bad rows."""
@@ -165,10 +280,36 @@ class _Validator:
         cols.rows = n
         cols.skipped = int((~ok).sum())
         out = cols if ok.all() else cols.select(ok)
-        if len(out.arrival_s):
-            self.last_time = max(self.last_time, float(out.arrival_s.max()))
+        if self._newest is not None:
+            # The newest good time of the batch (kept: times are checked last).
+            self.last_time, self.last_shown = self._newest
+            self._newest = None
         self.row0 += n
         return out
+
+
+def _float(x: object) -> float:
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _hash_id(x: object) -> int:
+    if isinstance(x, bool):
+        raise ValueError(repr(x))
+    if isinstance(x, str):
+        try:
+            x = int(x)
+        except ValueError:
+            raise ValueError(repr(x)) from None
+    if isinstance(x, float):
+        if not x.is_integer():
+            raise ValueError(repr(x))
+        x = int(x)
+    if not isinstance(x, int) or not 0 <= x < MAX_ID:
+        raise ValueError(repr(x))
+    return x
 
 
 # --- batch sources -----------------------------------------------------------------------
@@ -179,12 +320,44 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
         conv = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
         yield from pacsv.open_csv(path, read_options=read, convert_options=conv)
     except pa.ArrowInvalid as exc:
-        raise TraceError(f"{path}: not a readable CSV file: {exc}") from exc
+        if "Empty CSV file" in str(exc):
+            raise TraceError(f"{path}: the trace has no rows (an empty file)") from None
+        raise TraceError(f"{path}: {_csv_problem(path) or 'not a readable CSV file: ' + _first_line(exc)}"
+                         ) from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not a text (UTF-8) CSV file: {exc.reason} at byte {exc.start}"
+                         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _csv_problem(path: Path) -> str:
+    """The first row whose field count differs from the header's (pyarrow names none)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for i, row in enumerate(reader, 1):
+                if row and len(row) != len(header):
+                    return f"row {i}: expected {len(header)} fields as in the header, got {len(row)}"
+    except UnicodeDecodeError as exc:
+        return f"not a text (UTF-8) CSV file: {exc.reason} at byte {exc.start}"
+    except csv.Error as exc:
+        return f"not a readable CSV file: {exc}"
+    return ""
 
 
 def _table_batches(path: Path) -> Iterator[pa.RecordBatch]:
     if path.suffix == ".parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+        try:
+            file = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError):
+            raise TraceError(f"{path}: not a readable Parquet file (no Parquet footer: a "
+                             f"truncated or partial file, or another format named .parquet)"
+                             ) from None
+        yield from file.iter_batches(batch_size=BATCH_ROWS)
     else:
         yield from _csv_batches(path)
 
@@ -193,15 +366,52 @@ def _jsonl_batches(path: Path) -> Iterator[pa.RecordBatch]:
     try:
         reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=CSV_BLOCK_BYTES))
         yield from reader
-    except pa.ArrowInvalid:
-        # Find the offending line to name it.
-        with path.open() as f:
+    except pa.ArrowInvalid as exc:
+        if "Empty JSON stream" in str(exc):
+            raise TraceError(f"{path}: the trace has no rows (an empty file)") from None
+        # pyarrow counts rows from 0 within a block and names no field: find the line.
+        raise TraceError(f"{path}: {_json_problem(path) or 'not readable as JSON lines: ' + _first_line(exc)}"
+                         ) from None
+
+
+def _json_kind(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    return "a list" if isinstance(v, list) else "an object"
+
+
+def _json_problem(path: Path) -> str:
+    """The first line that is not a JSON object, or whose field changes kind."""
+    kinds: dict[str, tuple[str, int]] = {}
+    try:
+        with path.open(encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
                 try:
-                    json.loads(line)
+                    doc = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}: line {i}: not valid JSON ({exc.msg})") from None
-        raise
+                    return f"line {i}: not valid JSON ({exc.msg}, column {exc.colno})"
+                if not isinstance(doc, dict):
+                    return f"line {i}: expected a JSON object, got {_json_kind(doc)}"
+                for key, value in doc.items():
+                    kind = _json_kind(value)
+                    if kind == "null":
+                        continue
+                    seen = kinds.setdefault(key, (kind, i))
+                    if seen[0] != kind:
+                        return (f"line {i}, field '{key}': expected {seen[0]} as on line "
+                                f"{seen[1]}, got {kind} {json.dumps(value)[:40]}")
+    except UnicodeDecodeError as exc:
+        return f"not a text (UTF-8) file: {exc.reason} at byte {exc.start}"
+    return ""
 
 
 def _require(batch: pa.RecordBatch, path: Path, names: list[str], fmt: str) -> None:
@@ -210,12 +420,6 @@ def _require(batch: pa.RecordBatch, path: Path, names: list[str], fmt: str) -> N
     if missing:
         raise TraceError(f"{path}: missing column(s) {missing} for format '{fmt}'; "
                          f"found {have}")
-
-
-def _bools(col: pa.Array) -> np.ndarray:
-    if pa.types.is_boolean(col.type):
-        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool)
-    return np.array([str(x).strip().lower() in ("true", "1") for x in col.to_pylist()], dtype=bool)
 
 
 def _strings(batch: pa.RecordBatch, name: str) -> list[str]:
@@ -232,23 +436,24 @@ def read_native(path: Path, v: _Validator) -> Iterator[Columns]:
         o = v.numbers(batch.column("output_tokens"), "output_tokens")
         v.tokens(p, "prompt_tokens", 1)
         v.tokens(o, "output_tokens", 1)
-        v.times(t, "arrival_s")
         cols = Columns(t, p, o)
-        for name in ("session", "turn"):
-            if name in names:
-                x = v.numbers(batch.column(name), name)
-                v.tokens(x, name, -1)
-                setattr(cols, name, x)
+        if "session" in names:
+            cols.session = v.numbers(batch.column("session"), "session")
+            v.whole(cols.session, "session", -1, MAX_ID)
+        if "turn" in names:
+            cols.turn = v.numbers(batch.column("turn"), "turn")
+            v.whole(cols.turn, "turn", 0, MAX_TOKENS)
         if "think_s" in names:
             cols.think_s = v.numbers(batch.column("think_s"), "think_s")
+            v.durations(cols.think_s, "think_s")
         for name in ("model", "log_type"):
             if name in names:
                 setattr(cols, name, _strings(batch, name))
         if "failed" in names:
-            cols.failed = _bools(batch.column("failed"))
+            cols.failed = v.bools(batch.column("failed"), "failed")
         if "prefix_hashes" in names:
-            cols.prefix = [None if h is None else tuple(h)
-                           for h in batch.column("prefix_hashes").to_pylist()]
+            cols.prefix = v.hashes(batch.column("prefix_hashes"), "prefix_hashes")
+        v.times(t, "arrival_s")
         yield v.finish(cols, batch.num_rows)
 
 
@@ -275,21 +480,23 @@ def read_azure(path: Path, v: _Validator) -> Iterator[Columns]:
     t0: float | None = None
     for batch in _csv_batches(path):
         _require(batch, path, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"], "azure")
-        stamps = pd.to_datetime(pd.Series(batch.column("TIMESTAMP").to_pylist()),
-                                format="ISO8601", errors="coerce")
+        raw = batch.column("TIMESTAMP").to_pylist()
+        stamps = pd.to_datetime(pd.Series(raw), format="ISO8601", errors="coerce")
         t = stamps.to_numpy().astype("datetime64[ns]").astype("int64").astype(np.float64) / 1e9
         bad = stamps.isna().to_numpy()
         t[bad] = np.nan
-        for i in np.flatnonzero(bad)[:1]:
-            v.problems.append((int(i), "TIMESTAMP", "a date and time like 2023-11-16 18:17:03.97"))
-        if t0 is None and (~bad).any():
-            t0 = float(t[~bad][0])
-        t = t - (t0 or 0.0)
         p = v.numbers(batch.column("ContextTokens"), "ContextTokens")
         o = v.numbers(batch.column("GeneratedTokens"), "GeneratedTokens")
         v.tokens(p, "ContextTokens", 1)
         v.tokens(o, "GeneratedTokens", 1)
-        v.times(np.where(bad, 0.0, t) if bad.any() else t, "TIMESTAMP")
+        v.flag(np.flatnonzero(bad), "TIMESTAMP",
+               lambda i, raw=raw: f"a date and time like 2023-11-16 18:17:03.97, got {raw[i]!r}")
+        if t0 is None and (~bad).any():
+            t0 = float(t[~bad][0])
+        t = t - (t0 or 0.0)
+        # Times relative to the file's first: an earlier row is out of order, and the
+        # message shows the file's own timestamps.
+        v.times(t, "TIMESTAMP", shown=lambda i, raw=raw: str(raw[i]).strip(), relative=True)
         yield v.finish(Columns(t, p, o), batch.num_rows)
 
 
@@ -301,10 +508,11 @@ def read_mooncake(path: Path, v: _Validator) -> Iterator[Columns]:
         o = v.numbers(batch.column("output_length"), "output_length")
         v.tokens(p, "input_length", 1)
         v.tokens(o, "output_length", 1)
-        v.times(t, "timestamp")
         prefix = None
         if "hash_ids" in batch.schema.names:
-            prefix = [None if h is None else tuple(h) for h in batch.column("hash_ids").to_pylist()]
+            prefix = v.hashes(batch.column("hash_ids"), "hash_ids")
+        # Shown in the file's unit (ms).
+        v.times(t, "timestamp", shown=lambda i, t=t: f"{t[i] * 1000:g}")
         yield v.finish(Columns(t, p, o, prefix=prefix), batch.num_rows)
 
 
@@ -329,9 +537,12 @@ def read_agent(path: Path, v: _Validator) -> Iterator[Columns]:
     # Calls that errored carry zero tokens: they are failed calls, not bad rows.
     v.tokens(p, "input_tokens", 0)
     v.tokens(o, "output_tokens", 0)
-    bad = np.isfinite(start) & np.isfinite(end) & (end < start)
-    for i in np.flatnonzero(bad)[:1]:
-        v.problems.append((int(i), "end_time_s", f"a time >= start_time_s, got {end[i]:g}"))
+    v.whole(span, "span_index", 0, MAX_TOKENS)
+    for col, x in (("start_time_s", start), ("end_time_s", end)):
+        v.flag(np.flatnonzero(~np.isnan(x) & (~np.isfinite(x) | (np.abs(x) >= MAX_TIME_S))), col,
+               lambda i, x=x: f"a finite time < {MAX_TIME_S:.0f} s, got {x[i]:g}")
+    v.flag(np.flatnonzero(np.isfinite(start) & np.isfinite(end) & (end < start)), "end_time_s",
+           lambda i: f"a time >= start_time_s ({start[i]:g}), got {end[i]:g}")
     ok = v.fail_or_mask(table.num_rows)
     v.problems = []
     ids = [str(s) for s in table.column("session_id").to_pylist()]
@@ -377,10 +588,25 @@ READERS: dict[str, Callable[[Path, _Validator], Iterator[Columns]]] = {
 
 
 def read(path: str | Path, fmt: str = "native", skip_bad: bool = False) -> Iterator[Columns]:
-    """Stream a trace file of format ``fmt`` as validated column batches."""
+    """Stream a trace file of format ``fmt`` as validated column batches.
+
+    A file with no data rows is an error: an empty run would look like a result.
+    """
     file = Path(path)
     if fmt not in READERS:
         raise TraceError(f"unknown trace format '{fmt}'; valid choices: {', '.join(FORMATS)}")
-    if not file.is_file():
+    if file.is_dir():
+        raise TraceError(f"{file}: is a directory; expected a trace file")
+    if not file.exists():
         raise TraceError(f"{file}: trace file not found")
-    yield from READERS[fmt](file, _Validator(file, skip_bad))
+    if not os.access(file, os.R_OK):
+        raise TraceError(f"{file}: cannot be read (permission denied)")
+    rows = 0
+    try:
+        for cols in READERS[fmt](file, _Validator(file, skip_bad)):
+            rows += cols.rows
+            yield cols
+    except OSError as exc:
+        raise TraceError(f"{file}: cannot be read: {exc.strerror or _first_line(exc)}") from None
+    if rows == 0:
+        raise TraceError(f"{file}: the trace has no rows (a header only, or an empty file)")

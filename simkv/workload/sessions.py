@@ -103,10 +103,19 @@ class SessionWorkload:
         return np.random.default_rng(np.random.SeedSequence(self._seed.entropy, spawn_key=(sid,)))
 
     # --- static form ----------------------------------------------------------------------
-    def materialise(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """All sessions' calls as trace columns (arrival as if calls took no time)."""
+    def materialise(self, rng: np.random.Generator, granule_tokens: int | None = None
+                    ) -> dict[str, Any]:
+        """All sessions' calls as trace columns (arrival as if calls took no time).
+
+        With ``granule_tokens`` (kv.prefix_block_tokens) every call also gets
+        ``prefix_hashes``: ids of the granules of its prompt and output, the leading ones
+        copied from the previous call for the context it repeats, so a replay of the trace
+        shares exactly the KV the live run shares (the live run derives the same chain from
+        each completion, kv/prefix.py).
+        """
         cols: dict[str, list] = {k: [] for k in ("arrival_s", "prompt_tokens", "output_tokens",
-                                                 "session", "turn", "think_s")}
+                                                 "session", "turn", "think_s", "prefix")}
+        next_id = 0
         for batch in self.arrivals(rng):
             assert batch.session is not None
             for i in range(len(batch)):
@@ -114,10 +123,20 @@ class SessionWorkload:
                 sid = int(batch.session[i])
                 call = Call(int(batch.prompt_tokens[i]), int(batch.output_tokens[i]))
                 turn = 0
+                shared = 0
+                ids: tuple[int, ...] = ()
                 while True:
+                    prefix = None
+                    if granule_tokens:
+                        n = (call.prompt + call.output) // granule_tokens
+                        keep = min(shared // granule_tokens, len(ids), n)
+                        ids = ids[:keep] + tuple(range(next_id, next_id + n - keep))
+                        next_id += n - keep
+                        prefix = ids or None
                     for key, val in (("arrival_s", t), ("prompt_tokens", call.prompt),
                                      ("output_tokens", call.output), ("session", sid),
-                                     ("turn", turn), ("think_s", call.think_s)):
+                                     ("turn", turn), ("think_s", call.think_s),
+                                     ("prefix", prefix)):
                         cols[key].append(val)
                     fu = self.on_complete(Request(0, t, call.prompt, call.output, sid, turn), t)
                     if not fu:
@@ -125,7 +144,9 @@ class SessionWorkload:
                     # Zero service time: the call completes when it arrives, so the gap to the
                     # next arrival is exactly its think time.
                     think = fu[0].arrival_s - t
-                    t, turn = fu[0].arrival_s, fu[0].turn
+                    t, turn, shared = fu[0].arrival_s, fu[0].turn, fu[0].shared_tokens
                     call = Call(fu[0].prompt_tokens, fu[0].output_tokens, think)
         order = np.argsort(np.asarray(cols["arrival_s"]), kind="stable")
-        return {k: np.asarray(v)[order] for k, v in cols.items()}
+        out: dict[str, Any] = {k: np.asarray(v)[order] for k, v in cols.items() if k != "prefix"}
+        out["prefix"] = [cols["prefix"][i] for i in order.tolist()]
+        return out

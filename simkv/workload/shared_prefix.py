@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simkv.config.bounds import bounded, check
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, OpenLoop
 from simkv.workload.distributions import lognormal_int
@@ -22,22 +23,22 @@ from simkv.workload.distributions import lognormal_int
 
 @dataclass(slots=True)
 class SharedPrefixWorkloadConfig:
-    num_requests: int = 2000
-    num_prefixes: int = 8
-    root_tokens: int = 512
+    num_requests: int = bounded(2000, ge=1)
+    num_prefixes: int = bounded(8, ge=1)
+    root_tokens: int = bounded(512, ge=0)
     # Group prefix and own suffix lengths ~ lognormal around these medians.
-    prefix_median: float = 2048.0
-    prefix_sigma: float = 0.3
-    suffix_median: float = 128.0
-    suffix_sigma: float = 0.8
-    output_median: float = 64.0
-    output_sigma: float = 0.7
-    output_max: int = 2048
-    block_tokens: int = 512
+    prefix_median: float = bounded(2048.0, ge=1)
+    prefix_sigma: float = bounded(0.3, ge=0)
+    suffix_median: float = bounded(128.0, ge=1)
+    suffix_sigma: float = bounded(0.8, ge=0)
+    output_median: float = bounded(64.0, ge=1)
+    output_sigma: float = bounded(0.7, ge=0)
+    output_max: int = bounded(2048, ge=1, le=2**31 - 1)
+    # Tokens per prefix block id: must equal kv.prefix_block_tokens (SimConfig.validate).
+    block_tokens: int = bounded(512, ge=1)
 
     def __post_init__(self) -> None:
-        if self.num_requests < 1 or self.num_prefixes < 1 or self.block_tokens < 1:
-            raise ValueError("workload: num_requests, num_prefixes and block_tokens must be >= 1")
+        check(self, "workload.")
 
 
 @register("workload", "shared_prefix", SharedPrefixWorkloadConfig)

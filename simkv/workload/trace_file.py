@@ -12,13 +12,16 @@ system's speed feeds back into the arrivals, as it does for agents and chat user
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simkv.config.bounds import bounded, check, require
 from simkv.entities.request import Request
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, FollowUp
@@ -31,70 +34,87 @@ __all__ = ["TraceError", "TraceWorkload", "TraceWorkloadConfig"]
 class TraceWorkloadConfig:
     path: str = "???"
     # native | burstgpt | azure | mooncake | agent (docs/TRACE_FORMAT.md).
-    format: str = "native"
+    format: str = bounded("native", choices=FORMATS)
     # Keep only these models / log types (empty: all), e.g. [GPT-4] or ["API log"].
     models: list[str] = field(default_factory=list)
     log_types: list[str] = field(default_factory=list)
     # Keep requests with start_s <= arrival < end_s, in the file's own time (null: open).
-    start_s: float | None = None
-    end_s: float | None = None
+    start_s: float | None = bounded(None)
+    end_s: float | None = bounded(None)
     # Shift times so that the first kept request arrives at 0.
     rebase: bool = True
     # Replay k times faster, or (when > 0) at this mean rate in requests/s.
-    speedup: float = 1.0
-    target_rate: float = 0.0
+    speedup: float = bounded(1.0, gt=0)
+    target_rate: float = bounded(0.0, ge=0)
     # Keep each request with this probability (seeded; thinning keeps the burst shape).
-    sample: float = 1.0
+    sample: float = bounded(1.0, gt=0, le=1)
     # Only the first n kept requests (0 = all).
-    limit: int = 0
+    limit: int = bounded(0, ge=0)
     # Rows the trace marks as failed (BurstGPT: zero response tokens): 'keep' records them
     # as rejected with reason failed_in_trace, 'drop' leaves them out.
-    failed: str = "keep"
-    # 'error' stops at the first bad row; 'skip' drops it and counts it in the summary.
-    on_bad_row: str = "error"
+    failed: str = bounded("keep", choices=("keep", "drop"))
+    # 'error' stops at the first bad row; 'skip' drops every bad row and counts it.
+    on_bad_row: str = bounded("error", choices=("error", "skip"))
     # Replay sessions closed-loop (see the module docstring).
     closed_loop: bool = False
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"workload.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if not self.speedup > 0:
-            raise ValueError("workload.speedup must be > 0")
-        if self.target_rate < 0:
-            raise ValueError("workload.target_rate must be >= 0 (0: use speedup)")
-        if not 0 < self.sample <= 1:
-            raise ValueError("workload.sample must be in (0, 1]")
-        if self.on_bad_row not in ("error", "skip"):
-            raise ValueError(f"workload.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
-        if self.failed not in ("keep", "drop"):
-            raise ValueError(f"workload.failed must be 'keep' or 'drop', got {self.failed!r}")
+        check(self, "workload.")
+
+    def validate(self, prefix: str = "workload.") -> None:
+        require(self.start_s is None or self.end_s is None or self.start_s < self.end_s,
+                f"{prefix}start_s ({self.start_s}) must be < {prefix}end_s ({self.end_s}): the "
+                f"window [start_s, end_s) would hold no request")
 
 
 @register("workload", "trace", TraceWorkloadConfig)
 class TraceWorkload:
-    def __init__(self, cfg: TraceWorkloadConfig, **_: object) -> None:
+    def __init__(self, cfg: TraceWorkloadConfig, granule_tokens: int | None = None,
+                 **_: object) -> None:
         self.cfg = cfg
         self.path = Path(cfg.path)
+        # kv.prefix_block_tokens of the run: a native trace written by simkv says which
+        # granule its prefix hashes stand for, and must match.
+        self.granule_tokens = granule_tokens
         self.skipped_rows = 0
         # Closed loop: calls waiting for their session's previous call to complete.
-        self._pending: dict[int, list[tuple[float, int, int, int]]] = {}
+        self._pending: dict[int, list[FollowUp]] = {}
 
     def expected_requests(self) -> int | None:
         cfg = self.cfg
         if (self.path.suffix == ".parquet" and self.path.is_file() and cfg.format == "native"
                 and not cfg.models and not cfg.log_types and cfg.sample == 1
                 and cfg.start_s is None and cfg.end_s is None):
-            rows = pq.ParquetFile(self.path).metadata.num_rows
+            try:
+                rows = pq.ParquetFile(self.path).metadata.num_rows
+            except (pa.ArrowInvalid, OSError):
+                return None  # the reader says what is wrong with the file
             return min(rows, cfg.limit) if cfg.limit else rows
         return cfg.limit or None
 
+    def _check_header(self) -> None:
+        if self.granule_tokens is None or self.cfg.format != "native" or self.path.suffix != ".parquet":
+            return
+        try:
+            meta = pq.read_schema(self.path).metadata or {}
+        except (pa.ArrowInvalid, OSError):
+            return  # the reader says what is wrong with the file
+        made_for = meta.get(b"simkv.prefix_block_tokens")
+        if made_for is not None and int(made_for) != self.granule_tokens:
+            raise TraceError(f"{self.path}: its prefix hashes stand for {int(made_for)}-token "
+                             f"blocks, but kv.prefix_block_tokens is {self.granule_tokens}; set "
+                             f"kv.prefix_block_tokens={int(made_for)} or regenerate the trace")
+
     # --- open-loop stream -----------------------------------------------------------------
-    def _filtered(self, rng: np.random.Generator | None) -> Iterator[Columns]:
+    def _filtered(self, rng: np.random.Generator | None, count_skipped: bool = True
+                  ) -> Iterator[Columns]:
+        """The kept rows, batch by batch; ``rng`` thins them when ``sample`` < 1."""
         cfg = self.cfg
         models, logs = set(cfg.models), set(cfg.log_types)
         left = cfg.limit or -1
+        kept = 0
         for c in read(self.path, cfg.format, skip_bad=cfg.on_bad_row == "skip"):
-            if rng is not None:
+            if count_skipped:
                 self.skipped_rows += c.skipped
             keep = np.ones(len(c.arrival_s), dtype=bool)
             if models and c.model is not None:
@@ -115,19 +135,42 @@ class TraceWorkload:
                 c = c.select(np.arange(len(c.arrival_s)) < left)
                 left -= len(c.arrival_s)
             if len(c.arrival_s):
+                kept += len(c.arrival_s)
                 yield c
             if left == 0:
                 return
+        if kept == 0:
+            raise TraceError(f"{self.path}: no request is left after {self._filters()}; "
+                             f"nothing to simulate")
 
-    def _time_transform(self) -> tuple[float, float]:
-        """(offset, divisor): simulated time = (trace time - offset) / divisor."""
+    def _filters(self) -> str:
+        cfg = self.cfg
+        parts = [f"workload.{k}={getattr(cfg, k)}" for k in ("models", "log_types")
+                 if getattr(cfg, k)]
+        parts += [f"workload.{k}={getattr(cfg, k)}" for k in ("start_s", "end_s")
+                  if getattr(cfg, k) is not None]
+        if cfg.failed == "drop":
+            parts.append("workload.failed=drop")
+        if cfg.sample < 1:
+            parts.append(f"workload.sample={cfg.sample}")
+        if cfg.on_bad_row == "skip":
+            parts.append("workload.on_bad_row=skip")
+        return "the filters (" + ", ".join(parts) + ")" if parts else "reading"
+
+    def _time_transform(self, rng: np.random.Generator | None) -> tuple[float, float]:
+        """(offset, divisor): simulated time = (trace time - offset) / divisor.
+
+        With ``target_rate`` the first pass keeps exactly the rows the replay will keep (a
+        copy of the run's generator thins them the same way), so the replayed rate is the
+        target whatever ``sample`` and ``limit`` are.
+        """
         cfg = self.cfg
         if cfg.target_rate <= 0 and not cfg.rebase:
             return 0.0, cfg.speedup
         first = last = None
         n = 0
-        sample_rng = np.random.default_rng(0) if cfg.sample < 1 else None
-        for c in self._filtered(sample_rng):
+        twin = copy.deepcopy(rng) if rng is not None and cfg.sample < 1 else None
+        for c in self._filtered(twin, count_skipped=False):
             if first is None:
                 first = float(c.arrival_s[0])
             last = float(c.arrival_s[-1])
@@ -138,19 +181,21 @@ class TraceWorkload:
             return 0.0, cfg.speedup
         offset = first if cfg.rebase else 0.0
         if cfg.target_rate > 0:
-            expected = n * (cfg.sample if sample_rng is not None else 1.0)
             span = (last or first) - first
-            if span <= 0 or expected < 2:
-                raise TraceError(f"{self.path}: cannot scale to target_rate: the kept requests "
-                                 f"span no time")
-            current = expected / span
-            return offset, cfg.target_rate / current
+            if span <= 0 or n < 2:
+                raise TraceError(f"{self.path}: cannot scale to workload.target_rate: the kept "
+                                 f"requests ({n}) span no time")
+            return offset, cfg.target_rate / (n / span)
         return offset, cfg.speedup
 
     def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
-        offset, divisor = self._time_transform()
+        self._check_header()
+        offset, divisor = self._time_transform(rng)
         closed = self.cfg.closed_loop
         for c in self._filtered(rng):
+            if closed and (c.session is None or c.think_s is None):
+                raise TraceError(f"{self.path}: workload.closed_loop=true needs the columns "
+                                 f"session and think_s, which this trace does not have")
             t = (c.arrival_s - offset) / divisor
             batch = ArrivalBatch(
                 arrival_s=t,
@@ -162,14 +207,16 @@ class TraceWorkload:
                 failed=c.failed if c.failed is not None and c.failed.any() else None,
                 prefix=c.prefix,
             )
-            if closed and batch.session is not None and c.think_s is not None:
+            if closed:
+                assert c.think_s is not None
                 batch = self._hold_later_turns(batch, c.think_s / divisor)
             if len(batch):
                 yield batch
 
     # --- closed loop --------------------------------------------------------------------
     def _hold_later_turns(self, b: ArrivalBatch, think: np.ndarray) -> ArrivalBatch:
-        """Release first calls now; queue later calls of each session (in turn order)."""
+        """Release first calls now; queue later calls of each session (in turn order), each
+        with its prefix hashes, so a replay shares the KV its source run shared."""
         assert b.session is not None
         first = np.ones(len(b), dtype=bool)
         for i in range(len(b)):
@@ -181,8 +228,10 @@ class TraceWorkload:
                 self._pending[s] = []
             else:
                 first[i] = False
-                queue.append((float(think[i]), int(b.prompt_tokens[i]), int(b.output_tokens[i]),
-                              int(b.turn[i]) if b.turn is not None else 0))
+                queue.append(FollowUp(float(think[i]), int(b.prompt_tokens[i]),
+                                      int(b.output_tokens[i]), s,
+                                      int(b.turn[i]) if b.turn is not None else 0,
+                                      prefix=b.prefix[i] if b.prefix is not None else None))
         return b.take(first)
 
     def on_complete(self, req: Request, now: float) -> list[FollowUp]:
@@ -191,5 +240,6 @@ class TraceWorkload:
             return []
         # NOTE: an emptied queue keeps its key: it marks the session as started, so calls of
         # it in later batches are queued rather than released open-loop.
-        think, prompt, output, turn = queue.pop(0)
-        return [FollowUp(now + think, prompt, output, req.session, turn)]
+        call = queue.pop(0)
+        call.arrival_s += now  # it held the think time until now
+        return [call]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import bounded, check
 
 METRICS = ("arrival_rate", "outstanding", "kv_utilization", "slo_attainment")
 
@@ -26,7 +26,7 @@ class ScalingConfig:
     # arrival_rate: requests/s per serving GPU; outstanding: requests in the system per serving
     # GPU; kv_utilization: KV blocks used / held; slo_attainment: share of requests finished
     # in the window that met both SLOs (scales up only).
-    metric: str = "outstanding"
+    metric: str = bounded("outstanding", choices=METRICS)
     target: float = bounded(4.0, gt=0)
     # No change while |value / target - 1| is within this (HPA: 0.1).
     tolerance: float = bounded(0.1, ge=0)
@@ -39,9 +39,7 @@ class ScalingConfig:
     cooldown_s: float = bounded(0.0, ge=0)
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"autoscaler.metric must be one of {', '.join(METRICS)}, "
-                             f"got {self.metric!r}")
+        check(self, "autoscaler.")
 
 
 @dataclass(frozen=True, slots=True)

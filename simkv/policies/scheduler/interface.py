@@ -61,7 +61,8 @@ class Scheduler(Protocol):
         """Why this request can never run on this replica: a reason code, '' if it can.
 
         Codes (docs/OUTPUTS.md): ``kv_capacity`` (its longest sequence exceeds the KV
-        pool), ``token_budget`` (a whole prompt exceeds the per-iteration token budget).
+        pool), ``token_budget`` (without chunked prefill, its longest sequence, which a
+        recompute would prefill at once, exceeds the per-iteration token budget).
         """
         ...
 

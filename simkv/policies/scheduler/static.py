@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
+from simkv.config.bounds import bounded, check
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.policies.scheduler.interface import SchedulerOutput
@@ -23,11 +25,13 @@ from simkv.registry import register
 
 @dataclass(slots=True)
 class StaticSchedulerConfig:
-    max_batch_size: int = 32
+    max_batch_size: int = bounded(32, ge=1)
+    # Static batching holds whole batches and never consults the prefix cache, so prefix
+    # caching, offload and tool-call KV policies cannot act under it (SimConfig.validate).
+    uses_kv_manager: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError("scheduler: max_batch_size must be >= 1")
+        check(self, "scheduler.")
 
 
 @register("scheduler", "static", StaticSchedulerConfig)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simkv.config.bounds import bounded, check, require
 from simkv.engine.decode_batch import DecodeBatch
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
@@ -41,18 +42,17 @@ from simkv.registry import register
 class VLLMSchedulerConfig:
     """vLLM's SchedulerConfig fields that change the schedule."""
 
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = bounded(256, ge=1)
+    max_num_batched_tokens: int = bounded(8192, ge=1)
     chunked_prefill: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("scheduler: max_num_seqs and max_num_batched_tokens must be >= 1")
-        if self.max_num_batched_tokens < self.max_num_seqs:
-            raise ValueError(
-                f"scheduler: max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
-                f"max_num_seqs ({self.max_num_seqs}), as vLLM requires"
-            )
+        check(self, "scheduler.")
+
+    def validate(self, prefix: str = "scheduler.") -> None:
+        require(self.max_num_batched_tokens >= self.max_num_seqs,
+                f"{prefix}max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"{prefix}max_num_seqs ({self.max_num_seqs}), as vLLM requires")
 
 
 @register("scheduler", "vllm", VLLMSchedulerConfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simkv.config.bounds import bounded, check
 from simkv.entities.request import Request
 from simkv.policies.tool_kv.interface import Offload, Pin
 from simkv.registry import register
@@ -18,11 +19,10 @@ _TIERS = ("dram", "ssd", "csd")
 
 @dataclass(slots=True)
 class OffloadConfig:
-    tier: str = "dram"
+    tier: str = bounded("dram", choices=_TIERS)
 
     def __post_init__(self) -> None:
-        if self.tier not in _TIERS:
-            raise ValueError(f"tool_kv.tier must be one of {', '.join(_TIERS)}, got {self.tier!r}")
+        check(self, "tool_kv.")
 
 
 @register("tool_kv", "offload", OffloadConfig)

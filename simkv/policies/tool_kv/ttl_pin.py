@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simkv.config.bounds import bounded, check, require
 from simkv.entities.request import Request
 from simkv.policies.tool_kv.interface import Offload, Pin
 from simkv.registry import register
@@ -25,18 +26,20 @@ REFRESH = 16
 @dataclass(slots=True)
 class TTLPinConfig:
     # Fixed TTL in seconds; None derives it from the observed gaps.
-    ttl_s: float | None = None
-    quantile: float = 0.8
-    initial_ttl_s: float = 10.0
-    max_ttl_s: float = 300.0
-    min_samples: int = 16
-    window: int = 512
+    ttl_s: float | None = bounded(None, ge=0)
+    quantile: float = bounded(0.8, gt=0, le=1)
+    initial_ttl_s: float = bounded(10.0, ge=0)
+    max_ttl_s: float = bounded(300.0, ge=0)
+    min_samples: int = bounded(16, ge=1)
+    window: int = bounded(512, ge=1)
 
     def __post_init__(self) -> None:
-        if not 0 < self.quantile <= 1:
-            raise ValueError(f"tool_kv.quantile must be in (0, 1], got {self.quantile}")
-        if self.ttl_s is not None and self.ttl_s < 0:
-            raise ValueError(f"tool_kv.ttl_s must be >= 0, got {self.ttl_s}")
+        check(self, "tool_kv.")
+
+    def validate(self, prefix: str = "tool_kv.") -> None:
+        require(self.min_samples <= self.window,
+                f"{prefix}min_samples ({self.min_samples}) must be <= {prefix}window "
+                f"({self.window}): the TTL would never be derived from the gaps")
 
 
 @register("tool_kv", "ttl_pin", TTLPinConfig)

@@ -1,0 +1,258 @@
+"""The output protocol of a run folder: a run that ends in any way leaves files a reader can
+tell apart, and no two runs ever write one folder (docs/OUTPUTS.md).
+
+1. The folder is claimed: ``.simkv.lock`` is created exclusively with the owner's pid and
+   host; a live run holding it makes the next one refuse the folder. Result files of an
+   earlier run in the folder are removed, so none can be taken for the new run's.
+2. ``config.json``, then ``run.json`` with ``status: running``, are written before anything
+   runs.
+3. Parquet tables are written as ``NAME.partial.parquet`` and renamed to ``NAME.parquet``
+   only when the run ends normally; either way the footer says ``simkv.status`` (complete or
+   partial). A failed run closes them, so what it finished stays readable under the partial
+   name; a killed one (SIGKILL, power) leaves the partial name and ``status: running``.
+4. JSON and PNG files are written under a temporary name and renamed whole.
+5. ``run.json`` is written again last: ``ok``, ``error`` or ``interrupted``, with the error
+   on one line and its traceback.
+
+While a run is in progress, SIGTERM (what ``timeout``, batch schedulers and ``docker stop``
+send) raises ``Terminated``, a KeyboardInterrupt, so it ends a run as cleanly as Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from simkv import __version__
+
+LOCK = ".simkv.lock"
+TABLES = ("requests", "instances", "iterations", "transfers")
+RESULT_FILES = ("config.json", "run.json", "summary.json", "latency.png",
+                *(f"{t}.parquet" for t in TABLES), *(f"{t}.partial.parquet" for t in TABLES))
+
+
+class FolderInUseError(ValueError):
+    """Another live run holds the folder."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run was, so it ends like Ctrl-C (outputs closed, run.json)."""
+
+
+def partial(path: Path) -> Path:
+    """``requests.parquet`` -> ``requests.partial.parquet``: the name while not complete."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write whole or not at all: a reader never sees half a file."""
+    # NOTE: sorted keys and a fixed float format keep the file byte-identical across runs.
+    _replace(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n"))
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    # NOTE: the suffix stays last: writers (matplotlib) pick the format from it.
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """Let ``write(tmp)`` write a file (a plot), then rename it into place."""
+    _replace(path, write)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception as one line; errors a user causes (ValueError, OSError, config errors)
+    carry their own words, anything else is prefixed with its type. OmegaConf's detail lines
+    (full_key: ..., object_type=...) become a ``key:`` prefix."""
+    if isinstance(exc, Terminated):
+        return " ".join(str(exc).split()) or "terminated by SIGTERM"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    key = ""
+    kept = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line.startswith("full_key:"):
+            key = line.split(":", 1)[1].strip()
+        elif line and not line.startswith(("object_type=", "reference_type=")):
+            kept.append(line)
+    text = " ".join(" ".join(kept).split())
+    if "missing mandatory value" in text and key:
+        return f"{key}: a value is required (set {key}=...)"
+    if key and not text.startswith(key):
+        text = f"{key}: {text}"
+    user = isinstance(exc, ValueError | OSError) or type(exc).__module__.startswith("omegaconf")
+    if text and user:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+class RunFolder:
+    """One run's claim on its folder, from the first file written to the last."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = path / LOCK
+        self.t0 = time.time()
+        self.digest = ""
+        path.mkdir(parents=True, exist_ok=True)
+        self._claim()
+        for name in RESULT_FILES:
+            (path / name).unlink(missing_ok=True)
+
+    def _claim(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": self.t0}
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.lock.read_text())
+                except (OSError, ValueError):
+                    owner = {}
+                pid, host = owner.get("pid"), owner.get("host")
+                if pid == os.getpid() and host == me["host"]:
+                    raise FolderInUseError(f"{self.path}: this process is already running a "
+                                           f"simulation into this folder") from None
+                if isinstance(pid, int) and host == me["host"] and _alive(pid):
+                    raise FolderInUseError(
+                        f"{self.path}: in use by another simkv run (pid {pid}); give each run "
+                        f"its own folder") from None
+                if host not in (None, me["host"]):
+                    raise FolderInUseError(
+                        f"{self.path}: in use by a simkv run on host {host} (pid {pid}); if "
+                        f"that run is gone, delete {self.lock}") from None
+                self.lock.unlink(missing_ok=True)  # left by a run that was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return
+        raise FolderInUseError(f"{self.path}: could not claim the folder ({self.lock})")
+
+    def begin(self, config: dict[str, Any], digest: str) -> None:
+        """Config first, then run.json saying the run is under way."""
+        self.digest = digest
+        write_json(self.path / "config.json", config)
+        self._run_json("running", {})
+
+    def end(self, exc: BaseException | None, stats: dict[str, Any]) -> None:
+        """run.json last (status ok, error or interrupted), then let the folder go. A second
+        Ctrl-C waits until it is written."""
+        with held_signals():
+            self._end(exc, stats)
+
+    def _end(self, exc: BaseException | None, stats: dict[str, Any]) -> None:
+        try:
+            if exc is None:
+                self._run_json("ok", stats)
+            else:
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+                self._run_json(status, {**stats, "error": one_line(exc),
+                                        "traceback": "".join(traceback.format_exception(exc))})
+        finally:
+            self.lock.unlink(missing_ok=True)
+
+    def _run_json(self, status: str, extra: dict[str, Any]) -> None:
+        files = {t: name for t in TABLES for name in (f"{t}.parquet", f"{t}.partial.parquet")
+                 if (self.path / name).is_file()}
+        write_json(self.path / "run.json", {
+            "status": status, "error": "", "simkv_version": __version__,
+            "config_hash": self.digest, "python": sys.version.split()[0],
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "started_unix_s": self.t0, "tables": files, **extra,
+        })
+
+
+def record_failure(path: Path, exc: BaseException) -> None:
+    """run.json for a job that failed before ``simulate`` could claim its folder (a config
+    Hydra could compose but not turn into dataclasses)."""
+    try:
+        folder = RunFolder(path)
+    except (OSError, ValueError):
+        return
+    folder.end(exc, {})
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` inside the block, where the process may set handlers
+    (the main thread) and SIGTERM still has its default action (no one else handles it)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Delay SIGINT and SIGTERM until the block is done, so a step that must not be cut in
+    half (a row group written and counted, run.json written) is not.
+
+    NOTE: by handlers that only take note, not by the signal mask: the mask is per thread,
+    and pyarrow's threads would take the signal and let the main thread raise anyway
+    (seen: a row group written but not counted).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        got.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in dict.fromkeys(got):
+            signal.raise_signal(s)  # now, to the handlers the block found
+
+
+def exit_code(exc: BaseException) -> int:
+    """The shell's convention: 128 + signal number for a run ended by a signal."""
+    if isinstance(exc, Terminated):
+        return 128 + signal.SIGTERM
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return 1
+
+
+__all__ = ["LOCK", "RESULT_FILES", "FolderInUseError", "RunFolder", "Terminated", "exit_code",
+           "held_signals", "one_line", "partial", "record_failure", "sigterm_interrupts", "write_json",
+           "write_whole"]

@@ -1,0 +1,254 @@
+"""The corpus of bad inputs (tests/bad_inputs/): every case gives exactly its one-line message.
+
+Trace files of every reader, and config values of every config group: each must stop before
+anything is simulated (or, for a bad row met mid-run, stop there) with the message below,
+which names the file and 1-based row and the file's own column, or the config key, what was
+found and what was expected. A run that got as far as its folder records the same message
+in run.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import simkv
+from simkv.config.bounds import ConfigError
+from simkv.workload import TraceWorkload, TraceWorkloadConfig
+from simkv.workload.readers import TraceError, read
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+
+# (file, format, message after "FILE: ")
+TRACES = [
+    # native CSV
+    ("native_missing_column.csv", "native", "missing column(s) ['output_tokens'] for format 'native'; found ['arrival_s', 'prompt_tokens']"),
+    ("native_text_prompt.csv", "native", "row 2, column 'prompt_tokens': expected a number, got 'abc'"),
+    ("native_negative_prompt.csv", "native", "row 2, column 'prompt_tokens': expected a whole number >= 1, got -5"),
+    ("native_empty_output.csv", "native", "row 2, column 'output_tokens': expected a number, got an empty cell"),
+    ("native_time_back.csv", "native", "row 3, column 'arrival_s': expected non-decreasing times, got 3 after 5"),
+    ("native_fraction_output.csv", "native", "row 1, column 'output_tokens': expected a whole number >= 1, got 2.5"),
+    ("native_zero_output.csv", "native", "row 1, column 'output_tokens': expected a whole number >= 1, got 0"),
+    ("native_prompt_over_int32.csv", "native", "row 1, column 'prompt_tokens': expected a whole number >= 1 and <= 2147483647, got 3e+09"),
+    ("native_time_1e15.csv", "native", "row 1, column 'arrival_s': expected a time < 4294967296 s (past it float64 cannot resolve a microsecond), got 1e+15"),
+    ("native_negative_time.csv", "native", "row 1, column 'arrival_s': expected a time >= 0, got -1"),
+    ("native_inf_time.csv", "native", "row 2, column 'arrival_s': expected a finite time, got inf"),
+    ("native_nan_prompt.csv", "native", "row 1, column 'prompt_tokens': expected a number, got 'nan'"),
+    ("native_header_only.csv", "native", "the trace has no rows (a header only, or an empty file)"),
+    ("native_empty.csv", "native", "the trace has no rows (an empty file)"),
+    ("native_short_row.csv", "native", "row 2: expected 3 fields as in the header, got 2"),
+    ("native_prefix_text.csv", "native", "row 1, column 'prefix_hashes': expected hashes as whole numbers >= 0, got 'x'"),
+    ("native_prefix_negative.csv", "native", "row 1, column 'prefix_hashes': expected hashes as whole numbers >= 0, got -3"),
+    ("native_failed_maybe.csv", "native", "row 2, column 'failed': expected true/false, yes/no or 1/0, got 'maybe'"),
+    ("native_think_negative.csv", "native", "row 1, column 'think_s': expected seconds >= 0, got -1"),
+    ("native_session_below.csv", "native", "row 1, column 'session': expected a whole number >= -1, got -2"),
+    ("native_turn_fraction.csv", "native", "row 1, column 'turn': expected a whole number >= 0, got 1.5"),
+    ("native_not_utf8.csv", "native", "not a text (UTF-8) CSV file: invalid start byte at byte 49"),
+    # native Parquet
+    ("not_parquet.parquet", "native", "not a readable Parquet file (no Parquet footer: a truncated or partial file, or another format named .parquet)"),
+    ("truncated.parquet", "native", "not a readable Parquet file (no Parquet footer: a truncated or partial file, or another format named .parquet)"),
+    ("prefix_as_int.parquet", "native", "column 'prefix_hashes': expected lists of hashes (whole numbers >= 0), found int64"),
+    ("string_prompt.parquet", "native", "row 1, column 'prompt_tokens': expected a number, got 'abc'"),
+    ("bool_prompt.parquet", "native", "column 'prompt_tokens': expected numbers, found bool"),
+    ("zero_rows.parquet", "native", "the trace has no rows (a header only, or an empty file)"),
+    ("null_arrival.parquet", "native", "row 2, column 'arrival_s': expected a number, got an empty cell"),
+    # BurstGPT
+    ("burstgpt_missing_columns.csv", "burstgpt", "missing column(s) ['Response tokens', 'Log Type'] for format 'burstgpt'; found ['Timestamp', 'Model', 'Request tokens']"),
+    ("burstgpt_text_tokens.csv", "burstgpt", "row 2, column 'Request tokens': expected a number, got 'many'"),
+    ("burstgpt_negative_response.csv", "burstgpt", "row 1, column 'Response tokens': expected a whole number >= 0, got -3"),
+    ("burstgpt_time_back.csv", "burstgpt", "row 2, column 'Timestamp': expected non-decreasing times, got 45 after 50"),
+    ("burstgpt_header_only.csv", "burstgpt", "the trace has no rows (a header only, or an empty file)"),
+    # Azure
+    ("azure_bad_timestamp.csv", "azure", "row 2, column 'TIMESTAMP': expected a date and time like 2023-11-16 18:17:03.97, got 'yesterday'"),
+    ("azure_out_of_order.csv", "azure", "row 2, column 'TIMESTAMP': expected non-decreasing times, got 2023-11-16 18:16:59.67 after 2023-11-16 18:17:03.97"),
+    ("azure_zero_context.csv", "azure", "row 1, column 'ContextTokens': expected a whole number >= 1, got 0"),
+    ("azure_missing_columns.csv", "azure", "missing column(s) ['GeneratedTokens'] for format 'azure'; found ['TIMESTAMP', 'ContextTokens']"),
+    # Mooncake
+    ("mooncake_invalid_json.jsonl", "mooncake", "line 2: not valid JSON (Unterminated string starting at, column 18)"),
+    ("mooncake_type_change.jsonl", "mooncake", "line 2, field 'input_length': expected a number as on line 1, got a string \"10\""),
+    ("mooncake_array_line.jsonl", "mooncake", "line 1: expected a JSON object, got a list"),
+    ("mooncake_empty.jsonl", "mooncake", "the trace has no rows (an empty file)"),
+    ("mooncake_negative_hash.jsonl", "mooncake", "row 1, column 'hash_ids': expected hashes as whole numbers >= 0, got -2"),
+    ("mooncake_zero_input.jsonl", "mooncake", "row 1, column 'input_length': expected a whole number >= 1, got 0"),
+    ("mooncake_time_back.jsonl", "mooncake", "row 2, column 'timestamp': expected non-decreasing times, got 3 after 5"),
+    ("mooncake_missing_columns.jsonl", "mooncake", "missing column(s) ['output_length'] for format 'mooncake'; found ['timestamp', 'input_length']"),
+    # agent spans
+    ("agent_end_before_start.jsonl", "agent", "row 1, column 'end_time_s': expected a time >= start_time_s (10), got 5"),
+    ("agent_negative_tokens.jsonl", "agent", "row 1, column 'input_tokens': expected a whole number >= 0, got -1"),
+    ("agent_missing_columns.jsonl", "agent", "missing column(s) ['end_time_s', 'input_tokens', 'output_tokens'] for format 'agent'; found ['session_id', 'span_index', 'start_time_s']"),
+    ("agent_fraction_span.jsonl", "agent", "row 1, column 'span_index': expected a whole number >= 0, got 0.5"),
+    # paths
+    (".", "native", "is a directory; expected a trace file"),
+    ("no_such_file.csv", "native", "trace file not found"),
+]
+
+
+@pytest.mark.parametrize(("name", "fmt", "message"), TRACES, ids=[c[0] for c in TRACES])
+def test_bad_trace_gives_its_message(name: str, fmt: str, message: str) -> None:
+    path = CORPUS / name
+    with pytest.raises(TraceError) as err:
+        list(read(path, fmt))
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_unknown_format_lists_the_choices() -> None:
+    with pytest.raises(TraceError) as err:
+        list(read(CORPUS / "good.csv", "splitwise"))
+    assert str(err.value) == "unknown trace format 'splitwise'; valid choices: native, burstgpt, azure, mooncake, agent"
+
+
+def test_natural_encodings_are_accepted(tmp_path) -> None:
+    # Text in Parquet (as a CSV converted by hand would give): 'yes'/'no' and "1 2" / "[1, 3]".
+    (c,) = list(read(CORPUS / "text_encodings.parquet"))
+    assert c.failed.tolist() == [True, False]
+    assert c.prefix == [(1, 2), (1, 3)]
+    csv = tmp_path / "t.csv"
+    csv.write_text("arrival_s,prompt_tokens,output_tokens,failed,prefix_hashes\n"
+                   "0,10,5,YES,\"[4, 5]\"\n1,10,5,0,4;6\n2,10,5,,\n")
+    (c,) = list(read(csv))
+    assert c.failed.tolist() == [True, False, False]
+    assert c.prefix == [(4, 5), (4, 6), None]
+
+
+# (overrides, message): {corpus} stands for the corpus folder.
+CONFIGS = [
+    (["cluster.replicas=0"], "cluster.replicas: expected a finite number >= 1, got 0"),
+    (["cluster.tensor_parallel=0"], "cluster.tensor_parallel: expected a finite number >= 1, got 0"),
+    (["cluster.pipeline_parallel=0"], "cluster.pipeline_parallel: expected a finite number >= 1, got 0"),
+    (["cluster.tensor_parallel=3"], "cluster.tensor_parallel: expected a divisor of model.num_heads (32), as vLLM requires, got 3"),
+    (["cluster.pipeline_parallel=64"], "cluster.pipeline_parallel: expected at most model.num_layers (32), got 64"),
+    (["kv.block_size=0"], "kv.block_size: expected a finite number >= 1, got 0"),
+    (["kv.gpu_memory_utilization=1.5"], "kv.gpu_memory_utilization: expected a finite number > 0 and <= 1, got 1.5"),
+    (["kv.prefix_block_tokens=0"], "kv.prefix_block_tokens: expected a finite number >= 1, got 0"),
+    (["kv.prefix_block_tokens=500"], "kv.prefix_block_tokens (500) must be a multiple of kv.block_size (16)"),
+    (["kv.num_gpu_blocks_override=0"], "kv.num_gpu_blocks_override: expected a finite number >= 1, got 0"),
+    (["offload=dram", "memory.dram_gib=-1"], "memory.dram_gib: expected a finite number > 0, got -1.0"),
+    (["memory.dram_gib=64"], "memory.dram_gib cannot act: offload=none has no dram tier (it has: none)"),
+    (["offload=dram", "memory.lower_eviction=mru"], "memory.lower_eviction: unknown eviction 'mru'; valid choices: cost_aware, fifo, lfu, lru"),
+    (["memory.lower_eviction=lfu"], "memory.lower_eviction cannot act: offload=none has no tier below HBM"),
+    (["offload=ssd", "memory.csd_gib=10"], "memory.csd_gib cannot act: offload=ssd has no csd tier (it has: dram, ssd)"),
+    (["engine.iteration_overhead_s=-0.001"], "engine.iteration_overhead_s: expected a finite number >= 0, got -0.001"),
+    (["engine.max_fast_forward=0"], "engine.max_fast_forward: expected a finite number >= 1, got 0"),
+    (["engine.livelock_iterations=0"], "engine.livelock_iterations: expected a finite number >= 1, got 0"),
+    (["engine.per_sequence_overhead_s=nan"], "engine.per_sequence_overhead_s: expected a finite number >= 0, got nan"),
+    (["engine.kv_padding_tokens=-16"], "engine.kv_padding_tokens: expected a finite number >= 0, got -16"),
+    (["slo.ttft_s=0"], "slo.ttft_s: expected a finite number > 0, got 0.0"),
+    (["slo.tpot_s=-1"], "slo.tpot_s: expected a finite number > 0, got -1.0"),
+    (["output.row_group_size=0"], "output.row_group_size: expected a finite number >= 1 and <= 2147483647, got 0"),
+    (["autoscaler=horizontal", "autoscaler.metric=latency"], "autoscaler.metric: expected one of arrival_rate, outstanding, kv_utilization, slo_attainment, got 'latency'"),
+    (["autoscaler=horizontal", "autoscaler.interval_s=0"], "autoscaler.interval_s: expected a finite number > 0, got 0.0"),
+    (["pools=h100_a100", "pools.h100.instances=-1"], "pool.instances: expected a finite number >= 0, got -1"),
+    (["moe.routing=random"], "moe.routing: expected one of uniform, zipf, file, got 'random'"),
+    (["disagg.wire_fraction=2"], "disagg.wire_fraction: expected a finite number > 0 and <= 1, got 2.0"),
+    (["seed=-1"], "seed: expected a finite number >= 0, got -1"),
+    (["model.num_layers=0"], "model.num_layers: expected a finite number >= 1, got 0"),
+    (["model.num_kv_heads=5"], "model.num_heads: model 'llama3_8b': num_heads (32) must be a multiple of num_kv_heads (5)"),
+    (["model.max_model_len=1"], "model.max_model_len: expected a finite number >= 2 and <= 2147483647, got 1"),
+    (["model.experts_per_token=2"], "model.experts_per_token: model 'llama3_8b': experts_per_token (2) exceeds num_experts (1)"),
+    (["scheduler.max_num_seqs=0"], "scheduler.max_num_seqs: expected a finite number >= 1, got 0"),
+    (["scheduler.max_num_batched_tokens=16"], "scheduler.max_num_batched_tokens (16) must be >= scheduler.max_num_seqs (256), as vLLM requires"),
+    (["scheduler=static", "scheduler.max_batch_size=0"], "scheduler.max_batch_size: expected a finite number >= 1, got 0"),
+    (["eviction=lfu", "kv.prefix_caching=false"], "eviction=lfu cannot act with kv.prefix_caching=false: nothing is cached to evict"),
+    (["offload=dram", "kv.prefix_caching=false"], "offload=dram cannot act with kv.prefix_caching=false: only cached prefixes move between tiers; use offload=none, or turn the prefix cache on with the vllm scheduler"),
+    (["offload=dram", "scheduler=static"], "offload=dram cannot act with scheduler=static (it does not use the prefix cache): only cached prefixes move between tiers; use offload=none, or turn the prefix cache on with the vllm scheduler"),
+    (["tool_kv=ttl_pin", "tool_kv.quantile=0"], "tool_kv.quantile: expected a finite number > 0 and <= 1, got 0.0"),
+    (["tool_kv=ttl_pin", "tool_kv.min_samples=600"], "tool_kv.min_samples (600) must be <= tool_kv.window (512): the TTL would never be derived from the gaps"),
+    (["tool_kv=offload", "tool_kv.tier=nvme", "offload=dram"], "tool_kv.tier: expected one of dram, ssd, csd, got 'nvme'"),
+    (["tool_kv=offload", "tool_kv.tier=ssd", "offload=dram"], "tool_kv=offload to 'ssd' needs that tier, which offload=dram does not have (it has: dram); choose e.g. offload=dram or offload=ssd"),
+    (["tool_kv=ttl_pin", "scheduler=static"], "tool_kv=ttl_pin cannot act with scheduler=static (it does not use the prefix cache); use tool_kv=drop"),
+    (["workload=poisson", "workload.rate=0"], "workload.rate: expected a finite number > 0, got 0.0"),
+    (["workload=poisson", "workload.output_max=0"], "workload.output_max: expected a finite number >= 1 and <= 2147483647, got 0"),
+    (["workload=poisson", "workload.prompt_sigma=-1"], "workload.prompt_sigma: expected a finite number >= 0, got -1.0"),
+    (["workload.volume=replay"], "workload.volume=replay needs workload.volume_path (a BurstGPT burstgpt1_sessions_by_trace_hour_*.csv)"),
+    (["workload.model_weights=[1]"], "workload.model_weights: expected one weight per entry of workload.models (2), got 1"),
+    (["workload.failure_rate=1"], "workload.failure_rate: expected a finite number >= 0 and < 1, got 1.0"),
+    (["workload.volume=hourly"], "workload.volume: expected one of gamma, replay, flat, profile, got 'hourly'"),
+    (["workload=agent", "workload.calls_min=5", "workload.calls_max=2"], "workload.calls_min (5) must be <= workload.calls_max (2)"),
+    (["workload=agent", "workload.reset_prob=1"], "workload.reset_prob: expected a finite number >= 0 and < 1, got 1.0"),
+    (["workload=conversation", "workload.num_conversations=0"], "workload.num_conversations: expected a finite number >= 1, got 0"),
+    (["workload=shared_prefix", "workload.block_tokens=256"], "workload.block_tokens (256) must equal kv.prefix_block_tokens (512): the workload's prefix ids stand for blocks of that many tokens"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.format=csvish"], "workload.format: expected one of native, burstgpt, azure, mooncake, agent, got 'csvish'"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.on_bad_row=ignore"], "workload.on_bad_row: expected one of error, skip, got 'ignore'"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.sample=0"], "workload.sample: expected a finite number > 0 and <= 1, got 0.0"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.speedup=0"], "workload.speedup: expected a finite number > 0, got 0.0"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.start_s=5", "workload.end_s=1"], "workload.start_s (5.0) must be < workload.end_s (1.0): the window [start_s, end_s) would hold no request"),
+    (["workload=trace", "workload.path={corpus}/models.csv", "workload.models=[GPT-5]"], "{corpus}/models.csv: no request is left after the filters (workload.models=['GPT-5']); nothing to simulate"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.closed_loop=true"], "{corpus}/good.csv: workload.closed_loop=true needs the columns session and think_s, which this trace does not have"),
+    (["workload=trace", "workload.path={corpus}/one_row.csv", "workload.target_rate=10"], "{corpus}/one_row.csv: cannot scale to workload.target_rate: the kept requests (1) span no time"),
+    (["workload=trace", "workload.path={corpus}/hashes_512.parquet", "kv.prefix_block_tokens=256"], "{corpus}/hashes_512.parquet: its prefix hashes stand for 512-token blocks, but kv.prefix_block_tokens is 256; set kv.prefix_block_tokens=512 or regenerate the trace"),
+    (["workload=trace", "workload.path={corpus}/native_text_prompt.csv"], "{corpus}/native_text_prompt.csv: row 2, column 'prompt_tokens': expected a number, got 'abc'"),
+    (["hardware=[a100_80gb,h200]"], "hardware: expected one choice, got the list [a100_80gb,h200]; to run each, sweep: simkv -m hardware=a100_80gb,h200"),
+    (["model=[llama3_8b,llama3_70b]"], "model: expected one choice, got the list [llama3_8b,llama3_70b]; to run each, sweep: simkv -m model=llama3_8b,llama3_70b"),
+]
+
+
+def _compose_and_run(overrides: list[str], out: Path) -> None:
+    cfg = simkv.compose(["cluster.replicas=1", "output.plot=false", "output.progress=false", *overrides])
+    simkv.simulate(cfg, out)
+
+
+@pytest.mark.parametrize(("overrides", "message"), CONFIGS, ids=[" ".join(c[0])[:60] for c in CONFIGS])
+def test_bad_config_gives_its_message(tmp_path, overrides: list[str], message: str) -> None:
+    overrides = [o.replace("{corpus}", str(CORPUS)) for o in overrides]
+    expected = message.replace("{corpus}", str(CORPUS))
+    out = tmp_path / "run"
+    with pytest.raises((ConfigError, TraceError)) as err:
+        _compose_and_run(overrides, out)
+    assert str(err.value) == expected
+    if (out / "run.json").exists():  # the run got as far as its folder: it says why it failed
+        run = json.loads((out / "run.json").read_text())
+        assert (run["status"], run["error"]) == ("error", expected)
+        assert not (out / "summary.json").exists()
+
+
+def test_corpus_covers_every_reader_and_config_group() -> None:
+    assert len(TRACES) + len(CONFIGS) >= 60
+    assert {fmt for _, fmt, _ in TRACES} == {"native", "burstgpt", "azure", "mooncake", "agent"}
+    groups = {o.split("=")[0].split(".")[0].lstrip("+") for overrides, _ in CONFIGS for o in overrides}
+    assert {"cluster", "kv", "memory", "engine", "slo", "output", "seed", "model", "scheduler",
+            "eviction", "offload", "tool_kv", "workload", "hardware", "autoscaler", "pools", "moe",
+            "disagg"} <= groups
+
+
+# --- on_bad_row=skip: every bad row dropped and counted ----------------------------------------------
+def test_skip_drops_every_bad_row_of_every_kind(tmp_path, monkeypatch) -> None:
+    from simkv.workload import readers
+
+    # Two of each kind of bad row, in one batch and across batches (small CSV blocks): none
+    # may be served, and each is counted once.
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 256)
+    rows = ["Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"]
+    good_times = []
+    t = 0.0
+    for i in range(60):
+        t += 1.0
+        kind = i % 6
+        if kind == 1:
+            rows.append(f"{t},ChatGPT,-200,10,0,API log")  # negative prompt
+        elif kind == 2:
+            rows.append(f"{t},ChatGPT,,10,0,API log")  # empty cell (NaN)
+        elif kind == 3:
+            rows.append(f"{t - 40},ChatGPT,100,10,0,API log")  # 40 s in the past
+        elif kind == 4:
+            rows.append(f"{t},ChatGPT,1.5,10,0,API log")  # fraction
+        else:
+            rows.append(f"{t},ChatGPT,100,10,0,API log")
+            good_times.append(t)
+    path = tmp_path / "burst.csv"
+    path.write_text("\n".join(rows) + "\n")
+    wl = TraceWorkload(TraceWorkloadConfig(path=str(path), format="burstgpt", on_bad_row="skip",
+                                           rebase=False))
+    batches = list(wl.arrivals(np.random.default_rng(0)))
+    assert len(batches) > 1, "the file must span several batches"
+    kept = np.concatenate([b.arrival_s for b in batches])
+    assert kept.tolist() == good_times
+    assert np.concatenate([b.prompt_tokens for b in batches]).tolist() == [100] * len(good_times)
+    assert wl.skipped_rows == 40
+    res = simkv.simulate(simkv.compose([
+        "cluster.replicas=1", "output.plot=false", "output.progress=false", "workload=trace",
+        f"workload.path={path}", "workload.format=burstgpt", "workload.on_bad_row=skip"]), tmp_path / "run")
+    assert res.summary["engine"]["skipped_trace_rows"] == 40
+    assert res.summary["requests"]["total"] == len(good_times)

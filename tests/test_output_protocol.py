@@ -1,0 +1,282 @@
+"""The output protocol, checked by what is left on disk: signals, failed runs, sweeps, reuse.
+
+A complete run has requests.parquet, summary.json and run.json "ok"; anything else (killed by
+a signal, failed mid-run, failed at its config) leaves run.json saying so, its tables under
+their partial names and readable, no summary, and load_results refusing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import simkv
+from simkv.entry import report
+from simkv.output import LOCK, FolderInUseError
+from simkv.results import IncompleteRunError
+from tests.conftest import small
+from tests.test_cli_and_determinism import simkv_cmd
+
+QUIET = ["output.plot=false", "output.progress=false"]
+
+
+def _footer(path: Path) -> dict[bytes, bytes]:
+    return dict(pq.read_metadata(path).metadata)
+
+
+def _stderr_lines(p: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in p.stderr.splitlines() if ln.strip()]
+
+
+def _assert_partial(out: Path, status: str, error: str) -> int:
+    """The folder of a run that did not complete; returns the rows it kept."""
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == status
+    assert run["error"] == error
+    assert run["tables"] == {"requests": "requests.partial.parquet",
+                             "instances": "instances.partial.parquet"}
+    for name in ("requests.parquet", "instances.parquet", "summary.json", "latency.png", LOCK):
+        assert not (out / name).exists(), name
+    assert (out / "config.json").is_file()
+    kept = out / "requests.partial.parquet"
+    rows = len(pd.read_parquet(kept))
+    footer = _footer(kept)
+    assert footer[b"simkv.status"] == b"partial"
+    assert int(footer[b"simkv.rows"]) == rows
+    with pytest.raises(IncompleteRunError, match=f"did not complete \\({status}"):
+        simkv.load_results(out)
+    with pytest.warns(RuntimeWarning, match="did not complete"):
+        partial = simkv.load_results(out, partial=True)
+    assert partial.status == status
+    assert len(partial.requests) == rows
+    return rows
+
+
+@pytest.mark.parametrize(("sig", "code", "message"), [
+    (signal.SIGTERM, 143, "terminated by SIGTERM"),
+    (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+])
+def test_a_signal_ends_the_run_cleanly(tmp_path, sig: int, code: int, message: str) -> None:
+    out = tmp_path / "run"
+    exe = Path(sys.executable).parent / "simkv"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "simkv.cli"]
+    proc = subprocess.Popen(
+        [*cmd, "workload=poisson", "workload.num_requests=3000000", "workload.rate=2000",
+         "cluster.replicas=1", "output.row_group_size=200", *QUIET, f"hydra.run.dir={out}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the run has written some row groups.
+        while not ((out / "requests.partial.parquet").exists()
+                   and (out / "requests.partial.parquet").stat().st_size > 20_000):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run wrote nothing"
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert lines == [f"simkv: {message}; what it finished is kept in {out}"]
+    assert _assert_partial(out, "interrupted", message) > 0
+
+
+def test_a_sweep_with_failing_jobs_exits_nonzero_after_the_last_job(tmp_path) -> None:
+    # Three jobs: one completes, one fails mid-run (no request finishes for 50 iterations once
+    # the long request is alone), one fails at its config. Twenty short requests first.
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n"
+                     + "".join(f"{i * 0.01},20,2\n" for i in range(20)) + "10,20,3000\n")
+    sweep = tmp_path / "sweep"
+    p = simkv_cmd("-m", "workload=trace", f"workload.path={trace}", "cluster.replicas=1",
+                  "output.row_group_size=5", "engine.max_fast_forward=1", *QUIET,
+                  "engine.livelock_iterations=1000000,50,0",
+                  f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    jobs = {d.name.split("_")[0]: d for d in sweep.iterdir() if d.is_dir()}
+    assert sorted(jobs) == ["0", "1", "2"]
+    assert json.loads((jobs["0"] / "run.json").read_text())["status"] == "ok"
+    assert simkv.load_results(jobs["0"]).summary["requests"]["finished"] == 21
+    livelock = json.loads((jobs["1"] / "run.json").read_text())["error"]
+    assert livelock.startswith("LivelockError: replica 0: ")
+    assert _assert_partial(jobs["1"], "error", livelock) == 20
+    bad = "engine.livelock_iterations: expected a finite number >= 1, got 0"
+    assert json.loads((jobs["2"] / "run.json").read_text())["error"] == bad
+    lines = _stderr_lines(p)
+    assert "simkv: 2 of 3 jobs of the sweep failed:" in lines
+    assert f"  {jobs['2']}: error: {bad}" in lines
+    # simkv-compare lists the failed jobs with their errors, and keeps them in compare.csv.
+    exe = Path(sys.executable).parent / "simkv-compare"
+    c = subprocess.run([str(exe), str(sweep), "--no-plot"], capture_output=True, text=True,
+                       timeout=120)
+    assert c.returncode == 0, c.stderr
+    assert "2 of 3 runs did not complete" in c.stdout
+    assert f"  {jobs['2'].name}: error: {bad}" in c.stdout
+    table = pd.read_csv(sweep / "compare.csv")
+    assert sorted(table["status"]) == ["error", "error", "ok"]
+    assert table.loc[table["status"] == "ok", "ttft_p50_s"].notna().all()
+
+
+def test_every_job_of_a_seed_sweep_has_its_own_folder(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    p = simkv_cmd("-m", "seed=0,1,2", "cluster.replicas=1,2", "workload.num_requests=30", *QUIET,
+                  f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    folders = sorted(d for d in sweep.iterdir() if d.is_dir())
+    assert len(folders) == 6
+    seen = {(simkv.load_results(d).config["seed"], simkv.load_results(d).config["cluster"]["replicas"])
+            for d in folders}
+    assert seen == {(s, r) for s in (0, 1, 2) for r in (1, 2)}
+    for d in folders:  # requests in = finished + rejected in every job
+        req = simkv.load_results(d).summary["requests"]
+        assert req["total"] == req["finished"] + req["rejected"] == 30
+    digests = {(d / "requests.parquet").read_bytes() for d in folders}
+    assert len(digests) == 6
+    from simkv.metrics.compare import main as compare
+
+    assert compare([str(sweep), "--no-plot"]) == 0
+    assert len(pd.read_csv(sweep / "compare.csv")) == 6
+
+
+def test_a_failed_run_never_leaves_an_older_runs_results(tmp_path, monkeypatch) -> None:
+    from simkv.workload import readers
+
+    out = tmp_path / "run"
+    simkv.simulate(small(), out)
+    assert simkv.load_results(out).summary["requests"]["total"] == 200
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival_s,prompt_tokens,output_tokens\n"
+                   + "".join(f"{i * 0.01},50,5\n" for i in range(3000)) + "1e9,bad,5\n")
+    with pytest.raises(ValueError, match="row 3001"):
+        simkv.simulate(small(["workload=trace", f"workload.path={bad}"]), out)
+    rows = _assert_partial(out, "error", f"{bad}: row 3001, column 'prompt_tokens': expected a number, got 'bad'")
+    assert 0 < rows < 3000
+
+
+def test_a_writer_failure_keeps_the_row_groups_written(tmp_path, monkeypatch) -> None:
+    # A value the file cannot hold (a token count above int32) reaching the writer: the row
+    # groups written before it stay readable, marked partial, and run.json says why.
+    from simkv.metrics.recorder import Recorder
+
+    request = Recorder.request
+
+    def poisoned(self: Recorder, r: object) -> None:
+        if self.finished + self.rejected == 25:
+            r.prompt_tokens = 2**40  # type: ignore[attr-defined]
+        request(self, r)
+
+    monkeypatch.setattr(Recorder, "request", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="Value 1099511627776 too large to fit in C integer type"):
+        simkv.simulate(small(["output.row_group_size=10"]), out)
+    run = json.loads((out / "run.json").read_text())
+    assert _assert_partial(out, "error", run["error"]) == 20
+
+
+def test_a_folder_held_by_a_live_run_is_refused_and_a_dead_ones_taken_over(tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (out / LOCK).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        with pytest.raises(FolderInUseError, match=f"in use by another simkv run \\(pid {holder.pid}\\)"):
+            simkv.simulate(small(), out)
+        assert not (out / "run.json").exists()  # nothing of the other run's folder touched
+    finally:
+        holder.kill()
+        holder.wait()
+    result = simkv.simulate(small(), out)  # its owner is gone: the lock is stale
+    assert result.summary["requests"]["total"] == 200
+    assert not (out / LOCK).exists()
+
+
+def test_load_results_tells_killed_from_running(tmp_path) -> None:
+    out = tmp_path / "run"
+    simkv.simulate(small(), out)
+    run = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**run, "status": "running"}))
+    with pytest.raises(IncompleteRunError, match="killed"):
+        simkv.load_results(out)
+    (out / LOCK).write_text("{}")
+    with pytest.raises(IncompleteRunError, match="running: the run is still going"):
+        simkv.load_results(out)
+    with pytest.raises(FileNotFoundError, match="not a simkv run folder"):
+        simkv.load_results(tmp_path)
+
+
+def test_errors_at_every_command_edge_are_one_line(tmp_path, capsys, monkeypatch) -> None:
+    from simkv.entry import calibrate, validate
+    from simkv.trace_cli import main as trace_cli
+
+    assert trace_cli(["stats", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"simkv-trace: error: {tmp_path}: is a directory; expected a trace file\n"
+    folder = tmp_path / "val"
+    folder.mkdir()
+    (folder / "engine.json").write_text("{")
+    monkeypatch.setattr(sys, "argv", ["simkv-validate", str(folder)])
+    assert validate() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simkv-validate: error: ")
+    assert err.count("\n") == 1
+    monkeypatch.setattr(sys, "argv", ["simkv-calibrate", "fit", "--raw", str(tmp_path / "none"),
+                                      "--out", str(tmp_path / "x.yaml")])
+    assert calibrate() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simkv-calibrate: error: ")
+    assert err.count("\n") == 1
+    # Not a user's error: a bug, in one line too, saying how to see the traceback.
+    assert report("simkv-trace", ZeroDivisionError("division by zero")) == 1
+    assert capsys.readouterr().err == ("simkv-trace: internal error (a bug in simkv, please report "
+                                       "it): ZeroDivisionError: division by zero [SIMKV_TRACEBACK=1 "
+                                       "shows the traceback]\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["cluster.replicas=two"], "simkv: error: Error merging override cluster.replicas=two; Value 'two' of type 'str' could not be converted to Integer"),
+    (["model=llama4"], "simkv: error: In 'config': Could not find 'model/llama4'; Available options in 'model': deepseek_v2_lite, deepseek_v3, llama3_70b, llama3_8b, mixtral_8x7b, qwen2_5_32b, qwen3_30b_a3b"),
+    (["workload=trace"], "simkv: error: workload.path: a value is required (set workload.path=...)"),
+    (["hardware=[a100_80gb,h200]"], "simkv: error: hardware: expected one choice, got the list [a100_80gb,h200]; to run each, sweep: simkv -m hardware=a100_80gb,h200"),
+    (["engine.livelock_iterations=1", "workload.num_requests=20"], None),
+])
+def test_the_simkv_command_reports_one_line(tmp_path, args: list[str], message: str | None) -> None:
+    out = tmp_path / "r"
+    p = simkv_cmd(*args, *QUIET, f"hydra.run.dir={out}", cwd=tmp_path)
+    assert p.returncode == 2
+    lines = _stderr_lines(p)
+    assert len(lines) == 1, p.stderr
+    if message is None:
+        assert lines[0].startswith("simkv: error: LivelockError: replica 0: ")
+        assert lines[0].endswith("the run stops after engine.livelock_iterations iterations "
+                                 "without a request finishing")
+    else:
+        assert lines[0] == message
+
+
+def test_two_single_runs_started_together_get_their_own_folders(tmp_path) -> None:
+    env = {**os.environ}
+    exe = Path(sys.executable).parent / "simkv"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "simkv.cli"]
+    args = [*cmd, "workload.num_requests=20", "cluster.replicas=1", *QUIET]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        proc.communicate(timeout=300)
+        assert proc.returncode == 0
+    runs = [d for d in (tmp_path / "simkv_runs").glob("*/*") if d.is_dir()]
+    assert len(runs) == 2
+    for run in runs:
+        assert simkv.load_results(run).summary["requests"]["total"] == 20
