@@ -25,8 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from simkv.entities.hardware import HardwareProfile
 
 # (tm, tn, split-K) candidates: CUTLASS/cuBLAS-typical Hopper tiles, and split-K for short M.
 TILES: tuple[tuple[int, int, int], ...] = (
@@ -88,3 +92,31 @@ def fit_gemm_model(m: Sequence[float], n: Sequence[float], k: Sequence[float],
             best = sol
     assert best is not None
     return model(best.x)
+
+
+def from_profile(hw: HardwareProfile) -> GemmModel | None:
+    """The profile's fitted GEMM model (calibrated profiles), or None."""
+    g = hw.gemm
+    if g is None:
+        return None
+    return GemmModel(hw.bf16_flops, hw.hbm_bandwidth, g.multiprocessors, g.fixed_s,
+                     g.compute_eff, g.memory_eff)
+
+
+# How many times each small operator runs per layer (two norms, two residual adds).
+SMALL_OP_COUNT = {"rms_norm": 2, "rope": 1, "silu_mul": 1, "residual_add": 2}
+
+
+def small_op_bytes(tokens: float, hidden: float, heads: float, kv_heads: float, head_dim: float,
+                   ffn: float, act_bytes: float = 2.0, per_layer: bool = True) -> dict[str, float]:
+    """Bytes each small operator must read and write once (its HBM floor), per layer
+    (``per_layer``: times its count in a layer) or for one call: RMSNorm reads and writes the
+    hidden state; the rotary embedding q and k; SiLU x up reads gate and up and writes one;
+    a residual add reads two and writes one."""
+    one = {"rms_norm": 2 * tokens * hidden * act_bytes,
+           "rope": 2 * tokens * (heads + kv_heads) * head_dim * act_bytes,
+           "silu_mul": 3 * tokens * ffn * act_bytes,
+           "residual_add": 3 * tokens * hidden * act_bytes}
+    if not per_layer:
+        return one
+    return {op: b * SMALL_OP_COUNT[op] for op, b in one.items()}
