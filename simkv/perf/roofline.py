@@ -148,7 +148,7 @@ class CostModel:
         # all layers: the engine's all-layer terms plus its terms in model dimensions.
         d = m.head_dim
         self._pad_a = e.padded_kv_token_s + self.layers * (
-            self.kv_heads * d * e.padded_kv_element_s + self.heads * d * e.padded_head_element_s)
+            e.padded_kv_layer_s + self.kv_heads * d * e.padded_kv_element_s)
         self._pad_b = (e.padded_kv_query_token_s
                        + self.layers * self.heads * d * e.padded_query_element_s)
         # Engines that pad the step's query tokens run every projection on the padded count,
@@ -156,6 +156,11 @@ class CostModel:
         self._q_pad = e.query_padding_tokens
         self._logit_rows = e.padded_logits_rows
         self._layer_s = self.layers * e.per_layer_overhead_s
+        # Per MoE layer: a fixed time and one per token (its routed expert FLOPs x seconds/FLOP).
+        self._moe_terms = (e.moe_layer_overhead_s,
+                           e.moe_expert_flop_s * 6.0 * m.experts_per_token * m.hidden_size
+                           * m.ffn_size / tensor_parallel) \
+            if (e.moe_layer_overhead_s or e.moe_expert_flop_s) else None
         self._head_cache: dict[int, float] = {}
 
     # --- operator building blocks -----------------------------------------------------------
@@ -335,6 +340,8 @@ class CostModel:
                 ops = self.layer_operators(tokens, dense_mlp=True)
                 dense = sum(op.seconds for op in ops if not op.name.startswith("attn"))
                 t += m.num_dense_layers * (dense + 2.0 * self._allreduce_s(rank))
+            if m.is_moe and self._moe_terms:  # engine terms measured on its steps (validation)
+                t += m.moe_layers * (self._moe_terms[0] + self._moe_terms[1] * tokens)
             self._linear_cache[tokens] = t
         return t
 
