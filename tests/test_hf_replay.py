@@ -92,3 +92,58 @@ def test_step_profiler_records_each_step_and_marks_graph_captures(
         assert r["forward_s"] >= r["step_call_s"] >= 0
     assert rows[1]["start_s"] > rows[0]["start_s"]
     assert prof.take(t0) == []  # taken rows are gone
+
+
+# --- the campaign script (hf_campaign): streams, plans, graph keys ---------------------------
+
+def _azure(tmp_path):  # type: ignore[no-untyped-def]
+    rows = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:00:{i:02d}.0,{100 * (i + 1)},{i + 2}\n" for i in range(20))
+    for name in ("AzureLLMInferenceTrace_conv.csv", "AzureLLMInferenceTrace_code.csv"):
+        (tmp_path / name).write_text(rows)
+    return tmp_path
+
+
+def test_campaign_streams_draw_real_rows_and_are_seeded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from simkv.validation import hf_campaign as C  # noqa: N812
+
+    data = _azure(tmp_path)
+    a = C.stream("conv", 500, 4.0, 11, data, max_prompt=1500, max_output=10)
+    assert a == C.stream("conv", 500, 4.0, 11, data, max_prompt=1500, max_output=10)
+    t, p, o = (np.array(x) for x in zip(*a, strict=True))
+    assert set(p) <= {100 * (i + 1) for i in range(15)} | {1500}  # rows of the file, capped
+    assert p.max() == 1500
+    assert o.max() == 10
+    assert o.min() >= 2
+    assert abs(len(t) / t[-1] - 4.0) < 0.5
+    b = C.stream("burst", 4000, 4.0, 3, None)  # BurstGPT-shaped: Gamma(0.5) gaps, CV ~1.4
+    gaps = np.diff([x[0] for x in b])
+    assert gaps.std() / gaps.mean() == pytest.approx(2 ** 0.5, rel=0.1)
+    with pytest.raises(ValueError, match="--data"):
+        C.stream("code", 5, 1.0, 0, None)
+
+
+def test_campaign_plan_tags_and_sizes() -> None:
+    from simkv.validation import hf_campaign as C  # noqa: N812
+
+    assert C.parse_plan("conv:0.3,2;code:1.5") == [("conv", 0.3), ("conv", 2.0), ("code", 1.5)]
+    with pytest.raises(ValueError, match="WORKLOAD"):
+        C.parse_plan("chat:1")
+    assert C.tag("conv", 0.3, "a") == "conv-0.3-a"
+    assert C.stream_size(0.5, 20, 24, 48) == 24
+    assert C.stream_size(10, 20, 24, 48) == 48
+
+
+def test_precapture_plans_hit_distinct_transformers_graph_keys() -> None:
+    from simkv.validation.hf_campaign import capture_plans
+
+    plans = capture_plans(2048, 1024 * 256)
+    keys = [p.key(64, 16384, 2048, 1024 * 256) for p in plans]
+    assert len(keys) == len(set(keys)) == 128
+    # Decode steps of up to 64 sequences at 1-4 KV intervals of each longest-sequence bucket.
+    assert (64, 65536, 1024) in keys
+    assert (64, 16384, 16384) in keys
+    # One prompt of 1,000 tokens on nothing cached: query padded to 1,024, KV to one interval,
+    # longest sequence 1,024.
+    assert (1024, 16384, 1024) in keys
+    assert all(q % 64 == 0 and kv % 16384 == 0 and s & (s - 1) == 0 for q, kv, s in keys)

@@ -82,6 +82,46 @@ def elementwise_curve(norm: pd.DataFrame, bw_peak: float) -> list[list[float]]:
                    nbytes.to_numpy() / (norm["ms"].to_numpy() / 1e3 * bw_peak))
 
 
+def gemm_model_section(gemm_shapes: pd.DataFrame, flops_peak: float, bw_peak: float, sms: int,
+                       where: str) -> dict[str, Any]:
+    """The shape GEMM model (simkv/perf/gemm.py) fitted on every timed shape."""
+    from simkv.perf.gemm import fit_gemm_model
+
+    g = fit_gemm_model(gemm_shapes["m"], gemm_shapes["n"], gemm_shapes["k"],
+                       gemm_shapes["ms"] / 1e3, flops_peak, bw_peak, sms)
+    return {"multiprocessors": sms,
+            "fixed": {"value": round(g.fixed_s * 1e6, 3), "unit": "us"},
+            "compute_eff": round(g.compute_eff, 4), "memory_eff": round(g.memory_eff, 4),
+            "source": f"cuBLAS (torch linear) on {len(gemm_shapes)} projection shapes of the "
+                      f"shipped model specs at TP 1-8, tokens 1-16k, least squares on log time; "
+                      f"{where}"}
+
+
+# Token counts from which a small operator is bandwidth-bound in a CUDA graph; below, the
+# calibration's eager timings are launch-bound (a graph replay pays none of that: the engine
+# fit's per-layer term carries what is left).
+SMALL_OP_MIN_TOKENS = 1024
+
+
+def small_ops_section(ops: pd.DataFrame, bw_peak: float, where: str) -> dict[str, Any]:
+    """Each small operator's achieved fraction of HBM bandwidth on its floor bytes
+    (``simkv.perf.gemm.small_op_bytes``: what it must read and write once), median over the
+    hidden sizes and token counts where it is bandwidth-bound."""
+    from simkv.perf.gemm import small_op_bytes
+
+    big = ops[ops["tokens"] >= SMALL_OP_MIN_TOKENS]
+    out: dict[str, Any] = {}
+    for op, d in big.groupby("op"):
+        h = d["hidden"].to_numpy(float)
+        floor = small_op_bytes(d["tokens"].to_numpy(float), h, h // 128,
+                               np.maximum(1, h // 1024), 128, np.floor(h * 3.5),
+                               per_layer=False)[str(op)]
+        out[str(op)] = round(float(np.median(floor / (d["ms"].to_numpy() / 1e3 * bw_peak))), 4)
+    out["source"] = (f"as transformers runs them (eager PyTorch), {SMALL_OP_MIN_TOKENS}+ tokens, "
+                     f"floor bytes over time; {where}")
+    return out
+
+
 def fit(raw: Path, base: str) -> dict[str, Any]:
     """The calibrated profile document (validated) from the CSVs in ``raw``."""
     hw = load_profile(base)
@@ -92,6 +132,7 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
         doc = yaml.safe_load(resources.files("simkv.hardware_profiles")
                              .joinpath(f"{base}.yaml").read_text())
     env = json.loads((raw / "environment.json").read_text())
+    env["driver"] = str(env["driver"]).split("\n")[0]  # one line per GPU on multi-GPU hosts
     where = f"measured on {env['device']} (driver {env['driver']}, CUDA {env['cuda']}, torch " \
             f"{env['torch']}, Triton {env['triton']}) on {env['date']}; raw CSVs in {raw.name}/"
     fp, bw = hw.bf16_flops, hw.hbm_bandwidth
@@ -109,6 +150,11 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
     eff["elementwise_memory"] = {
         "points": elementwise_curve(pd.read_csv(raw / "rms_norm.csv"), bw),
         "source": f"RMSNorm (Triton, this project) by tokens; {where}"}
+    if (raw / "gemm_shapes.csv").is_file():
+        doc["gemm_model"] = gemm_model_section(pd.read_csv(raw / "gemm_shapes.csv"), fp, bw,
+                                               int(env.get("multiprocessors", 132)), where)
+    if (raw / "small_ops.csv").is_file():
+        doc["small_ops"] = small_ops_section(pd.read_csv(raw / "small_ops.csv"), bw, where)
     copies = pd.read_csv(raw / "copies.csv")
     h2d = copies[copies["kind"] == "host_to_device_pinned"]
     if len(h2d):

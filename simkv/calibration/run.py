@@ -86,6 +86,106 @@ def bench_gemm(out: Path, quick: bool) -> None:
             print(f"gemm m={m:5} n={n:5} k={k:5} done")
 
 
+def bench_gemm_shapes(out: Path, quick: bool) -> None:
+    """cuBLAS through ``torch.nn.functional.linear`` (as the engines call it) on every
+    projection shape of the shipped model specs at TP 1-8 (``shapes.py``), one row per
+    (M, N, K), with a relative-error check on the first token count of each (N, K)."""
+    from simkv.calibration import shapes
+
+    w = Writer(out / "gemm_shapes.csv", ["kernel", "m", "n", "k", "ms", "rel_err"])
+    tokens = shapes.QUICK_TOKENS if quick else shapes.TOKENS
+    for n, k in shapes.unique_nk(shapes.all_gemms()):
+        weight = torch.randn(n, k, device="cuda", dtype=DT)
+        x = torch.randn(8, k, device="cuda", dtype=DT)
+        err = rel_err(torch.nn.functional.linear(x, weight), x.double() @ weight.double().T)
+        del weight, x
+        for m in tokens:
+            nbytes = 2 * (m * k + k * n + m * n)
+
+            def make(m: int = m, k: int = k, n: int = n) -> tuple[torch.Tensor, torch.Tensor]:
+                return (torch.randn(m, k, device="cuda", dtype=DT),
+                        torch.randn(n, k, device="cuda", dtype=DT))
+
+            ms = float(timed_fast(make, lambda x: torch.nn.functional.linear(*x), nbytes))
+            w.row("cublas_linear", m, n, k, ms, err)
+        torch.cuda.empty_cache()
+    print(f"gemm shapes: {len(shapes.unique_nk(shapes.all_gemms()))} (N, K) x {len(tokens)} M")
+
+
+def timed_fast(make: Callable[[], Any], run: Callable[[Any], Any], bytes_per_call: float) -> float:
+    """``timed`` with a shorter warm-up and repeat: a thousand shapes in a device call."""
+    sets = max(1, min(8, int(4 * L2_BYTES // max(bytes_per_call, 1)) + 1))
+    inputs = [make() for _ in range(sets)]
+    state = {"i": 0}
+
+    def call() -> None:
+        state["i"] = (state["i"] + 1) % sets
+        run(inputs[state["i"]])
+
+    return float(do_bench(call, warmup=5, rep=20, return_mode="median"))
+
+
+def _rms_norm_op(x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """transformers' RMSNorm: upcast, mean of squares, rsqrt, scale (several kernels)."""
+    hs, weight = x
+    var = hs.float().pow(2).mean(-1, keepdim=True)
+    return weight * (hs.float() * torch.rsqrt(var + 1e-6)).to(DT)
+
+
+def _rotate_half(v: torch.Tensor) -> torch.Tensor:
+    half = v.shape[-1] // 2
+    return torch.cat((-v[..., half:], v[..., :half]), dim=-1)
+
+
+def _rope_op(x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' apply_rotary_pos_emb on q and k."""
+    q, k, cos, sin = x
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def _silu_mul_op(x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    gate, up = x
+    return torch.nn.functional.silu(gate) * up
+
+
+def _add_op(x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return x[0] + x[1]
+
+
+def _small_op_inputs(op: str, t: int, h: int) -> tuple[torch.Tensor, ...]:
+    heads, kv_heads, d, f = h // 128, max(1, h // 1024), 128, int(h * 3.5)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device="cuda", dtype=DT)
+
+    return {"rms_norm": lambda: (r(t, h), r(h)),
+            "rope": lambda: (r(1, heads, t, d), r(1, kv_heads, t, d), r(1, 1, t, d), r(1, 1, t, d)),
+            "silu_mul": lambda: (r(t, f), r(t, f)),
+            "residual_add": lambda: (r(t, h), r(t, h))}[op]()
+
+
+SMALL_OPS = {"rms_norm": _rms_norm_op, "rope": _rope_op, "silu_mul": _silu_mul_op,
+             "residual_add": _add_op}
+
+
+def bench_ops(out: Path, quick: bool) -> None:
+    """The small operators of a decoder layer as transformers runs them (eager PyTorch:
+    several kernels each): RMSNorm, rotary embedding of q and k, SiLU(gate) x up, the
+    residual add; at each hidden size of the shipped model specs and token counts 1-8k.
+    ``bytes`` is what each reads and writes once (its HBM floor)."""
+    from simkv.calibration import shapes
+
+    w = Writer(out / "small_ops.csv", ["op", "tokens", "hidden", "bytes", "ms"])
+    for h in shapes.hidden_sizes():
+        for t in ([1, 256, 4096] if quick else [1, 16, 64, 256, 1024, 2048, 4096, 8192]):
+            for op, fn in SMALL_OPS.items():
+                x = _small_op_inputs(op, t, h)
+                nbytes = 2 * sum(v.numel() for v in x) + 2 * x[0].numel()
+                ms = timed_fast(lambda op=op, t=t, h=h: _small_op_inputs(op, t, h), fn, nbytes)
+                w.row(op, t, h, nbytes, ms)
+    print("small ops done")
+
+
 def bench_prefill(out: Path, quick: bool) -> None:
     w = Writer(out / "prefill_attention.csv", ["kernel", "batch", "heads", "kv_heads", "head_dim",
                                                "query_tokens", "context_tokens", "ms", "rel_err"])
@@ -238,7 +338,9 @@ def environment() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0),
         "multiprocessors": props.multi_processor_count,
         "memory_bytes": props.total_memory,
-        "driver": sh(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
+        # One line per GPU: the first one's (one driver serves them all).
+        "driver": sh(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        .split("\n")[0],
         "cuda": torch.version.cuda,
         "torch": torch.__version__,
         "triton": triton.__version__,
@@ -252,15 +354,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="fewer shapes (a smoke run)")
-    ap.add_argument("--only", nargs="*", default=["gemm", "prefill", "decode", "norm", "copies"])
+    ap.add_argument("--only", nargs="*", default=["gemm", "gemm_shapes", "ops", "prefill", "decode",
+                                                   "norm", "copies"])
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("simkv-calibrate run needs a CUDA GPU")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
-    steps = {"gemm": bench_gemm, "prefill": bench_prefill, "decode": bench_decode,
-             "norm": bench_norm, "copies": bench_copies}
+    steps = {"gemm": bench_gemm, "gemm_shapes": bench_gemm_shapes, "ops": bench_ops,
+             "prefill": bench_prefill, "decode": bench_decode, "norm": bench_norm,
+             "copies": bench_copies}
     for name in args.only:
         t0 = time.perf_counter()
         steps[name](out, args.quick)

@@ -201,6 +201,27 @@ class EngineConfig:
     # That attention's query tile: its query tokens count in multiples of this (0 = exact).
     # Selected by the step fit: 512 for transformers' paged SDPA on the H100 (VALIDATION.md).
     attention_query_tile: int = bounded(0, ge=0)
+    # The same padded attention in the model's own dimensions, so one fit transfers across
+    # model shapes (issue 14): per padded KV token and layer, seconds whatever the shape (the
+    # kernel's walk over the keys), per KV element (KV heads x head dim, on one GPU) and per
+    # query-head element x (tiled) query token (the masked score and value products). Added
+    # to the all-layer terms above.
+    padded_kv_layer_s: float = bounded(0.0, ge=0)
+    padded_kv_element_s: float = bounded(0.0, ge=0)
+    padded_query_element_s: float = bounded(0.0, ge=0)
+    # Engines that pad a step's query tokens to a multiple of this for CUDA graphs
+    # (transformers: q_padding_interval_size 64): every projection runs on the padded count.
+    query_padding_tokens: int = bounded(0, ge=0)
+    # The LM head runs on min(padded query tokens, this) rows instead of the sampled
+    # sequences (transformers pads its logits indices likewise: max_requests_per_batch 1024).
+    padded_logits_rows: int = bounded(0, ge=0)
+    # GPU time per layer per step that no operator's bytes or FLOPs account for: the fixed
+    # cost of the layer's small kernels replayed from a CUDA graph.
+    per_layer_overhead_s: float = bounded(0.0, ge=0)
+    # MoE layers of engines whose grouped expert GEMMs run below the dense GEMM model: GPU
+    # time per MoE layer per step (routing, sorting, gathers) and per routed expert FLOP.
+    moe_layer_overhead_s: float = bounded(0.0, ge=0)
+    moe_expert_flop_s: float = bounded(0.0, ge=0)
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = bounded(4096, ge=1)
     # Raise LivelockError after this many consecutive iterations with no request finishing.

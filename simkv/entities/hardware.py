@@ -95,6 +95,22 @@ class EfficiencyCurve:
         return np.interp(np.log2(np.maximum(sizes, 1.0)), self._logx, self._y)
 
 
+# Small operators of a layer priced by their own measured efficiency (optional section
+# ``small_ops``): the fraction of HBM bandwidth each achieves on the bytes it must move.
+SMALL_OPS = ("rms_norm", "rope", "silu_mul", "residual_add")
+
+
+@dataclass(frozen=True, slots=True)
+class GemmFit:
+    """The shape GEMM model's fitted numbers (optional section ``gemm_model``;
+    simkv/perf/gemm.py says what they are)."""
+
+    multiprocessors: int
+    fixed_s: float
+    compute_eff: float
+    memory_eff: float
+
+
 @dataclass(frozen=True, slots=True)
 class HardwareProfile:
     """One GPU model, in SI units."""
@@ -110,6 +126,10 @@ class HardwareProfile:
     efficiency: dict[str, EfficiencyCurve]
     sources: dict[str, str]
     path: str = ""
+    # Calibrated profiles only; None keeps the token-count efficiency curves for GEMMs and
+    # the ten-pass estimate for norms and residuals.
+    gemm: GemmFit | None = None
+    small_ops: dict[str, float] | None = None
 
     def eff(self, key: str) -> EfficiencyCurve:
         return self.efficiency[key]
@@ -152,7 +172,8 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ProfileError(f"{path}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
-    allowed_top = {"schema_version", "name", "gpu", "efficiency", "provenance", "notes"}
+    allowed_top = {"schema_version", "name", "gpu", "efficiency", "provenance", "notes",
+                   "gemm_model", "small_ops"}
     unknown = set(doc) - allowed_top
     if unknown:
         raise ProfileError(
@@ -178,6 +199,8 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
     curves: dict[str, EfficiencyCurve] = {}
     for key in _EFFICIENCY_KEYS:
         curves[key], sources[f"efficiency.{key}"] = _curve(eff[key], f"{path}: efficiency.{key}")
+    gemm = _gemm_fit(doc["gemm_model"], f"{path}: gemm_model") if "gemm_model" in doc else None
+    small = _small_ops(doc["small_ops"], f"{path}: small_ops") if "small_ops" in doc else None
     return HardwareProfile(
         name=str(doc.get("name", Path(path).stem)),
         memory_bytes=values["memory"],
@@ -190,7 +213,36 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
         efficiency=curves,
         sources=sources,
         path=path,
+        gemm=gemm,
+        small_ops=small,
     )
+
+
+def _gemm_fit(doc: Any, where: str) -> GemmFit:
+    keys = {"multiprocessors", "fixed", "compute_eff", "memory_eff", "source"}
+    if not isinstance(doc, dict) or set(doc) - keys or keys - {"source"} - set(doc):
+        raise ProfileError(f"{where}: expected the keys {sorted(keys)}")
+    fixed, _ = _quantity(doc["fixed"], f"{where}.fixed", "time")
+    effs = {k: doc[k] for k in ("compute_eff", "memory_eff")}
+    sms = doc["multiprocessors"]
+    if not isinstance(sms, int) or sms < 1:
+        raise ProfileError(f"{where}.multiprocessors: a positive integer, got {sms!r}")
+    for k, v in effs.items():
+        if not isinstance(v, int | float) or not 0 < v <= 1:
+            raise ProfileError(f"{where}.{k}: an efficiency in (0, 1], got {v!r}")
+    return GemmFit(sms, fixed, float(effs["compute_eff"]), float(effs["memory_eff"]))
+
+
+def _small_ops(doc: Any, where: str) -> dict[str, float]:
+    if not isinstance(doc, dict) or set(doc) - {*SMALL_OPS, "source"} or set(SMALL_OPS) - set(doc):
+        raise ProfileError(f"{where}: expected the keys {sorted(SMALL_OPS)} (and source)")
+    out = {}
+    for k in SMALL_OPS:
+        v = doc[k]
+        if not isinstance(v, int | float) or not 0 < v <= 1:
+            raise ProfileError(f"{where}.{k}: an efficiency in (0, 1], got {v!r}")
+        out[k] = float(v)
+    return out
 
 
 def shipped_profiles(subdir: str = "") -> list[str]:

@@ -30,6 +30,7 @@ import numpy as np
 from simkv.config.schema import EngineConfig
 from simkv.entities.hardware import HardwareProfile
 from simkv.entities.model import ModelSpec
+from simkv.perf import gemm as shape_gemm
 from simkv.perf.expert_parallel import (
     AllToAllLinks,
     ExpertLoad,
@@ -112,6 +113,10 @@ class CostModel:
         self.flops_peak = hw.bf16_flops
         self.bw_peak = hw.hbm_bandwidth
         self._eff = hw.efficiency
+        # GEMMs priced by shape and small operators by their own measured efficiencies,
+        # when a calibrated profile carries them (perf/gemm.py); None: the curves below.
+        self._gemm_model = shape_gemm.from_profile(hw)
+        self._small_ops = hw.small_ops
         self._const_attn = (hw.eff("attention_compute").is_constant
                             and hw.eff("attention_memory").is_constant)
         self._linear_cache: dict[int, float] = {}
@@ -139,6 +144,24 @@ class CostModel:
         self._dense_pad = e.kv_padding_tokens
         self._ctx_host_s = e.per_context_token_overhead_s
         self._sample_cache: dict[int, float] = {}
+        # Padded attention per padded KV token (a) and per padded KV token x query token (b),
+        # all layers: the engine's all-layer terms plus its terms in model dimensions.
+        d = m.head_dim
+        self._pad_a = e.padded_kv_token_s + self.layers * (
+            e.padded_kv_layer_s + self.kv_heads * d * e.padded_kv_element_s)
+        self._pad_b = (e.padded_kv_query_token_s
+                       + self.layers * self.heads * d * e.padded_query_element_s)
+        # Engines that pad the step's query tokens run every projection on the padded count,
+        # and maybe the LM head on padded rows (EngineConfig).
+        self._q_pad = e.query_padding_tokens
+        self._logit_rows = e.padded_logits_rows
+        self._layer_s = self.layers * e.per_layer_overhead_s
+        # Per MoE layer: a fixed time and one per token (its routed expert FLOPs x seconds/FLOP).
+        self._moe_terms = (e.moe_layer_overhead_s,
+                           e.moe_expert_flop_s * 6.0 * m.experts_per_token * m.hidden_size
+                           * m.ffn_size / tensor_parallel) \
+            if (e.moe_layer_overhead_s or e.moe_expert_flop_s) else None
+        self._head_cache: dict[int, float] = {}
 
     # --- operator building blocks -----------------------------------------------------------
     def _q_bytes(self, queries: float) -> float:
@@ -152,6 +175,9 @@ class CostModel:
         flops = 2.0 * tokens * k * n
         nbytes = (weight_sets * k * n * self.model.weight_bytes_per_param
                   + tokens * (k + n) * ACT_BYTES)
+        if self._gemm_model is not None and tokens:
+            return OperatorCost(name, flops, nbytes, self._gemm_model.time(
+                tokens, n, k, weight_sets * self.model.weight_bytes_per_param))
         return self._roof(name, flops, nbytes, tokens, "gemm_compute", "gemm_memory")
 
     def _roof(self, name: str, flops: float, nbytes: float, size: float, ceff: str,
@@ -199,10 +225,24 @@ class CostModel:
             f = (m.dense_ffn_size if m.is_moe else m.ffn_size) / tp
             ops.append(self._gemm("mlp_up_gate", t, h, 2 * f))
             ops.append(self._gemm("mlp_down", t, f, h))
-        # Two RMSNorms and two residual adds: ~10 activation passes of h values per token.
-        ops.append(self._roof("norms", 0.0, 10.0 * t * h * ACT_BYTES, t,
-                              "gemm_compute", "elementwise_memory"))
+        if self._small_ops is not None:
+            ops.append(self._priced_small_ops(t))
+        else:
+            # Two RMSNorms and two residual adds: ~10 activation passes of h values per token.
+            ops.append(self._roof("norms", 0.0, 10.0 * t * h * ACT_BYTES, t,
+                                  "gemm_compute", "elementwise_memory"))
         return ops
+
+    def _priced_small_ops(self, tokens: float) -> OperatorCost:
+        """Norms, rotary embedding, SiLU x up and residual adds of one layer, each at its own
+        measured efficiency on the bytes it must move (calibrated profiles: ``small_ops``)."""
+        m, eff = self.model, self._small_ops
+        assert eff is not None
+        f = (m.dense_ffn_size if m.is_moe else m.ffn_size) / self.tp
+        by_op = shape_gemm.small_op_bytes(tokens, m.hidden_size, self.heads, self.kv_heads,
+                                          m.head_dim, f, ACT_BYTES)
+        seconds = sum(nbytes / (self.bw_peak * eff[op]) for op, nbytes in by_op.items())
+        return OperatorCost("norms", 0.0, float(sum(by_op.values())), seconds)
 
     def _decode_attention(self, decodes: int, context: float) -> OperatorCost:
         flops = self._pair_flops * context
@@ -300,6 +340,8 @@ class CostModel:
                 ops = self.layer_operators(tokens, dense_mlp=True)
                 dense = sum(op.seconds for op in ops if not op.name.startswith("attn"))
                 t += m.num_dense_layers * (dense + 2.0 * self._allreduce_s(rank))
+            if m.is_moe and self._moe_terms:  # engine terms measured on its steps (validation)
+                t += m.moe_layers * (self._moe_terms[0] + self._moe_terms[1] * tokens)
             self._linear_cache[tokens] = t
         return t
 
@@ -311,6 +353,8 @@ class CostModel:
         """
         effs = ("gemm_compute", "gemm_memory", "elementwise_memory")
         if self.model.is_moe or not all(self._eff[k].is_constant for k in effs):
+            return None
+        if self._gemm_model is not None or self._small_ops is not None:
             return None
         if self.model.is_mla:
             return None  # its projections are counted by layer_operators(); not on a hot path
@@ -332,7 +376,23 @@ class CostModel:
         if t is None:
             t = (self._head_s(sampled) + self.engine.iteration_overhead_s
                  + self.engine.per_sequence_overhead_s * sampled)
+            if self._layer_s:
+                t += self._layer_s
             self._sample_cache[sampled] = t
+        return t
+
+    def _padded(self, tokens: int) -> int:
+        """The step's token count as the engine's projections see it (query padding)."""
+        pad = self._q_pad
+        return -(-tokens // pad) * pad if pad and tokens else tokens
+
+    def _padded_head_s(self, tokens: int) -> float:
+        """The LM head's extra time when it runs on padded rows instead of the sampled
+        sequences (engine.padded_logits_rows); added to sample_s, which prices the latter."""
+        t = self._head_cache.get(tokens)
+        if t is None:
+            t = self._head_s(min(self._padded(tokens), self._logit_rows))
+            self._head_cache[tokens] = t
         return t
 
     def _prefill_attention_s(self, pairs: float, kv_tokens: float, tokens: int) -> float:
@@ -347,11 +407,11 @@ class CostModel:
         """One step's attention, all layers, for an engine that attends over the batch's KV
         padded to a multiple of ``engine.kv_padding_tokens`` in one masked call: its time
         follows the padded length (a step function of the context), not each sequence's."""
-        e, pad = self.engine, self._dense_pad
+        pad = self._dense_pad
         # transformers pads the KV already cached (not the step's new tokens), one interval
         # at least: max(1, ceil(past / pad)) intervals (pad_to_interval in its utils.py)
         padded = max(1.0, -(-(kv_tokens - q_tokens) // pad)) * pad
-        return padded * (e.padded_kv_token_s + self._tiled(q_tokens) * e.padded_kv_query_token_s)
+        return padded * (self._pad_a + self._tiled(self._padded(q_tokens)) * self._pad_b)
 
     def _tiled(self, q_tokens: int) -> int:
         """Query tokens as the dense attention counts them: whole tiles."""
@@ -370,6 +430,11 @@ class CostModel:
         if self._kv_write_s:
             host += tokens * self._kv_write_s
         if self._dense_pad:
+            if self._q_pad:  # projections and maybe the LM head on the padded query tokens
+                if self._logit_rows:
+                    host += self._padded_head_s(tokens) - self._head_s(out.num_sampled)
+                return ((self.linear_s(self._padded(tokens)) + self.sample_s(out.num_sampled))
+                        + self.dense_attention_s(kv, tokens) + host)
             return ((self.linear_s(tokens) + self.sample_s(out.num_sampled))
                     + self.dense_attention_s(kv, tokens) + host)
         attn = 0.0
@@ -405,7 +470,12 @@ class CostModel:
             attn = np.asarray(self._roofline_decode_run(0.0, decodes, context), dtype=np.float64)
             times: Sequence[float] = base + attn / self.dp
         else:
-            base = self.linear_s(decodes) + self.sample_s(sampled)
+            if self._q_pad:
+                base = self.linear_s(self._padded(decodes)) + self.sample_s(sampled)
+                if self._logit_rows:
+                    base += self._padded_head_s(decodes) - self._head_s(sampled)
+            else:
+                base = self.linear_s(decodes) + self.sample_s(sampled)
             if self._kv_write_s:
                 base += decodes * self._kv_write_s
             if self._dense_pad:
@@ -443,11 +513,10 @@ class CostModel:
         """Decode run of an engine with dense padded attention (``dense_attention_s``)."""
         if len(context) <= SHORT_RUN:
             return [base + self.dense_attention_s(float(c), decodes) for c in context]
-        e, pad = self.engine, self._dense_pad
+        pad = self._dense_pad
         ctx = np.asarray(context, dtype=np.float64)
         padded = np.maximum(1.0, np.ceil((ctx - decodes) / pad)) * pad
-        return base + padded * (e.padded_kv_token_s
-                                + self._tiled(decodes) * e.padded_kv_query_token_s)
+        return base + padded * (self._pad_a + self._tiled(self._padded(decodes)) * self._pad_b)
 
     def run_times(self, out: SchedulerOutput) -> Sequence[float] | float:
         """Durations of the iterations planned in ``out`` (a float for a single one)."""

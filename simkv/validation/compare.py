@@ -369,14 +369,28 @@ def describe(e: EngineConfig) -> str:
     return ", ".join(parts)
 
 
+MODES = ("auto", "light", "steps")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    import sys
+
+    argv = sys.argv[1:]
+    # Held-out protocol (issue 14): --fit DIR... --predict DIR..., or --protocol ROOT.
+    fit_dirs = "--fit" in argv and argv[argv.index("--fit") + 1:][:1] not in ([m] for m in MODES)
+    if "--predict" in argv or "--protocol" in argv or fit_dirs:
+        from simkv.validation.holdout import main as holdout_main
+
+        holdout_main(argv)
+        return
+    ap = argparse.ArgumentParser(description=__doc__ + "\nHeld out: simkv-validate --fit DIR... "
+                                 "--predict DIR... | --protocol ROOT (simkv/validation/holdout.py)")
     ap.add_argument("folder")
     ap.add_argument("--plot")
-    ap.add_argument("--fit", choices=("auto", "light", "steps"), default="auto",
+    ap.add_argument("--fit", choices=MODES, default="auto",
                     help="engine costs from the profiled steps (auto: when the folder has "
                          "iterations_*.csv) or from the light load's requests")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     folder = Path(args.folder)
     if not (folder / "engine.json").is_file():
         raise SystemExit(f"{folder}: no engine.json; expected the output folder of "

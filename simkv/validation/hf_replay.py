@@ -112,6 +112,15 @@ class StepProfiler:
             out = step(bp, *args, **kwargs)
             if prof._open is not None:
                 prof._open.update(compute_t=t0, launched_t=time.perf_counter())
+                # The shapes the step ran at (padded under CUDA graphs): its graph key.
+                io = getattr(bp, "inputs_and_outputs", None)
+                seqlen_k = getattr(io, "max_seqlen_k", None)
+                if io is not None:
+                    prof._open.update(
+                        q_padded=getattr(io, "num_q_tokens", -1),
+                        kv_padded=getattr(io, "max_kv_read", -1),
+                        seqlen_k=max(seqlen_k.values()) if isinstance(seqlen_k, dict) and seqlen_k
+                        else -1)
             return out
 
         def update_batch(bp: Any, *args: Any, **kwargs: Any) -> Any:
@@ -148,7 +157,8 @@ class StepProfiler:
                  "forward_s": r["updated_t"] - r["compute_t"],
                  "step_call_s": r["launched_t"] - r["compute_t"], "tokens": int(r["tokens"]),
                  "sequences": int(r["sequences"]), "kv_read": int(r["kv_read"]),
-                 "captured": int(r.get("captured", 0))}
+                 "captured": int(r.get("captured", 0)),
+                 **{k: int(r[k]) for k in ("q_padded", "kv_padded", "seqlen_k") if k in r}}
                 for r in rows]
 
 
@@ -184,13 +194,14 @@ def make_manager(model: Any, cb_kwargs: dict[str, Any]) -> Any:
 
 def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float,
            steps: list[dict[str, Any]] | None = None,
-           profiler: StepProfiler | None = None, ids_seed: int = 0) -> list[dict[str, Any]]:
+           profiler: StepProfiler | None = None, ids_seed: int = 0,
+           vocab: int = 120000) -> list[dict[str, Any]]:
     """Submit at the arrival times (real time), collect results; times are perf_counter.
 
     With a ``profiler``, the engine's forward passes during the replay go into ``steps``.
     ``ids_seed`` seeds the random prompt token ids: give every replay its own, or the engine's
     block sharing finds the previous replay's first prompt in its cache (seen on 2026-11-25:
-    the first request of each load prefilled 44 of 300 tokens).
+    the first request of each load prefilled 44 of 300 tokens). Token ids lie in [10, vocab).
     """
     submitted: dict[str, float] = {}
     results: dict[str, Any] = {}
@@ -200,7 +211,7 @@ def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float,
     rng = np.random.default_rng(ids_seed)
 
     def collect() -> None:
-        while len(results) < len(reqs):
+        while len(results) < len(reqs) and manager.is_running():
             r = manager.get_result(timeout=1.0)
             if r is not None:
                 results[str(r.request_id)] = (r, time.perf_counter())
@@ -211,7 +222,7 @@ def replay(manager: Any, reqs: list[tuple[float, int, int]], timeout: float,
         delay = t0 + t - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        ids = rng.integers(10, 120000, p).tolist()
+        ids = rng.integers(10, vocab, p).tolist()
         rid = f"r{i}"
         submitted[rid] = time.perf_counter()
         manager.add_request(ids, request_id=rid, max_new_tokens=o, record_timestamps=True)
