@@ -6,9 +6,11 @@ weight bytes and KV bytes per token are *derived*, so they cannot drift from the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from simkv.config.bounds import bounded, check, require
+from simkv.config.bounds import bounded, check, meta, require
+
+KINDS = ("autoregressive", "diffusion", "var")
 
 
 @dataclass(slots=True)
@@ -48,6 +50,22 @@ class ModelSpec:
     q_lora_rank: int = bounded(0, ge=0)
     qk_rope_head_dim: int = bounded(0, ge=0)
     v_head_dim: int = bounded(0, ge=0)
+    # --- What one generation step is (docs/KV_METHODS.md) ---------------------------------
+    # autoregressive: one token per step. diffusion (LLaDA, Dream): blocks of
+    # diffusion_block masked tokens, each refined over diffusion_steps denoising steps; with
+    # diffusion_canvas the whole generation length is a canvas of masks attended from the
+    # first step (LLaDA), without it blocks are appended (block diffusion). var (VAR,
+    # Infinity): next-scale prediction, one step per token map of var_scales[k]^2 tokens.
+    kind: str = bounded("autoregressive", choices=KINDS)
+    diffusion_block: int = bounded(0, ge=0)
+    diffusion_steps: int = bounded(0, ge=0)
+    diffusion_canvas: bool = True
+    var_scales: list[int] = field(default_factory=list, metadata=meta(ge=1))
+    # Sequences computed per request: 2 under classifier-free guidance (Infinity, VAR).
+    guidance_streams: int = bounded(1, ge=1)
+    # Parameters a GPU holds besides the decoder stack (a text encoder, cross-attention): in
+    # the weights' memory, not in the per-step roofline (they run once per request).
+    extra_params: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
         # A model is always the ``model`` section: a model YAML that breaks a rule fails
@@ -55,6 +73,12 @@ class ModelSpec:
         check(self, "model.")
 
     def validate(self, prefix: str = "model.") -> None:
+        require(self.kind != "diffusion" or (self.diffusion_block > 0 and self.diffusion_steps > 0),
+                f"{prefix}diffusion_block: model '{self.name}': a diffusion model needs "
+                f"diffusion_block and diffusion_steps > 0")
+        require(self.kind != "var" or bool(self.var_scales),
+                f"{prefix}var_scales: model '{self.name}': a var model needs var_scales, the "
+                f"side lengths of its token maps")
         require(not self.num_dense_layers or self.is_moe,
                 f"{prefix}num_dense_layers: model '{self.name}': num_dense_layers applies to MoE "
                 f"models only (num_experts > 1); a dense model's layers all use ffn_size")
@@ -79,6 +103,11 @@ class ModelSpec:
     @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
+
+    @property
+    def image_tokens(self) -> int:
+        """Tokens of one generated image of a var model: the sum of its token maps' areas."""
+        return sum(h * h for h in self.var_scales)
 
     @property
     def moe_layers(self) -> int:
@@ -171,7 +200,7 @@ class ModelSpec:
         dense = self.num_dense_layers * (self.attention_params_per_layer + self.dense_mlp_params
                                          + 2 * self.hidden_size)
         return (self.moe_layers * self.params_per_layer + dense + self.embedding_params + lm_head
-                + self.hidden_size)
+                + self.hidden_size + self.extra_params)
 
     @property
     def active_params(self) -> int:
