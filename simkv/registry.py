@@ -93,6 +93,7 @@ def _load_builtins() -> None:
     _loaded = True
     import simkv.policies.autoscaler
     import simkv.policies.eviction
+    import simkv.policies.kv_policy
     import simkv.policies.offload
     import simkv.policies.router
     import simkv.policies.scheduler

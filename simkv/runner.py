@@ -38,14 +38,16 @@ from simkv.results import SimResult
 
 log = logging.getLogger("simkv")
 
-POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler")
+POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
+                   "kv_policy")
 
 
 def _memory_defaults(cfg: SimConfig) -> None:
     """Configs built by hand (tests, scripts) may leave the memory policies out: LRU, no
-    offload, drop (the packaged defaults)."""
+    offload, drop, full KV (the packaged defaults)."""
     from simkv.policies.autoscaler import NoAutoscalerConfig
     from simkv.policies.eviction import LRUConfig
+    from simkv.policies.kv_policy import FullKVConfig
     from simkv.policies.offload.placements import NoOffloadConfig
     from simkv.policies.tool_kv import DropConfig
 
@@ -57,6 +59,8 @@ def _memory_defaults(cfg: SimConfig) -> None:
         cfg.offload = NoOffloadConfig()
     if cfg.tool_kv is None:
         cfg.tool_kv = DropConfig()
+    if cfg.kv_policy is None:
+        cfg.kv_policy = FullKVConfig()
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from simkv.config.schema import HardwareConfig, SimConfig
 from simkv.entities.hardware import shipped_profiles
 
 _done = False
-POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler")
+POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
+                 "kv_policy")
 # Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
 SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", *POLICY_GROUPS)
 

@@ -104,7 +104,8 @@ class Cluster:
         blocks = BlockPool(capacity.num_blocks, capacity.block_size)
         kv = (build_kv_manager(cfg, env, cost, blocks, self.memory, i)
               if self.memory is not None else None)
-        sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward)
+        sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward,
+                      kv_policy=pool.kv_policy, model=pool.model)
         if dp > 1:
             sched.scale_seats(dp)
         if pool.cfg.role == "decode":

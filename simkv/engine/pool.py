@@ -117,10 +117,24 @@ class Pool:
             self.base = self.layout(pc.data_parallel_attention)
             self.cost(self.base.dp)  # fail before the run when the layout is impossible
             self.capacity(self.base.dp)
+            self.kv_policy = self._kv_policy()
         except ValueError as exc:
             if name == DEFAULT:
                 raise
             raise type(exc)(f"pool '{name}': {exc}") from None
+
+    def _kv_policy(self) -> Any:
+        """The run's KV policy, checked against this pool's model and bound to its layout
+        (per-GPU KV bytes and PCIe: the same for every data-parallel degree)."""
+        from simkv.config.bounds import check
+        from simkv.policies.kv_policy import FullKVConfig
+
+        cfg = self.sim.kv_policy if self.sim.kv_policy is not None else FullKVConfig()
+        check(cfg, "kv_policy.")  # a budget of 0 or above 100% names its key
+        policy = build(cfg)
+        policy.check_model(self.model)
+        policy.bind(self.cost(self.base.dp))
+        return policy
 
     def layout(self, dp: int) -> Layout:
         pc = self.cfg
@@ -154,8 +168,9 @@ class Pool:
             cost = CostModel(self.model, hw, lay.tp, lay.pp, self.sim.engine, data_parallel=lay.dp,
                              expert_parallel=lay.ep, moe=self.sim.moe, links=links)
             p = self.placement
-            if p.attention_in_storage or p.kv_on_ssd:
-                cost, cap = self._on_drives(cost, "csd" if p.attention_in_storage else "ssd")
+            if p.attention_in_storage or p.kv_on_ssd or p.kv_on_dram:
+                tier = "csd" if p.attention_in_storage else "dram" if p.kv_on_dram else "ssd"
+                cost, cap = self._on_drives(cost, tier)
                 self._caps[dp] = cap
             self._costs[dp] = cost
         return cost
@@ -171,7 +186,7 @@ class Pool:
 
     def _on_drives(self, gpu_cost: CostModel, tier: str) -> tuple[CostModel, KVCapacity]:
         """The KV pool on the node's drives: CSDs computing decode attention (InstInfer), or
-        SSDs streaming the KV to the GPU every step (FlexGen-style)."""
+        SSDs (or CPU DRAM) streaming the KV to the GPU every step (FlexGen-style)."""
         from simkv.perf.in_storage import InStorageAttentionCost, StreamedAttentionCost
 
         node, cfg = self.node, self.sim
@@ -184,7 +199,7 @@ class Pool:
         kind = InStorageAttentionCost if tier == "csd" else StreamedAttentionCost
         cost = kind(self.model, self.hw, spec, 1.0 / per_node, lay.tp, lay.pp, cfg.engine)
         hbm = kv_capacity(gpu_cost, self.hw, cfg.kv, self._budget, self._seats)
-        gib = cfg.memory.csd_gib if tier == "csd" else cfg.memory.ssd_gib
+        gib = {"csd": cfg.memory.csd_gib, "ssd": cfg.memory.ssd_gib, "dram": cfg.memory.dram_gib}[tier]
         size = spec.capacity if gib is None else gib * 2**30
         return cost, drive_capacity(cost, self.cfg.instances, cfg.kv, hbm, size, node.gpus_per_node)
 

@@ -520,6 +520,11 @@ class CostModel:
 
     def run_times(self, out: SchedulerOutput) -> Sequence[float] | float:
         """Durations of the iterations planned in ``out`` (a float for a single one)."""
+        if out.steps is not None:
+            # Steps shaped by a KV policy or a model kind (perf/steps.py); None for full KV.
+            from simkv.perf.steps import step_run_times
+
+            return step_run_times(self, out)
         if out.num_iterations == 1:
             return self.iteration_time(out)
         if out.prefill_tokens:

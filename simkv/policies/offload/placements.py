@@ -11,6 +11,7 @@
 | cluster | DRAM, SSD of all nodes, one pool | every prefix, written to the pool | Mooncake Store |
 | instinfer | (the KV pool itself is on the CSDs) | always: decode attention runs in the drives | InstInfer |
 | ssd_stream | (the KV pool itself is on the SSDs) | always: each decode step reads it over PCIe | FlexGen |
+| dram_stream | (the KV pool itself is in CPU DRAM) | always: each decode step reads it over PCIe | FlexGen's KV offload to CPU (H2O's baseline) |
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class SsdStreamConfig:
     pass
 
 
+@dataclass(slots=True)
+class DramStreamConfig:
+    pass
+
+
 class _Placement:
     """Shared constructor: a placement is its class attributes."""
 
@@ -75,6 +81,7 @@ class _Placement:
     swap = False
     attention_in_storage = False
     kv_on_ssd = False
+    kv_on_dram = False
 
     def __init__(self, cfg: object = None, **_: object) -> None:
         self.cfg = cfg
@@ -130,3 +137,8 @@ class InstInfer(_Placement):
 @register("offload", "ssd_stream", SsdStreamConfig)
 class SsdStream(_Placement):
     kv_on_ssd = True
+
+
+@register("offload", "dram_stream", DramStreamConfig)
+class DramStream(_Placement):
+    kv_on_dram = True

@@ -13,10 +13,46 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from simkv.entities.request import Request
 from simkv.kv.block_pool import BlockPool
 
 _EMPTY: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class StepArrays:
+    """Per-iteration totals over the decode batch for steps that are not plain one-token
+    decodes (a KV policy, a diffusion or visual autoregressive model: engine/steps.py).
+
+    The KV each iteration's attention reads is ``decode_context`` (or ``tail_context``) of
+    the SchedulerOutput; these add what else varies. ``single``: every member queries one
+    token and samples one, so attention is the roofline's decode path.
+    """
+
+    queries: np.ndarray  # query tokens through the layers
+    pairs: np.ndarray  # query-key pairs of attention
+    logits: np.ndarray  # positions through the LM head
+    refresh: np.ndarray  # tokens recomputed in a fraction of the layers (expected)
+    refresh_pairs: np.ndarray
+    extra_s: np.ndarray  # seconds outside the roofline (fetches over PCIe)
+    fetching: np.ndarray  # members that fetch (a copy latency per layer is paid once)
+    single: bool
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """What the cost model needs beyond the plain aggregates (perf/steps.py prices it)."""
+
+    decode: StepArrays | None = None  # the run's decode iterations (the first only, with prefills)
+    tail: StepArrays | None = None  # the decode iterations after a prefill iteration
+    # Extra prefill work of the first iteration (EpiCache's patched prompt and encoder).
+    prefill_tokens: float = 0.0
+    prefill_pairs: float = 0.0
+    prefill_s: float = 0.0
+    refresh_depth: float = 0.0  # fraction of layers a refresh recomputes
+    fetch_latency_s: float = 0.0  # paid once per iteration in which some member fetches
 
 
 @dataclass(slots=True)
@@ -50,6 +86,8 @@ class SchedulerOutput:
     joined: bool = False
     # Static batching pads every sequence of the batch to the same length.
     padded: bool = False
+    # Steps that are not plain decodes, or extra prefill work (None: none).
+    steps: StepPlan | None = None
 
 
 class Scheduler(Protocol):

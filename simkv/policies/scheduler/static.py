@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from simkv.config.bounds import bounded, check
 from simkv.entities.request import Request, State
@@ -37,7 +37,11 @@ class StaticSchedulerConfig:
 @register("scheduler", "static", StaticSchedulerConfig)
 class StaticScheduler:
     def __init__(self, cfg: StaticSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
-                 **_: object) -> None:
+                 kv_policy: Any = None, model: Any = None, **_: object) -> None:
+        if kv_policy is not None and not (kv_policy.is_full and (
+                model is None or model.kind == "autoregressive")):
+            raise ValueError("scheduler=static runs full KV of autoregressive models only; "
+                             "kv_policy and diffusion or var models need scheduler=vllm")
         self.cfg = cfg
         self.pool = pool
         self.max_fast_forward = max(1, max_fast_forward)

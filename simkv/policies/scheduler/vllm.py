@@ -31,10 +31,12 @@ import numpy as np
 
 from simkv.config.bounds import bounded, check, require
 from simkv.engine.decode_batch import DecodeBatch
+from simkv.entities.model import ModelSpec
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.manager import KVManager, Match, may_hit
-from simkv.policies.scheduler.interface import SchedulerOutput
+from simkv.policies.kv_policy.interface import KVPolicyBase
+from simkv.policies.scheduler.interface import SchedulerOutput, StepPlan
 from simkv.registry import register
 
 
@@ -58,7 +60,8 @@ class VLLMSchedulerConfig:
 @register("scheduler", "vllm", VLLMSchedulerConfig)
 class VLLMScheduler:
     def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
-                 kv: KVManager | None = None, **_: object) -> None:
+                 kv: KVManager | None = None, kv_policy: KVPolicyBase | None = None,
+                 model: ModelSpec | None = None, **_: object) -> None:
         self.cfg = cfg
         self.pool = pool
         self.block_size = pool.block_size
@@ -73,7 +76,17 @@ class VLLMScheduler:
         self.kv = kv
         if kv is not None:
             kv.on_loaded = self._loaded
-        self.decode = DecodeBatch(pool.block_size)
+        # Plain: full KV of an autoregressive model, the closed-form decode batch. Otherwise
+        # a KV policy or a model kind shapes the steps (engine/steps.py); the hooks below
+        # branch on this flag only, so the plain path runs the code it always ran.
+        self._plain = kv_policy is None or (kv_policy.is_full and (
+            model is None or model.kind == "autoregressive"))
+        self.policy = kv_policy
+        self.model = model
+        if self._plain:
+            self.decode = DecodeBatch(pool.block_size)
+        else:
+            self._shaped_init(kv_policy, model, kv)
         # Disaggregated serving: finished prefills whose KV is still moving to a decode
         # instance (their blocks stay allocated), and the callback that starts a transfer when
         # a request with remote KV is admitted here.
@@ -83,6 +96,20 @@ class VLLMScheduler:
         self.chunked = cfg.chunked_prefill
         self.max_tokens = cfg.max_num_batched_tokens
         self.max_seqs = cfg.max_num_seqs
+
+    def _shaped_init(self, policy: KVPolicyBase | None, model: ModelSpec | None,
+                     kv: KVManager | None) -> None:
+        from simkv.engine.steps import ShapedDecodeBatch
+
+        assert policy is not None
+        if model is None:
+            raise ValueError("a kv_policy other than full needs the model spec")
+        policy.check_model(model)
+        if kv is not None:
+            raise ValueError(f"kv_policy={policy.name} with a {model.kind} model keeps KV that is "
+                             f"not a shareable prefix: set kv.prefix_caching=false")
+        self.decode = ShapedDecodeBatch(self.pool.block_size, policy, model, self.pool)
+        self._add_chunk = self._add_chunk_shaped  # type: ignore[method-assign]
 
     def scale_seats(self, ranks: int) -> None:
         """An instance of ``ranks`` data-parallel ranks: seats and token budget are per rank
@@ -94,9 +121,25 @@ class VLLMScheduler:
     def admission_error(self, req: Request) -> str:
         # The longest sequence it will ever hold in KV: prompt + output - 1 tokens.
         longest = req.prompt_tokens + req.output_tokens - 1
+        if not self._plain:
+            return self._shaped_admission_error(req)
         if blocks_for(longest, self.block_size) > self.pool.capacity:
             return "kv_capacity"
         if not self.cfg.chunked_prefill and longest > self.cfg.max_num_batched_tokens:
+            return "token_budget"
+        return ""
+
+    def _shaped_admission_error(self, req: Request) -> str:
+        model, policy = self.model, self.policy
+        assert model is not None and policy is not None
+        if model.kind == "var" and req.output_tokens != model.image_tokens:
+            return "var_output"  # a var model generates exactly its image's tokens
+        chunk = self.cfg.max_num_batched_tokens if self.cfg.chunked_prefill else req.prompt_tokens
+        prefill = policy.peak_tokens(req.prompt_tokens, req.output_tokens, chunk)
+        peak = self.decode.peak_blocks(req, blocks_for(prefill, self.block_size))  # type: ignore[attr-defined]
+        if peak > self.pool.capacity:
+            return "kv_capacity"
+        if not self.cfg.chunked_prefill and req.prompt_tokens > self.cfg.max_num_batched_tokens:
             return "token_budget"
         return ""
 
@@ -169,6 +212,7 @@ class VLLMScheduler:
         pool = self.pool
         dec = self.decode
         bs = self.block_size
+        plain = self._plain
         preempted = False
         need = dec.need_next() if dec.members else 0
         while need > pool.free:
@@ -185,7 +229,10 @@ class VLLMScheduler:
                 if req.state is not State.PREFILLING:
                     continue  # preempted while planning an earlier chunk
                 n = min(req.num_tokens - req.computed, budget)
-                extra = blocks_for(req.computed + n, bs) - req.blocks - req.shared
+                # NOTE: under a KV policy a chunk may hold fewer blocks than the last one
+                # held (EpiCache evicts after each block): extra < 0 gives them back.
+                extra = (blocks_for(req.computed + n, bs) if plain
+                         else self._held_blocks(req.computed, n)) - req.blocks - req.shared
                 while extra > pool.free - need:
                     victim = self._preempt_last(now)
                     preempted = True
@@ -233,7 +280,8 @@ class VLLMScheduler:
             if remaining > budget and not self.chunked:
                 break
             n = min(remaining, budget)
-            extra = blocks_for(req.computed + n, bs) - req.blocks
+            extra = (blocks_for(req.computed + n, bs) if self._plain
+                     else self._held_blocks(req.computed, n)) - req.blocks
             if extra > pool.free - need:
                 break
             waiting.popleft()
@@ -331,6 +379,41 @@ class VLLMScheduler:
         out.num_sampled = len(out.prefills)
         return out
 
+    def _held_blocks(self, computed: int, n: int) -> int:
+        assert self.policy is not None
+        return blocks_for(self.policy.prefill_held(computed, n), self.block_size)
+
+    def _add_chunk_shaped(self, out: SchedulerOutput, req: Request, n: int) -> None:
+        """``_add_chunk`` under a KV policy: the chunk attends to what the policy keeps of
+        the prefix (bidirectionally for a diffusion LLM), plus the policy's own work."""
+        policy = self.policy
+        assert policy is not None and self.model is not None
+        c = req.computed
+        ctx = policy.prefill_context(c)
+        out.prefills.append((req, n))
+        out.prefill_tokens += n
+        if self.model.kind == "diffusion":
+            out.prefill_attn_pairs += n * (ctx + n)
+        else:
+            out.prefill_attn_pairs += n * ctx + n * (n + 1) / 2
+        out.prefill_kv_tokens += ctx + n
+        if c + n == req.num_tokens:
+            out.num_sampled += 1
+        tokens, pairs, seconds = policy.prefill_extra(c, n)
+        if tokens or pairs or seconds:
+            plan = self._plan_of(out)
+            plan.prefill_tokens += tokens
+            plan.prefill_pairs += pairs
+            plan.prefill_s += seconds
+
+    def _plan_of(self, out: SchedulerOutput) -> StepPlan:
+        if out.steps is None:
+            policy = self.policy
+            assert policy is not None
+            out.steps = StepPlan(refresh_depth=policy.diffusion_refresh()[1],
+                                 fetch_latency_s=policy.fetch_latency_s)
+        return out.steps
+
     @staticmethod
     def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> None:
         c = req.computed
@@ -342,6 +425,9 @@ class VLLMScheduler:
             out.num_sampled += 1
 
     def _plan_decodes(self, out: SchedulerOutput, need: int, preempted: bool, now: float) -> None:
+        if not self._plain:
+            self._plan_shaped(out, need, preempted, now)
+            return
         dec = self.decode
         b = len(dec)
         out.num_decodes = b
@@ -369,6 +455,34 @@ class VLLMScheduler:
         # and the cost model only turns long ones into numpy.
         out.decode_context = range(start, start + b * k, b)
 
+    def _plan_shaped(self, out: SchedulerOutput, need: int, preempted: bool, now: float) -> None:
+        """``_plan_decodes`` for a shaped batch: contexts and step totals are slices of the
+        batch's per-tick sums, and the pool check always uses the cumulative need (a step may
+        need many blocks: a diffusion canvas, a whole token map)."""
+        dec = self.decode
+        b = len(dec)
+        out.num_decodes = b
+        out.num_sampled += b
+        out.first_need = need
+        if out.prefills:
+            if b:  # before _plan_tail joins the prefilled requests
+                out.decode_context = dec.reads(1)  # type: ignore[attr-defined]
+                arrays = dec.step_arrays(1)  # type: ignore[attr-defined]
+                if arrays is not None:
+                    self._plan_of(out).decode = arrays
+            if not preempted and self.max_fast_forward > 1:
+                self._plan_tail(out, need, now)
+            return
+        k = 1 if preempted else min(dec.ticks_to_first_finish(), self.max_fast_forward)
+        if k > 1:
+            cum = dec.cumulative_need(k)
+            k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
+        out.num_iterations = k
+        out.decode_context = dec.reads(k)  # type: ignore[attr-defined]
+        arrays = dec.step_arrays(k)  # type: ignore[attr-defined]
+        if arrays is not None:
+            self._plan_of(out).decode = arrays
+
     def _plan_tail(self, out: SchedulerOutput, need: int, now: float) -> None:
         """Plan the decode run that follows a prefill iteration, in the same SchedulerOutput.
 
@@ -395,16 +509,22 @@ class VLLMScheduler:
         free = self.pool.free - need
         # NOTE: k >= 1, not k > 1: unlike a plain decode run, whose first tick the preemption
         # loop has made room for, even the first tail tick may not fit.
-        if k >= 1 and free < b * (k // self.block_size + 1):
+        if k >= 1 and (not self._plain or free < b * (k // self.block_size + 1)):
             cum = dec.cumulative_need(k, skip=1)
             k = int(np.searchsorted(cum, free, side="right"))
         if k <= 0:
             k = 0
         out.num_iterations = 1 + k
         out.tail_decodes = b
+        out.joined = True
+        if not self._plain:
+            out.tail_context = dec.reads(k, skip=1)  # type: ignore[attr-defined]
+            arrays = dec.step_arrays(k, skip=1) if k else None  # type: ignore[attr-defined]
+            if arrays is not None:
+                self._plan_of(out).tail = arrays
+            return
         start = dec.context_sum(skip=1) + b
         out.tail_context = range(start, start + b * k, b)
-        out.joined = True
 
     # --- committing ---------------------------------------------------------------------
     def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
