@@ -133,6 +133,9 @@ class Pool:
         check(cfg, "kv_policy.")  # a budget of 0 or above 100% names its key
         policy = build(cfg)
         policy.check_model(self.model)
+        if self.cfg.role != "colocated" and not (policy.is_full and self.model.kind == "autoregressive"):
+            raise ValueError(f"kv_policy={policy.name} and {self.model.kind} models run on colocated "
+                             f"pools only: a hand-off of compressed or diffusion KV is not modelled")
         policy.bind(self.cost(self.base.dp))
         return policy
 

@@ -266,15 +266,20 @@ class ShapedDecodeBatch(DecodeBatch):
 
     # --- what the next iterations look like ---------------------------------------------
     def need_next(self) -> int:
-        return int(round(self._window(NEED, 1, 0)[0]))
+        return round(self._window(NEED, 1, 0)[0])
 
     def need_over(self, k: int, skip: int = 0) -> int:
-        return int(round(float(self._window(NEED, k, skip).sum())))
+        return round(float(self._window(NEED, k, skip).sum()))
 
     def cumulative_need(self, k: int, skip: int = 0) -> np.ndarray:
         """The peak of the blocks needed over ticks skip+1..skip+k (a policy may release
         blocks along the way: a run fits if its peak fits)."""
         return np.maximum.accumulate(np.rint(np.cumsum(self._window(NEED, k, skip))))
+
+    def first_release(self, k: int, skip: int = 0) -> int:
+        """Ticks up to and including the first of the next k that frees blocks (k if none)."""
+        freed = np.flatnonzero(self._window(NEED, k, skip) < -0.5)
+        return int(freed[0]) + 1 if freed.size else k
 
     def reads(self, k: int, skip: int = 0) -> np.ndarray:
         """KV token-equivalents the attention reads in each of the next k ticks."""

@@ -8,6 +8,20 @@ from simkv.policies.kv_policy.interface import AccuracyTable, KVPolicy, KVPolicy
 from simkv.policies.kv_policy.scalekv import ScaleKV, ScaleKVConfig
 from simkv.policies.kv_policy.sentencekv import SentenceKV, SentenceKVConfig
 
-__all__ = ["AccuracyTable", "ElasticCache", "ElasticCacheConfig", "EpiCache", "EpiCacheConfig",
-           "FullKV", "FullKVConfig", "H2O", "H2OConfig", "KVPolicy", "KVPolicyBase", "ScaleKV",
-           "ScaleKVConfig", "SentenceKV", "SentenceKVConfig"]
+__all__ = [
+           "H2O",
+           "AccuracyTable",
+           "ElasticCache",
+           "ElasticCacheConfig",
+           "EpiCache",
+           "EpiCacheConfig",
+           "FullKV",
+           "FullKVConfig",
+           "H2OConfig",
+           "KVPolicy",
+           "KVPolicyBase",
+           "ScaleKV",
+           "ScaleKVConfig",
+           "SentenceKV",
+           "SentenceKVConfig",
+]

@@ -11,7 +11,7 @@
 | cluster | DRAM, SSD of all nodes, one pool | every prefix, written to the pool | Mooncake Store |
 | instinfer | (the KV pool itself is on the CSDs) | always: decode attention runs in the drives | InstInfer |
 | ssd_stream | (the KV pool itself is on the SSDs) | always: each decode step reads it over PCIe | FlexGen |
-| dram_stream | (the KV pool itself is in CPU DRAM) | always: each decode step reads it over PCIe | FlexGen's KV offload to CPU (H2O's baseline) |
+| dram_stream | (the KV pool itself is in CPU DRAM) | always: each decode step reads it over PCIe | FlexGen |
 """
 
 from __future__ import annotations

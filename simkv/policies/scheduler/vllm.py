@@ -131,7 +131,8 @@ class VLLMScheduler:
 
     def _shaped_admission_error(self, req: Request) -> str:
         model, policy = self.model, self.policy
-        assert model is not None and policy is not None
+        assert model is not None
+        assert policy is not None
         if model.kind == "var" and req.output_tokens != model.image_tokens:
             return "var_output"  # a var model generates exactly its image's tokens
         chunk = self.cfg.max_num_batched_tokens if self.cfg.chunked_prefill else req.prompt_tokens
@@ -384,16 +385,20 @@ class VLLMScheduler:
         return blocks_for(self.policy.prefill_held(computed, n), self.block_size)
 
     def _add_chunk_shaped(self, out: SchedulerOutput, req: Request, n: int) -> None:
-        """``_add_chunk`` under a KV policy: the chunk attends to what the policy keeps of
-        the prefix (bidirectionally for a diffusion LLM), plus the policy's own work."""
+        """``_add_chunk`` under a KV policy or model kind: the chunk attends to what the
+        policy keeps of the prefix, plus the policy's own work."""
         policy = self.policy
-        assert policy is not None and self.model is not None
+        assert policy is not None
+        assert self.model is not None
         c = req.computed
         ctx = policy.prefill_context(c)
         out.prefills.append((req, n))
         out.prefill_tokens += n
         if self.model.kind == "diffusion":
-            out.prefill_attn_pairs += n * (ctx + n)
+            # Bidirectional over the canvas model's prompt (LLaDA); block-causal in blocks of
+            # the model's block otherwise (causal for one-token blocks).
+            b = n if self.model.diffusion_canvas else self.model.diffusion_block
+            out.prefill_attn_pairs += n * ctx + n * (n + b) / 2
         else:
             out.prefill_attn_pairs += n * ctx + n * (n + 1) / 2
         out.prefill_kv_tokens += ctx + n
@@ -477,6 +482,10 @@ class VLLMScheduler:
         if k > 1:
             cum = dec.cumulative_need(k)
             k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
+            if self.waiting:
+                # A step that gives blocks back (a scale compressed) may let the queue's head
+                # in: the run ends there, as a finish would.
+                k = min(k, dec.first_release(k))  # type: ignore[attr-defined]
         out.num_iterations = k
         out.decode_context = dec.reads(k)  # type: ignore[attr-defined]
         arrays = dec.step_arrays(k)  # type: ignore[attr-defined]
@@ -495,6 +504,7 @@ class VLLMScheduler:
             if req.computed + n < req.num_tokens or req.generated + 1 >= req.output_tokens:
                 return
         dec = self.decode
+        free_before = self.pool.free
         for req, n in out.prefills:
             # NOTE: the first iteration always completes (runs are only cut after the
             # iteration in flight), so committing the prefill's progress now is safe.
@@ -512,6 +522,10 @@ class VLLMScheduler:
         if k >= 1 and (not self._plain or free < b * (k // self.block_size + 1)):
             cum = dec.cumulative_need(k, skip=1)
             k = int(np.searchsorted(cum, free, side="right"))
+        if not self._plain and self.waiting and self.pool.free > free_before:
+            # The joins gave blocks back (a policy evicts after the prefill): the queue's head
+            # may fit now, so replan after the prefill iteration, as step by step would.
+            k = 0
         if k <= 0:
             k = 0
         out.num_iterations = 1 + k
