@@ -499,12 +499,18 @@ class VLLMScheduler:
         then the batch after the first iteration is known now, so its requests join the
         decode batch (from the next-but-one tick) and one plan covers both. This halves the
         engine's planning work per arrival; results equal step-by-step planning.
+
+        Not when requests still wait and this iteration used the whole token budget: the
+        budget, not memory or seats, held them back, and the next iteration has it again.
         """
+        if self.waiting and out.prefill_tokens + len(self.decode) >= self.max_tokens:
+            return
         for req, n in out.prefills:
             if req.computed + n < req.num_tokens or req.generated + 1 >= req.output_tokens:
                 return
         dec = self.decode
-        free_before = self.pool.free
+        plain = self._plain
+        free_before = 0 if plain else self.pool.free
         for req, n in out.prefills:
             # NOTE: the first iteration always completes (runs are only cut after the
             # iteration in flight), so committing the prefill's progress now is safe.
@@ -519,10 +525,10 @@ class VLLMScheduler:
         free = self.pool.free - need
         # NOTE: k >= 1, not k > 1: unlike a plain decode run, whose first tick the preemption
         # loop has made room for, even the first tail tick may not fit.
-        if k >= 1 and (not self._plain or free < b * (k // self.block_size + 1)):
+        if k >= 1 and (not plain or free < b * (k // self.block_size + 1)):
             cum = dec.cumulative_need(k, skip=1)
             k = int(np.searchsorted(cum, free, side="right"))
-        if not self._plain and self.waiting and self.pool.free > free_before:
+        if not plain and self.waiting and self.pool.free > free_before:
             # The joins gave blocks back (a policy evicts after the prefill): the queue's head
             # may fit now, so replan after the prefill iteration, as step by step would.
             k = 0
@@ -531,7 +537,7 @@ class VLLMScheduler:
         out.num_iterations = 1 + k
         out.tail_decodes = b
         out.joined = True
-        if not self._plain:
+        if not plain:
             out.tail_context = dec.reads(k, skip=1)  # type: ignore[attr-defined]
             arrays = dec.step_arrays(k, skip=1) if k else None  # type: ignore[attr-defined]
             if arrays is not None:
