@@ -125,8 +125,9 @@ def diffusion(policy: KVPolicyBase, model: ModelSpec, c0: int, g0: int, output: 
         held = np.concatenate(([float(c0)], total))
         frac, _ = policy.diffusion_refresh()
         if frac > 0 and k > 1:
-            rows[REFRESH, 1:] = frac * held[1:-1]
-            rows[REFRESH_PAIRS, 1:] = frac * held[1:-1] * total[1:]
+            # What one refresh recomputes; the cost model weighs it by the refresh fraction.
+            rows[REFRESH, 1:] = held[1:-1]
+            rows[REFRESH_PAIRS, 1:] = held[1:-1] * total[1:]
         single = bool(np.all(window == 1) and not model.diffusion_canvas and frac == 0)
     else:
         rows[QUERIES] = total

@@ -11,7 +11,8 @@ the query-key pairs and the KV it reads, its LM head the positions that produce 
   canvas, a visual autoregressive step over a token map) are priced like a prefill chunk
   over cached KV: ``max(pairs x FLOPs per pair, KV bytes + query bytes)`` per layer.
 * What a method adds is priced separately and added: a refresh (Elastic-Cache) recomputes
-  its tokens in ``refresh_depth`` of the layers; fetches (SentenceKV) are seconds on the
+  the cached tokens in ``refresh_depth`` of the layers on ``refresh_fraction`` of the steps
+  (the expectation: refresh_fraction x one refresh); fetches (SentenceKV) are seconds on the
   PCIe link plus one copy latency per layer; EpiCache's patched prompt is extra prefill
   query tokens, its sentence encoder seconds per prefill token.
 
@@ -60,11 +61,13 @@ def _extras(cost: CostModel, arr: StepArrays | None, plan: StepPlan) -> np.ndarr
     if arr is None:
         return 0.0
     extra = arr.extra_s + np.where(arr.fetching > 0.5, plan.fetch_latency_s, 0.0)
-    if plan.refresh_depth and arr.refresh.any():
+    if plan.refresh_fraction and plan.refresh_depth and arr.refresh.any():
         refresh = np.array([
             cost.linear_s(float(r)) + cost.layers * cost._prefill_attention_s(p, r, r) if r else 0.0
             for r, p in zip(arr.refresh.tolist(), arr.refresh_pairs.tolist(), strict=True)])
-        extra = extra + plan.refresh_depth * refresh
+        # The expected cost: a refresh on refresh_fraction of the steps; the members' refreshes
+        # are priced as one batch (one weight read), as if they fell on the same steps.
+        extra = extra + plan.refresh_fraction * plan.refresh_depth * refresh
     return extra
 
 

@@ -34,7 +34,7 @@ class StepArrays:
     queries: np.ndarray  # query tokens through the layers
     pairs: np.ndarray  # query-key pairs of attention
     logits: np.ndarray  # positions through the LM head
-    refresh: np.ndarray  # tokens recomputed in a fraction of the layers (expected)
+    refresh: np.ndarray  # tokens a refresh recomputes (in refresh_depth of the layers)
     refresh_pairs: np.ndarray
     extra_s: np.ndarray  # seconds outside the roofline (fetches over PCIe)
     fetching: np.ndarray  # members that fetch (a copy latency per layer is paid once)
@@ -51,6 +51,7 @@ class StepPlan:
     prefill_tokens: float = 0.0
     prefill_pairs: float = 0.0
     prefill_s: float = 0.0
+    refresh_fraction: float = 0.0  # fraction of steps that refresh (priced as the expectation)
     refresh_depth: float = 0.0  # fraction of layers a refresh recomputes
     fetch_latency_s: float = 0.0  # paid once per iteration in which some member fetches
 

@@ -415,7 +415,8 @@ class VLLMScheduler:
         if out.steps is None:
             policy = self.policy
             assert policy is not None
-            out.steps = StepPlan(refresh_depth=policy.diffusion_refresh()[1],
+            frac, depth = policy.diffusion_refresh()
+            out.steps = StepPlan(refresh_fraction=frac, refresh_depth=depth,
                                  fetch_latency_s=policy.fetch_latency_s)
         return out.steps
 

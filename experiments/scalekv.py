@@ -1,0 +1,147 @@
+"""ScaleKV on a visual autoregressive model: KV memory, the batch that fits, latency per image.
+
+    python experiments/scalekv.py [--quick]
+
+The paper's headline (ScaleKV, NeurIPS 2025; github StargazerX0/ScaleKV): on Infinity-8B the KV
+cache drops to 10% with pixel-level fidelity kept (README: 85 GB -> 8.5 GB; GenEval 0.79 kept,
+DPG 86.61 -> 86.49). Its Table 3 (Infinity-8B, 1024 x 1024): KV cache 10.5 GB at batch 1, 85 GB
+at 8, 170 GB at 16 without ScaleKV; 1.1, 8.5 and 17.1 GB with it (10%); parameters 19.5 GB;
+batch 8 and 16 do not fit 100 GB without it. Its Figure 7(b): latency 13 -> 12 ms at 512 px,
+37 -> 29 ms at 768 px, 71 -> 52 ms at 1024 px.
+
+simkv: ``model=infinity_8b`` (40 layers, width 3584, 13 token maps up to 64 x 64 = 10,521
+tokens, two classifier-free-guidance streams) on one H100 (the paper does not name its GPU
+here). (1) KV per image, hand-computed from the spec and read back from a run, full against
+ScaleKV at 10% (a uniform 10% of the earlier maps from the ninth map on, and the repo's
+per-scale drafter/refiner budgets); (2) latency per image at batch 1 for 512, 768 and 1024
+px; (3) the largest batch whose cache fits the H100 and the images per second at it. Writes
+experiments/results/scalekv.csv/.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from kv_common import OUT, pool_of, run_batch, save, show
+
+from simkv.policies.kv_policy.scalekv import PAPER_8B_DRAFTER, PAPER_8B_REFINER
+
+SCALES_1024 = [1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64]
+RESOLUTIONS = {512: SCALES_1024[:10], 768: SCALES_1024[:12], 1024: SCALES_1024}  # 0.25M/0.60M/1M
+POLICIES = {
+    "full cache": [],
+    "ScaleKV 10% (uniform)": ["kv_policy=scalekv", "kv_policy.budget_fraction=0.1"],
+    "ScaleKV 10% (repo budgets)": ["kv_policy=scalekv",
+                                   f"kv_policy.drafter_tokens=[{','.join(map(str, PAPER_8B_DRAFTER))}]",
+                                   f"kv_policy.refiner_tokens=[{','.join(map(str, PAPER_8B_REFINER))}]"],
+}
+PAPER_KV_GB = {("full cache", 1): 10.5, ("full cache", 8): 85.0, ("full cache", 16): 170.0,
+               ("ScaleKV", 1): 1.1, ("ScaleKV", 8): 8.5, ("ScaleKV", 16): 17.1}
+PAPER_MS = {("full cache", 512): 13, ("full cache", 768): 37, ("full cache", 1024): 71,
+            ("ScaleKV", 512): 12, ("ScaleKV", 768): 29, ("ScaleKV", 1024): 52}
+
+
+def model_args(scales: list[int]) -> list[str]:
+    n = sum(h * h for h in scales)
+    return ["model=infinity_8b", f"model.var_scales=[{','.join(map(str, scales))}]",
+            "hardware=h100_sxm_80gb", "scheduler.max_num_seqs=256"], n
+
+
+def stored_cache_gb(policy: list[str], scales: list[int], batch: int) -> tuple[float, float]:
+    """(cache kept of the earlier maps when the last map is generated, the peak held incl. the
+    map being generated) in GB for ``batch`` images, from the policy and the spec."""
+    args, _ = model_args(scales)
+    pool = pool_of([*args, *policy])
+    m, cost = pool.model, pool.cost(pool.base.dp)
+    last = len(scales) - 1
+    prefix = 1 + sum(h * h for h in scales[1:last])  # the condition's slot + maps 2..K-1
+    kept = pool.kv_policy.var_prefix(prefix, last)
+    per_token = cost.kv_bytes_per_token_per_gpu() * m.guidance_streams
+    return (batch * kept * per_token / 1e9, batch * (kept + scales[last] ** 2) * per_token / 1e9)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for CI")
+    args = ap.parse_args()
+    rows = []
+    # (1) memory, (3) the largest batch that fits and its throughput, at 1024 px.
+    scales = SCALES_1024[:10] if args.quick else SCALES_1024
+    px = 512 if args.quick else 1024
+    margs, n = model_args(scales)
+    for name, policy in POLICIES.items():
+        pool = pool_of([*margs, *policy])
+        cap_tokens = pool.capacity(pool.base.dp).tokens
+        per_image_peak = stored_cache_gb(policy, scales, 1)[1] * 1e9
+        per_token = pool.cost(pool.base.dp).kv_bytes_per_token_per_gpu()
+        fits = int(cap_tokens * per_token // per_image_peak)
+        batch = max(1, min(fits, 8 if args.quick else 256))
+        r = run_batch(batch, 1, n, [*margs, *policy])
+        for b in (1, 8, 16):
+            cache, peak = stored_cache_gb(policy, scales, b)
+            key = ("full cache" if name == "full cache" else "ScaleKV", b)
+            paper = PAPER_KV_GB.get(key, float("nan")) if px == 1024 else float("nan")
+            rows.append({"part": "memory", "policy": name, "resolution": px, "batch": b,
+                         "kv_cache_gb": cache, "kv_peak_gb": peak, "paper_kv_gb": paper})
+        rows.append({"part": "max batch", "policy": name, "resolution": px,
+                     "batch": batch, "weights_gb": pool.capacity(pool.base.dp).weights_per_gpu / 1e9,
+                     "images_per_s": batch / r.makespan_s,
+                     "latency_s": float(r.requests["e2e_s"].median())})
+    # (2) latency per image at batch 1, per resolution.
+    for px, sc in RESOLUTIONS.items():
+        if args.quick and px > 512:
+            continue
+        margs, n = model_args(sc)
+        for name, policy in POLICIES.items():
+            r = run_batch(2, 1, n, [*margs, *policy], gap_s=100.0)  # one image at a time
+            key = ("full cache" if name == "full cache" else "ScaleKV", px)
+            rows.append({"part": "latency", "policy": name, "resolution": px, "batch": 1,
+                         "latency_s": float(r.requests["e2e_s"].median()),
+                         "paper_latency_ms": PAPER_MS.get(key, float("nan"))})
+    df = pd.DataFrame(rows)
+    path = save(df, "scalekv", args.quick)
+    for part, g in df.groupby("part", sort=False):
+        print(f"\n{part}:")
+        show(g.dropna(axis=1, how="all"))
+    plot(df, args.quick)
+    print(f"wrote {path}")
+
+
+def plot(df: pd.DataFrame, quick: bool) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    mem = df[df.part == "memory"]
+    for name, g in mem.groupby("policy", sort=False):
+        axes[0].plot(g.batch, g.kv_cache_gb, marker="o", label=f"simkv: {name}")
+    paper = mem.dropna(subset=["paper_kv_gb"]).drop_duplicates(["batch", "paper_kv_gb"])
+    if len(paper):
+        axes[0].scatter(paper.batch, paper.paper_kv_gb, color="k", marker="x", zorder=3,
+                        label="paper Table 3")
+    axes[0].set_xlabel("images in the batch")
+    axes[0].set_ylabel("KV cache (GB)")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    mb = df[df.part == "max batch"]
+    axes[1].barh(mb.policy + "\nbatch " + mb.batch.astype(int).astype(str), mb.images_per_s,
+                 color="#3a7")
+    axes[1].set_xlabel("images / s at the largest batch that fits")
+    axes[1].invert_yaxis()
+    lat = df[df.part == "latency"]
+    for name, g in lat.groupby("policy", sort=False):
+        axes[2].plot(g.resolution, 1e3 * g.latency_s, marker="o", label=name)
+    axes[2].set_xlabel("resolution (px)")
+    axes[2].set_ylabel("latency per image, batch 1 (ms)")
+    axes[2].legend(fontsize=7)
+    fig.suptitle("Infinity-8B on one H100: ScaleKV vs the full cache")
+    fig.tight_layout()
+    OUT.mkdir(exist_ok=True)
+    fig.savefig(OUT / f"scalekv{'_quick' if quick else ''}.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
