@@ -57,7 +57,8 @@ class InStorageAttentionCost(CostModel):
 
 class StreamedAttentionCost(InStorageAttentionCost):
     """The baseline InstInfer compares with (FlexGen-style SSD offloading): the KV cache lives
-    on the node's NVMe drives and every decode step streams it to the GPU, so attention reads
+    on the node's NVMe drives (or, for ``dram_stream``, in its CPU DRAM: ``ssd`` is then the
+    DRAM tier) and every decode step streams it to the GPU, so attention reads
     at the slower of the drives' read bandwidth (this replica's share) and PCIe, and computes
     on the GPU at its attention efficiency."""
 

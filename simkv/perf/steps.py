@@ -23,7 +23,7 @@ are not combined with shaped steps (an error says so).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from simkv.perf.roofline import CostModel
 
 
-def step_run_times(cost: CostModel, out: SchedulerOutput) -> Sequence[float] | float:
+def step_run_times(cost: CostModel, out: SchedulerOutput) -> np.ndarray | float:
     """Durations of the iterations of ``out`` (a float for a single one)."""
     plan = out.steps
     assert plan is not None
@@ -63,7 +63,7 @@ def _extras(cost: CostModel, arr: StepArrays | None, plan: StepPlan) -> np.ndarr
     extra = arr.extra_s + np.where(arr.fetching > 0.5, plan.fetch_latency_s, 0.0)
     if plan.refresh_fraction and plan.refresh_depth and arr.refresh.any():
         refresh = np.array([
-            cost.linear_s(float(r)) + cost.layers * cost._prefill_attention_s(p, r, r) if r else 0.0
+            cost.linear_s(int(r)) + cost.layers * cost._prefill_attention_s(p, r, int(r)) if r else 0.0
             for r, p in zip(arr.refresh.tolist(), arr.refresh_pairs.tolist(), strict=True)])
         # The expected cost: a refresh on refresh_fraction of the steps; the members' refreshes
         # are priced as one batch (one weight read), as if they fell on the same steps.
@@ -76,7 +76,8 @@ def _decode_run(cost: CostModel, arr: StepArrays | None, b: int, reads: Sequence
     """Decode-only iterations of ``b`` members reading ``reads`` KV tokens."""
     if arr is None or arr.single:
         # One query per member: the roofline's own decode path, on the KV the policy keeps.
-        base = np.asarray(cost.decode_run_times(b, reads, b), dtype=np.float64)
+        # NOTE: whole token counts as floats (the shaped batch's sums), read as such.
+        base = np.asarray(cost.decode_run_times(b, cast(Sequence[int], reads), b), dtype=np.float64)
     else:
         base = np.array([_step_s(cost, b, r, q, p, g, 0.0, 0.0) for r, q, p, g in zip(
             np.asarray(reads, dtype=np.float64).tolist(), arr.queries.tolist(),
@@ -89,7 +90,7 @@ def _step_s(cost: CostModel, b: int, read: float, queries: float, pairs: float, 
             prefill_sampled: int = 0) -> float:
     """One iteration of multi-token steps (plus a prefill chunk's aggregates, if any)."""
     e = cost.engine
-    tokens = prefill_tokens + queries
+    tokens = prefill_tokens + round(queries)
     attn = cost._prefill_attention_s(pairs, read, int(queries)) if queries else 0.0
     if prefill_tokens:
         attn += cost._prefill_attention_s(prefill_pairs, prefill_kv, prefill_tokens)
@@ -111,11 +112,11 @@ def _iteration(cost: CostModel, out: SchedulerOutput, arr: StepArrays | None, b:
                     float(arr.logits[i]), out.prefill_attn_pairs, out.prefill_kv_tokens,
                     out.prefill_tokens, sampled)
     if plan.prefill_tokens or plan.prefill_s:
-        x = plan.prefill_tokens
+        x = round(plan.prefill_tokens)
         tokens = out.prefill_tokens + b
         t += (cost.linear_s(tokens + x) - cost.linear_s(tokens)
               + cost.layers * cost._prefill_attention_s(plan.prefill_pairs,
-                                                       out.prefill_kv_tokens + x, int(x))
+                                                       out.prefill_kv_tokens + x, x)
               + plan.prefill_s)
     if arr is not None:
         extra = _extras(cost, arr, plan)
