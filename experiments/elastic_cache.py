@@ -29,6 +29,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from kv_common import OUT, run_batch, save, show
 
+from simkv.policies.kv_policy.elastic_cache import ACCURACY
+
 PROMPT, BLOCK = 512, 32
 BASE = ["model=llada_8b", "hardware=h100_sxm_80gb"]
 PAPER = {256: 8.2, 512: 25.2}  # LLaDA-Instruct, GSM8K (project page); 45.1x: LLaDA-1.5, 512
@@ -68,6 +70,10 @@ def main() -> None:
     show(df)
     print("\npaper (project page, LLaDA-Instruct GSM8K): 8.2x at 256 tokens, 25.2x at 512; "
           "abstract: 8.7x (256), 45.1x (LLaDA-1.5, 512)")
+    print("\naccuracy, as the paper reports it (input data, not simulated):")
+    for table in ACCURACY:
+        print(f"  {table.model} {table.benchmark}: "
+              + ", ".join(f"{k} {v:g}%" for k, v in table.points) + f"  [{table.source}]")
     plot(df, args.quick)
     print(f"wrote {path}")
 

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from kv_common import OUT, pool_of, run_batch, save, show
 
-from simkv.policies.kv_policy.scalekv import PAPER_8B_DRAFTER, PAPER_8B_REFINER
+from simkv.policies.kv_policy.scalekv import ACCURACY, PAPER_8B_DRAFTER, PAPER_8B_REFINER
 
 SCALES_1024 = [1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64]
 RESOLUTIONS = {512: SCALES_1024[:10], 768: SCALES_1024[:12], 1024: SCALES_1024}  # 0.25M/0.60M/1M
@@ -108,6 +108,11 @@ def main() -> None:
     for part, g in df.groupby("part", sort=False):
         print(f"\n{part}:")
         show(g.dropna(axis=1, how="all"))
+    print("\nquality, as the paper reports it (input data, not simulated):")
+    for table in ACCURACY:
+        print(f"  {table.model} {table.benchmark} ({table.metric}): "
+              + ", ".join(f"{k if isinstance(k, str) else f'{k:.0%}'} {v:g}" for k, v in table.points)
+              + f"  [{table.source}]")
     plot(df, args.quick)
     print(f"wrote {path}")
 
