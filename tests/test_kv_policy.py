@@ -246,11 +246,9 @@ def test_dram_stream_is_slower_than_hbm(tmp_path) -> None:
     (["kv_policy=h2o", "scheduler=static"], "scheduler=static runs full KV"),
 ])
 def test_bad_kv_policy_configs_name_the_problem(tmp_path, overrides: list[str], message: str) -> None:
-    cfg = small(["workload.num_requests=5", *overrides])
-    if "kv.prefix_caching=true" not in overrides:
-        cfg.kv.prefix_caching = False
+    prefix = [] if "kv.prefix_caching=true" in overrides else [NO_PREFIX]
     with pytest.raises((ConfigError, ValueError), match=message):
-        simkv.simulate(cfg, tmp_path)
+        simkv.simulate(small(["workload.num_requests=5", *prefix, *overrides]), tmp_path)
 
 
 @pytest.mark.parametrize("overrides", [

@@ -325,11 +325,22 @@ class SimConfig:
                 raise ConfigError(f"memory.lower_eviction: {exc.args[0]}") from None
             require(bool(placement.tiers), f"memory.lower_eviction cannot act: offload={offload} "
                                            f"has no tier below HBM")
-        drives = {"ssd": placement.kv_on_ssd, "csd": placement.attention_in_storage}
+        drives = {"ssd": placement.kv_on_ssd, "csd": placement.attention_in_storage,
+                  "dram": placement.kv_on_dram}
         for t in ("dram", "ssd", "csd"):
             require(getattr(mem, f"{t}_gib") is None or t in placement.tiers or drives.get(t, False),
                     f"memory.{t}_gib cannot act: offload={offload} has no {t} tier "
                     f"(it has: {', '.join(placement.tiers) or 'none'})")
+        if self.kv_policy is not None:
+            # A KV policy (or a diffusion or var model) keeps per-request KV that is not a
+            # shareable prefix, on schedulers with a shaped decode batch (docs/KV_METHODS.md).
+            policy = name_of(self.kv_policy)
+            what = (f"kv_policy={policy}" if policy != "full" else f"a {m.kind} model")
+            if policy != "full" or m.kind != "autoregressive":
+                require(not cache, f"kv.prefix_caching: {what} keeps KV that is not a shareable "
+                                   f"prefix: set kv.prefix_caching=false")
+                require(kv_manager, f"scheduler: {what} needs scheduler=vllm or continuum "
+                                    f"(scheduler=static runs full KV of autoregressive models only)")
         block = getattr(self.workload, "block_tokens", None)
         require(block is None or not cache or block == kv.prefix_block_tokens,
                 f"workload.block_tokens ({block}) must equal kv.prefix_block_tokens "

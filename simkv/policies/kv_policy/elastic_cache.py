@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import bounded, check
 from simkv.policies.kv_policy.interface import AccuracyTable, KVPolicyBase
 from simkv.registry import register
 
@@ -58,6 +58,9 @@ class ElasticCacheConfig:
     refresh_fraction: float = bounded(0.1, ge=0, le=1)
     # Fraction of the layers a refresh recomputes, the deepest ones (assumed).
     refresh_depth: float = bounded(0.5, ge=0, le=1)
+
+    def __post_init__(self) -> None:
+        check(self, "kv_policy.")
 
 
 @register("kv_policy", "elastic_cache", ElasticCacheConfig)

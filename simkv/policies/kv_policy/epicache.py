@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import bounded, check, meta
 from simkv.policies.kv_policy.interface import AccuracyTable, KVPolicyBase, ceil_tokens
 from simkv.registry import register
 
@@ -49,7 +49,7 @@ class EpiCacheConfig:
     # KV budget M: tokens per layer on average (--kv_budget, 8192 by default); 0: no budget.
     kv_budget: int = bounded(8192, ge=0)
     # Relative sensitivity per layer (one number per layer); empty: uniform.
-    layer_weights: list[float] = field(default_factory=list)
+    layer_weights: list[float] = field(default_factory=list, metadata=meta(gt=0))
     # Sharpness of the allocation, b_l ~ weight^power (POWER=1.1 in the run scripts).
     power: float = bounded(1.1, ge=0)
     # Query tokens of the patched prompt scored against every block. Assumed: 8 medoid
@@ -60,6 +60,9 @@ class EpiCacheConfig:
     embed_params: float = bounded(0.6e9, ge=0)
     # Topical episodes (N_CLUSTER=4); only the matched one is built per request here.
     episodes: int = bounded(4, ge=1)
+
+    def __post_init__(self) -> None:
+        check(self, "kv_policy.")
 
 
 @register("kv_policy", "epicache", EpiCacheConfig)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import bounded, check
 from simkv.policies.kv_policy.interface import AccuracyTable, KVPolicyBase, ceil_tokens
 from simkv.registry import register
 
@@ -48,6 +48,9 @@ class H2OConfig:
     budget_tokens: int = bounded(0, ge=0)
     # Bytes of accumulated score read and written per query head and kept token each step.
     score_bytes: float = bounded(8.0, ge=0)
+
+    def __post_init__(self) -> None:
+        check(self, "kv_policy.")
 
 
 @register("kv_policy", "h2o", H2OConfig)

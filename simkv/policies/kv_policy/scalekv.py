@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import bounded, check, meta, require
 from simkv.policies.kv_policy.interface import AccuracyTable, KVPolicyBase
 from simkv.registry import register
 
@@ -54,8 +54,16 @@ class ScaleKVConfig:
     first_scale: int = bounded(8, ge=0)
     drafter_layers: int = bounded(3, ge=0)
     # Per compressed scale, from first_scale on; both empty: use budget_fraction.
-    drafter_tokens: list[int] = field(default_factory=list)
-    refiner_tokens: list[int] = field(default_factory=list)
+    drafter_tokens: list[int] = field(default_factory=list, metadata=meta(ge=0))
+    refiner_tokens: list[int] = field(default_factory=list, metadata=meta(ge=0))
+
+    def __post_init__(self) -> None:
+        check(self, "kv_policy.")
+
+    def validate(self, prefix: str = "kv_policy.") -> None:
+        require(len(self.drafter_tokens) == len(self.refiner_tokens),
+                f"{prefix}refiner_tokens: one entry per compressed scale, as drafter_tokens "
+                f"({len(self.drafter_tokens)}), got {len(self.refiner_tokens)}")
 
 
 @register("kv_policy", "scalekv", ScaleKVConfig)
@@ -64,9 +72,6 @@ class ScaleKV(KVPolicyBase):
 
     def __init__(self, cfg: ScaleKVConfig, **_: object) -> None:
         super().__init__(cfg)
-        if len(cfg.drafter_tokens) != len(cfg.refiner_tokens):
-            raise ValueError("kv_policy.drafter_tokens and refiner_tokens need one entry per "
-                             "compressed scale each")
         self.layers = 0
 
     def check_model(self, model: object) -> None:

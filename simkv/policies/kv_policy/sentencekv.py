@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from simkv.config.bounds import bounded
+from simkv.config.bounds import bounded, check
 from simkv.policies.kv_policy.interface import AccuracyTable, KVPolicyBase, ceil_tokens
 from simkv.registry import register
 
@@ -60,6 +60,9 @@ class SentenceKVConfig:
     fetch_fraction: float = bounded(0.04, ge=0, le=1)
     # The prefill keeps budget x semantic_factor tokens (written to DRAM once).
     semantic_factor: float = bounded(3.0, ge=1)
+
+    def __post_init__(self) -> None:
+        check(self, "kv_policy.")
 
 
 @register("kv_policy", "sentencekv", SentenceKVConfig)

@@ -140,7 +140,9 @@ class VLLMScheduler:
         peak = self.decode.peak_blocks(req, blocks_for(prefill, self.block_size))  # type: ignore[attr-defined]
         if peak > self.pool.capacity:
             return "kv_capacity"
-        if not self.cfg.chunked_prefill and req.prompt_tokens > self.cfg.max_num_batched_tokens:
+        # As for full KV: a preempted request re-prefills prompt + generated tokens whole.
+        if (not self.cfg.chunked_prefill
+                and req.prompt_tokens + req.output_tokens - 1 > self.cfg.max_num_batched_tokens):
             return "token_budget"
         return ""
 
