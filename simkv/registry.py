@@ -94,6 +94,7 @@ def _load_builtins() -> None:
     import simkv.policies.autoscaler
     import simkv.policies.eviction
     import simkv.policies.kv_policy
+    import simkv.policies.kv_pool
     import simkv.policies.offload
     import simkv.policies.router
     import simkv.policies.scheduler

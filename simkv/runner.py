@@ -39,7 +39,7 @@ from simkv.results import SimResult
 log = logging.getLogger("simkv")
 
 POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                   "kv_policy")
+                   "kv_policy", "kv_pool")
 
 
 def _memory_defaults(cfg: SimConfig) -> None:
@@ -61,6 +61,10 @@ def _memory_defaults(cfg: SimConfig) -> None:
         cfg.tool_kv = DropConfig()
     if cfg.kv_policy is None:
         cfg.kv_policy = FullKVConfig()
+    if cfg.kv_pool is None:
+        from simkv.policies.kv_pool import NoKVPoolConfig
+
+        cfg.kv_pool = NoKVPoolConfig()
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:

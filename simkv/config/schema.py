@@ -7,7 +7,7 @@ these dataclasses (attribute access on a DictConfig is ~700x slower: STACK.md).
 
 ``slots=True`` but not frozen: Hydra refuses overrides on frozen nodes.
 Policy sections (``scheduler``, ``router``, ``workload``, ``eviction``, ``offload``,
-``tool_kv``, ``autoscaler``, ``kv_policy``) are typed ``Any`` here because each
+``tool_kv``, ``autoscaler``, ``kv_policy``, ``kv_pool``) are typed ``Any`` here because each
 registered policy brings its own dataclass; ``simkv.registry.build`` dispatches on it.
 """
 
@@ -268,6 +268,8 @@ class SimConfig:
     autoscaler: Any = None
     # How much KV a sequence keeps (full, h2o, sentencekv, epicache, elastic_cache, scalekv).
     kv_policy: Any = None
+    # Memory borrowed across instances (DistAttention): none or distattention.
+    kv_pool: Any = None
     # Several pools (heterogeneous GPUs, other layouts) instead of `cluster`'s one pool.
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     moe: MoEConfig = field(default_factory=MoEConfig)

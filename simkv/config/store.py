@@ -22,7 +22,7 @@ from simkv.entities.hardware import shipped_profiles
 
 _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                 "kv_policy")
+                 "kv_policy", "kv_pool")
 # Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
 SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", *POLICY_GROUPS)
 

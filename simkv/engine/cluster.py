@@ -64,8 +64,10 @@ class Cluster:
         self.unrouted = 0
         self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
                                    self._start_serving, self._stop_serving, self._rehome)
+        self.lifecycle.on_stop = lambda r: self.kv_pool.detach(r)
         self.router = build(cfg.router, rng=router_rng)
         self.handoff = self._disaggregation(cfg, router_rng)
+        self.kv_pool = build(cfg.kv_pool)
         for pool in self.pools.values():
             self.lifecycle.initial(pool)
         self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
@@ -116,6 +118,7 @@ class Cluster:
         replica.pool, replica.state, replica.dp = pool, state, dp
         replica.slots, replica.gpus = slots, len(slots.gpus)
         replica.work_rate = pool.work_rate(dp)
+        replica.kv = kv
         if kv is not None:
             to_scheduler = kv.on_loaded
 
@@ -129,6 +132,7 @@ class Cluster:
         self.kvs.append(kv)
         self.replicas.append(replica)
         pool.instances.append(replica)
+        self.kv_pool.attach(replica)
         return replica
 
     def _start_serving(self, r: Replica) -> None:

@@ -106,6 +106,7 @@ class Lifecycle:
         self._serving = serving
         self._leaving = leaving
         self._rehome = rehome
+        self.on_stop: Callable[[Replica], None] | None = None
         self.actions = 0
         self.events: list[ScaleEvent] = []
         self.weight_bytes_loaded = 0.0
@@ -239,6 +240,8 @@ class Lifecycle:
         self.set_state(r, STOPPED, "drained", r.drain_action)
         self.topology.release(r.slots)
         r.pool.instances.remove(r)
+        if self.on_stop is not None:
+            self.on_stop(r)
         if r.on_stopped is not None:
             r.on_stopped()
 

@@ -74,6 +74,7 @@ class Replica:
         self.drain_action = -1
         # Tokens per second, for routers that weigh outstanding work by instance speed.
         self.work_rate = 1.0
+        self.kv: Any = None  # its KV manager (prefix cache), set by the cluster
 
     def set_layout(self, dp: int, cost: Any, kv_blocks: int) -> None:
         """Serve on another data-parallel degree from the next plan on (elastic resize): the
@@ -93,6 +94,25 @@ class Replica:
         self.outstanding_requests += 1
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
         self.poke()
+
+    # --- what routers may read ----------------------------------------------------------
+    def cached_tokens(self, req: Request) -> int:
+        """Prompt tokens of ``req`` this instance has cached in HBM (0 without a prefix cache)."""
+        kv = self.kv
+        return kv.cached_tokens(req) if kv is not None else 0
+
+    def spare_blocks(self) -> int:
+        """KV blocks this instance could give up now: free ones, less what its run in flight
+        will still allocate."""
+        pool = self.scheduler.pool
+        if self.busy and self._out is not None:
+            return max(0, pool.free - self.scheduler.planned_need(self._out))
+        return pool.free
+
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens queued or part-way through prefill here: work ahead of a new request's
+        first token."""
+        return self.scheduler.pending_prefill_tokens()
 
     def hand_back(self, everything: bool = False) -> list[Request]:
         """Requests removed from this instance for others: the queued ones that never ran
@@ -170,6 +190,9 @@ class Replica:
                 self.outstanding_requests -= 1
                 self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
                 self.on_finish(req, req.finish)
+            give_back = self.scheduler.pool.give_back
+            if give_back is not None:
+                give_back()  # borrowed memory goes back as requests end
         else:
             self._idle_iterations += done
             if self._idle_iterations > self.livelock_limit:

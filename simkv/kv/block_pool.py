@@ -36,6 +36,15 @@ class BlockPool:
     pinned: int = 0
     # Evicts at least n evictable cached blocks (set by the HBM cache).
     reclaim: Callable[[int], None] | None = None
+    # Memory borrowed from / lent to other instances (DistAttention, kv_pool=distattention):
+    # ``borrow(n)`` asks for n more blocks of capacity and returns how many it got;
+    # ``give_back()`` returns borrowed capacity no longer needed; ``reach`` is how many blocks
+    # borrowing could add at most (admission counts it). All None/0 without a KV pool.
+    borrow: Callable[[int], int] | None = None
+    give_back: Callable[[], None] | None = None
+    reach: int = 0
+    borrowed: int = 0
+    lent: int = 0
 
     @property
     def free(self) -> int:

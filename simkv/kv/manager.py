@@ -116,6 +116,22 @@ class KVManager:
         self.on_freed: Callable[[], None] = lambda: None
         self.stats = KVStats()
 
+    # --- what routers may read ----------------------------------------------------------
+    def cached_tokens(self, req: Request, lower: bool = False) -> int:
+        """Leading prompt tokens of ``req`` whose KV this instance holds in HBM (and, with
+        ``lower``, in the tiers below it on its node), without touching anything: routers
+        ask every instance this before choosing one."""
+        p = req.prefix
+        if not p:
+            return 0
+        refs = self.hbm.refs
+        n = 0
+        for key in p:
+            if key not in refs and not (lower and any(key in s.entries for _, s in self.lower)):
+                break
+            n += 1
+        return min(n * self.G, max(req.prompt_tokens - 1, 0))
+
     # --- 1. admission -------------------------------------------------------------------
     def match(self, req: Request) -> Match | None:
         if req.session >= 0 and req.session in self.last_finish:

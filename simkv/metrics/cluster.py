@@ -62,6 +62,8 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
                                **{f"p{q}": float(np.percentile(wait, q)) for q in (50, 90, 99)}}
                               if wait.size else None),
         }
+    if hasattr(cluster.kv_pool, "summary"):
+        out["kv_pool"] = cluster.kv_pool.summary()
     events = cluster.lifecycle.events
     if events:
         out["scaling"] = scaling_section(events, requests_path, end_s)

@@ -16,6 +16,14 @@ class ReplicaLoad(Protocol):
     # Tokens per second of a full iteration of its layout: how fast its pool's GPUs are.
     work_rate: float
 
+    def cached_tokens(self, req: Request) -> int:
+        """Prompt tokens of ``req`` whose KV this instance holds in HBM (read-only)."""
+        ...
+
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens queued or part-way through prefill on this instance."""
+        ...
+
 
 class Router(Protocol):
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:

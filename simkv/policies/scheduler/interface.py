@@ -125,6 +125,10 @@ class Scheduler(Protocol):
 
     def num_unfinished(self) -> int: ...
 
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens queued or part-way through prefill (what routers estimate TTFT from)."""
+        ...
+
     def scale_seats(self, ranks: int) -> None:
         """The instance now has ``ranks`` data-parallel ranks: seats and budgets are per rank."""
         ...

@@ -66,6 +66,10 @@ class StaticScheduler:
         req.state = State.WAITING
         self.waiting.append(req)
 
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens of the queued requests (a static batch prefills all at once)."""
+        return sum(r.prompt_tokens for r in self.waiting)
+
     def take_waiting(self) -> list[Request]:
         """Hand back the queued requests (a draining instance's); none of them has run."""
         fresh = list(self.waiting)

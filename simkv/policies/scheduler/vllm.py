@@ -123,7 +123,7 @@ class VLLMScheduler:
         longest = req.prompt_tokens + req.output_tokens - 1
         if not self._plain:
             return self._shaped_admission_error(req)
-        if blocks_for(longest, self.block_size) > self.pool.capacity:
+        if blocks_for(longest, self.block_size) > self.pool.capacity + self.pool.reach:
             return "kv_capacity"
         if not self.cfg.chunked_prefill and longest > self.cfg.max_num_batched_tokens:
             return "token_budget"
@@ -169,6 +169,23 @@ class VLLMScheduler:
         out = list(self.waiting)
         self._requeue([])
         return out
+
+    def planned_need(self, out: SchedulerOutput) -> int:
+        """Blocks the run in flight will still take when it ends (its decodes' new blocks are
+        allocated in ``update``): what another instance may not borrow from this one now."""
+        if not self._plain:
+            return self.pool.free  # shaped steps: keep everything
+        if not (out.num_decodes or out.tail_decodes):
+            return 0
+        dec, done = self.decode, out.num_iterations
+        if out.prefills:
+            return out.first_need + (dec.need_over(done - 1, skip=1) if done > 1 else 0)
+        return dec.need_over(done)
+
+    def pending_prefill_tokens(self) -> int:
+        """Tokens still to prefill of the queued and part-way requests (O(queue): routers ask)."""
+        n = sum(r.num_tokens - r.computed for r in self.prefilling.values())
+        return n + sum(r.num_tokens - r.computed - (r.remote_kv or 0) for r in self.waiting)
 
     def num_unfinished(self) -> int:
         return len(self.waiting) + len(self.running) + len(self.held)
@@ -218,6 +235,8 @@ class VLLMScheduler:
         plain = self._plain
         preempted = False
         need = dec.need_next() if dec.members else 0
+        if need > pool.free and pool.borrow is not None:
+            pool.borrow(need - pool.free)  # other instances' memory before preempting
         while need > pool.free:
             self._preempt_last(now)
             preempted = True
@@ -236,6 +255,8 @@ class VLLMScheduler:
                 # held (EpiCache evicts after each block): extra < 0 gives them back.
                 extra = (blocks_for(req.computed + n, bs) if plain
                          else self._held_blocks(req.computed, n)) - req.blocks - req.shared
+                if extra > pool.free - need and pool.borrow is not None:
+                    pool.borrow(extra - pool.free + need)
                 while extra > pool.free - need:
                     victim = self._preempt_last(now)
                     preempted = True
@@ -285,7 +306,9 @@ class VLLMScheduler:
             n = min(remaining, budget)
             extra = (blocks_for(req.computed + n, bs) if self._plain
                      else self._held_blocks(req.computed, n)) - req.blocks
-            if extra > pool.free - need:
+            if extra > pool.free - need and (pool.borrow is None
+                                             or pool.borrow(extra - pool.free + need) == 0
+                                             or extra > pool.free - need):
                 break
             waiting.popleft()
             pool.allocate(extra)
