@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=10_000_000)
     ap.add_argument("--gpus", type=int, default=1000)
-    ap.add_argument("--rate-per-gpu", type=float, default=6.0,
+    ap.add_argument("--rate-per-gpu", type=float, default=3.0,
                     help="mean requests/s per GPU of the maximum cluster")
     args = ap.parse_args()
     half = args.gpus // 2

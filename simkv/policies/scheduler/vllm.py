@@ -270,8 +270,10 @@ class VLLMScheduler:
                 req.blocks += extra
                 self._add_chunk(out, req, n)
                 budget -= n
-            # 3. admit waiting requests, first come first served.
-            if not preempted and self.waiting:
+            # 3. admit waiting requests, first come first served (after a preemption only
+            # if it emptied the instance: memory lent away can take the last request's room,
+            # and an empty instance that waited for the next plan would wait for ever).
+            if self.waiting and (not preempted or not self.running):
                 budget = self._admit(out, budget, need, now)
         if not out.prefills and not dec.members:
             # Nothing can run: every waiting request is blocked (cannot happen while the
@@ -306,9 +308,7 @@ class VLLMScheduler:
             n = min(remaining, budget)
             extra = (blocks_for(req.computed + n, bs) if self._plain
                      else self._held_blocks(req.computed, n)) - req.blocks
-            if extra > pool.free - need and (pool.borrow is None
-                                             or pool.borrow(extra - pool.free + need) == 0
-                                             or extra > pool.free - need):
+            if extra > pool.free - need and not self._borrow(extra, need):
                 break
             waiting.popleft()
             pool.allocate(extra)
@@ -327,7 +327,8 @@ class VLLMScheduler:
         pool = self.pool
         if m.load_blocks:
             # Cached below HBM: take the seat and the blocks now, prefill once it lands.
-            if m.pin_blocks + m.load_blocks > pool.free - need:
+            if m.pin_blocks + m.load_blocks > pool.free - need and not self._borrow(
+                    m.pin_blocks + m.load_blocks, need):
                 return None
             self.waiting.popleft()
             self._seat(req, now)
@@ -341,7 +342,7 @@ class VLLMScheduler:
             return None
         n = min(remaining, budget)
         extra = blocks_for(hit + n, self.block_size) - req.blocks - len(m.keys) * kv.gb
-        if extra + m.pin_blocks > pool.free - need:
+        if extra + m.pin_blocks > pool.free - need and not self._borrow(extra + m.pin_blocks, need):
             return None
         self.waiting.popleft()
         kv.acquire(req, m, now)
@@ -377,6 +378,15 @@ class VLLMScheduler:
         self.pool.release(kv.release(req, now, True) if kv is not None and may_hit(req)
                           else req.blocks)
         req.blocks = 0
+
+    def _borrow(self, blocks: int, need: int) -> bool:
+        """Whether ``blocks`` fit beside ``need`` once other instances lent what they can
+        (kv_pool=distattention; False at once without a KV pool)."""
+        pool = self.pool
+        if pool.borrow is None:
+            return False
+        pool.borrow(blocks - (pool.free - need))
+        return blocks <= pool.free - need
 
     def _seat(self, req: Request, now: float) -> None:
         req.state = State.PREFILLING

@@ -1,0 +1,135 @@
+"""Infinite-LLM's DistAttention on simkv: the longest context a cluster serves, and throughput.
+
+    python experiments/infinite_llm.py [--quick]
+
+Setting (Infinite-LLM evaluates LLaMA-family models on up to 32 A100s, 2 to 32 instances):
+Llama-2-7B (multi-head attention, 512 KiB of KV per token) on A100-80GB, one GPU per
+instance, 2 to 32 instances. Workload: 24 requests per instance count with contexts
+log-uniform from 8k tokens up to 90% of the cluster's KV capacity, 64 output tokens each,
+Poisson arrivals. Three ways to serve it on the same cluster:
+
+  local       each request limited to one instance's KV (vLLM): longer ones are rejected
+  dram        the KV pool in the nodes' CPU DRAM, streamed to the GPU every step
+              (``offload=dram_stream``, FlexGen-style offloading)
+  distattn    ``kv_pool=distattention``: instances borrow KV blocks from each other and
+              compute attention over them where they live
+
+Reports the longest context served, the share of requests served and the token throughput
+(prompt + output tokens of served requests over the makespan), beside the paper's headline
+(arXiv 2401.02669: contexts 2-19x longer than the baselines, throughput 1.03-2.4x).
+Writes experiments/results/infinite_llm.csv and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import simkv
+from simkv.engine.pool import load_model
+from simkv.workload.base import ArrivalBatch
+from simkv.workload.native import write_trace
+
+OUT = Path(__file__).parent / "results"
+BASE = ["output.plot=false", "output.progress=false", "model=llama2_7b", "model.max_model_len=8000000",
+        "hardware=a100_80gb", "router=least_outstanding"]
+MODES = {"local": [], "dram": ["offload=dram_stream", "kv.prefix_caching=false"],
+         "distattn": ["kv_pool=distattention"]}
+PAPER = {"context_x": (2, 19), "throughput_x": (1.03, 2.4)}
+
+
+def instance_tokens() -> int:
+    """KV tokens one instance holds (from a run's summary)."""
+    cfg = simkv.compose([*BASE, "cluster.replicas=1", "workload.num_requests=10"])
+    with tempfile.TemporaryDirectory() as d:
+        return int(simkv.simulate(cfg, d).summary["engine"]["kv_tokens_per_replica"])
+
+
+def mix(n: int, longest: int, seed: int) -> tuple[list[float], list[int], list[int]]:
+    """Log-uniform contexts from 8k to ``longest``, the longest one included."""
+    rng = np.random.default_rng(seed)
+    p = np.exp(rng.uniform(np.log(8000), np.log(longest), n)).astype(int)
+    p[rng.integers(n)] = longest
+    t = np.cumsum(rng.exponential(30.0, n))
+    return t.tolist(), p.tolist(), [64] * n
+
+
+def run(quick: bool) -> pd.DataFrame:
+    per = instance_tokens()
+    rows = []
+    for n in ((2, 4) if quick else (2, 4, 8, 16, 32)):
+        longest = int(0.85 * n * per)
+        arrival, prompt, output = mix(12 if quick else 24, longest, n)
+        for mode, extra in MODES.items():
+            with tempfile.TemporaryDirectory() as d:
+                trace = Path(d) / "mix.parquet"
+                write_trace(trace, [(ArrivalBatch(np.asarray(arrival), np.asarray(prompt),
+                                                  np.asarray(output)), None)])
+                cfg = simkv.compose([*BASE, f"cluster.replicas={n}", *extra, "workload=trace",
+                                     f"workload.path={trace}"])
+                res = simkv.simulate(cfg, Path(d) / "run")
+                df = res.requests
+            ok = df[df["status"] == "finished"]
+            span = res.summary["makespan_s"]
+            rows.append({"instances": n, "mode": mode,
+                         "served": len(ok) / len(df),
+                         "longest_served_tokens": int(ok["prompt_tokens"].max()) if len(ok) else 0,
+                         "tokens_per_s": float((ok["prompt_tokens"] + ok["output_tokens"]).sum() / span),
+                         "tpot_p50_s": res.summary["tpot_s"]["p50"]})
+            r = rows[-1]
+            print(f"{n:3d} instances {mode:9s} served {r['served']:.2f} longest "
+                  f"{r['longest_served_tokens']:>9,} tokens/s {r['tokens_per_s']:,.0f} "
+                  f"TPOT p50 {1e3 * (r['tpot_p50_s'] or 0):.1f} ms")
+    df = pd.DataFrame(rows)
+    OUT.mkdir(exist_ok=True)
+    suffix = "_quick" if quick else ""
+    df.to_csv(OUT / f"infinite_llm{suffix}.csv", index=False, float_format="%.6g")
+    plot(df, OUT / f"infinite_llm{suffix}.png")
+    report(df, per)
+    return df
+
+
+def report(df: pd.DataFrame, per: int) -> None:
+    by = df.pivot(index="instances", columns="mode")
+    ctx = by["longest_served_tokens"]["distattn"] / by["longest_served_tokens"]["local"]
+    thr = by["tokens_per_s"]["distattn"] / by["tokens_per_s"][["local", "dram"]].max(axis=1)
+    print(f"\none instance holds {per:,} tokens of Llama-2-7B KV on an A100-80GB "
+          f"({load_model('llama2_7b').kv_bytes_per_token // 1024} KiB per token)")
+    print(f"longest context, distattn / local: {ctx.min():.1f}x to {ctx.max():.1f}x "
+          f"(paper: {PAPER['context_x'][0]}-{PAPER['context_x'][1]}x)")
+    print(f"throughput, distattn / best baseline: {thr.min():.2f}x to {thr.max():.2f}x "
+          f"(paper: {PAPER['throughput_x'][0]}-{PAPER['throughput_x'][1]}x)")
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for mode, sub in df.groupby("mode", sort=False):
+        axes[0].plot(sub["instances"], sub["longest_served_tokens"] / 1e3, marker="o", label=mode)
+        axes[1].plot(sub["instances"], sub["tokens_per_s"], marker="o", label=mode)
+    for ax, label in zip(axes, ("longest context served (k tokens)", "tokens / s (served)"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("instances (A100-80GB each)")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("Llama-2-7B, long-context mix: KV local to an instance, in DRAM, or pooled (DistAttention)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    run(ap.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()
