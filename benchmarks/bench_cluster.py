@@ -1,5 +1,8 @@
 """Cluster-scale speed: a heterogeneous, autoscaled cluster of up to 1,000 GPUs.
 
+``--disaggregated``: an H100 prefill pool and an H200 decode pool instead (every request's
+KV moves between them over RDMA; the decode router is power_of_two).
+
 Two pools of Llama-3.1-8B (one GPU per instance): H100 and A100, each starting at 40% of its
 maximum and scaled horizontally by queue length; power-of-two-choices routing (O(1) per
 request at any cluster size); BurstGPT-shaped requests (Gamma hourly volumes with the real
@@ -27,6 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=10_000_000)
     ap.add_argument("--gpus", type=int, default=1000)
+    ap.add_argument("--disaggregated", action="store_true",
+                    help="H100 prefill pool and H200 decode pool instead of H100 + A100 colocated")
     ap.add_argument("--rate-per-gpu", type=float, default=3.0,
                     help="mean requests/s per GPU of the maximum cluster")
     args = ap.parse_args()
@@ -37,9 +42,14 @@ def main() -> None:
         "workload=burstgpt", "workload.hour_s=300", f"workload.num_requests={args.requests}",
         f"workload.mean_rate={args.rate_per_gpu * args.gpus}",
     ])
-    for name, hw in (("h100", "h100_sxm_80gb"), ("a100", "a100_80gb")):
-        cfg.pools[name] = PoolConfig(hardware=hw, instances=int(0.4 * half), min_instances=int(0.2 * half),
-                                     max_instances=half)
+    pools = ((("prefill", "h100_sxm_80gb", "prefill"), ("decode", "h200", "decode"))
+             if args.disaggregated else
+             (("h100", "h100_sxm_80gb", "colocated"), ("a100", "a100_80gb", "colocated")))
+    if args.disaggregated:
+        cfg.disagg.decode_router = "power_of_two"
+    for name, hw, role in pools:
+        cfg.pools[name] = PoolConfig(role=role, hardware=hw, instances=int(0.4 * half),
+                                     min_instances=int(0.2 * half), max_instances=half)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         result = simkv.simulate(cfg, d)

@@ -57,6 +57,8 @@ class Handoff:
             raise ValueError(f"disagg.decode_router: {exc.args[0]}") from None
         self.router = build(router_cfg, rng=rng)
         self.decoding: list[Any] = []
+        # Serving decode instances per node, for the same-node preference in O(1).
+        self.by_node: dict[int, list[Any]] = {}
         self.backlog: deque[Request] = deque()
         self._submit = submit
         self._reject = reject
@@ -101,9 +103,7 @@ class Handoff:
         cands = self.decoding
         src = self.source.get(req.id)
         if self.cfg.prefer_same_node and src is not None:
-            node = self.topology.replica_node[src.index]
-            local = [r for r in cands if self.topology.replica_node[r.index] == node]
-            cands = local or cands
+            cands = self.by_node.get(self.topology.replica_node[src.index]) or cands
         target = cands[self.router.route(req, cands, 0.0)]
         reason = target.scheduler.admission_error(req)
         if reason:
@@ -117,11 +117,16 @@ class Handoff:
 
     def start_serving(self, r: Any) -> None:
         self.decoding.append(r)
+        self.by_node.setdefault(self.topology.replica_node[r.index], []).append(r)
         while self.backlog:
             self.route(self.backlog.popleft())
 
     def stop_serving(self, r: Any) -> None:
         self.decoding.remove(r)
+        node = self.topology.replica_node[r.index]
+        self.by_node[node].remove(r)
+        if not self.by_node[node]:
+            del self.by_node[node]
 
     # --- the transfer -------------------------------------------------------------------
     def admitted(self, req: Request, dst: Any, env_now: float) -> None:
