@@ -123,7 +123,9 @@ class VLLMScheduler:
         longest = req.prompt_tokens + req.output_tokens - 1
         if not self._plain:
             return self._shaped_admission_error(req)
-        if blocks_for(longest, self.block_size) > self.pool.capacity + self.pool.reach:
+        pool = self.pool
+        # Its own pool (as before any lending or borrowing) plus what its peers could lend.
+        if blocks_for(longest, self.block_size) > pool.capacity - pool.borrowed + pool.lent + pool.reach:
             return "kv_capacity"
         if not self.cfg.chunked_prefill and longest > self.cfg.max_num_batched_tokens:
             return "token_budget"
