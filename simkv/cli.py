@@ -76,7 +76,7 @@ def _run(dc: DictConfig) -> float | None:
     overrides = " ".join(hc.overrides.task) or "(defaults)"
     print(f"\nsimkv {overrides}")
     print(format_table(result.summary))
-    print(f"results: {out}  (requests.parquet, summary.json, latency.png)")
+    print(f"results: {out}  (requests.parquet, summary.json, latency.png/.pdf)")
     if multirun:
         print(f"compare the sweep: simkv-compare {hc.sweep.dir}")
     # The return value is what a Hydra optimising sweeper (Optuna) maximises.

@@ -122,29 +122,44 @@ def as_sim_config(cfg: Any) -> SimConfig:
 
 
 class _Progress:
-    """tqdm on an interactive terminal (auto-disabled elsewhere) plus a log line per 10%."""
+    """tqdm on an interactive terminal (auto-disabled elsewhere) plus a log line per 10%.
 
-    def __init__(self, total: int | None, enabled: bool) -> None:
+    Counts requests when the workload knows their number up front; a closed loop (agent
+    programs, conversations) does not, so it counts sessions that ended out of sessions,
+    which gives the bar a total and an ETA.
+    """
+
+    def __init__(self, workload: Any, enabled: bool) -> None:
+        total = workload.expected_requests()
+        self.sessions = None
+        if total is None and hasattr(workload, "sessions_done"):
+            self.sessions = workload
+            total = workload.expected_sessions()
+        self.unit = "session" if self.sessions is not None else "request"
         self.total = total
         self.bar = None
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="req", disable=None, dynamic_ncols=True,
+            self.bar = tqdm(total=total, unit=self.unit[:4], disable=None, dynamic_ncols=True,
                             desc="simkv", file=sys.stderr)
         self.next_log = 0.1
         self.last = 0
 
     def __call__(self, done: int, now: float) -> None:
+        if self.sessions is not None:
+            done = self.sessions.sessions_done()
         if self.bar is not None:
             self.bar.update(done - self.last)
             self.bar.set_postfix_str(f"sim {now:,.0f} s", refresh=False)
         self.last = done
         if self.total and done >= self.next_log * self.total:
-            log.info("%d/%d requests done, simulated time %.1f s", done, self.total, now)
+            log.info("%d/%d %ss done, simulated time %.1f s", done, self.total, self.unit, now)
             self.next_log += 0.1
 
     def close(self, done: int) -> None:
+        if self.sessions is not None:
+            done = self.sessions.sessions_done()
         if self.bar is not None:
             self.bar.update(done - self.last)
             self.bar.close()
@@ -161,7 +176,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
     Args:
         cfg: a SimConfig (``simkv.compose([...])`` builds one), or None for the defaults.
         out_dir: where requests.parquet, summary.json, config.json, run.json and
-            latency.png are written; files of an earlier run there are replaced.
+            latency.png (and .pdf) are written; files of an earlier run there are replaced.
         observer: optional ``f(replica)`` called after every run of iterations (tests use
             it to check invariants).
 
@@ -211,7 +226,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
     recorder = Recorder(out, metadata, cfg.output.row_group_size, cfg.output.iterations,
                         cfg.slo.ttft_s, cfg.slo.tpot_s,
                         transfers=cfg.output.transfers)
-    progress = _Progress(workload.expected_requests(), cfg.output.progress)
+    progress = _Progress(workload, cfg.output.progress)
     wall0 = time.perf_counter()
     cluster: Cluster | None = None
     try:
@@ -263,12 +278,14 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
     write_json(out / "summary.json", summary)
     result = SimResult(out, summary, doc)
     if cfg.output.plot:
-        from simkv.metrics.plots import plot_run
+        from simkv.metrics import style
+        from simkv.metrics.plots import latency_figure
 
         pools = ", ".join(f"{p.cfg.instances} x {p.hw.name} ({p.base})"
                           for p in cluster.pools.values())
         title = (f"{first.model.name} on {pools}, {name_of(cfg.scheduler)} scheduler, "
                  f"{name_of(cfg.router)} router")
-        write_whole(out / "latency.png",
-                    lambda tmp: plot_run(out / "requests.parquet", summary, tmp, title))
+        fig = latency_figure(out / "requests.parquet", summary, title)
+        for fmt in ("png", "pdf"):  # the PDF for papers
+            write_whole(out / f"latency.{fmt}", lambda tmp, fmt=fmt: style.save(fig, tmp, formats=(fmt,)))
     return result

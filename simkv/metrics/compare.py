@@ -95,22 +95,20 @@ def collect(root: Path) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame, label_cols: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One bar per run for the headline metrics (and the PDF beside ``path``)."""
+    from simkv.metrics import style
 
     labels = [", ".join(f"{c}={r[c]}" for c in label_cols) or r["run"] for _, r in df.iterrows()]
     cols = [c for c in ("jct_mean_s", "ttft_p99_s", "hit_rate") if c in df]
-    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 0.45 * len(df) + 1.5), squeeze=False)
-    for ax, col in zip(axes[0], cols, strict=True):
-        ax.barh(range(len(df)), df[col], color="#3a7")
-        ax.set_yticks(range(len(df)), labels if ax is axes[0][0] else [""] * len(df))
-        ax.invert_yaxis()
-        ax.set_xlabel(col)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with style.context():
+        fig, axes = style.figure(1, len(cols), size=(5 * len(cols), 0.45 * len(df) + 1.5),
+                                 squeeze=False)
+        for ax, col in zip(axes[0], cols, strict=True):
+            ax.barh(range(len(df)), df[col])
+            ax.set_yticks(range(len(df)), labels if ax is axes[0][0] else [""] * len(df))
+            ax.invert_yaxis()
+            ax.set_xlabel(col)
+    style.save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

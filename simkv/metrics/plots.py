@@ -1,9 +1,15 @@
-"""latency.png: latency distributions and throughput over time, because people look first.
+"""latency.png (and latency.pdf): latency distributions and throughput over time, because
+people look first.
 
 Drawn from requests.parquet streamed in batches (two passes: ranges, then histograms), so a
 run of any length plots in bounded memory. The curves are histograms (2,000 bins per
 distribution: finer than the figure's pixels); the percentile lines are summary.json's exact
-values.
+values, the SLO lines the run's ``slo`` section. Workloads with sessions (agent programs,
+conversations) get a panel of job completion times: one value per session, drawn as an
+empirical CDF (matplotlib's ``ecdf``).
+
+The figure is a ``matplotlib.figure.Figure`` built without pyplot (simkv/metrics/style.py), so
+drawing it never changes the process's matplotlib backend.
 """
 
 from __future__ import annotations
@@ -13,35 +19,48 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
+from matplotlib.figure import Figure
 
-from simkv.metrics.summary import batches
+from simkv.metrics import style
+from simkv.metrics.summary import _Sessions, batches
 
 BINS = 2000
 PANELS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E latency"))
 
 
 def _batches(path: Path) -> Any:
-    cols = ["status", "arrival_s", "completion_s", "output_tokens", "ttft_s", "tpot_s", "e2e_s"]
+    cols = ["status", "arrival_s", "completion_s", "output_tokens", "session", *(c for c, _ in PANELS)]
     for b in batches(path, cols):
         done = pc.equal(b.column("status"), "finished").to_numpy(zero_copy_only=False)
         out = b.column("output_tokens").to_numpy()[done]
         values = {col: b.column(col).to_numpy()[done] for col, _ in PANELS}
         values["tpot_s"] = values["tpot_s"][out > 1]  # undefined for one-token outputs
-        yield (b.column("arrival_s").to_numpy(), b.column("completion_s").to_numpy()[done],
-               out, values)
+        yield b, done, out, values
 
 
-def plot_run(requests_path: Path, summary: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
+def job_completion_times(requests_path: Path) -> np.ndarray:
+    """Seconds from each session's first arrival to its last completion, over sessions
+    whose every call finished (summary.json's ``sessions.jct_s`` is their distribution)."""
+    sessions = _Sessions()
+    for b, done, _, _ in _batches(requests_path):
+        sessions.add(b.column("session").to_numpy(), b.column("arrival_s").to_numpy(),
+                     b.column("completion_s").to_numpy(), done)
+    sessions.merge()
+    if not len(sessions.ids):
+        return np.empty(0)
+    first, last, ok, _ = sessions.cols
+    return (last - first)[ok]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def latency_figure(requests_path: Path, summary: dict[str, Any], title: str = "") -> Figure:
+    """The run's latency figure: TTFT, TPOT and E2E CDFs with p50/p90/p99 and the SLOs,
+    throughput and arrivals over time, and job completion times for session workloads."""
     lo = dict.fromkeys((c for c, _ in PANELS), np.inf)
     hi = dict.fromkeys((c for c, _ in PANELS), -np.inf)
     t0, t1 = np.inf, -np.inf
     n_done = 0
-    for arrival, completion, _, values in _batches(requests_path):
+    for b, done, _, values in _batches(requests_path):
+        arrival, completion = b.column("arrival_s").to_numpy(), b.column("completion_s").to_numpy()[done]
         if arrival.size:
             t0 = min(t0, float(arrival.min()))
         if completion.size:
@@ -58,41 +77,66 @@ def plot_run(requests_path: Path, summary: dict[str, Any], path: Path, title: st
     bins = np.linspace(t0, t1, min(100, max(10, n_done // 20))) if timed else np.empty(0)
     tok = np.zeros(max(len(bins) - 1, 0))
     arr = np.zeros(max(len(bins) - 1, 0))
-    for arrival, completion, out, values in _batches(requests_path):
+    for b, done, out, values in _batches(requests_path):
         for col, v in values.items():
             if col in edges:
                 counts[col] += np.histogram(np.clip(v, edges[col][0], edges[col][-1]),
                                             bins=edges[col])[0]
         if timed:
-            tok += np.histogram(completion, bins=bins, weights=out)[0]
-            arr += np.histogram(arrival, bins=bins)[0]
+            tok += np.histogram(b.column("completion_s").to_numpy()[done], bins=bins, weights=out)[0]
+            arr += np.histogram(b.column("arrival_s").to_numpy(), bins=bins)[0]
+    jct = job_completion_times(requests_path) if summary.get("sessions", {}).get("count") else np.empty(0)
+    slo = summary.get("goodput", {}).get("slo", {})
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    for ax, (col, label) in zip(axes.flat[:3], PANELS, strict=True):
-        if col in edges and counts[col].sum():
-            c = counts[col]
-            ax.plot(edges[col][1:] * 1e3, np.cumsum(c) / c.sum(), lw=1.5)
-            for p in (50, 90, 99):
-                x = summary.get(col, {}).get(f"p{p}")
-                if x is not None:
-                    ax.axvline(x * 1e3, ls=":", c="grey", lw=0.8)
-                    ax.text(x * 1e3, 0.02 + p / 500, f"p{p}", fontsize=7, color="grey")
-            if log[col]:
-                ax.set_xscale("log")
-        ax.set_xlabel(f"{label} (ms)")
-        ax.set_ylabel("fraction of requests")
-        ax.grid(alpha=0.3)
-    ax = axes.flat[3]
-    if timed:
-        width = bins[1] - bins[0] if len(bins) > 1 else max(t1 - t0, 1e-9)
-        ax.plot(bins[:-1], tok / width, label="output tokens/s (completed)")
-        ax2 = ax.twinx()
-        ax2.plot(bins[:-1], arr / width, c="tab:orange", lw=1, label="arrivals/s")
-        ax2.set_ylabel("arrivals/s", color="tab:orange")
-    ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("output tokens/s")
-    ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    with style.context():
+        ncols = 3 if jct.size else 2
+        fig, axes = style.figure(2, ncols, size=(5.0 * ncols, 7.5))
+        flat = list(axes.flat)
+        for ax, (col, label) in zip(flat[:3], PANELS, strict=True):
+            if col in edges and counts[col].sum():
+                c = counts[col]
+                ax.plot(edges[col][1:] * 1e3, np.cumsum(c) / c.sum(), lw=1.5, label="CDF")
+                for i, p in enumerate((50, 90, 99)):
+                    x = summary.get(col, {}).get(f"p{p}")
+                    if x is not None:
+                        ax.axvline(x * 1e3, ls=":", c="grey", lw=0.8,
+                                   label="p50 / p90 / p99" if i == 0 else None)
+                        ax.text(x * 1e3, 0.02 + p / 500, f"p{p}", fontsize=7, color="grey")
+                if col in slo:
+                    ax.axvline(slo[col] * 1e3, c=style.SLO, lw=1.2,
+                               label=f"SLO {slo[col] * 1e3:g} ms")
+                if log[col]:
+                    ax.set_xscale("log")
+                ax.legend(loc="lower right")
+            ax.set_xlabel(f"{label} (ms)")
+            ax.set_ylabel("fraction of requests")
+        ax = flat[3]
+        if timed:
+            width = bins[1] - bins[0] if len(bins) > 1 else max(t1 - t0, 1e-9)
+            ax.plot(bins[:-1], tok / width, label="output tokens/s (completed)")
+            ax2 = ax.twinx()
+            ax2.plot(bins[:-1], arr / width, c=style.PALETTE[1], lw=1, label="arrivals/s")
+            ax2.set_ylabel("arrivals/s")
+            ax2.grid(False)
+            handles = ax.get_legend_handles_labels()
+            more = ax2.get_legend_handles_labels()
+            ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper right")
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("output tokens/s")
+        if jct.size:
+            ax = flat[4]
+            ax.ecdf(jct, label=f"{jct.size} sessions")
+            jd = summary["sessions"].get("jct_s", {})
+            if jd.get("p90") is not None:
+                ax.axvline(jd["p90"], ls=":", c="grey", lw=0.8, label=f"p90 {jd['p90']:.1f} s")
+            ax.set_xlabel("job completion time (s): first arrival to last completion")
+            ax.set_ylabel("fraction of sessions")
+            ax.legend(loc="lower right")
+            flat[5].set_visible(False)
+        fig.suptitle(title)
+    return fig
+
+
+def plot_run(requests_path: Path, summary: dict[str, Any], path: Path, title: str) -> None:
+    """Write the latency figure to ``path`` (its suffix picks the format)."""
+    style.save(latency_figure(requests_path, summary, title), path, formats=(path.suffix.lstrip("."),))

@@ -26,6 +26,8 @@ from simkv.metrics.quantiles import OrderStatistics, ranks_for
 PERCENTILES = (50, 90, 99)
 BATCH_ROWS = 65536
 TIERS = ("", "hbm_", "dram_", "disk_", "remote_")
+# Busy time is counted in windows of this many simulated seconds (docs/OUTPUTS.md).
+BUSY_WINDOW_S = 60.0
 # Latency distributions over finished requests: (name, column).
 DISTS = (("ttft_s", "ttft_s"), ("tpot_s", "tpot_s"), ("e2e_s", "e2e_s"), ("kv_wait_s", "kv_wait_s"))
 
@@ -98,6 +100,34 @@ class _Sessions:
         self.pending, self.pending_n = [], 0
 
 
+@dataclass(slots=True)
+class _BusyWindows:
+    """Windows of ``BUSY_WINDOW_S`` (from t = 0) in which a finished request was in the
+    system (arrived, not yet completed): +1 where its first window starts, -1 after its
+    last, kept sparse (sorted window -> change) so a day-long trace with idle hours costs
+    one entry per window touched, whatever the time offset."""
+
+    keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    delta: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def add(self, arrival: np.ndarray, completion: np.ndarray) -> None:
+        if not arrival.size:
+            return
+        first = np.floor(arrival / BUSY_WINDOW_S).astype(np.int64)
+        after = np.floor(completion / BUSY_WINDOW_S).astype(np.int64) + 1
+        keys = np.concatenate((self.keys, first, after))
+        delta = np.concatenate((self.delta, np.ones(first.size, np.int64),
+                                -np.ones(after.size, np.int64)))
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.delta = np.bincount(inverse, weights=delta, minlength=self.keys.size).astype(np.int64)
+
+    def busy_s(self) -> float:
+        if not self.keys.size:
+            return 0.0
+        in_system = np.cumsum(self.delta)[:-1] > 0
+        return float(np.diff(self.keys)[in_system].sum()) * BUSY_WINDOW_S
+
+
 def _reduce(ids: np.ndarray, cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
@@ -119,6 +149,7 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
     reasons: Counter[str] = Counter()
     cached = dict.fromkeys(TIERS, 0)
     sessions = _Sessions()
+    busy = _BusyWindows()
     for batch in batches(requests_path, cols):
         # NOTE: Arrow compute on the string columns: converting them to numpy would build one
         # Python object per row.
@@ -143,6 +174,7 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
         for name, values in _selected(batch).items():
             dists[name].feed(values)
         sessions.add(batch.column("session").to_numpy(), arrival, completion, done)
+        busy.add(arrival[done], completion[done])
     # Further passes over the latency columns alone, until every percentile is exact.
     for o in dists.values():
         o.choose(ranks_for(o.n, PERCENTILES))
@@ -159,6 +191,8 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
     if not n_done:
         end = start
     span = max(end - start, 1e-12)
+    busy_s = busy.busy_s()
+    busy_rate = max(busy_s, 1e-12)
     total_prompt = max(in_tok, 1)
     prefix_cache: dict[str, Any] = {"prompt_tokens": in_tok}
     for tier in TIERS:
@@ -184,12 +218,18 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
             "requests_per_s": n_done / span,
             "output_tokens_per_s": float(out_tok) / span,
             "total_tokens_per_s": float(out_tok + in_tok) / span,
+            # Over busy time: a trace with idle hours is not diluted by them.
+            "requests_per_busy_s": n_done / busy_rate,
+            "output_tokens_per_busy_s": float(out_tok) / busy_rate,
         },
         "goodput": {
             "slo": slo,
             "requests_per_s": float(met) / span,
             "fraction_met": met / n_done if n_done else 0.0,
+            "requests_per_busy_s": float(met) / busy_rate,
         },
+        "busy": {"window_s": BUSY_WINDOW_S, "busy_s": busy_s,
+                 "fraction_of_makespan": min(busy_s / span, 1.0) if n_done else 0.0},
         "makespan_s": span,
         "gpu_hours": gpus * span / 3600.0,
         "prefix_cache": prefix_cache,
@@ -219,15 +259,25 @@ def format_table(summary: dict[str, Any]) -> str:
         d = summary[key]
         lines.append(f"{label:<10}{ms(d['p50'])}{ms(d['p90'])}{ms(d['p99'])}{ms(d['mean'])}")
     req, thr, good = summary["requests"], summary["throughput"], summary["goodput"]
+
+    def rate(v: float) -> str:  # small rates keep their digits (a day-long trace: 0.0042)
+        return f"{v:.2f}" if v >= 0.1 or v == 0 else f"{v:.3g}"
+
     lines += [
         "",
         f"requests   {req['finished']} finished, {req['rejected']} rejected, "
         f"{req['preemptions']} preemptions",
-        f"throughput {thr['requests_per_s']:.2f} req/s, {thr['output_tokens_per_s']:.0f} output tok/s",
-        f"goodput    {good['requests_per_s']:.2f} req/s ({100 * good['fraction_met']:.1f}% meet "
+        f"throughput {rate(thr['requests_per_s'])} req/s, {thr['output_tokens_per_s']:.0f} output tok/s",
+        f"goodput    {rate(good['requests_per_s'])} req/s ({100 * good['fraction_met']:.1f}% meet "
         f"TTFT <= {good['slo']['ttft_s']} s and TPOT <= {good['slo']['tpot_s']} s)",
         f"makespan   {summary['makespan_s']:.1f} s simulated, {summary['gpu_hours']:.3f} GPU-hours",
     ]
+    busy = summary.get("busy", {})
+    if busy and busy["fraction_of_makespan"] < 0.9:  # idle periods: the rate while serving
+        lines.insert(-1, f"busy       {100 * busy['fraction_of_makespan']:.1f}% of the makespan "
+                         f"(windows of {busy['window_s']:g} s with requests in the system): "
+                         f"goodput {rate(good['requests_per_busy_s'])} req/s, throughput "
+                         f"{rate(thr['requests_per_busy_s'])} req/s over busy time")
     pc = summary.get("prefix_cache", {})
     if pc.get("hit_rate_all"):
         lines.append(f"prefix     {100 * pc['hit_rate_all']:.1f}% of prompt tokens cached (HBM "

@@ -327,32 +327,28 @@ def table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Predicted against measured per request (and the PDF beside ``path``)."""
+    from simkv.metrics import style
 
     profiles = list(result)
-    fig, axes = plt.subplots(len(profiles), 3, figsize=(13, 4 * len(profiles)), squeeze=False)
-    for row, profile in zip(axes, profiles, strict=True):
-        for ax, m in zip(row, METRICS, strict=True):
-            lo, hi = np.inf, 0.0
-            for load, r in sorted(result[profile]["loads"].items(), key=lambda kv: float(kv[0])):
-                x, y = r["measured"][m].to_numpy(), r["predicted"][m].to_numpy()
-                ax.scatter(x, y, s=12, label=f"load {load}")
-                lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
-            ax.plot([lo, hi], [lo, hi], c="grey", lw=0.8)
-            if m == "ttft":  # light loads' TTFTs are 20x shorter than saturated ones
-                ax.set_xscale("log")
-                ax.set_yscale("log")
-            ax.set_xlabel(f"measured {m.upper()} (s)")
-            ax.set_ylabel(f"simkv {m.upper()} (s)")
-            ax.set_title(f"{profile}: {m.upper()}", fontsize=9)
-            ax.grid(alpha=0.3)
-        row[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with style.context():
+        fig, axes = style.figure(len(profiles), 3, size=(13, 4 * len(profiles)), squeeze=False)
+        for row, profile in zip(axes, profiles, strict=True):
+            for ax, m in zip(row, METRICS, strict=True):
+                lo, hi = np.inf, 0.0
+                for load, r in sorted(result[profile]["loads"].items(), key=lambda kv: float(kv[0])):
+                    x, y = r["measured"][m].to_numpy(), r["predicted"][m].to_numpy()
+                    ax.scatter(x, y, s=12, label=f"load {load}")
+                    lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+                ax.plot([lo, hi], [lo, hi], c="grey", lw=0.8)
+                if m == "ttft":  # light loads' TTFTs are 20x shorter than saturated ones
+                    ax.set_xscale("log")
+                    ax.set_yscale("log")
+                ax.set_xlabel(f"measured {m.upper()} (s)")
+                ax.set_ylabel(f"simkv {m.upper()} (s)")
+                ax.set_title(f"{profile}: {m.upper()}")
+            row[0].legend()
+    style.save(fig, path)
 
 
 def describe(e: EngineConfig) -> str:

@@ -45,6 +45,7 @@ class SessionWorkload:
         # session -> (state, turn, its own random stream)
         self._state: dict[int, tuple[Any, int, np.random.Generator]] = {}
         self._seed: np.random.SeedSequence | None = None
+        self._generated = 0
 
     # --- to implement -------------------------------------------------------------------
     def start(self, rng: np.random.Generator) -> tuple[Call, Any]:
@@ -56,6 +57,18 @@ class SessionWorkload:
     # --- Workload protocol --------------------------------------------------------------
     def expected_requests(self) -> int | None:
         return None  # depends on how sessions unfold
+
+    def expected_sessions(self) -> int:
+        """Sessions the run will start: the progress bar's total for a closed loop."""
+        return self.num_sessions
+
+    def sessions_done(self) -> int:
+        """Sessions that ended so far (their last call completed): the progress bar's count.
+
+        NOTE: every session generated so far has an entry until it ends, so this is the
+        generated count less the entries: O(1), no bookkeeping in the completion path.
+        """
+        return self._generated - len(self._state)
 
     def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
         # NOTE: one stream for the open-loop starts, and one per session for what its
@@ -74,6 +87,7 @@ class SessionWorkload:
                 own = self._session_rng(sid + k)
                 call, state = self.start(own)
                 self._state[sid + k] = (state, 0, own)
+                self._generated += 1
                 prompts.append(call.prompt)
                 outputs.append(call.output)
             yield ArrivalBatch(times, np.array(prompts, np.int64), np.array(outputs, np.int64),

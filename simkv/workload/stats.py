@@ -130,36 +130,31 @@ def format_stats(d: dict[str, Any]) -> str:
 
 
 def plot_trace(s: TraceSummary, path: Path, title: str) -> None:
-    import matplotlib
+    """Arrivals over time and the CDFs of lengths and gaps (and the PDF beside ``path``)."""
+    from simkv.metrics import style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
     t = s.arrival - (s.arrival[0] if s.arrival.size else 0.0)
     span = float(t[-1]) if t.size else 1.0
     width = 3600.0 if span > 6 * 3600 else (60.0 if span > 600 else max(span / 100, 1e-3))
     counts = np.bincount((t // width).astype(np.int64)) if t.size else np.zeros(1)
-    ax[0, 0].plot(np.arange(len(counts)) * width, counts / width, lw=1)
-    ax[0, 0].set_xlabel("time (s)")
-    ax[0, 0].set_ylabel(f"arrivals/s (per {width:g} s)")
-    for a, x, label in ((ax[0, 1], s.prompt, "prompt tokens"), (ax[1, 0], s.output, "output tokens")):
-        v = np.sort(x[x > 0])
-        if v.size:
-            a.plot(v, np.arange(1, v.size + 1) / v.size)
-            a.set_xscale("log")
-        a.set_xlabel(label)
-        a.set_ylabel("fraction of requests")
-    gaps = np.sort(np.diff(s.arrival))
-    gaps = gaps[gaps > 0]
-    if gaps.size:
-        ax[1, 1].plot(gaps, np.arange(1, gaps.size + 1) / gaps.size)
-        ax[1, 1].set_xscale("log")
-    ax[1, 1].set_xlabel("inter-arrival time (s), positive gaps")
-    ax[1, 1].set_ylabel("fraction")
-    for a in ax.flat:
-        a.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with style.context():
+        fig, ax = style.figure(2, 2, size=(11, 7.5))
+        ax[0, 0].plot(np.arange(len(counts)) * width, counts / width, lw=1)
+        ax[0, 0].set_xlabel("time (s)")
+        ax[0, 0].set_ylabel(f"arrivals/s (per {width:g} s)")
+        for a, x, label in ((ax[0, 1], s.prompt, "prompt tokens"), (ax[1, 0], s.output, "output tokens")):
+            v = x[x > 0]
+            if v.size:
+                a.ecdf(v)
+                a.set_xscale("log")
+            a.set_xlabel(label)
+            a.set_ylabel("fraction of requests")
+        gaps = np.diff(s.arrival)
+        gaps = gaps[gaps > 0]
+        if gaps.size:
+            ax[1, 1].ecdf(gaps)
+            ax[1, 1].set_xscale("log")
+        ax[1, 1].set_xlabel("inter-arrival time (s), positive gaps")
+        ax[1, 1].set_ylabel("fraction")
+        fig.suptitle(title)
+    style.save(fig, path)

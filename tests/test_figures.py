@@ -1,0 +1,115 @@
+"""Figures, goodput over busy time and progress: what a user sees of a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import simkv
+from simkv.metrics.plots import job_completion_times
+from simkv.metrics.summary import BUSY_WINDOW_S
+from tests.conftest import small
+
+
+def test_simulate_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """A notebook's inline backend (or a user's window) survives simulate(): the run's
+    figures are Figure objects, pyplot is never imported, no backend is selected."""
+    code = f"""
+import sys, matplotlib
+matplotlib.use("svg")  # the user's choice, not simkv's Agg
+import simkv
+cfg = simkv.compose(["cluster.replicas=1", "workload=poisson", "workload.num_requests=40",
+                     "output.progress=false"])
+simkv.simulate(cfg, {str(tmp_path / "run")!r})
+print(matplotlib.rcParams._get("backend"), "matplotlib.pyplot" in sys.modules)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["svg", "False"]
+    for name in ("latency.png", "latency.pdf"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+    assert (tmp_path / "run" / "latency.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_latency_figure_has_slo_lines_legends_and_a_jct_panel_for_sessions(tmp_path: Path) -> None:
+    from simkv.metrics.plots import latency_figure
+
+    res = simkv.simulate(small(["workload=swebench", "workload.num_programs=6", "slo.ttft_s=0.5",
+                                "slo.tpot_s=0.05"]), tmp_path)
+    fig = latency_figure(tmp_path / "requests.parquet", res.summary, "t")
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    labels = [ax.get_xlabel() for ax in visible]
+    assert any(label.startswith("job completion time") for label in labels)
+    ttft = next(ax for ax in visible if ax.get_xlabel() == "TTFT (ms)")
+    assert "SLO 500 ms" in [t.get_text() for t in ttft.get_legend().get_texts()]
+    tpot = next(ax for ax in visible if ax.get_xlabel() == "TPOT (ms)")
+    assert "SLO 50 ms" in [t.get_text() for t in tpot.get_legend().get_texts()]
+    # The JCT panel plots summary.json's sessions, one value per completed session.
+    jct = job_completion_times(tmp_path / "requests.parquet")
+    assert jct.size == res.summary["sessions"]["complete"] == 6
+    assert np.percentile(jct, 90) == pytest.approx(res.summary["sessions"]["jct_s"]["p90"])
+    # An open-loop run has no JCT panel.
+    res = simkv.simulate(small(), tmp_path / "open")
+    fig = latency_figure(tmp_path / "open" / "requests.parquet", res.summary, "t")
+    assert not any(ax.get_xlabel().startswith("job completion") for ax in fig.axes)
+
+
+def test_goodput_over_busy_time_ignores_idle_hours(tmp_path: Path) -> None:
+    """Two bursts an hour apart: over the makespan the rate is diluted by the idle hour,
+    over busy time it is the rate while serving; both are in summary.json."""
+    trace = tmp_path / "t.csv"
+    arrivals = [0.1 * i for i in range(50)] + [3600 + 0.1 * i for i in range(50)]
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n"
+                     + "".join(f"{a},100,20\n" for a in arrivals))
+    res = simkv.simulate(small(["workload=trace", f"workload.path={trace}", "workload.format=native"]),
+                         tmp_path / "run")
+    s = res.summary
+    busy = s["busy"]
+    assert busy["window_s"] == BUSY_WINDOW_S
+    # Each burst lasts seconds: one or two 60 s windows each.
+    assert 2 * BUSY_WINDOW_S <= busy["busy_s"] <= 4 * BUSY_WINDOW_S
+    assert busy["fraction_of_makespan"] < 0.05
+    met = s["goodput"]["fraction_met"] * s["requests"]["finished"]
+    assert s["goodput"]["requests_per_busy_s"] == pytest.approx(met / busy["busy_s"])
+    assert s["goodput"]["requests_per_s"] == pytest.approx(met / s["makespan_s"])
+    assert s["throughput"]["requests_per_busy_s"] > 20 * s["throughput"]["requests_per_s"]
+    from simkv.metrics.summary import format_table
+
+    table = format_table(s)
+    assert "over busy time" in table
+    assert "0.00 req/s" not in table  # small rates keep their digits
+
+
+def test_closed_loop_progress_counts_sessions_to_their_total(tmp_path: Path) -> None:
+    from simkv.registry import build
+    from simkv.runner import _Progress
+
+    cfg = small(["workload=swebench", "workload.num_programs=5"])
+    wl = build(cfg.workload)
+    p = _Progress(wl, enabled=False)
+    assert (p.total, p.unit) == (5, "session")
+    # Through a run: the workload reports every session done at the end.
+    seen: list[int] = []
+
+    class Spy(_Progress):
+        def close(self, done: int) -> None:
+            seen.append(self.sessions.sessions_done())
+            super().close(done)
+
+    import simkv.runner as runner
+
+    orig = runner._Progress
+    runner._Progress = Spy
+    try:
+        simkv.simulate(cfg, tmp_path)
+    finally:
+        runner._Progress = orig
+    assert seen == [5]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["sessions"]["count"] == 5
