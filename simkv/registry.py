@@ -9,6 +9,12 @@ configures it. That single entry feeds three consumers:
   compared in the hot path;
 * error messages list the valid names of a group.
 
+Where policies come from: every installed distribution's entry points of the group
+``simkv.policies`` (``importlib.metadata``), simkv's own built-ins included, are imported
+before the first look-up, and their modules register with the decorator. So a researcher's
+package (``pip install my-simkv-policies``) adds ``scheduler=mine`` the way pytest and Hydra
+find their plug-ins, and this module imports no policy package (docs/PLUGINS.md).
+
 Nothing here imports Hydra: policies and the engine stay importable without it.
 """
 
@@ -81,25 +87,54 @@ def config_for(group: str, name: str) -> Any:
     return known[name].config_type()
 
 
+ENTRY_POINT_GROUP = "simkv.policies"
 _loaded = False
+
+
+class PluginError(ImportError):
+    """A policy plug-in (an entry point of ``simkv.policies``) could not be imported."""
+
+
+def plugin_modules() -> list[tuple[str, str, str]]:
+    """(distribution, entry point name, module) of every ``simkv.policies`` entry point,
+    simkv's own first, then by distribution and name (a deterministic import order)."""
+    from importlib.metadata import distributions
+
+    seen: dict[tuple[str, str], str] = {}
+    # NOTE: every distribution's metadata, not entry_points(group=...): that keeps only the
+    # first metadata of each name on sys.path, and an editable install leaves a
+    # simkv.egg-info in the source tree that can be older than the installed dist-info
+    # (seen: the egg-info of an install made before the entry points existed hid them
+    # when run from the checkout). One entry per (distribution, name).
+    for dist in distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                seen.setdefault((dist.metadata["Name"] or "?", ep.name), ep.value)
+    return sorted(((d, n, v) for (d, n), v in seen.items()), key=lambda x: (x[0] != "simkv", x[0], x[1]))
 
 
 def _load_builtins() -> None:
     # NOTE: imported lazily so that `import simkv.registry` stays cheap and cycle-free; the
-    # built-in policy modules register themselves on import.
+    # policy modules register themselves on import.
     global _loaded
     if _loaded:
         return
     _loaded = True
-    import simkv.policies.autoscaler
-    import simkv.policies.eviction
-    import simkv.policies.kv_policy
-    import simkv.policies.kv_pool
-    import simkv.policies.offload
-    import simkv.policies.router
-    import simkv.policies.scheduler
-    import simkv.policies.tool_kv
-    import simkv.workload  # noqa: F401
+    import importlib
+
+    found = plugin_modules()
+    if not any(dist == "simkv" for dist, _, _ in found):
+        _loaded = False
+        raise PluginError("simkv's built-in policies are found through its installed metadata "
+                          "(entry points of simkv.policies), and none was found: install simkv "
+                          "(pip install -e . in a checkout)")
+    for dist, name, module in found:
+        try:
+            importlib.import_module(module.split(":")[0])
+        except Exception as exc:
+            _loaded = False
+            raise PluginError(f"the simkv.policies plug-in {name!r} of {dist} ({module}) failed "
+                              f"to import: {type(exc).__name__}: {exc}") from exc
 
 
 def name_of(cfg: Any) -> str:

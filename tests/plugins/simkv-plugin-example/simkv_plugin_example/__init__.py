@@ -1,0 +1,1 @@
+"""An example simkv plug-in package (docs/PLUGINS.md)."""
