@@ -160,6 +160,9 @@ def main() -> None:
             _run()
     except KeyboardInterrupt as exc:
         raise SystemExit(report("simkv", exc)) from None
+    except BrokenPipeError:  # `simkv --help | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 if __name__ == "__main__":

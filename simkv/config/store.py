@@ -5,6 +5,7 @@ This module and ``simkv.cli`` are the only ones that import Hydra.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from importlib import resources
 
@@ -27,6 +28,62 @@ POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool
 SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", *POLICY_GROUPS)
 
 
+# One line per config group for `simkv --help` (the choices are appended from the store).
+GROUP_HELP = {
+    "model": "the model: layers, heads, experts, KV bytes (simkv/conf/model/*.yaml)",
+    "hardware": "the GPU profile: peaks, memory, efficiency curves (hardware_profiles/)",
+    "engine": "engine costs the roofline does not price (host overheads; fitted presets)",
+    "pools": "instance pools: one, heterogeneous GPUs, expert parallel, prefill/decode split",
+    "scheduler": "batch scheduler of each instance (vLLM continuous batching, Continuum, static)",
+    "router": "which instance receives a request",
+    "workload": "the requests: generators, presets of real traces' shapes, trace files",
+    "eviction": "which cached KV leaves a tier first",
+    "offload": "KV placement below HBM: DRAM, SSD, CSD, cluster store, streamed KV",
+    "tool_kv": "what happens to an agent's KV while a tool runs",
+    "kv_policy": "per-sequence KV budgets and model kinds (H2O, SentenceKV, ...; docs/KV_METHODS.md)",
+    "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE)",
+}
+HELP_HEADER = """simkv: a trace-driven discrete-event simulator of LLM serving clusters.
+
+A run replays or generates requests against replicas (GPUs with a paged KV cache and a batch
+scheduler) behind a router; iteration times come from a roofline over the model spec and the
+hardware profile. It writes requests.parquet, summary.json, latency.png/.pdf and run.json to
+its folder (printed at the end; docs/OUTPUTS.md).
+
+Usage: simkv [group=choice ...] [key=value ...]      one run
+       simkv -m key=a,b group=x,y                    a sweep: one folder per job
+"""
+HELP_EXAMPLES = """== Examples ==
+  simkv model=llama3_70b hardware=a100_80gb cluster.replicas=4 cluster.tensor_parallel=4
+  simkv workload=swebench scheduler=continuum tool_kv=ttl_pin offload=dram
+  simkv -m hydra/launcher=joblib router=round_robin,least_work cluster.replicas=2,4
+        (then: simkv-compare simkv_runs/multirun/<time> --x cluster.replicas --y ttft_s.p99)
+"""
+HELP_FOOTER = """Every key below can be overridden (key=value); docs/CONFIG.md explains each.
+Errors are one line, exit status 2; HYDRA_FULL_ERROR=1 shows Hydra's full report."""
+
+
+def help_template(cs: ConfigStore) -> str:
+    """`simkv --help`: what simkv is, the groups with one line each and their choices, three
+    examples, then the config (Hydra's $CONFIG)."""
+    lines = [HELP_HEADER, "== Config groups (group=choice) =="]
+    for group, text in GROUP_HELP.items():
+        choices = sorted(n[:-5] if n.endswith(".yaml") else n for n in _choices(cs, group))
+        lines.append(f"  {group:<11}{text}")
+        lines += textwrap.wrap(", ".join(choices), 96, initial_indent=" " * 15,
+                               subsequent_indent=" " * 15, break_on_hyphens=False)
+    lines += ["", HELP_EXAMPLES, "== Config ==", HELP_FOOTER, "", "$CONFIG"]
+    return "\n".join(lines)
+
+
+def _choices(cs: ConfigStore, group: str) -> list[str]:
+    names = set(cs.list(group)) if group in cs.repo else set()
+    folder = resources.files("simkv.conf") / group
+    if folder.is_dir():  # the packaged YAML options (model specs, engines, pools)
+        names |= {p.name for p in folder.iterdir() if p.name.endswith(".yaml")}
+    return sorted(names)
+
+
 def register_configs() -> None:
     global _done
     if _done:
@@ -40,6 +97,9 @@ def register_configs() -> None:
         cs.store(group="hardware", name=profile, node=HardwareConfig(profile=profile))
     for name, node in workload_presets().items():
         cs.store(group="workload", name=name, node=node)
+    # NOTE: stored last, so the template lists every choice registered above.
+    cs.store(group="hydra/help", name="simkv", provider="simkv",
+             node={"app_name": "simkv", "header": "", "footer": "", "template": help_template(cs)})
     _done = True
 
 

@@ -1,12 +1,15 @@
-"""``simkv-compare DIR``: one table (and one plot) for the runs of a sweep.
+"""``simkv-compare DIR``: one table, one dataset and plots for the runs of a sweep.
 
-A Hydra multirun (``simkv -m tool_kv=drop,ttl_pin offload=none,dram``) leaves one folder per
-run; this reads every ``summary.json`` below DIR with the ``config.json`` beside it, keeps
-the config keys whose values differ between runs as the row labels (a policy section shows
-its registered name), and prints the metrics people compare KV policies by: job completion
-time, TTFT, hit rates per tier, goodput. Runs that did not complete (a failed job of a
-sweep) are listed with their error, never dropped. It writes ``compare.csv`` and
-``compare.png`` into DIR.
+A Hydra multirun (``simkv -m tool_kv=drop,ttl_pin offload=none,dram``, on any launcher)
+leaves one folder per run; this reads every ``summary.json`` below DIR with the
+``config.json`` beside it, keeps the config keys whose values differ between runs as the row
+labels (a policy section shows its registered name), and prints the metrics people compare
+KV policies by: job completion time, TTFT, hit rates per tier, goodput. Runs that did not
+complete (a failed job of a sweep) are listed with their error, never dropped. It writes
+``compare.csv`` and ``compare.png`` into DIR, and the sweep as one Parquet dataset in
+``DIR/dataset`` (simkv/metrics/dataset.py). ``--x KEY --y METRIC`` plots any summary metric
+(``ttft_s.p99``, ``goodput.requests_per_busy_s``, ...) against any swept key, one line per
+value of the other swept keys (or of ``--by``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from simkv.entry import guarded
+from simkv.metrics.dataset import flatten, gather, summary_table
 from simkv.results import run_status
 
 METRICS = {
@@ -44,19 +48,6 @@ def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
     return doc
 
 
-def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, val in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(val, dict):
-            if "name" in val:  # a policy section: its registered name stands for it
-                flat[name] = val["name"]
-            flat.update(_flatten({k: v for k, v in val.items() if k != "name"}, f"{name}."))
-        else:
-            flat[name] = json.dumps(val) if isinstance(val, list) else val
-    return flat
-
-
 def collect(root: Path) -> pd.DataFrame:
     """One row per run below ``root``: the differing config keys, then the metrics, the run's
     status and error. Runs that did not complete keep their row (status and error set,
@@ -76,7 +67,7 @@ def collect(root: Path) -> pd.DataFrame:
         summary = folder / "summary.json"
         if status == "ok" and not (summary.is_file() and config.is_file()):
             status, error = "incomplete", "summary.json or config.json is missing"
-        flat = _flatten(json.loads(config.read_text())) if config.is_file() else {}
+        flat = flatten(json.loads(config.read_text())) if config.is_file() else {}
         s = json.loads(summary.read_text()) if status == "ok" else {}
         runs.append((folder, flat, {k: _get(s, p) for k, p in METRICS.items()}, status, error))
     if not runs:
@@ -111,6 +102,30 @@ def plot(df: pd.DataFrame, label_cols: list[str], path: Path) -> None:
     style.save(fig, path)
 
 
+def plot_metric(df: pd.DataFrame, x: str, y: str, by: list[str], path: Path) -> list[Path]:
+    """``y`` against ``x`` over the completed jobs, one line per value of the ``by`` keys;
+    written as PNG and PDF."""
+    from simkv.metrics import style
+
+    for col in (x, y, *by):
+        if col not in df:
+            raise ValueError(f"no column {col!r} in the sweep; swept keys and metrics: "
+                             f"{', '.join(c for c in df.columns if not c.startswith('cluster.pools'))}")
+    ok = df[df["status"] == "ok"].sort_values([*by, x], kind="stable")
+    with style.context():
+        fig, ax = style.figure(1, 1, size=(6.0, 4.0))
+        groups = ok.groupby(by, sort=False, dropna=False) if by else [((), ok)]
+        for key, g in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{k}={v}" for k, v in zip(by, key, strict=True)) or None
+            ax.plot(g[x], g[y], marker="o", label=label)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        if by:
+            ax.legend()
+    return style.save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     return guarded("simkv-compare", lambda: _main(argv))
 
@@ -119,7 +134,16 @@ def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="simkv-compare", description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path, help="a sweep folder (or any folder holding runs)")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--no-dataset", action="store_true", help="do not write DIR/dataset")
+    ap.add_argument("--x", help="a swept key for the x axis (e.g. cluster.replicas)")
+    ap.add_argument("--y", action="append", default=[],
+                    help="a summary metric, dotted (e.g. ttft_s.p99, goodput.requests_per_s); "
+                         "repeat for several plots")
+    ap.add_argument("--by", action="append", default=None,
+                    help="a key whose values become separate lines (default: the other swept keys)")
     args = ap.parse_args(argv)
+    if bool(args.x) != bool(args.y):
+        raise ValueError("--x and --y go together: simkv-compare DIR --x KEY --y METRIC")
     df = collect(args.dir)
     label_cols = [c for c in df.columns if c not in METRICS and c not in ("run", "status", "error")]
     df.to_csv(args.dir / "compare.csv", index=False, float_format="%.6g")
@@ -134,11 +158,24 @@ def _main(argv: list[str] | None) -> int:
               f"compare.csv with their error):")
         for _, r in failed.iterrows():
             print(f"  {r['run']}: {r['status']}: {r['error']}")
-    print(f"\nwritten: {args.dir / 'compare.csv'}", end="")
+    written = [args.dir / "compare.csv"]
     if not args.no_plot and len(ok):
         plot(ok.reset_index(drop=True), label_cols, args.dir / "compare.png")
-        print(f", {args.dir / 'compare.png'}", end="")
-    print()
+        written.append(args.dir / "compare.png")
+    if not args.no_dataset:
+        dest = gather(args.dir)
+        written.append(dest)
+    if args.x:
+        table, keys = summary_table(args.dir)
+        # One line per combination of the other keys that vary (constant ones label nothing).
+        by = args.by if args.by is not None else [
+            k for k in keys if k != args.x and table[k].astype(str).nunique() > 1]
+        for y in args.y:
+            stem = f"compare_{y}_vs_{args.x}".replace("/", "_")
+            written += plot_metric(table, args.x, y, by, args.dir / f"{stem}.png")
+    print("\nwritten: " + ", ".join(str(p) for p in written))
+    if not args.no_dataset:
+        print(f"read it: pandas.read_parquet('{dest / 'requests'}') (or '{dest / 'summary'}')")
     return 0
 
 
