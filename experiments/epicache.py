@@ -16,25 +16,24 @@ shared/data/conversations; x1.3 tokens per word) and LongMemEval-style longer hi
 ``generate`` does; the paper's baseline) and chunked in 2048-token chunks (vLLM-style), and
 EpiCache with M = 2048, 4096 and 8192 (block 2048). Peak GPU memory = weights + the KV the
 scheduler holds at its peak + activations of the largest forward pass; latency per question
-= its end-to-end time (history prefill + answer). Writes experiments/results/epicache.csv/.png.
+= its end-to-end time (history prefill + answer). The experiment contract
+(experiments/suite.py): run(quick), figure(df), headline(df); experiments/results/epicache.csv,
+.png, .pdf. The LoCoMo/REALTALK history lengths come from the shared data's statistics when
+found (suite.data_dir()), else from the copy below.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
-from kv_common import OUT, pool_of, run_batch, save, show
+from kv_common import pool_of, run_batch
+from matplotlib.figure import Figure
+from suite import Headline, cli, close, data_dir
 
-STATS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "conversations"
-         / "conversation_stats.json")
+from simkv.metrics import style
+
 TOKENS_PER_WORD = 1.3  # assumed for English chat text (BPE tokenisers: ~1.3 tokens per word)
 BASE = ["model=llama3_2_3b", "hardware=a100_80gb", "scheduler.max_num_seqs=8"]
 QUESTION, ANSWER, BLOCK = 30, 32, 2048
@@ -42,8 +41,10 @@ QUESTION, ANSWER, BLOCK = 30, 32, 2048
 
 def histories(quick: bool) -> dict[str, int]:
     words = {"LoCoMo": 13377.0, "REALTALK": 17110.0}  # mean words per conversation
-    if STATS.exists():  # the shared statistics, when present, override the copy above
-        doc = json.loads(STATS.read_text()).get("longconv", {})
+    data = data_dir()
+    stats = data / "conversations" / "conversation_stats.json" if data else None
+    if stats is not None and stats.exists():  # the shared statistics override the copy above
+        doc = json.loads(stats.read_text()).get("longconv", {})
         for name in words:
             with contextlib.suppress(KeyError, TypeError):
                 words[name] = float(doc[name]["words_per_conversation"]["mean"])
@@ -76,14 +77,11 @@ def peak_gib(overrides: list[str], prompt: int) -> tuple[float, float]:
     return kv / 2**30, (kv + acts + cost.weight_bytes_per_gpu()) / 2**30
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for CI")
-    args = ap.parse_args()
+def run(quick: bool) -> pd.DataFrame:
     rows = []
-    for hist_name, hist in histories(args.quick).items():
+    for hist_name, hist in histories(quick).items():
         prompt = hist + QUESTION
-        for system, extra in systems(args.quick).items():
+        for system, extra in systems(quick).items():
             r = run_batch(2, prompt, ANSWER, [*BASE, *extra], gap_s=1e3)  # one question at a time
             kv, total = peak_gib(extra, prompt)
             req = r.requests
@@ -92,25 +90,33 @@ def main() -> None:
                          "ttft_s": float(req["ttft_s"].median()),
                          "tpot_ms": 1e3 * float(req["tpot_s"].median()),
                          "peak_kv_gib": kv, "peak_gpu_gib": total})
-    df = pd.DataFrame(rows)
-    path = save(df, "epicache", args.quick)
-    show(df)
-    print("\nagainst full KV with a one-pass prefill (the paper's baseline):")
-    for hist_name, g in df.groupby("history", sort=False):
-        g = g.set_index("system")
-        ref = g.loc["full KV, one-pass prefill"]
-        for system in g.index[1:]:
-            x = g.loc[system]
-            print(f"  {hist_name:10s} {system:28s} peak GPU memory "
-                  f"{ref.peak_gpu_gib / x.peak_gpu_gib:.2f}x lower, latency "
-                  f"{ref.latency_s / x.latency_s:.2f}x, decode step {ref.tpot_ms / x.tpot_ms:.2f}x")
-    print("paper: up to 3.5x lower peak memory, up to 2.4x lower latency")
-    plot(df, args.quick)
-    print(f"wrote {path}")
+    return pd.DataFrame(rows)
 
 
-def plot(df: pd.DataFrame, quick: bool) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+def headline(df: pd.DataFrame) -> list[Headline]:
+    """Against full KV with a one-pass prefill (the paper's baseline), at the longest history."""
+    longest = df[df.history_tokens == df.history_tokens.max()].set_index("system")
+    ref = longest.loc["full KV, one-pass prefill"]
+    epi = longest.loc[[s for s in longest.index if s.startswith("EpiCache")]]
+    mem = float((ref.peak_gpu_gib / epi.peak_gpu_gib).max())
+    lat = float((ref.latency_s / epi.latency_s).max())
+    n = int(longest.history_tokens.iloc[0])
+    short = df[df.history_tokens == df.history_tokens.min()].set_index("system")
+    short_lat = float((short.loc["full KV, one-pass prefill"].latency_s
+                       / short.loc[[s for s in short.index if s.startswith("EpiCache")]].latency_s).max())
+    return [
+        Headline("EpiCache (arXiv 2509.17396)", f"peak GPU memory, full KV / EpiCache ({n:,}-token history)",
+                 "up to 3.5x lower", f"{mem:.2f}x lower", close(3.5, mem), "nothing fitted: budget, "
+                 "block and model from the paper's code and figure 1"),
+        Headline("EpiCache", f"latency per question, full KV / EpiCache ({n:,}-token history)",
+                 "up to 2.4x lower", f"{lat:.2f}x lower", close(2.4, lat),
+                 f"on LoCoMo-sized histories latency is not lower ({short_lat:.2f}x): each question "
+                 "re-prefills the history and EpiCache adds its patched prompt (docs/KV_METHODS.md)"),
+    ]
+
+
+def figure(df: pd.DataFrame) -> Figure:
+    fig, axes = style.figure(1, 2, size=(12, 3.8))
     for system, g in df.groupby("system", sort=False):
         axes[0].plot(g.history_tokens, g.peak_gpu_gib, marker="o", label=system)
         axes[1].plot(g.history_tokens, g.latency_s, marker="o", label=system)
@@ -119,13 +125,10 @@ def plot(df: pd.DataFrame, quick: bool) -> None:
     for ax in axes:
         ax.set_xlabel("conversation history (tokens)")
         ax.set_xscale("log")
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     fig.suptitle("Llama-3.2-3B on one A100-80GB: EpiCache (block 2048) vs full KV")
-    fig.tight_layout()
-    OUT.mkdir(exist_ok=True)
-    fig.savefig(OUT / f"epicache{'_quick' if quick else ''}.png", dpi=110)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":
-    main()
+    cli("epicache")

@@ -22,19 +22,18 @@ simkv runs (model opt_6_7b, hardware a100_80gb, vLLM-style scheduler, all reques
 FlexGen's weight offloading and its compute/IO overlap, and the T4 GPU, are not in simkv, so
 the paper's 29x and 3x are not regenerated as numbers, only their direction.
 
-Writes experiments/results/h2o.csv and h2o.png.
+The experiment contract (experiments/suite.py): run(quick), figure(df), headline(df); writes
+experiments/results/h2o.csv, .png and .pdf.
 """
 
 from __future__ import annotations
 
-import argparse
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
-from kv_common import OUT, run_batch, save, show
+from kv_common import run_batch
+from matplotlib.figure import Figure
+from suite import Headline, cli, close
+
+from simkv.metrics import style
 
 BASE = ["model=opt_6_7b", "model.max_model_len=8192", "hardware=a100_80gb"]
 H2O_20 = ["kv_policy=h2o", "kv_policy.budget_fraction=0.2"]
@@ -45,11 +44,7 @@ PAPER = {  # token/s and seconds from the repo's logs (see the module doc)
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for CI")
-    args = ap.parse_args()
-    quick = args.quick
+def run(quick: bool) -> pd.DataFrame:
     prompt, output = (512, 256) if quick else (2048, 2048)
     batches = (8, 16) if quick else (24, 64)
     rows = []
@@ -71,52 +66,58 @@ def main() -> None:
 
     # 1. Same batch, the paper's A100 setting; H2O's cache fixed at 20% of the prompt.
     fixed = [*H2O_20[:1], "kv_policy.budget_fraction=1.0", f"kv_policy.budget_tokens={prompt // 5}"]
-    add("same batch", "full KV", batches[0], [], batches[0], prompt, output, batches[0])
-    add("same batch", "H2O 20%", batches[0], fixed, batches[0], prompt, output, batches[0])
-    add("same batch", "full KV", batches[1], [], batches[1], prompt, output, batches[1])
-    add("same batch", "H2O 20%", batches[1], fixed, batches[1], prompt, output, batches[1])
+    for b in batches:
+        add("same batch", "full KV", b, [], b, prompt, output, b)
+        add("same batch", "H2O 20%", b, fixed, b, prompt, output, b)
     # 2. Throughput against offloading, each system at its best batch (up to 256 running).
     n, p, o = (64, 256, 128) if quick else (256, 512, 512)
     for system, extra in {"full KV (HBM)": [], "full KV in DRAM (dram_stream)": ["offload=dram_stream"],
                           "full KV on SSD (ssd_stream)": ["offload=ssd_stream"],
                           "H2O 20% (HBM)": H2O_20}.items():
         add("offloading", system, n, extra, n, p, o, n)
-    df = pd.DataFrame(rows)
-    path = save(df, "h2o", quick)
-    show(df[["setting", "system", "batch", "makespan_s", "tokens_per_s", "paper_tokens_per_s",
-             "paper_latency_s", "tpot_p50_s", "preemptions"]])
+    return pd.DataFrame(rows)
+
+
+def headline(df: pd.DataFrame) -> list[Headline]:
     same = df[df.setting == "same batch"].set_index(["system", "batch"])
-    b = batches[0]
+    b = int(df[df.setting == "same batch"].batch.min())
     lat = same.loc[("full KV", b), "makespan_s"] / same.loc[("H2O 20%", b), "makespan_s"]
-    print(f"\nsame batch {b}: full / H2O latency = {lat:.2f}x (paper: 99.48 / 53.49 = 1.86x)")
     off = df[df.setting == "offloading"].set_index("system")["tokens_per_s"]
-    for sys_ in off.index[:-1]:
-        print(f"H2O 20% / {sys_}: {off['H2O 20% (HBM)'] / off[sys_]:.1f}x throughput")
-    plot(df, quick)
-    print(f"wrote {path}")
+    h2o = off["H2O 20% (HBM)"]
+    return [
+        Headline("H2O (arXiv 2306.14048)", f"same-batch latency, full KV / H2O 20% (OPT-6.7B, A100, "
+                 f"batch {b})", "1.86x (repo logs; abstract: up to 1.9x)", f"{lat:.2f}x",
+                 close(1.86, lat),
+                 "direction holds; simkv's roofline steps omit FlexGen's unfused attention and "
+                 "per-step eviction gather (~11 ms of its 24 ms H2O step), so simkv's gain is larger "
+                 "(docs/KV_METHODS.md)"),
+        Headline("H2O", "throughput over offloading systems at their best batch",
+                 "3x over FlexGen, 29x over DeepSpeed/Accelerate (T4, weights offloaded too)",
+                 f"{h2o / off['full KV in DRAM (dram_stream)']:.0f}x over full KV streamed from DRAM, "
+                 f"{h2o / off['full KV (HBM)']:.1f}x over full KV in HBM", None,
+                 "simkv's baselines stream the whole KV every step without FlexGen's I/O overlap "
+                 "or 4-bit KV; the closest comparison is the 29x over DeepSpeed/Accelerate"),
+    ]
 
 
-def plot(df: pd.DataFrame, quick: bool) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+def figure(df: pd.DataFrame) -> Figure:
+    fig, axes = style.figure(1, 2, size=(12, 3.8))
     same = df[df.setting == "same batch"]
     labels = [f"{s}\nbatch {b}" for s, b in zip(same.system, same.batch, strict=True)]
-    axes[0].bar(labels, same.tokens_per_s, color="#3a7", label="simkv")
+    axes[0].bar(labels, same.tokens_per_s, label="simkv")
     if same.paper_tokens_per_s.notna().any():
         axes[0].scatter(labels, same.paper_tokens_per_s, color="k", zorder=3, label="paper (repo logs)")
     axes[0].set_ylabel("generated tokens / s")
     axes[0].set_title("OPT-6.7B, A100-80GB, same batch")
     axes[0].legend()
     off = df[df.setting == "offloading"]
-    axes[1].barh(off.system, off.tokens_per_s, color=["#888", "#c84", "#a44", "#3a7"])
+    axes[1].barh(off.system, off.tokens_per_s, color=[style.BASELINE, *style.PALETTE[1:4]])
     axes[1].set_xscale("log")
     axes[1].set_xlabel("generated tokens / s (log)")
     axes[1].set_title(f"best batch of {int(off.batch.iloc[0])}: H2O vs offloading full KV")
     axes[1].invert_yaxis()
-    fig.tight_layout()
-    OUT.mkdir(exist_ok=True)
-    fig.savefig(OUT / f"h2o{'_quick' if quick else ''}.png", dpi=110)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":
-    main()
+    cli("h2o")
