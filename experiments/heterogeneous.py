@@ -8,24 +8,21 @@ per GPU-hour: H100 80GB $2.69, A100 80GB $1.49 (Jarvislabs on-demand list prices
 3 H100 + 4 A100. The mixed pool runs twice: behind least_work (outstanding tokens over each
 instance's speed, from its cost model) and behind round_robin (blind to speed).
 
-Writes experiments/results/heterogeneous.csv and .png; prints goodput per dollar.
+The experiment contract (experiments/suite.py): run(quick), figure(df), headline(df); writes
+experiments/results/heterogeneous.csv, .png and .pdf. Full: 200,000 requests; quick: 20,000.
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
+from suite import Headline, cli
 
 import simkv
+from simkv.metrics import style
 
-OUT = Path(__file__).parent / "results"
 PRICE = {"h100_sxm_80gb": 2.69, "a100_80gb": 1.49}
 SETUPS: dict[str, tuple[dict[str, int], str]] = {
     "5 x H100": ({"h100_sxm_80gb": 5}, "least_work"),
@@ -60,33 +57,34 @@ def run(quick: bool) -> pd.DataFrame:
             "goodput_per_usd_hour": s["goodput"]["requests_per_s"] / cost,
             "cluster_cost_usd": sum(p["cost"] for p in s["cluster"]["pools"].values()),
         })
-    df = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True)
-    suffix = "_quick" if quick else ""
-    df.to_csv(OUT / f"heterogeneous{suffix}.csv", index=False, float_format="%.6g")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    return pd.DataFrame(rows)
+
+
+def headline(df: pd.DataFrame) -> list[Headline]:
+    by = df.set_index("setup")
+    lw, rr = by.loc["3 x H100 + 4 x A100, least_work"], by.loc["3 x H100 + 4 x A100, round_robin"]
+    return [Headline("(no seed paper: a what-if)", "a mixed pool needs speed-aware routing",
+                     "-", f"SLO attainment {lw.slo_attainment:.3f} with least_work vs "
+                     f"{rr.slo_attainment:.3f} with round_robin; goodput per $/h: H100 "
+                     f"{by.loc['5 x H100', 'goodput_per_usd_hour']:.1f}, A100 "
+                     f"{by.loc['9 x A100', 'goodput_per_usd_hour']:.1f}, mixed {lw.goodput_per_usd_hour:.1f}",
+                     None if lw.slo_attainment > rr.slo_attainment else False,
+                     "round robin sends the A100s the H100s' share (docs/CLUSTER.md)")]
+
+
+def figure(df: pd.DataFrame) -> Figure:
+    fig, axes = style.figure(1, 3, size=(13, 3.6))
     for ax, col, label in zip(axes, ("slo_attainment", "ttft_p99_s", "goodput_per_usd_hour"),
                               ("SLO attainment", "TTFT p99 (s)", "goodput (req/s) per $/h"),
                               strict=True):
-        ax.barh(df["setup"], df[col], color="#3a7")
+        ax.barh(df["setup"], df[col])
         ax.set_xlabel(label)
         ax.invert_yaxis()
         if ax is not axes[0]:
             ax.set_yticklabels([])
     fig.suptitle("Llama-3.1-8B, 180 req/s BurstGPT-shaped, ~$13.4-14 per hour of GPUs")
-    fig.tight_layout()
-    fig.savefig(OUT / f"heterogeneous{suffix}.png", dpi=110)
-    plt.close(fig)
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
-        print(df.to_string(index=False))
-    return df
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    run(ap.parse_args().quick)
+    return fig
 
 
 if __name__ == "__main__":
-    main()
+    cli("heterogeneous")
