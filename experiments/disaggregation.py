@@ -15,27 +15,25 @@ both SLOs (TTFT <= 1 s, TPOT <= each of 20/40/100 ms), per GPU; SLO attainment i
 per run from requests.parquet for every SLO pair, so one rate sweep serves all SLOs. Also:
 TTFT/TPOT p99 at a reference rate, KV bytes moved, the RDMA links' busy share.
 
-Writes experiments/results/disaggregation.csv and .png. Needs ../shared/data (the Azure
-trace); skips those workloads when it is absent.
+The experiment contract (experiments/suite.py): run(quick), figure(df), headline(df); writes
+experiments/results/disaggregation.csv, .png and .pdf. The Azure trace comes from the shared
+data (suite.data_dir(): $SIMKV_DATA or shared/data above the checkout); those workloads are
+skipped where it is absent.
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from suite import Headline, cli, data_dir
 
 import simkv
+from simkv.metrics import style
 
-OUT = Path(__file__).parent / "results"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "azure_llm_2023"
 GPUS = 8
 TTFT_SLO = 1.0
 TPOT_SLOS = (0.02, 0.04, 0.1)
@@ -57,8 +55,9 @@ def setups(quick: bool) -> dict[str, list[str]]:
 
 def workloads() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
+    azure = (data_dir() or Path("/nonexistent")) / "azure_llm_2023"
     for name, file in (("azure code", "code"), ("azure conversation", "conv")):
-        path = DATA / f"AzureLLMInferenceTrace_{file}.csv"
+        path = azure / f"AzureLLMInferenceTrace_{file}.csv"
         if not path.is_file():
             print(f"skipping {name}: {path} not found")
             continue
@@ -134,12 +133,47 @@ def run(quick: bool) -> pd.DataFrame:
                              "rdma_busy_share": ref["rdma_busy_share"]})
                 print(f"{wname:22s} {sname:24s} {net:4s} goodput/GPU " + " ".join(
                     f"{rows[-1][f'goodput_per_gpu_tpot{int(t * 1e3)}ms']:.1f}" for t in TPOT_SLOS))
-    df = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True)
-    suffix = "_quick" if quick else ""
-    df.to_csv(OUT / f"disaggregation{suffix}.csv", index=False, float_format="%.6g")
-    plot(df, OUT / f"disaggregation{suffix}.png")
-    return df
+    return pd.DataFrame(rows)
+
+
+def headline(df: pd.DataFrame) -> list[Headline]:
+    out = []
+    fast = df[df.gpu_network == "400G"]
+    tight = f"goodput_per_gpu_tpot{int(TPOT_SLOS[0] * 1e3)}ms"
+    for w, g in fast.groupby("workload", sort=False):
+        coloc = g[g.setup == "colocated (chunked)"][tight]
+        dis = g[g.setup.str.startswith("disagg")]
+        if coloc.empty or dis.empty:
+            continue
+        best = dis.loc[dis[tight].idxmax()]
+        c = float(coloc.iloc[0])
+        ratio = float(best[tight]) / c if c > 0 else float("inf")
+        out.append(Headline(
+            "DistServe (OSDI 2024)", f"goodput per GPU, best prefill:decode split / colocated, {w}, "
+            f"TPOT <= {int(TPOT_SLOS[0] * 1e3)} ms", "up to 7.4x more requests (vs vLLM, OPT models)",
+            f"{ratio:.2f}x ({best.setup}: {best[tight]:.2f} vs {c:.2f} req/s per GPU)",
+            None if ratio > 1 else False,
+            "a different model, GPU and baseline (vLLM with chunked prefill here); goodput is "
+            "the highest swept rate (steps of 1.25x, 2x in quick mode) with >= 90% attainment"))
+    return out
+
+
+def figure(df: pd.DataFrame) -> Figure:
+    names = list(dict.fromkeys(df["workload"]))
+    fig, axes = style.figure(1, len(names), size=(5.2 * len(names), 4), squeeze=False)
+    for ax, w in zip(axes[0], names, strict=True):
+        sub = df[(df["workload"] == w) & (df["gpu_network"] == "400G")]
+        x = np.arange(len(sub))
+        for k, t in enumerate(TPOT_SLOS):
+            ax.bar(x + (k - 1) * 0.27, sub[f"goodput_per_gpu_tpot{int(t * 1e3)}ms"], 0.27,
+                   label=f"TPOT <= {int(t * 1e3)} ms")
+        ax.set_xticks(x, [s.replace("colocated ", "coloc.\n").replace("disagg ", "") for s in sub["setup"]],
+                      fontsize=7)
+        ax.set_title(w)
+        ax.set_ylabel("goodput per GPU (req/s, >= 90% SLO)")
+    axes[0][0].legend()
+    fig.suptitle(f"Llama-3.1-8B on {GPUS} H100: colocated vs prefill:decode splits (TTFT <= {TTFT_SLO:g} s)")
+    return fig
 
 
 def write_slow_node() -> Path:
@@ -154,31 +188,5 @@ def write_slow_node() -> Path:
     return out
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
-    names = list(dict.fromkeys(df["workload"]))
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), squeeze=False)
-    for ax, w in zip(axes[0], names, strict=True):
-        sub = df[(df["workload"] == w) & (df["gpu_network"] == "400G")]
-        x = np.arange(len(sub))
-        for k, t in enumerate(TPOT_SLOS):
-            ax.bar(x + (k - 1) * 0.27, sub[f"goodput_per_gpu_tpot{int(t * 1e3)}ms"], 0.27,
-                   label=f"TPOT <= {int(t * 1e3)} ms")
-        ax.set_xticks(x, [s.replace("colocated ", "coloc.\n").replace("disagg ", "") for s in sub["setup"]],
-                      fontsize=7)
-        ax.set_title(w)
-        ax.set_ylabel("goodput per GPU (req/s, >= 90% SLO)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Llama-3.1-8B on {GPUS} H100: colocated vs prefill:decode splits (TTFT <= {TTFT_SLO:g} s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    run(ap.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    cli("disaggregation")

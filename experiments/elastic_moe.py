@@ -17,10 +17,12 @@ Policies (docs/CLUSTER.md):
 All autoscalers use the same recommender: requests/s per serving GPU against 70% of what a
 GPU sustains (measured first), every 15 s over 30 s, scale-down stabilised over 300 s.
 
-Writes experiments/results/elastic_moe_<model>.csv (one row per policy) and .png (arrival
-rate, GPUs in service, TTFT p99 and SLO attainment per minute), and prints simkv's ratios
-beside ElasticMoE's headline (arXiv 2510.02613: up to 9x lower scale-up latency, up to 2x
-throughput during scaling, better SLO attainment).
+The experiment contract (experiments/suite.py): run(quick) on Qwen3-30B-A3B gives part
+``policies`` (one row per policy) and part ``series`` (per minute and policy: arrival rate,
+GPUs in service, TTFT p99, SLO attainment), figure(df) draws the series, headline(df) puts
+simkv's ratios beside ElasticMoE's (arXiv 2510.02613: up to 9x lower scale-up latency, up to
+2x throughput during scaling, better SLO attainment). Writes experiments/results/
+elastic_moe.csv, .png, .pdf; ``--model`` writes elastic_moe_<model>.* instead.
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from suite import RESULTS, Headline, Outcome, cli, close, load, save_outputs, show
 
 import simkv
+from simkv.metrics import style
 from simkv.metrics.timeseries import window_series
 
-OUT = Path(__file__).parent / "results"
+OUT = RESULTS
+MODEL = "qwen3_30b_a3b"
 BURST = 3.0
 COMMON = ["output.plot=false", "output.progress=false", "router=least_work"]
 PAPER = {"scale_up_latency_x": 9.0, "throughput_during_scaling_x": 2.0}
@@ -70,7 +72,11 @@ def policies(per_gpu_target: float) -> dict[str, list[str]]:
     }
 
 
-def run(model: str, quick: bool) -> pd.DataFrame:
+def run(quick: bool) -> pd.DataFrame:
+    return run_model(MODEL, quick)
+
+
+def run_model(model: str, quick: bool) -> pd.DataFrame:
     sat = saturated_rate(model)
     mean = 0.55 * sat
     block = 60.0 if quick else 300.0
@@ -118,55 +124,55 @@ def run(model: str, quick: bool) -> pd.DataFrame:
         })
     print(f"throughput during scaling: output tokens/s in the {span:.0f} s after each policy's "
           f"first scale-up decision (the longest transition)")
-    df = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True)
-    suffix = "_quick" if quick else ""
-    df.to_csv(OUT / f"elastic_moe_{model}{suffix}.csv", index=False, float_format="%.6g")
-    plot(series, OUT / f"elastic_moe_{model}{suffix}.png", model)
-    report(df)
-    return df
+    table = pd.DataFrame(rows).assign(part="policies", model=model)
+    cols = ["t_s", "arrivals_per_s", "gpus_serving", "ttft_p99_s", "slo_attainment"]
+    parts = [s[cols].assign(part="series", policy=name, model=model) for name, s in series.items()]
+    return pd.concat([table, *parts], ignore_index=True)
 
 
-def plot(series: dict[str, pd.DataFrame], path: Path, model: str) -> None:
-    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
-    for name, s in series.items():
-        t = s["t_s"] / 60
+def headline(df: pd.DataFrame) -> list[Headline]:
+    by = df[df.part == "policies"].set_index("policy")
+    el = by.loc["elastic_moe"]
+    base = by.loc[["horizontal", "vertical"]]
+    lat = base["scale_up_latency_s"].min() / el["scale_up_latency_s"]
+    thr = el["throughput_during_scaling_tok_s"] / base["throughput_during_scaling_tok_s"].max()
+    scalers = by.loc[["horizontal", "vertical", "elastic_moe"], "slo_attainment"]
+    return [
+        Headline("ElasticMoE (arXiv 2510.02613)", "scale-up latency, best baseline / ElasticMoE",
+                 "up to 9x", f"{lat:.1f}x", close(9.0, lat),
+                 "set by the baselines' assumed start-up (30 s provisioning + 10 s warm-up); with "
+                 "10 + 3.3 s it is 9.1x (--sensitivity, docs/CLUSTER.md)"),
+        Headline("ElasticMoE", "throughput during scaling, ElasticMoE / best baseline", "up to 2x",
+                 f"{thr:.2f}x", close(2.0, thr), "horizontal's new instances are not ready within "
+                 "the window, vertical restarts (serves nothing)"),
+        Headline("ElasticMoE", "best SLO attainment among the scalers", "ElasticMoE best",
+                 ", ".join(f"{p} {v:.3f}" for p, v in scalers.items()),
+                 None if scalers.idxmax() == "elastic_moe" else False, ""),
+    ]
+
+
+def figure(df: pd.DataFrame) -> Figure | None:
+    series = df[df.part == "series"] if "part" in df else df.iloc[0:0]
+    if series.empty:
+        return None  # a table without the series: nothing to redraw
+    model = str(df["model"].dropna().iloc[0]) if "model" in df else MODEL
+    fig, axes = style.figure(4, 1, size=(9, 10), sharex=True)
+    for name, g in series.groupby("policy", sort=False):
+        t = g["t_s"] / 60
         if name == "none (mean)":
-            axes[0].plot(t, s["arrivals_per_s"], color="k")
-        axes[1].step(t, s["gpus_serving"], where="mid", label=name)
-        axes[2].plot(t, s["ttft_p99_s"], label=name)
-        axes[3].plot(t, s["slo_attainment"], label=name)
+            axes[0].plot(t, g["arrivals_per_s"], color="k")
+        axes[1].step(t, g["gpus_serving"], where="mid", label=name)
+        axes[2].plot(t, g["ttft_p99_s"], label=name)
+        axes[3].plot(t, g["slo_attainment"], label=name)
     axes[0].set_ylabel("arrivals / s")
     axes[1].set_ylabel("GPUs in service")
     axes[2].set_ylabel("TTFT p99 (s)")
     axes[2].set_yscale("log")
     axes[3].set_ylabel("SLO attainment")
     axes[3].set_xlabel("minutes")
-    axes[1].legend(fontsize=8, ncol=3)
+    axes[1].legend(ncol=3)
     fig.suptitle(f"{model} on H100 (DP2-EP2 base): a {BURST:g}x burst, five provisioning policies")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def report(df: pd.DataFrame) -> None:
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
-        print(df.to_string(index=False))
-    by = df.set_index("policy")
-    el = by.loc["elastic_moe"]
-    base = by.loc[["horizontal", "vertical"]]
-    best_lat = base["scale_up_latency_s"].min()
-    best_thr = base["throughput_during_scaling_tok_s"].max()
-    print(f"\nscale-up latency: best baseline {best_lat:.1f} s / elastic_moe "
-          f"{el['scale_up_latency_s']:.1f} s = {best_lat / el['scale_up_latency_s']:.1f}x lower "
-          f"(ElasticMoE paper: up to {PAPER['scale_up_latency_x']:g}x)")
-    print(f"throughput during scaling: elastic_moe / best baseline = "
-          f"{el['throughput_during_scaling_tok_s'] / best_thr:.2f}x (paper: up to "
-          f"{PAPER['throughput_during_scaling_x']:g}x)")
-    slo = ", ".join(f"{p} {by.loc[p, 'slo_attainment']:.3f}" for p in by.index)
-    print(f"SLO attainment: {slo} (paper: ElasticMoE best among the scalers)")
-    print(f"GPU-hours: elastic_moe {el['gpu_hours']:.2f} vs none (peak) "
-          f"{by.loc['none (peak)', 'gpu_hours']:.2f}")
+    return fig
 
 
 def sensitivity(model: str) -> pd.DataFrame:
@@ -202,11 +208,17 @@ def sensitivity(model: str) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1-minute blocks instead of 5 (CI)")
-    ap.add_argument("--model", default="qwen3_30b_a3b")
+    ap.add_argument("--model", default=MODEL)
     ap.add_argument("--sensitivity", action="store_true",
                     help="also: scale-up latency against the start-up and attach parameters")
     args = ap.parse_args()
-    run(args.model, args.quick)
+    if args.model == MODEL:
+        cli("elastic_moe", ["--quick"] if args.quick else [])
+    else:  # another model: its own files, the same figure and headline
+        df = run_model(args.model, args.quick)
+        stem = f"elastic_moe_{args.model}"
+        files = save_outputs(stem, load("elastic_moe"), df, OUT, "_quick" if args.quick else "")
+        show(Outcome(stem, df, headline(df), files))
     if args.sensitivity:
         sensitivity(args.model)
 

@@ -116,6 +116,8 @@ def save_outputs(name: str, module: ModuleType, df: pd.DataFrame, out: Path, suf
             fig = draw(df)
         if fig is not None:
             files += style.save(fig, out / f"{name}{suffix}.png")
+        elif (out / f"{name}{suffix}.png").is_file():  # kept from the run that had the data
+            files.append(out / f"{name}{suffix}.png")
     return files
 
 
