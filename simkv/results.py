@@ -49,6 +49,16 @@ class SimResult:
             self._requests = pd.read_parquet(path)
         return self._requests
 
+    def figure(self) -> Any:
+        """The run's latency figure (latency.png's content) as a matplotlib Figure: shown
+        inline when it is a notebook cell's value; ``fig.savefig(...)`` writes it."""
+        from simkv.metrics.plots import latency_figure
+
+        path = self._table("requests")
+        if path is None:
+            raise FileNotFoundError(f"{self.out_dir}: no requests table")
+        return latency_figure(path, self.summary, str(self.out_dir.name))
+
     @property
     def iterations(self) -> pd.DataFrame | None:
         path = self._table("iterations")

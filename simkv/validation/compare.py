@@ -175,17 +175,10 @@ STEP_TERMS = {"one": "iteration_overhead_s", "sequences": "per_sequence_overhead
 
 
 def nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares with coefficients >= 0: refit without the most negative term until
-    none is left (a handful of terms, so this simple active set is enough)."""
-    active = list(range(x.shape[1]))
-    coef = np.zeros(x.shape[1])
-    while active:
-        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
-        if (sol >= 0).all():
-            coef[active] = sol
-            break
-        active.pop(int(np.argmin(sol)))
-    return coef
+    """Least squares with coefficients >= 0 (scipy.optimize.nnls, Lawson-Hanson)."""
+    from scipy.optimize import nnls
+
+    return nnls(np.asarray(x, float), np.asarray(y, float))[0]
 
 
 # Query tiles tried for the dense attention (1 = none); the step fit keeps the best.
@@ -330,6 +323,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     """Predicted against measured per request (and the PDF beside ``path``)."""
     from simkv.metrics import style
 
+    style.save(figure(result), path)
+
+
+def figure(result: dict[str, Any]) -> Any:
+    """Predicted against measured per request, a row of TTFT/TPOT/E2E per profile."""
+    from simkv.metrics import style
+
     profiles = list(result)
     with style.context():
         fig, axes = style.figure(len(profiles), 3, size=(13, 4 * len(profiles)), squeeze=False)
@@ -348,7 +348,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 ax.set_ylabel(f"simkv {m.upper()} (s)")
                 ax.set_title(f"{profile}: {m.upper()}")
             row[0].legend()
-    style.save(fig, path)
+    return fig
 
 
 def describe(e: EngineConfig) -> str:
