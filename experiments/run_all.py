@@ -33,7 +33,9 @@ def results_md(outcomes: list[Outcome], mode: str, root: Path) -> str:
              "number below is computed from the experiment's CSV by its `headline()`; nothing "
              "is typed in by hand. A disagreement is a finding, explained in the row and in "
              "the docs the experiment names."
-             + (" Quick sizes: smoke-test numbers, not the papers' settings." if "quick" in mode else ""), "",
+             + (" Quick sizes: smoke-test numbers, not the papers' settings." if "quick" in mode else "")
+             + (" Redrawn from the committed full-size CSVs in experiments/results/ (the docs each "
+                "row names give each run's date and settings)." if "from-results" in mode else ""), "",
              "| experiment | paper | claim | paper's number | simkv's number | verdict | why |",
              "|---|---|---|---|---|---|---|"]
     for o in outcomes:

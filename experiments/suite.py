@@ -101,14 +101,15 @@ def needs_data(module: ModuleType) -> bool:
     return bool(getattr(module, "NEEDS_DATA", False))
 
 
-def save_outputs(name: str, module: ModuleType, df: pd.DataFrame, out: Path, suffix: str = ""
-                 ) -> list[Path]:
+def save_outputs(name: str, module: ModuleType, df: pd.DataFrame, out: Path, suffix: str = "",
+                 write_csv: bool = True) -> list[Path]:
     """``<out>/<name><suffix>.csv`` and, if the module draws one, its figure as PNG and PDF."""
     from simkv.metrics import style
 
     out.mkdir(parents=True, exist_ok=True)
     csv = out / f"{name}{suffix}.csv"
-    df.to_csv(csv, index=False, float_format="%.6g")
+    if write_csv:
+        df.to_csv(csv, index=False, float_format="%.6g")
     files = [csv]
     draw = getattr(module, "figure", None)
     if draw is not None:
@@ -144,7 +145,7 @@ def redraw(name: str, results: Path = RESULTS) -> Outcome:
     if not csv.is_file():
         return Outcome(name, skipped=f"no {csv.relative_to(HERE.parent)} (not run at full size yet)")
     df = pd.read_csv(csv)
-    files = save_outputs(name, module, df, results)
+    files = save_outputs(name, module, df, results, write_csv=False)  # the CSV stays as run
     return Outcome(name, df, headlines(module, df), files)
 
 
