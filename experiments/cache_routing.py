@@ -14,27 +14,23 @@ its own timestamps) and SWE-bench-shaped agent programs (closed loop: each call'
 repeats the program's context so far). Load imbalance: the busiest instance's work (prompt
 tokens it had to compute plus output tokens) over the mean.
 
-Writes experiments/results/cache_routing.csv and .png. The Mooncake trace lives in
-../shared/data; that workload is skipped when it is absent.
+The experiment contract (experiments/suite.py): run(quick), figure(df), headline(df); writes
+experiments/results/cache_routing.csv, .png and .pdf. The Mooncake trace comes from the shared
+data (suite.data_dir()); that workload is skipped when it is absent.
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
+from suite import Headline, cli, data_dir
 
 import simkv
+from simkv.metrics import style
 
-OUT = Path(__file__).parent / "results"
-TRACE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "conversations"
-         / "mooncake_fast25_conversation_trace.jsonl")
 COMMON = ["output.plot=false", "output.progress=false", "cluster.replicas=8"]
 ROUTERS: dict[str, list[str]] = {
     "round_robin": ["router=round_robin"],
@@ -49,12 +45,14 @@ ROUTERS: dict[str, list[str]] = {
 
 def workloads(quick: bool) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    if TRACE.is_file():
+    data = data_dir() or Path("/nonexistent")
+    trace = data / "conversations" / "mooncake_fast25_conversation_trace.jsonl"
+    if trace.is_file():
         out["mooncake conversation"] = ["workload=trace", "workload.format=mooncake",
-                                        f"workload.path={TRACE}",
+                                        f"workload.path={trace}",
                                         f"workload.limit={1500 if quick else 12031}"]
     else:
-        print(f"skipping the Mooncake trace: {TRACE} not found")
+        print(f"skipping the Mooncake trace: {trace} not found")
     out["swebench agents"] = ["workload=swebench", f"workload.num_programs={20 if quick else 150}",
                               "workload.program_rate=0.5"]
     return out
@@ -84,39 +82,42 @@ def run(quick: bool) -> pd.DataFrame:
             print(f"{wname:22s} {rname:28s} hit {r['hit_rate']:.3f} (HBM {r['hit_rate_hbm']:.3f}) "
                   f"TTFT p50 {r['ttft_p50_s']:.3f} s p99 {r['ttft_p99_s']:.2f} s "
                   f"imbalance {r['load_imbalance']:.2f}")
-    df = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True)
-    suffix = "_quick" if quick else ""
-    df.to_csv(OUT / f"cache_routing{suffix}.csv", index=False, float_format="%.6g")
-    plot(df, OUT / f"cache_routing{suffix}.png")
-    return df
+    return pd.DataFrame(rows)
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
+def headline(df: pd.DataFrame) -> list[Headline]:
+    out = []
+    for w, g in df.groupby("workload", sort=False):
+        by = g.set_index("router")
+        if not {"prefix_affinity", "round_robin"} <= set(by.index):
+            continue
+        pa, rr = by.loc["prefix_affinity"], by.loc["round_robin"]
+        out.append(Headline(
+            "cache-aware routing (SGLang, llm-d)", f"routing by cached prefix raises hit rates and "
+            f"cuts TTFT against round robin ({w})", "higher hit rate, lower TTFT (direction)",
+            f"hit rate {rr.hit_rate:.3f} -> {pa.hit_rate:.3f}, TTFT p99 {rr.ttft_p99_s:.2f} -> "
+            f"{pa.ttft_p99_s:.2f} s, imbalance {pa.load_imbalance:.2f}",
+            None if pa.hit_rate >= rr.hit_rate else False, ""))
+    return out
+
+
+def figure(df: pd.DataFrame) -> Figure:
     names = list(dict.fromkeys(df["workload"]))
-    fig, axes = plt.subplots(len(names), 3, figsize=(13, 3.2 * len(names)), squeeze=False)
+    fig, axes = style.figure(len(names), 3, size=(13, 3.2 * len(names)), squeeze=False)
     for row, w in zip(axes, names, strict=True):
         sub = df[df["workload"] == w]
         for ax, col, label in zip(row, ("hit_rate", "ttft_p99_s", "load_imbalance"),
                                   ("prefix hit rate", "TTFT p99 (s)", "load imbalance (max / mean)"),
                                   strict=True):
-            ax.barh(sub["router"], sub[col], color="#3a7")
+            ax.barh(sub["router"], sub[col])
             ax.set_xlabel(label)
             ax.invert_yaxis()
             if ax is not row[0]:
                 ax.set_yticklabels([])
         row[0].set_title(w, loc="left")
     fig.suptitle("Llama-3.1-8B on 8 H100: routers and the prefix cache")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    run(ap.parse_args().quick)
+    return fig
 
 
 if __name__ == "__main__":
-    main()
+    cli("cache_routing")

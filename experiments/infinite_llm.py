@@ -20,28 +20,26 @@ contexts 8k to 90% of one instance (so none needs borrowing to fit), 256 output 
 arriving within seconds, so memory bounds how many run at once: tokens (prompt + output) per
 second of makespan. Beside the paper's headline (arXiv 2401.02669: contexts 2-19x longer than
 the baselines, throughput 1.03-2.4x).
-Writes experiments/results/infinite_llm.csv and .png.
+The experiment contract (experiments/suite.py): run(quick), figure(df), headline(df); writes
+experiments/results/infinite_llm.csv, .png and .pdf.
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from suite import Headline, cli
 
 import simkv
 from simkv.engine.pool import load_model
+from simkv.metrics import style
 from simkv.workload.base import ArrivalBatch
 from simkv.workload.native import write_trace
 
-OUT = Path(__file__).parent / "results"
 BASE = ["output.plot=false", "output.progress=false", "model=llama2_7b", "model.max_model_len=8000000",
         "hardware=a100_80gb", "router=least_outstanding"]
 MODES = {"local": [], "dram": ["offload=dram_stream", "kv.prefix_caching=false"],
@@ -102,29 +100,35 @@ def run(quick: bool) -> pd.DataFrame:
             print(f"{n:3d} instances {mode:9s} served {r['served']:.2f} longest "
                   f"{r['longest_served_tokens']:>9,} tokens/s {r['tokens_per_s']:,.0f} "
                   f"TPOT p50 {1e3 * (r['tpot_p50_s'] or 0):.1f} ms")
-    df = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True)
-    suffix = "_quick" if quick else ""
-    df.to_csv(OUT / f"infinite_llm{suffix}.csv", index=False, float_format="%.6g")
-    plot(df, OUT / f"infinite_llm{suffix}.png")
-    report(df, per)
-    return df
+    print(f"one instance holds {per:,} tokens of Llama-2-7B KV on an A100-80GB "
+          f"({load_model('llama2_7b').kv_bytes_per_token // 1024} KiB per token)")
+    return pd.DataFrame(rows)
 
 
-def report(df: pd.DataFrame, per: int) -> None:
+def overlaps(paper: tuple[float, float], simkv: tuple[float, float]) -> bool:
+    """A range claim agrees when simkv's range meets the paper's."""
+    return bool(simkv[1] >= paper[0] and simkv[0] <= paper[1])
+
+
+def headline(df: pd.DataFrame) -> list[Headline]:
     by = df.pivot(index="instances", columns="mode")
     ctx = by["longest_served_tokens"]["distattn"] / by["longest_served_tokens"]["local"]
     thr = by["tokens_per_s"]["distattn"] / by["tokens_per_s"][["local", "dram"]].max(axis=1)
-    print(f"\none instance holds {per:,} tokens of Llama-2-7B KV on an A100-80GB "
-          f"({load_model('llama2_7b').kv_bytes_per_token // 1024} KiB per token)")
-    print(f"longest context, distattn / local: {ctx.min():.1f}x to {ctx.max():.1f}x "
-          f"(paper: {PAPER['context_x'][0]}-{PAPER['context_x'][1]}x)")
-    print(f"throughput, distattn / best baseline: {thr.min():.2f}x to {thr.max():.2f}x "
-          f"(paper: {PAPER['throughput_x'][0]}-{PAPER['throughput_x'][1]}x)")
+    lo, hi = PAPER["context_x"]
+    tlo, thi = PAPER["throughput_x"]
+    return [
+        Headline("Infinite-LLM (arXiv 2401.02669)", "longest context served, DistAttention / "
+                 "one instance's KV", f"{lo}-{hi}x", f"{ctx.min():.1f}-{ctx.max():.1f}x "
+                 f"({by.index.min()}-{by.index.max()} instances)",
+                 overlaps((lo, hi), (ctx.min(), ctx.max())), ""),
+        Headline("Infinite-LLM", "throughput, DistAttention / best baseline", f"{tlo}-{thi}x",
+                 f"{thr.min():.2f}-{thr.max():.2f}x", overlaps((tlo, thi), (thr.min(), thr.max())),
+                 "measured on a mix every mode can serve (memory-bound batches)"),
+    ]
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+def figure(df: pd.DataFrame) -> Figure:
+    fig, axes = style.figure(1, 2, size=(11, 3.8))
     for mode, sub in df.groupby("mode", sort=False):
         axes[0].plot(sub["instances"], sub["longest_served_tokens"] / 1e3, marker="o", label=mode)
         axes[1].plot(sub["instances"], sub["tokens_per_s"], marker="o", label=mode)
@@ -135,16 +139,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend()
     fig.suptitle("Llama-2-7B, long-context mix: KV local to an instance, in DRAM, or pooled (DistAttention)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    run(ap.parse_args().quick)
+    return fig
 
 
 if __name__ == "__main__":
-    main()
+    cli("infinite_llm")

@@ -42,6 +42,8 @@ EXPERIMENTS = (
     "heterogeneous",
     "elastic_moe",
     "disaggregation",
+    "cache_routing",
+    "infinite_llm",
     "h2o",
     "sentencekv",
     "epicache",

@@ -112,7 +112,9 @@ def test_help_says_what_simkv_is_then_groups_examples_and_config(tmp_path: Path)
     groups, examples, config = (out.index("== Config groups"), out.index("== Examples =="),
                                 out.index("== Config ==\n"))
     assert groups < examples < config
-    for group in ("model", "hardware", "scheduler", "router", "workload", "kv_policy", "autoscaler"):
-        assert f"\n  {group} " in out[groups:examples]
+    from simkv.config.store import SINGLE_CHOICE_GROUPS
+
+    for group in SINGLE_CHOICE_GROUPS:
+        assert f"\n  {group} " in out[groups:examples], group
     assert out[examples:config].count("\n  simkv ") == 3
     assert "\nseed: 0\n" in out[config:]

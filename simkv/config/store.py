@@ -41,6 +41,7 @@ GROUP_HELP = {
     "offload": "KV placement below HBM: DRAM, SSD, CSD, cluster store, streamed KV",
     "tool_kv": "what happens to an agent's KV while a tool runs",
     "kv_policy": "per-sequence KV budgets and model kinds (H2O, SentenceKV, ...; docs/KV_METHODS.md)",
+    "kv_pool": "KV memory shared across instances (DistAttention: borrow blocks from others)",
     "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE)",
 }
 HELP_HEADER = """simkv: a trace-driven discrete-event simulator of LLM serving clusters.
@@ -67,7 +68,8 @@ def help_template(cs: ConfigStore) -> str:
     """`simkv --help`: what simkv is, the groups with one line each and their choices, three
     examples, then the config (Hydra's $CONFIG)."""
     lines = [HELP_HEADER, "== Config groups (group=choice) =="]
-    for group, text in GROUP_HELP.items():
+    for group in dict.fromkeys([*GROUP_HELP, *SINGLE_CHOICE_GROUPS]):  # a group added later shows too
+        text = GROUP_HELP.get(group, "")
         choices = sorted(n[:-5] if n.endswith(".yaml") else n for n in _choices(cs, group))
         lines.append(f"  {group:<11}{text}")
         lines += textwrap.wrap(", ".join(choices), 96, initial_indent=" " * 15,
