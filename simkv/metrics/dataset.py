@@ -118,12 +118,8 @@ def swept_keys(jobs: list[dict[str, Any]]) -> list[str]:
 
 
 def _value(job: dict[str, Any], key: str) -> Any:
-    if key in job["config"]:
-        return job["config"][key]
-    for item in job["overrides"] or []:  # pragma: no cover - every swept key is in the config
-        if item == key:
-            return None
-    return None
+    """A swept key's value in a job: typed, from its config.json (None if it has none)."""
+    return job["config"].get(key)
 
 
 def summary_table(root: Path) -> tuple[pd.DataFrame, list[str]]:
