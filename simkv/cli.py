@@ -147,7 +147,12 @@ def _one_line_errors(func: Any) -> Any:
 
 
 def main() -> None:
-    register_configs()
+    try:
+        register_configs()  # imports every policy plug-in: one that fails is one line
+    except Exception as exc:
+        if os.environ.get("SIMKV_TRACEBACK") == "1":
+            raise
+        raise SystemExit(report("simkv", exc)) from None
     # NOTE: Hydra prints its own errors (a composition error takes 8 lines) through
     # run_and_report, a private function of hydra-core 1.3 (pinned <1.4); if it moves, Hydra's
     # own report stays.

@@ -22,8 +22,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from simkv.engine.replica import LivelockError
+    from simkv.registry import PluginError
 
-    return (ValueError, OSError, LivelockError, OmegaConfBaseException)
+    return (ValueError, OSError, LivelockError, OmegaConfBaseException, PluginError)
 
 
 def report(prog: str, exc: BaseException, where: str = "", traceback_hint: str = "") -> int:

@@ -32,6 +32,15 @@ def test_builtins_register_through_entry_points() -> None:
     assert "round_robin" in registry.entries("router")
 
 
+def test_every_builtin_entry_point_ships_in_the_wheel() -> None:
+    import tomllib
+
+    doc = tomllib.loads((Path(registry.__file__).parents[1] / "pyproject.toml").read_text())
+    listed = set(doc["tool"]["setuptools"]["packages"])
+    for module in doc["project"]["entry-points"]["simkv.policies"].values():
+        assert module in listed, f"{module} is an entry point but not in [tool.setuptools] packages"
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
@@ -73,6 +82,12 @@ def test_a_plugin_that_fails_to_import_is_named(installed: Path, tmp_path: Path)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: simkv-broken\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[simkv.policies]\nbroken = simkv_broken_missing\n")
     code = "import simkv.registry as r\ntry:\n    r.groups()\nexcept r.PluginError as e:\n    print(e)\n"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(broken)})
+    env = {**os.environ, "PYTHONPATH": str(broken)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert "plug-in 'broken' of simkv-broken (simkv_broken_missing) failed to import" in p.stdout
+    # The command says it in one line (exit status 2: the environment, not simkv, is wrong).
+    exe = Path(sys.executable).parent / "simkv"
+    p = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1
+    assert p.stderr.startswith("simkv: error: PluginError: the simkv.policies plug-in 'broken'")
