@@ -207,3 +207,19 @@ def test_prefetch_predicts_from_the_observed_tool_times() -> None:
     assert p.prediction() == (2.0, 30.0)
     with pytest.raises(ConfigError, match=r"tool_kv.quantile \(0.9\) must be <= tool_kv.hold_quantile"):
         PrefetchConfig(quantile=0.9, hold_quantile=0.8)
+
+
+def test_prefetches_under_pressure_keep_every_invariant() -> None:
+    # Regression: a prefetch starting mid-run took blocks a planned decode run counted on
+    # (OutOfBlocksError at the run's end); prefetches now start when the scheduler plans.
+    cfg = simkv.compose(["output.plot=false", "output.progress=false", "cluster.replicas=1",
+                         "workload=swebench", "workload.num_programs=6", "workload.program_rate=1",
+                         "kv.num_gpu_blocks_override=6000", "hardware=a100_80gb", "offload=dram",
+                         "tool_kv=prefetch", "tool_kv.quantile=0.5", "tool_kv.initial_s=2"])
+    with tempfile.TemporaryDirectory() as d:
+        res = simkv.simulate(cfg, d, observer=Checker())
+        finished = (res.requests["status"] == "finished").all()
+    pf = res.summary["memory"]["prefetch"]
+    assert pf["started"] > 0
+    assert pf["landed"] + pf["arrived_in_flight"] <= pf["started"]
+    assert finished

@@ -148,6 +148,7 @@ class KVManager:
         hierarchy.hbm_caches[replica] = self
         # Tool-call prefetch (tool_kv=prefetch): per session, and blocks held by loads in flight.
         self._prefetches: dict[int, _Prefetch] = {}
+        self.ready: list[_Prefetch] = []  # due, to start at the next plan
         self.private_blocks = 0
         self.prefetch_stats: dict[str, int] | None = None
 
@@ -555,20 +556,35 @@ class KVManager:
         self._offload(keys, d.tier, now)
         pf = _Prefetch(session, keys, d.tier, now, d.hold_s)
         self._prefetches[session] = pf
-        Wakeup(self.env, d.at_s - load, NORMAL, lambda _: self._prefetch_start(pf))
+        Wakeup(self.env, d.at_s - load, NORMAL, lambda _: self._prefetch_due(pf))
 
-    def _prefetch_start(self, pf: _Prefetch) -> None:
+    def _prefetch_due(self, pf: _Prefetch) -> None:
+        """Time to load: ask the replica to replan (the run in flight is cut after its
+        iteration), which starts it (``start_prefetches``) before planning, so the blocks it
+        takes are never ones a planned run counted on."""
+        if self._prefetches.get(pf.session) is pf:
+            self.ready.append(pf)
+            self.on_freed()
+
+    def start_prefetches(self, room: int) -> None:
+        """Start the due prefetches that fit in ``room`` blocks (the scheduler calls this
+        when it plans, with the free blocks its decodes do not need next)."""
+        ready, self.ready = self.ready, []
+        for pf in ready:
+            room -= self._prefetch_start(pf, room)
+
+    def _prefetch_start(self, pf: _Prefetch, room: int) -> int:
         if self._prefetches.get(pf.session) is not pf:
-            return  # the next call came first, or the session ended
+            return 0  # the next call came first, or the session ended
         st = self._pstats()
         store = self.mem.store(pf.tier, self.node)
         refs = self.hbm.refs
         moving = tuple(k for k in pf.keys if k in store.entries and k not in refs)
         blocks = self.gb * len(moving)
-        if not moving or not self.pool.can_allocate(blocks):
+        if not moving or blocks > room:
             st["nothing_to_load" if not moving else "no_room"] += 1
             del self._prefetches[pf.session]
-            return
+            return 0
         now = self.env.now
         st["started"] += 1
         self.pool.allocate(blocks)
@@ -591,6 +607,7 @@ class KVManager:
             self.stats.load_bytes += nbytes
             self.mem.move(nbytes, self.mem.path_to_hbm(pf.tier, home, self.replica), landed,
                           "prefetch")
+        return blocks
 
     def _prefetch_arrival(self, req: Request) -> _Prefetch | None:
         """The session's next call is admitted: cancel a prefetch not yet started; one in

@@ -18,7 +18,9 @@ engine/pool.py), and leave the plain path untouched when off (the defaults):
   HBM fits); the rest crosses PCIe once per iteration for the whole batch, at the slower of
   the GPU's PCIe and the source tier's read bandwidth (its share per GPU of the node). With
   ``overlap`` an iteration takes the longer of its compute and its loads (the next layer's
-  weights load while this one computes), else both.
+  weights load while this one computes), else both. When the KV itself is streamed over the
+  same PCIe link each step (``offload=dram_stream``/``ssd_stream``), the weights' loads add to
+  that stream: an iteration takes the longer of its compute and loads + KV stream.
 
 NOTE: the streamed weights do not go through kv/links.py (they would cost two events per
 iteration): they do not contend with KV transfers on the PCIe link.
@@ -66,7 +68,19 @@ def configure_cost(cost: CostModel, sim: Any, node: NodeProfile) -> CostModel:
         bw = min(cost.hw.pcie_bandwidth, tier.read_bandwidth / node.gpus_per_node)
         load_s = streamed / bw + cost.hw.pcie_latency_s
         cost._resident = w.gpu_fraction
-        posts.append(_stall(lambda out: np.full(out.num_iterations, load_s), w.overlap))
+        from simkv.perf.in_storage import StreamedAttentionCost
+
+        if isinstance(cost, StreamedAttentionCost) and w.overlap:
+            # The KV streamed to the GPU each step (offload=dram_stream/ssd_stream) crosses
+            # the same PCIe link: the weights overlap the compute, not that stream.
+            per_ctx = cost.layers * cost._dattn_m
+
+            def io(out: SchedulerOutput) -> np.ndarray:
+                return load_s + per_ctx * _contexts(out)
+
+            posts.append(_stall(io, True))
+        else:
+            posts.append(_stall(lambda out: np.full(out.num_iterations, load_s), w.overlap))
     if posts:
         inner = cost.run_times
 
@@ -88,6 +102,19 @@ def _new_tokens(out: SchedulerOutput) -> np.ndarray:
     new = np.full(k, float(rest))
     new[0] = first
     return new
+
+
+def _contexts(out: SchedulerOutput) -> np.ndarray:
+    """KV tokens the decodes of each iteration of ``out`` read (0 where none decode)."""
+    ctx = np.zeros(out.num_iterations)
+    if out.prefill_tokens:
+        if out.num_decodes:
+            ctx[0] = out.decode_context[0]
+        tail = np.asarray(out.tail_context, dtype=np.float64)
+        ctx[1:1 + len(tail)] = tail
+    elif out.num_decodes:
+        ctx[:] = np.asarray(out.decode_context, dtype=np.float64)[:out.num_iterations]
+    return ctx
 
 
 def _stall(extra: Callable[[SchedulerOutput], np.ndarray], overlap: bool

@@ -230,6 +230,10 @@ class VLLMScheduler:
         return victim
 
     def schedule(self, now: float) -> SchedulerOutput | None:
+        kv = self.kv
+        if kv is not None and kv.ready:
+            # Tool-call prefetches due (tool_kv=prefetch) take blocks before anything is planned.
+            kv.start_prefetches(self.pool.free - (self.decode.need_next() if self.decode.members else 0))
         if not self.running and not self.waiting:
             return None
         if not self.chunked:

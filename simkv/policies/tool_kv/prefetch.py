@@ -12,7 +12,7 @@ times seen on the replica: the TTL policy's quantile estimator) and starts the l
   before the load started loads as ``offload`` does; one that arrives while it is in flight
   waits only for what is left of it;
 * landed KV is pinned for the next call until ``hold_quantile`` of the gaps (Continuum's TTL,
-  0.8) after the finish, then left as evictable cache;
+  0.8) after the finish, then left as evictable cache (``pin_landed=false``: at once);
 * when the prediction is shorter than writing the KV out and reading it back, the KV stays
   pinned in HBM instead (Continuum's TTL pin): offloading could not pay off.
 
@@ -43,6 +43,9 @@ class PrefetchConfig:
     hold_quantile: float = bounded(0.8, gt=0, le=1)
     initial_s: float = bounded(5.0, ge=0)
     max_hold_s: float = bounded(300.0, ge=0)
+    # Landed KV pinned until the hold (true) or left as evictable cache, which memory pressure
+    # may take back before the call (false): pins trade HBM for certainty, as Continuum's.
+    pin_landed: bool = True
     min_samples: int = bounded(16, ge=1)
     window: int = bounded(512, ge=1)
 
@@ -79,7 +82,7 @@ class PrefetchBeforeReturn:
 
     def decide(self, req: Request, now: float) -> Pin | Offload | Prefetch | None:
         at, hold = self.prediction()
-        return Prefetch(self.cfg.tier, at, max(hold, at))
+        return Prefetch(self.cfg.tier, at, max(hold, at) if self.cfg.pin_landed else 0.0)
 
     def observe_gap(self, gap_s: float) -> None:
         self._gaps.append(gap_s)
