@@ -214,7 +214,7 @@ class BatchLLMScheduler(VLLMScheduler):
                     break
                 n = min(remaining, budget)
                 extra = blocks_for(req.computed + n, self.block_size) - req.blocks
-                if extra > self.pool.free - need:
+                if extra > self.pool.free - need and not self._borrow(extra, need):
                     break
                 waiting.popleft()
                 self.pool.allocate(extra)

@@ -301,7 +301,7 @@ class KVShareScheduler(VLLMScheduler):
             if n - span.discount(hit, n)[0] > budget:
                 return None
         extra = blocks_for(hit + n, self.block_size) - req.blocks - len(m.keys) * kv.gb
-        if extra + m.pin_blocks > self.pool.free - need:
+        if extra + m.pin_blocks > self.pool.free - need and not self._borrow(extra + m.pin_blocks, need):
             return None
         self.waiting.popleft()
         kv.acquire(req, m, now)
