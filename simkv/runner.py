@@ -86,8 +86,26 @@ def memory_summary(cluster: Cluster) -> dict[str, Any]:
     tiers = {"hbm_cache": {"bytes_written": hbm_written * gb, "bytes_evicted": hbm_evicted * gb,
                            "bytes_resident_end": sum(len(kv.hbm) for kv in kvs) * gb},
              **cluster.memory.tier_stats()}
-    return {"granule_bytes": gb, "counters": totals, "tiers": tiers,
-            "links": cluster.memory.link_stats(), "transfers": cluster.memory.fabric.transfers}
+    out = {"granule_bytes": gb, "counters": totals, "tiers": tiers,
+           "links": cluster.memory.link_stats(), "transfers": cluster.memory.fabric.transfers}
+    prefetch = [kv.prefetch_stats for kv in kvs if kv.prefetch_stats is not None]
+    if prefetch:  # tool_kv=prefetch: what became of each finished call's KV
+        out["prefetch"] = {k: sum(p[k] for p in prefetch) for k in prefetch[0]}
+    if cluster.memory.nvlink is not None:  # memory.peer_hbm: reads of other instances' HBM
+        out["peer_hbm"] = {"hit_tokens": sum(kv.peer_tokens for kv in kvs),
+                           "bytes": sum(kv.peer_bytes for kv in kvs)}
+    return out
+
+
+def scheduler_summary(replicas: list[Replica]) -> dict[str, Any]:
+    """Counters some schedulers keep (``share_stats``: kvshare; ``batch_stats``: batchllm),
+    summed over instances; nothing for the others."""
+    out: dict[str, Any] = {}
+    for attr, key in (("share_stats", "kvshare"), ("batch_stats", "batchllm")):
+        stats = [getattr(r.scheduler, attr) for r in replicas if hasattr(r.scheduler, attr)]
+        if stats:
+            out[key] = {k: sum(s[k] for s in stats) for k in stats[0]}
+    return out
 
 
 def config_dict(cfg: SimConfig) -> dict[str, Any]:
@@ -272,6 +290,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                                 "skipped_trace_rows": int(getattr(workload, "skipped_rows", 0)),
                             },
                             **({"memory": memory_summary(cluster)} if cluster.memory else {}),
+                            **scheduler_summary(replicas),
                             "cluster": cluster_summary(cluster, out / "instances.parquet",
                                                        out / "requests.parquet", env.now),
                         })

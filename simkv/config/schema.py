@@ -144,6 +144,55 @@ class PoolConfig:
         check(self, "pool.")
 
 
+ALLOCATORS = ("paged", "vattention")
+PAGE_KIB = (64, 128, 256, 2048)
+
+
+@dataclass(slots=True)
+class AllocatorConfig:
+    """How KV memory is allocated, as a cost (docs/MEMORY.md, "The KV allocator").
+
+    ``paged`` (the default) is vLLM's PagedAttention, the kernels the hardware profiles'
+    attention efficiencies stand for: it costs nothing beyond them. ``vattention`` keeps each
+    request's KV in contiguous virtual memory and maps physical pages on demand through the
+    CUDA driver (vAttention, arXiv 2405.04437): unmodified (contiguous) attention kernels, at
+    the price of a driver call per page mapped, hidden behind the iteration in flight when
+    ``overlap``, and of page-sized allocation granularity (a page holds one layer's keys or
+    values of one request).
+    """
+
+    kind: str = bounded("paged", choices=ALLOCATORS)
+    # Attention time relative to the hardware profile's, in prefill and in decode (None: the
+    # kind's default: 1 for paged; for vattention 1/1.45 in prefill, FlashInfer's paged prefill
+    # kernel against its contiguous one in the paper's abstract, and 1 in decode).
+    prefill_attention_time: float | None = bounded(None, gt=0)
+    decode_attention_time: float | None = bounded(None, gt=0)
+    # vAttention's physical page (the CUDA driver maps 2 MiB; 64-256 KiB need its modified
+    # driver, README of github microsoft/vattention).
+    page_kib: int = bounded(2048, ge=64)
+    # Driver time to map one page (cuMemCreate + cuMemMap + cuMemSetAccess): 46 us measured
+    # on the lent H200 for a 2 MiB page (validation/vattention/).
+    map_latency_us: float = bounded(46.0, ge=0)
+    # Map the next iteration's pages while this one computes (vAttention's background
+    # allocation); false: synchronously, before the iteration.
+    overlap: bool = True
+
+    def validate(self, prefix: str = "kv.allocator.") -> None:
+        require(self.page_kib in PAGE_KIB,
+                f"{prefix}page_kib: expected one of {', '.join(map(str, PAGE_KIB))} (the page "
+                f"sizes vAttention supports), got {self.page_kib}")
+        if self.kind == "paged":
+            require(self.page_kib == 2048 and self.map_latency_us == 46.0 and self.overlap,
+                    f"{prefix}page_kib, map_latency_us and overlap describe vAttention's "
+                    f"allocator: set {prefix}kind=vattention")
+
+    def attention_times(self) -> tuple[float, float]:
+        """(prefill, decode) attention time factors, the kind's defaults filled in."""
+        dp, dd = (1.0 / 1.45, 1.0) if self.kind == "vattention" else (1.0, 1.0)
+        return (dp if self.prefill_attention_time is None else self.prefill_attention_time,
+                dd if self.decode_attention_time is None else self.decode_attention_time)
+
+
 @dataclass(slots=True)
 class KVConfig:
     """Paged KV cache of a replica (vLLM's CacheConfig)."""
@@ -159,6 +208,8 @@ class KVConfig:
     # Tokens per cached granule: the unit of prefix identity, of eviction and of transfers
     # between tiers. A trace's prefix hashes must cover this many tokens each (Mooncake: 512).
     prefix_block_tokens: int = bounded(512, ge=1)
+    # PagedAttention (default) or vAttention, as a cost: AllocatorConfig.
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
 
 
 @dataclass(slots=True)
@@ -170,10 +221,40 @@ class MemoryConfig:
     node_path: str | None = None
     # Eviction policy of the tiers below HBM (an `eviction` name); None: the same as HBM's.
     lower_eviction: str | None = None
+    # One tier's own eviction policy (an `eviction` name); None: lower_eviction's.
+    dram_eviction: str | None = None
+    ssd_eviction: str | None = None
+    csd_eviction: str | None = None
+    # How concurrent transfers share a path of links: the min of equal shares (the default,
+    # exact on one link) or max-min fairness (work-conserving on paths of several links).
+    link_sharing: str = bounded("min_share", choices=("min_share", "max_min"))
+    # A replica missing a cached granule reads it from another instance's HBM cache on its
+    # node over NVLink (the GPUs' NVLink links, shared with weights and expert moves) before
+    # looking below HBM.
+    peer_hbm: bool = False
     # Per-node capacity given to the KV store, overriding the profile (GiB).
     dram_gib: float | None = bounded(None, gt=0)
     ssd_gib: float | None = bounded(None, gt=0)
     csd_gib: float | None = bounded(None, gt=0)
+
+
+WEIGHT_SOURCES_OFFLOAD = ("dram", "ssd")
+
+
+@dataclass(slots=True)
+class WeightsConfig:
+    """Where the model's weights live (FlexGen-style weight offloading, docs/MEMORY.md).
+
+    ``gpu_fraction`` of every layer's weights stay in HBM; the rest lives in the node's CPU
+    DRAM (or SSD) and crosses PCIe once per iteration, layer by layer, for the whole batch
+    (FlexGen's block schedule with the running batch as the block). With ``overlap`` the
+    next layer's weights load while this one computes (an iteration takes the longer of its
+    compute and its loads), else they add up. 1 (the default): everything resident, no cost.
+    """
+
+    gpu_fraction: float = bounded(1.0, gt=0, le=1)
+    source: str = bounded("dram", choices=WEIGHT_SOURCES_OFFLOAD)
+    overlap: bool = True
 
 
 @dataclass(slots=True)
@@ -275,6 +356,7 @@ class SimConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
     disagg: DisaggConfig = field(default_factory=DisaggConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -327,6 +409,26 @@ class SimConfig:
                 raise ConfigError(f"memory.lower_eviction: {exc.args[0]}") from None
             require(bool(placement.tiers), f"memory.lower_eviction cannot act: offload={offload} "
                                            f"has no tier below HBM")
+        for t in ("dram", "ssd", "csd"):
+            name = getattr(mem, f"{t}_eviction")
+            if name is None:
+                continue
+            try:
+                config_for("eviction", name)
+            except KeyError as exc:
+                raise ConfigError(f"memory.{t}_eviction: {exc.args[0]}") from None
+            require(t in placement.tiers, f"memory.{t}_eviction cannot act: offload={offload} has "
+                                          f"no {t} tier (it has: {', '.join(placement.tiers) or 'none'})")
+        require(not mem.peer_hbm or cache,
+                f"memory.peer_hbm cannot act with {why}: only cached prefixes are read from "
+                f"another instance's HBM")
+        require(not mem.peer_hbm or self.autoscaler is None or name_of(self.autoscaler) == "none",
+                f"memory.peer_hbm reads the HBM of the instances serving from the start: "
+                f"use autoscaler=none (got {name_of(self.autoscaler) if self.autoscaler else ''})")
+        if kv.allocator.kind == "vattention":
+            require(not cache, "kv.allocator.kind=vattention keeps each request's KV in its own "
+                               "contiguous virtual tensors, which requests do not share: set "
+                               "kv.prefix_caching=false")
         drives = {"ssd": placement.kv_on_ssd, "csd": placement.attention_in_storage,
                   "dram": placement.kv_on_dram}
         for t in ("dram", "ssd", "csd"):

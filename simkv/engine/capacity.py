@@ -45,7 +45,14 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, kv: KVConfig,
     weights = cost.weight_bytes_per_gpu()
     acts = cost.activation_bytes_per_gpu(max_batched_tokens, max_seqs)
     free = budget - weights - acts
-    block_bytes = kv.block_size * cost.kv_bytes_per_token_per_gpu()
+    block_size = kv.block_size
+    if kv.allocator.kind == "vattention":
+        # vAttention allocates whole pages, each one layer's keys or values of one request:
+        # that is its allocation granularity in tokens (perf/options.py).
+        from simkv.perf.options import page_tokens
+
+        block_size = page_tokens(cost, kv.allocator.page_kib)
+    block_bytes = block_size * cost.kv_bytes_per_token_per_gpu()
     where = (f"{cost.model.name} on {hw.name} with tensor_parallel={cost.tp}, "
              f"pipeline_parallel={cost.pp}")
     if cost.ep > 1:
@@ -62,7 +69,7 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, kv: KVConfig,
         if kv.num_gpu_blocks_override < 1:
             raise ValueError("kv.num_gpu_blocks_override must be >= 1")
         blocks = kv.num_gpu_blocks_override
-    return KVCapacity(blocks, kv.block_size, free, weights, acts)
+    return KVCapacity(blocks, block_size, free, weights, acts)
 
 
 def drive_capacity(cost: CostModel, replicas: int, kv: KVConfig, hbm: KVCapacity,

@@ -21,13 +21,13 @@ from simkv.engine.replica import Replica
 from simkv.engine.topology import Slots, Topology
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool
-from simkv.kv.hierarchy import MemoryHierarchy
+from simkv.kv.hierarchy import MemoryHierarchy, tier_evictions
 from simkv.kv.manager import KVManager
 from simkv.kv.prefix import granule_ids
 from simkv.kv.tiers import load_node_profile
 from simkv.metrics.recorder import Recorder
 from simkv.perf.roofline import CostModel
-from simkv.registry import build, config_for, name_of
+from simkv.registry import build, name_of
 from simkv.workload.base import ArrivalBatch, FollowUp, Workload
 
 
@@ -53,6 +53,7 @@ class Cluster:
                                  cfg.cluster.weight_store_gb_s * 1e9,
                                  cfg.cluster.weight_store_latency_s,
                                  recorder.transfer if recorder.transfers is not None else None)
+        self.topology.fabric.max_min = cfg.memory.link_sharing == "max_min"
         self.memory = (build_memory(cfg, self.topology, first.cost(first.base.dp), self.pools)
                        if cfg.kv.prefix_caching else None)
         # Every instance ever started, by id; those the router may choose, in start order.
@@ -306,13 +307,9 @@ def build_memory(cfg: SimConfig, topology: Topology, cost: CostModel,
         raise ValueError(f"tool_kv=offload to '{tier}' needs that tier, which offload="
                          f"{name_of(cfg.offload)} does not have (it has: "
                          f"{', '.join(placement.tiers) or 'none'}); choose e.g. offload=dram or offload=ssd")
-    lower = cfg.eviction
-    if cfg.memory.lower_eviction is not None:
-        try:
-            lower = config_for("eviction", cfg.memory.lower_eviction)
-        except KeyError as exc:
-            raise ValueError(f"memory.lower_eviction: {exc.args[0]}") from None
-    return MemoryHierarchy(topology, placement, lower, granule_bytes, override)
+    hw = cost.hw
+    nvlink = (hw.nvlink_bandwidth, hw.nvlink_latency_s) if cfg.memory.peer_hbm else None
+    return MemoryHierarchy(topology, placement, tier_evictions(cfg), granule_bytes, override, nvlink)
 
 
 def build_kv_manager(cfg: SimConfig, env: simpy.Environment, cost: CostModel, pool: BlockPool,

@@ -21,6 +21,7 @@ from simkv.entities.hardware import HardwareProfile, load_profile
 from simkv.entities.model import ModelSpec
 from simkv.kv.tiers import NodeProfile
 from simkv.perf.expert_parallel import AllToAllLinks
+from simkv.perf.options import configure_cost
 from simkv.perf.roofline import CostModel
 from simkv.registry import build, name_of
 
@@ -170,10 +171,12 @@ class Pool:
                                   node.gpus_per_node)
             cost = CostModel(self.model, hw, lay.tp, lay.pp, self.sim.engine, data_parallel=lay.dp,
                              expert_parallel=lay.ep, moe=self.sim.moe, links=links)
+            configure_cost(cost, self.sim, node)  # kv.allocator, weights (perf/options.py)
             p = self.placement
             if p.attention_in_storage or p.kv_on_ssd or p.kv_on_dram:
                 tier = "csd" if p.attention_in_storage else "dram" if p.kv_on_dram else "ssd"
                 cost, cap = self._on_drives(cost, tier)
+                configure_cost(cost, self.sim, node)
                 self._caps[dp] = cap
             self._costs[dp] = cost
         return cost

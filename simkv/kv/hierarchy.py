@@ -33,9 +33,35 @@ if TYPE_CHECKING:
 GIB = 2**30
 
 
+def tier_evictions(cfg: Any) -> dict[str, Any]:
+    """Each lower tier's eviction config: ``memory.<tier>_eviction``, else
+    ``memory.lower_eviction``, else HBM's ``eviction`` (a config of the eviction group)."""
+    from simkv.registry import config_for
+
+    mem = cfg.memory
+    out: dict[str, Any] = {}
+    for tier in ("dram", "ssd", "csd"):
+        name = getattr(mem, f"{tier}_eviction", None)
+        key = f"memory.{tier}_eviction"
+        if name is None:
+            name, key = mem.lower_eviction, "memory.lower_eviction"
+        if name is None:
+            out[tier] = cfg.eviction
+            continue
+        try:
+            out[tier] = config_for("eviction", name)
+        except KeyError as exc:
+            raise ValueError(f"{key}: {exc.args[0]}") from None
+    return out
+
+
 class MemoryHierarchy:
     def __init__(self, topology: Topology, placement: Placement, eviction_cfg: Any,
-                 granule_bytes: float, capacity_override_gib: dict[str, float | None]) -> None:
+                 granule_bytes: float, capacity_override_gib: dict[str, float | None],
+                 nvlink: tuple[float, float] | None = None) -> None:
+        """``eviction_cfg``: one eviction config for every lower tier, or one per tier
+        (``tier_evictions``). ``nvlink``: (bandwidth, latency) of a GPU's NVLink, for reads
+        of another instance's HBM cache (``memory.peer_hbm``); None: no such reads."""
         node = topology.node
         self.env = topology.env
         self.node = node
@@ -56,7 +82,13 @@ class MemoryHierarchy:
                              f"({node.path}) does not have")
         # Stores: tier -> per node (index = node), or one shared store (index 0).
         self.stores: dict[str, list[TierStore]] = {}
+        per_tier = eviction_cfg if isinstance(eviction_cfg, dict) else None
+        self.nvlink = nvlink
+        # HBM caches of the instances, by id, for peer reads (kv/manager.py registers them).
+        self.hbm_caches: dict[int, Any] = {}
         for tier in placement.tiers:
+            if per_tier is not None:
+                eviction_cfg = per_tier[tier]
             gib = capacity_override_gib.get(tier)
             per_node = node.tiers[tier].capacity if gib is None else gib * GIB
             granules = int(per_node // granule_bytes)

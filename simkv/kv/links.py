@@ -9,7 +9,19 @@ two such events every transfer's progress is linear.
 
 NOTE: the min-of-fair-shares rate is the usual approximation of max-min fairness; on a
 single link (the case the tests check) it is exact: two transfers started together on one
-link each finish at twice their solo time.
+link each finish at twice their solo time. On paths of several links it is not
+work-conserving: a transfer held back by one link leaves part of its fair share of the others
+unused, which nobody takes. Its bound: every transfer's rate is at most its max-min rate
+(on every link of its path a max-min allocation gives each crossing transfer at least the
+equal share, so the min over the path is a lower bound of the max-min rate), so transfers
+never finish earlier than under max-min fairness, and a link's unused share is at most
+``bandwidth x (1 - 1/transfers on it)``. ``Fabric(max_min=True)`` (``memory.link_sharing=
+max_min``) computes the max-min fair rates instead, by progressive filling (the bottleneck
+link's equal share is fixed for the transfers crossing it, their rates taken off every other
+link they cross, repeated): work-conserving, and equal to the approximation whenever every
+transfer's most crowded link is shared only by transfers for which it is also the most
+crowded (one link, or identical paths). tests/test_links.py checks both on the case where
+they differ.
 """
 
 from __future__ import annotations
@@ -55,8 +67,11 @@ class Fabric:
     """All transfers of a cluster; one pending wake-up for the next transfer to finish."""
 
     def __init__(self, env: simpy.Environment,
-                 on_transfer: Callable[[Transfer], None] | None = None) -> None:
+                 on_transfer: Callable[[Transfer], None] | None = None,
+                 max_min: bool = False) -> None:
         self.env = env
+        # Max-min fair rates (progressive filling) instead of the min of equal shares.
+        self.max_min = max_min
         self.active: list[Transfer] = []
         self._last = 0.0
         self._epoch = 0
@@ -93,8 +108,11 @@ class Fabric:
         if not self.active:
             return
         soonest = float("inf")
+        if self.max_min:
+            _max_min_rates(self.active)
         for t in self.active:
-            t.rate = min(link.bandwidth / link.active for link in t.links)
+            if not self.max_min:
+                t.rate = min(link.bandwidth / link.active for link in t.links)
             soonest = min(soonest, max(t.left, 0.0) / t.rate)
         Wakeup(self.env, soonest, NORMAL, self._tick, self._epoch)
 
@@ -126,3 +144,40 @@ class Fabric:
             self.on_transfer(t)
         if t.on_done is not None:
             t.on_done(t)
+
+
+def _max_min_rates(transfers: list[Transfer]) -> None:
+    """Set every transfer's rate to its max-min fair share (progressive filling).
+
+    Repeatedly: the link whose remaining bandwidth divided by its unfixed transfers is the
+    smallest is a bottleneck; its unfixed transfers get that share, which is taken off every
+    other link they cross. O(links x transfers) per call; transfers in flight are few.
+    NOTE: ties between links are broken by the order links are first met (deterministic:
+    transfers are kept in start order).
+    """
+    left: dict[int, float] = {}
+    count: dict[int, int] = {}
+    links: dict[int, Link] = {}
+    for t in transfers:
+        t.rate = -1.0
+        for link in t.links:
+            k = id(link)
+            if k not in links:
+                links[k] = link
+                left[k] = link.bandwidth
+                count[k] = 0
+            count[k] += 1
+    unfixed = len(transfers)
+    while unfixed:
+        share, bottleneck = float("inf"), -1
+        for k, n in count.items():
+            if n and left[k] / n < share:
+                share, bottleneck = max(left[k], 0.0) / n, k
+        for t in transfers:
+            if t.rate < 0 and any(id(link) == bottleneck for link in t.links):
+                t.rate = share
+                unfixed -= 1
+                for link in t.links:
+                    k = id(link)
+                    left[k] -= share
+                    count[k] -= 1

@@ -32,15 +32,25 @@ from simkv.kv.links import Transfer
 from simkv.kv.prefix import granule_id, granule_ids
 from simkv.kv.stores import HBMCache, TierStore
 from simkv.policies.eviction.interface import EvictionPolicy
-from simkv.policies.tool_kv.interface import Offload, Pin, ToolKVPolicy
+from simkv.policies.tool_kv.interface import Offload, Pin, Prefetch, ToolKVPolicy
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PeerHBM:
+    """Another instance's HBM cache on the same node, as a source of granules (read over
+    NVLink when ``memory.peer_hbm`` is on)."""
+
+    manager: KVManager
+    tier: str = "peer"
 
 
 @dataclass(slots=True)
 class Match:
-    """Leading granules of a request found cached: ``where[j]`` is None for HBM, else a store."""
+    """Leading granules of a request found cached: ``where[j]`` is None for HBM, else a
+    store below HBM or a peer instance's HBM."""
 
     keys: list[int]
-    where: list[TierStore | None]
+    where: list[TierStore | PeerHBM | None]
     pin_blocks: int  # HBM blocks that stop being evictable when pinned
     load_blocks: int  # HBM blocks to allocate for granules loaded from below
     swap_tokens: int = 0  # a swapped-out request: tokens to swap back in (keys empty)
@@ -51,6 +61,21 @@ class _SessionPin:
     keys: tuple[int, ...]
     since: float
     epoch: int
+
+
+@dataclass(slots=True, eq=False)
+class _Prefetch:
+    """A session's KV on its way back to HBM before the predicted end of its tool call."""
+
+    session: int
+    keys: tuple[int, ...]
+    tier: str
+    finish: float
+    hold_s: float
+    flight: bool = False
+    moving: tuple[int, ...] = ()  # granules being loaded
+    blocks: int = 0  # private blocks held while in flight
+    waiter: Callable[[Transfer], None] | None = None  # the next call, if it came mid-flight
 
 
 @dataclass(slots=True)
@@ -114,7 +139,18 @@ class KVManager:
         self._offload_pins = 0  # granules pinned by offload writes in flight
         # Called when memory was freed outside a plan (a pin expired, an offload landed).
         self.on_freed: Callable[[], None] = lambda: None
+        # Hears about granules a request made cache entries (req, first, end): kvshare's index.
+        self.on_publish: Callable[[Request, int, int], None] | None = None
         self.stats = KVStats()
+        # Peer reads (memory.peer_hbm): granules read from other instances' HBM over NVLink.
+        self.peer_tokens = 0
+        self.peer_bytes = 0.0
+        hierarchy.hbm_caches[replica] = self
+        # Tool-call prefetch (tool_kv=prefetch): per session, and blocks held by loads in flight.
+        self._prefetches: dict[int, _Prefetch] = {}
+        self.ready: list[_Prefetch] = []  # due, to start at the next plan
+        self.private_blocks = 0
+        self.prefetch_stats: dict[str, int] | None = None
 
     # --- what routers may read ----------------------------------------------------------
     def cached_tokens(self, req: Request, lower: bool = False) -> int:
@@ -146,8 +182,9 @@ class KVManager:
             n -= 1  # at least one token must be computed to produce logits
         refs = self.hbm.refs
         keys: list[int] = []
-        where: list[TierStore | None] = []
+        where: list[TierStore | PeerHBM | None] = []
         pin = load = 0
+        peers = self._peers() if self.mem.nvlink is not None else ()
         for j in range(n):
             key = granule_id(req, j)
             r = refs.get(key)
@@ -156,13 +193,19 @@ class KVManager:
                 if r == 0:
                     pin += self.gb
             else:
-                for _, store in self.lower:
-                    if key in store.entries:
-                        where.append(store)
+                for peer in peers:
+                    if key in peer.manager.hbm.refs:
+                        where.append(peer)
                         load += self.gb
                         break
                 else:
-                    break
+                    for _, store in self.lower:
+                        if key in store.entries:
+                            where.append(store)
+                            load += self.gb
+                            break
+                    else:
+                        break
             keys.append(key)
         if not keys:
             return None
@@ -182,18 +225,34 @@ class KVManager:
         hits = {"hbm": 0, "dram": 0, "disk": 0}
         remote = 0
         loads: list[int] = []
+        peer_keys: dict[int, list[int]] = {}
+        riding = self._prefetch_arrival(req) if self._prefetches else None
+        covered = 0
         for key, where in zip(m.keys, m.where, strict=True):
             if where is None:
                 hits["hbm"] += g_tokens
                 continue
+            if isinstance(where, PeerHBM):
+                # Another GPU's HBM of this node: an HBM hit, read over NVLink. The peer keeps
+                # the granule pinned until it has been read.
+                peer = where.manager
+                peer.hbm.pin(key)
+                peer._offload_pins += 1
+                peer_keys.setdefault(peer.replica, []).append(key)
+                hits["hbm"] += g_tokens
+                loads.append(key)
+                continue
             where.policy.access(key, now)
             where.stats.read += 1
             home = where.entries[key]
-            groups[where.tier, home] = groups.get((where.tier, home), 0) + 1
             hits["dram" if where.tier == "dram" else "disk"] += g_tokens
             if home != self.node:
                 remote += g_tokens
             loads.append(key)
+            if riding is not None and key in riding.moving:
+                covered += 1
+                continue  # already on its way (a prefetch in flight): no second load
+            groups[where.tier, home] = groups.get((where.tier, home), 0) + 1
         if loads:
             # NOTE: read everything of the lower tiers above first: this allocation may
             # reclaim HBM granules whose demotion evicts from those tiers. The reads have
@@ -213,17 +272,63 @@ class KVManager:
         for k, v in hits.items():
             st.hit_tokens[k] += v
         st.remote_tokens += remote
+        if riding is not None and not covered:
+            riding = None  # it carries nothing this call uses: it lands unheeded
         self._take_over_session_pin(req, now)
-        if not groups:
+        if not groups and not peer_keys and riding is None:
             return False
-        self._start_loads(req, [(self.mem.path_to_hbm(tier, home, self.replica), n * self.granule_bytes)
-                                for (tier, home), n in groups.items()], now, "load")
+        moves: list[tuple[list, float]] = [
+            (self.mem.path_to_hbm(tier, home, self.replica), n * self.granule_bytes)
+            for (tier, home), n in groups.items()]
+        after: list[Callable[[], None] | None] = [None] * len(moves)
+        for src, keys in peer_keys.items():
+            peer_moves = self._peer_moves(src, len(keys) * self.granule_bytes)
+            moves += peer_moves
+            self.peer_tokens += len(keys) * g_tokens
+            self.peer_bytes += len(keys) * self.granule_bytes
+            done = self._peer_read_done(self.mem.hbm_caches[src], tuple(keys), len(peer_moves))
+            after += [done] * len(peer_moves)
+        landed = self._start_loads(req, moves, now, "load", after, waits=int(riding is not None))
+        if riding is not None:
+            riding.waiter = landed
         return True
 
+    # --- peer reads (memory.peer_hbm) -----------------------------------------------------
+    def _peers(self) -> list[PeerHBM]:
+        """Other instances on this node, by id (their HBM caches hold granules we may read)."""
+        node = self.mem.replica_node
+        return [PeerHBM(m) for r, m in self.mem.hbm_caches.items()
+                if r != self.replica and node[r] == self.node]
+
+    def _peer_moves(self, src: int, nbytes: float) -> list[tuple[list, float]]:
+        """GPU i of the source instance to GPU i of this one, each its share of the bytes
+        (tensor-parallel shards move in parallel), over both GPUs' NVLink links."""
+        assert self.mem.nvlink is not None
+        bw, lat = self.mem.nvlink
+        topo = self.mem.topology
+        a, b = topo.slots[src].gpus, topo.slots[self.replica].gpus
+        pairs = list(zip(a, b, strict=False)) or [(a[0], b[0])]
+        return [(topo.path_between_gpus(s, d, bw, lat), nbytes / len(pairs)) for s, d in pairs]
+
+    def _peer_read_done(self, peer: KVManager, keys: tuple[int, ...], parts: int
+                        ) -> Callable[[], None]:
+        left = [parts]
+
+        def done() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                peer._offload_pins -= len(keys)
+                peer.hbm.unpin_chain(keys, self.env.now)
+                peer.on_freed()
+        return done
+
     def _start_loads(self, req: Request, moves: list[tuple[list, float]], now: float,
-                     what: str) -> None:
+                     what: str, after: list[Callable[[], None] | None] | None = None,
+                     waits: int = 0) -> Callable[[Transfer], None]:
+        """Start ``moves`` for ``req`` (LOADING until all land, and ``waits`` more landings
+        someone else reports); returns the landing callback."""
         req.load_epoch += 1
-        req.loads_pending = len(moves)
+        req.loads_pending = len(moves) + waits
         epoch, t0 = req.load_epoch, now
         st = self.stats
         st.loads += 1
@@ -236,9 +341,14 @@ class KVManager:
                 req.kv_wait += self.env.now - t0
                 self.on_loaded(req)
 
-        for path, nbytes in moves:
-            st.load_bytes += nbytes
-            self.mem.move(nbytes, path, landed, what)
+        for i, (path, nbytes) in enumerate(moves):
+            extra = after[i] if after is not None else None
+            if extra is None:
+                st.load_bytes += nbytes  # below HBM, over PCIe (peer reads: peer_bytes)
+                self.mem.move(nbytes, path, landed, what)
+            else:
+                self.mem.move(nbytes, path, lambda t, f=extra: (f(), landed(t)), what)
+        return landed
 
     def _swap_in(self, req: Request, m: Match, now: float) -> bool:
         tokens, granules = self.swapped.pop(req.id)
@@ -290,6 +400,8 @@ class KVManager:
         req.blocks -= gb * (n - j0)
         req.shared += gb * (n - j0)
         req.pinned_g = n
+        if self.on_publish is not None:
+            self.on_publish(req, j0, n)
         if new and self.placement.write_through:
             self._write_below(new, j0, now)
 
@@ -324,6 +436,8 @@ class KVManager:
                 self._pin_session(req.session, keys, decision.ttl_s, now)
             elif isinstance(decision, Offload):
                 self._offload(keys, decision.tier, now)
+            elif isinstance(decision, Prefetch):
+                self._prefetch_decision(req.session, keys, decision, now)
         blocks = req.blocks
         req.blocks = req.shared = req.pinned_g = 0
         return blocks
@@ -374,6 +488,7 @@ class KVManager:
 
     def session_ended(self, session: int, now: float) -> None:
         self.last_finish.pop(session, None)
+        self._prefetches.pop(session, None)  # one in flight frees its blocks when it lands
         if session in self.session_pins:
             self.end_session_pin(session, now)
             # NOTE: this may run outside the replica's own plan (a session ends when its
@@ -411,6 +526,134 @@ class KVManager:
             self.mem.move(nbytes, self.mem.path_from_hbm(self.replica, tier), landed, "offload")
         else:
             landed(None, notify=False)  # already below: free now; the caller plans next
+
+    # --- tool-call prefetch (tool_kv=prefetch) -------------------------------------------------
+    def _pstats(self) -> dict[str, int]:
+        if self.prefetch_stats is None:
+            self.prefetch_stats = {"pinned": 0, "offloaded": 0, "started": 0, "landed": 0,
+                                   "arrived_before_start": 0, "arrived_in_flight": 0,
+                                   "no_room": 0, "nothing_to_load": 0}
+        return self.prefetch_stats
+
+    @staticmethod
+    def _path_time(path: list, nbytes: float) -> float:
+        """Seconds to move ``nbytes`` over ``path`` alone (no contention)."""
+        return nbytes / min(link.bandwidth for link in path) + max(link.latency_s for link in path)
+
+    def _prefetch_decision(self, session: int, keys: tuple[int, ...], d: Prefetch, now: float) -> None:
+        st = self._pstats()
+        if not keys:
+            return
+        nbytes = len(keys) * self.granule_bytes
+        write = self._path_time(self.mem.path_from_hbm(self.replica, d.tier), nbytes)
+        load = self._path_time(self.mem.path_to_hbm(d.tier, self.node, self.replica), nbytes)
+        if d.at_s <= write + load:
+            # Back before it could be written out and read in again: keep it (Continuum's pin).
+            st["pinned"] += 1
+            self._pin_session(session, keys, d.hold_s, now)
+            return
+        st["offloaded"] += 1
+        self._offload(keys, d.tier, now)
+        pf = _Prefetch(session, keys, d.tier, now, d.hold_s)
+        self._prefetches[session] = pf
+        Wakeup(self.env, d.at_s - load, NORMAL, lambda _: self._prefetch_due(pf))
+
+    def _prefetch_due(self, pf: _Prefetch) -> None:
+        """Time to load: ask the replica to replan (the run in flight is cut after its
+        iteration), which starts it (``start_prefetches``) before planning, so the blocks it
+        takes are never ones a planned run counted on."""
+        if self._prefetches.get(pf.session) is pf:
+            self.ready.append(pf)
+            self.on_freed()
+
+    def start_prefetches(self, room: int) -> None:
+        """Start the due prefetches that fit in ``room`` blocks (the scheduler calls this
+        when it plans, with the free blocks its decodes do not need next)."""
+        ready, self.ready = self.ready, []
+        for pf in ready:
+            room -= self._prefetch_start(pf, room)
+
+    def _prefetch_start(self, pf: _Prefetch, room: int) -> int:
+        if self._prefetches.get(pf.session) is not pf:
+            return 0  # the next call came first, or the session ended
+        st = self._pstats()
+        store = self.mem.store(pf.tier, self.node)
+        refs = self.hbm.refs
+        moving = tuple(k for k in pf.keys if k in store.entries and k not in refs)
+        blocks = self.gb * len(moving)
+        if not moving or blocks > room:
+            st["nothing_to_load" if not moving else "no_room"] += 1
+            del self._prefetches[pf.session]
+            return 0
+        now = self.env.now
+        st["started"] += 1
+        self.pool.allocate(blocks)
+        self.private_blocks += blocks
+        pf.flight, pf.moving, pf.blocks = True, moving, blocks
+        by_home: dict[int, int] = {}
+        for k in moving:
+            store.policy.access(k, now)
+            store.stats.read += 1
+            by_home[store.entries[k]] = by_home.get(store.entries[k], 0) + 1
+        left = [len(by_home)]
+
+        def landed(t: Transfer) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self._prefetch_landed(pf, t)
+
+        for home, n in by_home.items():
+            nbytes = n * self.granule_bytes
+            self.stats.load_bytes += nbytes
+            self.mem.move(nbytes, self.mem.path_to_hbm(pf.tier, home, self.replica), landed,
+                          "prefetch")
+        return blocks
+
+    def _prefetch_arrival(self, req: Request) -> _Prefetch | None:
+        """The session's next call is admitted: cancel a prefetch not yet started; one in
+        flight hands its blocks to the call, which waits for it (returned)."""
+        pf = self._prefetches.get(req.session) if req.session >= 0 else None
+        if pf is None:
+            return None
+        st = self._pstats()
+        if not pf.flight:
+            st["arrived_before_start"] += 1
+            del self._prefetches[req.session]
+            return None
+        st["arrived_in_flight"] += 1
+        # The call allocates the blocks of what it loads (the prefetched granules included).
+        self.pool.release(pf.blocks)
+        self.private_blocks -= pf.blocks
+        pf.blocks = 0
+        del self._prefetches[req.session]
+        return pf
+
+    def _prefetch_landed(self, pf: _Prefetch, t: Transfer) -> None:
+        if pf.waiter is not None:
+            pf.waiter(t)  # the call that came mid-flight (its blocks, its granules)
+            return
+        now = self.env.now
+        if self._prefetches.get(pf.session) is not pf:
+            self.pool.release(pf.blocks)  # the session ended meanwhile
+            self.private_blocks -= pf.blocks
+            self.on_freed()
+            return
+        del self._prefetches[pf.session]
+        self._pstats()["landed"] += 1
+        self.private_blocks -= pf.blocks
+        hbm = self.hbm
+        for k in pf.moving:
+            if k in hbm.refs:
+                self.pool.release(self.gb)  # cached meanwhile: our copy is a duplicate
+                hbm.pin(k)
+            else:
+                hbm.adopt(k)
+        ttl = pf.finish + pf.hold_s - now
+        if ttl > 0:
+            self._pin_session(pf.session, pf.moving, ttl, now)
+        else:
+            hbm.unpin_chain(pf.moving, now)
+            self.on_freed()
 
     # --- demotion -----------------------------------------------------------------------------
     def _hbm_evicted(self, keys: list[int]) -> None:

@@ -162,6 +162,27 @@ class CostModel:
                            * m.ffn_size / tensor_parallel) \
             if (e.moe_layer_overhead_s or e.moe_expert_flop_s) else None
         self._head_cache: dict[int, float] = {}
+        # Run options (perf/options.py): attention time factors of the KV allocator and the
+        # share of the weights resident in HBM. 1: the plain path, untouched.
+        self._pf_attn = 1.0
+        self._dec_attn = 1.0
+        self._resident = 1.0
+
+    def set_attention_factors(self, prefill: float, decode: float) -> None:
+        """Scale prefill and decode attention time (a KV allocator's kernels against the
+        paged kernels the hardware profile stands for). Called once, after construction."""
+        if prefill != 1.0:
+            self._pf_attn = prefill
+            if self._const_attn:
+                self._attn_c *= prefill
+                self._attn_m *= prefill
+                self._q_m *= prefill
+        if decode != 1.0:
+            self._dec_attn = decode
+            if self._const_dattn:
+                self._dattn_c *= decode
+                self._dattn_m *= decode
+                self._dq_m *= decode
 
     # --- operator building blocks -----------------------------------------------------------
     def _q_bytes(self, queries: float) -> float:
@@ -400,8 +421,9 @@ class CostModel:
             return max(pairs * self._attn_c, kv_tokens * self._attn_m + tokens * self._q_m)
         flops = self._pair_flops * pairs
         nbytes = kv_tokens * self.kv_bytes_token_layer + self._q_bytes(tokens)
-        return self._roof("attn_prefill", flops, nbytes, tokens, "attention_compute",
-                          "attention_memory").seconds
+        t = self._roof("attn_prefill", flops, nbytes, tokens, "attention_compute",
+                       "attention_memory").seconds
+        return t if self._pf_attn == 1.0 else t * self._pf_attn
 
     def dense_attention_s(self, kv_tokens: float, q_tokens: int) -> float:
         """One step's attention, all layers, for an engine that attends over the batch's KV
@@ -446,7 +468,8 @@ class CostModel:
             if self._const_dattn:
                 attn += max(ctx * self._dattn_c, ctx * self._dattn_m + b * self._dq_m)
             else:
-                attn += self._decode_attention(b, ctx).seconds
+                t = self._decode_attention(b, ctx).seconds
+                attn += t if self._dec_attn == 1.0 else t * self._dec_attn
         if self.dp > 1:
             # Data-parallel attention: each rank attends its own sequences and samples their
             # tokens, at once; ranks assumed balanced (the roofline is linear in the
@@ -506,6 +529,8 @@ class CostModel:
             nbytes = ctx * self.kv_bytes_token_layer + self._q_bytes(decodes)
             attn = np.maximum(ctx * self._pair_flops / (self.flops_peak * ceff),
                               nbytes / (self.bw_peak * meff))
+            if self._dec_attn != 1.0:
+                attn = attn * self._dec_attn
         return base + layers * attn
 
     def _dense_decode_run(self, base: float, decodes: int, context: Sequence[int]
@@ -541,9 +566,12 @@ class CostModel:
         parallelism each GPU holds E/ep whole routed experts and a replica of the rest."""
         m = self.model
         if self.ep == 1:
-            return m.weight_bytes / (self.tp * self.pp)
-        experts = m.expert_params_total * m.weight_bytes_per_param
-        return ((m.weight_bytes - experts) / self.tp + experts / self.ep) / self.pp
+            w = m.weight_bytes / (self.tp * self.pp)
+        else:
+            experts = m.expert_params_total * m.weight_bytes_per_param
+            w = ((m.weight_bytes - experts) / self.tp + experts / self.ep) / self.pp
+        # NOTE: resident in HBM; the rest is streamed each iteration (weights.gpu_fraction).
+        return w if self._resident == 1.0 else w * self._resident
 
     def expert_bytes_per_gpu(self) -> float:
         """Routed-expert weights on one GPU (what an EP resize moves between GPUs)."""

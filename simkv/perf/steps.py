@@ -14,7 +14,9 @@ the query-key pairs and the KV it reads, its LM head the positions that produce 
   the cached tokens in ``refresh_depth`` of the layers on ``refresh_fraction`` of the steps
   (the expectation: refresh_fraction x one refresh); fetches (SentenceKV) are seconds on the
   PCIe link plus one copy latency per layer; EpiCache's patched prompt is extra prefill
-  query tokens, its sentence encoder seconds per prefill token.
+  query tokens, its sentence encoder seconds per prefill token. A policy whose loads are
+  pipelined with the layers (``overlap_extra``: LeoAM) has a step take the longer of its
+  compute and its loads instead.
 
 The engine terms fitted for transformers (dense padded attention) and data-parallel attention
 are not combined with shaped steps (an error says so).
@@ -82,7 +84,10 @@ def _decode_run(cost: CostModel, arr: StepArrays | None, b: int, reads: Sequence
         base = np.array([_step_s(cost, b, r, q, p, g, 0.0, 0.0) for r, q, p, g in zip(
             np.asarray(reads, dtype=np.float64).tolist(), arr.queries.tolist(),
             arr.pairs.tolist(), arr.logits.tolist(), strict=True)])
-    return base + _extras(cost, arr, plan)
+    extra = _extras(cost, arr, plan)
+    if plan.overlap_extra:
+        return np.maximum(base, extra)  # loads pipelined with the step's layers
+    return base + extra
 
 
 def _step_s(cost: CostModel, b: int, read: float, queries: float, pairs: float, logits: float,
@@ -120,5 +125,6 @@ def _iteration(cost: CostModel, out: SchedulerOutput, arr: StepArrays | None, b:
               + plan.prefill_s)
     if arr is not None:
         extra = _extras(cost, arr, plan)
-        t += float(extra[i]) if isinstance(extra, np.ndarray) else extra
+        e = float(extra[i]) if isinstance(extra, np.ndarray) else extra
+        t = max(t, e) if plan.overlap_extra else t + e
     return t

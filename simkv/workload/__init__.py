@@ -4,6 +4,7 @@ from simkv.workload.agents import AgentWorkload, AgentWorkloadConfig
 from simkv.workload.base import ArrivalBatch, FollowUp, OpenLoop, Workload
 from simkv.workload.burstgpt import BurstGPTWorkload, BurstGPTWorkloadConfig
 from simkv.workload.conversations import ConversationWorkload, ConversationWorkloadConfig
+from simkv.workload.near_duplicate import NearDuplicateWorkload, NearDuplicateWorkloadConfig
 from simkv.workload.poisson import PoissonWorkload, PoissonWorkloadConfig
 from simkv.workload.shared_prefix import SharedPrefixWorkload, SharedPrefixWorkloadConfig
 from simkv.workload.trace_file import TraceError, TraceWorkload, TraceWorkloadConfig
@@ -17,6 +18,8 @@ __all__ = [
     "ConversationWorkload",
     "ConversationWorkloadConfig",
     "FollowUp",
+    "NearDuplicateWorkload",
+    "NearDuplicateWorkloadConfig",
     "OpenLoop",
     "PoissonWorkload",
     "PoissonWorkloadConfig",

@@ -91,6 +91,9 @@ class KVPolicyBase:
     diffusion_cached = False
     #: Seconds added once to a step in which some sequence fetches (per-layer copy latency).
     fetch_latency_s = 0.0
+    #: The extra seconds (loads) overlap the step's compute: a step takes the longer of the
+    #: two (a pipeline of loads and layers) instead of their sum.
+    overlap_extra = False
 
     def __init__(self, cfg: Any = None, **_: object) -> None:
         self.cfg = cfg

@@ -54,6 +54,8 @@ class StepPlan:
     refresh_fraction: float = 0.0  # fraction of steps that refresh (priced as the expectation)
     refresh_depth: float = 0.0  # fraction of layers a refresh recomputes
     fetch_latency_s: float = 0.0  # paid once per iteration in which some member fetches
+    # The members' extra seconds overlap the step (the longer of the two counts), not add.
+    overlap_extra: bool = False
 
 
 @dataclass(slots=True)

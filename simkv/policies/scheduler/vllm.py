@@ -76,6 +76,11 @@ class VLLMScheduler:
         self.kv = kv
         if kv is not None:
             kv.on_loaded = self._loaded
+        # What admission asks the KV manager for a request's cached KV (a hook: the kvshare
+        # scheduler extends the exact prefix match with near-duplicate granules).
+        self._match = kv.match if kv is not None else None
+        # Resizes a running prefill's next chunk (req, n, budget) -> n; None: n as planned.
+        self._sized: Callable[[Request, int, int], int] | None = None
         # Plain: full KV of an autoregressive model, the closed-form decode batch. Otherwise
         # a KV policy or a model kind shapes the steps (engine/steps.py); the hooks below
         # branch on this flag only, so the plain path runs the code it always ran.
@@ -225,6 +230,10 @@ class VLLMScheduler:
         return victim
 
     def schedule(self, now: float) -> SchedulerOutput | None:
+        kv = self.kv
+        if kv is not None and kv.ready:
+            # Tool-call prefetches due (tool_kv=prefetch) take blocks before anything is planned.
+            kv.start_prefetches(self.pool.free - (self.decode.need_next() if self.decode.members else 0))
         if not self.running and not self.waiting:
             return None
         if not self.chunked:
@@ -253,6 +262,8 @@ class VLLMScheduler:
                 if req.state is not State.PREFILLING:
                     continue  # preempted while planning an earlier chunk
                 n = min(req.num_tokens - req.computed, budget)
+                if self._sized is not None:
+                    n = self._sized(req, n, budget)
                 # NOTE: under a KV policy a chunk may hold fewer blocks than the last one
                 # held (EpiCache evicts after each block): extra < 0 gives them back.
                 extra = (blocks_for(req.computed + n, bs) if plain
@@ -270,8 +281,7 @@ class VLLMScheduler:
                     continue
                 pool.allocate(extra)
                 req.blocks += extra
-                self._add_chunk(out, req, n)
-                budget -= n
+                budget -= self._add_chunk(out, req, n)
             # 3. admit waiting requests, first come first served (after a preemption only
             # if it emptied the instance: memory lent away can take the last request's room,
             # and an empty instance that waited for the next plan would wait for ever).
@@ -297,7 +307,7 @@ class VLLMScheduler:
                     break
                 continue
             if kv is not None and req.computed == 0 and may_hit(req):
-                m = kv.match(req)
+                m = self._match(req)  # type: ignore[misc]
                 if m is not None:
                     left = self._admit_hit(out, req, m, budget, need, now)
                     if left is None:
@@ -317,8 +327,7 @@ class VLLMScheduler:
             req.blocks += extra
             self._seat(req, now)
             self.prefilling[req.id] = req
-            self._add_chunk(out, req, n)
-            budget -= n
+            budget -= self._add_chunk(out, req, n)
         return budget
 
     def _admit_hit(self, out: SchedulerOutput, req: Request, m: Match, budget: int, need: int,
@@ -352,8 +361,7 @@ class VLLMScheduler:
         req.blocks += extra
         self._seat(req, now)
         self.prefilling[req.id] = req
-        self._add_chunk(out, req, n)
-        return budget - n
+        return budget - self._add_chunk(out, req, n)
 
     def _admit_remote(self, req: Request, need: int, now: float) -> bool:
         """Admit the queue's head, whose KV was computed on a prefill instance: take its seat
@@ -421,7 +429,7 @@ class VLLMScheduler:
         assert self.policy is not None
         return blocks_for(self.policy.prefill_held(computed, n), self.block_size)
 
-    def _add_chunk_shaped(self, out: SchedulerOutput, req: Request, n: int) -> None:
+    def _add_chunk_shaped(self, out: SchedulerOutput, req: Request, n: int) -> int:
         """``_add_chunk`` under a KV policy or model kind: the chunk attends to what the
         policy keeps of the prefix, plus the policy's own work."""
         policy = self.policy
@@ -447,6 +455,7 @@ class VLLMScheduler:
             plan.prefill_tokens += tokens
             plan.prefill_pairs += pairs
             plan.prefill_s += seconds
+        return n
 
     def _plan_of(self, out: SchedulerOutput) -> StepPlan:
         if out.steps is None:
@@ -454,11 +463,14 @@ class VLLMScheduler:
             assert policy is not None
             frac, depth = policy.diffusion_refresh()
             out.steps = StepPlan(refresh_fraction=frac, refresh_depth=depth,
-                                 fetch_latency_s=policy.fetch_latency_s)
+                                 fetch_latency_s=policy.fetch_latency_s,
+                                 overlap_extra=policy.overlap_extra)
         return out.steps
 
     @staticmethod
-    def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> None:
+    def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> int:
+        """Add ``req``'s next ``n`` prompt tokens to the iteration; returns the tokens they
+        take of the token budget (``n``; less under kvshare's partial recompute)."""
         c = req.computed
         out.prefills.append((req, n))
         out.prefill_tokens += n
@@ -466,6 +478,7 @@ class VLLMScheduler:
         out.prefill_kv_tokens += c + n
         if c + n == req.num_tokens:
             out.num_sampled += 1
+        return n
 
     def _plan_decodes(self, out: SchedulerOutput, need: int, preempted: bool, now: float) -> None:
         if not self._plain:
@@ -647,7 +660,8 @@ class VLLMScheduler:
     def check_invariants(self) -> None:
         held = (self.decode.held_blocks() + sum(r.blocks for r in self.prefilling.values())
                 + sum(r.blocks for r in self.loading.values())
-                + sum(r.blocks for r in self.held.values()))
+                + sum(r.blocks for r in self.held.values())
+                + (self.kv.private_blocks if self.kv is not None else 0))
         self.pool.check_invariants(held)
         states = [r.state for r in self.running.values()]
         if any(s not in (State.PREFILLING, State.DECODING, State.LOADING) for s in states):

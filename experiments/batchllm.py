@@ -1,0 +1,128 @@
+"""BatchLLM: an offline batch with shared prefixes, scheduled by the global prefix tree,
+against vLLM's implicit prefix caching.
+
+    python experiments/batchllm.py [--quick]
+
+The paper's headline (arXiv 2412.03594, abstract): BatchLLM outperforms vLLM by 1.1x to 2x on
+a set of microbenchmarks and two industry workloads (throughput of large batches with
+prefix sharing).
+
+simkv's setting: Llama-3.1-8B on one H100 (datasheet profile), the ``batchllm`` workload
+preset (2,000 requests at t = 0, a 512-token root shared by all, 8 group prefixes of ~2k
+tokens, ~128-token own suffixes, ~64 output tokens), in random order:
+
+1. vLLM (prefix caching, FCFS, 256 seats) against BatchLLM (``scheduler=batchllm``), and
+   BatchLLM without each of its four parts (ablations);
+2. the same two over batches that share more or less (group prefix 512 / 2k / 8k tokens) and
+   decode more or less (output median 16 / 64 / 256 tokens): the paper's microbenchmarks
+   vary these.
+
+Metric: generated tokens per second over the batch's makespan (the paper's throughput).
+
+Writes experiments/results/batchllm.csv and batchllm.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from kv_common import OUT, save, show
+
+import simkv
+
+PAPER = (1.1, 2.0)
+BASE = ["output.plot=false", "output.progress=false", "cluster.replicas=1", "workload=batchllm"]
+ABLATIONS = {
+    "vLLM": ["scheduler=vllm"],
+    "BatchLLM": ["scheduler=batchllm"],
+    "BatchLLM w/o fused prefix attention": ["scheduler=batchllm", "scheduler.fused_prefix_attention=false"],
+    "BatchLLM w/o group hold": ["scheduler=batchllm", "scheduler.hold=false"],
+    "BatchLLM w/o decode-first": ["scheduler=batchllm", "scheduler.decode_first=false"],
+    "BatchLLM w/o memory-centric batching": ["scheduler=batchllm", "scheduler.memory_centric=false"],
+}
+
+
+def _run(overrides: list[str]) -> dict:
+    cfg = simkv.compose([*BASE, *overrides])
+    with tempfile.TemporaryDirectory() as d:
+        res = simkv.simulate(cfg, d)
+        r = res.requests
+    s = res.summary
+    computed = int((r["prompt_tokens"] - r["cached_tokens"]).sum())
+    b = s.get("batchllm", {})
+    return {"makespan_s": s["makespan_s"], "tokens_per_s": s["throughput"]["output_tokens_per_s"],
+            "ttft_mean_s": s["ttft_s"]["mean"], "prefill_tokens_computed": computed,
+            "preemptions": s["requests"]["preemptions"],
+            "shared_granules_recomputed": b.get("shared_granules_recomputed", float("nan"))}
+
+
+def run(quick: bool = False) -> pd.DataFrame:
+    n = 200 if quick else 2000
+    rows = []
+    for system, extra in ABLATIONS.items():
+        rows.append({"study": "ablation", "prefix_median": 2048, "output_median": 64,
+                     "system": system, **_run([f"workload.num_requests={n}", *extra])})
+    prefixes = (512, 8192) if quick else (512, 2048, 8192)
+    outputs = (16, 256) if quick else (16, 64, 256)
+    for p in prefixes:
+        for o in outputs:
+            wl = [f"workload.num_requests={n}", f"workload.prefix_median={p}",
+                  f"workload.output_median={o}", "model.max_model_len=16384",
+                  "scheduler.max_num_batched_tokens=16384"]
+            for system in ("vLLM", "BatchLLM"):
+                rows.append({"study": "sweep", "prefix_median": p, "output_median": o,
+                             "system": system, **_run([*wl, *ABLATIONS[system]])})
+    df = pd.DataFrame(rows)
+    key = ["study", "prefix_median", "output_median"]
+    ref = df[df.system == "vLLM"].set_index(key)["tokens_per_s"]
+    df["speedup_over_vllm"] = [t / ref.loc[tuple(k)] for t, k in
+                               zip(df.tokens_per_s, df[key].itertuples(index=False), strict=True)]
+    df["paper_speedup_low"], df["paper_speedup_high"] = PAPER
+    return df
+
+
+def plot(df: pd.DataFrame, quick: bool) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))
+    ab = df[df.study == "ablation"]
+    axes[0].barh(ab.system, ab.speedup_over_vllm, color=["#888", "#3a7", *["#9c9"] * 4])
+    axes[0].axvspan(*PAPER, color="k", alpha=0.1, label="paper: 1.1-2x")
+    axes[0].set_xlabel("throughput over vLLM")
+    axes[0].invert_yaxis()
+    axes[0].legend()
+    axes[0].set_title("batchllm preset: BatchLLM and its parts")
+    sw = df[(df.study == "sweep") & (df.system == "BatchLLM")]
+    for p, g in sw.groupby("prefix_median"):
+        axes[1].plot(g.output_median, g.speedup_over_vllm, "o-", label=f"group prefix {p} tokens")
+    axes[1].axhspan(*PAPER, color="k", alpha=0.1)
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("output tokens (median)")
+    axes[1].set_ylabel("BatchLLM throughput over vLLM")
+    axes[1].legend()
+    axes[1].set_title("sharing and decoding swept")
+    fig.suptitle("BatchLLM vs vLLM, Llama-3.1-8B, one H100, offline batch")
+    fig.tight_layout()
+    OUT.mkdir(exist_ok=True)
+    fig.savefig(OUT / f"batchllm{'_quick' if quick else ''}.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for CI")
+    quick = ap.parse_args().quick
+    df = run(quick)
+    path = save(df, "batchllm", quick)
+    show(df[["study", "prefix_median", "output_median", "system", "makespan_s", "tokens_per_s",
+             "speedup_over_vllm", "prefill_tokens_computed", "shared_granules_recomputed"]])
+    plot(df, quick)
+    print(f"paper: 1.1x to 2x over vLLM; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Tool-call KV prefetch: load an agent's offloaded KV back before its tool is predicted to
+return, so the next call does not wait for it (the open end of ``tool_kv=offload``).
+
+    python experiments/prefetch.py [--quick]
+
+No paper states this policy's number: it closes an open end of the hierarchy (issue 13).
+The prediction is Continuum's (seed paper): the tool times observed on the replica, as its
+TTL pins use them. Setting: Llama-3.1-8B agents of the SWE-bench preset (contexts 17k-100k
+tokens, tool gaps Weibull with mean 9.2 s, 32% immediate) on two H100s (datasheet profile)
+and on two A100s (PCIe at half the bandwidth, so a reload costs twice as long), session
+affinity, a DRAM tier (``offload=dram``):
+
+* offload during the tool call, loaded when the next call arrives (``tool_kv=offload``);
+* prefetch (``tool_kv=prefetch``) at the 0.3 and 0.5 quantiles of the observed gaps, landed
+  KV pinned until the 0.8 quantile or left as evictable cache;
+* Continuum's TTL pin and plain dropping, for reference;
+
+at 20 programs started (HBM roomy) and 60 (contexts beyond HBM: memory pressure).
+
+Metrics over the calls after a tool (turn >= 1): TTFT mean and p90, KV wait mean; per
+program: job completion time; HBM held by pins (block-seconds).
+
+Writes experiments/results/prefetch.csv and prefetch.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from kv_common import OUT, save, show
+
+import simkv
+
+BASE = ["output.plot=false", "output.progress=false", "cluster.replicas=2", "workload=swebench",
+        "workload.program_rate=0.2", "router=session_affinity", "offload=dram"]
+POLICIES = {
+    "drop": ["tool_kv=drop"],
+    "TTL pin (Continuum)": ["tool_kv=ttl_pin"],
+    "offload, load on return": ["tool_kv=offload"],
+    "prefetch q=0.3": ["tool_kv=prefetch", "tool_kv.quantile=0.3"],
+    "prefetch q=0.5": ["tool_kv=prefetch", "tool_kv.quantile=0.5"],
+    "prefetch q=0.5, landed unpinned": ["tool_kv=prefetch", "tool_kv.quantile=0.5",
+                                        "tool_kv.pin_landed=false"],
+}
+
+
+def _run(overrides: list[str]) -> dict:
+    cfg = simkv.compose([*BASE, *overrides])
+    with tempfile.TemporaryDirectory() as d:
+        res = simkv.simulate(cfg, d)
+        r = res.requests
+    s = res.summary
+    later = r[(r["turn"] >= 1) & (r["status"] == "finished")]
+    mem = s["memory"]
+    pf = mem.get("prefetch", {})
+    return {"ttft_mean_s": float(later["ttft_s"].mean()), "ttft_p90_s": float(later["ttft_s"].quantile(0.9)),
+            "kv_wait_mean_s": float(later["kv_wait_s"].mean()),
+            "hbm_hit_share": float(later["cached_hbm_tokens"].sum() / max(1, later["cached_tokens"].sum())),
+            "jct_mean_s": s["sessions"]["jct_s"]["mean"],
+            "pin_block_s": mem["counters"]["pin_block_s"],
+            "prefetch_landed": pf.get("landed", 0), "prefetch_in_flight": pf.get("arrived_in_flight", 0),
+            "prefetch_too_late": pf.get("arrived_before_start", 0), "kept_pinned": pf.get("pinned", 0)}
+
+
+def run(quick: bool = False) -> pd.DataFrame:
+    loads = (8,) if quick else (20, 60)
+    rows = []
+    for hw in ("h100_sxm_80gb",) if quick else ("h100_sxm_80gb", "a100_80gb"):
+        for n in loads:
+            for policy, extra in POLICIES.items():
+                rows.append({"hardware": hw, "programs": n, "policy": policy,
+                             **_run([f"hardware={hw}", f"workload.num_programs={n}", *extra])})
+    df = pd.DataFrame(rows)
+    for _, g in df.groupby(["hardware", "programs"]):
+        ref = g[g.policy == "offload, load on return"].iloc[0]
+        df.loc[g.index, "ttft_saved_vs_offload_s"] = ref.ttft_mean_s - g.ttft_mean_s
+    return df
+
+
+def plot(df: pd.DataFrame, quick: bool) -> None:
+    groups = list(df.groupby(["hardware", "programs"], sort=False))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))
+    width = 0.8 / len(groups)
+    names = list(POLICIES)
+    for i, ((hw, n), g) in enumerate(groups):
+        x = [k + i * width for k in range(len(g))]
+        axes[0].bar(x, g.ttft_mean_s * 1e3, width, label=f"{hw}, {n} programs")
+        axes[1].bar(x, g.kv_wait_mean_s * 1e3, width, label=f"{hw}, {n} programs")
+    for ax, title in ((axes[0], "TTFT of calls after a tool, mean (ms, log)"),
+                      (axes[1], "KV wait of calls after a tool, mean (ms)")):
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names, rotation=20, fontsize=8)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.suptitle("Agents (SWE-bench preset), Llama-3.1-8B, 2 GPUs, DRAM tier")
+    fig.tight_layout()
+    OUT.mkdir(exist_ok=True)
+    fig.savefig(OUT / f"prefetch{'_quick' if quick else ''}.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for CI")
+    quick = ap.parse_args().quick
+    df = run(quick)
+    path = save(df, "prefetch", quick)
+    show(df)
+    plot(df, quick)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
