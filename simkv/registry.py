@@ -79,6 +79,16 @@ def build(cfg: Any, **deps: Any) -> Any:
     return entry.factory(cfg, **deps)
 
 
+def implementation(cfg: Any) -> Any:
+    """The class (factory) registered for a policy config, without building it: what callers
+    ask whether a chosen policy can do something."""
+    _load_builtins()
+    entry = _BY_CONFIG.get(type(cfg))
+    if entry is None:
+        raise TypeError(f"{type(cfg).__name__} is not a registered policy config")
+    return entry.factory
+
+
 def config_for(group: str, name: str) -> Any:
     """A default config instance of ``group=name``; the error lists the valid names."""
     known = entries(group)

@@ -27,7 +27,7 @@ from simkv.kv.prefix import granule_ids
 from simkv.kv.tiers import load_node_profile
 from simkv.metrics.recorder import Recorder
 from simkv.perf.roofline import CostModel
-from simkv.registry import build, name_of
+from simkv.registry import build, implementation, name_of
 from simkv.workload.base import ArrivalBatch, FollowUp, Workload
 
 
@@ -89,8 +89,7 @@ class Cluster:
             raise ValueError(f"pools: disaggregated serving needs pools with role prefill and "
                              f"pools with role decode (and no colocated ones); got roles "
                              f"{', '.join(sorted(roles))}")
-        if not hasattr(build(cfg.scheduler, pool=BlockPool(1, 16), max_fast_forward=1),
-                       "on_remote"):
+        if not hasattr(implementation(cfg.scheduler), "release_held"):
             raise ValueError("disaggregated pools need a continuous-batching scheduler "
                              "(scheduler=vllm or continuum)")
         return Handoff(cfg.disagg, self.topology, rng, self._submit_decode, self._reject)
