@@ -1,6 +1,7 @@
 """Helpers shared by the KV-method experiments (h2o, sentencekv, epicache, elastic_cache,
-scalekv): a batch of identical requests arriving together, one run, and the figures a paper
-reports (makespan, generated tokens per second, per-request latency, peak KV)."""
+scalekv, leoam, vattention, flexgen): a batch of identical requests arriving together, one
+run, and the figures a paper reports (makespan, generated tokens per second, per-request
+latency, peak KV)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import simkv
 from simkv.engine.pool import Pool, load_model, pool_configs
 from simkv.kv.tiers import load_node_profile
 
-OUT = Path(__file__).parent / "results"
 QUIET = ["output.plot=false", "output.progress=false", "cluster.replicas=1", "kv.prefix_caching=false"]
 
 
@@ -68,16 +68,3 @@ def pool_of(overrides: list[str]) -> Pool:
         cfg.model = load_model(cfg.model)
     name, pc = next(iter(pool_configs(cfg).items()))
     return Pool(0, name, pc, cfg, load_node_profile(cfg.memory.node, cfg.memory.node_path))
-
-
-def save(df: pd.DataFrame, stem: str, quick: bool) -> Path:
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"{stem}{'_quick' if quick else ''}.csv"
-    df.to_csv(path, index=False, float_format="%.6g")
-    return path
-
-
-def show(df: pd.DataFrame) -> None:
-    with pd.option_context("display.width", 220, "display.max_columns", 30,
-                           "display.float_format", "{:.4g}".format):
-        print(df.to_string(index=False))

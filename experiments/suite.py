@@ -49,6 +49,12 @@ EXPERIMENTS = (
     "epicache",
     "elastic_cache",
     "scalekv",
+    "kvshare",
+    "batchllm",
+    "leoam",
+    "vattention",
+    "flexgen",
+    "prefetch",
 )
 
 
