@@ -204,6 +204,13 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
         end = start
     span = max(end - start, 1e-12)
     busy_s = busy.busy_s()
+    if busy_s > 0:
+        # The first and last busy windows are busy only from the first arrival and up to the
+        # last completion: without this, a run without idle time counted up to two windows
+        # more than its makespan (its rate over busy time fell below the rate over makespan).
+        w = BUSY_WINDOW_S
+        busy_s -= (start - math.floor(start / w) * w) + ((math.floor(end / w) + 1) * w - end)
+        busy_s = min(max(busy_s, 0.0), span)
     busy_rate = max(busy_s, 1e-12)
     total_prompt = max(in_tok, 1)
     prefix_cache: dict[str, Any] = {"prompt_tokens": in_tok}
