@@ -25,13 +25,10 @@ experiments/results/batchllm.csv, .png and .pdf.
 
 from __future__ import annotations
 
-import tempfile
-
 import pandas as pd
 from matplotlib.figure import Figure
-from suite import Headline, cli
+from suite import Headline, cli, simulate
 
-import simkv
 from simkv.metrics import style
 
 PAPER = (1.1, 2.0)
@@ -47,11 +44,8 @@ ABLATIONS = {
 
 
 def _run(overrides: list[str]) -> dict:
-    cfg = simkv.compose([*BASE, *overrides])
-    with tempfile.TemporaryDirectory() as d:
-        res = simkv.simulate(cfg, d)
-        r = res.requests
-    s = res.summary
+    res = simulate([*BASE, *overrides])
+    r, s = res.requests, res.summary
     computed = int((r["prompt_tokens"] - r["cached_tokens"]).sum())
     b = s.get("batchllm", {})
     return {"makespan_s": s["makespan_s"], "tokens_per_s": s["throughput"]["output_tokens_per_s"],

@@ -21,14 +21,12 @@ data (suite.data_dir()); that workload is skipped when it is absent.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from suite import Headline, cli, data_dir
+from suite import Headline, cli, data_dir, simulate
 
-import simkv
 from simkv.metrics import style
 
 COMMON = ["output.plot=false", "output.progress=false", "cluster.replicas=8"]
@@ -68,9 +66,8 @@ def run(quick: bool) -> pd.DataFrame:
     rows = []
     for wname, wl in workloads(quick).items():
         for rname, router in ROUTERS.items():
-            with tempfile.TemporaryDirectory() as d:
-                res = simkv.simulate(simkv.compose([*COMMON, *wl, *router]), d)
-                s, df = res.summary, res.requests
+            res = simulate([*COMMON, *wl, *router])
+            s, df = res.summary, res.requests
             pc = s["prefix_cache"]
             jct = s["sessions"].get("jct_s", {}) if s["sessions"].get("count") else {}
             rows.append({"workload": wname, "router": rname,

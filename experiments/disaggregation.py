@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from suite import Headline, cli, data_dir
+from suite import Headline, cli, data_dir, simulate
 
 import simkv
 from simkv.metrics import style
@@ -87,10 +87,8 @@ def sweep(wl: list[str], setup: list[str], extra: list[str], step: float, second
     rows: list[dict] = []
     rate = 4.0
     while rate < 2000 and (not rows or rows[-1][f"attain_tpot{int(TPOT_SLOS[-1] * 1e3)}ms"] >= 0.5):
-        with tempfile.TemporaryDirectory() as d:
-            res = simkv.simulate(simkv.compose([*COMMON, *setup, *extra, *at_rate(wl, rate, seconds)]), d)
-            df = res.requests
-            s = res.summary
+        res = simulate([*COMMON, *setup, *extra, *at_rate(wl, rate, seconds)])
+        df, s = res.requests, res.summary
         dis = s["cluster"].get("disaggregation", {})
         rdma = s["cluster"]["links"].get("rdma", {})
         span = s["makespan_s"]

@@ -28,13 +28,11 @@ elastic_moe.csv, .png, .pdf; ``--model`` writes elastic_moe_<model>.* instead.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from suite import RESULTS, Headline, Outcome, cli, close, load, save_outputs, show
+from suite import RESULTS, Headline, Outcome, cli, close, load, save_outputs, show, simulate
 
 import simkv
 from simkv.metrics import style
@@ -90,12 +88,9 @@ def run_model(model: str, quick: bool) -> pd.DataFrame:
           f"burst {BURST:g}x for {2 * block:.0f} s; {n} requests; target {target:.1f} req/s per GPU")
     rows, series, runs = [], {}, {}
     for name, extra in policies(target).items():
-        with tempfile.TemporaryDirectory() as d:
-            res = simkv.simulate(simkv.compose([*COMMON, f"model={model}", *wl, *extra]), d)
-            inst = pd.read_parquet(Path(d) / "instances.parquet")
-            req = res.requests
-        runs[name] = (res.summary, req)
-        series[name] = window_series(req, inst, 60.0)
+        res = simulate([*COMMON, f"model={model}", *wl, *extra])
+        runs[name] = (res.summary, res.requests)
+        series[name] = window_series(res.requests, res.instances, 60.0)
     # Throughput during scaling, the paper's way (Table 2): one window for every policy, from
     # its first scale-up decision over the longest transition of any policy.
     first_up = {n: next((e for e in s["cluster"].get("scaling", {}).get("events", [])

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from suite import Headline, cli, close
+from suite import Headline, cli, close, simulate
 
-import simkv
 from simkv.metrics import style
 
 PAPER = {"ttft_speedup": 9.39, "throughput_speedup": 1.2}
@@ -44,13 +43,8 @@ SYSTEMS = {
 
 
 def _run(overrides: list[str]) -> dict:
-    import tempfile
-
-    cfg = simkv.compose([*BASE, *overrides])
-    with tempfile.TemporaryDirectory() as d:
-        res = simkv.simulate(cfg, d)
-        r = res.requests
-    s = res.summary
+    res = simulate([*BASE, *overrides])
+    r, s = res.requests, res.summary
     fin = r[r["status"] == "finished"]
     span = float(fin["completion_s"].max() - fin["arrival_s"].min())
     share = s.get("kvshare", {})

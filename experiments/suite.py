@@ -83,6 +83,27 @@ class Outcome:
     skipped: str = ""
 
 
+@dataclass
+class Run:
+    """One simulation's results, read before its temporary folder goes away."""
+
+    summary: dict[str, Any]
+    requests: pd.DataFrame
+    instances: pd.DataFrame
+
+
+def simulate(overrides: list[str]) -> Run:
+    """Compose ``overrides`` (plot and progress bar off) and run them in a temporary folder."""
+    import tempfile
+
+    import simkv
+
+    cfg = simkv.compose(["output.plot=false", "output.progress=false", *overrides])
+    with tempfile.TemporaryDirectory() as d:
+        res = simkv.simulate(cfg, d)
+        return Run(res.summary, res.requests, pd.read_parquet(Path(d) / "instances.parquet"))
+
+
 def data_dir() -> Path | None:
     """The shared data folder: ``$SIMKV_DATA``, else the first ``shared/data`` found in the
     parents of this checkout (``../shared/data`` in CI, ``/work/shared/data`` from a
