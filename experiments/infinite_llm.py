@@ -118,9 +118,13 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     tlo, thi = PAPER["throughput_x"]
     return [
         Headline("Infinite-LLM (arXiv 2401.02669)", "longest context served, DistAttention / "
-                 "one instance's KV", f"{lo}-{hi}x", f"{ctx.min():.1f}-{ctx.max():.1f}x "
-                 f"({by.index.min()}-{by.index.max()} instances)",
-                 overlaps((lo, hi), (ctx.min(), ctx.max())), ""),
+                 "local serving (the longest request one instance served)", f"{lo}-{hi}x",
+                 f"{ctx.min():.1f}-{ctx.max():.1f}x ({by.index.min()}-{by.index.max()} instances)",
+                 # Agreement: simkv's range inside the paper's, widened by 25% at both ends.
+                 bool(ctx.min() >= lo * 0.75 and ctx.max() <= hi * 1.25),
+                 "direction holds; the ratio grows with the cluster up to n x (1 - reserve) of one "
+                 "instance, so at 16-32 instances simkv exceeds the paper's 19x, which is two "
+                 "thirds of that bound (docs/CLUSTER.md)"),
         Headline("Infinite-LLM", "throughput, DistAttention / best baseline", f"{tlo}-{thi}x",
                  f"{thr.min():.2f}-{thr.max():.2f}x", overlaps((tlo, thi), (thr.min(), thr.max())),
                  "measured on a mix every mode can serve (memory-bound batches)"),
