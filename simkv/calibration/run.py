@@ -40,7 +40,8 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
 
 
-def timed(make: Callable[[], Any], run: Callable[[Any], Any], bytes_per_call: float) -> float:
+def timed(make: Callable[[], Any], run: Callable[[Any], Any], bytes_per_call: float,
+          warmup_ms: int = 25, rep_ms: int = 100) -> float:
     """Median ms of run(inputs), cycling through enough input sets to defeat the L2 cache."""
     sets = max(1, min(8, int(4 * L2_BYTES // max(bytes_per_call, 1)) + 1))
     inputs = [make() for _ in range(sets)]
@@ -50,7 +51,7 @@ def timed(make: Callable[[], Any], run: Callable[[Any], Any], bytes_per_call: fl
         state["i"] = (state["i"] + 1) % sets
         run(inputs[state["i"]])
 
-    return float(do_bench(call, warmup=25, rep=100, return_mode="median"))
+    return float(do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
 class Writer:
@@ -114,15 +115,7 @@ def bench_gemm_shapes(out: Path, quick: bool) -> None:
 
 def timed_fast(make: Callable[[], Any], run: Callable[[Any], Any], bytes_per_call: float) -> float:
     """``timed`` with a shorter warm-up and repeat: a thousand shapes in a device call."""
-    sets = max(1, min(8, int(4 * L2_BYTES // max(bytes_per_call, 1)) + 1))
-    inputs = [make() for _ in range(sets)]
-    state = {"i": 0}
-
-    def call() -> None:
-        state["i"] = (state["i"] + 1) % sets
-        run(inputs[state["i"]])
-
-    return float(do_bench(call, warmup=5, rep=20, return_mode="median"))
+    return timed(make, run, bytes_per_call, warmup_ms=5, rep_ms=20)
 
 
 def _rms_norm_op(x: tuple[torch.Tensor, ...]) -> torch.Tensor:
