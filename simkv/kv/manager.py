@@ -461,8 +461,19 @@ class KVManager:
 
     # --- tool-call KV -----------------------------------------------------------------------
     def _pin_session(self, session: int, keys: tuple[int, ...], ttl: float, now: float) -> None:
+        """Keep ``keys`` out of eviction over [now, now + ttl): the KV survives a tool call
+        only because the next call comes while it is pinned (Continuum's model).
+
+        A TTL of zero protects nothing, so the KV is released as plain cache at once, exactly
+        as ``drop`` does. (A zero-time pin used to outlive the engine's next plan at the same
+        instant, the one that admits other requests before the next call can arrive, and gave
+        ttl_s=0 a free hand-over: docs/MEMORY.md, "A zero-length tool call".)
+        """
         self.end_session_pin(session, now)
         if not keys:
+            return
+        if ttl <= 0:
+            self.hbm.unpin_chain(keys, now)
             return
         self._pin_epoch += 1
         pin = _SessionPin(keys, now, self._pin_epoch)
