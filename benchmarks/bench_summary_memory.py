@@ -70,7 +70,7 @@ from simkv.metrics.summary import summarise
 path = Path(sys.argv[1])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()
-summary = summarise(path, gpus=8, slo={"ttft_s": 2.0, "tpot_s": 0.1}, extra={})
+summary = summarise(path, gpu_hours=8.0, slo={"ttft_s": 2.0, "tpot_s": 0.1}, extra={})
 t_summary = time.perf_counter() - t
 after_summary = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 plot_run(path, summary, path.with_suffix(".png"), "bench")

@@ -276,8 +276,10 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
     replicas: list[Replica] = cluster.replicas
     first = next(iter(cluster.pools.values()))
     capacity = first.capacity(first.base.dp)
-    gpus = sum(p.cfg.instances * p.base.gpus for p in cluster.pools.values())
-    summary = summarise(out / "requests.parquet", gpus=gpus,
+    # GPU-hours from the instances' transitions over the run (metrics/cluster.gpu_seconds).
+    section = cluster_summary(cluster, out / "instances.parquet", out / "requests.parquet",
+                              cluster.last_done_s)
+    summary = summarise(out / "requests.parquet", gpu_hours=section["gpu_hours"],
                         slo={"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s},
                         extra={
                             "simkv_version": __version__, "config_hash": digest,
@@ -291,8 +293,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                             },
                             **({"memory": memory_summary(cluster)} if cluster.memory else {}),
                             **scheduler_summary(replicas),
-                            "cluster": cluster_summary(cluster, out / "instances.parquet",
-                                                       out / "requests.parquet", env.now),
+                            "cluster": section,
                         })
     write_json(out / "summary.json", summary)
     result = SimResult(out, summary, doc)

@@ -94,7 +94,7 @@ def test_streamed_summary_equals_the_whole_table(tmp_path, monkeypatch, override
     # Small selection buffers and small session merges: every multi-pass path is taken.
     monkeypatch.setattr(OrderStatistics.__init__, "__defaults__", (8,))
     monkeypatch.setattr(summary_mod, "BATCH_ROWS", 64)
-    s = summary_mod.summarise(path, gpus=1, slo={"ttft_s": 2.0, "tpot_s": 0.1}, extra={})
+    s = summary_mod.summarise(path, gpu_hours=1.0, slo={"ttft_s": 2.0, "tpot_s": 0.1}, extra={})
     prefix = s["prefix_cache"]
     for col, got in (("ttft_s", s["ttft_s"]), ("tpot_s", s["tpot_s"]), ("e2e_s", s["e2e_s"]),
                      ("kv_wait_s", prefix["kv_wait_s"])):

@@ -77,6 +77,7 @@ class Cluster:
         self._i = 0
         self.next_id = 0
         self.completed = 0
+        self.last_done_s = 0.0  # the run's end: the last completion or rejection
         self.pending_followups = 0
         self.arrivals_done = False
 
@@ -267,6 +268,7 @@ class Cluster:
             self.handoff.prefilled(req, self.replicas[req.replica], now)  # type: ignore[union-attr]
             return
         self.recorder.request(req)
+        self.last_done_s = max(self.last_done_s, now)
         if req.pool >= 0 and req.state is State.FINISHED:
             pool = self.replicas[req.replica].pool
             pool.finished += 1

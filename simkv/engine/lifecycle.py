@@ -43,6 +43,10 @@ SCALING = "scaling"
 DRAINING = "draining"
 STOPPED = "stopped"
 STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING, STOPPED)
+# States in which an instance holds no GPUs (its row's ``gpus`` is what it held before). Cost
+# is integrated from the transitions over every other state (metrics/cluster.gpu_seconds), so
+# a new state is paid for unless it is listed here (a terminal one, e.g. failed, belongs here).
+RELEASED = frozenset({STOPPED})
 
 
 @dataclass(slots=True)

@@ -14,29 +14,47 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from simkv.engine.lifecycle import STATES, STOPPED
+from simkv.engine.lifecycle import RELEASED, STATES, STOPPED
 
 
 def state_seconds(rows: pd.DataFrame, end_s: float) -> pd.DataFrame:
-    """One row per (instance, state interval): pool, state, seconds, GPU-seconds."""
+    """One row per (instance, state interval) inside the run's window [0, ``end_s``]: pool,
+    state, seconds, GPU-seconds. An interval lasts from its transition to the instance's
+    next one (or the window's end); states in ``lifecycle.RELEASED`` hold no GPUs."""
     rows = rows.sort_values(["instance", "time_s"], kind="stable")
-    nxt = rows.groupby("instance")["time_s"].shift(-1).fillna(end_s)
-    seconds = (nxt - rows["time_s"]).clip(lower=0.0)
+    t = rows["time_s"].clip(upper=end_s)
+    nxt = rows.groupby("instance")["time_s"].shift(-1).fillna(end_s).clip(upper=end_s)
+    seconds = (nxt - t).clip(lower=0.0)
     out = pd.DataFrame({"instance": rows["instance"], "pool": rows["pool"],
                         "state": rows["to_state"], "seconds": seconds,
                         "gpu_seconds": seconds * rows["gpus"]})
-    return out[out["state"] != STOPPED]
+    return out[~out["state"].isin(RELEASED)]
+
+
+def gpu_seconds(rows: pd.DataFrame, end_s: float) -> dict[str, float]:
+    """GPU-seconds per pool, integrated from the instances' transitions over [0, ``end_s``].
+
+    The one source of every figure that says GPU-hours or cost (summary.json's top level,
+    the terminal line, each pool's ``gpu_hours`` and ``cost``): whatever starts, resizes,
+    drains or stops an instance is counted because it is a recorded transition.
+    """
+    spans = state_seconds(rows, end_s)
+    return {str(k): float(v) for k, v in spans.groupby("pool")["gpu_seconds"].sum().items()}
 
 
 def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end_s: float
                     ) -> dict[str, Any]:
+    """The section, over the run's window [0, ``end_s``]: from the start, where the initial
+    instances serve, to the last request's completion or rejection (a controller's last
+    tick or a pin's expiry afterwards is not the cluster's work)."""
     rows = pd.read_parquet(instances_path)
     spans = state_seconds(rows, end_s)
+    paid = gpu_seconds(rows, end_s)
     pools: dict[str, Any] = {}
     for name, pool in cluster.pools.items():
         mine = spans[spans["pool"] == name]
         per_state = mine.groupby("state")["seconds"].sum()
-        gpu_hours = float(mine["gpu_seconds"].sum()) / 3600.0
+        gpu_hours = paid.get(name, 0.0) / 3600.0
         started = rows[(rows["pool"] == name) & (rows["from_state"] == "none")]
         pools[name] = {
             "model": pool.model.name, "hardware": pool.hw.name, "layout": str(pool.base),
@@ -48,6 +66,7 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
     out: dict[str, Any] = {
         "pools": pools,
         "gpu_hours": sum(p["gpu_hours"] for p in pools.values()),
+        "window_s": [0.0, end_s],
         "weight_bytes_loaded": cluster.lifecycle.weight_bytes_loaded,
         "links": cluster.topology.link_stats(),
     }

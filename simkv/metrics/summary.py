@@ -149,8 +149,11 @@ def _reduce(ids: np.ndarray, cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, 
                         np.logical_and.reduceat(ok, start), np.add.reduceat(calls, start))
 
 
-def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: dict[str, Any]
-              ) -> dict[str, Any]:
+def summarise(requests_path: Path, *, gpu_hours: float, slo: dict[str, float],
+              extra: dict[str, Any]) -> dict[str, Any]:
+    """summary.json from requests.parquet, streamed. ``gpu_hours`` comes from the instances'
+    transitions (metrics/cluster.gpu_seconds), the one source of every cost figure: the
+    GPUs serving at t = 0 times the makespan ignored every instance started or stopped."""
     cols = ["status", "reject_reason", "arrival_s", "completion_s", "prompt_tokens",
             "output_tokens", "preemptions", "ttft_s", "tpot_s", "e2e_s", "slo_met", "session",
             "cached_tokens", "cached_hbm_tokens", "cached_dram_tokens", "cached_disk_tokens",
@@ -250,7 +253,7 @@ def summarise(requests_path: Path, *, gpus: int, slo: dict[str, float], extra: d
         "busy": {"window_s": BUSY_WINDOW_S, "busy_s": busy_s,
                  "fraction_of_makespan": min(busy_s / span, 1.0) if n_done else 0.0},
         "makespan_s": span,
-        "gpu_hours": gpus * span / 3600.0,
+        "gpu_hours": gpu_hours,
         "prefix_cache": prefix_cache,
         "sessions": _sessions(sessions),
     }
