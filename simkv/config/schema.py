@@ -303,6 +303,11 @@ class EngineConfig:
     # time per MoE layer per step (routing, sorting, gathers) and per routed expert FLOP.
     moe_layer_overhead_s: float = bounded(0.0, ge=0)
     moe_expert_flop_s: float = bounded(0.0, ge=0)
+    # CUDA-graph capture, for schedulers that know when the engine meets a new graph shape
+    # (scheduler=transformers with cuda_graphs=on_first_use): such an iteration costs this much
+    # more, plus graph_capture_factor times its own price (an eager forward beside the capture).
+    graph_capture_s: float = bounded(0.0, ge=0)
+    graph_capture_factor: float = bounded(0.0, ge=0)
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = bounded(4096, ge=1)
     # Raise LivelockError after this many consecutive iterations with no request finishing.

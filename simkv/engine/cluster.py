@@ -108,7 +108,7 @@ class Cluster:
         kv = (build_kv_manager(cfg, env, cost, blocks, self.memory, i)
               if self.memory is not None else None)
         sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward,
-                      kv_policy=pool.kv_policy, model=pool.model)
+                      kv_policy=pool.kv_policy, model=pool.model, engine=cfg.engine)
         if dp > 1:
             sched.scale_seats(dp)
         if pool.cfg.role == "decode":

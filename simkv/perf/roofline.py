@@ -551,6 +551,9 @@ class CostModel:
 
             return step_run_times(self, out)
         if out.num_iterations == 1:
+            if out.capture:  # a CUDA graph recorded on first sight (transformers scheduler)
+                t = self.iteration_time(out)
+                return t + self.engine.graph_capture_s + self.engine.graph_capture_factor * t
             return self.iteration_time(out)
         if out.prefill_tokens:
             first = self.iteration_time(out)

@@ -5,6 +5,10 @@ from simkv.policies.scheduler.continuum import ContinuumScheduler, ContinuumSche
 from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
 from simkv.policies.scheduler.kvshare import KVShareScheduler, KVShareSchedulerConfig
 from simkv.policies.scheduler.static import StaticScheduler, StaticSchedulerConfig
+from simkv.policies.scheduler.transformers_cb import (
+    TransformersScheduler,
+    TransformersSchedulerConfig,
+)
 from simkv.policies.scheduler.vllm import VLLMScheduler, VLLMSchedulerConfig
 
 __all__ = [
@@ -18,6 +22,8 @@ __all__ = [
     "SchedulerOutput",
     "StaticScheduler",
     "StaticSchedulerConfig",
+    "TransformersScheduler",
+    "TransformersSchedulerConfig",
     "VLLMScheduler",
     "VLLMSchedulerConfig",
 ]

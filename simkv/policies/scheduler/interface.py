@@ -91,6 +91,9 @@ class SchedulerOutput:
     padded: bool = False
     # Steps that are not plain decodes, or extra prefill work (None: none).
     steps: StepPlan | None = None
+    # The engine records a CUDA graph in this iteration (its shape's first time): the cost
+    # model adds the engine's capture cost (engine.graph_capture_*; transformers scheduler).
+    capture: bool = False
 
 
 class Scheduler(Protocol):
