@@ -153,11 +153,10 @@ def engine_base(run: Run) -> EngineConfig:
 def sim_config(run: Run, profile: str, engine: EngineConfig) -> SimConfig:
     from simkv.config.schema import ClusterConfig, HardwareConfig, KVConfig, OutputConfig
     from simkv.policies.router import RoundRobinConfig
-    from simkv.policies.scheduler import VLLMSchedulerConfig
+    from simkv.validation.schedule import limits
     from simkv.workload import TraceWorkloadConfig
 
     e = run.engine
-    budget = int(e["PagedAttentionCache.max_batch_tokens"])
     return SimConfig(
         model=run.spec,
         hardware=HardwareConfig(profile=profile),
@@ -165,8 +164,7 @@ def sim_config(run: Run, profile: str, engine: EngineConfig) -> SimConfig:
         kv=KVConfig(block_size=int(e["PagedAttentionCache.block_size"]),
                     num_gpu_blocks_override=int(e["PagedAttentionCache.num_blocks"]),
                     prefix_caching=False),
-        scheduler=VLLMSchedulerConfig(max_num_seqs=min(256, budget), max_num_batched_tokens=budget,
-                                      chunked_prefill=True),
+        scheduler=limits(e).config(),
         router=RoundRobinConfig(),
         workload=TraceWorkloadConfig(path="", rebase=False),
         engine=engine,
