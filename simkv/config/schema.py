@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simkv.config.bounds import ConfigError, bounded, check, require
+from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
 from simkv.entities.model import ModelSpec
 
 log = logging.getLogger("simkv")
@@ -45,8 +46,8 @@ class ClusterConfig:
 
     replicas: int = bounded(2, ge=1)
     tensor_parallel: int = bounded(1, ge=1)
-    # NOTE: pipeline stages split the layers (memory) but are modelled without micro-batch
-    # overlap, so an iteration takes the sum of its stages: docs/ARCHITECTURE.md.
+    # NOTE: pipeline stages split the layers; without `pipeline.micro_batches` an iteration
+    # takes the sum of its stages (docs/PARALLELISM.md).
     pipeline_parallel: int = bounded(1, ge=1)
     # Bounds an autoscaler keeps the replica count within (None: replicas, i.e. fixed).
     min_replicas: int | None = bounded(None, ge=1)
@@ -363,6 +364,9 @@ class SimConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # Pipeline micro-batches and collectives on the fabric (docs/PARALLELISM.md).
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    collectives: CollectivesConfig = field(default_factory=CollectivesConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -462,3 +466,4 @@ class SimConfig:
                         "chunked prefill: vLLM refuses this; simkv rejects (token_budget) every "
                         "request whose prompt + output - 1 tokens exceed the budget",
                         budget, m.max_model_len)
+        check_parallel(self)

@@ -22,6 +22,7 @@ from simkv.entities.model import ModelSpec
 from simkv.kv.tiers import NodeProfile
 from simkv.perf.expert_parallel import AllToAllLinks
 from simkv.perf.options import configure_cost
+from simkv.perf.pipeline import pipelined
 from simkv.perf.roofline import CostModel
 from simkv.registry import build, name_of
 
@@ -178,6 +179,7 @@ class Pool:
                 cost, cap = self._on_drives(cost, tier)
                 configure_cost(cost, self.sim, node)
                 self._caps[dp] = cap
+            cost = pipelined(cost, self.sim.pipeline)  # the plain cost without micro-batches
             self._costs[dp] = cost
         return cost
 

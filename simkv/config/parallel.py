@@ -1,0 +1,107 @@
+"""Configs of the parallel execution models of issue 23: pipeline micro-batches and the
+collectives on the cluster's links (docs/PARALLELISM.md has every parameter and its source).
+
+They live apart from ``schema.py`` (which only holds a field of each) so the rules that tie
+them to the rest of the run stay beside them: ``check_parallel(sim)`` is called by
+``SimConfig.validate`` and refuses, in one line naming the key, a value that could not act.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from simkv.config.bounds import bounded, meta, require
+
+PIPELINE_SCHEDULES = ("continuous", "per_iteration")
+
+
+@dataclass(slots=True)
+class PipelineConfig:
+    """Micro-batches in a pipeline-parallel instance (docs/PARALLELISM.md, "Pipeline").
+
+    ``micro_batches=1`` (the default) runs the stages back to back, as simkv always did: an
+    iteration takes the sum of its stages. With m > 1 the batch is split into m micro-batches
+    of different sequences that flow through the stages one after another.
+    ``continuous``: micro-batches stay in flight across iterations (vLLM's virtual engines,
+    Vidur's replica scheduler keeping up to PP batches running), so an iteration takes
+    max(m x slowest stage, one micro-batch through every stage); ``per_iteration``: the
+    pipeline fills and drains every iteration (GPipe's schedule, forward only), so an
+    iteration takes the sum of the stages plus (m - 1) x the slowest stage.
+    """
+
+    micro_batches: int = bounded(1, ge=1)
+    schedule: str = bounded("continuous", choices=PIPELINE_SCHEDULES)
+    # Layers per stage (vLLM's VLLM_PP_LAYER_PARTITION); empty: an even split. Stage
+    # imbalance comes from an uneven partition and from the LM head on the last stage.
+    layer_partition: list[int] = field(default_factory=list, metadata=meta(ge=1))
+
+
+@dataclass(slots=True)
+class CollectivesConfig:
+    """Collectives on the cluster's links (docs/PARALLELISM.md, "Collectives on the fabric").
+
+    ``on_fabric=false`` (the default) prices TP all-reduce, EP all-to-all and PP send/recv from
+    the link bandwidths alone, as simkv always did. ``true``: each instance's collectives also
+    occupy the fabric's links (its GPUs' NVLink, its nodes' RDMA NICs) for the run they belong
+    to, at their average rate, so KV transfers on those links get the rest of the bandwidth;
+    and a collective that finds transfers on its links gets a fair share of them while it runs.
+    """
+
+    on_fabric: bool = False
+
+
+def check_parallel(sim: Any) -> None:
+    """Rules tying ``pipeline`` and ``collectives`` to the rest of the run (ConfigError)."""
+    pipe = sim.pipeline
+    pools = list(sim.pools.values()) if sim.pools else None
+    pps = [p.pipeline_parallel for p in pools] if pools else [sim.cluster.pipeline_parallel]
+    if pipe.micro_batches > 1:
+        require(max(pps) > 1, f"pipeline.micro_batches={pipe.micro_batches} cannot act: every "
+                              f"pool has pipeline_parallel=1 (set cluster.pipeline_parallel or "
+                              f"pools.<name>.pipeline_parallel > 1)")
+        why = _plain_iterations_only(sim)
+        require(not why, f"pipeline.micro_batches > 1 prices plain iterations and cannot be "
+                         f"combined with {why}")
+    else:
+        require(pipe.schedule == "continuous",
+                f"pipeline.schedule={pipe.schedule} cannot act with pipeline.micro_batches=1 "
+                f"(the stages run back to back)")
+    if pipe.layer_partition:
+        require(pipe.micro_batches > 1 or max(pps) > 1,
+                "pipeline.layer_partition cannot act: every pool has pipeline_parallel=1")
+        for pp in set(pps):
+            if pp == 1:
+                continue
+            require(len(pipe.layer_partition) == pp,
+                    f"pipeline.layer_partition: expected {pp} stages (pipeline_parallel), got "
+                    f"{len(pipe.layer_partition)}")
+        total = sum(pipe.layer_partition)
+        layers = sim.model.num_layers if not pools or all(p.model is None for p in pools) else None
+        require(layers is None or total == layers,
+                f"pipeline.layer_partition: the stages' layers must sum to model.num_layers "
+                f"({layers}), got {total}")
+
+
+def _plain_iterations_only(sim: Any) -> str:
+    """What in the run changes an iteration's cost beyond the plain roofline path (the
+    pipelined cost model splits plain iterations into micro-batches only)."""
+    from simkv.registry import name_of
+
+    if sim.kv.allocator.kind != "paged":
+        return f"kv.allocator.kind={sim.kv.allocator.kind}"
+    if sim.weights.gpu_fraction < 1.0:
+        return "weights.gpu_fraction < 1"
+    if sim.engine.kv_padding_tokens > 0:
+        return "engine.kv_padding_tokens > 0"
+    if sim.kv_policy is not None and name_of(sim.kv_policy) != "full":
+        return f"kv_policy={name_of(sim.kv_policy)}"
+    if sim.model.kind != "autoregressive":
+        return f"a {sim.model.kind} model"
+    if sim.offload is not None:
+        from simkv.registry import build
+
+        p = build(sim.offload)
+        if p.attention_in_storage or p.kv_on_ssd or p.kv_on_dram:
+            return f"offload={name_of(sim.offload)}"
+    return ""
