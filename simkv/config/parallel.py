@@ -1,5 +1,5 @@
-"""Configs of the parallel execution models of issue 23: pipeline micro-batches and the
-collectives on the cluster's links (docs/PARALLELISM.md has every parameter and its source).
+"""Configs of the parallel execution models of issue 23 (docs/PARALLELISM.md has every
+parameter and its source).
 
 They live apart from ``schema.py`` (which only holds a field of each) so the rules that tie
 them to the rest of the run stay beside them: ``check_parallel(sim)`` is called by
@@ -37,22 +37,8 @@ class PipelineConfig:
     layer_partition: list[int] = field(default_factory=list, metadata=meta(ge=1))
 
 
-@dataclass(slots=True)
-class CollectivesConfig:
-    """Collectives on the cluster's links (docs/PARALLELISM.md, "Collectives on the fabric").
-
-    ``on_fabric=false`` (the default) prices TP all-reduce, EP all-to-all and PP send/recv from
-    the link bandwidths alone, as simkv always did. ``true``: each instance's collectives also
-    occupy the fabric's links (its GPUs' NVLink, its nodes' RDMA NICs) for the run they belong
-    to, at their average rate, so KV transfers on those links get the rest of the bandwidth;
-    and a collective that finds transfers on its links gets a fair share of them while it runs.
-    """
-
-    on_fabric: bool = False
-
-
 def check_parallel(sim: Any) -> None:
-    """Rules tying ``pipeline`` and ``collectives`` to the rest of the run (ConfigError)."""
+    """Rules tying ``pipeline`` to the rest of the run (ConfigError)."""
     pipe = sim.pipeline
     pools = list(sim.pools.values()) if sim.pools else None
     pps = [p.pipeline_parallel for p in pools] if pools else [sim.cluster.pipeline_parallel]
