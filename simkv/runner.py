@@ -39,7 +39,7 @@ from simkv.results import SimResult
 log = logging.getLogger("simkv")
 
 POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                   "kv_policy", "kv_pool")
+                   "kv_policy", "kv_pool", "predictor")
 
 
 def _memory_defaults(cfg: SimConfig) -> None:
@@ -65,6 +65,10 @@ def _memory_defaults(cfg: SimConfig) -> None:
         from simkv.policies.kv_pool import NoKVPoolConfig
 
         cfg.kv_pool = NoKVPoolConfig()
+    if cfg.predictor is None:
+        from simkv.policies.predictor import RunningMeanPredictorConfig
+
+        cfg.predictor = RunningMeanPredictorConfig()
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:

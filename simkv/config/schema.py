@@ -7,7 +7,7 @@ these dataclasses (attribute access on a DictConfig is ~700x slower: STACK.md).
 
 ``slots=True`` but not frozen: Hydra refuses overrides on frozen nodes.
 Policy sections (``scheduler``, ``router``, ``workload``, ``eviction``, ``offload``,
-``tool_kv``, ``autoscaler``, ``kv_policy``, ``kv_pool``) are typed ``Any`` here because each
+``tool_kv``, ``autoscaler``, ``kv_policy``, ``kv_pool``, ``predictor``) are typed ``Any`` here because each
 registered policy brings its own dataclass; ``simkv.registry.build`` dispatches on it.
 """
 
@@ -357,6 +357,9 @@ class SimConfig:
     kv_policy: Any = None
     # Memory borrowed across instances (DistAttention): none or distattention.
     kv_pool: Any = None
+    # What routers and schedulers believe a request's output length is (running_mean, fixed,
+    # or oracle: the trace's true length, which no real system has).
+    predictor: Any = None
     # Several pools (heterogeneous GPUs, other layouts) instead of `cluster`'s one pool.
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     moe: MoEConfig = field(default_factory=MoEConfig)

@@ -23,7 +23,7 @@ from simkv.entities.hardware import shipped_profiles
 
 _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                 "kv_policy", "kv_pool")
+                 "kv_policy", "kv_pool", "predictor")
 # Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
 SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", *POLICY_GROUPS)
 
@@ -42,6 +42,7 @@ GROUP_HELP = {
     "tool_kv": "what happens to an agent's KV while a tool runs",
     "kv_policy": "per-sequence KV budgets and model kinds (H2O, SentenceKV, ...; docs/KV_METHODS.md)",
     "kv_pool": "KV memory shared across instances (DistAttention: borrow blocks from others)",
+    "predictor": "the output length routers and schedulers expect (running mean; oracle: the true one)",
     "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE)",
 }
 HELP_HEADER = """simkv: a trace-driven discrete-event simulator of LLM serving clusters.

@@ -66,7 +66,10 @@ class Cluster:
         self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
                                    self._start_serving, self._stop_serving, self._rehome)
         self.lifecycle.on_stop = lambda r: self.kv_pool.detach(r)
-        self.router = build(cfg.router, rng=router_rng)
+        # What routers and schedulers believe an output length is (never the trace's own
+        # unless predictor=oracle): one predictor for the cluster, taught by completions.
+        self.predictor = build(cfg.predictor)
+        self.router = build(cfg.router, rng=router_rng, predictor=self.predictor)
         self.handoff = self._disaggregation(cfg, router_rng)
         self.kv_pool = build(cfg.kv_pool)
         for pool in self.pools.values():
@@ -93,7 +96,8 @@ class Cluster:
         if not hasattr(implementation(cfg.scheduler), "release_held"):
             raise ValueError("disaggregated pools need a continuous-batching scheduler "
                              "(scheduler=vllm or continuum)")
-        return Handoff(cfg.disagg, self.topology, rng, self._submit_decode, self._reject)
+        return Handoff(cfg.disagg, self.topology, rng, self._submit_decode, self._reject,
+                       self.predictor)
 
     # --- instances ----------------------------------------------------------------------
     def _new_instance(self, pool: Pool, dp: int, slots: Slots, state: str) -> Replica:
@@ -108,7 +112,8 @@ class Cluster:
         kv = (build_kv_manager(cfg, env, cost, blocks, self.memory, i)
               if self.memory is not None else None)
         sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward,
-                      kv_policy=pool.kv_policy, model=pool.model, engine=cfg.engine)
+                      kv_policy=pool.kv_policy, model=pool.model, engine=cfg.engine,
+                      predictor=self.predictor)
         if dp > 1:
             sched.scale_seats(dp)
         if pool.cfg.role == "decode":
@@ -119,6 +124,7 @@ class Cluster:
         replica.pool, replica.state, replica.dp = pool, state, dp
         replica.slots, replica.gpus = slots, len(slots.gpus)
         replica.work_rate = pool.work_rate(dp)
+        replica.predictor = self.predictor
         replica.kv = kv
         if kv is not None:
             to_scheduler = kv.on_loaded
@@ -269,6 +275,8 @@ class Cluster:
             return
         self.recorder.request(req)
         self.last_done_s = max(self.last_done_s, now)
+        if req.state is State.FINISHED:
+            self.predictor.observe(req)
         if req.pool >= 0 and req.state is State.FINISHED:
             pool = self.replicas[req.replica].pool
             pool.finished += 1

@@ -48,14 +48,14 @@ class HandoffStats:
 class Handoff:
     def __init__(self, cfg: DisaggConfig, topology: Any, rng: np.random.Generator,
                  submit: Callable[[Any, Request], None],
-                 reject: Callable[[Request, str], None]) -> None:
+                 reject: Callable[[Request, str], None], predictor: Any = None) -> None:
         self.cfg = cfg
         self.topology = topology
         try:
             router_cfg = config_for("router", cfg.decode_router)
         except KeyError as exc:
             raise ValueError(f"disagg.decode_router: {exc.args[0]}") from None
-        self.router = build(router_cfg, rng=rng)
+        self.router = build(router_cfg, rng=rng, predictor=predictor)
         self.decoding: list[Any] = []
         # Serving decode instances per node, for the same-node preference in O(1).
         self.by_node: dict[int, list[Any]] = {}

@@ -27,6 +27,7 @@ from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
 if TYPE_CHECKING:
     from simkv.engine.pool import Pool
     from simkv.engine.topology import Slots
+    from simkv.policies.predictor.interface import OutputPredictor
 
 
 class LivelockError(RuntimeError):
@@ -47,9 +48,13 @@ class Replica:
         self.iterations = iterations
         self.observer = observer
         self.livelock_limit = engine.livelock_iterations
-        # Load, as routers see it.
+        # Load, as routers see it: prompt tokens plus the *predicted* output of each request
+        # here (no router knows a true output length); ``_charged`` remembers what each
+        # request added, so what leaves is exactly what came.
         self.outstanding_requests = 0
         self.outstanding_tokens = 0
+        self._charged: dict[int, int] = {}
+        self.predictor: OutputPredictor = None  # type: ignore[assignment]  # set by the cluster
         # Run in progress.
         self.busy = False
         self.epoch = 0
@@ -92,8 +97,16 @@ class Replica:
         req.pool = self.pool.index
         self.scheduler.add_request(req)
         self.outstanding_requests += 1
-        self.outstanding_tokens += req.prompt_tokens + req.output_tokens
+        # A prefill copy (disaggregated serving) generates exactly its first token here.
+        out = 1 if req.parent is not None else self.predictor.predict(req)
+        tokens = req.prompt_tokens + out
+        self._charged[req.id] = tokens
+        self.outstanding_tokens += tokens
         self.poke()
+
+    def _discharge(self, req: Request) -> None:
+        self.outstanding_requests -= 1
+        self.outstanding_tokens -= self._charged.pop(req.id)
 
     # --- what routers may read ----------------------------------------------------------
     def cached_tokens(self, req: Request) -> int:
@@ -121,8 +134,7 @@ class Replica:
         reqs = (self.scheduler.evacuate(self.env.now) if everything
                 else self.scheduler.take_waiting())
         for req in reqs:
-            self.outstanding_requests -= 1
-            self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+            self._discharge(req)
         return reqs
 
     def poke(self) -> None:
@@ -187,8 +199,7 @@ class Replica:
         if finished:
             self._idle_iterations = 0
             for req in finished:
-                self.outstanding_requests -= 1
-                self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+                self._discharge(req)
                 self.on_finish(req, req.finish)
             give_back = self.scheduler.pool.give_back
             if give_back is not None:

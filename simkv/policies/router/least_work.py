@@ -4,6 +4,10 @@ In a cluster of different GPUs (an H100 pool beside an A100 pool) "fewest outsta
 sends a slow instance as much as a fast one; dividing by each instance's token rate (its
 pool's layout on its GPU, from the cost model) balances expected *time* instead. Equal to
 least_outstanding when all instances are alike. Ties go to the earliest-started instance.
+
+A request's size is its prompt plus the output the cluster's predictor expects (config group
+``predictor``): a router cannot know the true output length; ``predictor=oracle`` measures
+what knowing it would be worth.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simkv.entities.request import Request
+from simkv.policies.predictor.interface import OutputPredictor
 from simkv.policies.router.interface import ReplicaLoad
 from simkv.registry import register
 
@@ -22,13 +27,16 @@ class LeastWorkConfig:
 
 @register("router", "least_work", LeastWorkConfig)
 class LeastWork:
-    def __init__(self, cfg: LeastWorkConfig, **_: object) -> None:
-        pass
+    def __init__(self, cfg: LeastWorkConfig, predictor: OutputPredictor | None = None,
+                 **_: object) -> None:
+        if predictor is None:
+            raise ValueError("router=least_work needs the cluster's output predictor")
+        self.predictor = predictor
 
     def route(self, req: Request, replicas: list[ReplicaLoad], now: float) -> int:
         best = 0
         # The request's own tokens count too: an idle slow instance is not free.
-        size = req.prompt_tokens + req.output_tokens
+        size = req.prompt_tokens + self.predictor.predict(req)
         best_t = (replicas[0].outstanding_tokens + size) / replicas[0].work_rate
         for i in range(1, len(replicas)):
             r = replicas[i]

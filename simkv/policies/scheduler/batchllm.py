@@ -14,12 +14,13 @@ resident for the batch's whole life. BatchLLM makes the sharing explicit:
   prefills the group's prefix and the others wait until it is cached (``hold``), so the
   prefix is computed once and its blocks live only while its group runs;
 * **decode-first order**: groups, and requests within a group, in decreasing share of
-  decoding (output over prompt tokens), so decode-heavy requests start early and their
-  decodes fill the iterations of the later prefills;
+  decoding (expected output over prompt tokens), so decode-heavy requests start early and
+  their decodes fill the iterations of the later prefills;
 * **memory-centric token batching** (``memory_centric``): instead of a cap of
   ``max_num_seqs`` sequences, requests are admitted while the KV of their whole sequence
-  (prompt + output, known in an offline batch) fits beside the reservations of those
-  running: the batch grows as large as memory allows, and nothing is ever preempted; and
+  (prompt + expected output) fits beside the reservations of those running: the batch
+  grows as large as memory allows, and nothing is preempted unless outputs outgrow their
+  expectation; and
   decode tokens no longer take the token budget of the prefill chunks, so an iteration's
   token batch grows with the decode batch instead of being capped at
   ``max_num_batched_tokens``.
@@ -30,9 +31,11 @@ resident for the batch's whole life. BatchLLM makes the sharing explicit:
   roofline prices attention by the context read, its FLOPs: decode attention is
   memory-bound, so the FLOPs understated do not set the time).
 
-Output lengths are taken as known (the batch's ``max_tokens``; here the requests' own). Left
-out: the fused kernel's effect on prefill chunks (a follower's suffix still reads the prefix
-on its own), and BatchLLM's handling of requests without a shared prefix beyond the order.
+Output lengths are what the cluster's predictor expects (config group ``predictor``: by
+default the running mean of finished requests; ``predictor=oracle`` gives the requests' own,
+as an offline batch whose outputs were known would). Left out: the fused kernel's effect on
+prefill chunks (a follower's suffix still reads the prefix on its own), and BatchLLM's
+handling of requests without a shared prefix beyond the order.
 ``batch_stats`` counts, per shared granule, how often it was computed (summary.json, section
 ``batchllm``).
 """
@@ -42,6 +45,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from simkv.config.bounds import bounded
 from simkv.entities.request import Request, State
@@ -95,6 +99,10 @@ class _Trie:
 class BatchLLMScheduler(VLLMScheduler):
     def __init__(self, cfg: BatchLLMSchedulerConfig, **deps: object) -> None:
         super().__init__(cfg, **deps)  # type: ignore[arg-type]
+        predictor = deps.get("predictor")
+        if predictor is None:
+            raise ValueError("scheduler=batchllm needs the cluster's output predictor")
+        self.predictor: Any = predictor
         if not self._plain:
             raise ValueError("scheduler=batchllm runs full KV of autoregressive models (kv_policy=full)")
         self.batch = cfg
@@ -142,15 +150,17 @@ class BatchLLMScheduler(VLLMScheduler):
             groups.setdefault(self._group(r), []).append(r)
         self.batch_stats["groups"] = sum(1 for g, rs in groups.items() if g and len(rs) > 1)
 
+        predict = self.predictor.predict
+
         def ratio(rs: list[Request]) -> float:
-            return sum(r.output_tokens for r in rs) / max(1, sum(r.prompt_tokens for r in rs))
+            return sum(predict(r) for r in rs) / max(1, sum(r.prompt_tokens for r in rs))
 
         order = list(groups.items())
         if self.batch.decode_first:
             # NOTE: sorted() is stable: ties keep arrival order (groups by first arrival).
             order.sort(key=lambda kv: -ratio(kv[1]))
             for _, rs in order:
-                rs.sort(key=lambda r: -r.output_tokens / max(1, r.prompt_tokens))
+                rs.sort(key=lambda r: -predict(r) / max(1, r.prompt_tokens))
         self.waiting = deque([*started, *(r for _, rs in order for r in rs)])
 
     # --- admission ----------------------------------------------------------------------
@@ -196,7 +206,8 @@ class BatchLLMScheduler(VLLMScheduler):
                 break  # the group's prefix lands at the end of this prefill: next iteration
             m = kv.match(req) if kv is not None and req.computed == 0 and may_hit(req) else None
             hit = len(m.keys) if m is not None and not m.swap_tokens else 0
-            private = blocks_for(req.prompt_tokens + req.output_tokens - 1, self.block_size) - hit * gb
+            longest = req.prompt_tokens + self.predictor.predict(req) - 1
+            private = blocks_for(longest, self.block_size) - hit * gb
             if cfg.memory_centric:
                 # The whole sequence's own blocks, beside what running requests will still
                 # take and the shared blocks in use: admitted, it never needs preempting.
