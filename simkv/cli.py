@@ -46,6 +46,9 @@ def job_dirname(overrides: str) -> str:
 # NOTE: registered on import, so that launchers running jobs in other processes (joblib)
 # resolve hydra.sweep.subdir (conf/config.yaml) too: they import this module for the task.
 OmegaConf.register_new_resolver("simkv_dirname", job_dirname, replace=True)
+# A single run's folder carries the process id after the time (conf/config.yaml): two runs
+# started together may read the same microsecond, and only the pid tells them apart for sure.
+OmegaConf.register_new_resolver("simkv_pid", lambda: str(os.getpid()), replace=True)
 
 # Logged to the job's log file only (conf/config.yaml): the terminal gets one line.
 failure_log = logging.getLogger("simkv.failure")

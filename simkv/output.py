@@ -21,8 +21,10 @@ send) raises ``Terminated``, a KeyboardInterrupt, so it ends a run as cleanly as
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -102,6 +104,34 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _owner_of(fd: int) -> dict[str, Any]:
+    """The pid and host a lock file names ({} if unreadable)."""
+    try:
+        doc = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def lock_owner_alive(folder: Path) -> tuple[bool, str]:
+    """(whether a live run holds ``folder``, who): the lock file's pid on this host must be
+    a live process. A run killed by SIGKILL leaves its lock behind with a dead pid."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False, "no lock"
+    try:
+        owner = _owner_of(fd)
+    finally:
+        os.close(fd)
+    pid, host = owner.get("pid"), owner.get("host")
+    if host not in (None, socket.gethostname()):
+        return True, f"pid {pid} on host {host} (cannot be checked from here)"
+    if isinstance(pid, int) and _alive(pid):
+        return True, f"pid {pid}"
+    return False, f"pid {pid}, no longer running"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -120,39 +150,79 @@ class RunFolder:
         self.lock = path / LOCK
         self.t0 = time.time()
         self.digest = ""
+        self._fds: list[int] = []
         path.mkdir(parents=True, exist_ok=True)
         self._claim()
         for name in RESULT_FILES:
             (path / name).unlink(missing_ok=True)
 
     def _claim(self) -> None:
+        """Take the folder's lock, or raise FolderInUseError naming who holds it.
+
+        The lock file appears whole and held: written under a private name, locked with
+        ``flock``, then linked into place (``link`` fails if a lock exists). A lock no live
+        process holds (its run was killed: the kernel let go) is replaced atomically by ours.
+        Before, the lock was created empty and written afterwards: a second run reading it in
+        between took the empty file for a dead run's, deleted it and ran into the same folder
+        (both wrote ``.run.tmp.json``; one failed with exit status 2: issue 18, item 13).
+        """
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": self.t0}
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+        tmp = self.path / f"{LOCK}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        try:
+            os.write(fd, json.dumps(me).encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a private file: never waits
+            for _ in range(8):
                 try:
-                    owner = json.loads(self.lock.read_text())
-                except (OSError, ValueError):
-                    owner = {}
-                pid, host = owner.get("pid"), owner.get("host")
-                if pid == os.getpid() and host == me["host"]:
-                    raise FolderInUseError(f"{self.path}: this process is already running a "
-                                           f"simulation into this folder") from None
-                if isinstance(pid, int) and host == me["host"] and _alive(pid):
-                    raise FolderInUseError(
-                        f"{self.path}: in use by another simkv run (pid {pid}); give each run "
-                        f"its own folder") from None
-                if host not in (None, me["host"]):
-                    raise FolderInUseError(
-                        f"{self.path}: in use by a simkv run on host {host} (pid {pid}); if "
-                        f"that run is gone, delete {self.lock}") from None
-                self.lock.unlink(missing_ok=True)  # left by a run that was killed
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            return
-        raise FolderInUseError(f"{self.path}: could not claim the folder ({self.lock})")
+                    os.link(tmp, self.lock)
+                    self._fds = [fd]
+                    return
+                except FileExistsError:
+                    pass
+                try:
+                    old = os.open(self.lock, os.O_RDWR)
+                except FileNotFoundError:
+                    continue  # its run just ended: try again
+                if self._take_over(old, me):
+                    os.replace(tmp, self.lock)
+                    self._fds = [fd, old]  # held to the end: no one takes the old one either
+                    return
+            raise FolderInUseError(f"{self.path}: could not claim the folder ({self.lock})")
+        except BaseException:
+            if not self._fds:
+                os.close(fd)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _take_over(self, old: int, me: dict[str, Any]) -> bool:
+        """True if ``old`` (the lock file at the path) belongs to no live run and may be
+        replaced; False if it changed under us (try again); FolderInUseError if it is held."""
+        try:
+            fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _owner_of(old)
+            os.close(old)
+            pid = owner.get("pid")
+            if pid == os.getpid() and owner.get("host") == me["host"]:
+                raise FolderInUseError(f"{self.path}: this process is already running a "
+                                       f"simulation into this folder") from None
+            raise FolderInUseError(f"{self.path}: in use by another simkv run (pid {pid}); "
+                                   f"give each run its own folder") from None
+        try:
+            same = os.stat(self.lock).st_ino == os.fstat(old).st_ino
+        except FileNotFoundError:
+            same = False
+        owner = _owner_of(old)
+        host = owner.get("host")
+        if same and host not in (None, me["host"]):
+            os.close(old)
+            raise FolderInUseError(
+                f"{self.path}: in use by a simkv run on host {host} (pid {owner.get('pid')}); "
+                f"if that run is gone, delete {self.lock}")
+        if not same:
+            os.close(old)  # its run ended and another took its place meanwhile
+        return same
 
     def begin(self, config: dict[str, Any], digest: str) -> None:
         """Config first, then run.json saying the run is under way."""
@@ -175,7 +245,20 @@ class RunFolder:
                 self._run_json(status, {**stats, "error": one_line(exc),
                                         "traceback": "".join(traceback.format_exception(exc))})
         finally:
-            self.lock.unlink(missing_ok=True)
+            self.release()
+
+    def release(self) -> None:
+        """Let the folder go: the lock file goes (if it is still ours), then the flock."""
+        if not self._fds:
+            return
+        try:
+            if os.stat(self.lock).st_ino == os.fstat(self._fds[0]).st_ino:
+                self.lock.unlink()
+        except FileNotFoundError:
+            pass
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
     def _run_json(self, status: str, extra: dict[str, Any]) -> None:
         files = {t: name for t in TABLES for name in (f"{t}.parquet", f"{t}.partial.parquet")
@@ -254,5 +337,5 @@ def exit_code(exc: BaseException) -> int:
 
 
 __all__ = ["LOCK", "RESULT_FILES", "FolderInUseError", "RunFolder", "Terminated", "exit_code",
-           "held_signals", "one_line", "partial", "record_failure", "sigterm_interrupts", "write_json",
-           "write_whole"]
+           "held_signals", "lock_owner_alive", "one_line", "partial", "record_failure",
+           "sigterm_interrupts", "write_json", "write_whole"]

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from simkv.output import lock_owner_alive
+
 
 class IncompleteRunError(ValueError):
     """The folder holds a run that did not complete; the message says why."""
@@ -82,10 +84,13 @@ def run_status(out: Path) -> tuple[str, str]:
     status = str(run.get("status", "unknown"))
     if status != "running":
         return status, str(run.get("error", ""))
-    lock = out / ".simkv.lock"
-    if lock.exists():
-        return "running", "the run is still going"
-    return "killed", "the run ended without writing its status (killed by SIGKILL, a crash or power loss)"
+    # NOTE: the lock's owner must be alive: a run killed by SIGKILL leaves its lock behind,
+    # which read as "still going" forever (issue 18, item 7).
+    alive, who = lock_owner_alive(out)
+    if alive:
+        return "running", f"the run is still going ({who})"
+    return "killed", (f"the run ended without writing its status (killed by SIGKILL, a crash or "
+                      f"power loss; {'its lock names ' + who if who != 'no lock' else 'no lock left'})")
 
 
 def load_results(path: str | Path, *, partial: bool = False) -> SimResult:
