@@ -150,8 +150,7 @@ def test_micro_batched_run_serves_every_request() -> None:
      "be combined with kv.allocator.kind=vattention"),
 ])
 def test_bad_pipeline_values_are_refused(overrides: list[str], message: str) -> None:
-    cfg = simkv.compose(["cluster.replicas=1", "output.plot=false", "output.progress=false",
-                         *overrides])
     with pytest.raises(ConfigError) as err:
-        simkv.simulate(cfg)
+        simkv.simulate(simkv.compose(["cluster.replicas=1", "output.plot=false",
+                                      "output.progress=false", *overrides]))
     assert str(err.value) == message

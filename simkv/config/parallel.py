@@ -38,7 +38,8 @@ class PipelineConfig:
 
 
 def check_parallel(sim: Any) -> None:
-    """Rules tying ``pipeline`` to the rest of the run (ConfigError)."""
+    """Rules tying ``pipeline`` and the MoE options to the rest of the run (ConfigError)."""
+    check_moe_usage(sim)
     pipe = sim.pipeline
     pools = list(sim.pools.values()) if sim.pools else None
     pps = [p.pipeline_parallel for p in pools] if pools else [sim.cluster.pipeline_parallel]
@@ -67,6 +68,35 @@ def check_parallel(sim: Any) -> None:
         require(layers is None or total == layers,
                 f"pipeline.layer_partition: the stages' layers must sum to model.num_layers "
                 f"({layers}), got {total}")
+
+
+def check_moe_usage(sim: Any) -> None:
+    """The MoE options of issue 23 act on some pool, or are refused naming the key: replicas and
+    all-to-all backends need an MoE pool with expert parallelism, unequal ranks one with
+    data-parallel attention."""
+    moe = sim.moe
+    wanted = []
+    if moe.placement == "eplb" or moe.redundant_experts:
+        wanted.append(("moe.placement=eplb" if moe.placement == "eplb" else "moe.redundant_experts",
+                       "ep"))
+    if moe.all_to_all != "deepep_high_throughput":
+        wanted.append((f"moe.all_to_all={moe.all_to_all}", "ep"))
+    if moe.dp_balance != "even":
+        wanted.append((f"moe.dp_balance={moe.dp_balance}", "dp"))
+    if not wanted:
+        return
+    from simkv.engine.pool import load_model, pool_configs
+
+    layouts = []
+    for pc in pool_configs(sim).values():
+        spec = load_model(pc.model) if pc.model else sim.model
+        dp = max(pc.data_parallel_attention, pc.max_data_parallel or 1)
+        layouts.append((spec.is_moe, pc.expert_parallel > 1, dp > 1))
+    for key, needs in wanted:
+        ok = any(moe_ and (ep if needs == "ep" else dp) for moe_, ep, dp in layouts)
+        what = ("an MoE pool with expert_parallel > 1" if needs == "ep"
+                else "an MoE pool with data_parallel_attention > 1")
+        require(ok, f"{key} cannot act: it needs {what} (e.g. model=qwen3_30b_a3b pools=moe_ep)")
 
 
 def _plain_iterations_only(sim: Any) -> str:

@@ -59,7 +59,9 @@ class ClusterConfig:
 
 
 ROUTINGS = ("uniform", "zipf", "file")
-PLACEMENTS = ("contiguous", "balanced")
+PLACEMENTS = ("contiguous", "balanced", "eplb")
+ALL_TO_ALL = ("deepep_high_throughput", "deepep_low_latency", "allgather_reducescatter")
+DP_BALANCES = ("even", "sequences")
 
 
 @dataclass(slots=True)
@@ -72,14 +74,33 @@ class MoEConfig:
     popularity_path: str | None = None
     # contiguous: GPU g holds experts [g E/ep, (g+1) E/ep) (vLLM's default linear map);
     # balanced: greedy by popularity, hottest first onto the least loaded GPU (EPLB-like,
-    # without replicas).
+    # without replicas); eplb: DeepSeek's EPLB, hot experts replicated into
+    # `redundant_experts` extra slots, replicas packed evenly (docs/PARALLELISM.md).
     placement: str = bounded("contiguous", choices=PLACEMENTS)
     # Bytes per element of dispatched activations (2: bf16; DeepEP can dispatch FP8: 1).
     # Combine always returns bf16.
     dispatch_bytes_per_element: float = bounded(2.0, gt=0)
+    # Extra expert slots for replicas of hot experts (vLLM --num-redundant-experts; DeepSeek
+    # serves 256 experts in 288 slots); needs placement=eplb.
+    redundant_experts: int = bounded(0, ge=0)
+    # The dispatch/combine backend (vLLM --all2all-backend names; perf/all_to_all.py).
+    all_to_all: str = bounded("deepep_high_throughput", choices=ALL_TO_ALL)
+    # Data-parallel attention ranks: even (work split perfectly) or sequences (whole
+    # sequences per rank, the busiest decides; rank_context_cv: the spread of their
+    # contexts, coefficient of variation). perf/ranks.py.
+    dp_balance: str = bounded("even", choices=DP_BALANCES)
+    rank_context_cv: float = bounded(0.0, ge=0)
 
     def __post_init__(self) -> None:
         check(self, "moe.")
+
+    def validate(self, prefix: str = "moe.") -> None:
+        require(self.redundant_experts == 0 or self.placement == "eplb",
+                f"{prefix}redundant_experts cannot act with {prefix}placement={self.placement}: "
+                f"replicas are placed by EPLB; set {prefix}placement=eplb")
+        require(self.rank_context_cv == 0 or self.dp_balance == "sequences",
+                f"{prefix}rank_context_cv cannot act with {prefix}dp_balance=even; set "
+                f"{prefix}dp_balance=sequences")
 
 
 @dataclass(slots=True)

@@ -138,6 +138,15 @@ class ExpertLoad:
 
 
 def expert_load(cfg: MoEConfig, num_experts: int, k: int, ep: int) -> ExpertLoad:
+    if cfg.placement == "eplb":  # replicas of hot experts (perf/moe_placement.py)
+        from simkv.perf.moe_placement import ReplicatedLoad
+
+        slots = num_experts + cfg.redundant_experts
+        if slots % ep:
+            raise ValueError(f"expert_parallel ({ep}) must divide the model's {num_experts} "
+                             f"experts + moe.redundant_experts ({cfg.redundant_experts})")
+        return ReplicatedLoad(num_experts, k, ep, popularity(cfg, num_experts),
+                              cfg.redundant_experts)
     if num_experts % ep:
         raise ValueError(f"expert_parallel ({ep}) must divide the model's {num_experts} experts")
     pop = popularity(cfg, num_experts)

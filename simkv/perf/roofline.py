@@ -31,6 +31,8 @@ from simkv.config.schema import EngineConfig
 from simkv.entities.hardware import HardwareProfile
 from simkv.entities.model import ModelSpec
 from simkv.perf import gemm as shape_gemm
+from simkv.perf.all_to_all import DEFAULT as A2A_DEFAULT
+from simkv.perf.all_to_all import cost as a2a_cost
 from simkv.perf.expert_parallel import (
     AllToAllLinks,
     ExpertLoad,
@@ -39,6 +41,7 @@ from simkv.perf.expert_parallel import (
     all_to_all_s,
     expert_load,
 )
+from simkv.perf.ranks import check_moe_options
 from simkv.policies.scheduler.interface import SchedulerOutput
 
 ACT_BYTES = 2  # bf16 activations
@@ -107,6 +110,12 @@ class CostModel:
         if m.is_moe and (expert_parallel > 1 or self._moe_cfg.routing != "uniform"):
             self._load = expert_load(self._moe_cfg, m.num_experts, m.experts_per_token,
                                      expert_parallel)
+        # Expert replicas, all-to-all backend, unequal DP ranks (docs/PARALLELISM.md); each
+        # refused where it cannot act, the defaults leave every path below as it was.
+        self._slots = 1.0
+        self._ranks = check_moe_options(self._moe_cfg, m, expert_parallel, data_parallel)
+        if self._moe_cfg.redundant_experts:
+            self._slots = (m.num_experts + self._moe_cfg.redundant_experts) / m.num_experts
         self._links = links or AllToAllLinks(hw.nvlink_bandwidth * hw.eff("nvlink").values[-1],
                                              hw.nvlink_latency_s, hw.nvlink_bandwidth,
                                              hw.nvlink_latency_s, 8)
@@ -319,7 +328,11 @@ class CostModel:
         g = int(np.argmax(seconds))
         ops = [OperatorCost("moe_experts", float(6.0 * routed[g] * h * f),
                             float(touched[g] * 3 * h * f * wb), float(seconds[g]))]
-        if self.ep > 1:
+        if self.ep > 1 and self._moe_cfg.all_to_all != A2A_DEFAULT:
+            nbytes, a2a = a2a_cost(self._moe_cfg.all_to_all, load, tokens, h,
+                                   self._moe_cfg.dispatch_bytes_per_element, self._links)
+            ops.append(OperatorCost("moe_all_to_all", 0.0, nbytes, a2a))
+        elif self.ep > 1:
             dispatch, combine = all_to_all_bytes(load, tokens, h,
                                                  self._moe_cfg.dispatch_bytes_per_element)
             a2a = (all_to_all_s(dispatch, self.ep, self._links)
@@ -474,6 +487,10 @@ class CostModel:
             # Data-parallel attention: each rank attends its own sequences and samples their
             # tokens, at once; ranks assumed balanced (the roofline is linear in the
             # aggregates, so a rank's time is the batch's over dp).
+            if self._ranks is not None:  # whole sequences per rank: the busiest decides
+                share = self._ranks(len(out.prefills) + out.num_decodes)
+                return (self.linear_s(tokens) + self.sample_s(-(-out.num_sampled // self.dp))
+                        + self.layers * attn * share + host)
             return (self.linear_s(tokens) + self.sample_s(-(-out.num_sampled // self.dp))
                     + self.layers * attn / self.dp + host)
         return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
@@ -491,7 +508,10 @@ class CostModel:
                 base += decodes * self._kv_write_s
             # Per rank (balanced): base plus the batch's attention over dp.
             attn = np.asarray(self._roofline_decode_run(0.0, decodes, context), dtype=np.float64)
-            times: Sequence[float] = base + attn / self.dp
+            if self._ranks is not None:  # whole sequences per rank: the busiest decides
+                times: Sequence[float] = base + attn * self._ranks(decodes)
+            else:
+                times = base + attn / self.dp
         else:
             if self._q_pad:
                 base = self.linear_s(self._padded(decodes)) + self.sample_s(sampled)
@@ -572,14 +592,14 @@ class CostModel:
             w = m.weight_bytes / (self.tp * self.pp)
         else:
             experts = m.expert_params_total * m.weight_bytes_per_param
-            w = ((m.weight_bytes - experts) / self.tp + experts / self.ep) / self.pp
+            w = ((m.weight_bytes - experts) / self.tp + experts * self._slots / self.ep) / self.pp
         # NOTE: resident in HBM; the rest is streamed each iteration (weights.gpu_fraction).
         return w if self._resident == 1.0 else w * self._resident
 
     def expert_bytes_per_gpu(self) -> float:
         """Routed-expert weights on one GPU (what an EP resize moves between GPUs)."""
         m = self.model
-        experts = m.expert_params_total * m.weight_bytes_per_param
+        experts = m.expert_params_total * m.weight_bytes_per_param * self._slots
         return experts / (self.ep if self.ep > 1 else self.tp) / self.pp
 
     def kv_bytes_per_token_per_gpu(self) -> float:
