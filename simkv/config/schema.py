@@ -345,6 +345,17 @@ class SLOConfig:
 
 
 @dataclass(slots=True)
+class PriorityConfig:
+    """Request priority classes (docs/SCHEDULING.md): 0 is normal; a larger number is served
+    first by the priority-aware schedulers (scheduler=priority, sjf) and migration."""
+
+    # Each arriving request is of class ``high`` with this probability (seeded, in arrival
+    # order), as Llumnix's and BLIS's priority experiments mark a random share of requests.
+    high_fraction: float = bounded(0.0, ge=0, le=1)
+    high: int = bounded(1, ge=1)
+
+
+@dataclass(slots=True)
 class OutputConfig:
     """What is written besides requests.parquet and summary.json."""
 
@@ -391,6 +402,7 @@ class SimConfig:
     # Pipeline micro-batches (docs/PARALLELISM.md).
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
+    priority: PriorityConfig = field(default_factory=PriorityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self, prefix: str = "") -> None:

@@ -68,8 +68,10 @@ class Cluster:
         self.lifecycle.on_stop = lambda r: self.kv_pool.detach(r)
         # What routers and schedulers believe an output length is (never the trace's own
         # unless predictor=oracle): one predictor for the cluster, taught by completions.
-        self.predictor = build(cfg.predictor)
+        self.predictor = build(cfg.predictor, seed=cfg.seed)
         self.router = build(cfg.router, rng=router_rng, predictor=self.predictor)
+        # The stream that draws priority classes in arrival order (priority.high_fraction).
+        self._classes = np.random.default_rng((cfg.seed, 0xC1A55))
         self.handoff = self._disaggregation(cfg, router_rng)
         self.kv_pool = build(cfg.kv_pool)
         for pool in self.pools.values():
@@ -235,6 +237,9 @@ class Cluster:
 
     def _dispatch(self, req: Request) -> None:
         self.next_id += 1
+        prio = self.cfg.priority
+        if prio.high_fraction and self._classes.random() < prio.high_fraction:
+            req.priority = prio.high
         if req.failed:
             # The trace says the service failed this request; it costs no GPU time here.
             self._reject(req, "failed_in_trace")

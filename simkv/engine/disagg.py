@@ -75,6 +75,7 @@ class Handoff:
                         req.model, req.log_type, req.prefix)
         child.hold_kv = True
         child.parent = req
+        child.priority = req.priority
         return child
 
     def prefilled(self, child: Request, prefill: Any, now: float) -> None:

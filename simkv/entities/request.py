@@ -42,6 +42,8 @@ class Request:
     prefix: tuple[int, ...] | None = None
     # The trace recorded this request as failed (BurstGPT: zero response tokens).
     failed: bool = False
+    # Priority class (0 normal; higher first under priority-aware scheduling and migration).
+    priority: int = 0
 
     # --- progress (mutated by the replica that owns it) ---------------------------------
     state: State = State.WAITING
@@ -85,6 +87,10 @@ class Request:
     prefill_replica: int = -1
     handoff_at: float = NAN
     kv_transfer: float = NAN
+    # --- live migration between instances (engine/migration.py) --------------------------
+    migrations: int = 0
+    # Seconds it was paused for the last stage of its migrations (summed).
+    migration_pause: float = 0.0
 
     @property
     def num_tokens(self) -> int:

@@ -123,7 +123,8 @@ class Recorder:
                    self.pool_names[r.pool] if r.pool >= 0 else "", "rejected",
                    r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
-                   nan, nan, nan, False, r.prefill_replica, nan)
+                   nan, nan, nan, False, r.prefill_replica, nan, r.priority, r.migrations,
+                   r.migration_pause)
         else:
             self.finished += 1
             ttft = r.first_token - r.arrival
@@ -137,7 +138,8 @@ class Recorder:
                    r.first_scheduled, r.first_token, r.finish, r.prompt_tokens,
                    r.output_tokens, r.cached_tokens, r.cached_hbm,
                    r.cached_dram, r.cached_disk, r.cached_remote, r.kv_wait, r.preemptions,
-                   ttft, tpot, e2e, met, r.prefill_replica, r.kv_transfer)
+                   ttft, tpot, e2e, met, r.prefill_replica, r.kv_transfer, r.priority,
+                   r.migrations, r.migration_pause)
         self.requests.append(row)
 
     def transfer(self, t: Transfer) -> None:

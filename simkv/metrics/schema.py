@@ -42,6 +42,11 @@ REQUESTS = pa.schema([
     # for a decode slot included).
     ("prefill_replica", pa.int32()),
     ("kv_transfer_s", pa.float64()),
+    # Priority class (0 normal), live migrations between instances and the seconds the
+    # request was paused for their last stages (engine/migration.py).
+    ("priority", pa.int32()),
+    ("migrations", pa.int32()),
+    ("migration_pause_s", pa.float64()),
 ])
 
 ITERATIONS = pa.schema([

@@ -4,6 +4,7 @@ length before it ends, so no policy reads the trace's true length unless the cho
 predictor says ``oracle``."""
 
 from simkv.policies.predictor.interface import OutputPredictor
+from simkv.policies.predictor.noisy import NoisyOraclePredictor, NoisyOraclePredictorConfig
 from simkv.policies.predictor.predictors import (
     FixedPredictor,
     FixedPredictorConfig,
@@ -13,5 +14,6 @@ from simkv.policies.predictor.predictors import (
     RunningMeanPredictorConfig,
 )
 
-__all__ = ["FixedPredictor", "FixedPredictorConfig", "OraclePredictor", "OraclePredictorConfig",
+__all__ = ["FixedPredictor", "FixedPredictorConfig", "NoisyOraclePredictor",
+           "NoisyOraclePredictorConfig", "OraclePredictor", "OraclePredictorConfig",
            "OutputPredictor", "RunningMeanPredictor", "RunningMeanPredictorConfig"]

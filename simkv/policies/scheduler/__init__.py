@@ -2,8 +2,19 @@
 
 from simkv.policies.scheduler.batchllm import BatchLLMScheduler, BatchLLMSchedulerConfig
 from simkv.policies.scheduler.continuum import ContinuumScheduler, ContinuumSchedulerConfig
+from simkv.policies.scheduler.faster_transformer import (
+    FasterTransformerScheduler,
+    FasterTransformerSchedulerConfig,
+)
 from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
 from simkv.policies.scheduler.kvshare import KVShareScheduler, KVShareSchedulerConfig
+from simkv.policies.scheduler.lightllm import LightLLMScheduler, LightLLMSchedulerConfig
+from simkv.policies.scheduler.orca import OrcaScheduler, OrcaSchedulerConfig
+from simkv.policies.scheduler.priority import (
+    PriorityScheduler,
+    PrioritySchedulerConfig,
+    SJFSchedulerConfig,
+)
 from simkv.policies.scheduler.static import StaticScheduler, StaticSchedulerConfig
 from simkv.policies.scheduler.transformers_cb import (
     TransformersScheduler,
@@ -16,8 +27,17 @@ __all__ = [
     "BatchLLMSchedulerConfig",
     "ContinuumScheduler",
     "ContinuumSchedulerConfig",
+    "FasterTransformerScheduler",
+    "FasterTransformerSchedulerConfig",
     "KVShareScheduler",
     "KVShareSchedulerConfig",
+    "LightLLMScheduler",
+    "LightLLMSchedulerConfig",
+    "OrcaScheduler",
+    "OrcaSchedulerConfig",
+    "PriorityScheduler",
+    "PrioritySchedulerConfig",
+    "SJFSchedulerConfig",
     "Scheduler",
     "SchedulerOutput",
     "StaticScheduler",

@@ -99,6 +99,9 @@ class VLLMScheduler:
         self.on_remote: Callable[[Request], None] | None = None
         # Hot-path copies of config values (attribute chains cost on every iteration).
         self.chunked = cfg.chunked_prefill
+        # A prompt may be split across iterations (chunked prefill); Orca mixes whole prompts
+        # with decodes and never splits one (policies/scheduler/orca.py).
+        self.split_prompts = cfg.chunked_prefill
         self.max_tokens = cfg.max_num_batched_tokens
         self.max_seqs = cfg.max_num_seqs
 
@@ -199,7 +202,17 @@ class VLLMScheduler:
 
     # --- planning -----------------------------------------------------------------------
     def _preempt_last(self, now: float, may_swap: bool = True) -> Request:
-        rid, victim = self.running.popitem()
+        """Preempt the victim ``_victim`` chooses (vLLM: the last admitted request)."""
+        rid, victim = self._victim()
+        return self._preempt(rid, victim, now, may_swap)
+
+    def _victim(self) -> tuple[int, Request]:
+        """Remove and return the running request a preemption takes (a hook: the priority
+        scheduler takes the lowest class first)."""
+        return self.running.popitem()
+
+    def _preempt(self, rid: int, victim: Request, now: float, may_swap: bool = True) -> Request:
+        """Preempt ``victim`` (already removed from ``running``) by recompute or swap."""
         state = victim.state
         if state is State.DECODING:
             self.decode.leave(victim)
@@ -315,7 +328,7 @@ class VLLMScheduler:
                     budget = left
                     continue
             remaining = req.prompt_tokens + req.generated - req.computed
-            if remaining > budget and not self.chunked:
+            if remaining > budget and not self.split_prompts:
                 break
             n = min(remaining, budget)
             extra = (blocks_for(req.computed + n, bs) if self._plain
@@ -349,7 +362,7 @@ class VLLMScheduler:
             return budget
         hit = len(m.keys) * kv.G
         remaining = req.num_tokens - hit
-        if remaining > budget and not self.chunked:
+        if remaining > budget and not self.split_prompts:
             return None
         n = min(remaining, budget)
         extra = blocks_for(hit + n, self.block_size) - req.blocks - len(m.keys) * kv.gb
