@@ -82,6 +82,7 @@ def test_a_closed_loop_replay_records_every_call_of_the_trace(tmp_path) -> None:
                                   check_dtype=False)
 
 
+@pytest.mark.slow
 def test_a_generated_trace_replays_as_the_run_it_came_from(tmp_path) -> None:
     # The generator live, and its trace replayed closed-loop: the same calls share the same
     # prefixes (the trace carries the hashes), so the cache hits and latencies are the same.

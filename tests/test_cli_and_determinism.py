@@ -23,6 +23,7 @@ def simkv_cmd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_cli_single_run_writes_results_and_prints_summary(tmp_path) -> None:
     out = tmp_path / "run"
     p = simkv_cmd(*TINY, f"hydra.run.dir={out}", cwd=tmp_path)
@@ -40,6 +41,7 @@ def test_cli_single_run_writes_results_and_prints_summary(tmp_path) -> None:
     assert pq.read_table(out / "requests.parquet").num_rows == 60
 
 
+@pytest.mark.slow
 def test_cli_multirun_sweeps_groups_into_separate_folders(tmp_path) -> None:
     p = simkv_cmd("-m", "workload.num_requests=40", "output.progress=false", "output.plot=false",
                   "cluster.replicas=1,2", "router=round_robin,least_outstanding",
@@ -57,6 +59,7 @@ def test_cli_multirun_sweeps_groups_into_separate_folders(tmp_path) -> None:
         assert summary["requests"]["finished"] == 40
 
 
+@pytest.mark.slow
 def test_cli_other_model_and_hardware(tmp_path) -> None:
     p = simkv_cmd("model=llama3_70b", "hardware=a100_80gb", "cluster.replicas=2",
                   "cluster.tensor_parallel=4", "workload.num_requests=40", "workload.mean_rate=2",
@@ -68,6 +71,7 @@ def test_cli_other_model_and_hardware(tmp_path) -> None:
     assert summary["gpu_hours"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -87,6 +91,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_bytes_across_processes(tmp_path) -> None:
     digests = []
     for i, hash_seed in enumerate(("1", "2")):

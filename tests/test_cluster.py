@@ -206,6 +206,7 @@ def test_one_pool_runs_write_the_initial_instances(tmp_path: Path) -> None:
     assert s["cluster"]["pools"]["default"]["instances_started"] == 3
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(policy=st.sampled_from(["horizontal", "vertical", "elastic_moe"]),
        rate=st.floats(5, 60), hi_s=st.floats(10, 90), output=st.integers(1, 400),

@@ -58,6 +58,7 @@ def test_fast_forward_equals_step_by_step(tmp_path, overrides: list[str]) -> Non
         assert fast_runs["runs"] < slow_runs["runs"]
 
 
+@pytest.mark.slow
 def test_md1_queue_matches_pollaczek_khinchine(tmp_path) -> None:
     # One replica, one request at a time, every request 1 prompt + 1 output token: each is
     # one identical iteration, so the replica is an M/D/1 server.

@@ -16,6 +16,7 @@ from simkv.metrics.summary import BUSY_WINDOW_S
 from tests.conftest import small
 
 
+@pytest.mark.slow
 def test_simulate_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     """A notebook's inline backend (or a user's window) survives simulate(): the run's
     figures are Figure objects, pyplot is never imported, no backend is selected."""

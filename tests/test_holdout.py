@@ -63,6 +63,7 @@ def test_step_columns_are_in_model_dimensions() -> None:
     assert c8["moe_flops"].iloc[0] == 0
 
 
+@pytest.mark.slow
 def test_one_fit_prices_every_shape_and_transfers_to_a_shape_it_never_saw() -> None:
     fit_all = H.fit_engine((s, all_steps(s)) for s in data())
     for s in data():
@@ -77,6 +78,7 @@ def test_one_fit_prices_every_shape_and_transfers_to_a_shape_it_never_saw() -> N
     assert e["prefill_steps"] < 12.0, e
 
 
+@pytest.mark.slow
 def test_shipped_h200_preset_is_the_in_sample_fit() -> None:
     from simkv.config.store import compose
 
@@ -126,6 +128,7 @@ def test_engine_spread_is_one_rep_taken_as_the_other() -> None:
     assert row["tpot_median"] > 0  # two replays of one stream differ
 
 
+@pytest.mark.slow
 def test_fit_and_predict_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     H.main(["--fit", str(ROOT / "llama3_8b"), "--predict", str(ROOT / "qwen2_5_14b")])
     out = capsys.readouterr().out

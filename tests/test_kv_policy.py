@@ -207,6 +207,7 @@ def test_diffusion_cache_reuse_is_cheaper_and_refresh_costs(tmp_path) -> None:
     assert e2e["none"] / e2e["cached"] > 3
 
 
+@pytest.mark.slow
 def test_sentencekv_fetches_cost_and_keep_latency_flat(tmp_path) -> None:
     """Beyond its budget SentenceKV's step reads the same tokens whatever the context, so its
     time per output token stays nearly flat while full attention's grows; fetching more of the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ tool_kvs = st.one_of(st.just(DropConfig()), st.builds(TTLPinConfig, ttl_s=st.sam
                      st.just(OffloadConfig(tier="dram")))
 
 
+@pytest.mark.slow
 @settings(max_examples=int(os.environ.get("SIMKV_HYPOTHESIS_EXAMPLES", 40)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(placement=placements, eviction=evictions, tool=tool_kvs, blocks=st.integers(150, 1200),

@@ -20,6 +20,7 @@ def test_notebooks_draw_inline_and_leave_the_backend_alone(path: Path) -> None:
     assert any(word in code for word in ("plt.subplots", ".figure()", "figure(result)"))
 
 
+@pytest.mark.slow
 def test_quickstart_shows_its_figures_as_images(tmp_path: Path) -> None:
     from nbclient import NotebookClient
 

@@ -63,6 +63,7 @@ def _assert_partial(out: Path, status: str, error: str) -> int:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "message"), [
     (signal.SIGTERM, 143, "terminated by SIGTERM"),
     (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
@@ -94,6 +95,7 @@ def test_a_signal_ends_the_run_cleanly(tmp_path, sig: int, code: int, message: s
     assert _assert_partial(out, "interrupted", message) > 0
 
 
+@pytest.mark.slow
 def test_a_sweep_with_failing_jobs_exits_nonzero_after_the_last_job(tmp_path) -> None:
     # Three jobs: one completes, one fails mid-run (no request finishes for 50 iterations once
     # the long request is alone), one fails at its config. Twenty short requests first.
@@ -130,6 +132,7 @@ def test_a_sweep_with_failing_jobs_exits_nonzero_after_the_last_job(tmp_path) ->
     assert table.loc[table["status"] == "ok", "ttft_p50_s"].notna().all()
 
 
+@pytest.mark.slow
 def test_every_job_of_a_seed_sweep_has_its_own_folder(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     p = simkv_cmd("-m", "seed=0,1,2", "cluster.replicas=1,2", "workload.num_requests=30", *QUIET,
@@ -330,6 +333,7 @@ def test_the_simkv_command_reports_one_line(tmp_path, args: list[str], message: 
         assert lines[0] == message
 
 
+@pytest.mark.slow
 def test_two_single_runs_started_together_get_their_own_folders(tmp_path) -> None:
     env = {**os.environ}
     exe = Path(sys.executable).parent / "simkv"

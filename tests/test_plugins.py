@@ -55,6 +55,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_an_installed_package_adds_a_router_to_the_cli(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), os.environ.get("PYTHONPATH", "")])}
     exe = Path(sys.executable).parent / "simkv"
@@ -76,6 +77,7 @@ def test_an_installed_package_adds_a_router_to_the_cli(installed: Path, tmp_path
     assert "round_robin" in p.stderr
 
 
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_import_is_named(installed: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     dist = broken / "simkv_broken-0.1.dist-info"

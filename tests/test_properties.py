@@ -14,6 +14,7 @@ import tempfile
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,7 @@ schedulers = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=int(os.environ.get("SIMKV_HYPOTHESIS_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reqs=requests, sched=schedulers, blocks=st.integers(8, 400),
        block_size=st.sampled_from([1, 4, 16]), replicas=st.integers(1, 3),
@@ -83,6 +85,7 @@ def test_invariants_hold(reqs, sched, blocks, block_size, replicas, least, ff) -
         assert replica.outstanding_requests == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(reqs=requests, blocks=st.integers(40, 200), chunked=st.booleans(), ff=st.sampled_from([1, 4096]))
 def test_every_token_is_generated_and_every_block_returned(reqs, blocks, chunked, ff) -> None:

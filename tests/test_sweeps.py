@@ -24,6 +24,7 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_joblib_sweep_gathers_into_one_dataset(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     p = simkv_cmd("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",

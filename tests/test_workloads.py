@@ -256,6 +256,7 @@ def test_conversations_carry_the_whole_history(tmp_path) -> None:
         assert (p[1:] > p[:-1] + o[:-1]).all()  # history + a new user message
 
 
+@pytest.mark.slow
 def test_agent_generator_reproduces_its_source_shape() -> None:
     # Structural numbers of the SWE-bench preset against AGENTIC_STATS (tolerances: sampling).
     cfg = simkv.compose(["workload=swebench", "workload.num_programs=3000"]).workload
@@ -290,6 +291,7 @@ def test_shared_prefix_batch_builds_a_prefix_tree() -> None:
 
 
 # --- the simkv-trace command -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_trace_cli_generate_stats_and_replay(tmp_path, capsys) -> None:
     out = tmp_path / "g.parquet"
     assert trace_cli(["generate", "burstgpt", "num_requests=5000", "--out", str(out)]) == 0
