@@ -28,10 +28,3 @@ def small(overrides: list[str] | None = None) -> SimConfig:
 def small_cfg() -> SimConfig:
     return small()
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Notebooks (nbmake runs each as one test) are slow: `pytest -m "not slow"`, the quick
-    subset for contributors (README), leaves them out with the other marked tests."""
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.slow)
