@@ -60,7 +60,7 @@ def guarded(prog: str, main: Callable[[], Any]) -> int:
 
 def validate() -> int:
     """``simkv-validate``."""
-    from simkv.validation.compare import main
+    from simkv.validation.cli import main
 
     return guarded("simkv-validate", main)
 

@@ -327,8 +327,10 @@ class EngineConfig:
     moe_expert_flop_s: float = bounded(0.0, ge=0)
     # CUDA-graph capture, for schedulers that know when the engine meets a new graph shape
     # (scheduler=transformers with cuda_graphs=on_first_use): such an iteration costs this much
-    # more, plus graph_capture_factor times its own price (an eager forward beside the capture).
+    # more, plus graph_capture_layer_s per layer (the eager forward's launches and the
+    # capture's) and graph_capture_factor times its own price (its GPU work, run once more).
     graph_capture_s: float = bounded(0.0, ge=0)
+    graph_capture_layer_s: float = bounded(0.0, ge=0)
     graph_capture_factor: float = bounded(0.0, ge=0)
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = bounded(4096, ge=1)

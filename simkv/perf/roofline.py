@@ -573,7 +573,9 @@ class CostModel:
         if out.num_iterations == 1:
             if out.capture:  # a CUDA graph recorded on first sight (transformers scheduler)
                 t = self.iteration_time(out)
-                return t + self.engine.graph_capture_s + self.engine.graph_capture_factor * t
+                e = self.engine
+                return (t + e.graph_capture_s + e.graph_capture_layer_s * self.layers
+                        + e.graph_capture_factor * t)
             return self.iteration_time(out)
         if out.prefill_tokens:
             first = self.iteration_time(out)

@@ -13,7 +13,6 @@ percentage errors per request of TTFT, TPOT and E2E, summarised by median and 90
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import tempfile
@@ -368,30 +367,14 @@ def describe(e: EngineConfig) -> str:
 MODES = ("auto", "light", "steps")
 
 
-def main() -> None:
-    import sys
-
-    argv = sys.argv[1:]
-    # Held-out protocol (issue 14): --fit DIR... --predict DIR..., or --protocol ROOT.
-    fit_dirs = "--fit" in argv and argv[argv.index("--fit") + 1:][:1] not in ([m] for m in MODES)
-    if "--predict" in argv or "--protocol" in argv or fit_dirs:
-        from simkv.validation.holdout import main as holdout_main
-
-        holdout_main(argv)
-        return
-    ap = argparse.ArgumentParser(description=__doc__ + "\nHeld out: simkv-validate --fit DIR... "
-                                 "--predict DIR... | --protocol ROOT (simkv/validation/holdout.py)")
-    ap.add_argument("folder")
-    ap.add_argument("--plot")
-    ap.add_argument("--fit", choices=MODES, default="auto",
-                    help="engine costs from the profiled steps (auto: when the folder has "
-                         "iterations_*.csv) or from the light load's requests")
-    args = ap.parse_args(argv)
-    folder = Path(args.folder)
+def steps_main(folder_arg: str, fit: str = "auto", plot_path: str | None = None) -> None:
+    """``simkv-validate steps FOLDER``: an hf_replay folder, both H100 profiles."""
+    folder = Path(folder_arg)
     if not (folder / "engine.json").is_file():
-        raise SystemExit(f"{folder}: no engine.json; expected the output folder of "
-                         "python -m simkv.validation.hf_replay")
-    fit = args.fit
+        raise FileNotFoundError(f"{folder}: no engine.json; expected the output folder of "
+                                "python -m simkv.validation.hf_replay")
+    if not any(folder.glob("requests_*.csv")):
+        raise FileNotFoundError(f"{folder}: no requests_<load>.csv")
     if fit == "auto":
         fit = "steps" if any(folder.glob("iterations_*.csv")) else "light"
     result = report(folder, fit=fit)
@@ -406,9 +389,16 @@ def main() -> None:
             for x in loads)
         print(f"TTFT phase noise (median APE of an exact step model with a random step "
               f"phase): {floors}")
-    if args.plot:
-        plot(result, Path(args.plot))
-        print(f"plot: {args.plot}")
+    if plot_path:
+        plot(result, Path(plot_path))
+        print(f"plot: {plot_path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``simkv-validate`` (its subcommands: simkv/validation/cli.py)."""
+    from simkv.validation.cli import main as cli_main
+
+    cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,13 +56,17 @@ class Limits:
 
 def limits(engine: dict[str, Any]) -> Limits:
     """The limits of an engine.json (hf_campaign / hf_replay): resolved values first."""
+    from simkv.validation.campaign import engine_limit
+
     res = engine.get("cb_resolved") or {}
     sched = engine.get("scheduler") or {}
+    sched = sched if isinstance(sched, dict) else {}
     margin = sched.get("safety_margin", res.get("safety_margin"))
+    where = Path(str(engine.get("_folder", ".")))
     return Limits(
-        num_blocks=int(engine["PagedAttentionCache.num_blocks"]),
-        block_size=int(engine["PagedAttentionCache.block_size"]),
-        max_batch_tokens=int(engine["PagedAttentionCache.max_batch_tokens"]),
+        num_blocks=engine_limit(engine, "num_blocks", where),
+        block_size=engine_limit(engine, "block_size", where),
+        max_batch_tokens=engine_limit(engine, "max_batch_tokens", where),
         max_requests_per_batch=int(sched.get("max_requests_per_batch")
                                    or res.get("max_requests_per_batch") or 1024),
         safety_margin=None if margin is None else float(margin),
@@ -186,3 +191,30 @@ def agreement(d: pd.DataFrame) -> dict[str, float]:
     out["agree"] = 100.0 * float(((d["sequences"] == d["sim_sequences"])
                                   & (d["tokens"] == d["sim_tokens"])).sum()) / n
     return out
+
+
+def schedule_report(runs: list[Any], csv: str | None = None) -> pd.DataFrame:
+    """``simkv-validate schedule``: per stream with a step profile, the share of steps whose
+    sequences, query tokens and KV read equal the engine's, replayed on its clock."""
+    rows = []
+    for run in runs:
+        lim = limits(run.engine)
+        for tag, steps in run.steps.items():
+            a = agreement(teacher_forced(run.requests[tag], steps, lim))
+            rows.append({"run": run.name, "stream": tag, **a})
+    if not rows:
+        raise ValueError("no stream with a step profile (iterations_<stream>.csv) in "
+                         + ", ".join(str(r.folder) for r in runs))
+    d = pd.DataFrame(rows)
+    print("| run | stream | steps | sequences equal | query tokens equal | KV read equal | all |")
+    print("|---|---|---|---|---|---|---|")
+    for r in d.itertuples():
+        print(f"| {r.run} | {r.stream} | {int(r.steps)} | {r.sequences:.1f}% | {r.tokens:.1f}% | "
+              f"{r.kv_read:.1f}% | {r.agree:.1f}% |")
+    w = d["steps"].to_numpy()
+    print(f"all streams: {int(w.sum())} steps, {np.average(d['agree'], weights=w):.2f}% equal "
+          f"(sequences and query tokens), {np.average(d['kv_read'], weights=w):.2f}% KV read")
+    if csv:
+        d.to_csv(csv, index=False)
+        print(f"per-stream agreement: {csv}")
+    return d
