@@ -38,8 +38,17 @@ class PipelineConfig:
 
 
 def check_parallel(sim: Any) -> None:
-    """Rules tying ``pipeline`` and the MoE options to the rest of the run (ConfigError)."""
+    """Rules tying ``pipeline``, ``collectives`` and the MoE options to the rest of the run
+    (ConfigError)."""
     check_moe_usage(sim)
+    if sim.collectives.on_fabric:
+        from simkv.engine.pool import pool_configs
+
+        layouts = [(p.tensor_parallel, p.pipeline_parallel, p.expert_parallel)
+                   for p in pool_configs(sim).values()]
+        require(any(max(x) > 1 for x in layouts),
+                "collectives.on_fabric cannot act: no pool runs a collective (every pool has "
+                "tensor_parallel, pipeline_parallel and expert_parallel 1)")
     pipe = sim.pipeline
     pools = list(sim.pools.values()) if sim.pools else None
     pps = [p.pipeline_parallel for p in pools] if pools else [sim.cluster.pipeline_parallel]
@@ -68,6 +77,20 @@ def check_parallel(sim: Any) -> None:
         require(layers is None or total == layers,
                 f"pipeline.layer_partition: the stages' layers must sum to model.num_layers "
                 f"({layers}), got {total}")
+
+
+@dataclass(slots=True)
+class CollectivesConfig:
+    """Collectives on the cluster's links (docs/PARALLELISM.md, "Collectives on the fabric").
+
+    ``on_fabric=false`` (the default) prices TP all-reduce, EP all-to-all and PP hops from the
+    link bandwidths alone, as simkv always did. ``true``: an instance's collectives also hold
+    their average rate on the fabric's links (its GPUs' NVLink, its nodes' RDMA NICs) for the
+    run they belong to, so KV transfers there get the rest; and a collective that finds
+    transfers on its links gets a fair share of them, so its iteration takes longer.
+    """
+
+    on_fabric: bool = False
 
 
 def check_moe_usage(sim: Any) -> None:

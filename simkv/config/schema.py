@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simkv.config.bounds import ConfigError, bounded, check, require
-from simkv.config.parallel import PipelineConfig, check_parallel
+from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
 from simkv.entities.model import ModelSpec
 
 log = logging.getLogger("simkv")
@@ -401,8 +401,9 @@ class SimConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
-    # Pipeline micro-batches (docs/PARALLELISM.md).
+    # Pipeline micro-batches; collectives on the fabric's links (docs/PARALLELISM.md).
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    collectives: CollectivesConfig = field(default_factory=CollectivesConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     priority: PriorityConfig = field(default_factory=PriorityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -128,6 +128,10 @@ class Cluster:
         replica.work_rate = pool.work_rate(dp)
         replica.predictor = self.predictor
         replica.kv = kv
+        if cfg.collectives.on_fabric:
+            from simkv.engine.collectives import InstanceCollectives
+
+            replica.collectives = InstanceCollectives(self.topology, replica)
         if kv is not None:
             to_scheduler = kv.on_loaded
 

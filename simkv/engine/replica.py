@@ -80,6 +80,8 @@ class Replica:
         # Tokens per second, for routers that weigh outstanding work by instance speed.
         self.work_rate = 1.0
         self.kv: Any = None  # its KV manager (prefix cache), set by the cluster
+        # Its collectives on the fabric (engine/collectives.py; collectives.on_fabric).
+        self.collectives: Any = None
 
     def set_layout(self, dp: int, cost: Any, kv_blocks: int) -> None:
         """Serve on another data-parallel degree from the next plan on (elastic resize): the
@@ -172,6 +174,8 @@ class Replica:
                 self.on_idle(self)
             return
         durations = self.cost.run_times(out)
+        if self.collectives is not None:  # contention on its links; hold their bandwidth
+            durations = self.collectives.plan(out, durations)
         if out.num_iterations == 1:
             ends: Sequence[float] = (now + durations,)  # type: ignore[operator]
         elif isinstance(durations, list):
@@ -189,6 +193,8 @@ class Replica:
         assert out is not None
         assert ends is not None
         finished = self.scheduler.update(out, done, ends)
+        if self.collectives is not None:
+            self.collectives.end(done)
         self.runs += 1
         self.iterations_run += done
         if self.iterations is not None:

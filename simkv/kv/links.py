@@ -36,6 +36,8 @@ from simkv.engine.events import NORMAL, Wakeup
 # Bytes left below which a transfer counts as done (float round-off of rate x time).
 _EPS_BYTES = 1e-3
 _EPS_S = 1e-9
+# Collectives never hold more than this share of a link: transfers keep a trickle (assumed).
+MAX_RESERVED = 0.95
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +51,11 @@ class Link:
     bytes_moved: float = 0.0
     busy_s: float = 0.0
     _busy_since: float = 0.0
+    # Bandwidth held by collectives running on the link (collectives.on_fabric; 0 otherwise):
+    # transfers share what is left. Their bytes are counted apart from transfers'.
+    reserved: float = 0.0
+    collective_bytes: float = 0.0
+    requested: float = 0.0  # sum of the collectives' rates; reserved is it, capped
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +103,18 @@ class Fabric:
         self._reschedule()
         return t
 
+    def reserve(self, changes: Sequence[tuple[Link, float]]) -> None:
+        """Add ``rate`` (bytes/s; negative releases) to each link's reserved bandwidth, at
+        most ``MAX_RESERVED`` of it, and re-rate the transfers in flight from now on."""
+        self._progress(self.env.now)
+        for link, rate in changes:
+            link.requested += rate
+            if link.requested < 1e-9 * link.bandwidth:  # float residue of a full release
+                link.requested = 0.0
+            link.reserved = min(link.requested, MAX_RESERVED * link.bandwidth)
+        if self.active:
+            self._reschedule()
+
     def _progress(self, now: float) -> None:
         dt = now - self._last
         if dt > 0:
@@ -112,7 +131,9 @@ class Fabric:
             _max_min_rates(self.active)
         for t in self.active:
             if not self.max_min:
-                t.rate = min(link.bandwidth / link.active for link in t.links)
+                # NOTE: bandwidth - 0.0 is bandwidth exactly: without collectives on the
+                # fabric the rates are the same floats as before reservations existed.
+                t.rate = min((link.bandwidth - link.reserved) / link.active for link in t.links)
             soonest = min(soonest, max(t.left, 0.0) / t.rate)
         Wakeup(self.env, soonest, NORMAL, self._tick, self._epoch)
 
@@ -164,7 +185,7 @@ def _max_min_rates(transfers: list[Transfer]) -> None:
             k = id(link)
             if k not in links:
                 links[k] = link
-                left[k] = link.bandwidth
+                left[k] = link.bandwidth - link.reserved
                 count[k] = 0
             count[k] += 1
     unfixed = len(transfers)

@@ -70,6 +70,12 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
         "weight_bytes_loaded": cluster.lifecycle.weight_bytes_loaded,
         "links": cluster.topology.link_stats(),
     }
+    if cluster.cfg.collectives.on_fabric:  # docs/PARALLELISM.md
+        from simkv.engine.collectives import collective_stats
+
+        out["collectives"] = {"bytes": collective_stats(cluster.topology.links()),
+                              "runs_slowed": sum(r.collectives.runs_slowed for r in cluster.replicas),
+                              "extra_s": sum(r.collectives.extra_s for r in cluster.replicas)}
     if cluster.handoff is not None:
         st = cluster.handoff.stats
         wait = pq.read_table(requests_path, columns=["kv_transfer_s"]).column(0).to_numpy()
