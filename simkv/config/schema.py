@@ -161,9 +161,22 @@ class PoolConfig:
     loader_gb_s_per_gpu: float = bounded(2.0, gt=0)
     # Price of one GPU-hour (any currency), for equal-cost comparisons; 0 = not priced.
     gpu_hour_cost: float = bounded(0.0, ge=0)
+    # Attention-FFN disaggregation (MegaScale-Infer): this many GPUs hold the routed experts,
+    # the TP x DP GPUs only attention; micro-batches of the ping-pong pipeline (perf/afd.py).
+    afd_expert_gpus: int = bounded(0, ge=0)
+    afd_micro_batches: int = bounded(3, ge=1)
 
     def __post_init__(self) -> None:
         check(self, "pool.")
+
+    def validate(self, prefix: str = "pool.") -> None:
+        if self.afd_expert_gpus:
+            require(self.expert_parallel == 1 and self.pipeline_parallel == 1,
+                    f"{prefix}afd_expert_gpus: the experts live on the expert GPUs; set "
+                    f"{prefix}expert_parallel=1 and {prefix}pipeline_parallel=1")
+        else:
+            require(self.afd_micro_batches == 3,
+                    f"{prefix}afd_micro_batches cannot act with {prefix}afd_expert_gpus=0")
 
 
 ALLOCATORS = ("paged", "vattention")

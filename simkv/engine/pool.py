@@ -37,10 +37,11 @@ class Layout:
     pp: int
     dp: int
     ep: int
+    afd: int = 0  # expert GPUs of an attention-FFN disaggregated instance (perf/afd.py)
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.pp * self.dp + self.afd
 
     def __str__(self) -> str:
         parts = [f"TP{self.tp}"]
@@ -50,6 +51,8 @@ class Layout:
             parts.append(f"DP{self.dp}")
         if self.ep > 1:
             parts.append(f"EP{self.ep}")
+        if self.afd:
+            parts.append(f"AFD{self.afd}")
         return "-".join(parts)
 
 
@@ -149,7 +152,7 @@ class Pool:
                 f"pool '{self.name}': expert_parallel ({pc.expert_parallel}) must be 1 or "
                 f"tensor_parallel x data_parallel_attention "
                 f"({pc.tensor_parallel * pc.data_parallel_attention})")
-        return Layout(pc.tensor_parallel, pc.pipeline_parallel, dp, ep)
+        return Layout(pc.tensor_parallel, pc.pipeline_parallel, dp, ep, pc.afd_expert_gpus)
 
     def sizes(self) -> list[int]:
         """Data-parallel degrees a resize may choose (experts must divide evenly)."""
@@ -170,8 +173,14 @@ class Pool:
             links = AllToAllLinks(hw.nvlink_bandwidth * hw.eff("nvlink").values[-1], hw.nvlink_latency_s,
                                   node.gpu_network_bandwidth, node.gpu_network_latency_s,
                                   node.gpus_per_node)
-            cost = CostModel(self.model, hw, lay.tp, lay.pp, self.sim.engine, data_parallel=lay.dp,
-                             expert_parallel=lay.ep, moe=self.sim.moe, links=links)
+            if lay.afd:  # attention-FFN disaggregation (MegaScale-Infer): perf/afd.py
+                from simkv.perf.afd import afd_cost
+
+                cost = afd_cost(self, lay.dp)
+            else:
+                cost = CostModel(self.model, hw, lay.tp, lay.pp, self.sim.engine,
+                                 data_parallel=lay.dp, expert_parallel=lay.ep, moe=self.sim.moe,
+                                 links=links)
             configure_cost(cost, self.sim, node)  # kv.allocator, weights (perf/options.py)
             p = self.placement
             if p.attention_in_storage or p.kv_on_ssd or p.kv_on_dram:
