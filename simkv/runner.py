@@ -279,7 +279,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     replicas: list[Replica] = cluster.replicas
     first = next(iter(cluster.pools.values()))
-    capacity = first.capacity(first.base.dp)
+    capacity = first.capacity(first.base_degree)
     # GPU-hours from the instances' transitions over the run (metrics/cluster.gpu_seconds).
     section = cluster_summary(cluster, out / "instances.parquet", out / "requests.parquet",
                               cluster.last_done_s)

@@ -52,6 +52,10 @@ class ClusterConfig:
     # Bounds an autoscaler keeps the replica count within (None: replicas, i.e. fixed).
     min_replicas: int | None = bounded(None, ge=1)
     max_replicas: int | None = bounded(None, ge=1)
+    # Bounds of the tensor-parallel degree a vertical autoscaler may resize a replica to
+    # (autoscaler=vertical restarts, elastic_tp resizes in place; None: tensor_parallel).
+    min_tensor_parallel: int | None = bounded(None, ge=1)
+    max_tensor_parallel: int | None = bounded(None, ge=1)
     # A network model store every node can load weights from (an object store or NFS):
     # its total read bandwidth, shared by all loads at once.
     weight_store_gb_s: float = bounded(10.0, gt=0)
@@ -148,6 +152,10 @@ class PoolConfig:
     # Largest and smallest data-parallel degree a resize may reach (None: the initial one).
     max_data_parallel: int | None = bounded(None, ge=1)
     min_data_parallel: int | None = bounded(None, ge=1)
+    # Or the tensor-parallel degree (dense models' vertical scaling: a TP resize,
+    # docs/PARALLELISM.md); one resize dimension per pool.
+    max_tensor_parallel: int | None = bounded(None, ge=1)
+    min_tensor_parallel: int | None = bounded(None, ge=1)
     # GPU allocation, container and engine process start before weights load (seconds).
     provisioning_s: float = bounded(30.0, ge=0)
     # Engine warm-up after the weights land (CUDA-graph capture, KV-cache profiling).
@@ -170,6 +178,13 @@ class PoolConfig:
         check(self, "pool.")
 
     def validate(self, prefix: str = "pool.") -> None:
+        tp_range = (self.min_tensor_parallel not in (None, self.tensor_parallel)
+                    or self.max_tensor_parallel not in (None, self.tensor_parallel))
+        dp_range = (self.min_data_parallel not in (None, self.data_parallel_attention)
+                    or self.max_data_parallel not in (None, self.data_parallel_attention))
+        require(not (tp_range and dp_range),
+                f"{prefix}max_tensor_parallel: a pool resizes one dimension; set either the "
+                f"tensor-parallel or the data-parallel range")
         if self.afd_expert_gpus:
             require(self.expert_parallel == 1 and self.pipeline_parallel == 1,
                     f"{prefix}afd_expert_gpus: the experts live on the expert GPUs; set "

@@ -54,7 +54,7 @@ class Cluster:
                                  cfg.cluster.weight_store_latency_s,
                                  recorder.transfer if recorder.transfers is not None else None)
         self.topology.fabric.max_min = cfg.memory.link_sharing == "max_min"
-        self.memory = (build_memory(cfg, self.topology, first.cost(first.base.dp), self.pools)
+        self.memory = (build_memory(cfg, self.topology, first.cost(first.base_degree), self.pools)
                        if cfg.kv.prefix_caching else None)
         # Every instance ever started, by id; those the router may choose, in start order.
         self.replicas: list[Replica] = []
@@ -116,8 +116,9 @@ class Cluster:
         sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward,
                       kv_policy=pool.kv_policy, model=pool.model, engine=cfg.engine,
                       predictor=self.predictor)
-        if dp > 1:
-            sched.scale_seats(dp)
+        ranks = pool.layout(dp).dp  # dp is the pool's resize degree (engine/pool.py)
+        if ranks > 1:
+            sched.scale_seats(ranks)
         if pool.cfg.role == "decode":
             sched.on_remote = lambda req: self.handoff.admitted(req, self.replicas[req.replica],  # type: ignore[union-attr]
                                                                 self.env.now)

@@ -141,8 +141,9 @@ def build_controller(cfg: SimConfig, cluster: Any) -> Controller | None:
                          f"{', '.join(cluster.pools)}")
     if not names:
         raise ValueError(f"autoscaler={name_of(cfg.autoscaler)} has no pool to scale: every pool "
-                         f"has a fixed size (set cluster.max_replicas, or pools.<name>."
-                         f"max_instances / max_data_parallel)")
+                         f"has a fixed size (set cluster.max_replicas or cluster.max_tensor_parallel, "
+                         f"or pools.<name>.max_instances / max_data_parallel / "
+                         f"max_tensor_parallel)")
     pools = [cluster.pools[n] for n in names]
     for p in pools:
         policy.check(p)

@@ -117,7 +117,8 @@ class Lifecycle:
 
     # --- bookkeeping --------------------------------------------------------------------
     def set_state(self, r: Replica, state: str, reason: str, action: int = -1) -> None:
-        self._record((self.env.now, r.index, r.pool.name, r.state, state, r.gpus, r.dp, action,
+        self._record((self.env.now, r.index, r.pool.name, r.state, state, r.gpus,
+                      r.pool.layout(r.dp).dp, action,
                       reason))
         r.state = state
 
@@ -140,7 +141,7 @@ class Lifecycle:
             slots = self.topology.allocate(pool.name, pool.base.gpus)
             if slots is None:
                 raise ValueError(f"pool '{pool.name}': no room for its initial instances")
-            r = self._new(pool, pool.base.dp, slots, "none")
+            r = self._new(pool, pool.base_degree, slots, "none")
             self.set_state(r, SERVING, "initial")
             self._serving(r)
 
@@ -250,6 +251,36 @@ class Lifecycle:
             r.on_stopped()
 
     # --- elastic resize -------------------------------------------------------------------
+    def _reshard(self, r: Replica, old_cost: Any, new_cost: Any, added: Slots | None,
+                 gpus: int, ev: ScaleEvent, params: ElasticParams) -> list[tuple[float, list]]:
+        """A tensor-parallel resize: every GPU of the new layout holds 1/TP' of each layer's
+        weights and of each sequence's KV heads (SpotServe's in-place reparallelisation,
+        arXiv 2311.15566, migrates both). Growing, the staying GPUs keep a part of what they
+        hold (ranks renumbered so a new shard is a subset of an old one) and each new GPU
+        receives its weights and its share of the KV in use from them; shrinking, each staying
+        GPU receives what its shard grows by, weights and KV, from the leaving ones."""
+        hw = r.pool.hw
+        kv = r.scheduler.pool
+        tokens = (kv.used + kv.cached) * kv.block_size
+        w_old, w_new = old_cost.weight_bytes_per_gpu(), new_cost.weight_bytes_per_gpu()
+        kv_old = tokens * old_cost.kv_bytes_per_token_per_gpu()
+        kv_new = tokens * new_cost.kv_bytes_per_token_per_gpu()
+        path = self.topology.path_between_gpus
+        moves: list[tuple[float, list]] = []
+        if added is not None:
+            for j, d in enumerate(added.gpus):
+                s = r.slots.gpus[j % len(r.slots.gpus)]
+                moves.append((w_new + kv_new, path(s, d, hw.nvlink_bandwidth, hw.nvlink_latency_s)))
+            ev.peak_weight_bytes_per_gpu = max(w_old, w_new) if params.zero_copy else w_old + w_new
+        else:
+            keep, leave = r.slots.gpus[:gpus], r.slots.gpus[gpus:]
+            grow = max(0.0, w_new - w_old) + max(0.0, kv_new - kv_old)
+            for j, d in enumerate(keep):
+                s = leave[j % len(leave)]
+                moves.append((grow, path(s, d, hw.nvlink_bandwidth, hw.nvlink_latency_s)))
+            ev.peak_weight_bytes_per_gpu = w_new if params.zero_copy else w_old + w_new
+        return moves
+
     def resize(self, r: Replica, dp: int, ev: ScaleEvent, params: ElasticParams) -> bool:
         """Grow or shrink a serving instance's data/expert-parallel degree in place."""
         pool = r.pool
@@ -274,7 +305,9 @@ class Lifecycle:
         rest = new_cost.weight_bytes_per_gpu() - experts_new  # non-expert weights per GPU
         hw = pool.hw
         moves: list[tuple[float, list]] = []
-        if added is not None:
+        if pool.resize_tp:
+            moves = self._reshard(r, old_cost, new_cost, added, new.gpus, ev, params)
+        elif added is not None:
             # New GPUs receive the non-expert weights and their share of experts from the
             # GPUs already there (round robin over them), peer to peer.
             for j, d in enumerate(added.gpus):

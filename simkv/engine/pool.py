@@ -71,7 +71,8 @@ def pool_configs(cfg: SimConfig) -> dict[str, PoolConfig]:
         c = cfg.cluster
         defaults = type(c)()
         changed = [k for k in ("replicas", "tensor_parallel", "pipeline_parallel", "min_replicas",
-                               "max_replicas") if getattr(c, k) != getattr(defaults, k)]
+                               "max_replicas", "min_tensor_parallel", "max_tensor_parallel")
+                   if getattr(c, k) != getattr(defaults, k)]
         if changed:
             raise ValueError(f"cluster.{changed[0]} has no effect when pools are given; set it "
                              f"per pool (pools.<name>.instances, .tensor_parallel, ...)")
@@ -79,7 +80,9 @@ def pool_configs(cfg: SimConfig) -> dict[str, PoolConfig]:
     c = cfg.cluster
     return {DEFAULT: PoolConfig(instances=c.replicas, min_instances=c.min_replicas,
                                 max_instances=c.max_replicas, tensor_parallel=c.tensor_parallel,
-                                pipeline_parallel=c.pipeline_parallel)}
+                                pipeline_parallel=c.pipeline_parallel,
+                                min_tensor_parallel=c.min_tensor_parallel,
+                                max_tensor_parallel=c.max_tensor_parallel)}
 
 
 class Pool:
@@ -105,6 +108,19 @@ class Pool:
             raise ValueError(f"{where}: data_parallel_attention ({pc.data_parallel_attention}) must "
                              f"lie within min_data_parallel ({self.min_dp}) and max_data_parallel "
                              f"({self.max_dp}), all >= 1")
+        # The resize degree: the data-parallel one (MoE pools), or the tensor-parallel one when
+        # the pool has a TP range (vertical scaling of dense models). min_dp / max_dp bound it,
+        # and an instance's ``dp`` holds it (``layout(degree)`` maps it to a layout).
+        min_tp = pc.tensor_parallel if pc.min_tensor_parallel is None else pc.min_tensor_parallel
+        max_tp = pc.tensor_parallel if pc.max_tensor_parallel is None else pc.max_tensor_parallel
+        self.resize_tp = (min_tp, max_tp) != (pc.tensor_parallel, pc.tensor_parallel)
+        if self.resize_tp:
+            if not 1 <= min_tp <= pc.tensor_parallel <= max_tp:
+                raise ValueError(f"{where}: tensor_parallel ({pc.tensor_parallel}) must lie within "
+                                 f"min_tensor_parallel ({min_tp}) and max_tensor_parallel "
+                                 f"({max_tp}), all >= 1")
+            self.min_dp, self.max_dp = min_tp, max_tp
+        self.base_degree = pc.tensor_parallel if self.resize_tp else pc.data_parallel_attention
         self.expert_parallel = pc.expert_parallel > 1
         self.placement = build(cfg.offload)
         sched = cfg.scheduler
@@ -119,9 +135,9 @@ class Pool:
         self.finished = 0
         self.slo_met = 0
         try:
-            self.base = self.layout(pc.data_parallel_attention)
-            self.cost(self.base.dp)  # fail before the run when the layout is impossible
-            self.capacity(self.base.dp)
+            self.base = self.layout(self.base_degree)
+            self.cost(self.base_degree)  # fail before the run when the layout is impossible
+            self.capacity(self.base_degree)
             self.kv_policy = self._kv_policy()
         except ValueError as exc:
             if name == DEFAULT:
@@ -141,11 +157,17 @@ class Pool:
         if self.cfg.role != "colocated" and not (policy.is_full and self.model.kind == "autoregressive"):
             raise ValueError(f"kv_policy={policy.name} and {self.model.kind} models run on colocated "
                              f"pools only: a hand-off of compressed or diffusion KV is not modelled")
-        policy.bind(self.cost(self.base.dp))
+        policy.bind(self.cost(self.base_degree))
         return policy
 
     def layout(self, dp: int) -> Layout:
+        """The layout of resize degree ``dp`` (the data-parallel degree, or the tensor-parallel
+        one in a pool with a TP range)."""
         pc = self.cfg
+        if self.resize_tp:
+            ranks = pc.data_parallel_attention
+            return Layout(dp, pc.pipeline_parallel, ranks, dp * ranks if self.expert_parallel else 1,
+                          pc.afd_expert_gpus)
         ep = pc.tensor_parallel * dp if self.expert_parallel else 1
         if self.expert_parallel and pc.expert_parallel != pc.tensor_parallel * pc.data_parallel_attention:
             raise ValueError(
@@ -155,8 +177,13 @@ class Pool:
         return Layout(pc.tensor_parallel, pc.pipeline_parallel, dp, ep, pc.afd_expert_gpus)
 
     def sizes(self) -> list[int]:
-        """Data-parallel degrees a resize may choose (experts must divide evenly)."""
+        """Degrees a resize may choose (experts must divide evenly; TP must divide the heads)."""
         e = self.model.num_experts
+        if self.resize_tp:
+            ranks = self.cfg.data_parallel_attention
+            return [t for t in range(self.min_dp, self.max_dp + 1)
+                    if self.model.num_heads % t == 0
+                    and (not self.expert_parallel or e % (t * ranks) == 0)]
         return [d for d in range(self.min_dp, self.max_dp + 1)
                 if not self.expert_parallel or e % (self.cfg.tensor_parallel * d) == 0]
 

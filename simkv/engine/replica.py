@@ -90,7 +90,7 @@ class Replica:
         self.gpus = len(self.slots.gpus)
         self.cost = cost
         self.scheduler.pool.resize(kv_blocks)
-        self.scheduler.scale_seats(dp)
+        self.scheduler.scale_seats(self.pool.layout(dp).dp)
         self.work_rate = self.pool.work_rate(dp)
 
     def submit(self, req: Request) -> None:

@@ -128,7 +128,9 @@ def scaling_section(events: list[Any], requests_path: Path, end_s: float) -> dic
                 e = new_instances.get(rep)
                 if e is not None and sched[i] >= ready[e]:
                     first_served[e] = min(first_served[e], sched[i])
-    span_during = _union_length(starts, np.minimum(windows[order, 1], end_s))
+    # NOTE: clipped to the run at both ends: a decision after the last completion (a
+    # scale-down as the run drains) would otherwise count a negative span.
+    span_during = _union_length(np.minimum(starts, end_s), np.minimum(windows[order, 1], end_s))
     rows = []
     for k, e in enumerate(events):
         served = first_served[k] if np.isfinite(first_served[k]) else None

@@ -1,6 +1,7 @@
 """Autoscalers: how a pool's capacity follows its load (config group ``autoscaler``)."""
 
 from simkv.policies.autoscaler.elastic_moe import ElasticMoE, ElasticMoEConfig
+from simkv.policies.autoscaler.elastic_tp import ElasticTP, ElasticTPConfig
 from simkv.policies.autoscaler.horizontal import Horizontal, HorizontalConfig
 from simkv.policies.autoscaler.interface import (
     Action,
@@ -14,6 +15,7 @@ from simkv.policies.autoscaler.interface import (
 from simkv.policies.autoscaler.none import NoAutoscaler, NoAutoscalerConfig
 from simkv.policies.autoscaler.vertical import Vertical, VerticalConfig
 
-__all__ = ["Action", "Autoscaler", "Drain", "ElasticMoE", "ElasticMoEConfig", "Horizontal",
+__all__ = ["Action", "Autoscaler", "Drain", "ElasticMoE", "ElasticMoEConfig", "ElasticTP",
+           "ElasticTPConfig", "Horizontal",
            "HorizontalConfig", "Launch", "NoAutoscaler", "NoAutoscalerConfig", "Resize", "Restart",
            "ScalingConfig", "Vertical", "VerticalConfig"]

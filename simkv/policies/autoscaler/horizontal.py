@@ -34,7 +34,7 @@ class Horizontal:
         want = math.ceil(desired_gpus / pool.base.gpus)
         want = min(max(want, pool.min_instances), pool.max_instances)
         if want > len(live):
-            return [Launch(pool.base.dp)] * (want - len(live))
+            return [Launch(pool.base_degree)] * (want - len(live))
         if want < len(live):
             serving = [r for r in live if r.state == "serving"]
             # The least loaded leave first (their queues drain soonest); newest on ties.

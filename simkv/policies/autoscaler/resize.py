@@ -1,27 +1,35 @@
-"""Shared by vertical and elastic_moe: the data-parallel degree each instance should take."""
+"""Shared by vertical, elastic_moe and elastic_tp: the degree (data-parallel, or tensor-parallel
+in a pool with a TP range) each instance should take."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 
 def target_dp(pool: Any, desired_gpus: int, instances: int) -> int:
-    """The smallest allowed degree whose GPUs, over ``instances``, cover ``desired_gpus``."""
-    per_rank = pool.base.tp * pool.base.pp
-    want = math.ceil(desired_gpus / max(instances, 1) / per_rank)
+    """The smallest allowed degree (data- or tensor-parallel, engine/pool.py) whose GPUs, over
+    ``instances``, cover ``desired_gpus``."""
+    want = desired_gpus / max(instances, 1)
     sizes = pool.sizes()
     for d in sizes:
-        if d >= want:
+        if pool.layout(d).gpus >= want - 1e-9:
             return d
     return sizes[-1]
 
 
 def check_resizable(pool: Any, policy: str) -> None:
+    if pool.resize_tp:  # a tensor-parallel range: any model (dense vertical scaling)
+        if len(pool.sizes()) < 2:
+            raise ValueError(f"autoscaler={policy}: pool '{pool.name}' has one allowed "
+                             f"tensor-parallel degree (min_tensor_parallel..max_tensor_parallel "
+                             f"{pool.min_dp}..{pool.max_dp} dividing {pool.model.num_heads} heads)")
+        return
     if not pool.expert_parallel:
         raise ValueError(f"autoscaler={policy}: pool '{pool.name}' changes its data/expert-parallel "
                          f"degree, which needs an MoE model with expert_parallel > 1 (got "
-                         f"{pool.model.name}, expert_parallel=1)")
+                         f"{pool.model.name}, expert_parallel=1); or give it a tensor-parallel "
+                         f"range (pools.{pool.name}.min_tensor_parallel / max_tensor_parallel, "
+                         f"cluster.max_tensor_parallel)")
     if len(pool.sizes()) < 2:
         raise ValueError(f"autoscaler={policy}: pool '{pool.name}' has one allowed size "
                          f"(data_parallel_attention {pool.min_dp}..{pool.max_dp} with "
