@@ -81,6 +81,9 @@ class Run:
     requests: dict[str, pd.DataFrame] = field(default_factory=dict)
     steps: dict[str, pd.DataFrame] = field(default_factory=dict)
     meta: dict[str, Stream] = field(default_factory=dict)
+    # Requests the engine evicted (soft resets and CPU offloads), per stream, where recorded
+    # (evictions_<stream>.csv: one row per eviction).
+    evictions: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -284,6 +287,12 @@ def load_run(folder: Path | str, model: str | None = None) -> Run:
         steps = folder / f"iterations_{tag}.csv"
         if steps.is_file():
             run.steps[tag] = read_steps(steps)
+        ev = folder / f"evictions_{tag}.csv"
+        if ev.is_file():
+            try:
+                run.evictions[tag] = len(pd.read_csv(ev))
+            except pd.errors.EmptyDataError:
+                run.evictions[tag] = 0
     return run
 
 

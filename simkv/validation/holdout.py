@@ -160,8 +160,8 @@ def score(r: Run, t: str, profile: str | None, engine: EngineConfig, split: str,
             row["schedule_replayed"] = 100.0 * float(steps["agree"].mean())
         row["schedule_free"] = agreement(compare_steps(steps, sim))["agree"]
         row["steps"], row["steps_sim"] = len(steps), len(sim)
-    if "evictions" in r.requests[t]:
-        row["evictions"] = int(r.requests[t]["evictions"].sum())
+    if t in r.evictions:
+        row["evictions"] = r.evictions[t]
     return row
 
 
