@@ -182,6 +182,12 @@ CONFIGS = [
     (["workload=trace", "workload.path={corpus}/native_text_prompt.csv"], "{corpus}/native_text_prompt.csv: row 2, column 'prompt_tokens': expected a number, got 'abc'"),
     (["hardware=[a100_80gb,h200]"], "hardware: expected one choice, got the list [a100_80gb,h200]; to run each, sweep: simkv -m hardware=a100_80gb,h200"),
     (["model=[llama3_8b,llama3_70b]"], "model: expected one choice, got the list [llama3_8b,llama3_70b]; to run each, sweep: simkv -m model=llama3_8b,llama3_70b"),
+    (["faults.node_mtbf_h=0"], "faults.node_mtbf_h: expected a finite number > 0, got 0.0"),
+    (["faults.detect_s=30"], "faults.detect_s cannot act: nothing fails (set faults.*_mtbf_h, faults.events or spot.pools)"),
+    (["faults=llama3", "scheduler=static"], "faults: losing instances is not modelled with scheduler=static (it cannot hand running requests back); use the colocated default or turn faults off"),
+    (["faults.events=[{time_s:1,kind:node,target:3}]"], "faults.events[0].target: node 3 does not exist (the cluster has one node, 0)"),
+    (["spot.pools=[spot]"], "spot.pools cannot act: no preemption comes (set spot.preemptions_per_h, spot.times or a faults.events entry of kind preempt)"),
+    (["spot.pools=[spot]", "spot.times=[10]"], "spot.pools: unknown pool 'spot'; the pools are default"),
 ]
 
 

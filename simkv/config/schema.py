@@ -19,6 +19,7 @@ from typing import Any
 
 from simkv.config.bounds import ConfigError, bounded, check, require
 from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
+from simkv.config.faults import FaultsConfig, SpotConfig, validate_against
 from simkv.entities.model import ModelSpec
 
 log = logging.getLogger("simkv")
@@ -434,6 +435,9 @@ class SimConfig:
     collectives: CollectivesConfig = field(default_factory=CollectivesConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     priority: PriorityConfig = field(default_factory=PriorityConfig)
+    # Instances lost: failures and spot preemption (config/faults.py, docs/FAULTS.md).
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    spot: SpotConfig = field(default_factory=SpotConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self, prefix: str = "") -> None:
@@ -520,6 +524,7 @@ class SimConfig:
                                    f"prefix: set kv.prefix_caching=false")
                 require(kv_manager, f"scheduler: {what} needs scheduler=vllm or continuum "
                                     f"(scheduler=static runs full KV of autoregressive models only)")
+        validate_against(self)
         block = getattr(self.workload, "block_tokens", None)
         require(block is None or not cache or block == kv.prefix_block_tokens,
                 f"workload.block_tokens ({block}) must equal kv.prefix_block_tokens "

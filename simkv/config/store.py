@@ -25,7 +25,7 @@ _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
                  "kv_policy", "kv_pool", "predictor")
 # Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
-SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", *POLICY_GROUPS)
+SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", "faults", *POLICY_GROUPS)
 
 
 # One line per config group for `simkv --help` (the choices are appended from the store).
@@ -44,6 +44,7 @@ GROUP_HELP = {
     "kv_pool": "KV memory shared across instances (DistAttention: borrow blocks from others)",
     "predictor": "the output length routers and schedulers expect (running mean; oracle: the true one)",
     "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE)",
+    "faults": "instances lost at fleet failure rates (llama3) or given times; spot.* (docs/FAULTS.md)",
 }
 HELP_HEADER = """simkv: a trace-driven discrete-event simulator of LLM serving clusters.
 

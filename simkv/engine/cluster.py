@@ -76,6 +76,13 @@ class Cluster:
         self.kv_pool = build(cfg.kv_pool)
         for pool in self.pools.values():
             self.lifecycle.initial(pool)
+        # Failures and spot preemption (engine/faults.py): nothing is built without them.
+        self.faults = None
+        if cfg.faults.active() or cfg.spot.active():
+            from simkv.engine.faults import Faults
+
+            self.faults = Faults(self, np.random.default_rng(np.random.SeedSequence(cfg.seed,
+                                                                                     spawn_key=(24,))))
         self._chunks: Iterator[ArrivalBatch] = iter(workload.arrivals(rng))
         self._cols: tuple[list, ...] = ()
         self._extra: tuple[list, ...] | None = None
@@ -183,6 +190,8 @@ class Cluster:
 
     # --- arrivals -----------------------------------------------------------------------
     def start(self) -> None:
+        if self.faults is not None:
+            self.faults.start()
         if self._load_chunk():
             Wakeup(self.env, self._cols[0][0] - self.env.now, URGENT, self._arrive)
         else:
@@ -253,6 +262,9 @@ class Cluster:
             self._reject(req, "max_model_len")
             return
         if not self.serving:
+            if self.faults is not None and self.faults.hopeless:
+                self.faults.fail_unserved(req)  # every instance lost, none coming back
+                return
             self.backlog.append(req)  # nothing serves yet (all starting, or scaled to zero)
             self.unrouted += 1
             return
@@ -306,6 +318,7 @@ class Cluster:
     def busy(self) -> bool:
         return (not self.arrivals_done or self.pending_followups > 0 or bool(self.backlog)
                 or (self.handoff is not None and bool(self.handoff.backlog))
+                or (self.faults is not None and self.faults.busy())
                 or any(r.busy or r.scheduler.num_unfinished() for r in self.replicas))
 
 

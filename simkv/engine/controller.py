@@ -14,7 +14,7 @@ from typing import Any
 
 from simkv.config.schema import SimConfig
 from simkv.engine.events import NORMAL, Wakeup
-from simkv.engine.lifecycle import DRAINING, SERVING, STOPPED, ElasticParams
+from simkv.engine.lifecycle import LEAVING, SERVING, ElasticParams
 from simkv.engine.pool import Pool
 from simkv.policies.autoscaler import Drain, Launch, NoAutoscalerConfig, Resize, Restart
 from simkv.policies.autoscaler.recommend import Recommender, Sample
@@ -59,7 +59,7 @@ class Controller:
         t0, routed0, finished0, met0, unrouted0 = hist[0]
         span = max(now - t0, 1e-9)
         serving = [r for r in pool.instances if r.state == SERVING]
-        held = [r for r in pool.instances if r.state not in (DRAINING, STOPPED)]
+        held = [r for r in pool.instances if r.state not in LEAVING]
         used = sum(r.scheduler.pool.used for r in serving)
         cap = sum(r.scheduler.pool.capacity for r in serving)
         done = pool.finished - finished0
@@ -67,7 +67,7 @@ class Controller:
         # GPUs held (they are routed when capacity returns, not counted twice).
         held_gpus = sum(r.gpus for r in held)
         total_held = sum(r.gpus for p in self.cluster.pools.values() for r in p.instances
-                         if r.state not in (DRAINING, STOPPED))
+                         if r.state not in LEAVING)
         share = held_gpus / total_held if total_held else 1.0 / len(self.cluster.pools)
         return Sample(
             serving_gpus=sum(r.gpus for r in serving),

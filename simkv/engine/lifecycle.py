@@ -42,11 +42,20 @@ SERVING = "serving"
 SCALING = "scaling"
 DRAINING = "draining"
 STOPPED = "stopped"
-STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING, STOPPED)
+# Losses (engine/faults.py): failed until the failure is detected, preempting during a spot
+# notice's grace period, unreachable while its node's network link is down. All three hold
+# their GPUs (they are paid for): the lost instance's GPUs are freed at its ``stopped``.
+FAILED = "failed"
+PREEMPTING = "preempting"
+UNREACHABLE = "unreachable"
+STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING, STOPPED, FAILED, PREEMPTING,
+          UNREACHABLE)
 # States in which an instance holds no GPUs (its row's ``gpus`` is what it held before). Cost
 # is integrated from the transitions over every other state (metrics/cluster.gpu_seconds), so
 # a new state is paid for unless it is listed here (a terminal one, e.g. failed, belongs here).
 RELEASED = frozenset({STOPPED})
+# States in which an instance is on its way out: not capacity an autoscaler can count on.
+LEAVING = (DRAINING, STOPPED, FAILED, PREEMPTING)
 
 
 @dataclass(slots=True)
@@ -157,6 +166,8 @@ class Lifecycle:
         return r
 
     def _load(self, r: Replica, ev: ScaleEvent) -> None:
+        if r.state != PROVISIONING:
+            return  # lost while provisioning (engine/faults.py)
         pool = r.pool
         self.set_state(r, LOADING, f"weights from {pool.cfg.weight_source}", ev.action)
         cost = pool.cost(r.dp)
@@ -207,8 +218,8 @@ class Lifecycle:
             self.topology.fabric.start(nbytes, path, one, what)
 
     def _ready(self, r: Replica, ev: ScaleEvent) -> None:
-        if r.state == STOPPED:
-            return
+        if r.state != LOADING:
+            return  # stopped or lost while loading
         self.set_state(r, SERVING, "loaded", ev.action)
         if ev.ready_s != ev.ready_s:  # first instance of the action to serve
             ev.ready_s = self.env.now
@@ -249,6 +260,16 @@ class Lifecycle:
             self.on_stop(r)
         if r.on_stopped is not None:
             r.on_stopped()
+
+    def lost(self, r: Replica, reason: str, keep: set[int] | None = None) -> None:
+        """``r`` is gone (a failure detected, a spot preemption carried out): stopped, its
+        GPUs free again except ``keep`` (broken ones, back when repaired). Its requests were
+        handed back by the caller (engine/faults.py)."""
+        self.set_state(r, STOPPED, reason)
+        self.topology.release(Slots([g for g in r.slots.gpus if not keep or g not in keep]))
+        r.pool.instances.remove(r)
+        if self.on_stop is not None:
+            self.on_stop(r)
 
     # --- elastic resize -------------------------------------------------------------------
     def _reshard(self, r: Replica, old_cost: Any, new_cost: Any, added: Slots | None,

@@ -9,7 +9,7 @@ the new request. So events scale with arrivals and batch changes, never with tok
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
@@ -186,12 +186,37 @@ class Replica:
         self.epoch += 1
         Wakeup(self.env, float(ends[-1]) - self.env.now, NORMAL, self._run_ended, self.epoch)
 
+    def interrupt(self, now: float) -> None:
+        """The instance is lost at ``now``: the iterations of the run in flight that ended by
+        then are committed (their tokens were out), the one in flight is lost, and nothing
+        runs until someone plans again. Its requests stay with the scheduler (hand_back)."""
+        out, ends = self._out, self._ends
+        if out is not None and ends is not None:
+            done = bisect_right(ends, now, 0, self._done)
+            if done:
+                self._done = done
+                self._commit(out, ends, done)
+            # NOTE: with none ended, progress a plan committed early (a prefill joined to the
+            # decode batch at planning) is undone when the scheduler materialises the request.
+        self.epoch += 1  # its wake-up is stale now
+        self._out = self._ends = None
+        self.busy = False
+
     def _run_ended(self, event: Wakeup) -> None:
         if event.tag != self.epoch:
             return  # a wake-up for a run that was cut short
         out, ends, done = self._out, self._ends, self._done
         assert out is not None
         assert ends is not None
+        self._commit(out, ends, done)
+        if self.on_run_end is not None:
+            self.on_run_end(self)
+        if self.observer is not None:
+            self.observer(self)
+        self._plan(float(ends[done - 1]))
+
+    def _commit(self, out: SchedulerOutput, ends: Sequence[float], done: int) -> None:
+        """Apply the first ``done`` iterations of ``out``: finished requests are reported."""
         finished = self.scheduler.update(out, done, ends)
         if self.collectives is not None:
             self.collectives.end(done)
@@ -217,8 +242,3 @@ class Replica:
                     f"replica {self.index}: {self._idle_iterations} iterations without a "
                     f"request finishing ({self.scheduler.num_unfinished()} unfinished)"
                 )
-        if self.on_run_end is not None:
-            self.on_run_end(self)
-        if self.observer is not None:
-            self.observer(self)
-        self._plan(float(ends[done - 1]))

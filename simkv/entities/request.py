@@ -22,6 +22,8 @@ class State(IntEnum):
     REJECTED = 4
     # Admitted, waiting for its cached KV to arrive from DRAM/SSD/another node.
     LOADING = 5
+    # Lost with its instance and not retried (engine/faults.py); the reason says why.
+    FAILED = 6
 
 
 @dataclass(slots=True, eq=False)

@@ -115,6 +115,24 @@ class Fabric:
         if self.active:
             self._reschedule()
 
+    def cancel(self, links: set[str]) -> tuple[int, float]:
+        """Drop every transfer in flight that crosses one of the named links (its GPU or node
+        was lost): it never lands, its callback never runs. Returns (transfers, bytes left)."""
+        now = self.env.now
+        self._progress(now)
+        gone = [t for t in self.active if any(link.name in links for link in t.links)]
+        if not gone:
+            return 0, 0.0
+        self.active = [t for t in self.active if t not in gone]
+        for t in gone:
+            for link in t.links:
+                link.active -= 1
+                link.bytes_moved -= max(t.left, 0.0)  # what never crossed it
+                if link.active == 0:
+                    link.busy_s += now - link._busy_since
+        self._reschedule()
+        return len(gone), float(sum(max(t.left, 0.0) for t in gone))
+
     def _progress(self, now: float) -> None:
         dt = now - self._last
         if dt > 0:

@@ -98,6 +98,10 @@ class KVStats:
     pins_expired: int = 0
 
 
+def _nothing(*_: object) -> None:
+    """A callback that does nothing (a lost instance's hooks)."""
+
+
 def may_hit(req: Request) -> bool:
     """Whether the prefix cache can matter to ``req``: ids shared with others (a trace's
     prefix or a session's context), or KV of its own from before a preemption. For every other
@@ -438,6 +442,24 @@ class KVManager:
                 self._offload(keys, decision.tier, now)
             elif isinstance(decision, Prefetch):
                 self._prefetch_decision(req.session, keys, decision, now)
+        blocks = req.blocks
+        req.blocks = req.shared = req.pinned_g = 0
+        return blocks
+
+    def lose(self) -> None:
+        """The instance is gone, and its HBM with it: requests handed back from now on take
+        nothing with them (no publish, no write below, no swap), other instances stop reading
+        its cache, and swap space it reserved in DRAM is free again."""
+        self.release = self._release_lost  # type: ignore[method-assign]
+        self.mem.hbm_caches.pop(self.replica, None)
+        if self.swapped:
+            dram = self.mem.store("dram", self.node)
+            dram.reserved -= sum(g for _, g in self.swapped.values())
+            self.swapped.clear()
+        self.on_loaded = self.on_freed = _nothing  # type: ignore[assignment]
+
+    @staticmethod
+    def _release_lost(req: Request, now: float, finished: bool, may_swap: bool = True) -> int:
         blocks = req.blocks
         req.blocks = req.shared = req.pinned_g = 0
         return blocks

@@ -199,6 +199,16 @@ class TierStore:
         st.peak = max(st.peak, self.used)
         return True
 
+    def drop_home(self, node: int) -> int:
+        """Forget every granule held in ``node``'s memory (the node failed); returns how many.
+        They count as evicted, so written - evicted == resident still balances."""
+        gone = [k for k, home in self.entries.items() if home == node]
+        for key in gone:
+            del self.entries[key]
+            self.policy.forget(key)
+        self.stats.evicted += len(gone)
+        return len(gone)
+
     def check_invariants(self) -> None:
         if not 0 <= self.used <= self.capacity:
             raise AssertionError(f"{self.tier} store uses {self.used} of {self.capacity} granules")

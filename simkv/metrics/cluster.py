@@ -14,7 +14,19 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from simkv.engine.lifecycle import RELEASED, STATES, STOPPED
+from simkv.engine.lifecycle import (
+    DRAINING,
+    LOADING,
+    PROVISIONING,
+    RELEASED,
+    SCALING,
+    SERVING,
+    STATES,
+    STOPPED,
+)
+
+# Listed in every summary; the states of losses only when entered.
+BASE_STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING)
 
 
 def state_seconds(rows: pd.DataFrame, end_s: float) -> pd.DataFrame:
@@ -61,7 +73,9 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
             "instances_started": len(started),
             "gpu_hours": gpu_hours,
             "cost": gpu_hours * pool.cfg.gpu_hour_cost,
-            "state_seconds": {s: float(per_state.get(s, 0.0)) for s in STATES if s != STOPPED},
+            # The states of losses (faults, spot) only where some instance entered them.
+            "state_seconds": {s: float(per_state.get(s, 0.0)) for s in STATES
+                              if s != STOPPED and (s in BASE_STATES or s in per_state)},
         }
     out: dict[str, Any] = {
         "pools": pools,
@@ -89,7 +103,9 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
         }
     if hasattr(cluster.kv_pool, "summary"):
         out["kv_pool"] = cluster.kv_pool.summary()
-    events = cluster.lifecycle.events
+    if getattr(cluster, "faults", None) is not None:
+        out["faults"] = cluster.faults.summary()
+    events = [e for e in cluster.lifecycle.events if e.kind != "recover"]
     if events:
         out["scaling"] = scaling_section(events, requests_path, end_s)
     return out

@@ -116,11 +116,12 @@ class Recorder:
         self.last_slo_met = False
 
     def request(self, r: Request) -> None:
-        if r.state is State.REJECTED:
+        if r.state is State.REJECTED or r.state is State.FAILED:
             self.rejected += 1
             nan = math.nan
             row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica,
-                   self.pool_names[r.pool] if r.pool >= 0 else "", "rejected",
+                   self.pool_names[r.pool] if r.pool >= 0 else "",
+                   "rejected" if r.state is State.REJECTED else "failed",
                    r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
                    nan, nan, nan, False, r.prefill_replica, nan, r.priority, r.migrations,

@@ -15,7 +15,7 @@ REQUESTS = pa.schema([
     # The instance that served it (ids run over every instance ever started) and its pool.
     ("replica", pa.int32()),
     ("pool", pa.string()),
-    ("status", pa.string()),  # finished | rejected
+    ("status", pa.string()),  # finished | rejected | failed (lost with its instance)
     ("reject_reason", pa.string()),
     ("arrival_s", pa.float64()),
     ("first_scheduled_s", pa.float64()),

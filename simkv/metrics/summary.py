@@ -162,6 +162,8 @@ def summarise(requests_path: Path, *, gpu_hours: float, slo: dict[str, float],
     n_total = n_done = met = preemptions = out_tok = in_tok = 0
     start, end = math.inf, -math.inf
     reasons: Counter[str] = Counter()
+    failed_reasons: Counter[str] = Counter()
+    n_failed = 0
     cached = dict.fromkeys(TIERS, 0)
     sessions = _Sessions()
     busy = _BusyWindows()
@@ -177,8 +179,14 @@ def summarise(requests_path: Path, *, gpu_hours: float, slo: dict[str, float],
             start = min(start, float(arrival.min()))
         if done.any():
             end = max(end, float(completion[done].max()))
-        for v in pc.value_counts(pc.filter(batch.column("reject_reason"), pa.array(~done))).to_pylist():
+        failed = pc.equal(batch.column("status"), "failed").to_numpy(zero_copy_only=False)
+        for v in pc.value_counts(pc.filter(batch.column("reject_reason"),
+                                           pa.array(~done & ~failed))).to_pylist():
             reasons[str(v["values"])] += int(v["counts"])
+        if failed.any():  # lost with their instance (engine/faults.py)
+            n_failed += int(failed.sum())
+            for v in pc.value_counts(pc.filter(batch.column("reject_reason"), pa.array(failed))).to_pylist():
+                failed_reasons[str(v["values"])] += int(v["counts"])
         preemptions += int(batch.column("preemptions").to_numpy()[done].astype(np.int64).sum())
         out_tok += int(batch.column("output_tokens").to_numpy()[done].astype(np.int64).sum())
         in_tok += int(batch.column("prompt_tokens").to_numpy()[done].astype(np.int64).sum())
@@ -229,9 +237,13 @@ def summarise(requests_path: Path, *, gpu_hours: float, slo: dict[str, float],
         "requests": {
             "total": n_total,
             "finished": n_done,
-            "rejected": n_total - n_done,
+            "rejected": n_total - n_done - n_failed,
             "rejected_by_reason": dict(sorted(reasons.items())),
             "preemptions": preemptions,
+            # Only when some were lost with their instance (faults, spot): a run without
+            # either keeps the summary it always had.
+            **({"failed": n_failed, "failed_by_reason": dict(sorted(failed_reasons.items()))}
+               if n_failed else {}),
         },
         "ttft_s": _dist(dists["ttft_s"]),
         "tpot_s": _dist(dists["tpot_s"]),
@@ -288,7 +300,8 @@ def format_table(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"requests   {req['finished']} finished, {req['rejected']} rejected, "
-        f"{req['preemptions']} preemptions",
+        + (f"{req['failed']} failed, " if req.get("failed") else "")
+        + f"{req['preemptions']} preemptions",
         f"throughput {rate(thr['requests_per_s'])} req/s, {thr['output_tokens_per_s']:.0f} output tok/s",
         f"goodput    {rate(good['requests_per_s'])} req/s ({100 * good['fraction_met']:.1f}% meet "
         f"TTFT <= {good['slo']['ttft_s']} s and TPOT <= {good['slo']['tpot_s']} s)",

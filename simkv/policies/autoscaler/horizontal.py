@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from simkv.engine.lifecycle import DRAINING, STOPPED
+from simkv.engine.lifecycle import LEAVING
 from simkv.policies.autoscaler.interface import Action, Drain, Launch, ScalingConfig
 from simkv.registry import register
 
@@ -30,7 +30,7 @@ class Horizontal:
                              f"cluster.max_replicas or pools.{pool.name}.max_instances)")
 
     def decide(self, pool: Any, desired_gpus: int, now: float) -> list[Action]:
-        live = [r for r in pool.instances if r.state not in (DRAINING, STOPPED)]
+        live = [r for r in pool.instances if r.state not in LEAVING]
         want = math.ceil(desired_gpus / pool.base.gpus)
         want = min(max(want, pool.min_instances), pool.max_instances)
         if want > len(live):
