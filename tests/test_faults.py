@@ -296,7 +296,7 @@ def test_spot_notice_grace_and_reacquire(tmp_path: Path) -> None:
 
 def test_spot_grace_too_short_loses_running_requests_which_resume(tmp_path: Path) -> None:
     wl = steady(120, rate=10.0, output=400)
-    df, rows, s = run(["pools=spot_mix", "spot.pools=[spot]", "spot.times=[5]",
+    df, _, s = run(["pools=spot_mix", "spot.pools=[spot]", "spot.times=[5]",
                        "spot.grace_s=1"], tmp_path, wl)
     accounted(df, 120)
     f = s["cluster"]["faults"]

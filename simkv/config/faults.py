@@ -167,7 +167,7 @@ def validate_against(sim: Any) -> None:
         why.append(f"kv_pool={name_of(sim.kv_pool)} (blocks lent to a lost instance)")
     if sim.memory.peer_hbm:
         why.append("memory.peer_hbm (reads of a lost instance's HBM)")
-    if sim.autoscaler is not None and name_of(sim.autoscaler) in ("vertical", "elastic_moe"):
+    if sim.autoscaler is not None and name_of(sim.autoscaler) in ("vertical", "elastic_moe", "elastic_tp"):
         why.append(f"autoscaler={name_of(sim.autoscaler)} (a loss during a restart or resize)")
     roles = {p.role for p in sim.pools.values()}
     if roles - {"colocated"}:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simkv.config.bounds import ConfigError, bounded, check, require
-from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
 from simkv.config.faults import FaultsConfig, SpotConfig, validate_against
+from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
 from simkv.entities.model import ModelSpec
 
 log = logging.getLogger("simkv")
