@@ -354,6 +354,9 @@ class EngineConfig:
     # time per MoE layer per step (routing, sorting, gathers) and per routed expert FLOP.
     moe_layer_overhead_s: float = bounded(0.0, ge=0)
     moe_expert_flop_s: float = bounded(0.0, ge=0)
+    # ... and per byte of the routed experts' weights a step reads, as a fraction of the time
+    # HBM takes to read it at its peak (grouped GEMMs reading weights slower than dense ones).
+    moe_weight_read_factor: float = bounded(0.0, ge=0)
     # CUDA-graph capture, for schedulers that know when the engine meets a new graph shape
     # (scheduler=transformers with cuda_graphs=on_first_use): such an iteration costs this much
     # more, plus graph_capture_layer_s per layer (the eager forward's launches and the

@@ -68,6 +68,42 @@ class GemmModel:
     def time(self, m: float, n: float, k: float, weight_bytes: float = 2.0) -> float:
         return float(self.times(np.array(m), np.array(n), np.array(k), weight_bytes))
 
+    def grouped_time(self, tokens: float, experts: int, top_k: int, n: float, k: float,
+                     weight_bytes: float = 2.0, padding: float = 0.0) -> float:
+        """One grouped GEMM over the experts (MoE): ``tokens`` tokens each routed to
+        ``top_k`` of ``experts`` uniformly, every expert a ``n_e x k`` times ``k x n`` problem.
+        Each expert's rows fill whole output tiles (``ceil(n_e / tm)``, n_e binomial), so few
+        tokens per expert cost tiles a dense GEMM of all routed rows would share; the
+        weights of the experts hit are read once. ``padding`` rows (an engine that pads its
+        query tokens for CUDA graphs) are identical, so they all go to the same ``top_k``
+        experts."""
+        routed = (tokens + padding) * top_k
+        p = min(1.0, top_k / experts)
+        spread = 1.0 - (1.0 - p) ** tokens
+        hit = top_k + (experts - top_k) * spread if padding else experts * spread
+        nbytes = hit * k * n * weight_bytes + routed * (k + n) * 2.0
+        t_mem = nbytes / (self.bw_peak * self.memory_eff)
+        per_sm = self.flops_peak * self.compute_eff / self.sms
+        t_comp = np.inf
+        for tm, tn, split in self.tiles:
+            rows = (experts * expected_ceil(tokens, p, tm) if not padding else
+                    (experts - top_k) * expected_ceil(tokens, p, tm)
+                    + top_k * expected_ceil(tokens, p, tm, padding))
+            waves = np.ceil(rows * np.ceil(n / tn) * split / self.sms)
+            t_comp = min(t_comp, waves * 2.0 * tm * tn * np.ceil(k / split) / per_sm)
+        return self.fixed_s + max(t_mem, float(t_comp))
+
+
+def expected_ceil(tokens: float, p: float, tile: int, shift: float = 0.0) -> float:
+    """E[ceil((n + shift) / tile)] for n ~ Binomial(tokens, p): the row tiles of one expert."""
+    t = round(tokens)
+    if t <= 0:
+        return float(np.ceil(shift / tile))
+    from scipy.stats import binom
+
+    n = np.arange(t + 1)
+    return float(np.dot(binom.pmf(n, t, p), np.ceil((n + shift) / tile)))
+
 
 def fit_gemm_model(m: Sequence[float], n: Sequence[float], k: Sequence[float],
                    seconds: Sequence[float], flops_peak: float, bw_peak: float, sms: int

@@ -170,7 +170,12 @@ class CostModel:
                            e.moe_expert_flop_s * 6.0 * m.experts_per_token * m.hidden_size
                            * m.ffn_size / tensor_parallel) \
             if (e.moe_layer_overhead_s or e.moe_expert_flop_s) else None
+        # Seconds per routed expert hit per layer: its weights at HBM peak x the read factor.
+        self._moe_read = (e.moe_weight_read_factor * 3.0 * m.hidden_size * m.ffn_size
+                          / tensor_parallel * m.weight_bytes_per_param / hw.hbm_bandwidth) \
+            if e.moe_weight_read_factor and m.is_moe else 0.0
         self._head_cache: dict[int, float] = {}
+        self._padded_moe_cache: dict[tuple[int, int], float] = {}
         # Run options (perf/options.py): attention time factors of the KV allocator and the
         # share of the weights resident in HBM. 1: the plain path, untouched.
         self._pf_attn = 1.0
@@ -282,7 +287,9 @@ class CostModel:
         return self._roof("attn_decode", flops, nbytes, context,
                           "attention_compute", "attention_memory")
 
-    def _moe(self, tokens: int) -> list[OperatorCost]:
+    def _moe(self, tokens: int, real: int | None = None) -> list[OperatorCost]:
+        """The MoE layer's operators for ``tokens`` tokens, of which ``real`` are requests'
+        (the rest the engine's query padding: identical rows, routed alike)."""
         m, tp = self.model, self.tp
         h, f = m.hidden_size, m.ffn_size / tp
         e, k = m.num_experts, m.experts_per_token
@@ -292,6 +299,19 @@ class CostModel:
             fs = m.shared_experts * f
             shared = [self._gemm("moe_shared_up_gate", t, h, 2 * fs),
                       self._gemm("moe_shared_down", t, fs, h)]
+        if self._load is None and self._gemm_model is not None and tokens:
+            # By shape: one grouped GEMM per projection, each expert's rows in whole tiles.
+            gm, wb = self._gemm_model, m.weight_bytes_per_param
+            routed = tokens * k
+            pad = tokens - real if real is not None and real < tokens else 0
+            up = gm.grouped_time(tokens - pad, e, k, 2 * f, h, wb, pad)
+            down = gm.grouped_time(tokens - pad, e, k, h, f, wb, pad)
+            return [
+                self._gemm("moe_router", tokens, h, e / tp),
+                OperatorCost("moe_up_gate", 2.0 * routed * h * 2 * f, 0.0, up),
+                OperatorCost("moe_down", 2.0 * routed * f * h, 0.0, down),
+                *shared,
+            ]
         if self._load is None:
             # Expected distinct experts hit by `tokens` tokens each picking k of e uniformly:
             # the weights of exactly those experts are read.
@@ -376,7 +396,29 @@ class CostModel:
                 t += m.num_dense_layers * (dense + 2.0 * self._allreduce_s(rank))
             if m.is_moe and self._moe_terms:  # engine terms measured on its steps (validation)
                 t += m.moe_layers * (self._moe_terms[0] + self._moe_terms[1] * tokens)
+            if self._moe_read:
+                t += m.moe_layers * self._moe_read * experts_hit(m.num_experts,
+                                                                 m.experts_per_token, tokens)
             self._linear_cache[tokens] = t
+        return t
+
+    def padded_linear_s(self, padded: int, real: int) -> float:
+        """``linear_s`` of a step the engine pads from ``real`` to ``padded`` query tokens:
+        the same but for an MoE model's routed experts, whose padding rows all go to the
+        same experts (``_moe``); cached per (padded, real)."""
+        if not self.model.is_moe or real >= padded or self._gemm_model is None:
+            return self.linear_s(padded)
+        key = (padded, real)
+        t = self._padded_moe_cache.get(key)
+        if t is None:
+            diff = (sum(op.seconds for op in self._moe(padded, real))
+                    - sum(op.seconds for op in self._moe(padded)))
+            if self._moe_read:
+                e, k = self.model.num_experts, self.model.experts_per_token
+                diff += self._moe_read * (experts_hit(e, k, real, padded - real)
+                                          - experts_hit(e, k, padded))
+            t = self.linear_s(padded) + self.model.moe_layers * diff
+            self._padded_moe_cache[key] = t
         return t
 
     def _linear_coefficients(self) -> list[tuple[float, float, float, float, float]] | None:
@@ -468,7 +510,8 @@ class CostModel:
             if self._q_pad:  # projections and maybe the LM head on the padded query tokens
                 if self._logit_rows:
                     host += self._padded_head_s(tokens) - self._head_s(out.num_sampled)
-                return ((self.linear_s(self._padded(tokens)) + self.sample_s(out.num_sampled))
+                return ((self.padded_linear_s(self._padded(tokens), tokens)
+                         + self.sample_s(out.num_sampled))
                         + self.dense_attention_s(kv, tokens) + host)
             return ((self.linear_s(tokens) + self.sample_s(out.num_sampled))
                     + self.dense_attention_s(kv, tokens) + host)
@@ -514,7 +557,7 @@ class CostModel:
                 times = base + attn / self.dp
         else:
             if self._q_pad:
-                base = self.linear_s(self._padded(decodes)) + self.sample_s(sampled)
+                base = self.padded_linear_s(self._padded(decodes), decodes) + self.sample_s(sampled)
                 if self._logit_rows:
                     base += self._padded_head_s(decodes) - self._head_s(sampled)
             else:
@@ -615,6 +658,13 @@ class CostModel:
         logits = max_seqs * m.vocab_size / self.tp * LOGIT_BYTES
         # NOTE: per data-parallel rank: the scheduler's budget and seats are per rank (vLLM).
         return max_batched_tokens * per_token + logits
+
+
+def experts_hit(experts: int, top_k: int, tokens: float, padding: float = 0.0) -> float:
+    """Expected experts hit by ``tokens`` tokens each routed to ``top_k`` of ``experts``
+    uniformly; ``padding`` identical rows all go to the same ``top_k``."""
+    spread = 1.0 - (1.0 - min(1.0, top_k / experts)) ** tokens
+    return top_k + (experts - top_k) * spread if padding else experts * spread
 
 
 def roofline_floor_s(flops: float, nbytes: float, hw: HardwareProfile) -> float:

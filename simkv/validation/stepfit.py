@@ -40,7 +40,8 @@ COLUMNS = {"one": "iteration_overhead_s", "sequences": "per_sequence_overhead_s"
            "prefill": "per_prefill_token_overhead_s", "kv": "per_context_token_overhead_s",
            "layers": "per_layer_overhead_s", "kv_layer": "padded_kv_layer_s",
            "kv_elem": "padded_kv_element_s", "query_elem": "padded_query_element_s",
-           "moe_layers": "moe_layer_overhead_s", "moe_flops": "moe_expert_flop_s"}
+           "moe_layers": "moe_layer_overhead_s", "moe_flops": "moe_expert_flop_s",
+           "moe_read": "moe_weight_read_factor"}
 CAPTURE = ("graph_capture_s", "graph_capture_layer_s", "graph_capture_factor")
 
 
@@ -131,8 +132,12 @@ def price(plan_list: list[SchedulerOutput | None], cost: Any) -> np.ndarray:
     return np.array([cost.iteration_time(p) if p is not None else np.nan for p in plan_list])
 
 
-def step_columns(steps: pd.DataFrame, run: Run, engine: EngineConfig, tile: int) -> pd.DataFrame:
+def step_columns(steps: pd.DataFrame, run: Run, engine: EngineConfig, tile: int,
+                 profile: str | None = None) -> pd.DataFrame:
     """The fitted columns of each step, in the model's dimensions (``COLUMNS``)."""
+    from simkv.entities.hardware import load_profile
+    from simkv.perf.roofline import experts_hit
+
     m, tp = run.spec, run.tp
     heads, kv_heads = m.num_heads / tp, max(1.0, m.num_kv_heads / tp)
     layers, d = float(m.num_layers), float(m.head_dim)
@@ -144,6 +149,14 @@ def step_columns(steps: pd.DataFrame, run: Run, engine: EngineConfig, tile: int)
     q_tiled = np.ceil(q / tile) * tile
     moe = float(m.moe_layers) if m.is_moe else 0.0
     sampled = steps["sampled"] if "sampled" in steps else steps["sequences"]
+    if m.is_moe:  # the routed experts' weights read, at HBM peak (padding rows routed alike)
+        bw = load_profile(profile_of(run, profile)).hbm_bandwidth
+        pad = q - tokens
+        hit = np.array([experts_hit(m.num_experts, m.experts_per_token, t, p)
+                        for t, p in zip(tokens, pad, strict=True)])
+        read = moe * hit * 3.0 * m.hidden_size * m.ffn_size / tp * m.weight_bytes_per_param / bw
+    else:
+        read = np.zeros(len(steps))
     return pd.DataFrame({
         "one": np.ones(len(steps)), "sequences": sampled.to_numpy(float),
         "prefill": steps["prefill"].to_numpy(float), "kv": kv_read + tokens,
@@ -152,7 +165,8 @@ def step_columns(steps: pd.DataFrame, run: Run, engine: EngineConfig, tile: int)
         "query_elem": layers * padded * q_tiled * heads * d,
         # MoE layers: routing and its kernels, and the routed experts' FLOPs on this GPU.
         "moe_layers": np.full(len(steps), moe),
-        "moe_flops": moe * q * 6.0 * m.experts_per_token * m.hidden_size * m.ffn_size / tp},
+        "moe_flops": moe * q * 6.0 * m.experts_per_token * m.hidden_size * m.ffn_size / tp,
+        "moe_read": read},
         index=steps.index)
 
 
@@ -180,7 +194,7 @@ def step_data(run: Run, profile: str | None) -> StepData:
     d = pd.concat(frames, ignore_index=True)
     engine = engine_base(run)
     base = price(all_plans, cost_model(run, profile, engine))
-    cols = {tile: step_columns(d, run, engine, tile).to_numpy() for tile in QUERY_TILES}
+    cols = {tile: step_columns(d, run, engine, tile, profile).to_numpy() for tile in QUERY_TILES}
     ok = np.isfinite(base)
     return StepData(run, d["tag"].to_numpy(), d["step_s"].to_numpy(), np.where(ok, base, 0.0),
                     cols, (d["captured"].to_numpy() == 1) | ~ok, all_plans,
