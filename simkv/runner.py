@@ -39,7 +39,7 @@ from simkv.results import SimResult
 log = logging.getLogger("simkv")
 
 POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                   "kv_policy", "kv_pool", "predictor")
+                   "kv_policy", "kv_pool", "predictor", "speculative")
 
 
 def _memory_defaults(cfg: SimConfig) -> None:
@@ -69,6 +69,10 @@ def _memory_defaults(cfg: SimConfig) -> None:
         from simkv.policies.predictor import RunningMeanPredictorConfig
 
         cfg.predictor = RunningMeanPredictorConfig()
+    if cfg.speculative is None:
+        from simkv.policies.speculative import NoSpeculationConfig
+
+        cfg.speculative = NoSpeculationConfig()
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:
@@ -297,6 +301,8 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                             },
                             **({"memory": memory_summary(cluster)} if cluster.memory else {}),
                             **scheduler_summary(replicas),
+                            **({"speculative": cluster.speculation.summary()}
+                               if cluster.speculation.active else {}),
                             "cluster": section,
                         })
     write_json(out / "summary.json", summary)

@@ -314,7 +314,7 @@ def test_errors_at_every_command_edge_are_one_line(tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize(("args", "message"), [
     (["cluster.replicas=two"], "simkv: error: Error merging override cluster.replicas=two; Value 'two' of type 'str' could not be converted to Integer"),
-    (["model=llama4"], "simkv: error: In 'config': Could not find 'model/llama4'; Available options in 'model': deepseek_v2_lite, deepseek_v3, infinity_8b, llada_8b, llama2_70b, llama2_7b, llama3_2_3b, llama3_70b, llama3_8b, mixtral_8x22b, mixtral_8x7b, opt_30b, opt_6_7b, qwen2_5_14b, qwen2_5_32b, qwen2_5_7b, qwen3_30b_a3b"),
+    (["model=llama4"], "simkv: error: In 'config': Could not find 'model/llama4'; Available options in 'model': deepseek_v2_lite, deepseek_v3, infinity_8b, llada_8b, llama2_70b, llama2_7b, llama3_2_1b, llama3_2_3b, llama3_70b, llama3_8b, llama_68m, mixtral_8x22b, mixtral_8x7b, opt_30b, opt_6_7b, qwen2_5_14b, qwen2_5_32b, qwen2_5_7b, qwen3_30b_a3b"),
     (["workload=trace"], "simkv: error: workload.path: a value is required (set workload.path=...)"),
     (["hardware=[a100_80gb,h200]"], "simkv: error: hardware: expected one choice, got the list [a100_80gb,h200]; to run each, sweep: simkv -m hardware=a100_80gb,h200"),
     (["engine.livelock_iterations=1", "workload.num_requests=20"], None),

@@ -426,6 +426,8 @@ class SimConfig:
     # What routers and schedulers believe a request's output length is (running_mean, fixed,
     # or oracle: the trace's true length, which no real system has).
     predictor: Any = None
+    # Speculative decoding (none, draft, eagle, ngram): docs/SCHEDULING.md.
+    speculative: Any = None
     # Several pools (heterogeneous GPUs, other layouts) instead of `cluster`'s one pool.
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     moe: MoEConfig = field(default_factory=MoEConfig)

@@ -23,7 +23,7 @@ from simkv.entities.hardware import shipped_profiles
 
 _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                 "kv_policy", "kv_pool", "predictor")
+                 "kv_policy", "kv_pool", "predictor", "speculative")
 # Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
 SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", "faults", *POLICY_GROUPS)
 
@@ -43,6 +43,7 @@ GROUP_HELP = {
     "kv_policy": "per-sequence KV budgets and model kinds (H2O, SentenceKV, ...; docs/KV_METHODS.md)",
     "kv_pool": "KV memory shared across instances (DistAttention: borrow blocks from others)",
     "predictor": "the output length routers and schedulers expect (running mean; oracle: the true one)",
+    "speculative": "speculative decoding: a draft model, EAGLE heads or n-gram lookup (docs/SCHEDULING.md)",
     "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE)",
     "faults": "instances lost at fleet failure rates (llama3) or given times; spot.* (docs/FAULTS.md)",
 }

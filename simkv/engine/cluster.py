@@ -70,6 +70,8 @@ class Cluster:
         # unless predictor=oracle): one predictor for the cluster, taught by completions.
         self.predictor = build(cfg.predictor, seed=cfg.seed)
         self.router = build(cfg.router, rng=router_rng, predictor=self.predictor)
+        # Speculative decoding (one object for the run: its counters go to summary.json).
+        self.speculation = build(cfg.speculative, seed=cfg.seed)
         # The stream that draws priority classes in arrival order (priority.high_fraction).
         self._classes = np.random.default_rng((cfg.seed, 0xC1A55))
         self.handoff = self._disaggregation(cfg, router_rng)
@@ -122,7 +124,7 @@ class Cluster:
               if self.memory is not None else None)
         sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward,
                       kv_policy=pool.kv_policy, model=pool.model, engine=cfg.engine,
-                      predictor=self.predictor)
+                      predictor=self.predictor, speculative=self.speculation)
         ranks = pool.layout(dp).dp  # dp is the pool's resize degree (engine/pool.py)
         if ranks > 1:
             sched.scale_seats(ranks)

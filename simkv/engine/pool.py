@@ -24,6 +24,7 @@ from simkv.perf.expert_parallel import AllToAllLinks
 from simkv.perf.options import configure_cost
 from simkv.perf.pipeline import pipelined
 from simkv.perf.roofline import CostModel
+from simkv.perf.speculative import apply_speculation, check_speculation, speculative_capacity
 from simkv.registry import build, name_of
 
 DEFAULT = "default"
@@ -209,12 +210,14 @@ class Pool:
                                  data_parallel=lay.dp, expert_parallel=lay.ep, moe=self.sim.moe,
                                  links=links)
             configure_cost(cost, self.sim, node)  # kv.allocator, weights (perf/options.py)
+            check_speculation(self.sim)
             p = self.placement
             if p.attention_in_storage or p.kv_on_ssd or p.kv_on_dram:
                 tier = "csd" if p.attention_in_storage else "dram" if p.kv_on_dram else "ssd"
                 cost, cap = self._on_drives(cost, tier)
                 configure_cost(cost, self.sim, node)
                 self._caps[dp] = cap
+            apply_speculation(cost, self.sim)  # the proposer's steps (perf/speculative.py)
             cost = pipelined(cost, self.sim.pipeline)  # the plain cost without micro-batches
             self._costs[dp] = cost
         return cost
@@ -223,8 +226,9 @@ class Pool:
         cap = self._caps.get(dp)
         if cap is None:
             cost = self.cost(dp)
-            cap = self._caps.get(dp) or kv_capacity(cost, self.hw, self.sim.kv, self._budget,
-                                                     self._seats)
+            cap = self._caps.get(dp) or speculative_capacity(
+                kv_capacity(cost, self.hw, self.sim.kv, self._budget, self._seats), cost,
+                getattr(cost, "proposer", None), self.sim.kv.num_gpu_blocks_override)
             self._caps[dp] = cap
         return cap
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -166,18 +167,38 @@ def visual(policy: KVPolicyBase, model: ModelSpec, c0: int, g0: int, block_size:
     return _finish(rows, kv, generated, block_size, None, False)
 
 
+def speculative(spec: Any, req: Request, c0: int, g0: int, joins: int, block_size: int
+                ) -> Profile:
+    """Speculative decoding (policies/speculative/): each step verifies the last token and k
+    proposals (k + 1 query tokens and logits over the context) and emits the sampled number
+    of accepted tokens plus the target's own; full KV, so the KV held is the context."""
+    emitted = spec.emitted(req, req.output_tokens - g0, joins)
+    n = len(emitted)
+    done = np.concatenate(([0], np.cumsum(emitted)))
+    ctx = (c0 + done).astype(np.float64)  # KV held at the join and after each step
+    rows = np.zeros((ROWS, n))
+    rows[READ] = ctx[:-1] + (spec.k + 1)  # the context and the new tokens' own keys
+    rows[QUERIES] = spec.k + 1
+    rows[LOGITS] = spec.k + 1
+    generated = g0 + done.astype(np.int64)
+    return _finish(rows, ctx, generated, block_size, None, False)
+
+
 class ShapedDecodeBatch(DecodeBatch):
     """The decode batch of a replica whose steps follow a KV policy or a non-autoregressive
     model kind (see the module doc); returns blocks a member gives up when it joins."""
 
-    __slots__ = ("_life", "_origin", "_sums", "model", "nonsingle", "policy", "pool")
+    __slots__ = ("_joins", "_life", "_origin", "_sums", "model", "nonsingle", "policy", "pool",
+                 "spec")
 
     def __init__(self, block_size: int, policy: KVPolicyBase, model: ModelSpec,
-                 pool: BlockPool) -> None:
+                 pool: BlockPool, spec: Any = None) -> None:
         super().__init__(block_size)
         self.policy = policy
         self.model = model
         self.pool = pool
+        self.spec = spec  # speculative decoding (None: off)
+        self._joins: dict[int, int] = {}  # request id -> times it joined (spec's stream)
         self._origin = 0
         self._sums = np.zeros((ROWS, 256))
         self._life: dict[int, tuple[int, Profile]] = {}  # id -> (join tick, profile)
@@ -186,6 +207,9 @@ class ShapedDecodeBatch(DecodeBatch):
     # --- membership ---------------------------------------------------------------------
     def profile(self, req: Request) -> Profile:
         kind, bs = self.model.kind, self.block_size
+        if self.spec is not None:
+            return speculative(self.spec, req, req.computed, req.generated,
+                               self._joins.get(req.id, 0), bs)
         if kind == "diffusion":
             return diffusion(self.policy, self.model, req.computed, req.generated,
                              req.output_tokens, bs)
@@ -207,6 +231,9 @@ class ShapedDecodeBatch(DecodeBatch):
         req.state = State.DECODING
         end = at + prof.steps
         req.gen_base = req.output_tokens - end  # DecodeBatch's finish bookkeeping
+        if self.spec is not None:
+            self._joins[req.id] = self._joins.get(req.id, 0) + 1
+            self._count(prof, 0, +1)
         self._add(at, prof.rows, 1.0)
         self._life[req.id] = (at, prof)
         self.members[req.id] = req
@@ -220,9 +247,23 @@ class ShapedDecodeBatch(DecodeBatch):
         done = max(0, self.ticks - at)
         if done < prof.steps:
             self._add(self.ticks if self.ticks > at else at, prof.rows[:, done:], -1.0)
+            if self.spec is not None:
+                self._count(prof, done, -1)  # steps it will not take here
+        if self.spec is not None and done >= prof.steps:
+            self._joins.pop(req.id, None)  # finished: it never joins again
         del self.members[req.id]
         if not prof.single:
             self.nonsingle -= 1
+
+    def _count(self, prof: Profile, start: int, sign: int) -> None:
+        """Speculation counters (summary.json): steps, proposed and accepted drafts of the
+        profile's steps from ``start`` on."""
+        spec = self.spec
+        steps = prof.steps - start
+        emitted = int(prof.generated[-1] - prof.generated[start])
+        spec.steps += sign * steps
+        spec.proposed += sign * steps * spec.k
+        spec.accepted += sign * (emitted - steps)
 
     def materialise(self, req: Request) -> None:
         at, prof = self._life[req.id]
@@ -308,6 +349,9 @@ class ShapedDecodeBatch(DecodeBatch):
 
     def peak_blocks(self, req: Request, prefill_blocks: int) -> int:
         """The most blocks ``req`` would hold over its life, were it admitted now."""
+        if self.spec is not None:  # full KV: the whole sequence at the end
+            return max(prefill_blocks, -(-(req.prompt_tokens + req.output_tokens - 1)
+                                         // self.block_size))
         c0, g0 = req.prompt_tokens, 1
         probe = Request(-1, 0.0, req.prompt_tokens, req.output_tokens, computed=c0, generated=g0)
         return max(prefill_blocks, int(self.profile(probe).blocks.max()))

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class VLLMSchedulerConfig:
 class VLLMScheduler:
     def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
                  kv: KVManager | None = None, kv_policy: KVPolicyBase | None = None,
-                 model: ModelSpec | None = None, **_: object) -> None:
+                 model: ModelSpec | None = None, speculative: Any = None, **_: object) -> None:
         self.cfg = cfg
         self.pool = pool
         self.block_size = pool.block_size
@@ -84,14 +85,17 @@ class VLLMScheduler:
         # Plain: full KV of an autoregressive model, the closed-form decode batch. Otherwise
         # a KV policy or a model kind shapes the steps (engine/steps.py); the hooks below
         # branch on this flag only, so the plain path runs the code it always ran.
-        self._plain = kv_policy is None or (kv_policy.is_full and (
-            model is None or model.kind == "autoregressive"))
+        # Speculative decoding (policies/speculative/) also shapes the steps: k + 1 query
+        # tokens per sequence, a sampled number of tokens emitted.
+        spec = speculative if speculative is not None and speculative.active else None
+        self._plain = spec is None and (kv_policy is None or (kv_policy.is_full and (
+            model is None or model.kind == "autoregressive")))
         self.policy = kv_policy
         self.model = model
         if self._plain:
             self.decode = DecodeBatch(pool.block_size)
         else:
-            self._shaped_init(kv_policy, model, kv)
+            self._shaped_init(kv_policy, model, kv, spec)
         # Disaggregated serving: finished prefills whose KV is still moving to a decode
         # instance (their blocks stay allocated), and the callback that starts a transfer when
         # a request with remote KV is admitted here.
@@ -106,17 +110,22 @@ class VLLMScheduler:
         self.max_seqs = cfg.max_num_seqs
 
     def _shaped_init(self, policy: KVPolicyBase | None, model: ModelSpec | None,
-                     kv: KVManager | None) -> None:
+                     kv: KVManager | None, spec: Any = None) -> None:
         from simkv.engine.steps import ShapedDecodeBatch
 
-        assert policy is not None
+        if policy is None:
+            from simkv.policies.kv_policy import FullKV, FullKVConfig
+
+            policy = FullKV(FullKVConfig())
         if model is None:
             raise ValueError("a kv_policy other than full needs the model spec")
         policy.check_model(model)
-        if kv is not None:
+        # NOTE: speculative decoding keeps full KV (the context is the prefix it caches), so
+        # the prefix cache stays usable; a KV policy or model kind keeps KV that is not one.
+        if kv is not None and (spec is None or not policy.is_full):
             raise ValueError(f"kv_policy={policy.name} with a {model.kind} model keeps KV that is "
                              f"not a shareable prefix: set kv.prefix_caching=false")
-        self.decode = ShapedDecodeBatch(self.pool.block_size, policy, model, self.pool)
+        self.decode = ShapedDecodeBatch(self.pool.block_size, policy, model, self.pool, spec)
         self._add_chunk = self._add_chunk_shaped  # type: ignore[method-assign]
 
     def scale_seats(self, ranks: int) -> None:
