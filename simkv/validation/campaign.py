@@ -36,8 +36,8 @@ from simkv.entities.model import ModelSpec
 TAG = re.compile(r"^(?P<workload>[a-z][a-z0-9_]*)(?:-(?P<regime>light|transient|sustained))?"
                  r"-(?P<load>[0-9]+(?:\.[0-9]+)?)x?(?:-(?P<requests>[0-9]+))?-(?P<rep>[a-z])$")
 LOAD_TAG = re.compile(r"^(?P<load>[0-9]+(?:\.[0-9]+)?)$")  # hf_replay: requests_<load>.csv
-# Request files that are not measured streams (capacity probes).
-PROBE = re.compile(r"^probe")
+# Request files that are not measured streams (capacity probes, the engine's warm-up).
+PROBE = re.compile(r"^(probe|warmup)")
 # Per request: required, and one of each pair (absolute times, or latencies).
 REQUEST_REQUIRED = ("arrival_s", "prompt_tokens", "output_tokens")
 REQUEST_EITHER = (("first_token_s", "ttft_s"), ("completion_s", "e2e_s"))
@@ -150,8 +150,10 @@ def engine_limit(e: dict[str, Any], name: str, folder: Path) -> int:
     """The engine's KV blocks, block size or token budget, wherever engine.json has it."""
     for key in LIMIT_FIELDS[name]:
         v = e.get(key)
-        if v is None and key == name:
-            v = (e.get("cb_config") or {}).get(name)
+        if v is None and key == name:  # what the engine resolved, else what it was asked
+            v = (e.get("engine_resolved") or {}).get(name)
+            if v is None:
+                v = (e.get("cb_config") or {}).get(name)
         if v is not None:
             try:
                 return int(v)
@@ -324,7 +326,8 @@ def graph_keys_before(run: Run, tag: str) -> list[str]:
         if "key" in p:
             ok = p["status"].astype(str) == "captured" if "status" in p else np.ones(len(p), bool)
             keys.update(dict.fromkeys(p.loc[ok, "key"].dropna().astype(str)))
-    for probe in sorted(run.folder.glob("iterations_probe*.csv")):
+    for probe in [*sorted(run.folder.glob("iterations_warmup*.csv")),
+                  *sorted(run.folder.glob("iterations_probe*.csv"))]:
         keys.update(dict.fromkeys(step_keys(pd.read_csv(probe))))
     for t in run.meta:
         if t == tag:

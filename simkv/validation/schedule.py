@@ -59,9 +59,10 @@ def limits(engine: dict[str, Any]) -> Limits:
     from simkv.validation.campaign import engine_limit
 
     res = engine.get("cb_resolved") or {}
-    sched = engine.get("scheduler") or {}
-    sched = sched if isinstance(sched, dict) else {}
+    sched = engine.get("engine_resolved") or {}  # what the engine resolved (2026-12-07 on)
     margin = sched.get("safety_margin", res.get("safety_margin"))
+    kind = {"FIFOScheduler": "fifo", "PrefillFirstScheduler": "prefill_first"}.get(
+        str(sched.get("scheduler")), sched.get("scheduler"))
     where = Path(str(engine.get("_folder", ".")))
     return Limits(
         num_blocks=engine_limit(engine, "num_blocks", where),
@@ -70,7 +71,7 @@ def limits(engine: dict[str, Any]) -> Limits:
         max_requests_per_batch=int(sched.get("max_requests_per_batch")
                                    or res.get("max_requests_per_batch") or 1024),
         safety_margin=None if margin is None else float(margin),
-        scheduler_type=str(sched.get("scheduler_type") or res.get("scheduler_type") or "fifo"))
+        scheduler_type=str(kind or res.get("scheduler_type") or "fifo"))
 
 
 def teacher_forced(requests: pd.DataFrame, steps: pd.DataFrame, lim: Limits) -> pd.DataFrame:
