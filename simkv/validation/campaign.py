@@ -223,6 +223,8 @@ def read_steps(path: Path) -> pd.DataFrame:
         raise _fail(path, f"missing column(s) {', '.join(missing)}")
     if "captured" not in d:
         d["captured"] = 0
+    if "prefill" in d:  # the engine's own "rid:q:past" list (2026-12-07 on): kept apart
+        d = d.rename(columns={"prefill": "prefill_ids"})
     d["step_s"] = d["prepare_s"] + d["forward_s"]
     # One prefill chunk per step, as far as the columns tell (stepfit replaces these by the
     # engine's exact composition, replayed through its scheduler).
