@@ -303,3 +303,64 @@ def test_spot_grace_too_short_loses_running_requests_which_resume(tmp_path: Path
     assert f["requests_interrupted"] > 0
     assert (df["status"] == "finished").all()
     assert f["spot"]["preempted"] == 1
+
+
+def test_spot_migrate_moves_running_requests_with_their_kv(tmp_path: Path) -> None:
+    """migrate: the preempted instance's running requests continue elsewhere without
+    recomputing their prompts; they pause for the copy, not for a re-prefill."""
+    wl = steady(160, rate=10.0, prompt=2000, output=300)
+    checker = LossChecker()
+    common = ["pools=spot_mix", "spot.pools=[spot]", "spot.times=[8]", "spot.grace_s=30"]
+    dm, rows, s = run([*common, "spot.on_preempt=migrate"], tmp_path / "m", wl, observer=checker)
+    accounted(dm, 160)
+    assert (dm["status"] == "finished").all()
+    mig = s["cluster"]["faults"]["migration"]
+    assert mig["moves"] > 0
+    assert mig["landed"] == mig["moves"]
+    assert mig["recomputed"] == 0
+    moved = dm[dm["migrations"] > 0]
+    assert len(moved) == mig["moves"]
+    assert (moved["replica"] != 2).all()
+    # A copy of ~2,000 tokens x 128 KiB over NVLink takes milliseconds.
+    assert (moved["migration_pause_s"] > 0).all()
+    assert (moved["migration_pause_s"] < 0.5).all()
+    # The preempted instance is handed back as soon as its KV has left, not at the grace end.
+    spot = rows[rows["instance"] == 2]
+    assert spot["to_state"].tolist() == ["serving", "preempting", "stopped"]
+    assert spot["time_s"].iloc[-1] < 8.5
+    # Against finishing in place with a grace too short: those requests recompute.
+    df, _, s2 = run([*common[:-1], "spot.grace_s=0.5"], tmp_path / "f", wl)
+    accounted(df, 160)
+    assert s2["cluster"]["faults"]["tokens_to_recompute"] > 0
+    assert s["cluster"]["faults"]["tokens_to_recompute"] == 0
+
+
+def test_migration_whose_source_is_lost_falls_back_to_recompute(tmp_path: Path) -> None:
+    """The source fails while KV is leaving it: the copies are dropped and the requests
+    recompute where they were going (the failure is put in the middle of a copy found by a
+    first run)."""
+    wl = steady(60, rate=10.0, prompt=12000, output=100)
+    ov = ["pools=spot_mix", "spot.pools=[spot]", "spot.times=[4]", "spot.grace_s=30",
+          "spot.on_preempt=migrate", "output.transfers=true"]
+    run(ov, tmp_path / "a", wl)
+    tr = pd.read_parquet(tmp_path / "a" / "transfers.parquet")
+    copy = tr[tr["what"] == "kv migration"].iloc[0]
+    t = (copy["start_s"] + copy["end_s"]) / 2
+    df, _, s = run(ov, tmp_path / "b", wl, [FaultEvent(time_s=float(t), kind="gpu", target=8)],
+                   LossChecker())
+    accounted(df, 60)
+    assert (df["status"] == "finished").all()
+    mig = s["cluster"]["faults"]["migration"]
+    assert mig["recomputed"] >= 1
+    assert mig["recomputed"] + mig["landed"] == mig["moves"]
+
+
+def test_given_losses_happen_at_their_times_in_any_order(tmp_path: Path) -> None:
+    """Regression: a timer added before the pending wake-up used to wait for it (a spot notice
+    at 4 s fired at a failure's 4.14 s)."""
+    _, rows, _ = run(["pools=spot_mix", "spot.pools=[spot]", "spot.times=[4]"], tmp_path,
+                     steady(80), [FaultEvent(time_s=9.0, kind="gpu", target=0),
+                                  FaultEvent(time_s=3.0, kind="process", target=1)])
+    lost = rows[rows["to_state"].isin(["failed", "preempting"])]
+    assert lost[["time_s", "to_state"]].values.tolist() == [[3.0, "failed"], [4.0, "preempting"],
+                                                           [9.0, "failed"]]

@@ -149,8 +149,6 @@ def validate_against(sim: Any) -> None:
     else:
         key = _changed(s, ("preemptions_per_h", "times", "grace_s", "on_preempt", "reacquire_s"))
         require(key is None, f"spot.{key} cannot act: no pool is spot (set spot.pools)")
-    require(s.on_preempt != "migrate", "spot.on_preempt=migrate: moving KV off a preempted "
-                                        "instance is not built yet; use spot.on_preempt=finish")
     lossy = f.active() or s.active()
     if not lossy:
         key = _changed(f, ("detect_s", "pools", "on_loss", "max_retries", "replace"))

@@ -117,7 +117,8 @@ class Faults:
         self.down_until = np.zeros(n)  # a GPU is out of service until then (repair)
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
-        self._armed = False
+        self._armed_at = math.inf  # when the pending wake-up fires (inf: none)
+        self._epoch = 0
         # Requests held by failed or unreachable instances until the loss is detected.
         self.limbo: dict[int, list[Request]] = {}
         self.retries: dict[int, int] = {}
@@ -128,6 +129,8 @@ class Faults:
         self.cancelled_bytes = 0.0
         self.spot = {"notices": 0, "preempted": 0, "finished_in_grace": 0, "migrated": 0,
                      "reacquired": 0}
+        self.migrator: Any = None  # engine/migration.py, built at the first migrating notice
+        self._notices: dict[int, Loss] = {}
         # Timers that bring capacity back (repairs a replacement waits for, relinks,
         # reacquired spot instances): while one is pending, waiting is not being stuck.
         self._restoring = 0
@@ -178,14 +181,22 @@ class Faults:
         self._arm()
 
     def _arm(self) -> None:
-        if self._armed or not self._timers:
+        """One wake-up pending, at the next timer or one tick away; a timer added before
+        the pending wake-up moves it earlier (the later one goes stale)."""
+        if not self._timers:
             return
-        self._armed = True
-        delay = min(max(self._timers[0][0] - self.env.now, 0.0), TICK_S)
-        Wakeup(self.env, delay, NORMAL, self._tick)
+        now = self.env.now
+        at = min(max(self._timers[0][0], now), now + TICK_S)
+        if at >= self._armed_at:
+            return
+        self._armed_at = at
+        self._epoch += 1
+        Wakeup(self.env, at - now, NORMAL, self._tick, self._epoch)
 
-    def _tick(self, _: object) -> None:
-        self._armed = False
+    def _tick(self, event: Wakeup) -> None:
+        if event.tag != self._epoch:
+            return
+        self._armed_at = math.inf
         now = self.env.now
         while self._timers and self._timers[0][0] <= now:
             _, _, fn = heapq.heappop(self._timers)
@@ -285,6 +296,8 @@ class Faults:
     def _freeze(self, r: Any, loss: Loss, lost_hbm: bool) -> None:
         """Stop ``r`` now and hold its requests until the loss is detected."""
         now = self.env.now
+        if self.migrator is not None:
+            self.migrator.source_lost(r)  # KV still to leave it never will
         running = set(getattr(r.scheduler, "running", ()))
         r.interrupt(now)
         if lost_hbm and r.kv is not None:
@@ -300,7 +313,7 @@ class Faults:
                 loss.tokens_to_recompute += req.num_tokens
                 self.retries[req.id] = self.retries.get(req.id, 0) + 1
         self.limbo.setdefault(r.index, []).extend(reqs)
-        r.submit = lambda req, r=r: self._limbo_submit(r, req)
+        r.submit = r.adopt = lambda req, r=r: self._limbo_submit(r, req)
         r.poke = _nothing
 
     def _limbo_submit(self, r: Any, req: Request) -> None:
@@ -429,7 +442,7 @@ class Faults:
             r.poke()  # cut the run after the iteration in flight
         else:
             evacuate()
-        r.submit = lambda req, r=r: self._limbo_submit(r, req)
+        r.submit = r.adopt = lambda req, r=r: self._limbo_submit(r, req)
         r.poke = _nothing
         Wakeup(self.env, self.f.detect_s, NORMAL, lambda _: self._unreachable(r, loss))
         return True
@@ -457,7 +470,7 @@ class Faults:
                 continue  # failed meanwhile
             if r.index in self.limbo and r.on_run_end is None:
                 self._unreachable(r, loss)  # repaired before it was noticed
-            del r.submit, r.poke  # the class's own again
+            del r.submit, r.adopt, r.poke  # the class's own again
             self.lc.set_state(r, SERVING, "link repaired")
             self.cluster._start_serving(r)
             r.poke()
@@ -492,7 +505,8 @@ class Faults:
 
     def _preempt_idle(self, r: Any, loss: Loss) -> None:
         """Every request finished within the grace period: the instance is handed back early."""
-        if r.state == PREEMPTING and not r.busy and not r.scheduler.num_unfinished():
+        if (r.state == PREEMPTING and not r.busy and not r.scheduler.num_unfinished()
+                and (self.migrator is None or not self.migrator.pending_from(r))):
             self.spot["finished_in_grace"] += 1
             self._gone(r, loss)
 
@@ -520,7 +534,37 @@ class Faults:
         self.spot["reacquired"] += self._launch(pool, dp, loss)
 
     def _migrate_all(self, r: Any, loss: Loss) -> None:
-        raise NotImplementedError  # replaced below once the migration primitive is in
+        """SpotServe's stateful recovery: after the iteration in flight, every running
+        request's KV moves to a serving instance the router picks (engine/migration.py)."""
+        if self.migrator is None:
+            from simkv.engine.migration import Migrator
+
+            self.migrator = Migrator(self.topo, self.env, self.cluster.replicas)
+            self.migrator.on_source_done = self._source_done
+        self._notices[r.index] = loss
+        migrator = self.migrator
+
+        def go(r: Any = r) -> None:
+            r.on_run_end = None
+            serving, router = self.cluster.serving, self.cluster.router
+            for req in list(r.scheduler.running.values()):
+                if not serving or r.state != PREEMPTING:
+                    return
+                if migrator.movable(req):
+                    dst = serving[router.route(req, serving, self.env.now)]
+                    self.spot["migrated"] += migrator.migrate(req, r, dst)
+
+        if r.busy:
+            r.on_run_end = go
+            r.poke()  # after the iteration in flight
+        else:
+            go()
+
+    def _source_done(self, src: Any) -> None:
+        """The last KV moving off a preempted instance has landed: it may go early."""
+        loss = self._notices.get(src.index)
+        if loss is not None and src.state == PREEMPTING:
+            self._preempt_idle(src, loss)
 
     # --- summary ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -544,4 +588,8 @@ class Faults:
         }
         if self.spot_pools:
             out["spot"] = dict(self.spot)
+        if self.migrator is not None:
+            m = self.migrator.stats
+            out["migration"] = {"moves": m.migrated, "landed": m.landed, "bytes": m.bytes,
+                                "recomputed": m.recomputed}
         return out

@@ -98,13 +98,25 @@ class Replica:
         req.replica = self.index
         req.pool = self.pool.index
         self.scheduler.add_request(req)
+        self._charge(req)
+        self.poke()
+
+    def adopt(self, req: Request) -> None:
+        """A running request moved here with its KV to receive (engine/migration.py): first
+        in line, admitted with ``remote_kv``."""
+        req.replica = self.index
+        req.pool = self.pool.index
+        self.scheduler.attach_running(req)
+        self._charge(req)
+        self.poke()
+
+    def _charge(self, req: Request) -> None:
         self.outstanding_requests += 1
         # A prefill copy (disaggregated serving) generates exactly its first token here.
         out = 1 if req.parent is not None else self.predictor.predict(req)
         tokens = req.prompt_tokens + out
         self._charged[req.id] = tokens
         self.outstanding_tokens += tokens
-        self.poke()
 
     def _discharge(self, req: Request) -> None:
         self.outstanding_requests -= 1

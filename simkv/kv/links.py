@@ -118,9 +118,16 @@ class Fabric:
     def cancel(self, links: set[str]) -> tuple[int, float]:
         """Drop every transfer in flight that crosses one of the named links (its GPU or node
         was lost): it never lands, its callback never runs. Returns (transfers, bytes left)."""
+        return self._drop(lambda t: any(link.name in links for link in t.links))
+
+    def cancel_transfers(self, ids: set[int]) -> tuple[int, float]:
+        """Drop the transfers in flight whose ``id()`` is in ``ids`` (their source is gone)."""
+        return self._drop(lambda t: id(t) in ids)
+
+    def _drop(self, doomed: Callable[[Transfer], bool]) -> tuple[int, float]:
         now = self.env.now
         self._progress(now)
-        gone = [t for t in self.active if any(link.name in links for link in t.links)]
+        gone = [t for t in self.active if doomed(t)]
         if not gone:
             return 0, 0.0
         self.active = [t for t in self.active if t not in gone]

@@ -189,6 +189,32 @@ class VLLMScheduler:
         self._requeue([])
         return out
 
+    # --- moving a running request to another instance (engine/migration.py) ---------------
+    def detach_running(self, req: Request, now: float) -> int:
+        """Take running ``req`` out (between iterations) to continue elsewhere with its KV:
+        its progress stays, its blocks here are freed (a prefix cache keeps what it can, as
+        for a preemption); returns the KV tokens it had, which the other instance receives."""
+        del self.running[req.id]
+        if req.state is State.DECODING:
+            self.decode.leave(req)
+            req.blocks = blocks_for(req.computed, self.block_size) - req.shared
+        else:
+            del self.prefilling[req.id]
+        tokens = req.computed
+        kv = self.kv
+        self.pool.release(kv.release(req, now, finished=False, may_swap=False)
+                          if kv is not None else req.blocks)
+        req.blocks = req.shared = req.pinned_g = 0
+        req.computed = 0
+        req.state = State.WAITING
+        return tokens
+
+    def attach_running(self, req: Request) -> None:
+        """Queue a request moved here first in line (it was running elsewhere); with
+        ``remote_kv`` set it is admitted with that KV to receive (``on_remote``)."""
+        req.state = State.WAITING
+        self.waiting.appendleft(req)
+
     def planned_need(self, out: SchedulerOutput) -> int:
         """Blocks the run in flight will still take when it ends (its decodes' new blocks are
         allocated in ``update``): what another instance may not borrow from this one now."""
