@@ -25,9 +25,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from simkv.config.store import check_overrides, register_configs
+from simkv.config.store import check_added_keys, check_overrides, hydra_message, register_configs
 from simkv.entry import report, user_errors
 from simkv.metrics.summary import format_table
 from simkv.output import one_line, record_failure, sigterm_interrupts
@@ -61,6 +60,7 @@ def _run(dc: DictConfig) -> float | None:
         str(hc.mode) == "RunMode.MULTIRUN"
     try:
         check_overrides(list(hc.overrides.task))
+        check_added_keys(dc, list(hc.overrides.task))
         cfg = OmegaConf.to_object(dc)
         result = simulate(cfg, out)
     except KeyboardInterrupt as exc:
@@ -106,36 +106,6 @@ class SweepReport(Callback):
             for line in failed:
                 print(f"  {line}", file=sys.stderr)
             raise SystemExit(1)
-
-
-def hydra_message(exc: BaseException) -> str:
-    """Hydra's composition error (several lines: the override, the cause, the keys, the
-    search path) as one line that keeps what names the problem."""
-    text = str(exc)
-    if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
-        text += "\n" + str(exc.__cause__)
-    lines = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("Config search path"):
-            break
-        if line and not line.startswith(("full_key:", "reference_type=", "object_type=",
-                                          "Set the environment variable HYDRA_FULL_ERROR")):
-            lines.append(line)
-    head: list[str] = []
-    options: list[str] = []
-    label = ""
-    for ln in lines:
-        if ln.startswith("Available options"):
-            label = ln.rstrip(":")
-        elif label:
-            options.append(ln)
-        else:
-            head.append(ln.rstrip("."))
-    out = "; ".join(head)
-    if label:
-        out += f"; {label}: {', '.join(options)}"
-    return out or one_line(exc)
 
 
 def _one_line_errors(func: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,9 +114,31 @@ def test_help_says_what_simkv_is_then_groups_examples_and_config(tmp_path: Path)
     groups, examples, config = (out.index("== Config groups"), out.index("== Examples =="),
                                 out.index("== Config ==\n"))
     assert groups < examples < config
-    from simkv.config.store import SINGLE_CHOICE_GROUPS
+    from simkv.config.store import SINGLE_CHOICE_GROUPS, choices
 
     for group in SINGLE_CHOICE_GROUPS:
         assert f"\n  {group} " in out[groups:examples], group
+        block = re.search(rf"\n  {group} .*?\n((?: {{15}}.*\n)+)", out[groups:examples])
+        assert block is not None, group
+        assert block.group(1).replace(",", " ").split() == choices(group), group
     assert out[examples:config].count("\n  simkv ") == 3
-    assert "\nseed: 0\n" in out[config:]
+    assert "simkv --cfg job" in out[config:]
+    # With overrides, Hydra composes them and prints the resulting config after the help.
+    p = simkv_cmd("--help", "seed=3", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "\nseed: 3\n" in p.stdout[p.stdout.index("== Config ==\n"):]
+
+
+def test_help_and_version_answer_without_hydra() -> None:
+    """`simkv --help` alone never imports Hydra, pandas, pyarrow or the runner (it took 4-7 s when
+    Hydra composed the config); `--version` is simkv's, not Hydra's."""
+    code = ("import sys; sys.argv = ['simkv', '{arg}']; from simkv.command import main; main(); "
+            "print(sorted(m for m in ('hydra', 'omegaconf', 'pyarrow', 'pandas', 'simkv.runner') "
+            "if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code.format(arg="--help")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip().endswith("[]")
+    import simkv
+
+    p = subprocess.run([sys.executable, "-c", code.format(arg="--version")], capture_output=True, text=True)
+    assert p.stdout.splitlines()[0] == f"simkv {simkv.__version__}"

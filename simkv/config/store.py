@@ -1,25 +1,28 @@
 """Hydra registration: the schema and every registered policy become config-group choices.
 
-This module and ``simkv.cli`` are the only ones that import Hydra.
+This module and ``simkv.cli`` are the only ones that import Hydra; this one only inside its
+functions, so ``simkv --help`` (``help_text``) lists the groups without importing Hydra.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import re
 import textwrap
 from collections.abc import Sequence
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from hydra import compose as hydra_compose
-from hydra import initialize_config_module
-from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from simkv import registry
 from simkv.config.bounds import ConfigError
 from simkv.config.schema import HardwareConfig, SimConfig
 from simkv.entities.hardware import shipped_profiles
+
+if TYPE_CHECKING:
+    from hydra.core.config_store import ConfigStore
 
 _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
@@ -65,27 +68,46 @@ HELP_EXAMPLES = """== Examples ==
 """
 HELP_FOOTER = """Every key below can be overridden (key=value); docs/CONFIG.md explains each.
 Errors are one line, exit status 2; HYDRA_FULL_ERROR=1 shows Hydra's full report."""
+# `simkv --help` alone answers without composing the config (under a second); the config
+# itself is a command away.
+HELP_CONFIG = """Every key can be overridden (key=value); docs/CONFIG.md explains each.
+  simkv --cfg job [overrides]      the resolved config: every key and its value
+  simkv --help [overrides]         this help, then that config
+  simkv --version                  simkv's version
+Errors are one line, exit status 2; HYDRA_FULL_ERROR=1 shows Hydra's full report."""
 
 
-def help_template(cs: ConfigStore) -> str:
+def help_text(config: str | None = None) -> str:
     """`simkv --help`: what simkv is, the groups with one line each and their choices, three
-    examples, then the config (Hydra's $CONFIG)."""
+    examples, then ``config`` (Hydra's ``$CONFIG`` in its template) or how to print it."""
     lines = [HELP_HEADER, "== Config groups (group=choice) =="]
     for group in dict.fromkeys([*GROUP_HELP, *SINGLE_CHOICE_GROUPS]):  # a group added later shows too
-        text = GROUP_HELP.get(group, "")
-        choices = sorted(n[:-5] if n.endswith(".yaml") else n for n in _choices(cs, group))
-        lines.append(f"  {group:<11}{text}")
-        lines += textwrap.wrap(", ".join(choices), 96, initial_indent=" " * 15,
+        lines.append(f"  {group:<11}{GROUP_HELP.get(group, '')}")
+        lines += textwrap.wrap(", ".join(choices(group)), 96, initial_indent=" " * 15,
                                subsequent_indent=" " * 15, break_on_hyphens=False)
-    lines += ["", HELP_EXAMPLES, "== Config ==", HELP_FOOTER, "", "$CONFIG"]
+    lines += ["", HELP_EXAMPLES, "== Config =="]
+    lines += [HELP_FOOTER, "", config] if config is not None else [HELP_CONFIG]
     return "\n".join(lines)
 
 
-def _choices(cs: ConfigStore, group: str) -> list[str]:
-    names = set(cs.list(group)) if group in cs.repo else set()
+def help_template(cs: ConfigStore | None = None) -> str:
+    """Hydra's help template (``simkv --help`` with overrides): the help, then the config."""
+    return help_text("$CONFIG")
+
+
+def choices(group: str) -> list[str]:
+    """The names ``group=name`` accepts: registered policies, shipped hardware profiles,
+    workload presets and the packaged YAML files (model specs, engines, pools). The same
+    names register_configs() puts in Hydra's ConfigStore (tests/test_docs_commands.py)."""
+    names = set(registry.entries(group)) if group in POLICY_GROUPS else set()
+    if group == "hardware":
+        names |= set(shipped_profiles())
+    if group == "workload":
+        names |= {p.name[:-5] for p in resources.files("simkv.workloads").iterdir()
+                  if p.name.endswith(".yaml")}
     folder = resources.files("simkv.conf") / group
-    if folder.is_dir():  # the packaged YAML options (model specs, engines, pools)
-        names |= {p.name for p in folder.iterdir() if p.name.endswith(".yaml")}
+    if folder.is_dir():
+        names |= {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")}
     return sorted(names)
 
 
@@ -93,6 +115,8 @@ def register_configs() -> None:
     global _done
     if _done:
         return
+    from hydra.core.config_store import ConfigStore
+
     cs = ConfigStore.instance()
     cs.store(name="simkv_schema", node=SimConfig)
     for group in POLICY_GROUPS:
@@ -104,7 +128,7 @@ def register_configs() -> None:
         cs.store(group="workload", name=name, node=node)
     # NOTE: stored last, so the template lists every choice registered above.
     cs.store(group="hydra/help", name="simkv", provider="simkv",
-             node={"app_name": "simkv", "header": "", "footer": "", "template": help_template(cs)})
+             node={"app_name": "simkv", "header": "", "footer": "", "template": help_template()})
     _done = True
 
 
@@ -145,12 +169,129 @@ def compose(overrides: Sequence[str] = ()) -> SimConfig:
 
     Example: ``simkv.compose(["model=llama3_70b", "cluster.tensor_parallel=4"])``.
     """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     register_configs()
     check_overrides(overrides)
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="simkv.conf", version_base="1.3"):
-        dc = hydra_compose(config_name="config", overrides=list(overrides))
+    try:
+        with initialize_config_module(config_module="simkv.conf", version_base="1.3"):
+            dc = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        # One line naming the key (simkv-trace generate and scripts get what simkv prints).
+        raise ConfigError(hydra_message(exc)) from None
+    check_added_keys(dc, overrides)
     obj = OmegaConf.to_object(dc)
     assert isinstance(obj, SimConfig)
     return obj
+
+
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's composition error (several lines: the override, the cause, the keys, the
+    search path) as one line that keeps what names the problem. A key that does not exist
+    gets the keys it could have meant, never Hydra's advice to add it with ``+`` (simkv's
+    config is typed: an added key would fail later)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc.__cause__
+    text = str(exc)
+    missing = re.search(r"Key '([^']+)' (?:is )?not in (?:struct|'(\w+)')", str(cause or ""))
+    full = re.search(r"full_key: (\S+)", str(cause or ""))
+    if "Could not override" in text and missing:
+        return unknown_key(full.group(1) if full else missing.group(1), missing.group(2))
+    if isinstance(cause, OmegaConfBaseException) and str(cause) not in text:
+        text += "\n" + str(cause)
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Config search path"):
+            break
+        if line and not line.startswith(("full_key:", "reference_type=", "object_type=",
+                                          "Set the environment variable HYDRA_FULL_ERROR",
+                                          "To append to your config use")):
+            lines.append(line)
+    head: list[str] = []
+    options: list[str] = []
+    label = ""
+    for ln in lines:
+        if ln.startswith("Available options"):
+            label = ln.rstrip(":")
+        elif label:
+            options.append(ln)
+        else:
+            head.append(ln.rstrip("."))
+    out = "; ".join(head)
+    if label:
+        out += f"; {label}: {', '.join(options)}"
+    if out:
+        return out
+    from simkv.output import one_line
+
+    return one_line(exc)
+
+
+def _config_classes() -> dict[str, type]:
+    """Every config dataclass by class name: the schema's sections and every policy's."""
+    from simkv.config.schema import SimConfig
+
+    found: dict[str, type] = {}
+
+    def walk(obj: Any) -> None:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type) \
+                and type(obj).__name__ not in found:
+            found[type(obj).__name__] = type(obj)
+            for f in dataclasses.fields(obj):
+                walk(getattr(obj, f.name))
+
+    walk(SimConfig())
+    for group in POLICY_GROUPS:
+        for entry in registry.entries(group).values():
+            found.setdefault(entry.config_type.__name__, entry.config_type)
+    return found
+
+
+def unknown_key(key: str, owner: str | None = None, added: bool = False) -> str:
+    """``cluster.replica: no such key in cluster (ClusterConfig); did you mean
+    cluster.replicas?``: one line, with the closest keys of the section it names."""
+    parent, _, leaf = key.rpartition(".")
+    cls = _config_classes().get(owner or "SimConfig")
+    where = f" in {parent or 'the config'}" + (f" ({owner})" if owner else "")
+    out = f"{key}: no such key{where}"
+    if cls is not None and dataclasses.is_dataclass(cls):
+        names = [f.name for f in dataclasses.fields(cls)]
+        close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
+        prefix = f"{parent}." if parent else ""
+        if close:
+            out += "; did you mean " + " or ".join(prefix + c for c in close) + "?"
+        else:
+            out += f"; its keys: {', '.join(names)}"
+    if added:
+        return out + " ('+' cannot add a key to simkv's typed config; docs/CONFIG.md lists them)"
+    return out + " (docs/CONFIG.md lists every key)"
+
+
+def check_added_keys(dc: Any, overrides: Sequence[str]) -> None:
+    """Refuse ``+key=value`` (and ``++``) for a key simkv's typed config does not have: Hydra
+    adds it to the composed config, which then cannot become the dataclasses (it used to
+    end as an internal error). ``hydra.*`` keys (launcher options) may be added."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import DictConfig, OmegaConf
+
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if not (o.is_add() or o.is_force_add()) or key.startswith("hydra.") or key == "hydra":
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(dc, parent) if parent else dc
+        if not isinstance(node, DictConfig):
+            continue
+        cls = OmegaConf.get_type(node)
+        if cls is not None and dataclasses.is_dataclass(cls) \
+                and leaf not in {f.name for f in dataclasses.fields(cls)}:
+            raise ConfigError(unknown_key(key, cls.__name__, added=True))

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from simkv.config.bounds import bounded, check, meta, require
 from simkv.registry import register
@@ -107,6 +106,8 @@ class BurstGPTWorkloadConfig:
 
 def replay_hours(path: str) -> np.ndarray:
     """Requests per trace hour of BurstGPT_1 from its derived per-hour session CSV."""
+    import pandas as pd  # only here: importing simkv.workload stays light (simkv --help)
+
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"workload.volume_path: {path} not found")

@@ -30,14 +30,17 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
 
 # Rows per Parquet batch and bytes per CSV/JSON block read at a time (memory stays bounded).
 BATCH_ROWS = 65536
@@ -587,11 +590,28 @@ READERS: dict[str, Callable[[Path, _Validator], Iterator[Columns]]] = {
 }
 
 
+def _import_arrow() -> None:
+    """pyarrow and pandas, imported on the first read.
+
+    NOTE: the registry imports this module to list the ``workload`` choices (``simkv
+    --help``, every run's start); importing pyarrow and pandas there cost ~0.5-0.8 s on 2
+    cores, which a run that reads no trace never needed.
+    """
+    global pa, pc, pacsv, pajson, pq, pd
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+
 def read(path: str | Path, fmt: str = "native", skip_bad: bool = False) -> Iterator[Columns]:
     """Stream a trace file of format ``fmt`` as validated column batches.
 
     A file with no data rows is an error: an empty run would look like a result.
     """
+    _import_arrow()
     file = Path(path)
     if fmt not in READERS:
         raise TraceError(f"unknown trace format '{fmt}'; valid choices: {', '.join(FORMATS)}")

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from simkv.config.bounds import bounded, check, require
 from simkv.entities.request import Request
@@ -85,6 +83,9 @@ class TraceWorkload:
         if (self.path.suffix == ".parquet" and self.path.is_file() and cfg.format == "native"
                 and not cfg.models and not cfg.log_types and cfg.sample == 1
                 and cfg.start_s is None and cfg.end_s is None):
+            import pyarrow as pa  # here, not at the top: simkv --help imports this module
+            import pyarrow.parquet as pq
+
             try:
                 rows = pq.ParquetFile(self.path).metadata.num_rows
             except (pa.ArrowInvalid, OSError):
@@ -95,6 +96,9 @@ class TraceWorkload:
     def _check_header(self) -> None:
         if self.granule_tokens is None or self.cfg.format != "native" or self.path.suffix != ".parquet":
             return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
             meta = pq.read_schema(self.path).metadata or {}
         except (pa.ArrowInvalid, OSError):

@@ -1,0 +1,42 @@
+"""The ``simkv`` command's front door: ``--version`` and ``--help`` answered at once.
+
+Hydra's ``--help`` composes the whole config (and ``--version`` names Hydra's version), which
+took 4-7 s on 2 cores; these two answers need neither Hydra nor the simulator, so they are
+given here before ``simkv.cli`` (Hydra, the engine, pyarrow) is imported. Everything else,
+``--help`` with overrides included (the help, then the config they give), goes to Hydra.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        from simkv import __version__
+
+        print(f"simkv {__version__}")
+        return
+    if args in (["--help"], ["-h"]):
+        try:
+            from simkv.config.store import help_text
+
+            print(help_text())
+        except BrokenPipeError:  # `simkv --help | head`: the reader left
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except Exception as exc:  # a plug-in that fails to import: one line, as simkv says it
+            from simkv.entry import report
+
+            if os.environ.get("SIMKV_TRACEBACK") == "1":
+                raise
+            raise SystemExit(report("simkv", exc)) from None
+        return
+    from simkv.cli import main as run
+
+    run()
+
+
+if __name__ == "__main__":
+    main()
