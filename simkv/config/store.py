@@ -81,10 +81,12 @@ def help_text(config: str | None = None) -> str:
     """`simkv --help`: what simkv is, the groups with one line each and their choices, three
     examples, then ``config`` (Hydra's ``$CONFIG`` in its template) or how to print it."""
     lines = [HELP_HEADER, "== Config groups (group=choice) =="]
-    for group in dict.fromkeys([*GROUP_HELP, *SINGLE_CHOICE_GROUPS]):  # a group added later shows too
-        lines.append(f"  {group:<11}{GROUP_HELP.get(group, '')}")
-        lines += textwrap.wrap(", ".join(choices(group)), 96, initial_indent=" " * 15,
-                               subsequent_indent=" " * 15, break_on_hyphens=False)
+    groups = list(dict.fromkeys([*GROUP_HELP, *SINGLE_CHOICE_GROUPS]))  # a group added later shows too
+    width = max(map(len, groups)) + 1
+    for group in groups:
+        lines.append(f"  {group:<{width}}{GROUP_HELP.get(group, '')}")
+        lines += textwrap.wrap(", ".join(choices(group)), 96, initial_indent=" " * (width + 4),
+                               subsequent_indent=" " * (width + 4), break_on_hyphens=False)
     lines += ["", HELP_EXAMPLES, "== Config =="]
     lines += [HELP_FOOTER, "", config] if config is not None else [HELP_CONFIG]
     return "\n".join(lines)
