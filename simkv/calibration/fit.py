@@ -83,10 +83,23 @@ def elementwise_curve(norm: pd.DataFrame, bw_peak: float) -> list[list[float]]:
 
 
 def gemm_model_section(gemm_shapes: pd.DataFrame, flops_peak: float, bw_peak: float, sms: int,
-                       where: str) -> dict[str, Any]:
-    """The shape GEMM model (simkv/perf/gemm.py) fitted on every timed shape."""
-    from simkv.perf.gemm import fit_gemm_model
+                       where: str, graph: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The shape GEMM model (simkv/perf/gemm.py) fitted on every timed shape; with launch-free
+    timings (``graph``: gemm_graph.csv), its fixed cost is the kernel's own and the launch gap
+    is reported apart (``fit_gemm_model_graphs``)."""
+    from simkv.perf.gemm import fit_gemm_model, fit_gemm_model_graphs
 
+    if graph is not None and len(graph):
+        graph = graph[graph["kernel"] != "error"]
+        g, launch = fit_gemm_model_graphs(gemm_shapes, graph, flops_peak, bw_peak, sms)
+        return {"multiprocessors": sms,
+                "fixed": {"value": round(g.fixed_s * 1e6, 3), "unit": "us"},
+                "launch": {"value": round(launch * 1e6, 3), "unit": "us"},
+                "compute_eff": round(g.compute_eff, 4), "memory_eff": round(g.memory_eff, 4),
+                "source": f"cuBLAS (torch linear): {len(graph)} launch-free timings (back-to-back "
+                          f"calls replayed from a CUDA graph, gemm_graph.csv) and "
+                          f"{len(gemm_shapes)} launched ones, one least-squares fit on log time "
+                          f"in which a launched GEMM pays the launch gap; {where}"}
     g = fit_gemm_model(gemm_shapes["m"], gemm_shapes["n"], gemm_shapes["k"],
                        gemm_shapes["ms"] / 1e3, flops_peak, bw_peak, sms)
     return {"multiprocessors": sms,
@@ -150,9 +163,12 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
     eff["elementwise_memory"] = {
         "points": elementwise_curve(pd.read_csv(raw / "rms_norm.csv"), bw),
         "source": f"RMSNorm (Triton, this project) by tokens; {where}"}
-    if (raw / "gemm_shapes.csv").is_file():
-        doc["gemm_model"] = gemm_model_section(pd.read_csv(raw / "gemm_shapes.csv"), fp, bw,
-                                               int(env.get("multiprocessors", 132)), where)
+    graph = pd.read_csv(raw / "gemm_graph.csv") if (raw / "gemm_graph.csv").is_file() else None
+    if (raw / "gemm_shapes.csv").is_file() or graph is not None:
+        shapes = (pd.read_csv(raw / "gemm_shapes.csv") if (raw / "gemm_shapes.csv").is_file()
+                  else pd.DataFrame(columns=["m", "n", "k", "ms"]))
+        doc["gemm_model"] = gemm_model_section(shapes, fp, bw, int(env.get("multiprocessors", 132)),
+                                               where, graph)
     if (raw / "small_ops.csv").is_file():
         doc["small_ops"] = small_ops_section(pd.read_csv(raw / "small_ops.csv"), bw, where)
     copies = pd.read_csv(raw / "copies.csv")

@@ -109,6 +109,10 @@ class GemmFit:
     fixed_s: float
     compute_eff: float
     memory_eff: float
+    # A GEMM launched on its own waits this much more for the host (measured eagerly beside
+    # graph replays); not charged per GEMM: engines replaying CUDA graphs pay launches once per
+    # step (engine.iteration_overhead_s). 0 where not measured.
+    launch_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +223,12 @@ def parse_profile(doc: Any, path: str) -> HardwareProfile:
 
 
 def _gemm_fit(doc: Any, where: str) -> GemmFit:
-    keys = {"multiprocessors", "fixed", "compute_eff", "memory_eff", "source"}
-    if not isinstance(doc, dict) or set(doc) - keys or keys - {"source"} - set(doc):
-        raise ProfileError(f"{where}: expected the keys {sorted(keys)}")
+    keys = {"multiprocessors", "fixed", "compute_eff", "memory_eff", "source", "launch"}
+    if not isinstance(doc, dict) or set(doc) - keys or keys - {"source", "launch"} - set(doc):
+        raise ProfileError(f"{where}: expected the keys {sorted(keys)} (source and launch "
+                           "optional)")
     fixed, _ = _quantity(doc["fixed"], f"{where}.fixed", "time")
+    launch = _quantity(doc["launch"], f"{where}.launch", "time")[0] if "launch" in doc else 0.0
     effs = {k: doc[k] for k in ("compute_eff", "memory_eff")}
     sms = doc["multiprocessors"]
     if not isinstance(sms, int) or sms < 1:
@@ -230,7 +236,7 @@ def _gemm_fit(doc: Any, where: str) -> GemmFit:
     for k, v in effs.items():
         if not isinstance(v, int | float) or not 0 < v <= 1:
             raise ProfileError(f"{where}.{k}: an efficiency in (0, 1], got {v!r}")
-    return GemmFit(sms, fixed, float(effs["compute_eff"]), float(effs["memory_eff"]))
+    return GemmFit(sms, fixed, float(effs["compute_eff"]), float(effs["memory_eff"]), launch)
 
 
 def _small_ops(doc: Any, where: str) -> dict[str, float]:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from simkv.entities.hardware import HardwareProfile
 
 # (tm, tn, split-K) candidates: CUTLASS/cuBLAS-typical Hopper tiles, and split-K for short M.
@@ -128,6 +130,45 @@ def fit_gemm_model(m: Sequence[float], n: Sequence[float], k: Sequence[float],
             best = sol
     assert best is not None
     return model(best.x)
+
+
+def fit_gemm_model_graphs(eager: pd.DataFrame, graph: pd.DataFrame, flops_peak: float,
+                          bw_peak: float, sms: int) -> tuple[GemmModel, float]:
+    """The shape model from launch-free timings (``graph``: ``m, n, k, ms_graph``, each GEMM
+    one of many back-to-back calls replayed from one CUDA graph) and launched ones
+    (``eager``: ``m, n, k, ms``, and ``ms_eager`` of ``graph``'s rows): one fit, least squares
+    on log time, where a launched GEMM takes the same kernel time plus a launch gap. Returns
+    the model (``fixed_s`` is the kernel's own fixed cost, as a graph replays it) and the gap
+    in seconds."""
+    from scipy.optimize import least_squares
+
+    rows = [(graph["m"], graph["n"], graph["k"], graph["ms_graph"], 0.0)]
+    if "ms_eager" in graph:
+        rows.append((graph["m"], graph["n"], graph["k"], graph["ms_eager"], 1.0))
+    if len(eager):
+        rows.append((eager["m"], eager["n"], eager["k"], eager["ms"], 1.0))
+    m_, n_, k_, t_, e_ = (np.concatenate([np.full(len(r[0]), r[4]) if j == 4 else
+                                          np.asarray(r[j], dtype=np.float64) for r in rows])
+                          for j in range(5))
+    ok = np.isfinite(t_) & (t_ > 0)
+    m_, n_, k_, t_, e_ = m_[ok], n_[ok], k_[ok], t_[ok] / 1e3, e_[ok]
+
+    def model(p: np.ndarray) -> GemmModel:
+        return GemmModel(flops_peak, bw_peak, sms, fixed_s=float(p[0]) * 1e-6,
+                         compute_eff=float(p[1]), memory_eff=float(p[2]))
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return np.log((model(p).times(m_, n_, k_) + e_ * p[3] * 1e-6) / t_)
+
+    best = None
+    for start in ((3.0, 0.7, 0.8, 5.0), (6.0, 0.8, 0.9, 2.0), (1.0, 0.6, 0.6, 8.0)):
+        sol = least_squares(residual, np.array(start),
+                            bounds=([0.0, 0.05, 0.05, 0.0], [100.0, 1.0, 1.0, 100.0]),
+                            diff_step=1e-3)
+        if best is None or sol.cost < best.cost:
+            best = sol
+    assert best is not None
+    return model(best.x), float(best.x[3]) * 1e-6
 
 
 def from_profile(hw: HardwareProfile) -> GemmModel | None:
