@@ -97,7 +97,7 @@ def test_bad_trace_gives_its_message(name: str, fmt: str, message: str) -> None:
 def test_unknown_format_lists_the_choices() -> None:
     with pytest.raises(TraceError) as err:
         list(read(CORPUS / "good.csv", "splitwise"))
-    assert str(err.value) == "unknown trace format 'splitwise'; valid choices: native, burstgpt, azure, mooncake, agent"
+    assert str(err.value) == "unknown trace format 'splitwise'; valid choices: native, burstgpt, azure, mooncake, agent, servegen, inference_perf"
 
 
 def test_natural_encodings_are_accepted(tmp_path) -> None:
@@ -170,7 +170,7 @@ CONFIGS = [
     (["workload=agent", "workload.reset_prob=1"], "workload.reset_prob: expected a finite number >= 0 and < 1, got 1.0"),
     (["workload=conversation", "workload.num_conversations=0"], "workload.num_conversations: expected a finite number >= 1, got 0"),
     (["workload=shared_prefix", "workload.block_tokens=256"], "workload.block_tokens (256) must equal kv.prefix_block_tokens (512): the workload's prefix ids stand for blocks of that many tokens"),
-    (["workload=trace", "workload.path={corpus}/good.csv", "workload.format=csvish"], "workload.format: expected one of native, burstgpt, azure, mooncake, agent, got 'csvish'"),
+    (["workload=trace", "workload.path={corpus}/good.csv", "workload.format=csvish"], "workload.format: expected one of native, burstgpt, azure, mooncake, agent, servegen, inference_perf, got 'csvish'"),
     (["workload=trace", "workload.path={corpus}/good.csv", "workload.on_bad_row=ignore"], "workload.on_bad_row: expected one of error, skip, got 'ignore'"),
     (["workload=trace", "workload.path={corpus}/good.csv", "workload.sample=0"], "workload.sample: expected a finite number > 0 and <= 1, got 0.0"),
     (["workload=trace", "workload.path={corpus}/good.csv", "workload.speedup=0"], "workload.speedup: expected a finite number > 0, got 0.0"),

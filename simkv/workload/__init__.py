@@ -6,6 +6,12 @@ from simkv.workload.burstgpt import BurstGPTWorkload, BurstGPTWorkloadConfig
 from simkv.workload.conversations import ConversationWorkload, ConversationWorkloadConfig
 from simkv.workload.near_duplicate import NearDuplicateWorkload, NearDuplicateWorkloadConfig
 from simkv.workload.poisson import PoissonWorkload, PoissonWorkloadConfig
+from simkv.workload.reasoning import (
+    ReasoningWorkload,
+    ReasoningWorkloadConfig,
+    RolloutWorkload,
+    RolloutWorkloadConfig,
+)
 from simkv.workload.shared_prefix import SharedPrefixWorkload, SharedPrefixWorkloadConfig
 from simkv.workload.trace_file import TraceError, TraceWorkload, TraceWorkloadConfig
 
@@ -23,6 +29,10 @@ __all__ = [
     "OpenLoop",
     "PoissonWorkload",
     "PoissonWorkloadConfig",
+    "ReasoningWorkload",
+    "ReasoningWorkloadConfig",
+    "RolloutWorkload",
+    "RolloutWorkloadConfig",
     "SharedPrefixWorkload",
     "SharedPrefixWorkloadConfig",
     "TraceError",

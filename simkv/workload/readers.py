@@ -46,7 +46,10 @@ if TYPE_CHECKING:
 BATCH_ROWS = 65536
 CSV_BLOCK_BYTES = 1 << 22
 
-FORMATS = ("native", "burstgpt", "azure", "mooncake", "agent")
+FORMATS = ("native", "burstgpt", "azure", "mooncake", "agent", "servegen", "inference_perf")
+# Formats that give distributions, not rows: the rows are drawn from a seeded stream
+# (workload/spec_readers.py).
+GENERATED = ("servegen", "inference_perf")
 
 
 class TraceError(ValueError):
@@ -606,16 +609,19 @@ def _import_arrow() -> None:
     import pyarrow.parquet as pq
 
 
-def read(path: str | Path, fmt: str = "native", skip_bad: bool = False) -> Iterator[Columns]:
+def read(path: str | Path, fmt: str = "native", skip_bad: bool = False, seed: int = 0,
+         block_tokens: int = 512) -> Iterator[Columns]:
     """Stream a trace file of format ``fmt`` as validated column batches.
 
-    A file with no data rows is an error: an empty run would look like a result.
+    ``seed`` draws the rows of the formats that give distributions (``GENERATED``), whose
+    shared prompts carry prefix hashes of ``block_tokens``-token blocks. A file with no data
+    rows is an error: an empty run would look like a result.
     """
     _import_arrow()
     file = Path(path)
     if fmt not in READERS:
         raise TraceError(f"unknown trace format '{fmt}'; valid choices: {', '.join(FORMATS)}")
-    if file.is_dir():
+    if file.is_dir() and fmt != "servegen":
         raise TraceError(f"{file}: is a directory; expected a trace file")
     if not file.exists():
         raise TraceError(f"{file}: trace file not found")
@@ -623,10 +629,19 @@ def read(path: str | Path, fmt: str = "native", skip_bad: bool = False) -> Itera
         raise TraceError(f"{file}: cannot be read (permission denied)")
     rows = 0
     try:
-        for cols in READERS[fmt](file, _Validator(file, skip_bad)):
+        extra = {"seed": seed, "block_tokens": block_tokens} if fmt in GENERATED else {}
+        for cols in READERS[fmt](file, _Validator(file, skip_bad), **extra):
             rows += cols.rows
             yield cols
     except OSError as exc:
         raise TraceError(f"{file}: cannot be read: {exc.strerror or _first_line(exc)}") from None
     if rows == 0:
         raise TraceError(f"{file}: the trace has no rows (a header only, or an empty file)")
+
+
+# NOTE: imported last (it uses the validator and columns above): the readers of formats that
+# give distributions (ServeGen, inference-perf).
+from simkv.workload.spec_readers import read_inference_perf, read_servegen  # noqa: E402
+
+READERS["servegen"] = read_servegen
+READERS["inference_perf"] = read_inference_perf

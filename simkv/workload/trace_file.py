@@ -23,7 +23,7 @@ from simkv.config.bounds import bounded, check, require
 from simkv.entities.request import Request
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, FollowUp
-from simkv.workload.readers import FORMATS, Columns, TraceError, read
+from simkv.workload.readers import FORMATS, GENERATED, Columns, TraceError, read
 
 __all__ = ["TraceError", "TraceWorkload", "TraceWorkloadConfig"]
 
@@ -31,7 +31,8 @@ __all__ = ["TraceError", "TraceWorkload", "TraceWorkloadConfig"]
 @dataclass(slots=True)
 class TraceWorkloadConfig:
     path: str = "???"
-    # native | burstgpt | azure | mooncake | agent (docs/TRACE_FORMAT.md).
+    # native | burstgpt | azure | mooncake | agent | servegen | inference_perf
+    # (docs/TRACE_FORMAT.md).
     format: str = bounded("native", choices=FORMATS)
     # Keep only these models / log types (empty: all), e.g. [GPT-4] or ["API log"].
     models: list[str] = field(default_factory=list)
@@ -60,6 +61,9 @@ class TraceWorkloadConfig:
         check(self, "workload.")
 
     def validate(self, prefix: str = "workload.") -> None:
+        require(self.format not in GENERATED or self.on_bad_row == "error",
+                f"{prefix}on_bad_row=skip cannot act with {prefix}format={self.format}: its rows "
+                f"are drawn from distributions, a bad value stops the run")
         require(self.start_s is None or self.end_s is None or self.start_s < self.end_s,
                 f"{prefix}start_s ({self.start_s}) must be < {prefix}end_s ({self.end_s}): the "
                 f"window [start_s, end_s) would hold no request")
@@ -75,6 +79,9 @@ class TraceWorkload:
         # granule its prefix hashes stand for, and must match.
         self.granule_tokens = granule_tokens
         self.skipped_rows = 0
+        # Seed of the rows a format of distributions draws (set once per run: both passes of
+        # target_rate must see the same rows).
+        self.seed = 0
         # Closed loop: calls waiting for their session's previous call to complete.
         self._pending: dict[int, list[FollowUp]] = {}
 
@@ -117,7 +124,8 @@ class TraceWorkload:
         models, logs = set(cfg.models), set(cfg.log_types)
         left = cfg.limit or -1
         kept = 0
-        for c in read(self.path, cfg.format, skip_bad=cfg.on_bad_row == "skip"):
+        for c in read(self.path, cfg.format, skip_bad=cfg.on_bad_row == "skip", seed=self.seed,
+                      block_tokens=self.granule_tokens or 512):
             if count_skipped:
                 self.skipped_rows += c.skipped
             keep = np.ones(len(c.arrival_s), dtype=bool)
@@ -194,6 +202,8 @@ class TraceWorkload:
 
     def arrivals(self, rng: np.random.Generator) -> Iterator[ArrivalBatch]:
         self._check_header()
+        if self.cfg.format in GENERATED:
+            self.seed = int(rng.integers(2**62))
         offset, divisor = self._time_transform(rng)
         closed = self.cfg.closed_loop
         for c in self._filtered(rng):
