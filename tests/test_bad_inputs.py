@@ -188,6 +188,9 @@ CONFIGS = [
     (["faults.events=[{time_s:1,kind:node,target:3}]"], "faults.events[0].target: node 3 does not exist (the cluster has one node, 0)"),
     (["spot.pools=[spot]"], "spot.pools cannot act: no preemption comes (set spot.preemptions_per_h, spot.times or a faults.events entry of kind preempt)"),
     (["spot.pools=[spot]", "spot.times=[10]"], "spot.pools: unknown pool 'spot'; the pools are default"),
+    (["lora.rank=8"], "lora.rank cannot act: no adapters (set lora.adapters)"),
+    (["lora.adapters=-1"], "lora.adapters: expected a finite number >= 0, got -1"),
+    (["lora.adapters=4", "scheduler=static"], "lora: adapters need a continuous-batching scheduler (scheduler=static has no running batch to price)"),
 ]
 
 

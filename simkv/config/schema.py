@@ -19,6 +19,7 @@ from typing import Any
 
 from simkv.config.bounds import ConfigError, bounded, check, require
 from simkv.config.faults import FaultsConfig, SpotConfig, validate_against
+from simkv.config.models import LoRAConfig, validate_lora
 from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
 from simkv.entities.model import ModelSpec
 
@@ -123,7 +124,7 @@ class DisaggConfig:
 
 
 ROLES = ("colocated", "prefill", "decode")
-WEIGHT_SOURCES = ("ssd", "network", "peer")
+WEIGHT_SOURCES = ("ssd", "network", "peer", "dram")
 
 
 @dataclass(slots=True)
@@ -161,9 +162,9 @@ class PoolConfig:
     provisioning_s: float = bounded(30.0, ge=0)
     # Engine warm-up after the weights land (CUDA-graph capture, KV-cache profiling).
     warmup_s: float = bounded(10.0, ge=0)
-    # Where a new instance reads its weights: the node's SSDs, the network store, or the GPUs
+    # Where a new instance reads its weights: the node's SSDs, the network store, the GPUs
     # of a serving instance of this pool (NVLink on the same node, RDMA across nodes; SSD when
-    # none serves).
+    # none serves), or a checkpoint cache in the node's DRAM (ServerlessLLM: docs/MODELS.md).
     weight_source: str = bounded("ssd", choices=WEIGHT_SOURCES)
     # Throughput of the weight loader per GPU (GB/s): the software's limit on top of the links
     # (safetensors readers reach 1-4 GB/s per GPU: docs/CLUSTER.md).
@@ -174,6 +175,11 @@ class PoolConfig:
     # the TP x DP GPUs only attention; micro-batches of the ping-pong pipeline (perf/afd.py).
     afd_expert_gpus: int = bounded(0, ge=0)
     afd_micro_batches: int = bounded(3, ge=1)
+    # Many models on one cluster (docs/MODELS.md): the request model names this pool serves
+    # (a trace's or generator's ``model``; empty: every request), and a GPU group whose nodes
+    # the pools naming it share (models swap in and out of the same GPUs).
+    serves: list[str] = field(default_factory=list)
+    gpu_group: str | None = None
 
     def __post_init__(self) -> None:
         check(self, "pool.")
@@ -443,6 +449,8 @@ class SimConfig:
     # Instances lost: failures and spot preemption (config/faults.py, docs/FAULTS.md).
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     spot: SpotConfig = field(default_factory=SpotConfig)
+    # LoRA adapters on the base model's instances (config/models.py, docs/MODELS.md).
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self, prefix: str = "") -> None:
@@ -530,6 +538,7 @@ class SimConfig:
                 require(kv_manager, f"scheduler: {what} needs scheduler=vllm or continuum "
                                     f"(scheduler=static runs full KV of autoregressive models only)")
         validate_against(self)
+        validate_lora(self)
         block = getattr(self.workload, "block_tokens", None)
         require(block is None or not cache or block == kv.prefix_block_tokens,
                 f"workload.block_tokens ({block}) must equal kv.prefix_block_tokens "

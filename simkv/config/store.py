@@ -47,7 +47,7 @@ GROUP_HELP = {
     "kv_pool": "KV memory shared across instances (DistAttention: borrow blocks from others)",
     "predictor": "the output length routers and schedulers expect (running mean; oracle: the true one)",
     "speculative": "speculative decoding: a draft model, EAGLE heads or n-gram lookup (docs/SCHEDULING.md)",
-    "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE)",
+    "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE, serverless)",
     "faults": "instances lost at fleet failure rates (llama3) or given times; spot.* (docs/FAULTS.md)",
 }
 HELP_HEADER = """simkv: a trace-driven discrete-event simulator of LLM serving clusters.

@@ -16,6 +16,8 @@ from simkv.config.schema import SimConfig
 from simkv.engine.disagg import Handoff
 from simkv.engine.events import URGENT, Wakeup
 from simkv.engine.lifecycle import Lifecycle
+from simkv.engine.lora import LoRA
+from simkv.engine.models import ModelRouter, pool_ranges
 from simkv.engine.pool import Pool, pool_configs
 from simkv.engine.replica import Replica
 from simkv.engine.topology import Slots, Topology
@@ -49,13 +51,31 @@ class Cluster:
                                        for i, (name, pc) in enumerate(pool_configs(cfg).items())}
         recorder.pool_names = list(self.pools)
         first = next(iter(self.pools.values()))
-        self.topology = Topology(env, node, {p.name: p.max_gpus for p in self.pools.values()},
+        # Many models (engine/models.py): pools of a GPU group share its nodes.
+        multi = any(p.cfg.serves or p.cfg.gpu_group for p in self.pools.values())
+        sizes, keys = (pool_ranges(self.pools) if multi
+                       else ({p.name: p.max_gpus for p in self.pools.values()}, {}))
+        self.topology = Topology(env, node, sizes,
                                  cfg.cluster.weight_store_gb_s * 1e9,
                                  cfg.cluster.weight_store_latency_s,
                                  recorder.transfer if recorder.transfers is not None else None)
+        for name, key in keys.items():
+            # A group holds exactly its GPUs (the rest of its last node stays unused).
+            self.topology.pool_range[name] = (self.topology.pool_range[key][0], sizes[key])
         self.topology.fabric.max_min = cfg.memory.link_sharing == "max_min"
         self.memory = (build_memory(cfg, self.topology, first.cost(first.base_degree), self.pools)
                        if cfg.kv.prefix_caching else None)
+        # Routing by model (engine/models.py), only when pools name the models they serve.
+        self.models: ModelRouter | None = None
+        if multi:
+            self.models = ModelRouter(self)
+            self._route = self.models.route  # type: ignore[method-assign]
+        # LoRA adapters on the base model's instances (engine/lora.py): only when configured.
+        self.lora: LoRA | None = None
+        if cfg.lora.adapters:
+            self.lora = LoRA(self, cfg.lora, np.random.default_rng(
+                np.random.SeedSequence(cfg.seed, spawn_key=(25,))))
+            self._dispatch = self.lora.wrap_dispatch(self._dispatch)  # type: ignore[method-assign]
         # Every instance ever started, by id; those the router may choose, in start order.
         self.replicas: list[Replica] = []
         self.serving: list[Replica] = []
@@ -156,6 +176,8 @@ class Cluster:
         self.replicas.append(replica)
         pool.instances.append(replica)
         self.kv_pool.attach(replica)
+        if self.lora is not None:
+            self.lora.attach(replica)
         return replica
 
     def _start_serving(self, r: Replica) -> None:
@@ -166,6 +188,8 @@ class Cluster:
         self.serving.append(r)
         while self.backlog and self.serving:
             self._route(self.backlog.popleft(), moved=True)
+        if self.models is not None:
+            self.models.serving_started(r)
 
     def _stop_serving(self, r: Replica) -> None:
         if r.pool.cfg.role == "decode":
@@ -181,7 +205,7 @@ class Cluster:
         for req in reqs:
             if req.remote_kv and self.handoff is not None:
                 self.handoff.route(req)  # its KV is still held on its prefill instance
-            elif self.serving:
+            elif self.serving or self.models is not None:
                 self._route(req, moved=True)
             else:
                 self.backlog.append(req)
@@ -263,7 +287,7 @@ class Cluster:
         if req.prompt_tokens + req.output_tokens > self.max_model_len:
             self._reject(req, "max_model_len")
             return
-        if not self.serving:
+        if not self.serving and self.models is None:
             if self.faults is not None and self.faults.hopeless:
                 self.faults.fail_unserved(req)  # every instance lost, none coming back
                 return
@@ -321,6 +345,8 @@ class Cluster:
         return (not self.arrivals_done or self.pending_followups > 0 or bool(self.backlog)
                 or (self.handoff is not None and bool(self.handoff.backlog))
                 or (self.faults is not None and self.faults.busy())
+                or (self.models is not None and self.models.busy())
+                or (self.lora is not None and self.lora.busy())
                 or any(r.busy or r.scheduler.num_unfinished() for r in self.replicas))
 
 

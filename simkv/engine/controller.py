@@ -147,4 +147,11 @@ def build_controller(cfg: SimConfig, cluster: Any) -> Controller | None:
     pools = [cluster.pools[n] for n in names]
     for p in pools:
         policy.check(p)
+    if getattr(policy, "placement", False):  # autoscaler=serverless: the model placer
+        from simkv.engine.models import Placer
+
+        if cluster.models is None:
+            raise ValueError("autoscaler=serverless places models: name them per pool "
+                             "(pools.<name>.serves) or share GPUs (pools.<name>.gpu_group)")
+        return Placer(cluster, policy, pools)  # type: ignore[return-value]
     return Controller(cluster, policy, pools)

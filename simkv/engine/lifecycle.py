@@ -186,6 +186,8 @@ class Lifecycle:
                      for s, d in zip(peer.slots.gpus, r.slots.gpus, strict=False)]
         elif source == "network":
             moves = [(total, topo.path_from_store(r.index))]
+        elif source == "dram":
+            moves = [(total, topo.path_from_dram(r.index))]
         else:
             moves = [(total, topo.path_from_ssd(r.index))]
         self._after_all(moves, lambda: Wakeup(self.env, pool.cfg.warmup_s, NORMAL,

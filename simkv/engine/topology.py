@@ -135,6 +135,11 @@ class Topology:
         node = self.replica_node[instance]
         return [self.read["ssd", node], self.loader[instance], self.pcie[instance]]
 
+    def path_from_dram(self, instance: int) -> list[Link]:
+        """A checkpoint cached in the node's DRAM (ServerlessLLM's fastest tier)."""
+        node = self.replica_node[instance]
+        return [self.read["dram", node], self.loader[instance], self.pcie[instance]]
+
     def path_from_store(self, instance: int) -> list[Link]:
         node = self.replica_node[instance]
         return [self.store, self.nic[node], self.loader[instance], self.pcie[instance]]

@@ -44,6 +44,8 @@ class Request:
     prefix: tuple[int, ...] | None = None
     # The trace recorded this request as failed (BurstGPT: zero response tokens).
     failed: bool = False
+    # The LoRA adapter it runs with (-1: the base model; engine/lora.py).
+    adapter: int = -1
     # Priority class (0 normal; higher first under priority-aware scheduling and migration).
     priority: int = 0
 

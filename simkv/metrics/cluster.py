@@ -103,6 +103,12 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
         }
     if hasattr(cluster.kv_pool, "summary"):
         out["kv_pool"] = cluster.kv_pool.summary()
+    models = getattr(cluster, "models", None)
+    if models is not None:  # many models (engine/models.py)
+        out["models"] = (models.placer.summary() if models.placer is not None
+                         else {"unserved_model": models.unserved})
+    if getattr(cluster, "lora", None) is not None:  # adapters (engine/lora.py)
+        out["lora"] = cluster.lora.summary()
     if getattr(cluster, "faults", None) is not None:
         out["faults"] = cluster.faults.summary()
     events = [e for e in cluster.lifecycle.events if e.kind != "recover"]

@@ -13,9 +13,10 @@ from simkv.policies.autoscaler.interface import (
     ScalingConfig,
 )
 from simkv.policies.autoscaler.none import NoAutoscaler, NoAutoscalerConfig
+from simkv.policies.autoscaler.serverless import Serverless, ServerlessConfig
 from simkv.policies.autoscaler.vertical import Vertical, VerticalConfig
 
 __all__ = ["Action", "Autoscaler", "Drain", "ElasticMoE", "ElasticMoEConfig", "ElasticTP",
            "ElasticTPConfig", "Horizontal",
            "HorizontalConfig", "Launch", "NoAutoscaler", "NoAutoscalerConfig", "Resize", "Restart",
-           "ScalingConfig", "Vertical", "VerticalConfig"]
+           "ScalingConfig", "Serverless", "ServerlessConfig", "Vertical", "VerticalConfig"]
