@@ -86,6 +86,8 @@ def test_step_profiler_records_each_step_and_marks_graph_captures(
     rows = prof.take(t0)
     assert [(r["tokens"], r["sequences"], r["kv_read"], r["captured"]) for r in rows] == [
         (700, 2, 3000, 1), (3, 3, 5000, 0)]
+    # Stand-ins without a cache or request states: the scheduler columns stay empty.
+    assert [(r["free_blocks"], r["prefill"], r["evicted"]) for r in rows] == [(None, "", "")] * 2
     for r in rows:
         assert r["start_s"] > 0
         assert r["prepare_s"] >= 0
@@ -147,3 +149,35 @@ def test_precapture_plans_hit_distinct_transformers_graph_keys() -> None:
     # longest sequence 1,024.
     assert (1024, 16384, 1024) in keys
     assert all(q % 64 == 0 and kv % 16384 == 0 and s & (s - 1) == 0 for q, kv, s in keys)
+
+
+def test_sustained_plans_variants_and_tags() -> None:
+    from simkv.validation import hf_campaign as C  # noqa: N812
+
+    assert C.parse_plan_reps("burst:2*2,3,1.5") == [("burst", 2.0, 2), ("burst", 3.0, None),
+                                                     ("burst", 1.5, None)]
+    assert C.parse_plan("burst:2*2,3") == [("burst", 2.0), ("burst", 3.0)]
+    assert C.tag("burst", 2.0, "a", 400) == "burst-sustained-2x-400-a"
+    assert C.tag("burst", 2.0, "b", 48) == "burst-transient-2x-48-b"
+    assert C.tag("conv", 0.8, "a", 400) == "conv-light-0.8x-400-a"
+    got = C.parse_variants("tb512:max_batch_tokens=512;kv64:num_blocks=64,requests=200;"
+                           "pf:scheduler_type=prefill_first")
+    assert got == [("tb512", {"max_batch_tokens": 512}, {}),
+                   ("kv64", {"num_blocks": 64}, {"requests": 200}),
+                   ("pf", {"scheduler_type": "prefill_first"}, {})]
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        C.parse_variants("tb512:max_batch_tokens")
+
+
+def test_sustained_capacity_reads_the_middle_of_a_closed_burst() -> None:
+    from simkv.validation.hf_campaign import MIDDLE_CAP, sustained_capacity
+
+    # 100 completions: a slow start, 1 per 0.1 s in the middle, a long tail.
+    times = [2.0 + 0.02 * i for i in range(25)] + [2.5 + 0.1 * i for i in range(50)] + \
+        [7.5 + 1.0 * i for i in range(25)]
+    rows = [{"status": "ok", "completion_s": t} for t in times] + [{"status": "missing"}]
+    mid, whole = sustained_capacity(rows)
+    assert whole == pytest.approx(100 / times[-1])
+    assert mid == pytest.approx(min(50 / (times[75] - times[25]), MIDDLE_CAP * whole))
+    assert mid > whole
+    assert sustained_capacity([]) == (0.0, 0.0)

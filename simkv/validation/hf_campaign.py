@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +60,8 @@ from simkv.entities.model import ModelSpec
 AZURE_FILES = {"conv": "AzureLLMInferenceTrace_conv.csv", "code": "AzureLLMInferenceTrace_code.csv"}
 WORKLOADS = ("conv", "code", "burst")
 PROBE_REQUESTS = 48
+SUSTAINED_REQUESTS = 400
+MIDDLE_CAP = 1.6  # a closed burst's middle-half rate, at most this times its whole rate
 BURST_ARRIVAL_SHAPE = 0.5  # BurstGPT's generator default (simkv.workload.burstgpt)
 
 
@@ -122,20 +126,41 @@ def stream_size(rate: float, span_s: float, lo: int, hi: int) -> int:
 
 
 def parse_plan(plan: str) -> list[tuple[str, float]]:
-    """``"conv:0.3,0.8,2;code:1.5"`` -> [("conv", 0.3), ("conv", 0.8), ("conv", 2.0), ("code", 1.5)]."""
-    out = []
+    """``"conv:0.3,0.8,2;code:1.5"`` -> [("conv", 0.3), ("conv", 2.0), ...]; a load may carry its
+    own replay count, ``2*2`` (see ``plan_reps``)."""
+    return [(k, load) for k, load, _ in parse_plan_reps(plan)]
+
+
+def parse_plan_reps(plan: str) -> list[tuple[str, float, int | None]]:
+    """``"burst:2*2,3,1.5"`` -> [("burst", 2.0, 2), ("burst", 3.0, None), ("burst", 1.5, None)]:
+    each load with its replay count (None: the campaign's ``--reps``)."""
+    out: list[tuple[str, float, int | None]] = []
     for part in filter(None, (p.strip() for p in plan.split(";"))):
         kind, _, loads = part.partition(":")
         if kind not in WORKLOADS or not loads:
-            raise ValueError(f"plan part {part!r}: expected WORKLOAD:LOAD[,LOAD...] with WORKLOAD "
+            raise ValueError(f"plan part {part!r}: expected WORKLOAD:LOAD[*REPS][,LOAD...] with WORKLOAD "
                              f"one of {', '.join(WORKLOADS)}")
-        out += [(kind, float(x)) for x in loads.split(",")]
+        for x in loads.split(","):
+            load, _, reps = x.partition("*")
+            out.append((kind, float(load), int(reps) if reps else None))
     return out
 
 
-def tag(kind: str, load: float, rep: str) -> str:
-    """File tag of one replay: ``conv-0.3-a`` (requests_<tag>.csv, iterations_<tag>.csv)."""
-    return f"{kind}-{load:g}-{rep}"
+def regime(load: float, n: int) -> str:
+    """How a reader should take a stream: ``sustained`` overload (at least 400 requests above
+    capacity: the queue grows for minutes), ``transient`` overload (fewer requests: a burst the
+    engine absorbs), or ``light`` (at or under capacity)."""
+    if load <= 1.0:
+        return "light"
+    return "sustained" if n >= SUSTAINED_REQUESTS else "transient"
+
+
+def tag(kind: str, load: float, rep: str, n: int | None = None) -> str:
+    """File tag of one replay: ``burst-sustained-2x-400-a`` (requests_<tag>.csv,
+    iterations_<tag>.csv); without ``n``, the 2026-11-30 campaign's ``conv-0.3-a``."""
+    if n is None:
+        return f"{kind}-{load:g}-{rep}"
+    return f"{kind}-{regime(load, n)}-{load:g}x-{n}-{rep}"
 
 
 def stream_seed(kind: str, load: float) -> int:
@@ -333,25 +358,143 @@ def write_json(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
 
 
+def sustained_capacity(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """(sustained, whole-burst) completion rate of a closed burst, requests per second.
+
+    A closed burst starts with an empty engine and ends with a draining one; both ends run
+    below capacity. The sustained rate counts only the middle half of the completions (from
+    the 25th to the 75th percentile of completion times), where the queue is still long."""
+    done = sorted(float(r["completion_s"]) for r in rows
+                  if r.get("status") != "missing" and math.isfinite(float(r.get("completion_s", "nan"))))
+    if not done:
+        return 0.0, 0.0
+    whole = len(done) / max(done[-1], 1e-9)
+    lo, hi = len(done) // 4, (3 * len(done)) // 4
+    if len(done) < 8 or done[hi] <= done[lo]:
+        return whole, whole
+    # Where step time hardly grows with the batch (a tiny model), the middle half can finish
+    # in a blink; on the GPU it is 1.2-1.5 times the whole rate. Bounded, so a load stays a load.
+    return min((hi - lo) / (done[hi] - done[lo]), MIDDLE_CAP * whole), whole
+
+
+def _value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+VARIANT_OPTIONS = ("requests", "reps", "precapture")  # run options; every other key is an engine one
+
+
+def parse_variants(text: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``"tb512:max_batch_tokens=512;kv160:num_blocks=160,requests=200"`` -> [(name, engine
+    config changes, run options)]: the engine's ContinuousBatchingConfig keys, and
+    ``requests``/``reps``/``precapture`` for the run."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, kvs = part.partition(":")
+        if not name or not kvs:
+            raise ValueError(f"variant {part!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+        cb: dict[str, Any] = {}
+        opts: dict[str, Any] = {}
+        for kv in kvs.split(","):
+            k, _, v = kv.partition("=")
+            if not v:
+                raise ValueError(f"variant {part!r}: {kv!r} is not KEY=VALUE")
+            (opts if k in VARIANT_OPTIONS else cb)[k.strip()] = _value(v.strip())
+        out.append((name.strip(), cb, opts))
+    return out
+
+
+def engine_state(manager: Any, model: Any) -> dict[str, Any]:
+    """The values the engine resolved (scheduler, cache, experts), as a model of it needs them."""
+    bp = getattr(manager, "batch_processor", None)
+    sched, cache = getattr(bp, "scheduler", None), getattr(bp, "cache", None)
+    cb = getattr(manager, "continuous_batching_config", None)
+    out = {"scheduler": type(sched).__name__ if sched is not None else None,
+           "safety_margin": getattr(sched, "safety_margin", None),
+           "max_requests_per_batch": getattr(sched, "max_requests_per_batch", None),
+           "max_blocks_per_request": getattr(cache, "max_blocks_per_request", None),
+           "num_pages": getattr(cache, "num_pages", None),
+           "num_blocks": getattr(cache, "num_blocks", None),
+           "block_size": getattr(cache, "block_size", None),
+           "max_batch_tokens": getattr(cache, "max_batch_tokens", None),
+           "allow_block_sharing": getattr(cache, "allow_block_sharing", None),
+           "cpu_offload_space": getattr(cb, "cpu_offload_space", None),
+           "num_cpu_blocks": getattr(getattr(bp, "offloading_manager", None), "_num_cpu_blocks", None),
+           "use_cuda_graph": getattr(cb, "use_cuda_graph", None),
+           "experts_implementation": getattr(getattr(model, "config", None), "_experts_implementation", None)}
+    return {k: (v if v is None or isinstance(v, int | float | str | bool) else str(v))
+            for k, v in out.items()}
+
+
+def gpu_info() -> dict[str, Any]:
+    """GPU name, driver and memory as nvidia-smi reports them (empty without one)."""
+    import subprocess
+
+    try:
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,power.limit",
+                            "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    first = q.stdout.strip().split("\n")[0] if q.returncode == 0 else ""
+    parts = [x.strip() for x in first.split(",")]
+    return dict(zip(("gpu_name", "driver", "memory_total", "power_limit"), parts, strict=False))
+
+
+def _free_manager(manager: Any, hard: bool) -> None:
+    import gc
+
+    import torch
+
+    try:
+        manager.stop(block=True, timeout=60, hard_stop=hard)
+    except Exception as exc:  # recorded by the caller's log; the next configuration goes on
+        print(f"manager stop: {type(exc).__name__}: {exc}", flush=True)
+    manager.batch_processor = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", required=True, help="a simkv model spec (simkv/conf/model/)")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--plan", required=True, help='e.g. "conv:0.3,0.8,2;code:1.5"')
+    ap.add_argument("--out", required=True, help="this engine configuration's folder")
+    ap.add_argument("--plan", required=True, help='e.g. "conv:0.3,0.8,2;code:1.5" ("" for none)')
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--data", default=None, help="folder with the Azure 2023 trace CSVs")
     ap.add_argument("--span", type=float, default=20.0, help="seconds of arrivals per stream")
     ap.add_argument("--min-requests", type=int, default=24)
     ap.add_argument("--max-requests", type=int, default=48)
+    ap.add_argument("--requests", type=int, default=0,
+                    help="requests per stream (0: --span seconds within the min and max)")
     ap.add_argument("--probe-requests", type=int, default=PROBE_REQUESTS)
+    ap.add_argument("--capacity-method", choices=("burst", "burst-middle"), default="burst",
+                    help="load unit: a closed burst's whole rate, or its middle half (sustained)")
+    ap.add_argument("--capacity-file", default=None,
+                    help="an engine.json whose capacity_req_per_s to reuse instead of probing")
     ap.add_argument("--max-prompt", type=int, default=8192)
     ap.add_argument("--max-output", type=int, default=256)
     ap.add_argument("--num-blocks", type=int, default=1024)
     ap.add_argument("--max-batch-tokens", type=int, default=2048)
+    ap.add_argument("--num-layers", type=int, default=0,
+                    help="build the shape with this many layers (each layer as the spec's)")
     ap.add_argument("--attn", default="paged|sdpa")
     ap.add_argument("--no-cuda-graph", action="store_true")
     ap.add_argument("--precapture", type=float, default=0.0, metavar="SECONDS",
                     help="record the CUDA graphs of a key grid first, for at most this long")
+    ap.add_argument("--variants", default="",
+                    help='after the plan, other engine configurations over --variant-plan, e.g. '
+                         '"tb512:max_batch_tokens=512;kv160:num_blocks=160,requests=200"; each '
+                         "writes the folder <out>_<name>")
+    ap.add_argument("--variant-plan", default="", help='streams the variants replay, e.g. "burst:2"')
+    ap.add_argument("--variant-precapture", type=float, default=10.0)
+    ap.add_argument("--skip-done", action="store_true",
+                    help="skip a configuration whose folder already holds a measured stream")
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--deadline", type=float, default=1e9,
                     help="seconds after start when no new stream begins (device call limit)")
@@ -361,7 +504,14 @@ def main() -> None:
     import torch
     import transformers
 
-    from simkv.validation.hf_replay import StepProfiler, engine_limits, make_manager, replay, write_csv
+    from simkv.validation.hf_replay import (
+        StepProfiler,
+        engine_limits,
+        graph_keys,
+        make_manager,
+        replay,
+        write_csv,
+    )
 
     rank = 0
     if args.tp > 1:
@@ -371,88 +521,148 @@ def main() -> None:
         rank = dist.get_rank()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else None
     spec = model_spec(args.shape)
-    info: dict[str, Any] = {
+    if args.num_layers:
+        spec = dataclasses.replace(spec, num_layers=args.num_layers)
+    base_info: dict[str, Any] = {
         "shape": args.shape, "model_spec": asdict(spec), "torch": torch.__version__,
         "transformers": transformers.__version__, "attention": args.attn, "tp": args.tp,
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "argv": vars(args), "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", **gpu_info(),
+        "argv": vars(args), "command": " ".join(["python -m simkv.validation.hf_campaign", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "max_prompt": args.max_prompt, "max_output": args.max_output,
     }
+    if args.num_layers:
+        base_info["layers_note"] = (f"built with {args.num_layers} layers (each as the spec's); "
+                                    "model_spec.num_layers says so")
     t = time.perf_counter()
     model = build_model(spec, args.attn, device, args.tp)
-    info["build_s"] = time.perf_counter() - t
-    cb = {"max_batch_tokens": args.max_batch_tokens, "use_cuda_graph": not args.no_cuda_graph,
-          "block_size": 256, "num_blocks": args.num_blocks, "allow_block_sharing": False}
-    manager = make_manager(model, cb)
-    info["cb_config"] = cb
-    if rank == 0:
-        write_json(out / "engine.json", info)
-    rows: list[dict] = []
-    if args.precapture > 0 and args.tp == 1:
-        plans = capture_plans(args.max_batch_tokens, args.num_blocks * 256)
-        t = time.perf_counter()
-        rows = precapture(manager, model, plans, args.precapture)
-        info["precapture"] = {"plans": len(plans), "seconds": time.perf_counter() - t,
-                              "captured": sum(r.get("status") == "captured" for r in rows)}
-        write_csv(out / "precapture.csv", rows)
-    profiler = StepProfiler() if rank == 0 else None
-    manager.start()
-    time.sleep(1.0)
-    if rank != 0:  # TP followers: the engine's loop follows rank 0's broadcasts until it stops
-        manager._generation_thread.join()
-        os._exit(0)
-    info.update(engine_limits(manager))
-    resolved = manager.continuous_batching_config
-    info["cb_resolved"] = {k: getattr(resolved, k, None) for k in (
-        "q_padding_interval_size", "kv_padding_interval_size", "max_requests_per_batch",
-        "max_blocks_per_request", "safety_margin", "use_async_batching", "scheduler_type")}
-    vocab = spec.vocab_size
-    replay(manager, stream("conv", 8, 50.0, 99, data, args.max_prompt, args.max_output),
-           timeout=180, ids_seed=99, vocab=vocab)  # kernels compile, allocator settles
-    plan = parse_plan(args.plan)
+    base_info["build_s"] = time.perf_counter() - t
+    base_cb = {"max_batch_tokens": args.max_batch_tokens, "use_cuda_graph": not args.no_cuda_graph,
+               "block_size": 256, "num_blocks": args.num_blocks, "allow_block_sharing": False}
+    configs: list[tuple[Path, str, dict[str, Any], list[tuple[str, float, int | None]], dict[str, Any]]] = [
+        (out, "", base_cb, parse_plan_reps(args.plan), {"reps": args.reps, "precapture": args.precapture})]
+    for name, cb_mod, opts in parse_variants(args.variants):
+        configs.append((out.parent / f"{out.name}_{name}", name, {**base_cb, **cb_mod},
+                        parse_plan_reps(args.variant_plan),
+                        {"reps": 1, "precapture": args.variant_precapture, **opts}))
     capacity: dict[str, float] = {}
-    info["streams"] = []
-    for kind in dict.fromkeys(k for k, _ in plan):  # one closed burst per workload
-        reqs = [(0.0, p, o) for _, p, o in stream(kind, args.probe_requests, 1.0, 7 + WORKLOADS.index(kind),
-                                                 data, args.max_prompt, args.max_output)]
-        t = time.perf_counter()
-        got = replay(manager, reqs, timeout=300, ids_seed=10**6 + WORKLOADS.index(kind), vocab=vocab)
-        capacity[kind] = sum(r["status"] != "missing" for r in got) / (time.perf_counter() - t - 0.5)
-        write_csv(out / f"requests_probe-{kind}.csv", got)
-        info["capacity_req_per_s"] = capacity
-        write_json(out / "engine.json", info)
-        print(f"{args.shape} probe {kind}: {capacity[kind]:.2f} req/s", flush=True)
-    # Each stream's replicates back to back, so a deadline cuts whole streams, not pairs.
-    for kind, load in plan:
-        for r, rep in enumerate("abcdefgh"[:args.reps]):
-            rate = load * capacity[kind]
-            n = stream_size(rate, args.span, args.min_requests, args.max_requests)
-            reqs = stream(kind, n, rate, stream_seed(kind, load), data, args.max_prompt, args.max_output)
-            name = tag(kind, load, rep)
-            if not manager.is_running():
-                info["streams"].append({"tag": name, "skipped": "engine stopped"})
+    if args.capacity_file and Path(args.capacity_file).exists():
+        capacity.update(json.loads(Path(args.capacity_file).read_text()).get("capacity_req_per_s", {}))
+    profiler = StepProfiler() if rank == 0 else None
+    vocab = spec.vocab_size
+    for folder, variant, cb, plan, opts in configs:
+        if not plan:  # nothing to replay (e.g. variants only): leave the folder as it is
+            continue
+        if rank == 0 and time.perf_counter() - t_begin + 60 > args.deadline:
+            print(f"{folder.name}: skipped (deadline)", flush=True)
+            continue
+        if args.skip_done and (folder / "engine.json").exists():
+            before = json.loads((folder / "engine.json").read_text()).get("streams", [])
+            if any("done" in x and not x.get("tag", "").startswith("probe") for x in before):
+                print(f"{folder.name}: skipped (already measured)", flush=True)
                 continue
-            if time.perf_counter() - t_begin + reqs[-1][0] + 45 > args.deadline:
-                info["streams"].append({"tag": name, "skipped": "deadline"})
+        folder.mkdir(parents=True, exist_ok=True)
+        info = {**base_info, "variant": variant, "cb_config": cb, "streams": [],
+                "capacity_method": args.capacity_method}
+        manager = make_manager(model, cb)
+        if rank == 0:
+            write_json(folder / "engine.json", info)
+        if opts.get("precapture", 0) > 0 and args.tp == 1:
+            plans = capture_plans(cb["max_batch_tokens"], cb["num_blocks"] * 256)
+            t = time.perf_counter()
+            rows = precapture(manager, model, plans, float(opts["precapture"]))
+            info["precapture"] = {"plans": len(plans), "seconds": time.perf_counter() - t,
+                                  "captured": sum(r.get("status") == "captured" for r in rows)}
+            write_csv(folder / "precapture.csv", rows)
+        manager.start()
+        time.sleep(1.0)
+        if rank != 0:  # TP followers: the engine's loop follows rank 0's broadcasts until it stops
+            manager._generation_thread.join()
+            os._exit(0)
+        info.update(engine_limits(manager))
+        info["engine_resolved"] = engine_state(manager, model)
+        resolved = manager.continuous_batching_config
+        info["cb_resolved"] = {k: getattr(resolved, k, None) for k in (
+            "q_padding_interval_size", "kv_padding_interval_size", "max_requests_per_batch",
+            "max_blocks_per_request", "safety_margin", "use_async_batching", "scheduler_type",
+            "cpu_offload_space")}
+        steps: list[dict[str, Any]] = []
+        warm = replay(manager, stream("conv" if data else "burst", 8, 50.0, 99, data, args.max_prompt,
+                                      args.max_output),
+                      timeout=180, ids_seed=99, vocab=vocab, steps=steps, profiler=profiler)
+        write_csv(folder / "requests_warmup.csv", warm)
+        write_csv(folder / "iterations_warmup.csv", steps)
+        for kind in dict.fromkeys(k for k, _, _ in plan):  # one closed burst per workload
+            if kind in capacity:
                 continue
-            steps: list[dict] = []
-            got = replay(manager, reqs, timeout=300, steps=steps, profiler=profiler,
-                         ids_seed=10**5 * (r + 1) + stream_seed(kind, load), vocab=vocab)
-            write_csv(out / f"requests_{name}.csv", got)
-            write_csv(out / f"iterations_{name}.csv", steps)
-            done = sum(x["status"] != "missing" for x in got)
-            info["streams"].append({"tag": name, "workload": kind, "load": load, "rep": rep,
-                                    "rate": rate, "requests": n, "done": done,
+            reqs = [(0.0, p, o) for _, p, o in stream(kind, args.probe_requests, 1.0,
+                                                     7 + WORKLOADS.index(kind), data,
+                                                     args.max_prompt, args.max_output)]
+            steps = []
+            meta: dict[str, Any] = {"graphs_before": graph_keys(manager)}
+            got = replay(manager, reqs, timeout=300, ids_seed=10**6 + WORKLOADS.index(kind),
+                         vocab=vocab, steps=steps, profiler=profiler, meta=meta)
+            sustained, whole = sustained_capacity(got)
+            capacity[kind] = sustained if args.capacity_method == "burst-middle" else whole
+            write_csv(folder / f"requests_probe-{kind}.csv", got)
+            write_csv(folder / f"iterations_probe-{kind}.csv", steps)
+            info["streams"].append({"tag": f"probe-{kind}", "workload": kind, "requests": len(reqs),
+                                    "closed_burst": True, "sustained_req_per_s": sustained,
+                                    "whole_req_per_s": whole, **meta,
                                     "captured": sum(s["captured"] for s in steps)})
-            write_json(out / "engine.json", info)
-            print(f"{args.shape} {name}: {rate:.2f} req/s, {done}/{n} done, "
-                  f"{sum(s['captured'] for s in steps)} captures", flush=True)
-    info["wall_s"] = time.perf_counter() - t_begin
-    write_json(out / "engine.json", info)
-    if args.tp > 1:
-        manager.stop(block=True, timeout=60)
+            info["capacity_req_per_s"] = capacity
+            write_json(folder / "engine.json", info)
+            print(f"{folder.name} probe {kind}: {sustained:.2f} req/s sustained, {whole:.2f} whole",
+                  flush=True)
+        info["capacity_req_per_s"] = dict(capacity)
+        stopped_hard = False
+        # Each stream's replicates back to back, so a deadline cuts whole streams, not pairs.
+        for kind, load, reps in plan:
+            for r, rep in enumerate("abcdefgh"[:int(reps or opts.get("reps", 1))]):
+                rate = load * capacity[kind]
+                n = int(opts["requests"]) if opts.get("requests") else (
+                    args.requests or stream_size(rate, args.span, args.min_requests, args.max_requests))
+                reqs = stream(kind, n, rate, stream_seed(kind, load), data, args.max_prompt,
+                              args.max_output)
+                name = tag(kind, load, rep, n if (args.requests or opts.get("requests")) else None)
+                left = args.deadline - (time.perf_counter() - t_begin)
+                expected = max(reqs[-1][0], n / max(capacity[kind], 1e-9)) * 1.2 + 10
+                if stopped_hard or not manager.is_running():
+                    info["streams"].append({"tag": name, "skipped": "engine stopped"})
+                    continue
+                if expected > left:
+                    info["streams"].append({"tag": name, "skipped": "deadline",
+                                            "expected_s": expected, "left_s": left})
+                    continue
+                steps, evictions = [], []
+                meta = {"graphs_before": graph_keys(manager)}
+                got = replay(manager, reqs, timeout=max(20.0, left - reqs[-1][0] - 5), steps=steps,
+                             profiler=profiler, meta=meta, evictions=evictions,
+                             ids_seed=10**5 * (r + 1) + stream_seed(kind, load), vocab=vocab)
+                write_csv(folder / f"requests_{name}.csv", got)
+                write_csv(folder / f"iterations_{name}.csv", steps)
+                write_csv(folder / f"evictions_{name}.csv", evictions)
+                done = sum(x["status"] != "missing" for x in got)
+                stopped_hard = bool(meta.get("timed_out"))
+                info["streams"].append({"tag": name, "workload": kind, "load": load, "rep": rep,
+                                        "regime": regime(load, n), "rate": rate, "requests": n,
+                                        "done": done, "evictions": len(evictions),
+                                        "captured": sum(s["captured"] for s in steps), **meta})
+                write_json(folder / "engine.json", info)
+                print(f"{folder.name} {name}: {rate:.2f} req/s, {done}/{n} done, "
+                      f"{sum(s['captured'] for s in steps)} captures, {len(evictions)} evictions, "
+                      f"{meta.get('end_s', 0):.1f} s", flush=True)
+        info["wall_s"] = time.perf_counter() - t_begin
+        if device == "cuda":
+            info["memory_allocated_end"] = torch.cuda.memory_allocated()
+        write_json(folder / "engine.json", info)
+        if args.tp > 1:
+            manager.stop(block=True, timeout=60)
+            break
+        if (folder, variant) != (configs[-1][0], configs[-1][1]):  # the last one exits below
+            _free_manager(manager, hard=stopped_hard)
     os._exit(0)  # the manager's thread would keep the process alive
 
 
