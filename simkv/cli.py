@@ -49,6 +49,10 @@ OmegaConf.register_new_resolver("simkv_dirname", job_dirname, replace=True)
 # started together may read the same microsecond, and only the pid tells them apart for sure.
 OmegaConf.register_new_resolver("simkv_pid", lambda: str(os.getpid()), replace=True)
 
+# What the results line names, when the run wrote it (docs/OUTPUTS.md has them all).
+RESULT_NAMES = ("requests.parquet", "summary.json", "latency.png", "latency.pdf", "iterations.parquet",
+                "transfers.parquet", "instances.parquet", "trace.json")
+
 # Logged to the job's log file only (conf/config.yaml): the terminal gets one line.
 failure_log = logging.getLogger("simkv.failure")
 
@@ -78,10 +82,11 @@ def _run(dc: DictConfig) -> float | None:
         raise SystemExit(code) from None
     overrides = " ".join(hc.overrides.task) or "(defaults)"
     print(f"\nsimkv {overrides}")
-    print(format_table(result.summary))
-    print(f"results: {out}  (requests.parquet, summary.json, latency.png/.pdf)")
-    if multirun:
-        print(f"compare the sweep: simkv-compare {hc.sweep.dir}")
+    print(format_table(result.summary, result.config))
+    for line in result.summary.get("warnings", []):  # options that could not act (simkv/inert.py)
+        print(f"warning: {line}")
+    written = [n for n in RESULT_NAMES if (out / n).is_file()]
+    print(f"results: {out}  ({', '.join(written)})")
     # The return value is what a Hydra optimising sweeper (Optuna) maximises.
     return float(result.summary["goodput"]["requests_per_s"])
 
@@ -101,6 +106,8 @@ class SweepReport(Callback):
             status, why = run_status(job)
             if status != "ok":
                 failed.append(f"{job}: {status}: {why}")
+        if len(failed) < len(jobs):  # once per sweep, after its last job
+            print(f"compare the sweep: simkv-compare {root}")
         if failed:
             print(f"simkv: {len(failed)} of {len(jobs)} jobs of the sweep failed:", file=sys.stderr)
             for line in failed:

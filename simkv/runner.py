@@ -305,6 +305,14 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                                if cluster.speculation.active else {}),
                             "cluster": section,
                         })
+    # Options the workload or cluster gave nothing to act on: one line each (simkv/inert.py).
+    from simkv.inert import facts, inert_options
+
+    notes = inert_options(cfg, facts(cluster, out / "requests.parquet"))
+    if notes:
+        summary["warnings"] = stats["warnings"] = notes
+        for line in notes:
+            logging.getLogger("simkv.inert").warning("%s", line)
     write_json(out / "summary.json", summary)
     result = SimResult(out, summary, doc)
     if cfg.output.plot:

@@ -110,6 +110,9 @@ class Cluster:
         self._extra: tuple[list, ...] | None = None
         self._i = 0
         self.next_id = 0
+        # Requests that carry prefix ids (traces' hashes, session follow-ups): without any,
+        # no two requests can share KV (simkv/inert.py says which options then do nothing).
+        self.prefixed = 0
         self.completed = 0
         self.last_done_s = 0.0  # the run's end: the last completion or rejection
         self.pending_followups = 0
@@ -277,6 +280,8 @@ class Cluster:
 
     def _dispatch(self, req: Request) -> None:
         self.next_id += 1
+        if req.prefix is not None:
+            self.prefixed += 1
         prio = self.cfg.priority
         if prio.high_fraction and self._classes.random() < prio.high_fraction:
             req.priority = prio.high

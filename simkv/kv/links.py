@@ -84,6 +84,8 @@ class Fabric:
         self._epoch = 0
         self.on_transfer = on_transfer
         self.transfers = 0
+        # Most transfers one link ever carried at once: at 1, sharing rules never acted.
+        self.peak_link_share = 0
 
     def start(self, nbytes: float, links: Sequence[Link], on_done: Callable[[Transfer], None] | None,
               what: str = "") -> Transfer:
@@ -98,6 +100,7 @@ class Fabric:
             if link.active == 0:
                 link._busy_since = now
             link.active += 1
+            self.peak_link_share = max(self.peak_link_share, link.active)
             link.bytes_moved += t.nbytes
         self.active.append(t)
         self._reschedule()

@@ -283,8 +283,11 @@ def _sessions(s: _Sessions) -> dict[str, Any]:
             "calls_per_session_mean": float(calls.mean())}
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """The summary as a short text table for the terminal."""
+def format_table(summary: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """The summary as a short text table for the terminal; rejected and failed requests with
+    their reasons in words (``config``, the run's config.json, names the workload's knob)."""
+    from simkv.metrics.reasons import explain
+
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v * 1e3:10.1f}"
 
@@ -299,8 +302,10 @@ def format_table(summary: dict[str, Any]) -> str:
 
     lines += [
         "",
-        f"requests   {req['finished']} finished, {req['rejected']} rejected, "
-        + (f"{req['failed']} failed, " if req.get("failed") else "")
+        f"requests   {req['finished']} finished, {req['rejected']} rejected"
+        + (f" ({explain(req['rejected_by_reason'], config)})" if req.get("rejected_by_reason") else "")
+        + ", " + (f"{req['failed']} failed ({explain(req['failed_by_reason'], config)}), "
+                  if req.get("failed") else "")
         + f"{req['preemptions']} preemptions",
         f"throughput {rate(thr['requests_per_s'])} req/s, {thr['output_tokens_per_s']:.0f} output tok/s",
         f"goodput    {rate(good['requests_per_s'])} req/s ({100 * good['fraction_met']:.1f}% meet "
