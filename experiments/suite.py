@@ -55,6 +55,12 @@ EXPERIMENTS = (
     "vattention",
     "flexgen",
     "prefetch",
+    "pipeline",
+    "contention",
+    "moe_ep",
+    "afd",
+    "tp_resize",
+    "search_vidur",
 )
 
 

@@ -63,12 +63,12 @@ def bound(c: Candidate, model_name: str, shape: Shape, tpot_s: float) -> Bound:
     if model.num_layers % c.pp:
         return Bound(False, f"PP{c.pp} does not divide {model.num_layers} layers")
     cost = CostModel(model, hw, c.tp, c.pp, EngineConfig())
-    budget = c.chunk or no_chunk_budget(shape.longest, c.seqs)  # as Candidate.overrides sets it
+    budget = c.chunk or no_chunk_budget(shape.longest, c.seqs, model.max_model_len)  # as overrides()
     try:
         cap = kv_capacity(cost, hw, KVConfig(), budget, c.seqs)
     except ValueError:
         return Bound(False, "does not fit in memory")
-    if cap.tokens < shape.longest:
+    if cap.tokens < min(shape.longest, model.max_model_len):
         return Bound(False, f"KV holds {cap.tokens} tokens, below the longest sequence")
     ctx = shape.prompt + shape.output / 2.0
 

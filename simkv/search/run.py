@@ -15,6 +15,7 @@ the Pareto front.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ class Evaluated:
     capacity: float = 0.0
     probes: list[Probe] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # in the process that searched it (joblib workers included)
+    pid: int = 0  # that process
 
 
 def simulate(spec: SearchSpec, overrides: list[str], rate: float) -> Probe:
@@ -57,13 +60,18 @@ def simulate(spec: SearchSpec, overrides: list[str], rate: float) -> Probe:
     res = simkv.simulate(cfg)
     req = res.requests
     done = req["status"] == "finished"
+    # Requests longer than the model's context are rejected by every deployment (a property
+    # of the workload and the model, as Vidur filters its traces to 4,096 tokens): the SLO is
+    # on the others, every one of which must be served.
+    lost = (req["status"] != "finished") & (req["reject_reason"] != "max_model_len")
     ttft = req.loc[done, "ttft_s"].to_numpy()
     tpot = req.loc[done, "tpot_s"].to_numpy()
     tpot = tpot[~np.isnan(tpot)]
     tq = float(np.quantile(ttft, s.ttft_quantile)) if ttft.size else math.inf
     pq = float(np.quantile(tpot, s.tpot_quantile)) if tpot.size else 0.0
-    met = float((req["slo_met"] & done).mean()) if len(req) else 0.0
-    ok = bool(done.all()) and tq <= s.ttft_s and pq <= s.tpot_s
+    fits = req["reject_reason"] != "max_model_len"
+    met = float((req["slo_met"] & done)[fits].mean()) if fits.any() else 0.0
+    ok = not bool(lost.any()) and tq <= s.ttft_s and pq <= s.tpot_s
     return Probe(rate, tq, pq, met, ok)
 
 
@@ -71,7 +79,7 @@ def capacity(spec: SearchSpec, c: Candidate, b: Bound, shape: Shape) -> Evaluate
     """The highest rate one replica of ``c`` serves within the SLO, by bisection in (0, bound]:
     the bound itself first (doubled while it is met), then halving the bracket until it is
     within ``granularity`` of its upper end or ``max_probes`` runs were made."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     ev = Evaluated(c, b, "searched")
     over = c.overrides(spec, shape)
     lo, hi = 0.0, b.rate
@@ -93,6 +101,8 @@ def capacity(spec: SearchSpec, c: Candidate, b: Bound, shape: Shape) -> Evaluate
             hi = mid
     ev.capacity = lo
     ev.seconds = time.perf_counter() - t0
+    ev.cpu_seconds = time.process_time() - cpu0
+    ev.pid = os.getpid()
     return ev
 
 
@@ -123,6 +133,7 @@ class SearchResult:
     seconds: float
     simulations: int
     deployments: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # this process and the workers, all of the search
 
     def best(self) -> Evaluated | None:
         done = [e for e in self.evaluated if e.status == "searched" and e.capacity > 0]
@@ -139,13 +150,14 @@ class SearchResult:
                         "bound_batch": e.bound.batch, "capacity": e.capacity,
                         "rate_per_dollar_hour": (e.capacity / c.cost_per_hour
                                                  if e.capacity else 0.0),
-                        "probes": len(e.probes), "seconds": e.seconds})
+                        "probes": len(e.probes), "seconds": e.seconds,
+                        "cpu_seconds": e.cpu_seconds})
         return out
 
 
 def search(spec: SearchSpec, log: Any = None) -> SearchResult:
     """Run the whole search (see the module docstring)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     count = [f"{spec.count_key}={max(spec.min_requests, 1000)}"] if spec.count_key else []
     shape = workload_shape([*spec.workload, f"{spec.rate_key}=1.0", *count, *spec.overrides])
     found = []
@@ -164,7 +176,8 @@ def search(spec: SearchSpec, log: Any = None) -> SearchResult:
             break
         results = _parallel(spec, [(e.candidate, e.bound) for e in round_], shape)
         for e, r in zip(round_, results, strict=True):
-            e.status, e.capacity, e.probes, e.seconds = r.status, r.capacity, r.probes, r.seconds
+            e.status, e.capacity, e.probes = r.status, r.capacity, r.probes
+            e.seconds, e.cpu_seconds, e.pid = r.seconds, r.cpu_seconds, r.pid
             if r.capacity > 0:
                 best = min(best, e.candidate.cost_per_hour / r.capacity)
             if log is not None:
@@ -175,6 +188,9 @@ def search(spec: SearchSpec, log: Any = None) -> SearchResult:
         result.deployments = deployments(spec, result)
         result.simulations += len(result.deployments)
     result.seconds = time.perf_counter() - t0
+    me = os.getpid()
+    result.cpu_seconds = (time.process_time() - cpu0
+                          + sum(e.cpu_seconds for e in found if e.pid and e.pid != me))
     return result
 
 
@@ -224,6 +240,7 @@ def summary(spec: SearchSpec, result: SearchResult) -> dict[str, Any]:
         "searched": sum(e.status == "searched" for e in result.evaluated),
         "simulations": result.simulations,
         "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
         "best_capacity_per_dollar": (
             {"candidate": str(best.candidate), "capacity": best.capacity,
              "cost_per_hour": best.candidate.cost_per_hour,

@@ -151,15 +151,17 @@ class Candidate:
     def overrides(self, spec: SearchSpec, shape: Any) -> list[str]:
         """The simkv overrides of one replica of this candidate. Without chunking, the token
         budget and ``model.max_model_len`` cover twice the workload's longest sequence of the
-        sample (vLLM requires the budget to cover max_model_len when prompts are not chunked;
-        each run draws its own lengths)."""
+        sample, within the model's context (vLLM requires the budget to cover max_model_len
+        when prompts are not chunked; each run draws its own lengths)."""
         out = [f"model={spec.model}", f"hardware={self.gpu}", "cluster.replicas=1",
                f"cluster.tensor_parallel={self.tp}", f"cluster.pipeline_parallel={self.pp}",
                "scheduler=vllm", f"scheduler.max_num_seqs={self.seqs}"]
         if self.chunk:
             out += ["scheduler.chunked_prefill=true", f"scheduler.max_num_batched_tokens={self.chunk}"]
         else:
-            longest = no_chunk_budget(shape.longest, self.seqs)
+            from simkv.engine.pool import load_model
+
+            longest = no_chunk_budget(shape.longest, self.seqs, load_model(spec.model).max_model_len)
             out += ["scheduler.chunked_prefill=false", f"scheduler.max_num_batched_tokens={longest}",
                     f"model.max_model_len={longest}"]
         return out
@@ -169,10 +171,10 @@ class Candidate:
         return f"{self.gpu} TP{self.tp} PP{self.pp} seqs{self.seqs} {chunk}"
 
 
-def no_chunk_budget(longest: int, seqs: int) -> int:
+def no_chunk_budget(longest: int, seqs: int, model_len: int) -> int:
     """Token budget (= max_model_len) of a candidate without chunked prefill: the power of two
-    at or above twice the sample's longest sequence."""
-    return max(seqs, 1 << max(0, (2 * int(longest) - 1).bit_length()))
+    at or above twice the sample's longest sequence, at most the model's own context."""
+    return max(seqs, min(model_len, 1 << max(0, (2 * int(longest) - 1).bit_length())))
 
 
 def candidates(spec: SearchSpec) -> list[Candidate]:
