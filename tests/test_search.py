@@ -39,9 +39,13 @@ def test_the_space_is_the_product_and_each_candidate_a_replica() -> None:
     over = c.overrides(spec, Shape(600.0, 200.0, 3000))
     assert "cluster.tensor_parallel=4" in over
     assert "cluster.pipeline_parallel=2" in over
-    # Without chunking the budget covers max_model_len: twice the longest, a power of two.
-    assert "scheduler.max_num_batched_tokens=8192" in over
-    assert "model.max_model_len=8192" in over
+    # Without chunking the budget covers max_model_len: twice the longest, a power of two,
+    # within the model's context (Llama-2-70B: 4,096).
+    assert "scheduler.max_num_batched_tokens=4096" in over
+    assert "model.max_model_len=4096" in over
+    small = c.overrides(SearchSpec(model="llama3_8b"), Shape(600.0, 200.0, 3000))
+    assert "scheduler.max_num_batched_tokens=8192" in small
+    assert "model.max_model_len=8192" in small
 
 
 def test_the_bound_refuses_what_cannot_serve_and_orders_the_rest() -> None:
