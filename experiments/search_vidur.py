@@ -108,32 +108,41 @@ def run(quick: bool) -> pd.DataFrame:
 def headline(df: pd.DataFrame) -> list[Headline]:
     s = df[df["part"] == "search"].set_index("trace")
     m = df[df["part"] == "machine"].iloc[0]
-    conv = s.loc["conv"]
-    per_question = float(conv.cpu_seconds) / 3600.0  # the conversation trace's search
-    ratio_time = VIDUR_CORE_HOURS / per_question if per_question > 0 else float("nan")
+    conv, code = s.loc["conv"], s.loc["code"]
+    # The slower of the two searches answers for simkv (the rule is on core-hours per question).
+    slow = max(float(conv.cpu_seconds), float(code.cpu_seconds)) / 3600.0
+    ratio_time = VIDUR_CORE_HOURS / slow if slow > 0 else float("nan")
     t = df[df["part"] == "transfer"]
-    transfer = (s.loc["code", "rate_per_dollar_hour"] / t.iloc[0].rate_per_dollar_hour
+    transfer = (code.rate_per_dollar_hour / t.iloc[0].rate_per_dollar_hour
                 if len(t) and t.iloc[0].rate_per_dollar_hour > 0 else float("nan"))
+
+    def told(r: pd.Series) -> str:
+        return (f"{r.seconds / 60:.1f} min wall, {r.cpu_seconds / 3600:.3f} core-hours, "
+                f"{int(r.searched)} searched / {int(r.pruned)} pruned / {int(r.infeasible)} "
+                f"infeasible, {int(r.simulations)} runs")
+
     return [
         Headline("Vidur-Search (arXiv 2405.05465)", "search time for LLaMA2-70B's best "
-                 f"configuration [{RULE_TIME.text()} faster]", "~1 h on a 96-core CPU machine",
-                 f"{conv.seconds / 60:.1f} min wall, {per_question:.3f} core-hours (CPU time) on "
-                 f"{int(m.cpus)} cores (load average {m.load_average:.1f}); {int(conv.searched)} "
-                 f"candidates searched, {int(conv.pruned)} pruned, {int(conv.infeasible)} "
-                 f"infeasible, {int(conv.simulations)} runs", RULE_TIME.verdict(ratio_time),
-                 f"{ratio_time:.0f}x fewer core-hours; Vidur's runs are 16,000 requests each, "
-                 "simkv's 120 s of arrivals, and the roofline bounds skip most candidates"),
-        Headline("Vidur-Search", "the answer: best requests/s per $/h, LLaMA2-70B, conversation "
-                 "trace", "(H100 or A100, TP/PP, scheduler: workload-dependent)",
-                 f"{conv.candidate}: {conv.capacity:.2f} req/s, {conv.rate_per_dollar_hour:.3f} "
-                 f"req/s per $/h; code trace: {s.loc['code', 'candidate']}", None,
-                 "Vidur's trace (LMSYS-Chat-1M) is not in the shared data: the Azure conversation "
-                 "trace stands for it"),
+                 f"configuration, Vidur's core-hours / simkv's [{RULE_TIME.text()}]",
+                 f"~1 h on a CPU machine (its whole study: 12.5 h on 96 cores for 12 model-trace "
+                 f"pairs, ~{VIDUR_CORE_HOURS:.0f} core-hours each)",
+                 f"conversation trace: {told(conv)}; code trace: {told(code)}; {int(m.cpus)} "
+                 f"cores, load average {m.load_average:.1f}", RULE_TIME.verdict(ratio_time),
+                 f"{ratio_time:.0f}x fewer core-hours than Vidur's (the slower trace); the "
+                 "roofline bounds skip most candidates where decode limits capacity "
+                 "(conversation) and fewer where prefill queueing does (code)"),
+        Headline("Vidur-Search", "the answer: best requests/s per $/h, LLaMA2-70B",
+                 "workload-dependent (H100 or A100, TP/PP, scheduler)",
+                 f"conversation: {conv.candidate}, {conv.capacity:.2f} req/s per replica, "
+                 f"{conv.rate_per_dollar_hour:.3f} req/s per $/h; code: {code.candidate}, "
+                 f"{code.capacity:.2f} req/s, {code.rate_per_dollar_hour:.3f}", None,
+                 "Vidur's traces (LMSYS-Chat-1M, Arxiv-Summarization, BWB) are not in the shared "
+                 "data: the Azure 2023 conversation and code traces stand for them"),
         Headline("Vidur (Fig. 1)", "one trace's best configuration on another costs up to 2x "
                  f"[{RULE_TRANSFER.text()}]", "up to 2x", f"{transfer:.2f}x",
                  RULE_TRANSFER.verdict(transfer),
-                 "the conversation trace's best configuration run on the code trace, against the "
-                 "code trace's own best"),
+                 "the conversation trace's best configuration searched on the code trace, "
+                 "against the code trace's own best"),
     ]
 
 
