@@ -39,7 +39,7 @@ from simkv.results import SimResult
 log = logging.getLogger("simkv")
 
 POLICY_SECTIONS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                   "kv_policy", "kv_pool", "predictor", "speculative")
+                   "kv_policy", "kv_pool", "predictor", "speculative", "migration")
 
 
 def _memory_defaults(cfg: SimConfig) -> None:
@@ -73,6 +73,10 @@ def _memory_defaults(cfg: SimConfig) -> None:
         from simkv.policies.speculative import NoSpeculationConfig
 
         cfg.speculative = NoSpeculationConfig()
+    if cfg.migration is None:
+        from simkv.policies.migration import NoMigrationConfig
+
+        cfg.migration = NoMigrationConfig()
 
 
 def memory_summary(cluster: Cluster) -> dict[str, Any]:
@@ -303,6 +307,8 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                             **scheduler_summary(replicas),
                             **({"speculative": cluster.speculation.summary()}
                                if cluster.speculation.active else {}),
+                            **({"migration": cluster.migration.summary()}
+                               if cluster.migration.summary() is not None else {}),
                             "cluster": section,
                         })
     # Options the workload or cluster gave nothing to act on: one line each (simkv/inert.py).

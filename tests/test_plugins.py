@@ -25,7 +25,7 @@ def test_builtins_register_through_entry_points() -> None:
     assert ("simkv", "router", "simkv.policies.router") in found
     assert {name for dist, name, _ in found if dist == "simkv"} == {
         "autoscaler", "eviction", "kv_policy", "kv_pool", "offload", "predictor", "router", "scheduler",
-        "speculative", "tool_kv", "workload"}
+        "migration", "speculative", "tool_kv", "workload"}
     # registry.py imports none of them itself: the entry points are the only list.
     source = Path(registry.__file__).read_text()
     assert "import simkv.policies" not in source

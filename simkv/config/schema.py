@@ -434,6 +434,8 @@ class SimConfig:
     predictor: Any = None
     # Speculative decoding (none, draft, eagle, ngram): docs/SCHEDULING.md.
     speculative: Any = None
+    # Live migration of running requests between instances (none, llumnix).
+    migration: Any = None
     # Several pools (heterogeneous GPUs, other layouts) instead of `cluster`'s one pool.
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     moe: MoEConfig = field(default_factory=MoEConfig)

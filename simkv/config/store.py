@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 _done = False
 POLICY_GROUPS = ("scheduler", "router", "workload", "eviction", "offload", "tool_kv", "autoscaler",
-                 "kv_policy", "kv_pool", "predictor", "speculative")
+                 "kv_policy", "kv_pool", "predictor", "speculative", "migration")
 # Groups a run takes exactly one entry of (Hydra would merge a list of them, last one winning).
 SINGLE_CHOICE_GROUPS = ("model", "hardware", "engine", "pools", "faults", *POLICY_GROUPS)
 
@@ -46,6 +46,7 @@ GROUP_HELP = {
     "kv_policy": "per-sequence KV budgets and model kinds (H2O, SentenceKV, ...; docs/KV_METHODS.md)",
     "kv_pool": "KV memory shared across instances (DistAttention: borrow blocks from others)",
     "predictor": "the output length routers and schedulers expect (running mean; oracle: the true one)",
+    "migration": "live migration of running requests between instances (Llumnix: balance, drain, priority)",
     "speculative": "speculative decoding: a draft model, EAGLE heads or n-gram lookup (docs/SCHEDULING.md)",
     "autoscaler": "how pools grow and shrink (horizontal, vertical, in-place ElasticMoE, serverless)",
     "faults": "instances lost at fleet failure rates (llama3) or given times; spot.* (docs/FAULTS.md)",

@@ -90,6 +90,8 @@ class Cluster:
         # unless predictor=oracle): one predictor for the cluster, taught by completions.
         self.predictor = build(cfg.predictor, seed=cfg.seed)
         self.router = build(cfg.router, rng=router_rng, predictor=self.predictor)
+        # Live migration between instances (policies/migration/), bound when the run starts.
+        self.migration = build(cfg.migration)
         # Speculative decoding (one object for the run: its counters go to summary.json).
         self.speculation = build(cfg.speculative, seed=cfg.seed)
         # The stream that draws priority classes in arrival order (priority.high_fraction).
@@ -219,6 +221,7 @@ class Cluster:
 
     # --- arrivals -----------------------------------------------------------------------
     def start(self) -> None:
+        self.migration.bind(self)
         if self.faults is not None:
             self.faults.start()
         if self._load_chunk():

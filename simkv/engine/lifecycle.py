@@ -120,6 +120,8 @@ class Lifecycle:
         self._leaving = leaving
         self._rehome = rehome
         self.on_stop: Callable[[Replica], None] | None = None
+        # Called when an instance starts draining (a migration policy moves its requests).
+        self.on_drain: Callable[[Replica], None] | None = None
         self.actions = 0
         self.events: list[ScaleEvent] = []
         self.weight_bytes_loaded = 0.0
@@ -239,6 +241,8 @@ class Lifecycle:
         self.set_state(r, DRAINING, reason, ev.action)
         r.on_stopped = then
         r.drain_action = ev.action
+        if self.on_drain is not None and not abort:
+            self.on_drain(r)
         if abort:
             if r.busy:
                 r.on_run_end = self._evacuate

@@ -17,8 +17,26 @@ The primitive (``Migrator.migrate(req, src, dst)``) is stop-and-copy:
 If ``src`` is lost before the KV has left it (a spot grace period that ends), the copies in
 flight are dropped and the request recomputes on ``dst`` (``source_lost``): nothing waits
 for bytes that will never come. Users: spot preemption with ``spot.on_preempt=migrate``
-(engine/faults.py, SpotServe's stateful recovery). Llumnix-style live migration (copying
-while the request keeps decoding) extends this module (/work/coord/migration.md).
+(engine/faults.py, SpotServe's stateful recovery).
+
+**Live migration** (``Migrator.live(req, src, dst)``, Llumnix, OSDI 2024, arXiv 2406.03243,
+section 4.2; its code: llumnix/llumlet/migration_coordinator.py) copies the KV in stages while
+the request keeps decoding on ``src``:
+
+1. ``dst`` reserves blocks for the KV as it is now (``reserve_incoming``; no room: the move
+   is not started) and the KV crosses the fabric;
+2. when a stage lands, the tokens generated meanwhile are the next stage's, with a new
+   reservation for them; until they fit in ``last_stage_blocks`` blocks (Llumnix's
+   ``migration_last_stage_max_blocks``, 16), for at most ``max_stages`` stages (its
+   ``migration_max_stages``, 3; past it the move is aborted, as Llumnix does);
+3. the last stage: at the end of ``src``'s iteration in flight the request leaves ``src``
+   (``detach_running``), ``dst``'s reservation turns into the request's own blocks, only the
+   KV not copied yet crosses the fabric, and ``dst`` goes on from there (the newest token is
+   computed in ``dst``'s next iteration, as after any KV hand-over).
+
+The request is paused only for the last stage (``migration_pause_s``); if it finishes, is
+preempted on ``src`` or ``dst`` stops serving before the last stage, the move is aborted and
+the reservation given back (``stats.aborted``).
 """
 
 from __future__ import annotations
@@ -37,6 +55,23 @@ class MigrationStats:
     landed: int = 0
     bytes: float = 0.0
     recomputed: int = 0  # the source was lost before the KV left it
+    # Live migration: moves started, stages copied while decoding, moves aborted.
+    live: int = 0
+    stages: int = 0
+    aborted: int = 0
+    pause_s: float = 0.0  # last-stage pauses, summed
+
+
+@dataclass(slots=True, eq=False)
+class _Live:
+    """A live move under way: KV copied so far and blocks reserved on ``dst``."""
+
+    req: Request
+    src: Any
+    dst: Any
+    copied: int = 0  # KV tokens already on dst
+    reserved: int = 0  # blocks held for them on dst
+    stages: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +81,7 @@ class _Move:
     left_at: float
     epoch: int = -1
     transfers: list[Transfer] = field(default_factory=list)
+    precopied: int = 0  # KV tokens a live move copied before the request left src
 
 
 class Migrator:
@@ -55,12 +91,18 @@ class Migrator:
         self.replicas = replicas  # every instance by id (the cluster's list)
         self.stats = MigrationStats()
         self._moves: dict[int, _Move] = {}  # request id -> its move until the KV lands
+        self._live: dict[int, _Live] = {}  # request id -> its live move before the last stage
         # Called with a source instance when its last outgoing move has landed.
         self.on_source_done: Callable[[Any], None] | None = None
 
     def movable(self, req: Request) -> bool:
         """Only requests computing (prefill under way or decoding) have KV worth moving."""
-        return req.state in (State.PREFILLING, State.DECODING) and req.id not in self._moves
+        return (req.state in (State.PREFILLING, State.DECODING) and req.id not in self._moves
+                and req.id not in self._live)
+
+    def migrating(self, src: Any) -> int:
+        """Live moves off ``src`` still copying (a policy keeps this small)."""
+        return sum(1 for m in self._live.values() if m.src is src)
 
     def migrate(self, req: Request, src: Any, dst: Any) -> bool:
         """Move running ``req`` from ``src`` to ``dst`` (call between src's iterations)."""
@@ -85,7 +127,7 @@ class Migrator:
         move = self._moves[req.id]
         move.epoch = req.load_epoch
         model = dst.pool.model
-        nbytes = req.remote_kv * model.kv_bytes_per_token
+        nbytes = max(0, req.remote_kv - move.precopied) * model.kv_bytes_per_token
         hw = dst.pool.hw
         paths = [self.topology.path_between_gpus(s, d, hw.nvlink_bandwidth, hw.nvlink_latency_s)
                  for s, d in zip(move.src.slots.gpus, dst.slots.gpus, strict=False)]
@@ -102,6 +144,8 @@ class Migrator:
             self.stats.landed += 1
             req.remote_kv = 0
             req.migration_pause += t.end - move.left_at
+            if move.precopied:
+                self.stats.pause_s += t.end - move.left_at
             dst.scheduler._loaded(req)
             dst.poke()
 
@@ -113,8 +157,108 @@ class Migrator:
         if move is not None and self.on_source_done is not None and not self.pending_from(move.src):
             self.on_source_done(move.src)
 
+    # --- live migration (Llumnix) ----------------------------------------------------------
+    def live(self, req: Request, src: Any, dst: Any, last_stage_blocks: int = 16,
+             max_stages: int = 3) -> bool:
+        """Start copying decoding ``req``'s KV from ``src`` to ``dst`` while it runs on."""
+        if (req.state is not State.DECODING or not self.movable(req)
+                or dst.scheduler.admission_error(req)):
+            return False
+        src.scheduler.decode.materialise(req)
+        tokens = req.computed
+        bs = dst.scheduler.block_size
+        blocks = -(-tokens // bs)
+        if not _reserve(dst, blocks):
+            return False
+        move = _Live(req, src, dst, reserved=blocks)
+        self._live[req.id] = move
+        self.stats.live += 1
+        self._stage(move, tokens, last_stage_blocks, max_stages)
+        return True
+
+    def _paths(self, src: Any, dst: Any) -> list:
+        hw = dst.pool.hw
+        return [self.topology.path_between_gpus(s, d, hw.nvlink_bandwidth, hw.nvlink_latency_s)
+                for s, d in zip(src.slots.gpus, dst.slots.gpus, strict=False)]
+
+    def _stage(self, move: _Live, upto: int, last_blocks: int, max_stages: int) -> None:
+        """Copy the KV tokens ``move.copied .. upto`` while the request goes on decoding."""
+        req, src, dst = move.req, move.src, move.dst
+        nbytes = (upto - move.copied) * dst.pool.model.kv_bytes_per_token
+        self.stats.bytes += nbytes
+        self.stats.stages += 1
+        move.stages += 1
+        paths = self._paths(src, dst)
+        left = [len(paths)]
+
+        def landed(_: Transfer) -> None:
+            left[0] -= 1
+            if left[0]:
+                return
+            move.copied = upto
+            if not self._still(move):
+                self._abort(move)
+                return
+            src.scheduler.decode.materialise(req)
+            now_tokens = req.computed
+            bs = dst.scheduler.block_size
+            extra = -(-now_tokens // bs) - move.reserved
+            if extra > 0 and not _reserve(dst, extra):
+                self._abort(move)
+                return
+            move.reserved += max(0, extra)
+            if -(-now_tokens // bs) - move.copied // bs <= last_blocks:
+                self._last_stage(move)
+            elif move.stages >= max_stages:
+                self._abort(move)  # Llumnix drops a move that needs more stages
+            else:
+                self._stage(move, now_tokens, last_blocks, max_stages)
+
+        for path in paths:
+            self.topology.fabric.start(nbytes / len(paths), path, landed, "kv migration")
+
+    def _still(self, move: _Live) -> bool:
+        req, src, dst = move.req, move.src, move.dst
+        return (req.state is State.DECODING and req.replica == src.index
+                and req.id in src.scheduler.running and dst.state == "serving")
+
+    def _abort(self, move: _Live) -> None:
+        del self._live[move.req.id]
+        move.dst.scheduler.release_incoming(move.reserved)
+        move.dst.poke()
+        self.stats.aborted += 1
+
+    def _last_stage(self, move: _Live) -> None:
+        """At the end of src's iteration in flight: the request leaves src and continues on
+        dst from the KV already there plus the last few blocks."""
+        src = move.src
+
+        def go(_: Any = None) -> None:
+            if not self._still(move):
+                self._abort(move)
+                return
+            req, dst = move.req, move.dst
+            del self._live[req.id]
+            now = self.env.now
+            tokens = src.scheduler.detach_running(req, now)
+            src._discharge(req)
+            src.poke()
+            # The reservation becomes the request's own blocks at its admission on dst.
+            dst.scheduler.release_incoming(move.reserved)
+            self._moves[req.id] = _Move(req, src, now, precopied=min(move.copied, tokens))
+            self.stats.migrated += 1
+            req.migrations += 1
+            req.remote_kv = tokens
+            if dst.scheduler.on_remote is None:
+                dst.scheduler.on_remote = lambda r, dst=dst: self.admitted(r, dst)
+            dst.adopt(req)
+
+        run_end_then(src, go)
+
     def source_lost(self, src: Any) -> None:
         """``src`` is gone: KV still to leave it never will; those requests recompute."""
+        for move in [m for m in self._live.values() if m.src is src or m.dst is src]:
+            self._abort(move)
         moves = [m for m in self._moves.values() if m.src is src]
         ids = {id(t) for m in moves for t in m.transfers}
         if ids:
@@ -134,3 +278,26 @@ class Migrator:
             else:
                 req.remote_kv = 0  # still queued (or moved on): it prefills from scratch
                 req.computed = 0
+
+
+def run_end_then(r: Any, fn: Callable[[Any], None]) -> None:
+    """Call ``fn(r)`` between ``r``'s iterations: now if it is idle, else at the end of the
+    iteration in flight (its run is cut there), after any callback already waiting."""
+    if not r.busy:
+        fn(r)
+        return
+    before = r.on_run_end
+
+    def both(rr: Any) -> None:
+        r.on_run_end = None
+        if before is not None:
+            before(rr)
+        fn(rr)
+
+    r.on_run_end = both
+    r.poke()
+
+
+def _reserve(dst: Any, blocks: int) -> bool:
+    """Reserve on ``dst`` only what its run in flight will not take when it ends."""
+    return blocks <= dst.spare_blocks() and dst.scheduler.reserve_incoming(blocks)

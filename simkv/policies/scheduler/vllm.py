@@ -100,6 +100,8 @@ class VLLMScheduler:
         # instance (their blocks stay allocated), and the callback that starts a transfer when
         # a request with remote KV is admitted here.
         self.held: dict[int, Request] = {}
+        # Blocks reserved for the KV of requests migrating here live (engine/migration.py).
+        self.reserved_in = 0
         self.on_remote: Callable[[Request], None] | None = None
         # Hot-path copies of config values (attribute chains cost on every iteration).
         self.chunked = cfg.chunked_prefill
@@ -208,6 +210,21 @@ class VLLMScheduler:
         req.computed = 0
         req.state = State.WAITING
         return tokens
+
+    def reserve_incoming(self, blocks: int) -> bool:
+        """Hold ``blocks`` for a request whose KV is being copied here while it still runs
+        elsewhere (Llumnix's pre-allocation on the destination); False if they are not free
+        beside what the decodes here need next."""
+        need = self.decode.need_next() if self.decode.members else 0
+        if blocks > self.pool.free - need:
+            return False
+        self.pool.allocate(blocks)
+        self.reserved_in += blocks
+        return True
+
+    def release_incoming(self, blocks: int) -> None:
+        self.pool.release(blocks)
+        self.reserved_in -= blocks
 
     def attach_running(self, req: Request) -> None:
         """Queue a request moved here first in line (it was running elsewhere); with
@@ -707,6 +724,7 @@ class VLLMScheduler:
     # --- checks -------------------------------------------------------------------------
     def check_invariants(self) -> None:
         held = (self.decode.held_blocks() + sum(r.blocks for r in self.prefilling.values())
+                + self.reserved_in
                 + sum(r.blocks for r in self.loading.values())
                 + sum(r.blocks for r in self.held.values())
                 + (self.kv.private_blocks if self.kv is not None else 0))
