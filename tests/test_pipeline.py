@@ -141,6 +141,9 @@ def test_micro_batched_run_serves_every_request() -> None:
     (["pipeline.schedule=per_iteration"], "pipeline.schedule=per_iteration cannot act with "
      "pipeline.micro_batches=1 (the stages run back to back)"),
     (["pipeline.schedule=gpipe"], "pipeline.schedule: expected one of continuous, per_iteration, got 'gpipe'"),
+    (["cluster.pipeline_parallel=4", "pipeline.layer_partition=[8,8,8,8]"],
+     "pipeline.layer_partition cannot act with pipeline.micro_batches=1: stages run back to back, "
+     "so how the layers split does not change an iteration's time"),
     (["cluster.pipeline_parallel=4", "pipeline.micro_batches=2", "pipeline.layer_partition=[8,8,16]"],
      "pipeline.layer_partition: expected 4 stages (pipeline_parallel), got 3"),
     (["cluster.pipeline_parallel=2", "pipeline.micro_batches=2", "pipeline.layer_partition=[10,10]"],

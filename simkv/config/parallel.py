@@ -64,8 +64,9 @@ def check_parallel(sim: Any) -> None:
                 f"pipeline.schedule={pipe.schedule} cannot act with pipeline.micro_batches=1 "
                 f"(the stages run back to back)")
     if pipe.layer_partition:
-        require(pipe.micro_batches > 1 or max(pps) > 1,
-                "pipeline.layer_partition cannot act: every pool has pipeline_parallel=1")
+        require(pipe.micro_batches > 1,
+                "pipeline.layer_partition cannot act with pipeline.micro_batches=1: stages run "
+                "back to back, so how the layers split does not change an iteration's time")
         for pp in set(pps):
             if pp == 1:
                 continue
