@@ -92,8 +92,24 @@ def _run(dc: DictConfig) -> float | None:
 
 
 class SweepReport(Callback):
-    """After the last job of a sweep: if any job did not complete, list each with its error
-    and exit 1 (Hydra itself would exit 0, as every job returned)."""
+    """Before the first job, refuse an optimising sweeper told to minimise (every job returns
+    goodput, better higher; Optuna's default direction is minimize). After the last job: if
+    any job did not complete, list each with its error and exit 1 (Hydra itself would exit 0,
+    as every job returned)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        direction = OmegaConf.select(sweeper, "direction", default=None)
+        directions = list(direction) if OmegaConf.is_list(direction) else [direction]
+        # (an enum, Direction.minimize, or its name, as the sweeper's config types it)
+        minimise = any(str(d).rsplit(".", 1)[-1] == "minimize" for d in directions)
+        if "optuna" in str(sweeper.get("_target_", "")).lower() and minimise:
+            # NOTE: SystemExit, not an exception: Hydra turns a callback's exceptions into
+            # warnings and goes on.
+            print("simkv: error: hydra.sweeper.direction=minimize: every simkv job returns its "
+                  "goodput (goodput.requests_per_s, better higher), so Optuna would look for the "
+                  "worst run; add hydra.sweeper.direction=maximize", file=sys.stderr)
+            raise SystemExit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(str(config.hydra.sweep.dir))

@@ -144,3 +144,45 @@ def test_help_and_version_answer_without_hydra() -> None:
 
     p = subprocess.run([sys.executable, "-c", code.format(arg="--version")], capture_output=True, text=True)
     assert p.stdout.splitlines()[0] == f"simkv {simkv.__version__}"
+
+
+OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(OPTUNA, reason="the Optuna sweeper is an extra: pip install '.[optuna]'")
+def test_optuna_maximises_goodput_and_its_best_trial_is_the_best_run(tmp_path: Path) -> None:
+    """docs/SWEEPS.md's Optuna line: every job returns its goodput and the study maximises it,
+    so the trial Optuna calls best is the run with the highest goodput of the sweep."""
+    import json
+
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    p = simkv_cmd("-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                  "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=1",
+                  "workload.rate=interval(2,40)", *QUIET, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Directions: ['maximize']" in p.stdout + p.stderr
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    runs = {}
+    for job in sweep.glob("*/summary.json"):
+        rate = json.loads((job.parent / "config.json").read_text())["workload"]["rate"]
+        runs[rate] = json.loads(job.read_text())["goodput"]["requests_per_s"]
+    assert len(runs) == 4
+    assert len(set(runs.values())) > 1  # the trials differ, so the direction matters
+    assert best["best_value"] == max(runs.values())
+    assert runs[best["best_params"]["workload.rate"]] == max(runs.values())
+
+
+@pytest.mark.skipif(OPTUNA, reason="the Optuna sweeper is an extra: pip install '.[optuna]'")
+def test_optuna_told_to_minimise_goodput_is_refused_before_any_trial(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    p = simkv_cmd("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                  "workload.rate=interval(2,40)", *QUIET, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1] == (
+        "simkv: error: hydra.sweeper.direction=minimize: every simkv job returns its goodput "
+        "(goodput.requests_per_s, better higher), so Optuna would look for the worst run; add "
+        "hydra.sweeper.direction=maximize")
+    assert not sweep.exists()
