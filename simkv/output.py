@@ -39,7 +39,7 @@ from simkv import __version__
 
 LOCK = ".simkv.lock"
 TABLES = ("requests", "instances", "iterations", "transfers")
-RESULT_FILES = ("config.json", "run.json", "summary.json", "latency.png", "latency.pdf",
+RESULT_FILES = ("config.json", "run.json", "summary.json", "latency.png", "latency.pdf", "trace.json",
                 *(f"{t}.parquet" for t in TABLES), *(f"{t}.partial.parquet" for t in TABLES))
 
 

@@ -253,9 +253,9 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
     rng = np.random.default_rng(seeds[0])
 
     env = simpy.Environment()
-    recorder = Recorder(out, metadata, cfg.output.row_group_size, cfg.output.iterations,
+    recorder = Recorder(out, metadata, cfg.output.row_group_size, cfg.output.iterations or cfg.output.trace,
                         cfg.slo.ttft_s, cfg.slo.tpot_s,
-                        transfers=cfg.output.transfers)
+                        transfers=cfg.output.transfers or cfg.output.trace)
     progress = _Progress(workload, cfg.output.progress)
     wall0 = time.perf_counter()
     cluster: Cluster | None = None
@@ -320,6 +320,11 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
         for line in notes:
             logging.getLogger("simkv.inert").warning("%s", line)
     write_json(out / "summary.json", summary)
+    if cfg.output.trace:
+        from simkv.metrics.trace import write_trace
+
+        end_s = summary.get("cluster", {}).get("window_s", [0.0, env.now])[1]
+        write_trace(out, end_s, {"simkv_version": __version__, "config_hash": digest})
     result = SimResult(out, summary, doc)
     if cfg.output.plot:
         from simkv.metrics import style

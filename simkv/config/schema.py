@@ -403,6 +403,9 @@ class OutputConfig:
     # transfers.parquet: one row per KV transfer between tiers (start, end, bytes, links).
     transfers: bool = False
     plot: bool = True
+    # trace.json: the run's timeline for Perfetto / chrome://tracing (simkv/metrics/trace.py);
+    # records iterations.parquet and transfers.parquet too, which it is drawn from.
+    trace: bool = False
     # tqdm bar on an interactive terminal; elsewhere progress goes to the log only.
     progress: bool = True
     row_group_size: int = bounded(65536, ge=1, le=2**31 - 1)
