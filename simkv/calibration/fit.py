@@ -105,9 +105,10 @@ def gemm_model_section(gemm_shapes: pd.DataFrame, flops_peak: float, bw_peak: fl
     return {"multiprocessors": sms,
             "fixed": {"value": round(g.fixed_s * 1e6, 3), "unit": "us"},
             "compute_eff": round(g.compute_eff, 4), "memory_eff": round(g.memory_eff, 4),
-            "source": f"cuBLAS (torch linear) on {len(gemm_shapes)} projection shapes of the "
-                      f"shipped model specs at TP 1-8, tokens 1-16k, least squares on log time; "
-                      f"{where}"}
+            "source": f"cuBLAS (torch linear), {len(gemm_shapes)} timings: "
+                      f"{len(gemm_shapes.groupby(['n', 'k']))} projection shapes (N x K) at "
+                      f"M = {int(gemm_shapes['m'].min())}-{int(gemm_shapes['m'].max())} tokens, "
+                      f"least squares on log time; {where}"}
 
 
 # Token counts from which a small operator is bandwidth-bound in a CUDA graph; below, the
@@ -164,9 +165,12 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
         "points": elementwise_curve(pd.read_csv(raw / "rms_norm.csv"), bw),
         "source": f"RMSNorm (Triton, this project) by tokens; {where}"}
     graph = pd.read_csv(raw / "gemm_graph.csv") if (raw / "gemm_graph.csv").is_file() else None
-    if (raw / "gemm_shapes.csv").is_file() or graph is not None:
-        shapes = (pd.read_csv(raw / "gemm_shapes.csv") if (raw / "gemm_shapes.csv").is_file()
-                  else pd.DataFrame(columns=["m", "n", "k", "ms"]))
+    if (raw / "gemm_shapes.csv").is_file():
+        shapes = pd.read_csv(raw / "gemm_shapes.csv")
+    else:  # a run without the shape grid (H100, 2026-11-25): its cuBLAS rows of gemm.csv
+        g = pd.read_csv(raw / "gemm.csv")
+        shapes = g[g["kernel"].astype(str).str.startswith("cublas")]
+    if len(shapes) or graph is not None:
         doc["gemm_model"] = gemm_model_section(shapes, fp, bw, int(env.get("multiprocessors", 132)),
                                                where, graph)
     if (raw / "small_ops.csv").is_file():
