@@ -61,6 +61,9 @@ EXPERIMENTS = (
     "afd",
     "tp_resize",
     "search_vidur",
+    "speculative",
+    "priority",
+    "llumnix",
 )
 
 

@@ -92,7 +92,7 @@ def test_bad_profiles_name_file_and_key(mutate, message: str) -> None:
 
 
 def test_unknown_profile_lists_choices() -> None:
-    with pytest.raises(ProfileError, match="valid choices: a100_80gb, h100_sxm_80gb, h100_sxm_80gb_calibrated, h200"):
+    with pytest.raises(ProfileError, match="valid choices: a100_80gb, a10_24gb, h100_sxm_80gb, h100_sxm_80gb_calibrated, h200"):
         load_profile("tpu_v9")
 
 

@@ -9,13 +9,14 @@ free KV blocks, less the blocks the head of its waiting queue needs (the queued 
 fragmentation leaves unserved), less a **headroom** of ``priority_headroom`` x its blocks
 while it runs high-priority requests (Llumnix's virtual usage for priorities), per request
 it holds (running, plus one if requests wait). An instance whose freeness is below
-``src_freeness`` (0: its queue's head does not fit, or it is over its headroom) is a source;
-sources, most loaded first, are paired with the freest instances (Llumnix's ``defrag``
-pairing), and one decoding request moves per pair and tick if the destination stays at or
-above zero freeness with it and freer than the source. The request moved is the lowest class
-first, then the one with the least KV (``SRF``: the shortest to copy), never one already
-moving; at most ``max_concurrent`` live moves leave an instance at once. With ``drain`` a
-draining instance moves all its decoding requests out at once instead of waiting for them.
+``src_freeness`` (3 blocks per request: Llumnix's migrate-out threshold; below 0 its queue's
+head does not fit) is a source; sources, most loaded first, are paired with the freest
+instances (Llumnix's ``defrag`` pairing), and one decoding request moves per pair and tick if
+the destination stays at or above ``src_freeness`` with it and is freer than the source.
+The request moved is the lowest class first, then the one with the least KV (``SRF``:
+the shortest to copy), never one already moving; at most ``max_concurrent`` live moves
+leave an instance at once. With ``drain`` a draining instance moves all its decoding
+requests out at once instead of waiting for them.
 
 The move itself is engine/migration.py's live migration (copy while decoding, pause for the
 last stage). ``migrate=false`` runs the same sampling without moving anything: the baseline
@@ -46,7 +47,9 @@ from simkv.registry import register
 class LlumnixConfig:
     interval_s: float = bounded(0.05, gt=0)  # MANAGER.POLLING_INTERVAL
     migrate: bool = True
-    src_freeness: float = bounded(0.0)
+    # Migrate out below this many free blocks per request (Llumnix's migrate-out threshold
+    # on its remaining-steps load, MANAGER.MIGRATE_OUT_THRESHOLD -3.0 on the negated load).
+    src_freeness: float = bounded(3.0)
     last_stage_blocks: int = bounded(16, ge=0)  # INSTANCE.MIGRATION_LAST_STAGE_MAX_BLOCKS
     max_stages: int = bounded(3, ge=1)  # INSTANCE.MIGRATION_MAX_STAGES
     max_concurrent: int = bounded(1, ge=1)
@@ -143,8 +146,8 @@ class Llumnix:
             if req is None:
                 continue
             blocks = -(-req.computed // dst.scheduler.block_size)
-            if self._freeness(dst, blocks, 1) < 0:
-                continue
+            if self._freeness(dst, blocks, 1) < self.cfg.src_freeness:
+                continue  # the destination would become a source
             self.migrator.live(req, src, dst, self.cfg.last_stage_blocks, self.cfg.max_stages)
 
     def _pick(self, src: Any) -> Request | None:
