@@ -23,6 +23,7 @@ from simkv.config.bounds import bounded, check, require
 from simkv.entities.request import Request
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, FollowUp
+from simkv.workload.context_chains import ContextChains
 from simkv.workload.readers import FORMATS, GENERATED, Columns, TraceError, read
 
 __all__ = ["TraceError", "TraceWorkload", "TraceWorkloadConfig"]
@@ -84,6 +85,11 @@ class TraceWorkload:
         self.seed = 0
         # Closed loop: calls waiting for their session's previous call to complete.
         self._pending: dict[int, list[FollowUp]] = {}
+        # Sessions without prefix hashes: chains derived from their growing context, in the
+        # formats whose sessions are programs or conversations (DESIGN: each call's prompt
+        # extends the previous context); BurstGPT's session ids say no such thing.
+        self._chains = (ContextChains(granule_tokens)
+                        if granule_tokens and cfg.format in ("agent", "native") else None)
 
     def expected_requests(self) -> int | None:
         cfg = self.cfg
@@ -221,6 +227,8 @@ class TraceWorkload:
                 failed=c.failed if c.failed is not None and c.failed.any() else None,
                 prefix=c.prefix,
             )
+            if c.prefix is None and c.session is not None and self._chains is not None:
+                batch.prefix = self._chains.derive(batch)  # each call extends its context
             if closed:
                 assert c.think_s is not None
                 batch = self._hold_later_turns(batch, c.think_s / divisor)
