@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from simkv.entry import guarded
-from simkv.metrics.dataset import flatten, gather, summary_table
+from simkv.metrics.dataset import flatten, gather, overrides, summary_table, swept_value
 from simkv.results import run_status
 
 METRICS = {
@@ -77,8 +77,17 @@ def collect(root: Path) -> pd.DataFrame:
     configs = [flat for _, flat, _, _, _ in runs if flat]
     keys = sorted(set.intersection(*(set(flat) for flat in configs))) if configs else []
     varying = [k for k in keys if len({str(flat[k]) for flat in configs}) > 1]
-    rows = [{**{k: flat.get(k) for k in varying}, **metrics, "status": status, "error": error,
-             "run": str(path.relative_to(root)) or "."}
+    # A Hydra sweep's keys label the rows too, group choices that are no config field
+    # included (pools=pd_split): the runs differ in them whatever their configs share.
+    given = {path: overrides(path) for path, *_ in runs}
+    if all(g is not None for g in given.values()):
+        for g in given.values():
+            for k in g:  # type: ignore[union-attr]
+                if k not in varying and len({str(swept_value(flat, given[p], k))
+                                             for p, flat, *_ in runs}) > 1:
+                    varying.append(k)
+    rows = [{**{k: swept_value(flat, given[path], k) for k in varying}, **metrics,
+             "status": status, "error": error, "run": str(path.relative_to(root)) or "."}
             for path, flat, metrics, status, error in runs]
     df = pd.DataFrame(rows)
     keep = [c for c in df.columns if c in ("status", "error", "run") or df[c].notna().any()]
@@ -112,6 +121,12 @@ def plot_metric(df: pd.DataFrame, x: str, y: str, by: list[str], path: Path) -> 
             raise ValueError(f"no column {col!r} in the sweep; swept keys and metrics: "
                              f"{', '.join(c for c in df.columns if not c.startswith('cluster.pools'))}")
     ok = df[df["status"] == "ok"].sort_values([*by, x], kind="stable")
+    for col in (x, y):
+        # An empty column would draw empty axes and exit 0 (issue 18): say so instead.
+        if not ok[col].notna().any():
+            raise ValueError(f"--{'x' if col == x else 'y'} {col}: the column is empty in every "
+                             f"completed job ({len(ok)}), so there is nothing to plot; choose a "
+                             f"key the sweep varied or a metric its summaries have")
     with style.context():
         fig, ax = style.figure(1, 1, size=(6.0, 4.0))
         groups = ok.groupby(by, sort=False, dropna=False) if by else [((), ok)]

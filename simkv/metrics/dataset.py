@@ -70,16 +70,28 @@ def job_folders(root: Path) -> list[tuple[int, Path]]:
     return sorted(numbered)
 
 
-def _overrides(folder: Path) -> list[str] | None:
+def overrides(folder: Path) -> dict[str, str] | None:
+    """A Hydra job's overrides (``.hydra/overrides.yaml``) as key -> value as given, without
+    the keys that say how it ran; None for a folder written without Hydra."""
     path = folder / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    keys = []
+    out: dict[str, str] = {}
     for item in yaml.safe_load(path.read_text()) or []:
-        key = str(item).split("=", 1)[0].lstrip("+~")
+        key, _, value = str(item).partition("=")
+        key = key.lstrip("+~")
         if not key.startswith(NOT_SWEPT) and key not in NOT_SWEPT:
-            keys.append(key)
-    return keys
+            out[key] = value
+    return out
+
+
+def swept_value(config: dict[str, Any], given: dict[str, str] | None, key: str) -> Any:
+    """A swept key's value in one run: typed, from its flattened config.json; for a group
+    whose choice is no config field (``pools=pd_split``, ``hardware=h200``, ``engine=...``),
+    the choice as given on the command line. Before issue 18 such a column was empty."""
+    if key in config:
+        return config[key]
+    return None if given is None else given.get(key)
 
 
 def _jobs(root: Path) -> list[dict[str, Any]]:
@@ -97,7 +109,7 @@ def _jobs(root: Path) -> list[dict[str, Any]]:
             "job": num, "folder": folder, "status": status, "error": error,
             "config": flatten(json.loads(config.read_text())) if config.is_file() else {},
             "summary": flatten(json.loads(summary.read_text())) if status == "ok" else {},
-            "overrides": _overrides(folder),
+            "overrides": overrides(folder),
         })
     if not jobs:
         raise FileNotFoundError(f"no run (run.json or summary.json) below {root}")
@@ -118,8 +130,8 @@ def swept_keys(jobs: list[dict[str, Any]]) -> list[str]:
 
 
 def _value(job: dict[str, Any], key: str) -> Any:
-    """A swept key's value in a job: typed, from its config.json (None if it has none)."""
-    return job["config"].get(key)
+    """A swept key's value in a job (``swept_value``)."""
+    return swept_value(job["config"], job["overrides"], key)
 
 
 def summary_table(root: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -164,4 +176,5 @@ def gather(root: str | Path, out: str | Path | None = None) -> Path:
     return dest
 
 
-__all__ = ["flatten", "gather", "job_folders", "summary_table", "swept_keys"]
+__all__ = ["flatten", "gather", "job_folders", "overrides", "summary_table", "swept_keys",
+           "swept_value"]
