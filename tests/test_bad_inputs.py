@@ -140,7 +140,7 @@ CONFIGS = [
     (["output.row_group_size=0"], "output.row_group_size: expected a finite number >= 1 and <= 2147483647, got 0"),
     (["autoscaler=horizontal", "autoscaler.metric=latency"], "autoscaler.metric: expected one of arrival_rate, outstanding, kv_utilization, slo_attainment, got 'latency'"),
     (["autoscaler=horizontal", "autoscaler.interval_s=0"], "autoscaler.interval_s: expected a finite number > 0, got 0.0"),
-    (["pools=h100_a100", "pools.h100.instances=-1"], "pool.instances: expected a finite number >= 0, got -1"),
+    (["pools=h100_a100", "pools.h100.instances=-1"], "pools.h100.instances: expected a finite number >= 0, got -1"),
     (["moe.routing=random"], "moe.routing: expected one of uniform, zipf, file, got 'random'"),
     (["disagg.wire_fraction=2"], "disagg.wire_fraction: expected a finite number > 0 and <= 1, got 2.0"),
     (["seed=-1"], "seed: expected a finite number >= 0, got -1"),
@@ -218,6 +218,85 @@ def test_bad_config_gives_its_message(tmp_path, overrides: list[str], message: s
         assert (run["status"], run["error"]) == ("error", expected)
         assert not (out / "summary.json").exists()
 
+
+# Issue 18: the living cluster's surfaces, refused before the run with the key (and pool)
+# and what would make them valid (simkv/config/surfaces.py; docs/CONFIG.md lists them). Run
+# without the cluster.replicas=1 of CONFIGS: pools and cluster.replicas do not combine.
+SURFACES = [
+    (["pools=pd_split", "pools.decode.instances=0"],
+     "pools.decode.instances=0: the pool can never serve: nothing starts an instance (autoscaler=none); set pools.decode.instances >= 1, or an autoscaler with pools.decode.max_instances >= 1"),
+    (["pools=pd_split", "pools.prefill.instances=0"],
+     "pools.prefill.instances=0: the pool can never serve: nothing starts an instance (autoscaler=none); set pools.prefill.instances >= 1, or an autoscaler with pools.prefill.max_instances >= 1"),
+    (["pools=h100_a100", "pools.h100.instances=0", "pools.a100.instances=0"],
+     "pools.h100.instances=0: the pool can never serve: nothing starts an instance (autoscaler=none); set pools.h100.instances >= 1, or an autoscaler with pools.h100.max_instances >= 1"),
+    (["pools=pd_split", "pools.decode.instances=0", "pools.decode.max_instances=2", "autoscaler=horizontal"],
+     "pools.decode.instances=0: a decode pool must start with an instance: requests handed off while none serves wait where no autoscaler metric sees them; set pools.decode.instances >= 1"),
+    (["pools=pd_split", "pools.decode.min_instances=0", "pools.decode.max_instances=2", "autoscaler=horizontal"],
+     "pools.decode.min_instances=0: a decode pool scaled to zero never comes back (its waiting hand-offs are not an autoscaler metric); set pools.decode.min_instances >= 1"),
+    (["kv_pool=distattention", "scheduler=static"],
+     "kv_pool=distattention cannot act with scheduler=static: it never asks for more blocks than its own; use scheduler=vllm or continuum, or kv_pool=none"),
+    (["kv_pool=distattention", "cluster.replicas=1"],
+     "kv_pool=distattention cannot act: an instance borrows only from other instances of its pool, and no pool ever has two (cluster.replicas=1); set cluster.replicas (or pools.<name>.instances) >= 2, or kv_pool=none"),
+    (["memory.peer_hbm=true", "cluster.replicas=1"],
+     "memory.peer_hbm cannot act: it reads another instance's HBM, and the cluster has one instance; set cluster.replicas >= 2, or memory.peer_hbm=false"),
+    (["cluster.max_replicas=4"],
+     "cluster.max_replicas cannot act: no autoscaler scales this pool (autoscaler=none); set an autoscaler (autoscaler=horizontal) or leave cluster.max_replicas unset"),
+    (["cluster.min_replicas=1"],
+     "cluster.min_replicas cannot act: no autoscaler scales this pool (autoscaler=none); set an autoscaler (autoscaler=horizontal) or leave cluster.min_replicas unset"),
+    (["pools=h100_a100", "pools.h100.max_instances=4"],
+     "pools.h100.max_instances cannot act: no autoscaler scales this pool (autoscaler=none); set an autoscaler (autoscaler=horizontal) or leave pools.h100.max_instances unset"),
+    (["pools=h100_a100", "pools.h100.max_instances=4", "autoscaler=horizontal", "autoscaler.pools=[a100]"],
+     "pools.h100.max_instances cannot act: no autoscaler scales this pool (autoscaler.pools (a100) leaves it out); set an autoscaler (autoscaler=horizontal) or leave pools.h100.max_instances unset"),
+    (["moe.routing=zipf"],
+     "moe.routing cannot act: model llama3_8b is dense (num_experts=1); choose an MoE model (e.g. model=qwen3_30b_a3b) or leave moe.* unset"),
+    (["moe.routing=file", "moe.popularity_path={corpus}/moe_popularity_bad.txt"],
+     "moe.routing cannot act: model llama3_8b is dense (num_experts=1); choose an MoE model (e.g. model=qwen3_30b_a3b) or leave moe.* unset"),
+    (["model=qwen3_30b_a3b", "moe.popularity_path={corpus}/moe_popularity_bad.txt"],
+     "moe.popularity_path cannot act with moe.routing=uniform: the file is read only with moe.routing=file"),
+    (["model=qwen3_30b_a3b", "moe.zipf_exponent=2"],
+     "moe.zipf_exponent cannot act with moe.routing=uniform: set moe.routing=zipf"),
+    (["disagg.kv_streaming=true"],
+     "disagg.kv_streaming cannot act: no pool has role prefill or decode (pools=pd_split has both); leave disagg.kv_streaming unset"),
+    (["disagg.decode_router=round_robin"],
+     "disagg.decode_router cannot act: no pool has role prefill or decode (pools=pd_split has both); leave disagg.decode_router unset"),
+    (["weights.source=ssd"],
+     "weights.source cannot act at weights.gpu_fraction=1 (every weight stays in HBM); set weights.gpu_fraction < 1, or leave weights.source unset"),
+    (["weights.overlap=false"],
+     "weights.overlap cannot act at weights.gpu_fraction=1 (every weight stays in HBM); set weights.gpu_fraction < 1, or leave weights.overlap unset"),
+    (["tool_kv=prefetch", "offload=dram"],
+     "tool_kv=prefetch cannot act with workload=burstgpt: its requests have no sessions, so no tool calls; use workload=agent (or a trace with sessions), or tool_kv=drop"),
+]
+
+# ... and refused when the cluster is built, before any request runs (ValueError).
+CLUSTER_BUILD = [
+    (["pools=pd_split", "pools.decode.model=llama3_2_3b"],
+     "pools.prefill and pools.decode: disaggregated serving hands every request's KV from a prefill to a decode instance, which needs one KV format; they differ in model llama3_8b vs llama3_2_3b, model.num_layers 32 vs 28: leave pools.decode.model unset, so that every pool runs the run's model (llama3_8b)"),
+    (["pools=pd_split", "pools.decode.model=llama3_8b", "model.kv_bytes_per_element=1"],
+     "pools.prefill and pools.decode: disaggregated serving hands every request's KV from a prefill to a decode instance, which needs one KV format; they differ in model.kv_bytes_per_element 1 vs 2: leave pools.decode.model unset, so that every pool runs the run's model (llama3_8b)"),
+    (["pools=h100_a100", "pools.a100.model=llama3_8b", "model.kv_bytes_per_element=1"],
+     "pools.h100 and pools.a100: prefix caching shares KV between the instances of every pool, which needs one KV format; they differ in model.kv_bytes_per_element 1 vs 2: set kv.prefix_caching=false, or leave pools.a100.model unset (every pool then runs the run's model)"),
+    (["model=llama3_70b", "pools=h100_a100"],
+     "pools.h100: llama3_70b on H100-SXM-80GB with tensor_parallel=1, pipeline_parallel=1 does not fit: per GPU 131.4 GiB of weights + 1.7 GiB of activations leave -61.39 GiB for KV out of 71.7 GiB (90% of 79.6 GiB); raise pools.h100.tensor_parallel or choose a larger GPU"),
+    (["model=qwen3_30b_a3b", "pools=moe_ep", "pools.moe.expert_parallel=3"],
+     "pools.moe.expert_parallel (3) must be 1 or tensor_parallel x data_parallel_attention (2)"),
+    (["pools=h100_a100", "pools.h100.instances=3", "pools.h100.max_instances=2", "autoscaler=horizontal"],
+     "pools.h100.instances (3) must lie within pools.h100.min_instances (3) and pools.h100.max_instances (2)"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), SURFACES + CLUSTER_BUILD,
+                         ids=[" ".join(c[0])[:60] for c in SURFACES + CLUSTER_BUILD])
+def test_refused_surface_gives_its_message(tmp_path, overrides: list[str], message: str) -> None:
+    overrides = [o.replace("{corpus}", str(CORPUS)) for o in overrides]
+    expected = message.replace("{corpus}", str(CORPUS))
+    out = tmp_path / "run"
+    cfg = simkv.compose(["output.plot=false", "output.progress=false", *overrides])
+    with pytest.raises(ValueError, match=".") as err:
+        simkv.simulate(cfg, out)
+    assert str(err.value) == expected
+    run = json.loads((out / "run.json").read_text())
+    assert (run["status"], run["error"]) == ("error", expected)
+    assert run.get("requests_recorded", 0) == 0  # refused before any request ran
 
 def test_corpus_covers_every_reader_and_config_group() -> None:
     assert len(TRACES) + len(CONFIGS) >= 60

@@ -188,10 +188,14 @@ def test_pool_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has no pool to scale"):
         simkv.simulate(cfg, tmp_path / "b")
     cfg = simkv.compose([*BASE, "pools=moe_ep", "autoscaler=elastic_moe"])
-    with pytest.raises(ValueError, match="pool 'moe': data_parallel_attention > 1 applies to MoE"):
+    with pytest.raises(ValueError, match="pools.moe: data_parallel_attention > 1 applies to MoE"):
         simkv.simulate(cfg, tmp_path / "c")
-    with pytest.raises(ValueError, match="weight_source"):
-        PoolConfig(weight_source="tape")
+    # A pool built by hand is checked by simulate(), under the key it is set with.
+    cfg = simkv.compose([*BASE, "pools=h100_a100"])
+    cfg.pools["a100"] = PoolConfig(weight_source="tape")
+    with pytest.raises(ValueError, match="^pools.a100.weight_source: expected one of ssd, network, "
+                                         "peer, got 'tape'$"):
+        simkv.simulate(cfg, tmp_path / "e")
     cfg = simkv.compose([*BASE, "pools=h100_a100"])
     cfg.pools["h100"].model = "gpt5"
     with pytest.raises(ValueError, match="unknown model 'gpt5'"):

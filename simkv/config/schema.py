@@ -180,9 +180,8 @@ class PoolConfig:
     # the pools naming it share (models swap in and out of the same GPUs).
     serves: list[str] = field(default_factory=list)
     gpu_group: str | None = None
-
-    def __post_init__(self) -> None:
-        check(self, "pool.")
+    # NOTE: no check when made: a pool does not know its name, and its errors must say
+    # pools.<name>.<key> (issue 18); simulate() checks every pool under that key first.
 
     def validate(self, prefix: str = "pool.") -> None:
         tp_range = (self.min_tensor_parallel not in (None, self.tensor_parallel)
@@ -544,6 +543,10 @@ class SimConfig:
                                     f"(scheduler=static runs full KV of autoregressive models only)")
         validate_against(self)
         validate_lora(self)
+        # Pools, autoscalers, disaggregation, DistAttention, MoE, weights, prefetch (issue 18).
+        from simkv.config.surfaces import check_surfaces
+
+        check_surfaces(self)
         block = getattr(self.workload, "block_tokens", None)
         require(block is None or not cache or block == kv.prefix_block_tokens,
                 f"workload.block_tokens ({block}) must equal kv.prefix_block_tokens "

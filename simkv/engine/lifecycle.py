@@ -151,7 +151,7 @@ class Lifecycle:
         for _ in range(pool.cfg.instances):
             slots = self.topology.allocate(pool.name, pool.base.gpus)
             if slots is None:
-                raise ValueError(f"pool '{pool.name}': no room for its initial instances")
+                raise ValueError(f"pools.{pool.name}.instances: no room for its initial instances")
             r = self._new(pool, pool.base_degree, slots, "none")
             self.set_state(r, SERVING, "initial")
             self._serving(r)

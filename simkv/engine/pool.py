@@ -28,6 +28,20 @@ from simkv.perf.speculative import apply_speculation, check_speculation, specula
 from simkv.registry import build, name_of
 
 DEFAULT = "default"
+# The one pool of ``cluster.*``: its keys under their cluster names.
+CLUSTER_KEYS = {"instances": "cluster.replicas", "min_instances": "cluster.min_replicas",
+                "max_instances": "cluster.max_replicas", "tensor_parallel": "cluster.tensor_parallel",
+                "pipeline_parallel": "cluster.pipeline_parallel",
+                "min_tensor_parallel": "cluster.min_tensor_parallel",
+                "max_tensor_parallel": "cluster.max_tensor_parallel"}
+
+
+def pool_key(name: str, field: str) -> str:
+    """The key a user sets ``field`` of pool ``name`` with: ``pools.<name>.<field>``, or the
+    ``cluster.*`` key for the one pool of ``cluster``."""
+    if name == DEFAULT and field in CLUSTER_KEYS:
+        return CLUSTER_KEYS[field]
+    return f"pools.{name}.{field}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +111,21 @@ class Pool:
         self.model: ModelSpec = load_model(pc.model) if pc.model else cfg.model
         hw_name = pc.hardware or cfg.hardware.profile
         self.hw: HardwareProfile = load_profile(hw_name, None if pc.hardware else cfg.hardware.path)
-        where = f"pool '{name}'" if name != DEFAULT else "cluster"
+        def key(f: str) -> str:
+            return pool_key(name, f)
+
         self.min_instances = pc.instances if pc.min_instances is None else pc.min_instances
         self.max_instances = pc.instances if pc.max_instances is None else pc.max_instances
         if not self.min_instances <= pc.instances <= self.max_instances:
-            raise ValueError(f"{where}: instances ({pc.instances}) must lie within min "
-                             f"({self.min_instances}) and max ({self.max_instances})")
+            raise ValueError(f"{key('instances')} ({pc.instances}) must lie within "
+                             f"{key('min_instances')} ({self.min_instances}) and "
+                             f"{key('max_instances')} ({self.max_instances})")
         self.min_dp = pc.data_parallel_attention if pc.min_data_parallel is None else pc.min_data_parallel
         self.max_dp = pc.data_parallel_attention if pc.max_data_parallel is None else pc.max_data_parallel
         if not 1 <= self.min_dp <= pc.data_parallel_attention <= self.max_dp:
-            raise ValueError(f"{where}: data_parallel_attention ({pc.data_parallel_attention}) must "
-                             f"lie within min_data_parallel ({self.min_dp}) and max_data_parallel "
-                             f"({self.max_dp}), all >= 1")
+            raise ValueError(f"{key('data_parallel_attention')} ({pc.data_parallel_attention}) "
+                             f"must lie within {key('min_data_parallel')} ({self.min_dp}) and "
+                             f"{key('max_data_parallel')} ({self.max_dp}), all >= 1")
         # The resize degree: the data-parallel one (MoE pools), or the tensor-parallel one when
         # the pool has a TP range (vertical scaling of dense models). min_dp / max_dp bound it,
         # and an instance's ``dp`` holds it (``layout(degree)`` maps it to a layout).
@@ -117,9 +134,9 @@ class Pool:
         self.resize_tp = (min_tp, max_tp) != (pc.tensor_parallel, pc.tensor_parallel)
         if self.resize_tp:
             if not 1 <= min_tp <= pc.tensor_parallel <= max_tp:
-                raise ValueError(f"{where}: tensor_parallel ({pc.tensor_parallel}) must lie within "
-                                 f"min_tensor_parallel ({min_tp}) and max_tensor_parallel "
-                                 f"({max_tp}), all >= 1")
+                raise ValueError(f"{key('tensor_parallel')} ({pc.tensor_parallel}) must lie within "
+                                 f"{key('min_tensor_parallel')} ({min_tp}) and "
+                                 f"{key('max_tensor_parallel')} ({max_tp}), all >= 1")
             self.min_dp, self.max_dp = min_tp, max_tp
         self.base_degree = pc.tensor_parallel if self.resize_tp else pc.data_parallel_attention
         self.expert_parallel = pc.expert_parallel > 1
@@ -143,7 +160,11 @@ class Pool:
         except ValueError as exc:
             if name == DEFAULT:
                 raise
-            raise type(exc)(f"pool '{name}': {exc}") from None
+            # Name the pool's own keys: its layout is pools.<name>.*, not cluster.* (issue 18).
+            text = str(exc).replace("raise cluster.tensor_parallel",
+                                    f"raise {key('tensor_parallel')}")
+            raise type(exc)(text if text.startswith(f"pools.{name}") else
+                            f"pools.{name}: {text}") from None
 
     def _kv_policy(self) -> Any:
         """The run's KV policy, checked against this pool's model and bound to its layout
@@ -172,7 +193,7 @@ class Pool:
         ep = pc.tensor_parallel * dp if self.expert_parallel else 1
         if self.expert_parallel and pc.expert_parallel != pc.tensor_parallel * pc.data_parallel_attention:
             raise ValueError(
-                f"pool '{self.name}': expert_parallel ({pc.expert_parallel}) must be 1 or "
+                f"{pool_key(self.name, 'expert_parallel')} ({pc.expert_parallel}) must be 1 or "
                 f"tensor_parallel x data_parallel_attention "
                 f"({pc.tensor_parallel * pc.data_parallel_attention})")
         return Layout(pc.tensor_parallel, pc.pipeline_parallel, dp, ep, pc.afd_expert_gpus)

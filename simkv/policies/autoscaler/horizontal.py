@@ -25,9 +25,12 @@ class Horizontal:
 
     def check(self, pool: Any) -> None:
         if pool.max_instances == pool.min_instances:
-            raise ValueError(f"autoscaler=horizontal: pool '{pool.name}' has min_instances = "
-                             f"max_instances = {pool.max_instances}: nothing to scale (set "
-                             f"cluster.max_replicas or pools.{pool.name}.max_instances)")
+            from simkv.engine.pool import pool_key
+
+            k = pool_key(pool.name, "max_instances")
+            raise ValueError(f"autoscaler=horizontal: {pool_key(pool.name, 'min_instances')} = "
+                             f"{k} = {pool.max_instances}: nothing to scale (set {k} above "
+                             f"{pool_key(pool.name, 'instances')})")
 
     def decide(self, pool: Any, desired_gpus: int, now: float) -> list[Action]:
         live = [r for r in pool.instances if r.state not in LEAVING]

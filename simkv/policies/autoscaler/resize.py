@@ -20,18 +20,18 @@ def target_dp(pool: Any, desired_gpus: int, instances: int) -> int:
 def check_resizable(pool: Any, policy: str) -> None:
     if pool.resize_tp:  # a tensor-parallel range: any model (dense vertical scaling)
         if len(pool.sizes()) < 2:
-            raise ValueError(f"autoscaler={policy}: pool '{pool.name}' has one allowed "
+            raise ValueError(f"autoscaler={policy}: pools.{pool.name} has one allowed "
                              f"tensor-parallel degree (min_tensor_parallel..max_tensor_parallel "
                              f"{pool.min_dp}..{pool.max_dp} dividing {pool.model.num_heads} heads)")
         return
     if not pool.expert_parallel:
-        raise ValueError(f"autoscaler={policy}: pool '{pool.name}' changes its data/expert-parallel "
-                         f"degree, which needs an MoE model with expert_parallel > 1 (got "
-                         f"{pool.model.name}, expert_parallel=1); or give it a tensor-parallel "
-                         f"range (pools.{pool.name}.min_tensor_parallel / max_tensor_parallel, "
-                         f"cluster.max_tensor_parallel)")
+        raise ValueError(f"autoscaler={policy}: pools.{pool.name} changes its data/expert-parallel "
+                         f"degree, which needs an MoE model with pools.{pool.name}.expert_parallel "
+                         f"> 1 (got {pool.model.name}, expert_parallel=1); or give it a "
+                         f"tensor-parallel range (pools.{pool.name}.min_tensor_parallel / "
+                         f"max_tensor_parallel, cluster.max_tensor_parallel)")
     if len(pool.sizes()) < 2:
-        raise ValueError(f"autoscaler={policy}: pool '{pool.name}' has one allowed size "
+        raise ValueError(f"autoscaler={policy}: pools.{pool.name} has one allowed size "
                          f"(data_parallel_attention {pool.min_dp}..{pool.max_dp} with "
-                         f"{pool.model.num_experts} experts); set min_data_parallel / "
-                         f"max_data_parallel")
+                         f"{pool.model.num_experts} experts); set pools.{pool.name}.min_data_parallel "
+                         f"/ pools.{pool.name}.max_data_parallel")
