@@ -15,6 +15,7 @@ import simpy
 from simkv.config.schema import SimConfig
 from simkv.engine.disagg import Handoff
 from simkv.engine.events import URGENT, Wakeup
+from simkv.engine.kv_format import check_same_format
 from simkv.engine.lifecycle import Lifecycle
 from simkv.engine.lora import LoRA
 from simkv.engine.models import ModelRouter, pool_ranges
@@ -50,6 +51,12 @@ class Cluster:
         self.pools: dict[str, Pool] = {name: Pool(i, name, pc, cfg, node)
                                        for i, (name, pc) in enumerate(pool_configs(cfg).items())}
         recorder.pool_names = list(self.pools)
+        pools = list(self.pools.values())
+        if {p.cfg.role for p in pools} != {"colocated"}:  # before anything else is built
+            check_same_format(pools, cfg.kv.block_size, "disaggregated serving hands every "
+                              "request's KV from a prefill to a decode instance",
+                              "leave pools.{pool}.model unset, so that every pool runs the run's "
+                              "model ({model})")
         first = next(iter(self.pools.values()))
         # Many models (engine/models.py): pools of a GPU group share its nodes.
         multi = any(p.cfg.serves or p.cfg.gpu_group for p in self.pools.values())
@@ -365,6 +372,9 @@ def build_memory(cfg: SimConfig, topology: Topology, cost: CostModel,
     if len(models) > 1:
         raise ValueError(f"prefix caching shares KV between instances, which needs one model; "
                          f"the pools run {', '.join(sorted(models))}: set kv.prefix_caching=false")
+    check_same_format(list(pools.values()), cfg.kv.block_size, "prefix caching shares KV "
+                      "between the instances of every pool", "set kv.prefix_caching=false, or "
+                      "leave pools.{pool}.model unset (every pool then runs the run's model)")
     gpr = cost.tp * cost.pp
     granule_bytes = cfg.kv.prefix_block_tokens * cost.kv_bytes_per_token_per_gpu() * gpr
     override = {"dram": cfg.memory.dram_gib, "ssd": cfg.memory.ssd_gib, "csd": cfg.memory.csd_gib}

@@ -173,4 +173,7 @@ class Handoff:
         src = self.source.pop(req.id, None)
         if child is not None and src is not None:
             src.scheduler.release_held(child, now)
+            give_back = src.scheduler.pool.give_back
+            if give_back is not None:
+                give_back()  # borrowed memory the held KV needed goes back (kv_pool=distattention)
             src.poke()  # memory freed; a draining instance may now stop

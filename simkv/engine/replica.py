@@ -34,6 +34,14 @@ class LivelockError(RuntimeError):
     """The engine kept iterating without any request finishing (a policy bug)."""
 
 
+
+def _moved(req: Request) -> None:
+    """A request that comes here after its first token elsewhere (a restart, a drain, a live
+    migration, a retry) keeps the instance that produced it (requests.parquet's
+    ``first_token_replica``; issue 18: a restart's new instance was named for it)."""
+    if req.first_token == req.first_token and req.first_token_replica < 0:
+        req.first_token_replica = req.replica
+
 class Replica:
     def __init__(self, index: int, env: simpy.Environment, scheduler: Scheduler,
                  cost: CostModel, engine: EngineConfig,
@@ -95,6 +103,7 @@ class Replica:
 
     def submit(self, req: Request) -> None:
         """A request arrives (called from an URGENT arrival event at its arrival time)."""
+        _moved(req)
         req.replica = self.index
         req.pool = self.pool.index
         self.scheduler.add_request(req)
@@ -104,6 +113,7 @@ class Replica:
     def adopt(self, req: Request) -> None:
         """A running request moved here with its KV to receive (engine/migration.py): first
         in line, admitted with ``remote_kv``."""
+        _moved(req)
         req.replica = self.index
         req.pool = self.pool.index
         self.scheduler.attach_running(req)

@@ -87,7 +87,9 @@ def autoregressive(policy: KVPolicyBase, c0: int, g0: int, output: int,
     rows[QUERIES] = 1.0
     rows[LOGITS] = 1.0
     extra = policy.extra_s(after, kept_after)
-    join = policy.join_s(c0, float(kept[0]))
+    # A one-token output never decodes (k = 0): no step to charge the join to, and no join
+    # (LeoAM's chunk placement serves decode steps only; it raised IndexError: issue 18).
+    join = policy.join_s(c0, float(kept[0])) if k > 0 else 0.0
     if join:
         extra = np.zeros(k) if extra is None else np.array(extra, dtype=np.float64)
         extra[0] += join

@@ -89,6 +89,9 @@ class Request:
     hold_kv: bool = False
     parent: Request | None = None
     prefill_replica: int = -1
+    # The instance that produced the first token when it is not the one that finished the
+    # request (-1): a restart or drain moved it after its first token (issue 18).
+    first_token_replica: int = -1
     handoff_at: float = NAN
     kv_transfer: float = NAN
     # --- live migration between instances (engine/migration.py) --------------------------

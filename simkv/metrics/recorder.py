@@ -125,7 +125,7 @@ class Recorder:
                    r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
                    nan, nan, nan, False, r.prefill_replica, nan, r.priority, r.migrations,
-                   r.migration_pause)
+                   r.migration_pause, -1)
         else:
             self.finished += 1
             ttft = r.first_token - r.arrival
@@ -140,7 +140,8 @@ class Recorder:
                    r.output_tokens, r.cached_tokens, r.cached_hbm,
                    r.cached_dram, r.cached_disk, r.cached_remote, r.kv_wait, r.preemptions,
                    ttft, tpot, e2e, met, r.prefill_replica, r.kv_transfer, r.priority,
-                   r.migrations, r.migration_pause)
+                   r.migrations, r.migration_pause,
+                   r.first_token_replica if r.first_token_replica >= 0 else r.replica)
         self.requests.append(row)
 
     def transfer(self, t: Transfer) -> None:

@@ -47,6 +47,9 @@ REQUESTS = pa.schema([
     ("priority", pa.int32()),
     ("migrations", pa.int32()),
     ("migration_pause_s", pa.float64()),
+    # The instance that produced the first token: `replica` unless a restart, drain or live
+    # migration moved the request after its first token (disaggregated: the decode instance).
+    ("first_token_replica", pa.int32()),
 ])
 
 ITERATIONS = pa.schema([

@@ -432,7 +432,10 @@ class VLLMScheduler:
         """Admit the queue's head, whose KV was computed on a prefill instance: take its seat
         and the blocks of that KV now, wait in LOADING until it lands (the cluster moves it)."""
         blocks = blocks_for(req.remote_kv, self.block_size)
-        if blocks > self.pool.free - need:
+        # NOTE: borrow like any admission (kv_pool=distattention): admission_error let a KV
+        # longer than this instance in on its peers' memory, and without borrowing here it
+        # waited forever (the event queue ran dry: issue 18, item 4).
+        if blocks > self.pool.free - need and not self._borrow(blocks, need):
             return False  # backpressure: the prefill instance keeps holding the KV
         self.waiting.popleft()
         self.pool.allocate(blocks)
