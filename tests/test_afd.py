@@ -86,11 +86,12 @@ def test_an_afd_instance_serves_every_request() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["pools.afd.expert_parallel=4"], "pool.afd_expert_gpus: the experts live on the expert GPUs; "
-     "set pool.expert_parallel=1 and pool.pipeline_parallel=1"),
+    (["pools.afd.expert_parallel=4"], "pools.afd.afd_expert_gpus: the experts live on the expert "
+     "GPUs; set pools.afd.expert_parallel=1 and pools.afd.pipeline_parallel=1"),
     (["pools.afd.afd_expert_gpus=0", "pools.afd.afd_micro_batches=4"],
-     "pool.afd_micro_batches cannot act with pool.afd_expert_gpus=0"),
-    (["pools.afd.afd_micro_batches=0"], "pool.afd_micro_batches: expected a finite number >= 1, got 0"),
+     "pools.afd.afd_micro_batches cannot act with pools.afd.afd_expert_gpus=0"),
+    (["pools.afd.afd_micro_batches=0"],
+     "pools.afd.afd_micro_batches: expected a finite number >= 1, got 0"),
 ])
 def test_bad_afd_values_are_refused(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -99,5 +100,5 @@ def test_bad_afd_values_are_refused(overrides: list[str], message: str) -> None:
 
 
 def test_a_dense_model_is_refused_naming_the_pool() -> None:
-    with pytest.raises(ValueError, match="pool 'afd': afd_expert_gpus needs an MoE model"):
+    with pytest.raises(ValueError, match="pools.afd: afd_expert_gpus needs an MoE model"):
         simkv.simulate(simkv.compose([*AFD, "model=llama3_8b"]))

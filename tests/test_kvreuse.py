@@ -267,9 +267,11 @@ ONE_DECODE = ["workload=test_list", "workload.arrival_s=[0.0]", "workload.prompt
 def test_weight_offload_with_every_weight_resident_is_no_offload(tmp_path) -> None:
     base = ["workload.num_requests=150", "workload.rate=30"]
     a = simkv.simulate(small(base), tmp_path / "a").requests
-    b = simkv.simulate(small([*base, "weights.gpu_fraction=1.0", "weights.overlap=false",
-                              "weights.source=ssd"]), tmp_path / "b").requests
+    b = simkv.simulate(small([*base, "weights.gpu_fraction=1.0"]), tmp_path / "b").requests
     pd.testing.assert_frame_equal(a, b)
+    # Where the weights would stream from, and how, cannot act then: refused (issue 18).
+    with pytest.raises(ValueError, match="^weights.overlap cannot act at weights.gpu_fraction=1"):
+        simkv.simulate(small([*base, "weights.overlap=false"]), tmp_path / "c")
 
 
 def test_streamed_weights_cost_their_bytes_over_pcie(tmp_path) -> None:

@@ -175,7 +175,7 @@ def test_bad_moe_values_are_refused(overrides: list[str], message: str) -> None:
 def test_slots_that_do_not_divide_are_refused_naming_the_pool() -> None:
     cfg = simkv.compose([*MOE, "moe.placement=eplb", "moe.redundant_experts=3",
                          "output.plot=false", "output.progress=false"])
-    with pytest.raises(ValueError, match=r"pool 'moe': expert_parallel \(2\) must divide the "
+    with pytest.raises(ValueError, match=r"pools.moe: expert_parallel \(2\) must divide the "
                                          r"model's 128 experts \+ moe.redundant_experts \(3\)"):
         simkv.simulate(cfg)
 

@@ -20,6 +20,9 @@ from simkv.config.bounds import require
 if TYPE_CHECKING:
     from simkv.config.schema import PoolConfig, SimConfig
 
+# moe.* keys about which experts tokens pick and what a dispatch moves: no effect on a dense model.
+MOE_ROUTING_KEYS = ("routing", "zipf_exponent", "popularity_path", "placement",
+                    "dispatch_bytes_per_element")
 # Built-in generators whose requests never belong to a session (no tool calls, no turns).
 NO_SESSION_WORKLOADS = ("burstgpt", "poisson", "near_duplicate")
 
@@ -101,8 +104,11 @@ def check_surfaces(cfg: SimConfig) -> None:
                 "memory.peer_hbm cannot act: it reads another instance's HBM, and the cluster "
                 "has one instance; set cluster.replicas >= 2, or memory.peer_hbm=false")
 
-    # moe.* acts only on MoE models.
-    moe = _changed(cfg.moe)
+    # moe.* acts only on MoE models (the expert-parallel options of issue 23, placement=eplb,
+    # redundant experts, all-to-all backends, rank balance, have their own rules in
+    # config/parallel.check_moe_usage, which name the layout they need).
+    moe = [k for k in _changed(cfg.moe) if k in MOE_ROUTING_KEYS
+           and not (k == "placement" and cfg.moe.placement == "eplb")]
     if moe:
         from simkv.engine.pool import load_model
 

@@ -52,7 +52,7 @@ STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING, STOPPED, FAILED, PR
           UNREACHABLE)
 # States in which an instance holds no GPUs (its row's ``gpus`` is what it held before). Cost
 # is integrated from the transitions over every other state (metrics/cluster.gpu_seconds), so
-# a new state is paid for unless it is listed here (a terminal one, e.g. failed, belongs here).
+# a new state is paid for unless it is listed here (one that frees the GPUs, as stopped does).
 RELEASED = frozenset({STOPPED})
 # States in which an instance is on its way out: not capacity an autoscaler can count on.
 LEAVING = (DRAINING, STOPPED, FAILED, PREEMPTING)
