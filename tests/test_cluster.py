@@ -194,7 +194,7 @@ def test_pool_config_errors_name_the_key(tmp_path: Path) -> None:
     cfg = simkv.compose([*BASE, "pools=h100_a100"])
     cfg.pools["a100"] = PoolConfig(weight_source="tape")
     with pytest.raises(ValueError, match="^pools.a100.weight_source: expected one of ssd, network, "
-                                         "peer, got 'tape'$"):
+                                         "peer, dram, got 'tape'$"):
         simkv.simulate(cfg, tmp_path / "e")
     cfg = simkv.compose([*BASE, "pools=h100_a100"])
     cfg.pools["h100"].model = "gpt5"

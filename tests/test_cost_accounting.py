@@ -52,6 +52,10 @@ CASES = {
                    "autoscaler.scale_down_stabilization_s=60"],
     "vertical": [*MOE, "autoscaler=vertical"],
     "elastic_moe": [*MOE, "autoscaler=elastic_moe"],
+    "elastic_tp": ["model=llama3_70b", "cluster.replicas=1", "cluster.tensor_parallel=2",
+                   "cluster.max_tensor_parallel=8", "autoscaler=elastic_tp",
+                   "autoscaler.metric=outstanding", "autoscaler.target=4",
+                   "autoscaler.scale_down_stabilization_s=60"],
     "disaggregated": ["pools=pd_split", "pools.prefill.instances=1", "pools.decode.instances=1"],
     # Both pools start empty: arrivals wait in the cluster's backlog until instances serve.
     "pool_from_zero": ["pools=h100_a100", "pools.h100.instances=0", "pools.h100.max_instances=2",
