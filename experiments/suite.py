@@ -64,6 +64,7 @@ EXPERIMENTS = (
     "speculative",
     "priority",
     "llumnix",
+    "rollout",
 )
 
 
