@@ -173,3 +173,26 @@ def test_pairs_predict_a_smaller_token_budget(
     assert (d["measured_change"] == 0).all()
     assert d.loc["ttft_p50", "predicted_change"] > 0.05
     assert "sign right" in out
+
+
+def test_request_level_folder_scheduled_as_vllm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """engine.json "scheduler": "vllm": another engine's log predicted with simkv's vllm
+    scheduler (its max_num_seqs), the preset's costs."""
+    from simkv.config.store import compose
+    from simkv.validation.campaign import load_run
+    from simkv.validation.stepfit import predict_stream
+
+    folder = other_engine(tmp_path)
+    e = json.loads((folder / "engine.json").read_text())
+    (folder / "engine.json").write_text(json.dumps({**e, "scheduler": "vllm", "max_num_seqs": 2}))
+    code, out, err = run_cli(monkeypatch, capsys, "predict", "--engine",
+                             "transformers_cudagraph_h200", str(folder))
+    assert code == 0, err
+    assert "| other | all |" in out
+    engine = compose(["engine=transformers_cudagraph_h200"]).engine
+    two = predict_stream(load_run(folder), "all", None, engine)
+    (tmp_path / "t").mkdir()
+    tf = predict_stream(load_run(other_engine(tmp_path / "t")), "all", None, engine)
+    # two seats at most: requests queue behind each other
+    assert two["ttft"].median() > 2 * tf["ttft"].median()

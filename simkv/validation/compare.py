@@ -101,7 +101,10 @@ def predict(measured: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
         measured[["arrival_s", "prompt_tokens", "output_tokens"]].to_csv(trace, index=False)
         cfg = dataclasses.replace(cfg, workload=dataclasses.replace(cfg.workload, path=str(trace)))
         req = simulate(cfg, Path(d) / "out").requests.sort_values("request_id").reset_index(drop=True)
-    return pd.DataFrame({"ttft": req["ttft_s"], "tpot": req["tpot_s"], "e2e": req["e2e_s"]})
+    out = pd.DataFrame({"ttft": req["ttft_s"], "tpot": req["tpot_s"], "e2e": req["e2e_s"]})
+    if "preemptions" in req:
+        out["evictions"] = req["preemptions"].to_numpy()
+    return out
 
 
 def errors(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -78,8 +78,14 @@ def sim_config(run: Run, profile: str | None, engine: EngineConfig, tag: str | N
     from simkv.workload import TraceWorkloadConfig
 
     e = run.engine
-    sched = limits(e).config()
-    if not uses_graphs(run):
+    sched: Any = limits(e).config()
+    if e.get("scheduler") == "vllm":  # another engine's request log, scheduled as vLLM does
+        from simkv.policies.scheduler import VLLMSchedulerConfig
+
+        budget = engine_limit(e, "max_batch_tokens", run.folder)
+        sched = VLLMSchedulerConfig(max_num_seqs=int(e.get("max_num_seqs") or min(256, budget)),
+                                    max_num_batched_tokens=budget, chunked_prefill=True)
+    elif not uses_graphs(run):
         sched = dataclasses.replace(sched, cuda_graphs="off")
     elif tag is not None and captures:
         base = engine_base(run)
@@ -267,6 +273,12 @@ def predict_stream(run: Run, tag: str, profile: str | None, engine: EngineConfig
 
     eng = for_run(engine, run)
     cfg = sim_config(run, profile, eng, tag, captures)
+    if run.engine.get("scheduler") == "vllm":
+        from simkv.validation.compare import predict
+
+        pred = predict(run.requests[tag], cfg)
+        pred.attrs["steps"] = pd.DataFrame(columns=["sim_sequences", "sim_tokens", "sim_captured"])
+        return pred
     steps, pred = free_running(run.requests[tag], limits(run.engine), cost_model(run, profile, eng),
                                cfg.scheduler)  # type: ignore[arg-type]
     pred.attrs["steps"] = steps
