@@ -65,6 +65,9 @@ EXPERIMENTS = (
     "priority",
     "llumnix",
     "rollout",
+    "failures",
+    "spot",
+    "many_models",
 )
 
 

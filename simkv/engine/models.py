@@ -132,7 +132,7 @@ class Placer:
         if not mine or any(self._starting(p) for p in mine) or any(p.name in self._making_room
                                                                     for p in mine):
             return
-        self.cold_starts += self._grow(mine[0], "serverless: cold start")
+        self._grow(mine[0], "serverless: cold start")
 
     def _grow(self, pool: Any, reason: str) -> bool:
         """Launch an instance of ``pool`` on free GPUs of its group; a cold start (the model
@@ -140,11 +140,12 @@ class Placer:
         if sum(r.state != DRAINING for r in pool.instances) >= pool.max_instances:
             return False
         held = sum(r.gpus for r in pool.instances)
+        cold = not any(r.state in (SERVING, PROVISIONING, LOADING) for r in pool.instances)
         ev = self.lc.new_action(pool, "scale_up", held, held + pool.base.gpus)
         if self.lc.launch(pool, pool.base.dp, ev, reason) is not None:
+            self.cold_starts += cold  # the model had no instance: its requests wait for this one
             return True
         self.lc.cancel(ev)
-        cold = not any(r.state in (SERVING, PROVISIONING, LOADING) for r in pool.instances)
         if self.cfg.evict and cold:
             self._make_room(pool, reason)
         return False
@@ -169,8 +170,7 @@ class Placer:
 
         def then() -> None:
             self._making_room.discard(pool.name)
-            cold = not self._serving(pool) and not self._starting(pool)
-            self.cold_starts += self._grow(pool, reason + f" (GPUs of instance {victim.index})") and cold
+            self._grow(pool, reason + f" (GPUs of instance {victim.index})")
 
         self.lc.drain(victim, ev, f"serverless: evicted for {pool.name}", then=then)
 
@@ -193,8 +193,7 @@ class Placer:
             if self.policy.wants_more(outstanding, len(serving), self._starting(pool)) \
                     and pool.name not in self._making_room:
                 cold = not serving and not self._starting(pool)
-                grown = self._grow(pool, "serverless: cold start" if cold else "serverless: scale out")
-                self.cold_starts += grown and cold
+                self._grow(pool, "serverless: cold start" if cold else "serverless: scale out")
             live = len(serving) + self._starting(pool)
             for r in serving:
                 since = self.idle_since.get(r.index)
