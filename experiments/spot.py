@@ -66,8 +66,8 @@ def _base(duration: float) -> list[str]:
 def _pools(spot: int, total: int = 4) -> list[str]:
     ov = []
     for name, n in (("ondemand", total - spot), ("spot", spot)):
-        ov += [f"pools.{name}.instances={n}", f"pools.{name}.tensor_parallel=4",
-               f"pools.{name}.max_instances={max(n, 1)}"]
+        ov += ([f"pools.{name}.instances={n}", f"pools.{name}.tensor_parallel=4"] if n
+               else [f"~pools.{name}"])  # a pool of none is refused: it could never serve
     return ov
 
 
