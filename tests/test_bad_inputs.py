@@ -269,6 +269,9 @@ SURFACES = [
 
 # ... and refused when the cluster is built, before any request runs (ValueError).
 CLUSTER_BUILD = [
+    # Without a prefix cache this one ran to exit 0 before, a 3B model decoding 8B KV.
+    (["pools=pd_split", "pools.decode.model=llama3_2_3b", "kv.prefix_caching=false"],
+     "pools.prefill and pools.decode: disaggregated serving hands every request's KV from a prefill to a decode instance, which needs one KV format; they differ in model llama3_8b vs llama3_2_3b, model.num_layers 32 vs 28: leave pools.decode.model unset, so that every pool runs the run's model (llama3_8b)"),
     (["pools=pd_split", "pools.decode.model=llama3_2_3b"],
      "pools.prefill and pools.decode: disaggregated serving hands every request's KV from a prefill to a decode instance, which needs one KV format; they differ in model llama3_8b vs llama3_2_3b, model.num_layers 32 vs 28: leave pools.decode.model unset, so that every pool runs the run's model (llama3_8b)"),
     (["pools=pd_split", "pools.decode.model=llama3_8b", "model.kv_bytes_per_element=1"],
