@@ -2,11 +2,13 @@
 # One device call of the sustained-saturation campaign (issue 19; power for issue 24) on one
 # GPU (H100 or H200: the lent machine decides; the GPU is recorded), run from a folder holding
 # simkv/ and data/ (the Azure 2023 trace CSVs): `bash run_2026-12-07.sh PART` where PART is
-#   1: Llama-3.1-8B then Qwen2.5-7B: sustained BurstGPT-shaped streams (2x twice, 3x, 1.5x;
-#      400 requests each), half the call each
-#   2: the kernels (below), then Llama-3.1-8B over part 1's 2x stream under other engine
-#      configurations: memory pressure (160 and 64 KV blocks), then the pairs (token budget
-#      512, KV blocks halved, at most 32 sequences, the prefill-first scheduler)
+#   1: Llama-3.1-8B: sustained BurstGPT-shaped streams (2x twice, 3x; 400 requests each), then
+#      memory pressure over the 2x stream (160 KV blocks); Qwen2.5-7B: the same sustained
+#      streams; the GEMM and MoE kernels (below)
+#   2: the power loops; Llama-3.1-8B's 1.5x stream, then its 2x stream under other engine
+#      configurations: 64 KV blocks, then the pairs (token budget 512, KV blocks halved, at
+#      most 32 sequences, the prefill-first scheduler); Qwen2.5-7B's 1.5x stream. Streams an
+#      earlier call measured on the same warm machine are skipped (--skip-done).
 #   3: Mixtral-8x7B's sustained 2x stream (whole on an H200; 16 of 32 layers on an H100)
 # The kernels: power characterisation loops, the H100 GEMM grid
 # (gemm_shapes, small ops; on an H100 only), launch-free GEMMs, transformers' MoE blocks.
@@ -60,13 +62,15 @@ campaign() {  # NAME SHAPE DEADLINE_S [args]: one engine process, its deadline f
   echo "$name exit $? after $(( $(date +%s) - T0 )) s" >> "$W/summary.txt"
   mark "end $name"
 }
-kernels() {  # power loops, the GEMM grid (an H100 only: the H200's is committed), launch-free
-  # GEMMs, transformers' MoE blocks; about 110 s on an H200, 180 s on an H100
+kernels_power() {  # power characterisation loops (about 35 s)
   mkdir -p "$W/calibration"
   mark "loops begin"
   timeout 90 python3 -m simkv.calibration.power loops --out "$W/power/loops.csv" --seconds 2 --idle 5 \
     ${DRY_ARGS_LOOPS:-} > "$W/power/loops.log" 2>&1
   echo "power loops exit $? after $(( $(date +%s) - T0 )) s" >> "$W/summary.txt"
+}
+kernels_gemm() {  # the GEMM grid (an H100 only), launch-free GEMMs, transformers' MoE blocks
+  mkdir -p "$W/calibration"
   if nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -q H100; then
     mark "calibration begin"
     timeout 110 python3 -m simkv.calibration.run --out "$W/calibration" --only gemm_shapes ops \
@@ -92,12 +96,16 @@ SUSTAINED=(--plan "burst:2*2,3*1,1.5*1" --requests 400 --probe-requests 160
 
 if [ "$PART" = 1 ]; then
   mark "idle"; sleep 5
-  campaign "$NAME_A" "$SHAPE_A" "$(( $(left 0) / 2 ))" "${SUSTAINED[@]}"
-  campaign "$NAME_B" "$SHAPE_B" "$(left 0)" "${SUSTAINED[@]}"
+  campaign "$NAME_A" "$SHAPE_A" "${A_S:-250}" "${SUSTAINED[@]}" --plan "burst:2*2,3*1" \
+    --variants "kv160:num_blocks=160"
+  campaign "$NAME_B" "$SHAPE_B" "$(( $(left 0) - ${KERNEL_S:-75} ))" "${SUSTAINED[@]}" --plan "burst:2*2,3*1"
+  kernels_gemm
 elif [ "$PART" = 2 ]; then
-  kernels
-  campaign "$NAME_A" "$SHAPE_A" "$(left 0)" "${SUSTAINED[@]}" --plan "" \
-    --capacity-file "$C/$NAME_A/engine.json" --variants "$VARIANTS" --skip-done
+  kernels_power
+  campaign "$NAME_A" "$SHAPE_A" "$(( $(left 0) - ${B_S:-90} ))" "${SUSTAINED[@]}" --skip-done \
+    --capacity-file "$C/$NAME_A/engine.json" --variants "$VARIANTS"
+  campaign "$NAME_B" "$SHAPE_B" "$(left 0)" "${SUSTAINED[@]}" --skip-done \
+    --capacity-file "$C/$NAME_B/engine.json"
 elif [ "$PART" = 3 ]; then
   if [ "$(left 0)" -gt 150 ]; then  # what time is left: the MoE shape's sustained 2x stream
     MEM=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)

@@ -1,8 +1,22 @@
 """A measurement campaign against transformers' continuous batching: one engine process per
-model shape, every stream of a plan replayed twice.
+model shape, every stream of a plan replayed twice, then (same process, same model) the same
+stream under other engine configurations.
 
     python -m simkv.validation.hf_campaign --shape qwen2_5_7b --out DIR \
         --plan "conv:0.3,0.8,2;burst:1" --reps 2 --data DIR_WITH_AZURE_CSVS [--tp 2]
+    python -m simkv.validation.hf_campaign --shape llama3_8b --out CAMPAIGN/llama3_8b \
+        --plan "burst:2*2,3,1.5" --requests 400 --probe-requests 160 \
+        --capacity-method burst-middle --variant-plan "burst:2" \
+        --variants "kv160:num_blocks=160;tb512:max_batch_tokens=512"
+
+Layout (one folder per engine configuration; a variant ``NAME`` writes ``<out>_NAME``, and a
+pair is the same tag in two folders): ``engine.json`` (versions, GPU, the model spec, the
+configuration asked and the one the engine resolved, capacities, every stream with its clock),
+``requests_<tag>.csv``, ``iterations_<tag>.csv``, ``evictions_<tag>.csv``, ``precapture.csv``,
+the probe's and warm-up's requests and iterations. Tags: ``burst-sustained-2x-400-a`` =
+workload, regime (``sustained``: at least 400 requests above capacity; ``transient``: fewer;
+``light``: at or under capacity), load, requests, replay; without ``--requests``, the
+2026-11-30 campaign's ``conv-0.3-a``.
 
 Why this shape of experiment (docs/VALIDATION.md, issue 14): a fit must be scored on runs,
 loads and model shapes it did not see, beside the engine's own run-to-run spread. So each
@@ -558,14 +572,24 @@ def main() -> None:
         if rank == 0 and time.perf_counter() - t_begin + 60 > args.deadline:
             print(f"{folder.name}: skipped (deadline)", flush=True)
             continue
+        earlier: list[dict[str, Any]] = []  # streams an earlier process measured in this folder
         if args.skip_done and (folder / "engine.json").exists():
-            before = json.loads((folder / "engine.json").read_text()).get("streams", [])
-            if any("done" in x and not x.get("tag", "").startswith("probe") for x in before):
+            earlier = [x for x in json.loads((folder / "engine.json").read_text()).get("streams", [])
+                       if "done" in x]
+            done_tags = {x["tag"] for x in earlier}
+            todo = [(k, ld, rp) for k, ld, rp in plan
+                    if any(tag(k, ld, rep, opts.get("requests") or args.requests or None) not in done_tags
+                           for rep in "abcdefgh"[:int(rp or opts.get("reps", 1))])]
+            if not todo:
                 print(f"{folder.name}: skipped (already measured)", flush=True)
                 continue
         folder.mkdir(parents=True, exist_ok=True)
-        info = {**base_info, "variant": variant, "cb_config": cb, "streams": [],
+        info = {**base_info, "variant": variant, "cb_config": cb, "streams": list(earlier),
                 "capacity_method": args.capacity_method}
+        if earlier:
+            old = json.loads((folder / "engine.json").read_text())
+            info["earlier_process"] = {k: old.get(k) for k in ("date", "command", "precapture",
+                                                               "capacity_req_per_s")}
         manager = make_manager(model, cb)
         if rank == 0:
             write_json(folder / "engine.json", info)
@@ -627,6 +651,8 @@ def main() -> None:
                 reqs = stream(kind, n, rate, stream_seed(kind, load), data, args.max_prompt,
                               args.max_output)
                 name = tag(kind, load, rep, n if (args.requests or opts.get("requests")) else None)
+                if any(x.get("tag") == name for x in earlier):
+                    continue  # measured by an earlier process (--skip-done)
                 left = args.deadline - (time.perf_counter() - t_begin)
                 expected = max(reqs[-1][0], n / max(capacity[kind], 1e-9)) * 1.2 + 10
                 if stopped_hard or not manager.is_running():
@@ -646,7 +672,8 @@ def main() -> None:
                 write_csv(folder / f"evictions_{name}.csv", evictions)
                 done = sum(x["status"] != "missing" for x in got)
                 stopped_hard = bool(meta.get("timed_out"))
-                info["streams"].append({"tag": name, "workload": kind, "load": load, "rep": rep,
+                info["streams"].append({"tag": name, "process_date": base_info["date"],
+                                        "workload": kind, "load": load, "rep": rep,
                                         "regime": regime(load, n), "rate": rate, "requests": n,
                                         "done": done, "evictions": len(evictions),
                                         "captured": sum(s["captured"] for s in steps), **meta})
