@@ -181,3 +181,67 @@ def test_sustained_capacity_reads_the_middle_of_a_closed_burst() -> None:
     assert mid == pytest.approx(min(50 / (times[75] - times[25]), MIDDLE_CAP * whole))
     assert mid > whole
     assert sustained_capacity([]) == (0.0, 0.0)
+
+
+def test_replay_merges_token_times_across_a_soft_reset() -> None:
+    """A soft reset gives the engine's request a new state whose token times start empty; the
+    replay keeps the times from before it, so TTFT and every token's time stay measured."""
+    import time
+
+    from simkv.validation.hf_replay import replay
+
+    class Out:
+        def __init__(self, rid: str, stamps: list[float]) -> None:
+            self.request_id, self.timestamps = rid, stamps
+            self.generated_tokens = [0] * 5
+            self.created_time, self.status = stamps[0], "FINISHED"
+
+    class Manager:
+        def __init__(self) -> None:
+            self.results: list[Out] = []
+
+        def is_running(self) -> bool:
+            return True
+
+        def add_request(self, ids: list[int], request_id: str, max_new_tokens: int,
+                        record_timestamps: bool) -> None:
+            now = time.perf_counter()
+            # r0 was soft reset after 2 tokens: its final state holds only the last 3 times
+            self.results.append(Out(request_id, [now + 0.03, now + 0.04, now + 0.05]))
+
+        def get_result(self, timeout: float) -> Out | None:
+            return self.results.pop(0) if self.results else None
+
+    class Profiler:
+        t_evict = 0.0
+
+        def take(self, t0: float) -> list:
+            return []
+
+        def take_events(self) -> tuple[dict, list]:
+            if not self.t_evict:
+                self.t_evict = time.perf_counter()
+                return {}, []
+            return ({"r0": [(0, self.t_evict), (4, self.t_evict + 0.02)]},
+                    [{"t": self.t_evict + 0.02, "step": 4, "rid": "r0", "kind": "s",
+                      "generated_before": 2, "position_offset": 12,
+                      # token times just after the replay's start (its t0 is 0.5 s after this)
+                      "stamps": [self.t_evict + 0.505, self.t_evict + 0.51]}])
+
+    evictions: list = []
+    meta: dict = {}
+    rows = replay(Manager(), [(0.0, 10, 5)], timeout=5, profiler=Profiler(), meta=meta,
+                  evictions=evictions, steps=[])
+    (r,) = rows
+    assert r["n_stamps"] == 5
+    stamps = [float(x) for x in r["stamps_ms"].split()]
+    assert stamps == sorted(stamps)
+    assert r["first_token_s"] == pytest.approx(stamps[0] / 1e3, abs=1e-4)
+    assert 0 < r["first_token_s"] < float(stamps[2]) / 1e3
+    assert r["queued_step"] == 0
+    assert r["requeued_steps"] == "4"
+    assert r["evictions"].endswith(":s:2")
+    assert [e["rid"] for e in evictions] == ["r0"]
+    assert "stamps" not in evictions[0]
+    assert meta["timed_out"] is False
+    assert "t0_unix" in meta
