@@ -26,6 +26,7 @@ import simpy
 from simkv import __version__
 from simkv.config import bounds
 from simkv.config.schema import SimConfig
+from simkv.energy.summary import energy_summary
 from simkv.engine.cluster import Cluster
 from simkv.engine.controller import build_controller
 from simkv.engine.replica import Replica
@@ -310,6 +311,9 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                             **({"migration": cluster.migration.summary()}
                                if cluster.migration.summary() is not None else {}),
                             "cluster": section,
+                            **({"energy": energy_summary(cluster, out / "instances.parquet",
+                                                         out / "requests.parquet", cluster.last_done_s)}
+                               if cluster.energy is not None else {}),
                         })
     # Options the workload or cluster gave nothing to act on: one line each (simkv/inert.py).
     from simkv.inert import facts, inert_options

@@ -52,12 +52,12 @@ def test_the_commands_answer_a_typo_in_one_line(tmp_path: Path) -> None:
 def test_calibrate_help_exits_0_and_lists_its_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     from simkv.calibration.cli import main
 
-    for argv in (["--help"], ["run", "--help"], ["fit", "--help"]):
+    for argv in (["--help"], ["run", "--help"], ["fit", "--help"], ["power-fit", "--help"]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 0
     out = capsys.readouterr().out
-    assert "{run,fit}" in out
+    assert "{run,fit,power-fit}" in out
     assert "usage: simkv-calibrate run [-h] --out OUT" in out
     assert "usage: simkv-calibrate fit [-h] --raw RAW [--base BASE] --out OUT" in out
 

@@ -2,6 +2,7 @@
 
     simkv-calibrate run --out calib/               # on a CUDA machine (torch + triton)
     simkv-calibrate fit --raw calib/ --base h100_sxm_80gb --out my_h100.yaml
+    simkv-calibrate power-fit --campaign validation/hf_h100_... --out my_power.yaml  # docs/ENERGY.md
     simkv hardware.path=my_h100.yaml               # simulate with it
 
 argparse with one subcommand per step, so ``--help`` works anywhere (no torch needed to read
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="simkv-calibrate", description="Measure a GPU, then fit a calibrated hardware profile "
         "(docs/CALIBRATION.md).", epilog="then: simkv hardware.path=my_gpu.yaml")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{run,fit}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{run,fit,power-fit}")
     run = sub.add_parser("run", help="microbenchmark this machine's GPU (torch + triton, CUDA)",
                          description="Time GEMMs, attention, norms and copies with Triton kernels "
                          "on this machine's GPU; writes CSVs and environment.json to --out.")
@@ -43,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--raw", required=True, help="folder with the CSVs of `run`")
     fit.add_argument("--base", default="h100_sxm_80gb", help="shipped profile to start from")
     fit.add_argument("--out", required=True, help="the profile to write (YAML)")
+    pf = sub.add_parser("power-fit", help="fit a GPU power model (YAML) from a campaign's NVML samples",
+                        description="Fit idle, active, compute and memory power to the power "
+                        "loops and engine replays of a device campaign; held-out errors per "
+                        "window (docs/ENERGY.md).")
+    pf.add_argument("--campaign", required=True, help="campaign folder with power/ and engine folders")
+    pf.add_argument("--out", required=True, help="the power model to write (YAML)")
     return ap
 
 
@@ -65,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         check_kernels()
         from simkv.calibration.run import main as step
+    elif args.command == "power-fit":
+        from simkv.calibration.power_fit import main as power_fit
+
+        power_fit(rest)
+        return 0
     else:
         from simkv.calibration.fit import main as step
     sys.argv = [f"simkv-calibrate {args.command}", *rest]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simkv.config.bounds import ConfigError, bounded, check, require
+from simkv.config.energy import EnergyConfig, validate_energy
 from simkv.config.faults import FaultsConfig, SpotConfig, validate_against
 from simkv.config.models import LoRAConfig, validate_lora
 from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
@@ -171,6 +172,10 @@ class PoolConfig:
     loader_gb_s_per_gpu: float = bounded(2.0, gt=0)
     # Price of one GPU-hour (any currency), for equal-cost comparisons; 0 = not priced.
     gpu_hour_cost: float = bounded(0.0, ge=0)
+    # This pool's GPUs' board power limit (W) and locked SM clock (MHz); None: energy.*'s
+    # (docs/ENERGY.md). Needs energy.enabled.
+    power_cap_w: float | None = bounded(None, gt=0)
+    sm_clock_mhz: float | None = bounded(None, gt=0)
     # Attention-FFN disaggregation (MegaScale-Infer): this many GPUs hold the routed experts,
     # the TP x DP GPUs only attention; micro-batches of the ping-pong pipeline (perf/afd.py).
     afd_expert_gpus: int = bounded(0, ge=0)
@@ -455,6 +460,8 @@ class SimConfig:
     spot: SpotConfig = field(default_factory=SpotConfig)
     # LoRA adapters on the base model's instances (config/models.py, docs/MODELS.md).
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Energy and power: accounting, caps and clocks (config/energy.py, docs/ENERGY.md).
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self, prefix: str = "") -> None:
@@ -543,6 +550,7 @@ class SimConfig:
                                     f"(scheduler=static runs full KV of autoregressive models only)")
         validate_against(self)
         validate_lora(self)
+        validate_energy(self)
         # Pools, autoscalers, disaggregation, DistAttention, MoE, weights, prefetch (issue 18).
         from simkv.config.surfaces import check_surfaces
 

@@ -105,6 +105,12 @@ class Cluster:
         self._classes = np.random.default_rng((cfg.seed, 0xC1A55))
         self.handoff = self._disaggregation(cfg, router_rng)
         self.kv_pool = build(cfg.kv_pool)
+        # Energy and power (simkv/energy/): nothing is built without energy.enabled.
+        self.energy = None
+        if cfg.energy.enabled:
+            from simkv.energy.accounting import Energy
+
+            self.energy = Energy(self)
         for pool in self.pools.values():
             self.lifecycle.initial(pool)
         # Failures and spot preemption (engine/faults.py): nothing is built without them.
@@ -170,6 +176,8 @@ class Cluster:
         replica.work_rate = pool.work_rate(dp)
         replica.predictor = self.predictor
         replica.kv = kv
+        if self.energy is not None:
+            replica.power = self.energy.attach(replica)
         if cfg.collectives.on_fabric:
             from simkv.engine.collectives import InstanceCollectives
 
@@ -344,6 +352,8 @@ class Cluster:
             pool = self.replicas[req.replica].pool
             pool.finished += 1
             pool.slo_met += self.recorder.last_slo_met
+            pool.prompt_tokens_done += req.prompt_tokens
+            pool.output_tokens_done += req.output_tokens
         self.completed += 1
         if self.on_progress is not None and not self.completed & 255:
             self.on_progress(self.completed, now)

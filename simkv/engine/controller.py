@@ -16,7 +16,7 @@ from simkv.config.schema import SimConfig
 from simkv.engine.events import NORMAL, Wakeup
 from simkv.engine.lifecycle import LEAVING, SERVING, ElasticParams
 from simkv.engine.pool import Pool
-from simkv.policies.autoscaler import Drain, Launch, NoAutoscalerConfig, Resize, Restart
+from simkv.policies.autoscaler import Drain, Launch, NoAutoscalerConfig, Resize, Restart, SetClock
 from simkv.policies.autoscaler.recommend import Recommender, Sample
 from simkv.registry import build, name_of
 
@@ -84,6 +84,10 @@ class Controller:
         if now < self.last_action[pool.name] + self.cfg.cooldown_s:
             return
         actions = self.policy.decide(pool, desired, now)
+        for a in actions:  # autoscaler=energy: the pool's SM clock (simkv/energy/)
+            if isinstance(a, SetClock):
+                pool.power.set_clock(a.fraction)
+        actions = [a for a in actions if not isinstance(a, SetClock)]
         if not actions:
             return
         lc = self.lifecycle

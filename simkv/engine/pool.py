@@ -152,6 +152,10 @@ class Pool:
         self.routed = 0
         self.finished = 0
         self.slo_met = 0
+        self.prompt_tokens_done = 0  # of finished requests (autoscaler=energy's demand)
+        self.output_tokens_done = 0
+        # Its power model and settings (simkv/energy/accounting.PoolPower; energy.enabled).
+        self.power: Any = None
         try:
             self.base = self.layout(self.base_degree)
             self.cost(self.base_degree)  # fail before the run when the layout is impossible

@@ -90,6 +90,8 @@ class Replica:
         self.kv: Any = None  # its KV manager (prefix cache), set by the cluster
         # Its collectives on the fabric (engine/collectives.py; collectives.on_fabric).
         self.collectives: Any = None
+        # Its power (simkv/energy/accounting.py; energy.enabled): caps stretch runs, energy counted.
+        self.power: Any = None
 
     def set_layout(self, dp: int, cost: Any, kv_blocks: int) -> None:
         """Serve on another data-parallel degree from the next plan on (elastic resize): the
@@ -196,6 +198,8 @@ class Replica:
                 self.on_idle(self)
             return
         durations = self.cost.run_times(out)
+        if self.power is not None:  # a power cap or locked clock stretches the iterations
+            durations = self.power.plan(out, durations)
         if self.collectives is not None:  # contention on its links; hold their bandwidth
             durations = self.collectives.plan(out, durations)
         if out.num_iterations == 1:
@@ -242,6 +246,8 @@ class Replica:
         finished = self.scheduler.update(out, done, ends)
         if self.collectives is not None:
             self.collectives.end(done)
+        if self.power is not None:
+            self.power.commit(out, ends, done, self._start)
         self.runs += 1
         self.iterations_run += done
         if self.iterations is not None:

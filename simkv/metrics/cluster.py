@@ -31,14 +31,14 @@ BASE_STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING)
 
 def state_seconds(rows: pd.DataFrame, end_s: float) -> pd.DataFrame:
     """One row per (instance, state interval) inside the run's window [0, ``end_s``]: pool,
-    state, seconds, GPU-seconds. An interval lasts from its transition to the instance's
-    next one (or the window's end); states in ``lifecycle.RELEASED`` hold no GPUs."""
+    state, start, seconds, GPU-seconds. An interval lasts from its transition to the
+    instance's next one (or the window's end); states in ``lifecycle.RELEASED`` hold no GPUs."""
     rows = rows.sort_values(["instance", "time_s"], kind="stable")
     t = rows["time_s"].clip(upper=end_s)
     nxt = rows.groupby("instance")["time_s"].shift(-1).fillna(end_s).clip(upper=end_s)
     seconds = (nxt - t).clip(lower=0.0)
     out = pd.DataFrame({"instance": rows["instance"], "pool": rows["pool"],
-                        "state": rows["to_state"], "seconds": seconds,
+                        "state": rows["to_state"], "start_s": t, "seconds": seconds,
                         "gpu_seconds": seconds * rows["gpus"]})
     return out[~out["state"].isin(RELEASED)]
 

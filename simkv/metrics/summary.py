@@ -318,6 +318,15 @@ def format_table(summary: dict[str, Any], config: dict[str, Any] | None = None) 
                          f"(windows of {busy['window_s']:g} s with requests in the system): "
                          f"goodput {rate(good['requests_per_busy_s'])} req/s, throughput "
                          f"{rate(thr['requests_per_busy_s'])} req/s over busy time")
+    en = summary.get("energy")
+    if en:  # energy.enabled (docs/ENERGY.md)
+        per_tok = en["joules_per_output_token"]
+        cost = en["gpu_cost_per_million_output_tokens"]
+        lines.append(f"energy     {en['gpu_kwh']:.4g} kWh GPU"
+                     + (f", {per_tok:.3g} J/output token" if per_tok is not None else "")
+                     + f", {en['co2_g'] / 1e3:.3g} kg CO2 at {en['grid_gco2_per_kwh']:g} g/kWh"
+                     + (f" (PUE {en['pue']:g})" if en["pue"] != 1 else "")
+                     + (f", {cost:.3g} per M output tokens" if cost is not None else ""))
     pc = summary.get("prefix_cache", {})
     if pc.get("hit_rate_all"):
         lines.append(f"prefix     {100 * pc['hit_rate_all']:.1f}% of prompt tokens cached (HBM "

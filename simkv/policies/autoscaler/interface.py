@@ -72,7 +72,15 @@ class Resize:
     dp: int
 
 
-Action = Launch | Drain | Restart | Resize
+@dataclass(frozen=True, slots=True)
+class SetClock:
+    """Lock the pool's GPUs at this fraction of their maximum SM clock from their next step
+    (autoscaler=energy; the pool's power model says what it costs and saves)."""
+
+    fraction: float
+
+
+Action = Launch | Drain | Restart | Resize | SetClock
 
 
 class Autoscaler(Protocol):

@@ -1,0 +1,399 @@
+"""Fit a GPU's power model: on published measurements, or on this project's device samples.
+
+    simkv-calibrate power-fit --campaign validation/hf_h100_2026-12-07 \
+        --profile h100_sxm_80gb_calibrated --out hardware_profiles/power/h100_fitted.yaml
+
+Every observation is one linear equation in the model's parameters (simkv/energy/model.py):
+a window of ``wall`` seconds in which the GPU ran kernels for ``busy`` seconds doing F FLOPs,
+moving B HBM bytes and L link bytes used
+
+    E = idle x wall + active x busy + compute x F / peak + memory x B / bandwidth
+        + link x L / NVLink bandwidth                                        joules,
+
+as long as the GPU stayed below its power limit (windows at the limit are left out: they
+bound the parameters from below only). So a least-squares fit over windows of different
+kinds separates the terms:
+
+* the characterisation loops (simkv/calibration/power.py, dev19's campaign): idle sleeps,
+  a launch-bound loop of tiny kernels (``active``), compute-bound GEMMs (``compute``),
+  copies and reads (``memory``), each with its achieved FLOP/s and bytes/s and the energy
+  the card's counter saw; GEMV-like linear layers and attention loops are held out;
+* engine replays (hf_campaign streams): each stream's steps, their work counted by
+  simkv/energy/work.py on the engine's model and padding, against the energy counter over
+  the stream (NVML samples on the same ``perf_counter`` clock as the engine's stamps).
+  Streams of the training replicas (``--train-reps``) join the fit; the others are held out
+  and their energy error is the model's held-out error.
+
+One GPU cannot measure link power, and clocks may not be changed on the lent machines, so
+``link`` and ``freq_exponent`` keep the published values. ``published_fit`` derives the
+shipped published parameters (docs/ENERGY.md) from the same equations: the power Splitwise's
+simulator assigns its prompt and token phases, on simkv's own work for their setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from simkv.energy.params import PowerParams, load_power
+
+FIT_KEYS = ("idle", "active", "compute", "memory")
+# Loop kinds (calibration/power.py) that train the fit; the others are held out.
+TRAIN_KINDS = ("idle", "launch_bound", "gemm_compute", "memory")
+AT_LIMIT = 0.97  # a window whose mean power is within 3% of the power limit is at the limit
+
+
+@dataclass(slots=True)
+class Window:
+    """One observation: energy over a window, and what the GPU did in it."""
+
+    name: str
+    kind: str  # a loop kind, or "replay"
+    wall_s: float
+    busy_s: float
+    flops: float
+    nbytes: float
+    link: float
+    energy_j: float
+    train: bool
+    at_limit: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def terms(self, peaks: tuple[float, float, float]) -> np.ndarray:
+        """Coefficients of (idle, active, compute, memory, link) in the window's energy."""
+        fp, bp, lp = peaks
+        return np.array([self.wall_s, self.busy_s, self.flops / fp, self.nbytes / bp, self.link / lp])
+
+
+def predict(w: Window, params: PowerParams, peaks: tuple[float, float, float]) -> float:
+    """The model's energy for a window (the TDP bounds the busy part's mean power)."""
+    coef = w.terms(peaks)
+    p = params
+    busy = (p.active_w * coef[1] + p.compute_w * coef[2] + p.memory_w * coef[3] + p.link_w * coef[4])
+    if w.busy_s > 0:
+        busy = min(busy, (p.tdp_w - p.idle_w) * w.busy_s)
+    return p.idle_w * coef[0] + busy
+
+
+def fit(windows: list[Window], base: PowerParams, peaks: tuple[float, float, float]
+        ) -> tuple[dict[str, float], pd.DataFrame]:
+    """Least squares (non-negative) of idle, active, compute and memory on the training
+    windows below the power limit, link kept at ``base``'s; each window weighed by 1/energy
+    (relative errors). Returns the parameters and one row per window with its error."""
+    from scipy.optimize import nnls
+
+    train = [w for w in windows if w.train and not w.at_limit]
+    if len(train) < len(FIT_KEYS):
+        raise ValueError(f"power fit: {len(train)} training windows below the power limit; "
+                         f"at least {len(FIT_KEYS)} are needed (idle, tiny kernels, GEMMs, copies)")
+    a = np.array([w.terms(peaks)[:4] / w.energy_j for w in train])
+    b = np.array([(w.energy_j - base.link_w * w.terms(peaks)[4]) / w.energy_j for w in train])
+    x, _ = nnls(a, b)
+    got = dict(zip(FIT_KEYS, (float(v) for v in x), strict=True))
+    fitted = PowerParams(base.name, got["idle"], got["active"], got["compute"], got["memory"],
+                         base.link_w, base.tdp_w, base.max_sm_mhz, base.min_sm_mhz, base.freq_exponent)
+    rows = []
+    for w in windows:
+        pred = predict(w, fitted, peaks)
+        rows.append({"name": w.name, "kind": w.kind, "set": "train" if w.train else "held_out",
+                     "at_limit": w.at_limit, "wall_s": w.wall_s, "measured_j": w.energy_j,
+                     "predicted_j": pred, "measured_w": w.energy_j / w.wall_s,
+                     "predicted_w": pred / w.wall_s,
+                     "error": pred / w.energy_j - 1.0, **w.extra})
+    return got, pd.DataFrame(rows)
+
+
+# --- the characterisation loops ------------------------------------------------------------
+
+def loop_windows(loops: pd.DataFrame, power_limit_w: float) -> list[Window]:
+    out = []
+    for r in loops.itertuples(index=False):
+        e = float(r.energy_j)
+        if not math.isfinite(e) or e <= 0 or r.seconds <= 0:
+            continue
+        busy = 0.0 if r.kind == "idle" else float(r.seconds)
+        flops = float(r.tflop_per_s) * 1e12 * r.seconds
+        nbytes = float(r.tbyte_per_s) * 1e12 * r.seconds
+        out.append(Window(str(r.name), str(r.kind), float(r.seconds), busy, flops, nbytes, 0.0, e,
+                          train=r.kind in TRAIN_KINDS,
+                          at_limit=e / r.seconds >= AT_LIMIT * power_limit_w))
+    return out
+
+
+# --- engine replays -------------------------------------------------------------------------
+
+def _samples(power_dir: Path) -> pd.DataFrame:
+    frames = []
+    for f in sorted(power_dir.glob("nvml_part*.csv")):
+        df = pd.read_csv(f)
+        if {"perf_s", "power_w"} <= set(df.columns) and len(df):
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["perf_s", "power_w", "energy_j"])
+    return pd.concat(frames, ignore_index=True).sort_values("perf_s", kind="stable")
+
+
+def window_energy(samples: pd.DataFrame, t0: float, t1: float) -> float:
+    """Joules between two perf_counter times: the card's energy counter where it has one,
+    else the trapezoid of the sampled power; NaN where the samples do not cover the window."""
+    s = samples
+    if not len(s) or s["perf_s"].iloc[0] > t0 or s["perf_s"].iloc[-1] < t1:
+        return float("nan")
+    t = s["perf_s"].to_numpy(dtype=np.float64)
+    if "energy_j" in s and s["energy_j"].notna().all():
+        e = s["energy_j"].to_numpy(dtype=np.float64)
+        return float(np.interp(t1, t, e) - np.interp(t0, t, e))
+    p = s["power_w"].to_numpy(dtype=np.float64)
+    grid = np.linspace(t0, t1, max(2, int((t1 - t0) / 0.01)))
+    return float(np.trapezoid(np.interp(grid, t, p), grid))
+
+
+def replay_work(iterations: pd.DataFrame, cost: Any) -> tuple[float, float, float, float]:
+    """(busy s, FLOPs, HBM bytes, link bytes) per GPU of an engine stream's steps: projections
+    on the padded query tokens, dense attention over the padded KV, LM head on the sequences."""
+    from simkv.energy.work import StepWork
+
+    w = StepWork(cost)
+    flops = nbytes = link = 0.0
+    tile = max(1, int(getattr(cost, "_q_tile", 0) or 1))
+    for r in iterations.itertuples(index=False):
+        q = int(getattr(r, "q_padded", 0) or r.tokens)
+        f, b, lk = w.linear(q)
+        hf, hb = w._head(float(r.sequences), int(r.tokens))
+        kv = float(getattr(r, "kv_padded", 0) or r.kv_read)
+        q_tiled = math.ceil(q / tile) * tile
+        flops += f + hf + w.layer_share * w.pair_flops * kv * q_tiled
+        nbytes += b + hb + w.layer_share * (kv * w.kv_bytes + r.tokens * w.q_bytes)
+        link += lk
+    busy = float(iterations["forward_s"].sum()) if "forward_s" in iterations else float("nan")
+    return busy, flops, nbytes, link
+
+
+def replay_windows(campaign: Path, profile: str, train_reps: tuple[str, ...]) -> list[Window]:
+    """One window per engine stream of the campaign whose samples cover it."""
+    from simkv.config.schema import EngineConfig
+    from simkv.entities.hardware import load_profile
+    from simkv.entities.model import ModelSpec
+    from simkv.perf.roofline import CostModel
+
+    samples = _samples(campaign / "power")
+    if not len(samples):
+        return []
+    hw = load_profile(profile)
+    engine_doc = yaml.safe_load((Path(__file__).parents[1] / "conf" / "engine"
+                                 / "transformers_cudagraph_h100.yaml").read_text())
+    engine = EngineConfig(**engine_doc)
+    out = []
+    for eng in sorted(campaign.glob("*/engine.json")):
+        doc = json.loads(eng.read_text())
+        spec = {k: v for k, v in (doc.get("model_spec") or {}).items()
+                if k in ModelSpec.__dataclass_fields__}
+        if not spec:
+            continue
+        cost = CostModel(ModelSpec(**spec), hw, int(doc.get("tp", 1) or 1), engine=engine)
+        for s in doc.get("streams", []):
+            its = eng.parent / f"iterations_{s['tag']}.csv"
+            if not its.is_file() or "t0_perf" not in s:
+                continue
+            df = pd.read_csv(its)
+            if not len(df):
+                continue
+            t0 = float(s["t0_perf"]) + float(df["start_s"].min())
+            last = df.iloc[-1]
+            t1 = float(s["t0_perf"]) + float(last["start_s"]) + float(last.get("step_call_s", 0.0))
+            energy = window_energy(samples, t0, t1)
+            if not math.isfinite(energy) or t1 <= t0:
+                continue
+            busy, flops, nbytes, link = replay_work(df, cost)
+            out.append(Window(f"{eng.parent.name}/{s['tag']}", "replay", t1 - t0, busy, flops,
+                              nbytes, link, energy, train=str(s.get("rep", "")) in train_reps,
+                              extra={"steps": len(df)}))
+    return out
+
+
+# --- published parameters -------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PublishedTargets:
+    """What a GPU's published parameters are fitted to (docs/ENERGY.md has the sources)."""
+
+    profile: str  # hardware profile of the work counts
+    model: str
+    tensor_parallel: int
+    prompt_tokens: int  # the prompt phase's step
+    prompt_w: float
+    token_batch: int  # the token phase's step: this many decodes at token_context each
+    token_context: int
+    token_w: float
+    idle_w: float
+    active_w: float
+    link_w: float
+    # Splitwise-HHcap (optional): a per-GPU cap that slows the prompt step by this factor.
+    cap_w: float | None = None
+    cap_slowdown: float | None = None
+    # Towards Greener LLMs (optional): at this clock fraction the token step takes this
+    # fraction of its full-clock energy; fits ``active`` (then idle_w + active_w is a start).
+    clock: float | None = None
+    clock_energy: float | None = None
+
+
+def phase_work(t: PublishedTargets) -> dict[str, tuple[float, float, float, float]]:
+    """(seconds, FLOPs, bytes, link bytes) per GPU of the prompt and token steps."""
+    from simkv.energy.work import StepWork
+    from simkv.engine.pool import load_model
+    from simkv.entities.hardware import load_profile
+    from simkv.perf.roofline import CostModel
+    from simkv.policies.scheduler.interface import SchedulerOutput
+
+    cost = CostModel(load_model(t.model), load_profile(t.profile), t.tensor_parallel)
+    w = StepWork(cost)
+    p = t.prompt_tokens
+    prompt = SchedulerOutput(num_iterations=1, prefill_tokens=p, prefill_attn_pairs=p * (p + 1) / 2,
+                             prefill_kv_tokens=p, num_sampled=1)
+    token = SchedulerOutput(num_iterations=1, num_decodes=t.token_batch,
+                            decode_context=(t.token_batch * t.token_context,), num_sampled=t.token_batch)
+    out = {}
+    for name, o in (("prompt", prompt), ("token", token)):
+        f, b, lk = w.run(o)
+        out[name] = (float(cost.run_times(o)), float(f[0]), float(b[0]), float(lk[0]))
+    return out
+
+
+def published_fit(t: PublishedTargets, base: PowerParams) -> dict[str, float]:
+    """compute_w and memory_w such that the prompt and token steps draw the targets; the
+    freq_exponent with which the cap slows the prompt step by the target factor; and, with a
+    clock target, the active power with which that clock saves the target energy on the
+    token step (an outer bisection around the other two)."""
+    if t.clock is None or t.clock_energy is None:
+        return _fit_at(t, base, t.active_w)
+    lo, hi = 0.0, t.prompt_w - t.idle_w - 1.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        got = _fit_at(t, base, mid)
+        if got["token_clock_energy"] > t.clock_energy:
+            lo = mid  # more clock-scaled power saves more
+        else:
+            hi = mid
+    return _fit_at(t, base, 0.5 * (lo + hi))
+
+
+def _fit_at(t: PublishedTargets, base: PowerParams, active: float) -> dict[str, float]:
+    from simkv.energy.model import PowerModel
+    from simkv.entities.hardware import load_profile
+
+    hw = load_profile(t.profile)
+    work = phase_work(t)
+    rows, rhs = [], []
+    for name, target in (("prompt", t.prompt_w), ("token", t.token_w)):
+        sec, f, b, lk = work[name]
+        rows.append([f / hw.bf16_flops / sec, b / hw.hbm_bandwidth / sec])
+        rhs.append(target - t.idle_w - active - t.link_w * lk / hw.nvlink_bandwidth / sec)
+    compute_w, memory_w = (float(v) for v in np.linalg.solve(np.array(rows), np.array(rhs)))
+    eff = hw.gemm.compute_eff if hw.gemm is not None else hw.eff("gemm_compute").values[-1]
+
+    def model(gamma: float) -> PowerModel:
+        p = PowerParams(base.name, t.idle_w, active, compute_w, memory_w, t.link_w,
+                        base.tdp_w, base.max_sm_mhz, base.min_sm_mhz, gamma)
+        return PowerModel(p, hw.bf16_flops, hw.hbm_bandwidth, hw.nvlink_bandwidth, eff)
+
+    def run(m: PowerModel, name: str, **kw: float) -> tuple[float, float]:
+        sec, f, b, lk = work[name]
+        op = m.operate(np.array([sec]), np.array([f]), np.array([b]), np.array([lk]), **kw)
+        return float(op.seconds[0]), float(op.seconds[0] * op.power_w[0])
+
+    gamma = base.freq_exponent
+    if t.cap_w is not None and t.cap_slowdown is not None:
+        lo, hi = 1.0, 4.0  # a larger exponent saves more power per clock step: less slowdown
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if run(model(mid), "prompt", cap_w=t.cap_w)[0] / work["prompt"][0] > t.cap_slowdown:
+                lo = mid
+            else:
+                hi = mid
+        gamma = 0.5 * (lo + hi)
+    out = {"active_w": active, "compute_w": compute_w, "memory_w": memory_w, "freq_exponent": gamma}
+    if t.clock is not None:
+        m = model(gamma)
+        out["token_clock_energy"] = run(m, "token", clock=t.clock)[1] / run(m, "token")[1]
+    return out
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def run_fit(campaign: Path, profile: str, base_name: str, train_reps: tuple[str, ...]
+            ) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
+    from simkv.entities.hardware import load_profile
+
+    hw = load_profile(profile)
+    base = load_power(base_name)
+    peaks = (hw.bf16_flops, hw.hbm_bandwidth, hw.nvlink_bandwidth)
+    power = campaign / "power"
+    static: dict[str, Any] = {}
+    for f in sorted(power.glob("nvml_part*.json")):
+        static = {**json.loads(f.read_text()), **static}
+    limit = static.get("power_limit_w")
+    limit = float(limit) if isinstance(limit, int | float) else base.tdp_w
+    windows: list[Window] = []
+    if (power / "loops.csv").is_file():
+        windows += loop_windows(pd.read_csv(power / "loops.csv"), limit)
+    windows += replay_windows(campaign, profile, train_reps)
+    got, table = fit(windows, base, peaks)
+    return got, table, {"gpu": static.get("name"), "driver": static.get("driver"),
+                        "power_limit_w": limit, "campaign": str(campaign), "profile": profile}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="simkv-calibrate power-fit", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--campaign", required=True, help="a campaign folder with power/ (and engine folders)")
+    ap.add_argument("--profile", default="h100_sxm_80gb_calibrated",
+                    help="hardware profile of the GPU measured (peaks, the engine's work)")
+    ap.add_argument("--base", default="h100_sxm_published",
+                    help="power model whose link power, TDP, clocks and exponent are kept")
+    ap.add_argument("--train-reps", default="a", help="stream replicas that join the fit (comma-separated)")
+    ap.add_argument("--out", required=True, help="the power model to write (YAML)")
+    ap.add_argument("--errors", help="CSV of every window's measured and predicted energy")
+    args = ap.parse_args(argv)
+    reps = tuple(r for r in args.train_reps.split(",") if r)
+    got, table, info = run_fit(Path(args.campaign), args.profile, args.base, reps)
+    base = load_power(args.base)
+    held = table[(table["set"] == "held_out") & ~table["at_limit"]]
+    doc = {
+        "name": Path(args.out).stem, "kind": "fitted", "profiles": [],
+        "power": {
+            "idle": {"value": round(got["idle"], 2), "unit": "W", "source": "fitted: power-fit"},
+            "active": {"value": round(got["active"], 2), "unit": "W", "source": "fitted: power-fit"},
+            "compute": {"value": round(got["compute"], 1), "unit": "W", "source": "fitted: power-fit"},
+            "memory": {"value": round(got["memory"], 1), "unit": "W", "source": "fitted: power-fit"},
+            "link": {"value": base.link_w, "unit": "W", "source": base.sources.get("link", "")},
+            "tdp": {"value": base.tdp_w, "unit": "W", "source": base.sources.get("tdp", "")},
+            "max_sm_clock": {"value": base.max_sm_mhz, "unit": "MHz",
+                             "source": base.sources.get("max_sm_clock", "")},
+            "min_sm_clock": {"value": base.min_sm_mhz, "unit": "MHz",
+                             "source": base.sources.get("min_sm_clock", "")},
+        },
+        "freq_exponent": {"value": base.freq_exponent, "source": base.sources.get("freq_exponent", "")},
+        "provenance": {**info, "train_reps": list(reps),
+                       "windows": {"train": int((table["set"] == "train").sum()),
+                                   "held_out": len(held)},
+                       "held_out_abs_error_median": (float(held["error"].abs().median())
+                                                     if len(held) else None)},
+    }
+    Path(args.out).write_text(yaml.safe_dump(doc, sort_keys=False))
+    if args.errors:
+        table.to_csv(args.errors, index=False, float_format="%.6g")
+    with pd.option_context("display.width", 160):
+        print(table[["name", "kind", "set", "at_limit", "measured_w", "predicted_w", "error"]])
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.1f} W" for k, v in got.items()))
+
+
+if __name__ == "__main__":
+    main()
