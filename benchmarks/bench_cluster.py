@@ -11,19 +11,22 @@ roughly sustains, so bursts force scale-ups and lulls scale-downs.
 
     python benchmarks/bench_cluster.py [--requests 10000000] [--gpus 1000]
 
-Prints wall time, simulated requests per wall second, peak RSS, and what the cluster did.
+Prints wall time, CPU time (user + system: the machine is shared, so wall time alone says
+little), simulated requests per second, peak RSS, the load average, and what the cluster did.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import resource
+import sys
 import tempfile
-import time
+from pathlib import Path
 
 import simkv
 from simkv.config.schema import PoolConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import in_process, machine, record
 
 
 def main() -> None:
@@ -34,6 +37,7 @@ def main() -> None:
                     help="H100 prefill pool and H200 decode pool instead of H100 + A100 colocated")
     ap.add_argument("--rate-per-gpu", type=float, default=3.0,
                     help="mean requests/s per GPU of the maximum cluster")
+    ap.add_argument("--record", help="append one JSON line to this file")
     args = ap.parse_args()
     half = args.gpus // 2
     cfg = simkv.compose([
@@ -51,13 +55,10 @@ def main() -> None:
         cfg.pools[name] = PoolConfig(role=role, hardware=hw, instances=int(0.4 * half),
                                      min_instances=int(0.2 * half), max_instances=half)
     with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        result = simkv.simulate(cfg, d)
-        wall = time.perf_counter() - t0
+        result, m = in_process(lambda: simkv.simulate(cfg, d))
     s = result.summary
     c = s["cluster"]
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"requests: {s['requests']['finished']} finished, {s['requests']['rejected']} rejected; "
           f"simulated {s['makespan_s']:.0f} s; {s['engine']['iterations']} iterations in "
           f"{s['engine']['runs']} runs")
@@ -66,8 +67,9 @@ def main() -> None:
     sc = c.get("scaling", {})
     print(f"scaling events: {len(sc.get('events', []))}, scale-ups {sc.get('scale_ups', 0)}")
     print(f"TTFT p50 {s['ttft_s']['p50'] * 1e3:.1f} ms, p99 {s['ttft_s']['p99'] * 1e3:.1f} ms")
-    print(f"wall time: {wall:.1f} s; simulated requests per wall second: {args.requests / wall:,.0f}")
-    print(f"peak RSS: {rss:.0f} MiB")
+    print(f"simulate(): {m.line(args.requests)}")
+    record(args.record, {"bench": "cluster", "requests": args.requests, "gpus": args.gpus,
+                         "disaggregated": args.disaggregated}, m)
 
 
 if __name__ == "__main__":
