@@ -41,7 +41,8 @@ RATE = 4.0
 # Vidur's default replica and scheduler, as simkv overrides.
 SETTINGS = ["model=llama3_8b", "hardware=a100_80gb", "cluster.replicas=1",
             "scheduler=vllm", "scheduler.max_num_seqs=128", "scheduler.max_num_batched_tokens=4096",
-            "scheduler.chunked_prefill=false", "kv.block_size=16", "output.progress=false"]
+            "scheduler.chunked_prefill=false", "kv.block_size=16", "model.max_model_len=4096",
+            "output.progress=false"]
 
 
 def vidur_lengths(path: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

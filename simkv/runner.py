@@ -29,6 +29,7 @@ from simkv.config.schema import SimConfig
 from simkv.energy.summary import energy_summary
 from simkv.engine.cluster import Cluster
 from simkv.engine.controller import build_controller
+from simkv.engine.events import run as run_events
 from simkv.engine.replica import Replica
 from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
@@ -267,7 +268,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
         cluster.start()
         if controller is not None:
             controller.start()
-        env.run()
+        run_events(env)
         if cluster.busy():
             raise RuntimeError("the event queue ran dry with work left (an engine bug)")
         if recorder.finished + recorder.rejected == 0:

@@ -20,7 +20,7 @@ from simkv.engine.lifecycle import Lifecycle
 from simkv.engine.lora import LoRA
 from simkv.engine.models import ModelRouter, pool_ranges
 from simkv.engine.pool import Pool, pool_configs
-from simkv.engine.replica import Replica
+from simkv.engine.replica import PlanNow, Replica
 from simkv.engine.topology import Slots, Topology
 from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool
@@ -42,6 +42,8 @@ class Cluster:
         self.env = env
         self.cfg = cfg
         self.workload = workload
+        # Plans the arrivals ask for, held until each arrival's callback ends (PlanNow).
+        self._plan_now = PlanNow(env)
         self.recorder = recorder
         self.observer = observer
         self.max_model_len = cfg.model.max_model_len
@@ -171,6 +173,7 @@ class Cluster:
                                                                 self.env.now)
         replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
                           self.recorder.iterations, self.observer)
+        replica.plan_now = self._plan_now
         replica.pool, replica.state, replica.dp = pool, state, dp
         replica.slots, replica.gpus = slots, len(slots.gpus)
         replica.work_rate = pool.work_rate(dp)
@@ -273,15 +276,22 @@ class Cluster:
         if self._extra is not None:
             model, log_type, failed, prefix = self._extra
             req.model, req.log_type, req.failed, req.prefix = model[i], log_type[i], failed[i], prefix[i]
+        held = self._plan_now
+        held.open = True
         self._dispatch(req)
+        held.open = False
         i += 1
         self._i = i
         if i == len(arrival):
             if not self._load_chunk():
                 self.arrivals_done = True
+                if held.items:
+                    held.flush()
                 return
             arrival, i = self._cols[0], 0
         Wakeup(self.env, max(0.0, arrival[i] - self.env.now), URGENT, self._arrive)
+        if held.items:
+            held.flush()
 
     def _followup(self, fu: FollowUp, parent: Request) -> None:
         self.pending_followups += 1

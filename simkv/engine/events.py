@@ -9,12 +9,13 @@ the remaining ties by insertion order, which is deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
 from simpy.events import NORMAL, URGENT
 
-__all__ = ["NORMAL", "URGENT", "Wakeup"]
+__all__ = ["NORMAL", "URGENT", "Wakeup", "run"]
 
 
 class Wakeup(simpy.Event):
@@ -31,4 +32,22 @@ class Wakeup(simpy.Event):
         self._value = None
         self._ok = True
         self.tag = tag
-        env.schedule(self, priority, delay)
+        # NOTE: env.schedule inlined (one of these per arrival and per engine run): the same
+        # key, (now + delay, priority, next event id), so the same order.
+        heappush(env._queue, (env._now + delay, priority, next(env._eid), self))
+
+
+def run(env: simpy.Environment) -> None:
+    """``env.run()`` until no event is left, with SimPy's ``step`` inlined: the same events
+    in the same order (pop the earliest key, call its callbacks, raise a failed event's
+    exception unless defused), without a method call per event."""
+    queue = env._queue
+    while queue:
+        env._now, _, _, event = heappop(queue)
+        callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+        for callback in callbacks:  # type: ignore[union-attr]
+            callback(event)
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc

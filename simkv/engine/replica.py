@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from heapq import heappush
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,50 @@ if TYPE_CHECKING:
 class LivelockError(RuntimeError):
     """The engine kept iterating without any request finishing (a policy bug)."""
 
+
+class PlanNow:
+    """Plans an arrival asks for, held until the arrival's callback ends (engine/cluster.py).
+
+    An idle replica that receives a request plans at NORMAL priority at the same instant, so
+    that every request arriving at that instant is queued first. That costs one SimPy event
+    per arrival. While ``open``, ``Replica.poke`` reserves the event's id (its place in the
+    order) instead; ``flush`` then plans at once when exactly one replica asked and no event
+    is due at this instant (the wake-up would have been the very next event, so the same
+    plan runs at the same time), and otherwise schedules each wake-up with its reserved id:
+    the same key, so the same order, as scheduling it from ``poke``.
+    """
+
+    __slots__ = ("env", "items", "open")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.open = False
+        self.items: list[tuple[Replica, int]] = []
+
+    def flush(self) -> None:
+        items = self.items
+        env = self.env
+        now = env._now
+        if len(items) == 1 and (not env._queue or env._queue[0][0] > now):
+            replica = items[0][0]
+            items.clear()
+            replica._plan(now)
+            return
+        for replica, eid in items:
+            PlannedWakeup(env, eid, replica._plan_now)
+        items.clear()
+
+
+class PlannedWakeup(Wakeup):
+    """A NORMAL wake-up at this instant whose event id was reserved earlier (PlanNow)."""
+
+    def __init__(self, env: simpy.Environment, eid: int, callback: Callable[[Any], None]) -> None:
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        self.tag = 0
+        heappush(env._queue, (env._now, NORMAL, eid, self))
 
 
 def _moved(req: Request) -> None:
@@ -92,6 +137,8 @@ class Replica:
         self.collectives: Any = None
         # Its power (simkv/energy/accounting.py; energy.enabled): caps stretch runs, energy counted.
         self.power: Any = None
+        # Shared by the cluster's instances: arrivals' plans held until the arrival ends.
+        self.plan_now: PlanNow | None = None
 
     def set_layout(self, dp: int, cost: Any, kv_blocks: int) -> None:
         """Serve on another data-parallel degree from the next plan on (elastic resize): the
@@ -172,6 +219,10 @@ class Replica:
             self.busy = True
             # Plan at NORMAL priority so that every request arriving at this instant is in
             # the queue first (same-time arrivals batch together, as in a real engine).
+            held = self.plan_now
+            if held is not None and held.open:
+                held.items.append((self, next(self.env._eid)))  # type: ignore[attr-defined]
+                return
             Wakeup(self.env, 0.0, NORMAL, self._plan_now)
         elif self._ends is not None and self._done > 1:
             self._cut(self.env.now)
