@@ -30,6 +30,7 @@ from simkv.kv.prefix import granule_ids
 from simkv.kv.tiers import load_node_profile
 from simkv.metrics.recorder import Recorder
 from simkv.perf.roofline import CostModel
+from simkv.policies.router.index import PrefixHolders, ServingList
 from simkv.registry import build, implementation, name_of
 from simkv.workload.base import ArrivalBatch, FollowUp, Workload
 
@@ -87,8 +88,11 @@ class Cluster:
             self._dispatch = self.lora.wrap_dispatch(self._dispatch)  # type: ignore[method-assign]
         # Every instance ever started, by id; those the router may choose, in start order.
         self.replicas: list[Replica] = []
-        self.serving: list[Replica] = []
         self.kvs: list[KVManager | None] = []
+        # Which instance holds which granule in HBM, kept once a cache-aware router asks; the
+        # serving list keeps routers' indexes beside it (policies/router/index.py).
+        self.holders = PrefixHolders(self.kvs, cfg.kv.prefix_block_tokens)
+        self.serving: list[Replica] = ServingList(holders=self.holders)
         # Requests that arrived while no instance was serving, and how many ever did.
         self.backlog: deque[Request] = deque()
         self.unrouted = 0
@@ -106,6 +110,8 @@ class Cluster:
         # The stream that draws priority classes in arrival order (priority.high_fraction).
         self._classes = np.random.default_rng((cfg.seed, 0xC1A55))
         self.handoff = self._disaggregation(cfg, router_rng)
+        if self.handoff is not None:
+            self.handoff.holders = self.holders
         self.kv_pool = build(cfg.kv_pool)
         # Energy and power (simkv/energy/): nothing is built without energy.enabled.
         self.energy = None
@@ -196,6 +202,8 @@ class Cluster:
             kv.on_loaded = loaded
             kv.on_freed = replica.poke
         self.kvs.append(kv)
+        if kv is not None and self.holders.active:
+            self.holders.watch(kv)
         self.replicas.append(replica)
         pool.instances.append(replica)
         self.kv_pool.attach(replica)

@@ -34,6 +34,7 @@ import numpy as np
 from simkv.config.schema import DisaggConfig
 from simkv.entities.request import Request
 from simkv.kv.links import Transfer
+from simkv.policies.router.index import ServingList
 from simkv.registry import build, config_for
 
 
@@ -56,7 +57,10 @@ class Handoff:
         except KeyError as exc:
             raise ValueError(f"disagg.decode_router: {exc.args[0]}") from None
         self.router = build(router_cfg, rng=rng, predictor=predictor)
-        self.decoding: list[Any] = []
+        # Lists that keep the decode router's indexes (policies/router/index.py); ``holders``
+        # is the cluster's index of cached granules (set by the cluster).
+        self.holders: Any = None
+        self.decoding: list[Any] = ServingList()
         # Serving decode instances per node, for the same-node preference in O(1).
         self.by_node: dict[int, list[Any]] = {}
         self.backlog: deque[Request] = deque()
@@ -117,8 +121,12 @@ class Handoff:
         self._submit(target, req)
 
     def start_serving(self, r: Any) -> None:
+        self.decoding.holders = self.holders
         self.decoding.append(r)
-        self.by_node.setdefault(self.topology.replica_node[r.index], []).append(r)
+        node = self.topology.replica_node[r.index]
+        if node not in self.by_node:
+            self.by_node[node] = ServingList(holders=self.holders)
+        self.by_node[node].append(r)
         while self.backlog:
             self.route(self.backlog.popleft())
 

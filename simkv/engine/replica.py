@@ -139,6 +139,9 @@ class Replica:
         self.power: Any = None
         # Shared by the cluster's instances: arrivals' plans held until the arrival ends.
         self.plan_now: PlanNow | None = None
+        # Routers' indexes over lists this instance is in (policies/router/index.py): their
+        # dirty sets, told whenever what a router reads may have changed.
+        self.watchers: list[set[Replica]] = []
 
     def set_layout(self, dp: int, cost: Any, kv_blocks: int) -> None:
         """Serve on another data-parallel degree from the next plan on (elastic resize): the
@@ -149,6 +152,8 @@ class Replica:
         self.scheduler.pool.resize(kv_blocks)
         self.scheduler.scale_seats(self.pool.layout(dp).dp)
         self.work_rate = self.pool.work_rate(dp)
+        for w in self.watchers:
+            w.add(self)
 
     def submit(self, req: Request) -> None:
         """A request arrives (called from an URGENT arrival event at its arrival time)."""
@@ -176,10 +181,16 @@ class Replica:
         tokens = req.prompt_tokens + out
         self._charged[req.id] = tokens
         self.outstanding_tokens += tokens
+        if self.watchers:
+            for w in self.watchers:
+                w.add(self)
 
     def _discharge(self, req: Request) -> None:
         self.outstanding_requests -= 1
         self.outstanding_tokens -= self._charged.pop(req.id)
+        if self.watchers:
+            for w in self.watchers:
+                w.add(self)
 
     # --- what routers may read ----------------------------------------------------------
     def cached_tokens(self, req: Request) -> int:
@@ -215,6 +226,9 @@ class Replica:
 
         An idle replica plans now; a busy one cuts its run after the iteration in flight.
         """
+        if self.watchers:  # what changed may be what a router reads
+            for w in self.watchers:
+                w.add(self)
         if not self.busy:
             self.busy = True
             # Plan at NORMAL priority so that every request arriving at this instant is in
@@ -242,6 +256,9 @@ class Replica:
 
     def _plan(self, now: float) -> None:
         out = self.scheduler.schedule(now)
+        if self.watchers:  # admissions and committed prefills change pending prompt tokens
+            for w in self.watchers:
+                w.add(self)
         if out is None:
             self.busy = False
             self._out = self._ends = None
@@ -278,6 +295,8 @@ class Replica:
         self.epoch += 1  # its wake-up is stale now
         self._out = self._ends = None
         self.busy = False
+        for w in self.watchers:
+            w.add(self)
 
     def _run_ended(self, event: Wakeup) -> None:
         if event.tag != self.epoch:
@@ -295,6 +314,9 @@ class Replica:
     def _commit(self, out: SchedulerOutput, ends: Sequence[float], done: int) -> None:
         """Apply the first ``done`` iterations of ``out``: finished requests are reported."""
         finished = self.scheduler.update(out, done, ends)
+        if self.watchers:
+            for w in self.watchers:
+                w.add(self)
         if self.collectives is not None:
             self.collectives.end(done)
         if self.power is not None:

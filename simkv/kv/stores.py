@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from simkv.kv.block_pool import BlockPool
 from simkv.policies.eviction.interface import EvictionPolicy
@@ -46,6 +47,11 @@ class HBMCache:
         self.refs: dict[int, int] = {}
         self.stats = TierStats()
         pool.reclaim = self._reclaim
+        # Cache-aware routers' index of which instance holds which granule
+        # (policies/router/index.py PrefixHolders), told of every granule added or removed
+        # once a router asks; ``owner`` is this instance's id.
+        self.holders: Any = None
+        self.owner = -1
 
     def __contains__(self, key: int) -> bool:
         return key in self.refs
@@ -106,6 +112,8 @@ class HBMCache:
         pool.cached += self.gb
         pool.pinned += self.gb
         self.refs[key] = 1
+        if self.holders is not None:
+            self.holders.add(key, self.owner)
         st = self.stats
         st.written += 1
         st.peak = max(st.peak, len(self.refs))
@@ -115,6 +123,8 @@ class HBMCache:
         if self.refs.get(key, -1) != 0:
             return False
         del self.refs[key]
+        if self.holders is not None:
+            self.holders.remove(key, self.owner)
         self.policy.forget(key)
         self.pool.cached -= self.gb
         self.stats.evicted += 1
@@ -127,6 +137,8 @@ class HBMCache:
             if key is None:
                 raise AssertionError("the KV pool counted evictable blocks the cache does not have")
             del self.refs[key]
+            if self.holders is not None:
+                self.holders.remove(key, self.owner)
             self.policy.forget(key)
             self.pool.cached -= self.gb
             self.stats.evicted += 1

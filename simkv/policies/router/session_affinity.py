@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simkv.entities.request import Request
+from simkv.policies.router.index import ServingList
 from simkv.policies.router.interface import ReplicaLoad
 from simkv.policies.router.least_outstanding import LeastOutstanding, LeastOutstandingConfig
 from simkv.registry import register
@@ -38,10 +39,17 @@ class SessionAffinity:
             if pos < len(replicas) and replicas[pos].index == index:
                 return pos
             # The list changed (an instance started or left): find the home again.
-            for pos, r in enumerate(replicas):
-                if r.index == index:
-                    self.home[req.session] = (index, pos)
-                    return pos
+            ix = replicas.index("tokens") if isinstance(replicas, ServingList) else None
+            if ix is not None:
+                at = ix.pos.get(index)
+                if at is not None:
+                    self.home[req.session] = (index, at)
+                    return at
+            else:
+                found = next((p for p, r in enumerate(replicas) if r.index == index), None)
+                if found is not None:
+                    self.home[req.session] = (index, found)
+                    return found
         # A new session, or its home stopped serving: its KV there is gone with it.
         pos = self.first.route(req, replicas, now)
         self.home[req.session] = (replicas[pos].index, pos)
