@@ -295,11 +295,6 @@ class PrefixHolders:
         self.active = False
         self.by_key: dict[int, set[int]] = {}
 
-    def of(self, key: int) -> Iterable[int]:
-        if not self.active:
-            self.activate()
-        return self.by_key.get(key, ())
-
     def most_cached(self, prefix: tuple[int, ...], prompt_tokens: int) -> int:
         """At most this many of the request's prompt tokens are cached on any instance: an
         instance's hit is a leading run of its granules (kv/manager.py ``cached_tokens``),
