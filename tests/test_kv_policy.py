@@ -292,3 +292,16 @@ def test_batch_arriving_together_is_admitted_as_step_by_step(tmp_path) -> None:
     fast, slow = go(4096), go(1)
     np.testing.assert_allclose(fast["completion_s"], slow["completion_s"], rtol=1e-9)
     assert fast["first_scheduled_s"].max() < fast["completion_s"].min()  # all admitted early
+
+
+@pytest.mark.parametrize("policy", [["kv_policy=sentencekv", "kv_policy.budget_tokens=1024"],
+                                    ["kv_policy=leoam", "hardware=rtx4090_24gb", "memory.node=pc_nvme"],
+                                    ["kv_policy=elastic_cache", "model=llada_8b"]])
+def test_a_one_token_output_under_a_kv_policy_runs(tmp_path, policy: list[str]) -> None:
+    """docs/KV_METHODS.md's lines on the default workload ended as an internal error
+    (IndexError in steps.autoregressive and steps.diffusion): a request with one output token
+    has no decode step left to charge the policy's join cost or the canvas to."""
+    cfg = small(["workload=test_list", "workload.arrival_s=[0.0,0.1]", "workload.prompt_tokens=[3000,200]",
+                 "workload.output_tokens=[1,5]", "kv.prefix_caching=false", *policy])
+    result = simkv.simulate(cfg, tmp_path / "run")
+    assert result.summary["requests"]["finished"] == 2

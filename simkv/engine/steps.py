@@ -123,7 +123,7 @@ def diffusion(policy: KVPolicyBase, model: ModelSpec, c0: int, g0: int, output: 
         window = np.minimum(policy.diffusion_window(bsz), size).astype(np.float64)
         rows[QUERIES] = window
         rows[LOGITS] = window
-        if model.diffusion_canvas:
+        if model.diffusion_canvas and k:  # (a one-token output has no step after its prefill)
             rows[QUERIES, 0] = total[0] - c0  # the first step computes every canvas position
         held = np.concatenate(([float(c0)], total))
         frac, _ = policy.diffusion_refresh()
