@@ -54,12 +54,29 @@ class SimResult:
     def figure(self) -> Any:
         """The run's latency figure (latency.png's content) as a matplotlib Figure: shown
         inline when it is a notebook cell's value; ``fig.savefig(...)`` writes it."""
-        from simkv.metrics.plots import latency_figure
+        from simkv.metrics.plots import latency_figure, run_title
 
         path = self._table("requests")
         if path is None:
             raise FileNotFoundError(f"{self.out_dir}: no requests table")
-        return latency_figure(path, self.summary, str(self.out_dir.name))
+        return latency_figure(path, self.summary, run_title(self.config))
+
+    def __repr__(self) -> str:
+        """One line: the folder, status, what ran and the headline numbers (the summary and
+        config are a dict each, printed whole only when asked for)."""
+        from simkv.metrics.plots import run_title
+
+        head = f"SimResult({str(self.out_dir)!r}, status={self.status!r}"
+        s = self.summary
+        if not s:
+            return head + ")"
+        req = s.get("requests", {})
+        ttft = s.get("ttft_s", {}).get("p99")
+        good = s.get("goodput", {}).get("requests_per_s")
+        return (f"{head}, {run_title(self.config)}; {req.get('finished')} finished, "
+                f"{req.get('rejected')} rejected, TTFT p99 "
+                f"{'-' if ttft is None else f'{ttft * 1e3:.1f} ms'}, goodput "
+                f"{'-' if good is None else f'{good:.2f} req/s'})")
 
     @property
     def iterations(self) -> pd.DataFrame | None:

@@ -333,13 +333,9 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
     result = SimResult(out, summary, doc)
     if cfg.output.plot:
         from simkv.metrics import style
-        from simkv.metrics.plots import latency_figure
+        from simkv.metrics.plots import latency_figure, run_title
 
-        pools = ", ".join(f"{p.cfg.instances} x {p.hw.name} ({p.base})"
-                          for p in cluster.pools.values())
-        title = (f"{first.model.name} on {pools}, {name_of(cfg.scheduler)} scheduler, "
-                 f"{name_of(cfg.router)} router")
-        fig = latency_figure(out / "requests.parquet", summary, title)
+        fig = latency_figure(out / "requests.parquet", summary, run_title(doc))
         for fmt in ("png", "pdf"):  # the PDF for papers
             write_whole(out / f"latency.{fmt}", lambda tmp, fmt=fmt: style.save(fig, tmp, formats=(fmt,)))
     return result

@@ -99,7 +99,9 @@ def plot(df: pd.DataFrame, label_cols: list[str], path: Path) -> None:
     from simkv.metrics import style
 
     labels = [", ".join(f"{c}={r[c]}" for c in label_cols) or r["run"] for _, r in df.iterrows()]
-    cols = [c for c in ("jct_mean_s", "ttft_p99_s", "hit_rate") if c in df]
+    # A metric no run has (no sessions: no JCT; nothing cached: hit rate 0) gets no panel.
+    cols = [c for c in ("jct_mean_s", "ttft_p99_s", "hit_rate")
+            if c in df and (c == "ttft_p99_s" or df[c].fillna(0).abs().sum() > 0)]
     with style.context():
         fig, axes = style.figure(1, len(cols), size=(5 * len(cols), 0.45 * len(df) + 1.5),
                                  squeeze=False)

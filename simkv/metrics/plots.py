@@ -52,6 +52,21 @@ def job_completion_times(requests_path: Path) -> np.ndarray:
     return (last - first)[ok]
 
 
+def run_title(config: dict[str, Any]) -> str:
+    """What ran, in one line (a figure's title): model, GPUs, scheduler, router, workload."""
+    c = config.get("cluster", {})
+    hw = config.get("hardware", {})
+    where = (f"pools {', '.join(config['pools'])}" if config.get("pools") else
+             f"{c.get('replicas', 1)} x {hw.get('profile') or hw.get('path')}"
+             + (f" (TP{c['tensor_parallel']})" if c.get("tensor_parallel", 1) > 1 else ""))
+
+    def name(key: str) -> str:
+        return str((config.get(key) or {}).get("name", "?"))
+
+    return (f"{config.get('model', {}).get('name', '?')} on {where}: {name('scheduler')} scheduler, "
+            f"{name('router')} router, {name('workload')} workload")
+
+
 def latency_figure(requests_path: Path, summary: dict[str, Any], title: str = "") -> Figure:
     """The run's latency figure: TTFT, TPOT and E2E CDFs with p50/p90/p99 and the SLOs,
     throughput and arrivals over time, and job completion times for session workloads."""

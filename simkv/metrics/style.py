@@ -19,29 +19,16 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-# Colour-blind safe (Okabe-Ito), in the order lines and bars take them.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# The style itself is simkv.mplstyle beside this file (shipped in the package), so a user's
+# own figures and the notebooks can take it: ``plt.style.use(style.STYLE)``.
+STYLE = str(Path(__file__).with_name("simkv.mplstyle"))
+RC: dict[str, Any] = dict(mpl.rc_params_from_file(STYLE, use_default_template=False))
+# Colour-blind safe (Okabe-Ito), in the order lines and bars take them (the style's cycle).
+PALETTE = tuple(mpl.colors.to_hex(c) for c in RC["axes.prop_cycle"].by_key()["color"])
 # The colour of a baseline (vLLM's default, "no cache") beside the policies compared to it.
 BASELINE = "#888888"
 SLO = "#D55E00"
-RC: dict[str, Any] = {
-    "axes.prop_cycle": mpl.cycler(color=PALETTE),
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "legend.frameon": False,
-    "figure.titlesize": 11,
-    "savefig.bbox": "tight",
-    # NOTE: TrueType fonts in the PDF (type 42), which journals' checkers accept.
-    "pdf.fonttype": 42,
-}
-DPI = 110
+DPI = int(RC["savefig.dpi"])
 
 
 @contextlib.contextmanager
