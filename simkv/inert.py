@@ -27,8 +27,6 @@ from simkv.registry import implementation, name_of
 class RunFacts:
     """What the run showed about its workload and cluster."""
 
-    # Instances ever started (all pools).
-    instances: int
     # Requests with a session id, and calls that followed an earlier call of their session
     # (a tool's or a user's return: what tool_kv acts on).
     session_requests: int
@@ -49,7 +47,6 @@ def facts(cluster: Any, requests_path: Path) -> RunFacts:
     in_session = pc.greater_equal(table.column("session"), 0)
     followups = pc.and_(in_session, pc.greater(table.column("turn"), 0))
     return RunFacts(
-        instances=len(cluster.replicas),
         session_requests=int(pc.sum(in_session).as_py() or 0),
         followup_calls=int(pc.sum(followups).as_py() or 0),
         prefixed_requests=int(cluster.prefixed),
@@ -95,10 +92,9 @@ def eviction(cfg: Any, f: RunFacts) -> str | None:
 
 
 def peer_hbm(cfg: Any, f: RunFacts) -> str | None:
+    # (One instance is refused before the run: SimConfig.validate.)
     if not cfg.memory.peer_hbm:
         return None
-    if f.instances == 1:
-        return "memory.peer_hbm=true: one instance, so there is no other HBM to read KV from"
     if f.prefixed_requests == 0:
         return f"memory.peer_hbm=true: {NO_SHARING}, so no instance reads another's cache"
     return None
@@ -122,15 +118,8 @@ def router(cfg: Any, f: RunFacts) -> str | None:
     return None
 
 
-def kv_pool(cfg: Any, f: RunFacts) -> str | None:
-    name = name_of(cfg.kv_pool)
-    if name != "none" and f.instances == 1:
-        return f"kv_pool={name}: one instance, so there is no other instance to borrow KV blocks from"
-    return None
-
-
 CHECKS: tuple[Callable[[Any, RunFacts], str | None], ...] = (
-    scheduler, router, eviction, offload, tool_kv, kv_pool, peer_hbm, link_sharing)
+    scheduler, router, eviction, offload, tool_kv, peer_hbm, link_sharing)
 
 
 def inert_options(cfg: Any, f: RunFacts) -> list[str]:
