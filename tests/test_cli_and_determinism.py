@@ -47,6 +47,9 @@ def test_cli_multirun_sweeps_groups_into_separate_folders(tmp_path) -> None:
                   "cluster.replicas=1,2", "router=round_robin,least_outstanding",
                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+    # Once for the sweep, after its last job (it was printed by every job).
+    assert p.stdout.count("compare the sweep: simkv-compare") == 1
+    assert p.stdout.rstrip().endswith(f"compare the sweep: simkv-compare {tmp_path / 'sweep'}")
     runs = sorted(d.name for d in (tmp_path / "sweep").iterdir() if d.is_dir())
     # Job number first (every job its own folder), then what was swept.
     assert sorted(name.split("_", 1)[0] for name in runs) == ["0", "1", "2", "3"]
