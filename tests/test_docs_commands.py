@@ -78,7 +78,7 @@ RULES = [
     Rule(r"^python benchmarks/", "benchmarks run for minutes; docs/PERFORMANCE.md has their measurements"),
     Rule(r"workload\.path=ServeGen/", "needs the ServeGen repository's data, a download (docs/TRACE_FORMAT.md)"),
     Rule(r"^simkv-search spec\.yaml", "a search of many simulations; tests/test_search*.py run small specs"),
-    Rule(r"^(simkv|simkv-trace|simkv-compare|simkv-validate|simkv-calibrate fit)( |$)"),
+    Rule(r"^(simkv|simkv-trace|simkv-compare|simkv-validate|simkv-calibrate (fit|power-fit))( |$)"),
 ]
 
 
