@@ -255,15 +255,25 @@ def test_a_sigkilled_run_reads_killed_not_still_going(tmp_path) -> None:
         simkv.load_results(tmp_path)
 
 
-def _claim_at_once(path: str, barrier: Any, wins: Any) -> None:
+def _claim_at_once(path: str, barrier: Any, wins: Any, tried: Any) -> None:
     barrier.wait()
     try:
         folder = RunFolder(Path(path))
     except FolderInUseError:
+        folder = None
+    else:
+        with wins.get_lock():
+            wins.value += 1
+    with tried.get_lock():
+        tried.value += 1
+    if folder is None:
         return
-    with wins.get_lock():
-        wins.value += 1
-    time.sleep(0.05)  # hold it while the others try
+    # Hold the folder until every claimer has tried: a fixed sleep let a claimer that a loaded
+    # machine delayed past it claim the folder after its release (legitimately, one after the
+    # other), which read as two owners (round 17 of 25 at load 7).
+    deadline = time.monotonic() + 30
+    while tried.value < 4 and time.monotonic() < deadline:
+        time.sleep(0.005)
     folder.release()
 
 
@@ -274,8 +284,8 @@ def test_runs_claiming_one_folder_at_once_get_one_owner(tmp_path) -> None:
     ctx = multiprocessing.get_context("fork")
     for k in range(25):
         out = tmp_path / f"r{k}"
-        barrier, wins = ctx.Barrier(4), ctx.Value("i", 0)
-        procs = [ctx.Process(target=_claim_at_once, args=(str(out), barrier, wins)) for _ in range(4)]
+        barrier, wins, tried = ctx.Barrier(4), ctx.Value("i", 0), ctx.Value("i", 0)
+        procs = [ctx.Process(target=_claim_at_once, args=(str(out), barrier, wins, tried)) for _ in range(4)]
         for p in procs:
             p.start()
         for p in procs:
