@@ -21,6 +21,7 @@ from simkv.engine.lifecycle import RELEASED
 from simkv.entities.hardware import load_profile
 from simkv.perf.roofline import ACT_BYTES
 
+H100 = default_for("h100_sxm_80gb")  # the model an H100 run uses (a device fit, else published)
 BASE = ["output.plot=false", "output.progress=false", "cluster.replicas=1",
         "workload=poisson", "workload.num_requests=60", "workload.rate=6"]
 ON = [*BASE, "energy.enabled=true"]
@@ -87,12 +88,12 @@ class _Integral:
 
 
 def test_energy_is_idle_times_gpu_seconds_plus_the_steps_power_integral(tmp_path) -> None:
-    integral = _Integral(load_power("h100_sxm_published"))
+    integral = _Integral(H100)
     s = _run(ON, tmp_path / "r", observer=integral)
     e = s["energy"]
     end = s["cluster"]["window_s"][1]
     held = _idle_gpu_seconds(tmp_path / "r", end)
-    idle = 75.0 * sum(held.values())
+    idle = H100.idle_w * sum(held.values())
     assert e["idle_joules"] == pytest.approx(idle, rel=1e-9)
     assert e["dynamic_joules"] == pytest.approx(integral.joules, rel=1e-6)
     assert e["gpu_joules"] == pytest.approx(idle + integral.joules, rel=1e-9)
@@ -113,7 +114,7 @@ def test_zero_load_draws_idle_power_only(tmp_path) -> None:
     e = s["energy"]
     assert s["requests"]["finished"] == 0
     assert e["dynamic_joules"] == 0.0
-    assert e["gpu_joules"] == pytest.approx(75.0 * s["gpu_hours"] * 3600, rel=1e-12)
+    assert e["gpu_joules"] == pytest.approx(H100.idle_w * s["gpu_hours"] * 3600, rel=1e-12)
     assert e["joules_per_output_token"] is None
 
 
@@ -126,8 +127,8 @@ def test_provisioning_and_loading_draw_idle_power(tmp_path) -> None:
     assert held.get("provisioning", 0) > 0
     assert held.get("loading", 0) > 0
     for state in ("provisioning", "loading"):
-        assert by_state[state] == pytest.approx(75.0 * held[state], rel=1e-9)
-    assert by_state["serving"] > 75.0 * held["serving"]
+        assert by_state[state] == pytest.approx(H100.idle_w * held[state], rel=1e-9)
+    assert by_state["serving"] > H100.idle_w * held["serving"]
 
 
 def test_default_run_is_unchanged_and_energy_is_deterministic(tmp_path) -> None:
@@ -145,7 +146,7 @@ def test_default_run_is_unchanged_and_energy_is_deterministic(tmp_path) -> None:
 # --- caps and clocks ------------------------------------------------------------------------
 
 def _h100() -> PowerModel:
-    return power_model(load_power("h100_sxm_published"), load_profile("h100_sxm_80gb"))
+    return power_model(H100, load_profile("h100_sxm_80gb"))
 
 
 @settings(max_examples=60, deadline=None)
@@ -216,10 +217,11 @@ def test_bad_energy_config_is_refused_in_one_line(tmp_path, overrides, message) 
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["energy.power_cap_w=800"], "energy.power_cap_w=800: expected above 81 W (the idle and clock-floor power of h100_sxm_published at its lowest modelled clock, 800 MHz) and at most its TDP, 700 W"),
-    (["energy.sm_clock_mhz=2500"], "energy.sm_clock_mhz=2500: expected a clock within 800-1980 MHz (h100_sxm_published)"),
+    (["energy.power_cap_w=800"], "energy.power_cap_w=800: expected above 77 W (the idle and clock-floor power of h100_sxm_fitted at its lowest modelled clock, 800 MHz) and at most its TDP, 700 W"),
+    (["energy.power=h100_sxm_published", "energy.power_cap_w=80"], "energy.power_cap_w=80: expected above 81 W (the idle and clock-floor power of h100_sxm_published at its lowest modelled clock, 800 MHz) and at most its TDP, 700 W"),
+    (["energy.sm_clock_mhz=2500"], "energy.sm_clock_mhz=2500: expected a clock within 800-1980 MHz (h100_sxm_fitted)"),
     (["pools=h100_a100", "pools.a100.power_cap_w=50"], "pools.a100.power_cap_w=50: expected above 72 W (the idle and clock-floor power of a100_sxm_published at its lowest modelled clock, 800 MHz) and at most its TDP, 400 W"),
-    (["hardware=t4_16gb", "model=opt_6_7b"], "energy.enabled: no power model for hardware t4_16gb (pool default); name one with energy.power (a100_sxm_published, h100_sxm_published, h200_sxm_published) or energy.power_path (docs/ENERGY.md)"),
+    (["hardware=t4_16gb", "model=opt_6_7b"], "energy.enabled: no power model for hardware t4_16gb (pool default); name one with energy.power (a100_sxm_published, h100_sxm_fitted, h100_sxm_published, h200_sxm_published) or energy.power_path (docs/ENERGY.md)"),
 ])
 def test_limits_of_the_gpu_are_refused_before_the_run(tmp_path, overrides, message) -> None:
     cfg = [*ON, *overrides]
@@ -235,10 +237,12 @@ def test_limits_of_the_gpu_are_refused_before_the_run(tmp_path, overrides, messa
 # --- the shipped parameters -------------------------------------------------------------------
 
 def test_every_gpu_with_a_shipped_profile_family_has_a_power_model() -> None:
-    for profile in ("h100_sxm_80gb", "h100_sxm_80gb_calibrated", "h200", "h200_calibrated", "a100_80gb"):
+    for profile, kind in (("h100_sxm_80gb", "fitted"), ("h100_sxm_80gb_calibrated", "fitted"),
+                          ("h200", "published"), ("h200_calibrated", "published"),
+                          ("a100_80gb", "published")):
         p = default_for(profile)
         assert p is not None
-        assert p.kind == "published"
+        assert p.kind == kind
         assert all(p.sources[k] for k in ("idle", "active", "compute", "memory", "link", "tdp",
                                           "freq_exponent"))
     assert load_power("h100_sxm_published").tdp_w == 700.0

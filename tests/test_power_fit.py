@@ -129,7 +129,8 @@ def _campaign(root: Path, rng: np.random.Generator) -> Path:
 
 def test_the_device_fit_recovers_parameters_and_reports_held_out_errors(tmp_path) -> None:
     campaign = _campaign(tmp_path / "c", np.random.default_rng(0))
-    got, table, info = run_fit(campaign, "h100_sxm_80gb_calibrated", "h100_sxm_published", ("a",))
+    got, table, info = run_fit(campaign, "h100_sxm_80gb_calibrated", "h100_sxm_published",
+                               ("llama3_8b/s-a",))
     assert got["idle"] == pytest.approx(TRUTH.idle_w, rel=0.1)
     assert got["active"] == pytest.approx(TRUTH.active_w, rel=0.25)
     assert got["compute"] == pytest.approx(TRUTH.compute_w, rel=0.1)
@@ -144,9 +145,33 @@ def test_the_device_fit_recovers_parameters_and_reports_held_out_errors(tmp_path
 def test_power_fit_command_writes_a_fitted_model_simkv_reads(tmp_path) -> None:
     campaign = _campaign(tmp_path / "c", np.random.default_rng(1))
     out = tmp_path / "fitted.yaml"
-    main(["--campaign", str(campaign), "--out", str(out), "--errors", str(tmp_path / "e.csv")])
+    main(["--campaign", str(campaign), "--out", str(out), "--errors", str(tmp_path / "e.csv"),
+          "--train", "llama3_8b/s-a", "--cap-exponent"])
     p = load_power(path=str(out))
     assert p.kind == "fitted"
     assert p.idle_w == pytest.approx(TRUTH.idle_w, rel=0.1)
     assert p.provenance["windows"]["held_out"] >= 3
+    assert p.provenance["held_out_replays"]["windows"] == 1
+    assert 1.0 <= p.freq_exponent <= 4.0
     assert (tmp_path / "e.csv").is_file()
+
+
+CAMPAIGN = Path(__file__).parents[1] / "validation" / "hf_h100_2026-12-07"
+
+
+def test_shipped_h100_device_model_is_the_fit_of_the_committed_samples() -> None:
+    """hardware_profiles/power/h100_sxm_fitted.yaml re-derives from dev19's 2026-12-07 NVML
+    samples (validation/hf_h100_2026-12-07/power/): loops and one training stream; its held-out
+    errors are the ones docs/ENERGY.md reports."""
+    shipped = load_power("h100_sxm_fitted")
+    train = tuple(shipped.provenance["train_streams"])
+    got, table, info = run_fit(CAMPAIGN, "h100_sxm_80gb_calibrated", "h100_sxm_published", train)
+    assert info["gpu"] == "NVIDIA H100 80GB HBM3"
+    for key, value in (("idle", shipped.idle_w), ("active", shipped.active_w),
+                       ("compute", shipped.compute_w), ("memory", shipped.memory_w)):
+        assert got[key] == pytest.approx(value, abs=0.1)
+    held = table[(table["set"] == "held_out") & ~table["at_limit"]]
+    replays = held[held["kind"] == "replay"]
+    assert len(replays) == shipped.provenance["held_out_replays"]["windows"] == 11
+    assert float(replays["error"].abs().median()) == pytest.approx(
+        shipped.provenance["held_out_replays"]["abs_error_median"], abs=1e-3)

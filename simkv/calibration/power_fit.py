@@ -21,8 +21,8 @@ kinds separates the terms:
 * engine replays (hf_campaign streams): each stream's steps, their work counted by
   simkv/energy/work.py on the engine's model and padding, against the energy counter over
   the stream (NVML samples on the same ``perf_counter`` clock as the engine's stamps).
-  Streams of the training replicas (``--train-reps``) join the fit; the others are held out
-  and their energy error is the model's held-out error.
+  Streams named by ``--train`` join the fit; the others are held out and their energy error
+  is the model's held-out error.
 
 One GPU cannot measure link power, and clocks may not be changed on the lent machines, so
 ``link`` and ``freq_exponent`` keep the published values. ``published_fit`` derives the
@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,32 +113,66 @@ def fit(windows: list[Window], base: PowerParams, peaks: tuple[float, float, flo
 
 # --- the characterisation loops ------------------------------------------------------------
 
-def loop_windows(loops: pd.DataFrame, power_limit_w: float) -> list[Window]:
+def loop_windows(loops: pd.DataFrame, power_limit_w: float, max_mhz: float) -> list[Window]:
     out = []
     for r in loops.itertuples(index=False):
         e = float(r.energy_j)
         if not math.isfinite(e) or e <= 0 or r.seconds <= 0:
             continue
-        busy = 0.0 if r.kind == "idle" else float(r.seconds)
+        # An idle loop right after work still has its clocks up (the driver lowers them
+        # seconds later): that is the engine's floor between steps, ``active``, not idle.
+        warm = r.kind == "idle" and float(getattr(r, "sm_mhz_end", 0) or 0) >= 0.9 * max_mhz
+        busy = 0.0 if r.kind == "idle" and not warm else float(r.seconds)
         flops = float(r.tflop_per_s) * 1e12 * r.seconds
         nbytes = float(r.tbyte_per_s) * 1e12 * r.seconds
-        out.append(Window(str(r.name), str(r.kind), float(r.seconds), busy, flops, nbytes, 0.0, e,
-                          train=r.kind in TRAIN_KINDS,
+        out.append(Window(str(r.name), "idle_clocks_up" if warm else str(r.kind), float(r.seconds),
+                          busy, flops, nbytes, 0.0, e, train=r.kind in TRAIN_KINDS,
                           at_limit=e / r.seconds >= AT_LIMIT * power_limit_w))
     return out
 
 
 # --- engine replays -------------------------------------------------------------------------
 
-def _samples(power_dir: Path) -> pd.DataFrame:
+def _samples(power_dir: Path) -> list[pd.DataFrame]:
+    """One frame per NVML sample file, kept apart: each call (and machine) has its own
+    ``perf_counter`` origin, so their clocks overlap; a stream is matched to its file by Unix
+    time."""
     frames = []
     for f in sorted(power_dir.glob("nvml_part*.csv")):
         df = pd.read_csv(f)
         if {"perf_s", "power_w"} <= set(df.columns) and len(df):
-            frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=["perf_s", "power_w", "energy_j"])
-    return pd.concat(frames, ignore_index=True).sort_values("perf_s", kind="stable")
+            frames.append(df.sort_values("perf_s", kind="stable").reset_index(drop=True))
+    return frames
+
+
+def _file_for(frames: list[pd.DataFrame], t0_unix: float | None, t0: float, t1: float
+              ) -> pd.DataFrame | None:
+    for df in frames:
+        if t0_unix is not None and "unix_s" in df:
+            if df["unix_s"].iloc[0] <= t0_unix <= df["unix_s"].iloc[-1]:
+                return df
+        elif df["perf_s"].iloc[0] <= t0 and df["perf_s"].iloc[-1] >= t1:
+            return df
+    return None
+
+
+def cold_idle_windows(frames: list[pd.DataFrame], min_s: float = 1.0) -> list[Window]:
+    """Each sample file's leading stretch at idle clocks with nothing running (the GPU before
+    the call's first process touched it): idle power alone."""
+    out = []
+    for i, df in enumerate(frames):
+        if "sm_mhz" not in df or "util_gpu" not in df:
+            continue
+        quiet = (df["util_gpu"] == 0) & (df["sm_mhz"] <= 0.3 * df["sm_mhz"].max())
+        n = int(quiet.cumprod().sum())  # leading rows that are quiet
+        if n < 2:
+            continue
+        t0, t1 = float(df["perf_s"].iloc[0]), float(df["perf_s"].iloc[n - 1])
+        if t1 - t0 < min_s:
+            continue
+        e = window_energy(df, t0, t1)
+        out.append(Window(f"cold_idle_{i}", "idle", t1 - t0, 0.0, 0.0, 0.0, 0.0, e, train=True))
+    return out
 
 
 def window_energy(samples: pd.DataFrame, t0: float, t1: float) -> float:
@@ -177,15 +211,17 @@ def replay_work(iterations: pd.DataFrame, cost: Any) -> tuple[float, float, floa
     return busy, flops, nbytes, link
 
 
-def replay_windows(campaign: Path, profile: str, train_reps: tuple[str, ...]) -> list[Window]:
-    """One window per engine stream of the campaign whose samples cover it."""
+def replay_windows(campaign: Path, profile: str, train: tuple[str, ...]) -> list[Window]:
+    """One window per engine stream (probes included) whose power samples cover it, from its
+    first step's start to its last step's end; ``train`` names the streams that join the
+    fit (``folder/tag``), the others are held out."""
     from simkv.config.schema import EngineConfig
     from simkv.entities.hardware import load_profile
     from simkv.entities.model import ModelSpec
     from simkv.perf.roofline import CostModel
 
-    samples = _samples(campaign / "power")
-    if not len(samples):
+    frames = _samples(campaign / "power")
+    if not frames:
         return []
     hw = load_profile(profile)
     engine_doc = yaml.safe_load((Path(__file__).parents[1] / "conf" / "engine"
@@ -209,13 +245,14 @@ def replay_windows(campaign: Path, profile: str, train_reps: tuple[str, ...]) ->
             t0 = float(s["t0_perf"]) + float(df["start_s"].min())
             last = df.iloc[-1]
             t1 = float(s["t0_perf"]) + float(last["start_s"]) + float(last.get("step_call_s", 0.0))
-            energy = window_energy(samples, t0, t1)
+            samples = _file_for(frames, s.get("t0_unix"), t0, t1)
+            energy = window_energy(samples, t0, t1) if samples is not None else float("nan")
             if not math.isfinite(energy) or t1 <= t0:
                 continue
             busy, flops, nbytes, link = replay_work(df, cost)
-            out.append(Window(f"{eng.parent.name}/{s['tag']}", "replay", t1 - t0, busy, flops,
-                              nbytes, link, energy, train=str(s.get("rep", "")) in train_reps,
-                              extra={"steps": len(df)}))
+            name = f"{eng.parent.name}/{s['tag']}"
+            out.append(Window(name, "replay", t1 - t0, busy, flops, nbytes, link, energy,
+                              train=name in train, extra={"steps": len(df)}))
     return out
 
 
@@ -285,18 +322,29 @@ def published_fit(t: PublishedTargets, base: PowerParams) -> dict[str, float]:
     return _fit_at(t, base, 0.5 * (lo + hi))
 
 
-def _fit_at(t: PublishedTargets, base: PowerParams, active: float) -> dict[str, float]:
+def cap_exponent(t: PublishedTargets, p: PowerParams) -> float:
+    """The freq_exponent with which ``t``'s cap slows its prompt step by ``t.cap_slowdown``,
+    the other parameters being ``p``'s (a device fit keeps Splitwise's cap finding)."""
+    fixed = replace(t, idle_w=p.idle_w, link_w=p.link_w)
+    return _fit_at(fixed, p, p.active_w, (p.compute_w, p.memory_w))["freq_exponent"]
+
+
+def _fit_at(t: PublishedTargets, base: PowerParams, active: float,
+            fixed: tuple[float, float] | None = None) -> dict[str, float]:
     from simkv.energy.model import PowerModel
     from simkv.entities.hardware import load_profile
 
     hw = load_profile(t.profile)
     work = phase_work(t)
-    rows, rhs = [], []
-    for name, target in (("prompt", t.prompt_w), ("token", t.token_w)):
-        sec, f, b, lk = work[name]
-        rows.append([f / hw.bf16_flops / sec, b / hw.hbm_bandwidth / sec])
-        rhs.append(target - t.idle_w - active - t.link_w * lk / hw.nvlink_bandwidth / sec)
-    compute_w, memory_w = (float(v) for v in np.linalg.solve(np.array(rows), np.array(rhs)))
+    if fixed is None:
+        rows, rhs = [], []
+        for name, target in (("prompt", t.prompt_w), ("token", t.token_w)):
+            sec, f, b, lk = work[name]
+            rows.append([f / hw.bf16_flops / sec, b / hw.hbm_bandwidth / sec])
+            rhs.append(target - t.idle_w - active - t.link_w * lk / hw.nvlink_bandwidth / sec)
+        compute_w, memory_w = (float(v) for v in np.linalg.solve(np.array(rows), np.array(rhs)))
+    else:
+        compute_w, memory_w = fixed
     eff = hw.gemm.compute_eff if hw.gemm is not None else hw.eff("gemm_compute").values[-1]
 
     def model(gamma: float) -> PowerModel:
@@ -326,9 +374,14 @@ def _fit_at(t: PublishedTargets, base: PowerParams, active: float) -> dict[str, 
     return out
 
 
+# Splitwise's H100 setting (docs/ENERGY.md): the published fit's targets.
+SPLITWISE_H100 = PublishedTargets("h100_sxm_80gb", "llama2_70b", 8, 1500, 700.0, 32, 1500, 380.0,
+                                  75.0, 60.0, 30.0, cap_w=350.0, cap_slowdown=1.30)
+
+
 # --- command line ---------------------------------------------------------------------------
 
-def run_fit(campaign: Path, profile: str, base_name: str, train_reps: tuple[str, ...]
+def run_fit(campaign: Path, profile: str, base_name: str, train: tuple[str, ...]
             ) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
     from simkv.entities.hardware import load_profile
 
@@ -341,10 +394,12 @@ def run_fit(campaign: Path, profile: str, base_name: str, train_reps: tuple[str,
         static = {**json.loads(f.read_text()), **static}
     limit = static.get("power_limit_w")
     limit = float(limit) if isinstance(limit, int | float) else base.tdp_w
-    windows: list[Window] = []
+    max_mhz = static.get("max_sm_mhz")
+    max_mhz = float(max_mhz) if isinstance(max_mhz, int | float) else base.max_sm_mhz
+    windows = cold_idle_windows(_samples(power))
     if (power / "loops.csv").is_file():
-        windows += loop_windows(pd.read_csv(power / "loops.csv"), limit)
-    windows += replay_windows(campaign, profile, train_reps)
+        windows += loop_windows(pd.read_csv(power / "loops.csv"), limit, max_mhz)
+    windows += replay_windows(campaign, profile, train)
     got, table = fit(windows, base, peaks)
     return got, table, {"gpu": static.get("name"), "driver": static.get("driver"),
                         "power_limit_w": limit, "campaign": str(campaign), "profile": profile}
@@ -358,21 +413,48 @@ def main(argv: list[str] | None = None) -> None:
                     help="hardware profile of the GPU measured (peaks, the engine's work)")
     ap.add_argument("--base", default="h100_sxm_published",
                     help="power model whose link power, TDP, clocks and exponent are kept")
-    ap.add_argument("--train-reps", default="a", help="stream replicas that join the fit (comma-separated)")
+    ap.add_argument("--train", default="", help="engine streams (folder/tag, comma-separated) that join "
+                    "the fit; the others are held out (default: none, the loops alone)")
     ap.add_argument("--out", required=True, help="the power model to write (YAML)")
     ap.add_argument("--errors", help="CSV of every window's measured and predicted energy")
+    ap.add_argument("--profiles", default="", help="hardware profiles (comma-separated) the written "
+                    "model is the default for (it then wins over the published one)")
+    ap.add_argument("--cap-exponent", action="store_true",
+                    help="refit freq_exponent to Splitwise's H100 cap finding (350 W slows the "
+                    "Llama2-70B TP8 prompt step 1.30x) with the fitted parameters")
     args = ap.parse_args(argv)
-    reps = tuple(r for r in args.train_reps.split(",") if r)
-    got, table, info = run_fit(Path(args.campaign), args.profile, args.base, reps)
+    train = tuple(r for r in args.train.split(",") if r)
+    got, table, info = run_fit(Path(args.campaign), args.profile, args.base, train)
     base = load_power(args.base)
     held = table[(table["set"] == "held_out") & ~table["at_limit"]]
+    how = (f"fitted: simkv-calibrate power-fit on {args.campaign} (the power loops"
+           + (f" and {', '.join(train)}" if train else "") + ")")
+    replays = held[held["kind"] == "replay"]
+    kernels = held[held["kind"] != "replay"]
+
+    def stats(df: pd.DataFrame) -> dict[str, Any] | None:
+        if not len(df):
+            return None
+        return {"windows": len(df), "abs_error_median": round(float(df["error"].abs().median()), 4),
+                "abs_error_max": round(float(df["error"].abs().max()), 4),
+                "error_mean": round(float(df["error"].mean()), 4)}
+
+    gamma, gamma_source = base.freq_exponent, base.sources.get("freq_exponent", "")
+    if args.cap_exponent:
+        fitted = replace(base, idle_w=got["idle"], active_w=got["active"], compute_w=got["compute"],
+                         memory_w=got["memory"])
+        gamma = round(cap_exponent(SPLITWISE_H100, fitted), 3)
+        gamma_source = ("refitted with these parameters to Splitwise's cap finding (a 350 W cap "
+                        "slows the Llama2-70B TP8 1,500-token prompt step 1.30x: splitwise-sim "
+                        "perf_model.csv h100-80gb-pcap; docs/ENERGY.md)")
     doc = {
-        "name": Path(args.out).stem, "kind": "fitted", "profiles": [],
+        "name": Path(args.out).stem, "kind": "fitted",
+        "profiles": [x for x in args.profiles.split(",") if x],
         "power": {
-            "idle": {"value": round(got["idle"], 2), "unit": "W", "source": "fitted: power-fit"},
-            "active": {"value": round(got["active"], 2), "unit": "W", "source": "fitted: power-fit"},
-            "compute": {"value": round(got["compute"], 1), "unit": "W", "source": "fitted: power-fit"},
-            "memory": {"value": round(got["memory"], 1), "unit": "W", "source": "fitted: power-fit"},
+            "idle": {"value": round(got["idle"], 2), "unit": "W", "source": how},
+            "active": {"value": round(got["active"], 2), "unit": "W", "source": how},
+            "compute": {"value": round(got["compute"], 1), "unit": "W", "source": how},
+            "memory": {"value": round(got["memory"], 1), "unit": "W", "source": how},
             "link": {"value": base.link_w, "unit": "W", "source": base.sources.get("link", "")},
             "tdp": {"value": base.tdp_w, "unit": "W", "source": base.sources.get("tdp", "")},
             "max_sm_clock": {"value": base.max_sm_mhz, "unit": "MHz",
@@ -380,12 +462,11 @@ def main(argv: list[str] | None = None) -> None:
             "min_sm_clock": {"value": base.min_sm_mhz, "unit": "MHz",
                              "source": base.sources.get("min_sm_clock", "")},
         },
-        "freq_exponent": {"value": base.freq_exponent, "source": base.sources.get("freq_exponent", "")},
-        "provenance": {**info, "train_reps": list(reps),
+        "freq_exponent": {"value": gamma, "source": gamma_source},
+        "provenance": {**info, "train_streams": list(train),
                        "windows": {"train": int((table["set"] == "train").sum()),
                                    "held_out": len(held)},
-                       "held_out_abs_error_median": (float(held["error"].abs().median())
-                                                     if len(held) else None)},
+                       "held_out_kernels": stats(kernels), "held_out_replays": stats(replays)},
     }
     Path(args.out).write_text(yaml.safe_dump(doc, sort_keys=False))
     if args.errors:

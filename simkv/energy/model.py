@@ -135,5 +135,8 @@ class PowerModel:
             x = np.minimum(x, fits)
         slowed = x < x0
         t = seconds * (share / x + 1 - share) / (share / x0 + 1 - share)
-        power = np.where(slowed, self._power_at(x, x0, seconds, share, compute, other), base)
+        # NOTE: at most the uncapped power: a step whose work the model cannot fit under the TDP
+        # even at the lowest clock (a point no GPU reaches) keeps the TDP it was clipped to.
+        power = np.where(slowed, np.minimum(self._power_at(x, x0, seconds, share, compute, other),
+                                            base), base)
         return Operating(np.where(slowed, t, seconds), power, x, slowed, unmet)
