@@ -221,11 +221,23 @@ def fit_engine(data: Iterable[tuple[StepData, np.ndarray]]) -> EngineConfig:
     steady = [(s, m) for s, m in steady if m.any()]
     if not steady:
         raise ValueError("no steps to fit on")
+    # A dimension the fitted steps do not vary cannot be told apart from its neighbour: with
+    # one layer count, a fixed time per step from one per layer; with one KV width, attention
+    # per KV element from attention per layer. Then only the term the five-shape H200 fit
+    # found carrying it is fitted (per layer; per padded KV token and layer).
+    names = list(COLUMNS)
+    drop = set()
+    if len({s.run.spec.num_layers for s, _ in steady}) == 1:
+        drop.add(names.index("one"))
+    if len({max(1.0, s.run.spec.num_kv_heads / s.run.tp) * s.run.spec.head_dim
+            for s, _ in steady}) == 1:
+        drop.add(names.index("kv_elem"))
     best: tuple[float, int, np.ndarray] | None = None
     for tile in QUERY_TILES:
         x = np.vstack([s.columns[tile][m] / s.measured[m, None] for s, m in steady])
         y = np.concatenate([(s.measured[m] - s.base[m]) / s.measured[m] for s, m in steady])
         seen = np.abs(x).max(axis=0) > 0  # a term none of the fitted steps has stays 0
+        seen[list(drop)] = False
         coef = np.zeros(x.shape[1])
         scale = np.abs(x[:, seen]).max(axis=0)  # well-conditioned columns
         sol = lsq_linear(x[:, seen] / scale, y, bounds=(0.0, np.inf), method="bvls")
