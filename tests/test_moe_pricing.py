@@ -58,3 +58,38 @@ def test_padding_rows_route_alike() -> None:
     assert cost.padded_linear_s(64, 4) < cost.padded_linear_s(64, 32) < full
     dense = CostModel(compose([]).model, load_profile("h200_calibrated"), engine=e)
     assert dense.padded_linear_s(64, 4) == dense.linear_s(64)  # dense layers: no routing
+
+
+def test_moe_terms_from_layers_timed_alone() -> None:
+    """transformers' MoE layers timed alone on the H100 (2026-12-07): the terms fitted on
+    them price those layers to within 10% median for both MoE shapes, and a step fit without
+    any MoE step takes them."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from simkv.perf.roofline import experts_hit
+    from simkv.validation.stepfit import moe_kernel_terms
+
+    csv = (Path(__file__).resolve().parents[1] / "hardware_profiles" / "calibration"
+           / "h100_2026-12-07" / "moe_block.csv")
+    terms = moe_kernel_terms(csv)
+    assert 20e-6 < terms["moe_layer_overhead_s"] < 200e-6  # sort, histc, gathers: tens of us
+    d = pd.read_csv(csv)
+    hw = load_profile("h100_sxm_80gb_calibrated")
+    for shape in ("mixtral_8x7b", "qwen3_30b_a3b"):
+        m = compose([f"model={shape}"]).model
+        cost = CostModel(m, hw)
+        rows = d[(d["model"] == shape) & (d["part"] == "experts")]
+        ape = []
+        for t, ms in zip(rows["tokens"], rows["ms"], strict=True):
+            base = sum(op.seconds for op in cost._moe(int(t)) if op.name != "moe_router")
+            extra = (terms["moe_layer_overhead_s"]
+                     + terms["moe_expert_flop_s"] * 6 * m.experts_per_token * m.hidden_size
+                     * m.ffn_size * t
+                     + terms["moe_weight_read_factor"] * experts_hit(m.num_experts,
+                                                                      m.experts_per_token, t)
+                     * 3 * m.hidden_size * m.ffn_size * 2 / hw.hbm_bandwidth)
+            ape.append(abs((base + extra) / (ms / 1e3) - 1))
+        assert np.median(ape) < 0.10, shape

@@ -92,14 +92,18 @@ def gemm_model_section(gemm_shapes: pd.DataFrame, flops_peak: float, bw_peak: fl
     if graph is not None and len(graph):
         graph = graph[graph["kernel"] != "error"]
         g, launch = fit_gemm_model_graphs(gemm_shapes, graph, flops_peak, bw_peak, sms)
+        machines = gemm_shapes["machine"].nunique() if "machine" in gemm_shapes else 1
         return {"multiprocessors": sms,
                 "fixed": {"value": round(g.fixed_s * 1e6, 3), "unit": "us"},
                 "launch": {"value": round(launch * 1e6, 3), "unit": "us"},
                 "compute_eff": round(g.compute_eff, 4), "memory_eff": round(g.memory_eff, 4),
-                "source": f"cuBLAS (torch linear): {len(graph)} launch-free timings (back-to-back "
-                          f"calls replayed from a CUDA graph, gemm_graph.csv) and "
-                          f"{len(gemm_shapes)} launched ones, one least-squares fit on log time "
-                          f"in which a launched GEMM pays the launch gap; {where}"}
+                "source": f"cuBLAS (torch linear): fixed cost and memory efficiency from "
+                          f"{len(graph)} launch-free timings (M = {int(graph['m'].min())}-"
+                          f"{int(graph['m'].max())}, back-to-back calls replayed from a CUDA "
+                          f"graph, weights from HBM: gemm_graph.csv), compute efficiency from "
+                          f"the launched timings at 256+ tokens ({machines} calibration run(s), "
+                          f"each weighing alike); launch gap = eager minus graph at the fewest "
+                          f"tokens; {where}"}
     g = fit_gemm_model(gemm_shapes["m"], gemm_shapes["n"], gemm_shapes["k"],
                        gemm_shapes["ms"] / 1e3, flops_peak, bw_peak, sms)
     return {"multiprocessors": sms,
@@ -136,7 +140,7 @@ def small_ops_section(ops: pd.DataFrame, bw_peak: float, where: str) -> dict[str
     return out
 
 
-def fit(raw: Path, base: str) -> dict[str, Any]:
+def fit(raw: Path, base: str, gemm_raw: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The calibrated profile document (validated) from the CSVs in ``raw``."""
     hw = load_profile(base)
     doc = yaml.safe_load(Path(hw.path).read_text()) if Path(hw.path).is_file() else None
@@ -164,14 +168,22 @@ def fit(raw: Path, base: str) -> dict[str, Any]:
     eff["elementwise_memory"] = {
         "points": elementwise_curve(pd.read_csv(raw / "rms_norm.csv"), bw),
         "source": f"RMSNorm (Triton, this project) by tokens; {where}"}
-    graph = pd.read_csv(raw / "gemm_graph.csv") if (raw / "gemm_graph.csv").is_file() else None
-    if (raw / "gemm_shapes.csv").is_file():
-        shapes = pd.read_csv(raw / "gemm_shapes.csv")
-    else:  # a run without the shape grid (H100, 2026-11-25): its cuBLAS rows of gemm.csv
-        g = pd.read_csv(raw / "gemm.csv")
-        shapes = g[g["kernel"].astype(str).str.startswith("cublas")]
-    if len(shapes) or graph is not None:
-        doc["gemm_model"] = gemm_model_section(shapes, fp, bw, int(env.get("multiprocessors", 132)),
+    shapes, graphs = [], []
+    for folder in (raw, *gemm_raw):
+        if (folder / "gemm_shapes.csv").is_file():
+            shapes.append(pd.read_csv(folder / "gemm_shapes.csv").assign(machine=folder.name))
+        elif (folder / "gemm.csv").is_file():  # no shape grid (H100, 2026-11-25): cuBLAS rows
+            g = pd.read_csv(folder / "gemm.csv")
+            shapes.append(g[g["kernel"].astype(str).str.startswith("cublas")]
+                          .assign(machine=folder.name))
+        if (folder / "gemm_graph.csv").is_file():
+            graphs.append(pd.read_csv(folder / "gemm_graph.csv").assign(machine=folder.name))
+    if gemm_raw:
+        where += f"; GEMMs also from {', '.join(f.name + '/' for f in gemm_raw)}"
+    eager = pd.concat(shapes, ignore_index=True) if shapes else pd.DataFrame()
+    graph = pd.concat(graphs, ignore_index=True) if graphs else None
+    if len(eager) or graph is not None:
+        doc["gemm_model"] = gemm_model_section(eager, fp, bw, int(env.get("multiprocessors", 132)),
                                                where, graph)
     if (raw / "small_ops.csv").is_file():
         doc["small_ops"] = small_ops_section(pd.read_csv(raw / "small_ops.csv"), bw, where)
@@ -200,8 +212,11 @@ def main() -> None:
     ap.add_argument("--raw", required=True, help="folder with the CSVs of `run`")
     ap.add_argument("--base", default="h100_sxm_80gb", help="shipped profile to start from")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--gemm-raw", nargs="*", default=[],
+                    help="more calibration folders of the same GPU whose GEMM timings the shape "
+                         "model also fits (e.g. launch-free gemm_graph.csv)")
     args = ap.parse_args()
-    doc = fit(Path(args.raw), args.base)
+    doc = fit(Path(args.raw), args.base, tuple(Path(g) for g in args.gemm_raw))
     header = ("# Calibrated by `python -m simkv.calibration.fit`: efficiency curves measured on a\n"
               "# real GPU (docs/CALIBRATION.md). Peaks are the base profile's datasheet values.\n")
     Path(args.out).write_text(header + yaml.safe_dump(doc, sort_keys=False, width=100))

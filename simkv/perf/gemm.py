@@ -133,42 +133,53 @@ def fit_gemm_model(m: Sequence[float], n: Sequence[float], k: Sequence[float],
 
 
 def fit_gemm_model_graphs(eager: pd.DataFrame, graph: pd.DataFrame, flops_peak: float,
-                          bw_peak: float, sms: int) -> tuple[GemmModel, float]:
-    """The shape model from launch-free timings (``graph``: ``m, n, k, ms_graph``, each GEMM
-    one of many back-to-back calls replayed from one CUDA graph) and launched ones
-    (``eager``: ``m, n, k, ms``, and ``ms_eager`` of ``graph``'s rows): one fit, least squares
-    on log time, where a launched GEMM takes the same kernel time plus a launch gap. Returns
-    the model (``fixed_s`` is the kernel's own fixed cost, as a graph replays it) and the gap
-    in seconds."""
+                          bw_peak: float, sms: int, min_compute_tokens: int = 256
+                          ) -> tuple[GemmModel, float]:
+    """The shape model from launch-free timings, in two stages.
+
+    1. ``fixed_s`` and ``memory_eff`` from ``graph`` (``m, n, k, ms_graph``: each GEMM one of
+       many back-to-back calls replayed from one CUDA graph, their weights read from HBM):
+       few tokens, memory-bound, and no launch gap in them;
+    2. the launch gap: the median of ``ms_eager - ms_graph`` at the fewest tokens (the same
+       calls launched one by one), 0 without that column;
+    3. ``compute_eff`` from ``eager`` (``m, n, k, ms``; optional ``machine``: each machine
+       weighs alike) at ``min_compute_tokens`` tokens or more, each timing its kernel plus
+       the launch gap.
+
+    Returns the model and the launch gap."""
+    import pandas as pd
     from scipy.optimize import least_squares
 
-    rows = [(graph["m"], graph["n"], graph["k"], graph["ms_graph"], 0.0)]
-    if "ms_eager" in graph:
-        rows.append((graph["m"], graph["n"], graph["k"], graph["ms_eager"], 1.0))
-    if len(eager):
-        rows.append((eager["m"], eager["n"], eager["k"], eager["ms"], 1.0))
-    m_, n_, k_, t_, e_ = (np.concatenate([np.full(len(r[0]), r[4]) if j == 4 else
-                                          np.asarray(r[j], dtype=np.float64) for r in rows])
-                          for j in range(5))
-    ok = np.isfinite(t_) & (t_ > 0)
-    m_, n_, k_, t_, e_ = m_[ok], n_[ok], k_[ok], t_[ok] / 1e3, e_[ok]
+    g = graph[np.isfinite(graph["ms_graph"]) & (graph["ms_graph"] > 0)]
+    gm, gn, gk = (g[c].to_numpy(np.float64) for c in ("m", "n", "k"))
+    gt = g["ms_graph"].to_numpy(np.float64) / 1e3
 
-    def model(p: np.ndarray) -> GemmModel:
-        return GemmModel(flops_peak, bw_peak, sms, fixed_s=float(p[0]) * 1e-6,
-                         compute_eff=float(p[1]), memory_eff=float(p[2]))
+    def small(p: np.ndarray) -> np.ndarray:
+        model = GemmModel(flops_peak, bw_peak, sms, float(p[0]) * 1e-6, 0.75, float(p[1]))
+        return np.log(model.times(gm, gn, gk) / gt)
 
-    def residual(p: np.ndarray) -> np.ndarray:
-        return np.log((model(p).times(m_, n_, k_) + e_ * p[3] * 1e-6) / t_)
+    s1 = least_squares(small, np.array([4.0, 0.8]), bounds=([0.0, 0.05], [100.0, 1.0]),
+                       diff_step=1e-3)
+    fixed, mem = float(s1.x[0]) * 1e-6, float(s1.x[1])
+    launch = 0.0
+    if "ms_eager" in g:
+        one = g[g["m"] == g["m"].min()]
+        launch = max(0.0, float(np.median(one["ms_eager"] - one["ms_graph"])) / 1e3)
+    big = eager[eager["m"] >= min_compute_tokens]
+    machines = big["machine"] if "machine" in big else pd.Series("one", index=big.index)
+    w = 1.0 / machines.map(machines.value_counts()).to_numpy(np.float64)
+    bm, bn, bk = (big[c].to_numpy(np.float64) for c in ("m", "n", "k"))
+    bt = big["ms"].to_numpy(np.float64) / 1e3
 
-    best = None
-    for start in ((3.0, 0.7, 0.8, 5.0), (6.0, 0.8, 0.9, 2.0), (1.0, 0.6, 0.6, 8.0)):
-        sol = least_squares(residual, np.array(start),
-                            bounds=([0.0, 0.05, 0.05, 0.0], [100.0, 1.0, 1.0, 100.0]),
-                            diff_step=1e-3)
-        if best is None or sol.cost < best.cost:
-            best = sol
-    assert best is not None
-    return model(best.x), float(best.x[3]) * 1e-6
+    def large(p: np.ndarray) -> np.ndarray:
+        model = GemmModel(flops_peak, bw_peak, sms, fixed, float(p[0]), mem)
+        return np.sqrt(w) * np.log((model.times(bm, bn, bk) + launch) / bt)
+
+    compute = 0.75
+    if len(big):
+        compute = float(least_squares(large, np.array([0.7]), bounds=([0.05], [1.0]),
+                                      diff_step=1e-3).x[0])
+    return GemmModel(flops_peak, bw_peak, sms, fixed, compute, mem), launch
 
 
 def from_profile(hw: HardwareProfile) -> GemmModel | None:

@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None,
                        help="simkv model config for folders whose engine.json has no model_spec")
         p.add_argument("--csv", default=None, help="write the per-stream results here")
+        p.add_argument("--moe-kernels", default=None, metavar="CSV",
+                       help="moe_block.csv of simkv.calibration.moe_bench: MoE terms for fits "
+                            "that have no MoE step of their own")
 
     p = sub.add_parser("protocol", help="every held-out split over the folders under ROOT",
                        description="Fit the engine's costs on some streams' profiled steps, "
@@ -123,10 +126,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     from simkv.validation import holdout as H  # noqa: N812
     from simkv.validation.campaign import find_runs, load_run
 
+    prior = None
+    if getattr(args, "moe_kernels", None):
+        from simkv.validation.stepfit import moe_kernel_terms
+
+        prior = moe_kernel_terms(args.moe_kernels)
     if args.command == "protocol":
         runs = [r for r in find_runs(args.root, args.model) if r.name not in args.exclude]
         df, fits = H.evaluate(runs, args.profile, tuple(args.splits) if args.splits else None,
-                              progress=lambda s: print(f"  fitted {s}", flush=True))
+                              progress=lambda s: print(f"  fitted {s}", flush=True),
+                              moe_prior=prior)
         if "in-sample: all" in fits:
             print(f"in-sample fit: {H.describe(fits['in-sample: all'])}")
         H.report(df, runs, args.csv)
@@ -136,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             df, engine = H.preset_predict(args.engine, runs, args.profile)
         else:
             df, engine = H.fit_predict([load_run(f, args.model) for f in args.fit], runs,
-                                       args.profile)
+                                       args.profile, prior)
         print(f"engine: {H.describe(engine)}")
         H.report(df, runs, args.csv)
     elif args.command == "schedule":

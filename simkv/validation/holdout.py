@@ -166,7 +166,9 @@ def score(r: Run, t: str, profile: str | None, engine: EngineConfig, split: str,
 
 
 def evaluate(runs: list[Run], profile: str | None, which: tuple[str, ...] | None = None,
-             progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, dict[str, EngineConfig]]:
+             progress: Callable[[str], None] | None = None,
+             moe_prior: dict[str, float] | None = None
+             ) -> tuple[pd.DataFrame, dict[str, EngineConfig]]:
     """Every split's per-stream errors (one row per scored stream) and its fitted engine."""
     data = [step_data(r, profile) for r in runs if r.steps]
     if not data:
@@ -177,7 +179,7 @@ def evaluate(runs: list[Run], profile: str | None, which: tuple[str, ...] | None
     for sp in splits(runs):
         if which and sp.name not in which:
             continue
-        engine = fit_engine((s, sp.fit_on(s)) for s in data)
+        engine = fit_engine(((s, sp.fit_on(s)) for s in data), moe_prior)
         fits[f"{sp.name}: {sp.label}"] = engine
         if progress:
             progress(f"{sp.name}: {sp.label}")
@@ -185,14 +187,14 @@ def evaluate(runs: list[Run], profile: str | None, which: tuple[str, ...] | None
     return pd.DataFrame(rows), fits
 
 
-def fit_predict(fit_runs: list[Run], predict_runs: list[Run], profile: str | None
-                ) -> tuple[pd.DataFrame, EngineConfig]:
+def fit_predict(fit_runs: list[Run], predict_runs: list[Run], profile: str | None,
+                moe_prior: dict[str, float] | None = None) -> tuple[pd.DataFrame, EngineConfig]:
     """``--fit DIR... --predict DIR...``: one fit on the first runs' steps, every stream of the
     second predicted."""
     data = [step_data(r, profile) for r in fit_runs if r.steps]
     if not data:
         raise ValueError("the --fit folders have no step profile (iterations_<stream>.csv)")
-    engine = fit_engine((s, np.ones(len(s.tags), bool)) for s in data)
+    engine = fit_engine(((s, np.ones(len(s.tags), bool)) for s in data), moe_prior)
     rows = [score(r, t, profile, engine, "fit -> predict", "") for r in predict_runs
             for t, *_ in r.streams()]
     return pd.DataFrame(rows), engine

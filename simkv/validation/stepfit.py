@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,7 +208,54 @@ def step_data(run: Run, profile: str | None) -> StepData:
                     d["agree"].to_numpy(bool))
 
 
-def fit_engine(data: Iterable[tuple[StepData, np.ndarray]]) -> EngineConfig:
+MOE_TERMS = ("moe_layer_overhead_s", "moe_expert_flop_s", "moe_weight_read_factor")
+
+
+def moe_kernel_terms(path: str | Path) -> dict[str, float]:
+    """The MoE engine terms from timings of MoE layers alone (``moe_block.csv`` of
+    ``simkv.calibration.moe_bench``: transformers' experts forward replayed from a CUDA graph
+    at T tokens, every MoE shape of simkv's specs in it): what each took beyond simkv's price
+    of its grouped GEMMs (the GPU's profile, from environment.json beside the file), regressed
+    without an engine on (1, routed expert FLOPs, hit experts' weights at HBM peak), relative
+    and non-negative. Used where a fit has no MoE step of its own."""
+    import json
+
+    from scipy.optimize import nnls
+
+    from simkv.config.store import compose
+    from simkv.entities.hardware import load_profile
+    from simkv.perf.roofline import CostModel, experts_hit
+    from simkv.validation.campaign import profile_for
+
+    path = Path(path)
+    d = pd.read_csv(path)
+    missing = [c for c in ("model", "tokens", "part", "ms") if c not in d]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    env = path.parent / "environment.json"
+    hw = load_profile(profile_for(json.loads(env.read_text()) if env.is_file() else {}, path.parent))
+    x, y = [], []
+    for shape, g in d[d["part"] == "experts"].groupby("model"):
+        m = compose([f"model={shape}"]).model
+        cost = CostModel(m, hw)
+        for t, ms in zip(g["tokens"], g["ms"], strict=True):
+            took = float(ms) / 1e3
+            base = sum(op.seconds for op in cost._moe(int(t)) if op.name != "moe_router")
+            hit = experts_hit(m.num_experts, m.experts_per_token, float(t))
+            x.append(np.array([1.0, 6.0 * m.experts_per_token * m.hidden_size * m.ffn_size * t,
+                               hit * 3.0 * m.hidden_size * m.ffn_size * m.weight_bytes_per_param
+                               / hw.hbm_bandwidth]) / took)
+            y.append((took - base) / took)
+    if not x:
+        raise ValueError(f"{path}: no 'experts' rows to fit the MoE terms on")
+    xa = np.vstack(x)
+    scale = np.abs(xa).max(axis=0)
+    coef = nnls(xa / scale, np.asarray(y))[0] / scale
+    return dict(zip(MOE_TERMS, map(float, coef), strict=True))
+
+
+def fit_engine(data: Iterable[tuple[StepData, np.ndarray]],
+               moe_prior: dict[str, float] | None = None) -> EngineConfig:
     """Non-negative least squares of each steady step's time beyond simkv's GPU price on
     ``step_columns``, relative (each row divided by its measured time, so short decode steps
     weigh as much as long prefill ones), pooled over runs of any shape; the query tile is
@@ -247,6 +295,9 @@ def fit_engine(data: Iterable[tuple[StepData, np.ndarray]]) -> EngineConfig:
     assert best is not None
     _, tile, coef = best
     fitted = {COLUMNS[c]: float(v) for c, v in zip(COLUMNS, coef, strict=True)}
+    moe_col = list(COLUMNS).index("moe_layers")
+    if moe_prior and not any((s.columns[tile][m][:, moe_col] > 0).any() for s, m in steady):
+        fitted.update(moe_prior)  # no MoE step in the fit: the MoE layers' kernel timings
     # Captures: the same rows' price with the fitted engine, and what the step took beyond it.
     full, took, layers = [], [], []
     for s, mask in data:
