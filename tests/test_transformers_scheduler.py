@@ -194,3 +194,21 @@ def test_free_running_times_equal_a_full_simkv_run() -> None:
     for m in ("ttft", "tpot", "e2e"):
         assert mine[m].to_numpy() == pytest.approx(full[m].to_numpy(), rel=1e-9, abs=1e-12)
     assert dataclasses.is_dataclass(cfg.scheduler)
+
+
+def test_requests_a_cut_replay_did_not_finish_are_still_scheduled() -> None:
+    """Regression: a replay cut by its deadline (H100, 2026-12-07, llama3_8b_rerun: 356 of 400
+    finished) left its 44 unfinished requests out of the replayed schedule, which then agreed
+    with the engine on 8% of steps; they are in the engine's queue from the step that first
+    saw them (queued_step), and out of every error."""
+    from simkv.validation.campaign import load_run
+    from simkv.validation.compare import errors
+
+    run = load_run(ROOT.parent / "hf_h100_2026-12-07" / "llama3_8b_rerun")
+    tag = "burst-sustained-2x-400-a"
+    req = run.requests[tag]
+    assert (~req["measured"]).sum() == 44
+    d = S.teacher_forced(req, run.steps[tag], S.limits(run.engine))
+    assert S.agreement(d)["agree"] == 100.0
+    e = errors(req, req.assign(ttft=req["ttft"] * 1.1, tpot=req["tpot"], e2e=req["e2e"]))
+    assert e["ttft"]["median_ape"] == pytest.approx(10.0)  # NaN rows left out

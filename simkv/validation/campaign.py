@@ -177,7 +177,13 @@ def profile_for(e: dict[str, Any], folder: Path) -> str:
 
 
 def read_requests(path: Path) -> pd.DataFrame:
-    """A stream's requests with ``ttft``, ``tpot`` and ``e2e`` (seconds), in id order."""
+    """A stream's requests with ``ttft``, ``tpot`` and ``e2e`` (seconds), in id order.
+
+    Requests the engine got but did not finish in the measured window (``status`` missing,
+    e.g. a call cut by its deadline) stay in, with ``measured`` false: they took the engine's
+    blocks and steps, so simkv replays them too, and they are left out of every error. Their
+    submission time is ``submit_s``, else ``queued_s`` (when the engine queued them), else
+    their arrival."""
     try:
         d = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -188,11 +194,13 @@ def read_requests(path: Path) -> pd.DataFrame:
         raise _fail(path, f"missing column(s) {', '.join(missing)}")
     if "id" not in d:
         d["id"] = np.arange(len(d))
-    if "status" in d:
-        d = d[d["status"].astype(str) != "missing"]
+    d["measured"] = (d["status"].astype(str) != "missing") if "status" in d else True
     d = d.sort_values("id").reset_index(drop=True)
     if "submit_s" not in d:
-        d["submit_s"] = d["arrival_s"]
+        d["submit_s"] = np.nan
+    if "queued_s" in d:
+        d["submit_s"] = d["submit_s"].fillna(d["queued_s"])
+    d["submit_s"] = d["submit_s"].fillna(d["arrival_s"])
     if "first_token_s" not in d:
         d["first_token_s"] = d["arrival_s"] + d["ttft_s"]
     if "completion_s" not in d:
@@ -200,11 +208,11 @@ def read_requests(path: Path) -> pd.DataFrame:
     d["ttft"] = d["first_token_s"] - d["arrival_s"]
     d["e2e"] = d["completion_s"] - d["arrival_s"]
     d["tpot"] = (d["completion_s"] - d["first_token_s"]) / np.maximum(1, d["output_tokens"] - 1)
-    bad = ~np.isfinite(d[["ttft", "e2e"]].to_numpy(float)).all(axis=1)
+    bad = d["measured"] & ~np.isfinite(d[["ttft", "e2e"]].to_numpy(float)).all(axis=1)
     if bad.any():
         raise _fail(path, f"{int(bad.sum())} request(s) without a finite first-token or "
                           "completion time (drop them or mark status=missing)")
-    if len(d) == 0:
+    if not d["measured"].any():
         raise _fail(path, "no measured request")
     return d
 

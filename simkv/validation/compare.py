@@ -108,9 +108,15 @@ def predict(measured: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
 
 
 def errors(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Absolute percentage error per request (rows aligned), median and P90; only the rows
+    measured in both (a ``measured`` column: requests a cut replay did not finish)."""
+    keep = np.ones(len(measured), bool)
+    for d in (measured, predicted):
+        if "measured" in d:
+            keep &= d["measured"].to_numpy(bool)
     out = {}
     for m in METRICS:
-        ape = np.abs(predicted[m].to_numpy() / measured[m].to_numpy() - 1) * 100
+        ape = np.abs(predicted[m].to_numpy()[keep] / measured[m].to_numpy()[keep] - 1) * 100
         out[m] = {"median_ape": float(np.median(ape)), "p90_ape": float(np.percentile(ape, 90))}
     return out
 

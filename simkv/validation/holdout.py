@@ -119,6 +119,11 @@ def spread(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def measured_only(d: pd.DataFrame) -> pd.DataFrame:
+    """The requests the engine finished in the measured window."""
+    return d[d["measured"]].reset_index(drop=True) if "measured" in d else d
+
+
 def phase_noise(runs: list[Run]) -> pd.DataFrame:
     """Per stream, the median TTFT error of an exact step model with a random step phase
     (``compare.phase_floor``): what no replay of arrivals can remove at light loads."""
@@ -129,7 +134,8 @@ def phase_noise(runs: list[Run]) -> pd.DataFrame:
         for t, wl, load, rep in r.streams():
             if t in r.steps:
                 rows.append({"run": r.name, "stream": r.meta[t].key, "workload": wl, "load": load,
-                             "rep": rep, "ttft_phase": phase_floor(r.requests[t], r.steps[t])})
+                             "rep": rep, "ttft_phase": phase_floor(measured_only(r.requests[t]),
+                                                                  r.steps[t])})
     return pd.DataFrame(rows)
 
 

@@ -37,16 +37,22 @@ def metrics(d: pd.DataFrame, arrival: pd.Series) -> dict[str, float]:
             "throughput": len(d) / span if span > 0 else float("nan")}
 
 
-def stream_metrics(run: Run, key: str, predicted: dict[str, pd.DataFrame] | None = None
-                   ) -> dict[str, float]:
-    """Mean over a stream's replays of ``metrics``, measured (or from ``predicted``)."""
+def stream_metrics(run: Run, key: str, predicted: dict[str, pd.DataFrame] | None = None,
+                   ids: set[int] | None = None) -> dict[str, float]:
+    """Mean over a stream's replays of ``metrics``, measured (or from ``predicted``), over
+    the requests in ``ids`` (default: every measured one)."""
     vals = []
     for tag, m in run.meta.items():
         if m.key != key:
             continue
         req = run.requests[tag]
+        keep = (req["measured"].to_numpy(bool).copy() if "measured" in req
+                else np.ones(len(req), bool))
+        if ids is not None:
+            keep &= req["id"].isin(ids).to_numpy()
         d = predicted[tag] if predicted is not None else req
-        vals.append(metrics(d, req["arrival_s"]))
+        vals.append(metrics(d[keep].reset_index(drop=True),
+                            req["arrival_s"][keep].reset_index(drop=True)))
     return {k: float(np.mean([v[k] for v in vals])) for k in METRICS}
 
 
@@ -71,15 +77,24 @@ def compare_pair(base: Run, variant: Run, engine: EngineConfig, profile: str | N
         for run in (base, variant):
             pred[run.name] = {t: predict_stream(run, t, profile, engine)
                               for t, m in run.meta.items() if m.key == key}
-        mb, mv = stream_metrics(base, key), stream_metrics(variant, key)
-        pb = stream_metrics(base, key, pred[base.name])
-        pv = stream_metrics(variant, key, pred[variant.name])
+        # the requests measured in every replay of both (a cut replay finishes fewer)
+        ids = None
+        for run in (base, variant):
+            for tag, m in run.meta.items():
+                if m.key == key:
+                    req = run.requests[tag]
+                    got = set(req["id"][req["measured"]] if "measured" in req else req["id"])
+                    ids = got if ids is None else ids & got
+        mb, mv = stream_metrics(base, key, ids=ids), stream_metrics(variant, key, ids=ids)
+        pb = stream_metrics(base, key, pred[base.name], ids)
+        pv = stream_metrics(variant, key, pred[variant.name], ids)
         ev = {name: int(sum(p["evictions"].sum() for p in pred[name].values()))
               for name in pred}
         for k in METRICS:
             meas, prd = mv[k] / mb[k] - 1, pv[k] / pb[k] - 1
             sign, size = verdict(meas, prd)
             rows.append({"base": base.name, "variant": variant.name, "stream": key, "metric": k,
+                         "requests": len(ids or ()),
                          "measured_base": mb[k], "measured_variant": mv[k],
                          "predicted_base": pb[k], "predicted_variant": pv[k],
                          "measured_change": meas, "predicted_change": prd,

@@ -77,19 +77,26 @@ def limits(engine: dict[str, Any]) -> Limits:
 def teacher_forced(requests: pd.DataFrame, steps: pd.DataFrame, lim: Limits) -> pd.DataFrame:
     """simkv's plan of each of the engine's steps, planned at the engine's own step times.
 
-    ``requests``: the stream's requests (``id``, ``submit_s``, ``prompt_tokens``,
-    ``output_tokens``); ``steps``: its profiled steps in order (``start_s``, ``prepare_s``
+    ``requests``: the stream's requests (``id``, ``submit_s`` or the engine's ``queued_step``,
+    ``prompt_tokens``, ``output_tokens``); ``steps``: its profiled steps in order (``start_s``, ``prepare_s``
     and ``STEP_COLUMNS``). Each simkv step commits at the engine's next planning time, so
     finishes and arrivals line up with the engine's. Returns one row per engine step: the
     engine's columns, simkv's (``sim_*``) and ``agree`` (sequences and tokens equal).
     """
     pool = BlockPool(lim.num_blocks, lim.block_size)
     sched = TransformersScheduler(lim.config(), pool=pool)
-    reqs = requests.sort_values(["submit_s", "id"], kind="stable")
+    plan_t = (steps["start_s"] - steps["prepare_s"]).to_numpy(float)
+    if "queued_step" in requests and requests["queued_step"].notna().all():
+        # the engine recorded which step first saw each request (2026-12-07 on): exact
+        reqs = requests.sort_values(["queued_step", "id"], kind="stable")
+        at = reqs["queued_step"].to_numpy(int)
+        submit = np.where(at < len(plan_t), plan_t[np.minimum(at, len(plan_t) - 1)], math.inf)
+        submit = np.nextafter(submit, -math.inf)  # in the queue by that step's planning
+    else:
+        reqs = requests.sort_values(["submit_s", "id"], kind="stable")
+        submit = reqs["submit_s"].to_numpy(float)
     queue = [Request(int(r.id), float(r.submit_s), int(r.prompt_tokens), int(r.output_tokens))
              for r in reqs.itertuples()]
-    submit = reqs["submit_s"].to_numpy(float)
-    plan_t = (steps["start_s"] - steps["prepare_s"]).to_numpy(float)
     ends = np.append(plan_t[1:], math.inf)
     sim = np.zeros((len(steps), 3), dtype=np.int64)
     keys: list[str] = [""] * len(steps)
