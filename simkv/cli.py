@@ -142,6 +142,32 @@ def _one_line_errors(func: Any) -> Any:
         raise SystemExit(2) from None
 
 
+# Command-line options that point Hydra at another config (whose hydra.mode may be set).
+_OTHER_CONFIG = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+                 "--experimental-rerun")
+
+
+def _skip_mode_composition() -> None:
+    """Hydra 1.3 composes the whole config twice per run: once only to read ``hydra.mode``
+    (``Hydra.get_mode``), then for the run. simkv's packaged config leaves ``hydra.mode``
+    unset, so unless an override or another config could set it the answer is None (what the
+    composition would return), and the first composition (a third of the start-up) is
+    skipped. With ``hydra.mode`` in an override or another config, Hydra composes as before."""
+    from hydra._internal.hydra import Hydra
+
+    args = sys.argv[1:]
+    if any("hydra.mode" in a or a.split("=", 1)[0] in _OTHER_CONFIG for a in args):
+        return
+    if getattr(Hydra.get_mode, "_simkv", False):
+        return
+
+    def get_mode(self: Any, config_name: str | None, overrides: list[str]) -> Any:
+        return None
+
+    get_mode._simkv = True  # type: ignore[attr-defined]
+    Hydra.get_mode = get_mode  # type: ignore[method-assign]
+
+
 def main() -> None:
     try:
         register_configs()  # imports every policy plug-in: one that fails is one line
@@ -156,6 +182,7 @@ def main() -> None:
 
     if hasattr(hydra_utils, "run_and_report"):
         hydra_utils.run_and_report = _one_line_errors
+    _skip_mode_composition()
     try:
         with sigterm_interrupts():
             _run()

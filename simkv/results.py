@@ -11,11 +11,12 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from simkv.output import lock_owner_alive
+
+if TYPE_CHECKING:
+    import pandas as pd  # on first use: a run that never reads its tables never imports it
 
 
 class IncompleteRunError(ValueError):
@@ -48,6 +49,8 @@ class SimResult:
             path = self._table("requests")
             if path is None:
                 raise FileNotFoundError(f"{self.out_dir}: no requests table")
+            import pandas as pd
+
             self._requests = pd.read_parquet(path)
         return self._requests
 
@@ -81,7 +84,11 @@ class SimResult:
     @property
     def iterations(self) -> pd.DataFrame | None:
         path = self._table("iterations")
-        return pd.read_parquet(path) if path is not None else None
+        if path is None:
+            return None
+        import pandas as pd
+
+        return pd.read_parquet(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

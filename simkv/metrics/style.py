@@ -39,12 +39,16 @@ def context() -> Iterator[None]:
 
 
 def figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] | None = None,
-           squeeze: bool = True, **kw: Any) -> tuple[Figure, Any]:
+           squeeze: bool = True, layout: str | None = "constrained", **kw: Any
+           ) -> tuple[Figure, Any]:
     """A Figure and its axes, like ``pyplot.subplots`` but with no pyplot (no backend).
 
-    Call inside ``context()`` so the axes take simkv's style.
+    Call inside ``context()`` so the axes take simkv's style. ``layout=None``: the caller
+    places the axes (``Figure.subplots_adjust``) and ``save`` writes the figure as placed,
+    without the layout engine's and the tight bounding box's extra drawing passes (for the
+    figure every run draws: docs/PERFORMANCE.md).
     """
-    fig = Figure(figsize=size or (5.0 * ncols, 3.6 * nrows), layout="constrained")
+    fig = Figure(figsize=size or (5.0 * ncols, 3.6 * nrows), layout=layout)
     axes = fig.subplots(nrows, ncols, squeeze=squeeze, **kw)
     return fig, axes
 
@@ -55,9 +59,12 @@ def save(fig: Figure, path: str | Path, *, formats: Sequence[str] = ("png", "pdf
     path = Path(path)
     suffix = path.suffix.lstrip(".") or formats[0]
     written = []
+    # A figure placed by hand (no layout engine) is written as placed: the tight bounding box
+    # would draw it once more only to measure it.
+    placed = {"savefig.bbox": "standard"} if fig.get_layout_engine() is None else {}
     for fmt in dict.fromkeys((suffix, *formats)):
         out = path.with_suffix(f".{fmt}")
-        with context():
+        with context(), mpl.rc_context(placed):
             fig.savefig(out, format=fmt, dpi=DPI, metadata=_no_dates(fmt))
         written.append(out)
     return written
