@@ -61,7 +61,7 @@ def test_padding_rows_route_alike() -> None:
 
 
 def test_moe_terms_from_layers_timed_alone() -> None:
-    """transformers' MoE layers timed alone on the H100 (2026-12-07): the terms fitted on
+    """transformers' MoE blocks timed alone on the H100 (2026-12-07): the terms fitted on
     them price those layers to within 10% median for both MoE shapes, and a step fit without
     any MoE step takes them."""
     from pathlib import Path
@@ -81,10 +81,10 @@ def test_moe_terms_from_layers_timed_alone() -> None:
     for shape in ("mixtral_8x7b", "qwen3_30b_a3b"):
         m = compose([f"model={shape}"]).model
         cost = CostModel(m, hw)
-        rows = d[(d["model"] == shape) & (d["part"] == "experts")]
+        rows = d[(d["model"] == shape) & (d["part"] == "block")]
         ape = []
         for t, ms in zip(rows["tokens"], rows["ms"], strict=True):
-            base = sum(op.seconds for op in cost._moe(int(t)) if op.name != "moe_router")
+            base = sum(op.seconds for op in cost._moe(int(t)))
             extra = (terms["moe_layer_overhead_s"]
                      + terms["moe_expert_flop_s"] * 6 * m.experts_per_token * m.hidden_size
                      * m.ffn_size * t

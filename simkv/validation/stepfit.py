@@ -213,11 +213,12 @@ MOE_TERMS = ("moe_layer_overhead_s", "moe_expert_flop_s", "moe_weight_read_facto
 
 def moe_kernel_terms(path: str | Path) -> dict[str, float]:
     """The MoE engine terms from timings of MoE layers alone (``moe_block.csv`` of
-    ``simkv.calibration.moe_bench``: transformers' experts forward replayed from a CUDA graph
-    at T tokens, every MoE shape of simkv's specs in it): what each took beyond simkv's price
-    of its grouped GEMMs (the GPU's profile, from environment.json beside the file), regressed
-    without an engine on (1, routed expert FLOPs, hit experts' weights at HBM peak), relative
-    and non-negative. Used where a fit has no MoE step of its own."""
+    ``simkv.calibration.moe_bench``: transformers' whole sparse MoE block, router and experts,
+    replayed from a CUDA graph at T tokens, every MoE shape of simkv's specs in it): what each
+    took beyond simkv's price of its router and grouped GEMMs (the GPU's profile, from
+    environment.json beside the file), regressed without an engine on (1, routed expert
+    FLOPs, hit experts' weights at HBM peak), relative and non-negative. Used where a fit has
+    no MoE step of its own."""
     import json
 
     from scipy.optimize import nnls
@@ -235,19 +236,19 @@ def moe_kernel_terms(path: str | Path) -> dict[str, float]:
     env = path.parent / "environment.json"
     hw = load_profile(profile_for(json.loads(env.read_text()) if env.is_file() else {}, path.parent))
     x, y = [], []
-    for shape, g in d[d["part"] == "experts"].groupby("model"):
+    for shape, g in d[d["part"] == "block"].groupby("model"):
         m = compose([f"model={shape}"]).model
         cost = CostModel(m, hw)
         for t, ms in zip(g["tokens"], g["ms"], strict=True):
             took = float(ms) / 1e3
-            base = sum(op.seconds for op in cost._moe(int(t)) if op.name != "moe_router")
+            base = sum(op.seconds for op in cost._moe(int(t)))
             hit = experts_hit(m.num_experts, m.experts_per_token, float(t))
             x.append(np.array([1.0, 6.0 * m.experts_per_token * m.hidden_size * m.ffn_size * t,
                                hit * 3.0 * m.hidden_size * m.ffn_size * m.weight_bytes_per_param
                                / hw.hbm_bandwidth]) / took)
             y.append((took - base) / took)
     if not x:
-        raise ValueError(f"{path}: no 'experts' rows to fit the MoE terms on")
+        raise ValueError(f"{path}: no 'block' rows to fit the MoE terms on")
     xa = np.vstack(x)
     scale = np.abs(xa).max(axis=0)
     coef = nnls(xa / scale, np.asarray(y))[0] / scale
