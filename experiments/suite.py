@@ -68,6 +68,7 @@ EXPERIMENTS = (
     "failures",
     "spot",
     "many_models",
+    "energy",
 )
 
 

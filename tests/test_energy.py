@@ -248,3 +248,62 @@ def test_every_gpu_with_a_shipped_profile_family_has_a_power_model() -> None:
     assert load_power("h100_sxm_published").tdp_w == 700.0
     assert load_power("a100_sxm_published").tdp_w == 400.0
     assert load_power("h200_sxm_published").tdp_w == 700.0
+
+
+# --- autoscaler=energy --------------------------------------------------------------------------
+
+def test_energy_autoscaler_sheds_instances_and_clock_at_low_load_within_the_slo(tmp_path) -> None:
+    load = [*ON[:2], "workload=poisson", "workload.num_requests=900", "workload.rate=6",
+            "energy.enabled=true", "cluster.replicas=3"]
+    static = _run(load, tmp_path / "static")
+    scaled = _run([*load, "cluster.min_replicas=1", "cluster.max_replicas=3", "autoscaler=energy",
+                   "autoscaler.interval_s=10", "autoscaler.window_s=20"], tmp_path / "energy")
+    p = scaled["energy"]["pools"]["default"]
+    assert p["clock_changes"] >= 1
+    assert p["mean_sm_mhz_busy"] < 1980
+    assert scaled["gpu_hours"] < static["gpu_hours"]
+    assert scaled["energy"]["gpu_joules"] < 0.8 * static["energy"]["gpu_joules"]
+    assert scaled["requests"]["finished"] == static["requests"]["finished"]
+    assert scaled["goodput"]["fraction_met"] >= 0.99
+    drains = [e for e in scaled["cluster"]["scaling"]["events"] if e["kind"] == "scale_down"]
+    assert drains
+
+
+def test_energy_autoscaler_predictions_are_monotone(tmp_path) -> None:
+    from simkv.energy.accounting import PoolPower
+    from simkv.engine.pool import Pool, pool_configs
+    from simkv.kv.tiers import load_node_profile
+    from simkv.policies.autoscaler.energy import EnergyAware, EnergyAwareConfig
+
+    cfg = simkv.compose([*ON, "cluster.max_replicas=4"])
+    pc = pool_configs(cfg)["default"]
+    pool = Pool(0, "default", pc, cfg, load_node_profile(cfg.memory.node, None))
+    pool.power = PoolPower(pool, cfg)
+    policy = EnergyAware(EnergyAwareConfig())
+    plans = {(n, c): policy.plan(pool, 12.0, 512.0, 160.0, n, c) for n in (1, 2, 4) for c in (1.0, 0.6)}
+    for c in (1.0, 0.6):  # more instances: each one's batch and TPOT no larger
+        assert plans[(4, c)].tpot_s <= plans[(2, c)].tpot_s <= plans[(1, c)].tpot_s
+        assert plans[(4, c)].batch <= plans[(1, c)].batch
+    for n in (1, 2, 4):  # a lower clock: never faster
+        assert plans[(n, 0.6)].tpot_s >= plans[(n, 1.0)].tpot_s
+    # Idle power: at this load four instances draw more than two.
+    assert plans[(4, 1.0)].watts > plans[(2, 1.0)].watts
+
+
+def test_energy_autoscaler_refuses_a_clock_below_the_model(tmp_path) -> None:
+    with pytest.raises(ValueError, match="^autoscaler.clocks: 0.3 is below h100_sxm_fitted's lowest"):
+        _run([*ON, "cluster.max_replicas=2", "autoscaler=energy", "autoscaler.clocks=[1.0,0.3]"],
+             tmp_path / "r")
+
+
+def test_a_failed_instance_draws_idle_power_until_it_is_released(tmp_path) -> None:
+    s = _run([*ON, "cluster.replicas=2", "workload.num_requests=200", "workload.rate=20",
+              "faults.events=[{time_s:2,kind:gpu,target:0}]", "faults.detect_s=5"], tmp_path / "r")
+    held = _idle_gpu_seconds(tmp_path / "r", s["cluster"]["window_s"][1])
+    assert held["failed"] == pytest.approx(5.0)
+    assert s["energy"]["joules_by_state"]["failed"] == pytest.approx(H100.idle_w * 5.0, rel=1e-9)
+    from simkv.metrics.summary import format_table
+
+    line = next(x for x in format_table(s).splitlines() if x.startswith("energy"))
+    assert f"{s['energy']['joules_per_output_token']:.3g} J/output token" in line
+    assert "kWh GPU" in line

@@ -11,6 +11,7 @@ with the pool's own cost and power models (the profile DynamoLLM measures offlin
 * decode: the batch B that Little's law gives, B = (rate / n) x output x TPOT, with
   TPOT = t_step(B, x) / (1 - rho) (decode steps share the GPU with prefills), solved by
   fixed-point iteration; the step reads B x (prompt + output / 2) tokens of context;
+* the rate planned for is ``rate_headroom`` x the measured one (a burst outruns start-up);
 * feasible when TPOT <= ``tpot_headroom`` x slo.tpot_s, rho <= ``max_prefill_busy``, and B
   fits the instance's sequences and KV;
 * energy rate n x GPUs x (idle + busy shares x (step power - idle)), from the power model at
@@ -50,6 +51,9 @@ class EnergyAwareConfig(ScalingConfig):
     # The largest share of an instance's time it lets prefills take (TTFT grows as the
     # prefill queue approaches saturation).
     max_prefill_busy: float = bounded(0.5, gt=0, lt=1)
+    # It plans for this multiple of the measured arrival rate: slack for a burst that arrives
+    # faster than a new instance starts (assumed; DynamoLLM plans for a predicted peak).
+    rate_headroom: float = bounded(1.5, ge=1)
     # HPA's defaults do not suit a policy that measures its own window: react within 60 s.
     scale_down_stabilization_s: float = bounded(120.0, ge=0)
 
@@ -169,7 +173,8 @@ class EnergyAware:
         seen = self._measure(pool, now)
         if seen is None:
             return []
-        plan = self.best(pool, *seen)
+        rate, prompt, output = seen
+        plan = self.best(pool, rate * self.cfg.rate_headroom, prompt, output)
         self.last_plan[pool.name] = plan
         rec = self.recommended.setdefault(pool.name, deque())
         rec.append((now, plan.instances))
