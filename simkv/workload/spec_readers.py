@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from simkv.workload.readers import MAX_TOKENS, Columns, TraceError, _Validator
+from simkv.workload.trace_columns import MAX_TOKENS, Columns, TraceError, _Validator
 
 PATTERNS = ("Gamma", "Weibull")
 TRACE_COLUMNS = ("timestamp", "rate", "cv", "pattern", "shape", "scale")
