@@ -30,7 +30,7 @@ import json
 import pandas as pd
 from kv_common import pool_of, run_batch
 from matplotlib.figure import Figure
-from suite import Headline, cli, close, data_dir
+from suite import Headline, Lever, Param, Position, Rule, Setting, Swept, cli, data_dir
 
 from simkv.metrics import style
 
@@ -93,25 +93,68 @@ def run(quick: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Declared before the run: the paper's "up to" numbers, +-25%.
+RULE_MEMORY = Rule(paper=3.5, tol=0.25)
+RULE_LATENCY = Rule(paper=2.4, tol=0.25)
+SETTING = Setting(
+    figure="arXiv 2509.17396 abstract (latency and memory up to 2.4x / 3.5x lower) and Figure 1(c) "
+           "(peak GPU memory against input length, LLaMA-3.2-3B on an A100)",
+    paper="LLaMA-3.2-3B on an A100, LongConvQA histories (LoCoMo, RealTalk, LongMemEval), full KV "
+          "with a one-pass prefill as the baseline; budget M, block and episodes from its code "
+          "(github apple/ml-epicache: kv_budget 8192, blocks of 2048, 4 episodes); the input "
+          "lengths behind the 3.5x / 2.4x are not in the parts read",
+    simkv="Llama-3.2-3B, A100-80GB profile, one question at a time (history + 30-token question, "
+          "32-token answer), M = 2048 / 4096 / 8192, blocks of 2048; history swept from LoCoMo's "
+          "mean (17K tokens) to 100K",
+    matched=True)
+PARAMS = (Param("kv_policy.kv_budget", "2048-8192", "its code's --kv_budget default (8192) and "
+                "the paper's budgets"),
+          Param("block", "2048 tokens", "its code (prefill blocks)"),
+          Param("kv_policy.patch_tokens", "960", ""),
+          Param("history length", "17K-100K tokens", "", swept="LoCoMo 17K, REALTALK 22K (shared "
+                "data, x1.3 tokens per word), 50K, 100K"),
+          Param("tokens per word", f"{TOKENS_PER_WORD}", "", swept="folded into the history sweep"))
+
+
+def _ratios(df: pd.DataFrame, col: str) -> dict[int, float]:
+    """Per history: full KV (one-pass prefill) / the best EpiCache budget."""
+    out = {}
+    for hist, g in df.groupby("history_tokens"):
+        by = g.set_index("system")
+        epi = by.loc[[s for s in by.index if s.startswith("EpiCache")], col]
+        out[int(hist)] = float(by.loc["full KV, one-pass prefill", col] / epi.min())
+    return out
+
+
 def headline(df: pd.DataFrame) -> list[Headline]:
-    """Against full KV with a one-pass prefill (the paper's baseline), at the longest history."""
-    longest = df[df.history_tokens == df.history_tokens.max()].set_index("system")
-    ref = longest.loc["full KV, one-pass prefill"]
-    epi = longest.loc[[s for s in longest.index if s.startswith("EpiCache")]]
-    mem = float((ref.peak_gpu_gib / epi.peak_gpu_gib).max())
-    lat = float((ref.latency_s / epi.latency_s).max())
-    n = int(longest.history_tokens.iloc[0])
-    short = df[df.history_tokens == df.history_tokens.min()].set_index("system")
-    short_lat = float((short.loc["full KV, one-pass prefill"].latency_s
-                       / short.loc[[s for s in short.index if s.startswith("EpiCache")]].latency_s).max())
+    """Against full KV with a one-pass prefill (the paper's baseline); the paper's "up to" is
+    the most over its settings, so simkv's number is the most over the swept histories, and
+    the sweep shows how much the unpublished history length decides it."""
+    mem, lat = _ratios(df, "peak_gpu_gib"), _ratios(df, "latency_s")
+    top = max(mem)
+    rng = f"{min(mem):,}-{top:,} tokens"
+    hist = "history length"
+    why_mem = {Position.WITHIN: "block-wise prefill bounds the peak at M + a block while full KV holds "
+               "the whole history", Position.BELOW: "the histories simkv sweeps are shorter than the "
+               "paper's longest, or its activations weigh more"}
+    why_lat = {Position.WITHIN: "at long histories the decode over M tokens instead of the history "
+               "outweighs EpiCache's patched prompt and encoder",
+               Position.BELOW: "each question re-prefills the history and EpiCache adds its patched "
+               "prompt (960 query tokens per block) and encoder; its gain is the decode step only "
+               "(docs/KV_METHODS.md)"}
     return [
-        Headline("EpiCache (arXiv 2509.17396)", f"peak GPU memory, full KV / EpiCache ({n:,}-token history)",
-                 "up to 3.5x lower", f"{mem:.2f}x lower", close(3.5, mem), "nothing fitted: budget, "
-                 "block and model from the paper's code and figure 1"),
-        Headline("EpiCache", f"latency per question, full KV / EpiCache ({n:,}-token history)",
-                 "up to 2.4x lower", f"{lat:.2f}x lower", close(2.4, lat),
-                 f"on LoCoMo-sized histories latency is not lower ({short_lat:.2f}x): each question "
-                 "re-prefills the history and EpiCache adds its patched prompt (docs/KV_METHODS.md)"),
+        Headline("EpiCache (arXiv 2509.17396)", "peak GPU memory, full KV / EpiCache",
+                 "up to 3.5x lower", f"{mem[top]:.2f}x lower at {top:,} tokens; "
+                 + ", ".join(f"{mem[h]:.2f}x at {h:,}" for h in sorted(mem)[:-1]),
+                 RULE_MEMORY, mem[top], SETTING, PARAMS, why=why_mem,
+                 sweep=(Swept(hist, tuple(mem[h] for h in sorted(mem)), rng),),
+                 lever=Lever("peak_gpu_gib", "system.str.startswith('EpiCache')", -1.0), seed="EpiCache"),
+        Headline("EpiCache", "latency per question, full KV / EpiCache", "up to 2.4x lower",
+                 f"{lat[top]:.2f}x lower at {top:,} tokens; "
+                 + ", ".join(f"{lat[h]:.2f}x at {h:,}" for h in sorted(lat)[:-1]),
+                 RULE_LATENCY, lat[top], SETTING, PARAMS, why=why_lat,
+                 sweep=(Swept(hist, tuple(lat[h] for h in sorted(lat)), rng),),
+                 lever=Lever("latency_s", "system.str.startswith('EpiCache')", -1.0), seed="EpiCache"),
     ]
 
 

@@ -68,3 +68,41 @@ def pool_of(overrides: list[str]) -> Pool:
         cfg.model = load_model(cfg.model)
     name, pc = next(iter(pool_configs(cfg).items()))
     return Pool(0, name, pc, cfg, load_node_profile(cfg.memory.node, cfg.memory.node_path))
+
+
+def profile_with(profile: str, folder: Path, **efficiency: float) -> Path:
+    """A copy of the shipped GPU profile ``profile`` with some efficiencies replaced (an
+    assumed efficiency swept over its plausible range): the file to pass as
+    ``hardware.path``. ``folder`` must outlive the runs that read it."""
+    import yaml
+
+    src = Path(simkv.__file__).parent.parent / "hardware_profiles" / f"{profile}.yaml"
+    if not src.is_file():  # installed wheel: the profiles ship inside the package
+        src = Path(simkv.__file__).parent / "hardware_profiles" / f"{profile}.yaml"
+    doc = yaml.safe_load(src.read_text())
+    for key, value in efficiency.items():
+        if key not in doc["efficiency"]:
+            raise KeyError(f"{profile} has no efficiency {key!r}")
+        doc["efficiency"][key] = {"value": value, "source": f"swept (experiment): {value}"}
+    out = folder / f"{profile}_{'_'.join(f'{k}{v:g}' for k, v in efficiency.items())}.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def node_with(node: str, folder: Path, section: str, **values: float) -> Path:
+    """A copy of the shipped node profile ``node`` with some values of one section replaced
+    (assumed quantities swept over their plausible range): the file to pass as
+    ``memory.node_path``. Units stay the profile's."""
+    import yaml
+
+    src = Path(simkv.__file__).parent.parent / "hardware_profiles" / "nodes" / f"{node}.yaml"
+    if not src.is_file():  # installed wheel
+        src = Path(simkv.__file__).parent / "hardware_profiles" / "nodes" / f"{node}.yaml"
+    doc = yaml.safe_load(src.read_text())
+    for key, value in values.items():
+        entry = doc[section][key]
+        entry["value"] = value
+        entry["source"] = f"swept (experiment): {value}"
+    out = folder / f"{node}_{section}_{'_'.join(f'{k}{v:g}' for k, v in values.items())}.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out

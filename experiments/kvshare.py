@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from suite import Headline, cli, close, simulate
+from suite import Headline, Lever, Param, Position, Rule, Setting, Swept, cli, simulate
 
 from simkv.metrics import style
 
@@ -63,6 +63,12 @@ def run(quick: bool) -> pd.DataFrame:
         for system, extra in SYSTEMS.items():
             rows.append({"setting": setting, "system": system, "recompute_fraction": 0.15
                          if "KVShare" in system else float("nan"), **_run([*wl, *extra])})
+    # The paper names no GPU: the main systems again on the A100 profile.
+    for setting, rate, n in (("light load", 0.2, n_light), ("saturation", 20.0, n_heavy)):
+        wl = [f"workload.rate={rate}", f"workload.num_requests={n}", "hardware=a100_80gb"]
+        for system in ("full recompute", "KVShare 15%"):
+            rows.append({"setting": f"{setting}, A100", "system": system, "recompute_fraction": 0.15
+                         if "KVShare" in system else float("nan"), **_run([*wl, *SYSTEMS[system]])})
     fractions = (0.0, 0.5, 1.0) if quick else (0.0, 0.05, 0.3, 0.5, 1.0)
     for f in fractions:
         wl = ["workload.rate=0.2", f"workload.num_requests={n_light}"]
@@ -79,30 +85,76 @@ def run(quick: bool) -> pd.DataFrame:
     return df
 
 
+# Declared before the run: the abstract's numbers, +-25%.
+RULE_TTFT = Rule(paper=PAPER["ttft_speedup"], tol=0.25)
+RULE_THROUGHPUT = Rule(paper=PAPER["throughput_speedup"], tol=0.25)
+SETTING = Setting(
+    figure="arXiv 2503.16525 abstract: TTFT up to 9.39x lower and throughput 1.2x higher than full "
+           "KV recompute",
+    paper="Qwen2.5-7B, Llama-3.1-8B, Yi-1.5-9B; multi-tenant tasks; GPU, prompts, load and DHD's "
+          "recompute share not in the parts read",
+    simkv="Llama-3.1-8B, H100 profile (A100 swept), the near_duplicate workload (a 15,518-token agent "
+          "template shared by 8 tenants, one edited granule each and one per request, a ~1,121-token "
+          "task; from the SWE-bench agent trace), 0.2 req/s (TTFT) and 20 req/s offered (throughput)",
+    matched=False,
+    differs="the paper's tasks, prompt lengths and load are not known here: simkv's workload is "
+            "built from the agent trace, its tenants and edits assumed")
+PARAMS = (Param("scheduler.recompute_fraction", "0.15", "", swept="0-100%"),
+          Param("workload tenants and edits", "8 tenants, 1 + 1 edited granules", ""),
+          Param("GPU", "H100", "", swept="H100, A100"))
+
+
 def headline(df: pd.DataFrame) -> list[Headline]:
+    # Ratios from the measured columns (not the table's precomputed ones), so the verdict
+    # stands on the runs' TTFTs and token rates.
     light = df[df.setting == "light load"].set_index("system")
     sat = df[df.setting == "saturation"].set_index("system")
-    paper_ttft = float(df.paper_ttft_speedup.iloc[0])
-    paper_thr = float(df.paper_throughput_speedup.iloc[0])
-    ttft = float(light.loc["KVShare 15%", "ttft_speedup"])
-    sweep = light[light.recompute_fraction.notna()]
-    best = sweep.loc[sweep.ttft_speedup.idxmax()]
-    thr = float(sat.loc["KVShare 15%", "throughput_speedup"])
+    ref_ttft = float(light.loc["full recompute", "ttft_mean_s"])
+    ttft = ref_ttft / float(light.loc["KVShare 15%", "ttft_mean_s"])
+    sweep = light[light.recompute_fraction.notna() & ~light.index.str.contains("FCFS")]
+    sweep_x = tuple(ref_ttft / float(x) for x in sweep.ttft_mean_s)
+    free = ref_ttft / float(sweep.loc[sweep.recompute_fraction == 0.0, "ttft_mean_s"].iloc[0])
+    vllm_ttft = ref_ttft / float(light.loc["vLLM prefix caching", "ttft_mean_s"])
+    ref_thr = float(sat.loc["full recompute", "output_tokens_per_s"])
+    thr = float(sat.loc["KVShare 15%", "output_tokens_per_s"]) / ref_thr
+    vllm_thr = float(sat.loc["vLLM prefix caching", "output_tokens_per_s"]) / ref_thr
+
+    def on_a100(setting: str, col: str) -> tuple[float, ...]:
+        g = df[df.setting == f"{setting}, A100"].set_index("system")
+        if g.empty:
+            return ()
+        ref = g.loc["full recompute"]
+        kv = g.loc["KVShare 15%"]
+        return ((ref.ttft_mean_s / kv.ttft_mean_s) if col == "ttft"
+                else (kv.output_tokens_per_s / ref.output_tokens_per_s),)
+
     return [
         Headline("KVShare (arXiv 2503.16525)", "TTFT, full recompute / KVShare (light load, 0.2 req/s)",
-                 f"up to {paper_ttft:g}x", f"{ttft:.2f}x at 15% recompute; {best.ttft_speedup:.2f}x at "
-                 f"{best.recompute_fraction:.0%}; vLLM prefix caching "
-                 f"{light.loc['vLLM prefix caching', 'ttft_speedup']:.2f}x",
-                 close(paper_ttft, ttft),
-                 "the edited granules and the ~1,121-token task are computed in full, which bounds the "
-                 "gain below the paper's whatever the recompute fraction (docs/KV_METHODS.md)"),
+                 f"up to {RULE_TTFT.paper:g}x", f"{ttft:.2f}x at 15% recompute; {free:.2f}x at 0%; "
+                 f"vLLM prefix caching {vllm_ttft:.2f}x", RULE_TTFT, ttft, SETTING, PARAMS,
+                 why={Position.BELOW: "the edited granules and the task are computed in full whatever "
+                      "the recompute fraction, which bounds the gain on this workload "
+                      "(docs/KV_METHODS.md)",
+                      Position.WITHIN: "most of each prompt is reused at a fraction of its cost"},
+                 sweep=(Swept("scheduler.recompute_fraction", sweep_x, "0-100%"),
+                        Swept("GPU", on_a100("light load", "ttft"), "A100")),
+                 lever=Lever("ttft_mean_s", "setting == 'light load' and system == 'KVShare 15%'", -1.0),
+                 seed="KVShare",
+                 decomposition=f"with reuse free (0% recompute) simkv gives {free:.2f}x: the part "
+                 f"of the prompt not reusable here caps it; exact prefix caching alone gives "
+                 f"{vllm_ttft:.2f}x"),
         Headline("KVShare", "throughput, KVShare / full recompute (saturation, 20 req/s offered)",
-                 f"{paper_thr:g}x", f"{thr:.2f}x; vLLM prefix caching "
-                 f"{sat.loc['vLLM prefix caching', 'throughput_speedup']:.2f}x",
-                 close(paper_thr, thr),
-                 "at saturation this workload is prefill-bound (16.6k-token prompts, ~100 output "
-                 "tokens) and KVShare removes most of the prefill; the paper's tasks likely decode "
-                 "more and share less (docs/KV_METHODS.md)"),
+                 f"{RULE_THROUGHPUT.paper:g}x", f"{thr:.2f}x; vLLM prefix caching {vllm_thr:.2f}x",
+                 RULE_THROUGHPUT, thr, SETTING, PARAMS,
+                 why={Position.ABOVE: "at saturation this workload is prefill-bound (16.6k-token "
+                      "prompts, ~100 output tokens) and KVShare removes most of the prefill; the "
+                      "paper's tasks likely decode more and share less (docs/KV_METHODS.md)",
+                      Position.WITHIN: "KVShare's saved prefill is a small share of the work"},
+                 sweep=(Swept("GPU", on_a100("saturation", "throughput"), "A100"),),
+                 lever=Lever("output_tokens_per_s", "setting == 'saturation' and system == 'KVShare 15%'"),
+                 seed="KVShare",
+                 decomposition=f"exact prefix caching alone gives {vllm_thr:.2f}x over full "
+                 f"recompute: the gain is the prefill removed from a prefill-bound load"),
     ]
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import pandas as pd
 from kv_common import pool_of, run_batch
 from matplotlib.figure import Figure
-from suite import Headline, cli, close
+from suite import Headline, Lever, Param, Position, Rule, Setting, Swept, cli
 
 from simkv.metrics import style
 from simkv.policies.kv_policy.scalekv import ACCURACY, PAPER_8B_DRAFTER, PAPER_8B_REFINER
@@ -41,6 +41,7 @@ POLICIES = {
 }
 PAPER_KV_GB = {("full cache", 1): 10.5, ("full cache", 8): 85.0, ("full cache", 16): 170.0,
                ("ScaleKV", 1): 1.1, ("ScaleKV", 8): 8.5, ("ScaleKV", 16): 17.1}
+GPUS = ("h100_sxm_80gb", "a100_80gb")
 PAPER_MS = {("full cache", 512): 13, ("full cache", 768): 37, ("full cache", 1024): 71,
             ("ScaleKV", 512): 12, ("ScaleKV", 768): 29, ("ScaleKV", 1024): 52}
 
@@ -88,40 +89,85 @@ def run(quick: bool) -> pd.DataFrame:
                      "batch": batch, "weights_gb": pool.capacity(pool.base.dp).weights_per_gpu / 1e9,
                      "images_per_s": batch / r.makespan_s,
                      "latency_s": float(r.requests["e2e_s"].median())})
-    # (2) latency per image at batch 1, per resolution.
-    for px, sc in RESOLUTIONS.items():
-        if quick and px > 512:
-            continue
-        margs, n = model_args(sc)
-        for name, policy in POLICIES.items():
-            r = run_batch(2, 1, n, [*margs, *policy], gap_s=100.0)  # one image at a time
-            key = ("full cache" if name == "full cache" else "ScaleKV", px)
-            rows.append({"part": "latency", "policy": name, "resolution": px, "batch": 1,
-                         "latency_s": float(r.requests["e2e_s"].median()),
-                         "paper_latency_ms": PAPER_MS.get(key, float("nan"))})
+    # (2) latency per image at batch 1, per resolution, on each GPU (the paper names none).
+    for gpu in GPUS:
+        for px, sc in RESOLUTIONS.items():
+            if quick and px > 512:
+                continue
+            margs, n = model_args(sc)
+            margs = [*margs, f"hardware={gpu}"]
+            pool = pool_of(margs)
+            # The image's linear-layer FLOPs at the GPU's dense bf16 peak: no engine is faster.
+            bound = 2.0 * pool.model.active_params * n * pool.model.guidance_streams / pool.hw.bf16_flops
+            for name, policy in POLICIES.items():
+                r = run_batch(2, 1, n, [*margs, *policy], gap_s=100.0)  # one image at a time
+                key = ("full cache" if name == "full cache" else "ScaleKV", px)
+                rows.append({"part": "latency", "gpu": gpu, "policy": name, "resolution": px,
+                             "batch": 1, "latency_s": float(r.requests["e2e_s"].median()),
+                             "flop_bound_s": bound,
+                             "paper_latency_ms": PAPER_MS.get(key, float("nan"))})
     return pd.DataFrame(rows)
 
 
+# Declared before the run. The KV cut to 10% is not a headline: the 10% budget is an input.
+RULE_RATIO = Rule(paper=71 / 52, tol=0.25)
+RULE_ABSOLUTE = Rule(paper=71.0, tol=0.25, null=None)
+SETTING = Setting(
+    figure="ScaleKV (NeurIPS 2025; github StargazerX0/ScaleKV) Figure 7(b): latency per image "
+           "13 / 37 / 71 ms full and 12 / 29 / 52 ms with ScaleKV at 512 / 768 / 1024 px",
+    paper="Infinity-8B, batch 1, full cache vs ScaleKV at 10%; the GPU is not named there",
+    simkv="model=infinity_8b (40 layers, width 3584, 13 maps up to 64 x 64, two guidance streams), "
+          "batch 1, on the H100 and A100 profiles; ScaleKV with the repo's 8B per-scale budgets "
+          "(the uniform 10% swept)",
+    matched=True)
+PARAMS = (Param("kv_policy budgets", "repo 8B '10%' file", "github StargazerX0/ScaleKV budgets file "
+                "(drafters 909-6200, refiners 629-200 tokens per scale)"),
+          Param("kv_policy.first_scale", "8", "the budgets file compresses scales 9-13"),
+          Param("GPU", "H100", "", swept="H100, A100"))
+
+
 def headline(df: pd.DataFrame) -> list[Headline]:
-    mem = df[(df.part == "memory") & (df.batch == 1)].set_index("policy")
-    cut = mem.loc["full cache", "kv_cache_gb"] / mem.loc["ScaleKV 10% (uniform)", "kv_cache_gb"]
-    out = [Headline("ScaleKV (NeurIPS 2025)", "KV cache of Infinity-8B cut to 10%",
-                    "10.5 -> 1.1 GB (Table 3, 1024 px)",
-                    f"{mem.loc['full cache', 'kv_cache_gb']:.2f} -> "
-                    f"{mem.loc['ScaleKV 10% (uniform)', 'kv_cache_gb']:.2f} GB ({cut:.1f}x)",
-                    close(10.5 / 1.1, cut),
-                    "the 10x cut holds; the absolute cache differs (the paper's accounting is not "
-                    "stated: simkv counts bf16 KV of 40 layers x 3584 x two guidance streams)")]
-    lat = df[df.part == "latency"].pivot(index="resolution", columns="policy", values="latency_s")
-    px = int(lat.index.max())
-    ratio = lat.loc[px, "full cache"] / lat.loc[px, "ScaleKV 10% (uniform)"]
+    lat = df[df.part == "latency"]
+    gpu0 = GPUS[0]
+    main = lat[lat.gpu == gpu0].pivot(index="resolution", columns="policy", values="latency_s")
+    px = int(main.index.max())
+    repo, uni = "ScaleKV 10% (repo budgets)", "ScaleKV 10% (uniform)"
+    ratio = float(main.loc[px, "full cache"] / main.loc[px, repo])
+    paper_full = {512: 13, 768: 37, 1024: 71}[px]
     paper = {512: 13 / 12, 768: 37 / 29, 1024: 71 / 52}[px]
-    out.append(Headline("ScaleKV", f"latency per image, full / ScaleKV, {px} px (Figure 7b)",
-                        f"{paper:.2f}x ({ {512: 13, 768: 37, 1024: 71}[px]} ms full)",
-                        f"{ratio:.2f}x ({1e3 * lat.loc[px, 'full cache']:.0f} ms full)", close(paper, ratio),
-                        "ratios agree; simkv's absolute latencies are ~10x the paper's, which cannot "
-                        "hold a full image's 0.26 PFLOP at the H100's peak (docs/KV_METHODS.md)"))
-    return out
+    rule = RULE_RATIO if px == 1024 else Rule(paper=paper, tol=0.25)
+    sweep = [Swept("ScaleKV budgets", (float(main.loc[px, "full cache"] / main.loc[px, uni]),),
+                   "uniform 10%")]
+    for gpu, g in lat[lat.gpu != gpu0].groupby("gpu"):
+        w = g.pivot(index="resolution", columns="policy", values="latency_s")
+        sweep.append(Swept("GPU", (float(w.loc[px, "full cache"] / w.loc[px, repo]),), str(gpu)))
+    full = lat[(lat.gpu == gpu0) & (lat.resolution == px) & (lat.policy == "full cache")].iloc[0]
+    ms = 1e3 * float(full.latency_s)
+    abs_rule = RULE_ABSOLUTE if px == 1024 else Rule(paper=float(paper_full), tol=0.25, null=None)
+    bound_ms = 1e3 * float(full.flop_bound_s)
+    return [
+        Headline("ScaleKV (NeurIPS 2025)", f"latency per image, full / ScaleKV, {px} px (Figure 7b)",
+                 f"{paper:.2f}x ({paper_full} ms full)", f"{ratio:.2f}x ({ms:.0f} ms full)", rule, ratio,
+                 SETTING, PARAMS,
+                 why={Position.WITHIN: "the last maps' attention over the earlier maps is what ScaleKV "
+                      "shrinks; the linear layers, the same in both, set the rest",
+                      Position.BELOW: "in simkv the linear layers take a larger share of the image"},
+                 sweep=tuple(sweep),
+                 lever=Lever("latency_s", f"part == 'latency' and policy == '{repo}'", -1.0),
+                 seed="ScaleKV"),
+        Headline("ScaleKV", f"absolute latency per image, full cache, {px} px (Figure 7b)",
+                 f"{paper_full} ms", f"{ms:.0f} ms (H100; linear layers alone at the bf16 peak: "
+                 f"{bound_ms:.0f} ms)", abs_rule, ms, SETTING, PARAMS[2:],
+                 why={Position.REVERSED: "the paper's absolute figure is below what the image's own "
+                      "linear-layer FLOPs take at the GPU's peak, so it must time a part of the "
+                      "generation (docs/KV_METHODS.md)"},
+                 decomposition=f"the image's linear layers (2 x active parameters x tokens x two "
+                 f"guidance streams) take {bound_ms:.0f} ms at the GPU's dense bf16 peak, "
+                 f"{bound_ms / paper_full:.1f}x the paper's figure; simkv adds attention and its "
+                 f"efficiencies: {ms:.0f} ms",
+                 lever=Lever("latency_s", "part == 'latency' and policy == 'full cache'"),
+                 seed="ScaleKV", unit=" ms"),
+    ]
 
 
 def figure(df: pd.DataFrame) -> Figure:
@@ -142,6 +188,8 @@ def figure(df: pd.DataFrame) -> Figure:
     axes[1].set_xlabel("images / s at the largest batch that fits")
     axes[1].invert_yaxis()
     lat = df[df.part == "latency"]
+    if "gpu" in lat:
+        lat = lat[lat.gpu == GPUS[0]]
     for name, g in lat.groupby("policy", sort=False):
         axes[2].plot(g.resolution, 1e3 * g.latency_s, marker="o", label=name)
     axes[2].set_xlabel("resolution (px)")

@@ -6,7 +6,8 @@ An experiment is a module ``experiments/<name>.py`` that exposes
                                             ``part`` column); quick: seconds, for CI; full:
                                             the paper figure's size
     figure(df) -> Figure | None             optional: the figure, from that table alone
-    headline(df) -> list[Headline]          optional: the paper's claim beside simkv's number
+    headline(df) -> list[Headline]          optional: the paper's claim beside simkv's number,
+                                            judged by a Rule the module declares (verdict.py)
     NEEDS_DATA = True                       optional: it reads /work/shared/data (data_dir())
 
 and one line in ``EXPERIMENTS`` below. ``python experiments/<name>.py [--quick]`` runs one
@@ -30,6 +31,17 @@ from types import ModuleType
 from typing import Any
 
 import pandas as pd
+from verdict import (  # noqa: F401 (the experiments import these from suite)
+    Headline,
+    Lever,
+    Param,
+    Position,
+    Rule,
+    Setting,
+    Swept,
+    Tier,
+    Verdict,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -38,7 +50,9 @@ RESULTS = HERE / "results"
 EXPERIMENTS = (
     "load_sweep",
     "memory_policies",
+    "instinfer",
     "workload_fit",
+    "burstgpt",
     "heterogeneous",
     "elastic_moe",
     "disaggregation",
@@ -70,19 +84,6 @@ EXPERIMENTS = (
     "many_models",
     "energy",
 )
-
-
-@dataclass
-class Headline:
-    """One row of RESULTS.md: a paper's claim, its number, simkv's number, and whether they
-    agree (None: a direction without a comparable number) with the reason."""
-
-    paper: str
-    claim: str
-    paper_value: str
-    simkv_value: str
-    agrees: bool | None
-    why: str = ""
 
 
 @dataclass
@@ -192,12 +193,6 @@ def redraw(name: str, results: Path = RESULTS) -> Outcome:
     return Outcome(name, df, headlines(module, df), files)
 
 
-def close(paper: float, simkv: float, tol: float = 0.25) -> bool:
-    """The agreement rule of RESULTS.md: simkv within ``tol`` (25%) of the paper's number;
-    outside it the row says disagree and why, even when the direction holds."""
-    return abs(simkv / paper - 1.0) <= tol
-
-
 def fmt(x: Any, digits: int = 3) -> str:
     """A number as people read it in a table (3 significant digits, no float noise)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -214,9 +209,8 @@ def show(outcome: Outcome) -> None:
                                "display.float_format", "{:.4g}".format):
             print(df.to_string(index=False))
     for h in outcome.headlines:
-        verdict = {True: "agrees", False: "disagrees", None: "direction only"}[h.agrees]
-        print(f"\n{h.paper}: {h.claim}\n  paper {h.paper_value}; simkv {h.simkv_value} -> {verdict}"
-              + (f" ({h.why})" if h.why else ""))
+        print(f"\n{h.paper}: {h.claim}\n  paper {h.paper_value}; simkv {h.simkv_value} -> "
+              f"{h.verdict.value} [{h.tier.value}] ({h.reason()})")
     for path in outcome.files:
         print(f"wrote {path}")
 

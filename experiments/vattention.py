@@ -32,7 +32,7 @@ from __future__ import annotations
 import pandas as pd
 from kv_common import pool_of, run_batch
 from matplotlib.figure import Figure
-from suite import Headline, cli, close
+from suite import Headline, Lever, Param, Position, Rule, Setting, Swept, cli
 
 from simkv.metrics import style
 from simkv.policies.scheduler.interface import SchedulerOutput
@@ -40,6 +40,13 @@ from simkv.policies.scheduler.interface import SchedulerOutput
 PAPER = {"decode": 1.97, "prefill_fa": 3.92, "prefill_fi": 1.45, "decode_kernel": 2.85}
 BASE = ["model=llama3_8b", "hardware=a100_80gb", "model.max_model_len=140000",
         "scheduler.max_num_batched_tokens=140000"]
+# The paged kernels' attention time relative to the contiguous one: not measured here (a
+# paged-vs-contiguous kernel timing on the device would source it), so assumed and swept over
+# the plausible range: about equal (a good paged kernel) to the paper's worst cases. The
+# paper's own slowdowns are not used as inputs (they are what it reports).
+DECODE_K = (1.25, 2.0, 3.0)
+PREFILL_K = (1.25, 2.0, 4.0)
+MID = 2.0
 VATTN = ["kv.allocator.kind=vattention", "kv.allocator.prefill_attention_time=1.0",
          "kv.allocator.decode_attention_time=1.0"]
 
@@ -53,9 +60,8 @@ def run(quick: bool) -> pd.DataFrame:
     rows = []
     ctx = 16384
     for b in ((1, 8) if quick else (1, 2, 4, 8, 16, 32)):
-        for system, extra in {"vLLM paged (decode attention 2.85x)": paged(decode=2.85),
-                              "good paged kernel (1.25x)": paged(decode=1.25),
-                              "vAttention": VATTN}.items():
+        systems = {f"paged, decode attention {k:g}x (assumed)": paged(decode=k) for k in DECODE_K}
+        for system, extra in {**systems, "vAttention": VATTN}.items():
             # A decode step of b sequences at 16K each, priced by the pool's cost model (the
             # paper times decode iterations; a run's TPOT would mix in the prompts' prefills).
             cost = pool_of([*BASE, f"scheduler.max_num_seqs={b}", *extra]).cost(1)
@@ -63,9 +69,8 @@ def run(quick: bool) -> pd.DataFrame:
             rows.append({"study": "decode", "system": system, "batch": b, "tokens": ctx,
                          "value": b / float(cost.run_times(step)), "metric": "decode tokens/s"})
     for n in ((4096, 32768) if quick else (4096, 16384, 65536, 131072)):
-        for system, extra in {"paged FlashAttention-2 (3.92x)": paged(prefill=3.92),
-                              "paged FlashInfer (1.45x)": paged(prefill=1.45),
-                              "vAttention": VATTN}.items():
+        systems = {f"paged, prefill attention {k:g}x (assumed)": paged(prefill=k) for k in PREFILL_K}
+        for system, extra in {**systems, "vAttention": VATTN}.items():
             r = run_batch(1, n, 1, [*BASE, "scheduler.max_num_seqs=1", *extra])
             rows.append({"study": "prefill", "system": system, "batch": 1, "tokens": n,
                          "value": n / r.summary["ttft_s"]["mean"], "metric": "prefill tokens/s"})
@@ -93,33 +98,90 @@ def run(quick: bool) -> pd.DataFrame:
     return df
 
 
-def headline(df: pd.DataFrame) -> list[Headline]:
-    def over(study: str, system: str) -> pd.Series:
-        d = df[(df.study == study) & (df.system == system)]
-        return d.set_index("batch" if study == "decode" else "tokens")["vattention_speedup"]
+# Declared before the run: the abstract's numbers, +-25%; allocation hidden: within 5%.
+RULE_DECODE = Rule(paper=PAPER["decode"], tol=0.25)
+RULE_FA = Rule(paper=PAPER["prefill_fa"], tol=0.25)
+RULE_FI = Rule(paper=PAPER["prefill_fi"], tol=0.25)
+RULE_HIDDEN = Rule(paper=1.0, tol=0.05, null=None)
+SETTING = Setting(
+    figure="arXiv 2405.04437 abstract: tokens generated up to 1.97x faster than vLLM, prompts "
+           "processed up to 3.92x / 1.45x faster than the paged FlashAttention-2 / FlashInfer "
+           "kernels; its section 7.2 (decode at 16K context per request, vLLM v0.2.7)",
+    paper="Yi-6B / Llama-3-8B / Yi-34B class models on A100s (its artifact, github "
+          "microsoft/vattention scripts/artifact_asplos25); decode at 16K context per request",
+    simkv="Llama-3.1-8B on the A100-80GB profile (its attention efficiencies taken as the "
+          "contiguous kernel's); decode iterations of 1-32 sequences at 16K; one prompt of "
+          "4K-128K; the paged kernels' attention time a swept assumption",
+    matched=False, differs="the paged kernels' slowdown is the result's main input and is not "
+                           "measured here (assumed, swept)")
+SETTING_ALLOC = Setting(
+    figure="vAttention's background page mapping (github microsoft/vattention: the _sync backends "
+           "turn it off); the mapping cost measured on the lent H200 (validation/vattention/)",
+    paper="pages mapped in the background while the iteration computes",
+    simkv="one 16K prompt (4K quick), 2 MiB pages, 46 us per mapped page, mapping overlapped "
+          "with the iteration, against no allocation cost",
+    matched=True)
+PARAMS = (Param("paged decode attention time", f"{MID:g}x", "", swept=f"{DECODE_K[0]:g}-{DECODE_K[-1]:g}x"),
+          Param("paged prefill attention time", f"{MID:g}x", "",
+                swept=f"{PREFILL_K[0]:g}-{PREFILL_K[-1]:g}x"))
+PARAMS_ALLOC = (Param("kv.allocator.map_latency_us", "46", "measured on the lent H200 "
+                      "(validation/vattention/vmm_latency_h200_2026.csv)"),
+                Param("kv.allocator.page_kib", "2048", "vAttention's default page (its README)"))
 
-    dec = over("decode", "vLLM paged (decode attention 2.85x)")
-    fa = over("prefill", "paged FlashAttention-2 (3.92x)")
-    fi = over("prefill", "paged FlashInfer (1.45x)")
-    p_dec, p_fa, p_fi = (float(df[c].iloc[0]) for c in
-                         ("paper_decode_speedup", "paper_prefill_speedup_fa", "paper_prefill_speedup_fi"))
-    near = int((dec - p_dec).abs().idxmin())  # the batch where simkv comes closest to the paper
-    why_prefill = ("the paged kernels' factors are inputs (the paper's maxima); the end-to-end gain "
-                   "approaches them only where attention dominates, at the longest prompts (docs/MEMORY.md)")
+
+def headline(df: pd.DataFrame) -> list[Headline]:
+    def gains(study: str, at: int) -> dict[float, float]:
+        d = df[df.study == study]
+        key = "batch" if study == "decode" else "tokens"
+        d = d[d[key] == at].set_index("system")["value"]
+        v = float(d["vAttention"])
+        word = "decode" if study == "decode" else "prefill"
+        ks = DECODE_K if study == "decode" else PREFILL_K
+        return {k: v / float(d[f"paged, {word} attention {k:g}x (assumed)"]) for k in ks}
+
+    b = int(df[df.study == "decode"].batch.max())
+    n = int(df[df.study == "prefill"].tokens.max())
+    dec, pre = gains("decode", b), gains("prefill", n)
+    alloc = df[df.study == "allocation"].set_index("system")["value"]
+    free = float(alloc["vAttention, no allocation cost"])
+    over = float(alloc["vAttention 2048 KiB pages, overlapped"]) / free
+    sync = float(alloc["vAttention 2048 KiB pages, synchronous"]) / free
+    small = float(alloc["vAttention 64 KiB pages, overlapped"]) / free
+    why = {Position.BELOW: "at the middle of the assumed range; the gain approaches the kernel's "
+           "slowdown only where attention dominates the iteration (docs/MEMORY.md)",
+           Position.ABOVE: "at the middle of the assumed range, attention dominates the iteration",
+           Position.WITHIN: "at the middle of the assumed kernel slowdown"}
+
+    def sweep(g: dict[float, float], ks: tuple[float, ...]) -> tuple[Swept, ...]:
+        return (Swept("paged attention time", tuple(g[k] for k in ks if k != MID),
+                      f"{ks[0]:g}-{ks[-1]:g}x"),)
+
+    lever_dec = Lever("value", f"study == 'decode' and system == 'vAttention' and batch == {b}")
+    lever_pre = Lever("value", f"study == 'prefill' and system == 'vAttention' and tokens == {n}")
     return [
-        Headline("vAttention (arXiv 2405.04437)", "decode throughput over vLLM (16K context each, "
-                 "Llama-3.1-8B, A100)", f"up to {p_dec:g}x",
-                 f"{dec.min():.2f}-{dec.max():.2f}x (batch {dec.index.min()}-{dec.index.max()}); "
-                 f"{dec[near]:.2f}x at batch {near}", close(p_dec, float(dec.max())),
-                 "vLLM v0.2.7's paged decode kernel is taken 2.85x slower (the paper's maximum, its "
-                 "section 7.2) at every batch; the gain grows with the batch as attention takes over "
-                 "the iteration (docs/MEMORY.md)"),
-        Headline("vAttention", "prefill throughput over paged FlashAttention-2 (one prompt)",
-                 f"up to {p_fa:g}x", f"{fa.min():.2f}-{fa.max():.2f}x ({fa.index.min():,}-"
-                 f"{fa.index.max():,} tokens)", close(p_fa, float(fa.max())), why_prefill),
-        Headline("vAttention", "prefill throughput over paged FlashInfer (one prompt)",
-                 f"up to {p_fi:g}x", f"{fi.min():.2f}-{fi.max():.2f}x ({fi.index.min():,}-"
-                 f"{fi.index.max():,} tokens)", close(p_fi, float(fi.max())), why_prefill),
+        Headline("vAttention (arXiv 2405.04437)", f"decode throughput over paged kernels (batch {b} x "
+                 "16K context)", f"up to {RULE_DECODE.paper:g}x (over vLLM)",
+                 ", ".join(f"{g:.2f}x at {k:g}x" for k, g in dec.items()), RULE_DECODE, dec[MID],
+                 SETTING, PARAMS, why=why, sweep=sweep(dec, DECODE_K), lever=lever_dec,
+                 seed="vAttention"),
+        Headline("vAttention", f"prefill throughput over paged FlashAttention-2 ({n:,}-token prompt)",
+                 f"up to {RULE_FA.paper:g}x", ", ".join(f"{g:.2f}x at {k:g}x" for k, g in pre.items()),
+                 RULE_FA, pre[MID], SETTING, PARAMS, why=why, sweep=sweep(pre, PREFILL_K),
+                 lever=lever_pre, seed="vAttention"),
+        Headline("vAttention", f"prefill throughput over paged FlashInfer ({n:,}-token prompt)",
+                 f"up to {RULE_FI.paper:g}x", ", ".join(f"{g:.2f}x at {k:g}x" for k, g in pre.items()),
+                 RULE_FI, pre[MID], SETTING, PARAMS, why=why, sweep=sweep(pre, PREFILL_K),
+                 lever=lever_pre, seed="vAttention"),
+        Headline("vAttention", "page mapping hidden behind compute: TTFT with overlapped mapping / "
+                 "with no allocation cost", "hidden (read as 1.0x +- 5%)",
+                 f"{over:.3f}x (synchronous {sync:.3f}x; 64 KiB pages {small:.3f}x)", RULE_HIDDEN, over,
+                 SETTING_ALLOC, PARAMS_ALLOC,
+                 why={Position.WITHIN: "a 2 MiB page holds 1,024 tokens of one layer's keys: a few "
+                      "pages per iteration, mapped while it computes",
+                      Position.REVERSED: "the mapping outlasts the iteration it overlaps"},
+                 lever=Lever("value", "study == 'allocation' and system == "
+                             "'vAttention 2048 KiB pages, overlapped'"),
+                 seed="vAttention"),
     ]
 
 
