@@ -106,7 +106,8 @@ def run(quick: bool) -> pd.DataFrame:
             row.update(mix_served=len(ok2) / len(df2),
                        tokens_per_s=float((ok2["prompt_tokens"] + ok2["output_tokens"]).sum()
                                           / s2["makespan_s"]),
-                       tpot_p50_s=s2["tpot_s"]["p50"],
+                       tpot_p50_s=s2["tpot_s"]["p50"], ttft_p99_s=s2["ttft_s"]["p99"],
+                       makespan_s=s2["makespan_s"],
                        borrow_events=s2["cluster"].get("kv_pool", {}).get("borrow_events", 0))
             rows.append(row)
             print(f"{n:3d} GPUs {mode:9s} served {row.get('served', float('nan')):.2f} longest "
@@ -141,6 +142,8 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     best = int(thr.idxmax())
     local = df[df["mode"] == "local"].mix_served
     tpot = df.pivot(index="instances", columns="mode", values="tpot_p50_s")
+    ttft = df.pivot(index="instances", columns="mode", values="ttft_p99_s")
+    span = df.pivot(index="instances", columns="mode", values="makespan_s")
     borrows = df[df["mode"] == "distattn"].set_index("instances")["borrow_events"]
     return [
         Headline("Infinite-LLM (arXiv 2401.02669)", "throughput, DistAttention / the better of local "
@@ -163,8 +166,10 @@ def headline(df: pd.DataFrame) -> list[Headline]:
                  f"{by.loc[best, 'dram']:,.0f}, local 1-GPU (serving only what fits) "
                  f"{by.loc[best, 'local']:,.0f} tokens/s; TPOT p50 DistAttention "
                  f"{1e3 * tpot.loc[best, 'distattn']:.0f} ms vs {1e3 * tpot.loc[best, 'local TP2']:.0f} ms "
-                 f"(2-GPU) and {1e3 * tpot.loc[best, 'local']:.0f} ms (1-GPU, no borrowing); "
-                 f"{int(borrows.loc[best]):,} borrow events"),
+                 f"(2-GPU) and {1e3 * tpot.loc[best, 'local']:.0f} ms (1-GPU, no borrowing); TTFT p99 "
+                 f"{ttft.loc[best, 'distattn']:.0f} vs {ttft.loc[best, 'local TP2']:.0f} s (the long "
+                 f"prompts prefill on one GPU instead of two); makespan {span.loc[best, 'distattn']:.0f} "
+                 f"vs {span.loc[best, 'local TP2']:.0f} s; {int(borrows.loc[best]):,} borrow events"),
     ]
 
 

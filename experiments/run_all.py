@@ -67,12 +67,18 @@ def results_md(outcomes: list[Outcome], mode: str, root: Path) -> str:
             seeds.setdefault(h.seed, []).append(h)
     if seeds:
         lines += ["## The seed papers", "",
-                  "| seed paper | headlines | best tier | tiers |", "|---|---|---|---|"]
+                  "Gaps decomposed: of a seed's headlines not reproduced, those whose row gives the "
+                  "measured causes of the gap (runs that move one factor, or the number's parts).", "",
+                  "| seed paper | headlines | best tier | tiers | gaps decomposed |",
+                  "|---|---|---|---|---|"]
         for seed, hs in sorted(seeds.items()):
             best = min((h.tier for h in hs), key=TIER_ORDER.index)
             tiers = ", ".join(f"{t.value} {sum(h.tier is t for h in hs)}" for t in TIER_ORDER
                               if any(h.tier is t for h in hs))
-            lines.append(f"| {seed} | {len(hs)} | {best.value} | {tiers} |")
+            gaps = [h for h in hs if h.tier is not Tier.REPRODUCED]
+            done = sum(1 for h in gaps if h.decomposition)
+            lines.append(f"| {seed} | {len(hs)} | {best.value} | {tiers} | "
+                         f"{f'{done} of {len(gaps)}' if gaps else '-'} |")
         lines.append("")
     lines += ["## Headlines", "",
               "| experiment | paper | claim | paper's number | simkv's number | rule | verdict | tier "

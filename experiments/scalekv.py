@@ -113,8 +113,9 @@ def run(quick: bool) -> pd.DataFrame:
 RULE_RATIO = Rule(paper=71 / 52, tol=0.25)
 RULE_ABSOLUTE = Rule(paper=71.0, tol=0.25, null=None)
 SETTING = Setting(
-    figure="ScaleKV (NeurIPS 2025; github StargazerX0/ScaleKV) Figure 7(b): latency per image "
-           "13 / 37 / 71 ms full and 12 / 29 / 52 ms with ScaleKV at 512 / 768 / 1024 px",
+    figure="arXiv 2505.19602 (ScaleKV, NeurIPS 2025; github StargazerX0/ScaleKV) Figure 7(b): "
+           "latency per image 13 / 37 / 71 ms full and 12 / 29 / 52 ms with ScaleKV at 512 / 768 / "
+           "1024 px",
     paper="Infinity-8B, batch 1, full cache vs ScaleKV at 10%; the GPU is not named there",
     simkv="model=infinity_8b (40 layers, width 3584, 13 maps up to 64 x 64, two guidance streams), "
           "batch 1, on the H100 and A100 profiles; ScaleKV with the repo's 8B per-scale budgets "
@@ -146,7 +147,7 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     abs_rule = RULE_ABSOLUTE if px == 1024 else Rule(paper=float(paper_full), tol=0.25, null=None)
     bound_ms = 1e3 * float(full.flop_bound_s)
     return [
-        Headline("ScaleKV (NeurIPS 2025)", f"latency per image, full / ScaleKV, {px} px (Figure 7b)",
+        Headline("ScaleKV (arXiv 2505.19602)", f"latency per image, full / ScaleKV, {px} px (Figure 7b)",
                  f"{paper:.2f}x ({paper_full} ms full)", f"{ratio:.2f}x ({ms:.0f} ms full)", rule, ratio,
                  SETTING, PARAMS,
                  why={Position.WITHIN: "the last maps' attention over the earlier maps is what ScaleKV "

@@ -293,10 +293,11 @@ class Headline:
         parts = [head]
         rng = self.sweep_range
         if rng is not None:
-            names = ", ".join(s.param for s in self.sweep)
-            lo_v, hi_v = r.verdict(rng[0]).value, r.verdict(rng[1]).value
+            names = ", ".join(s.param for s in self.sweep if s.values)
+            seen = {r.verdict(x) for s in self.sweep for x in s.values} | {self.verdict}
+            kinds = ", ".join(v.value for v in Verdict if v in seen)
             parts.append(f"over the assumed {names}: {fmt_num(rng[0])}-{fmt_num(rng[1])}{self.unit}"
-                         + ("" if self.robust else f" ({lo_v} to {hi_v}: the assumption decides it)"))
+                         + ("" if self.robust else f" ({kinds}: the assumption decides it)"))
         if self.setting is not None and not self.setting.matched and self.setting.differs:
             parts.append(f"setting differs: {self.setting.differs}")
         unsourced = [p.name for p in self.params if not (p.source or p.swept)]
