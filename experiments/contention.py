@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli
+from suite import Headline, Lever, Rule, cli
 
 import simkv
 from simkv.metrics import style
@@ -40,7 +39,7 @@ from simkv.perf.collectives import iteration_load
 from simkv.perf.roofline import CostModel
 
 # Declared before the run: simkv's TPOT increase / the first-order estimate, within 2x.
-RULE = Rule23(paper=1.0, tol=0.5, paper_hi=4.0 / 3.0, null=0.0)  # the band [0.5, 2]
+RULE = Rule(paper=1.0, tol=0.5, paper_hi=4.0 / 3.0, null=0.0)  # the band [0.5, 2]
 BANDWIDTHS = (50.0, 12.5, 6.25)
 BASE = ["model=qwen3_30b_a3b", "pools=pd_split", "pools.prefill.instances=4",
         "pools.prefill.tensor_parallel=2", "pools.decode.instances=1",
@@ -121,7 +120,7 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     off, on = slow.loc["priced apart"], slow.loc["on the fabric"]
     inc = on.tpot_mean_s - off.tpot_mean_s
     est = off.estimate_tpot_increase_s
-    ratio = inc / est if est > 0 else float("nan")
+    ratio = inc / est if est else float("nan")
     return [Headline(
         "(no paper: simkv against its first-order estimate)",
         f"TPOT cost of KV hand-offs sharing the RDMA links with the EP16 all-to-all, at "
@@ -129,8 +128,10 @@ def headline(df: pd.DataFrame) -> list[Headline]:
         f"estimate +{est * 1e3:.2f} ms",
         f"+{inc * 1e3:.2f} ms ({inc / off.tpot_mean_s:.1%} of TPOT; ratio {ratio:.2f}); KV "
         f"transfer {off.kv_transfer_mean_s * 1e3:.0f} -> {on.kv_transfer_mean_s * 1e3:.0f} ms",
-        RULE.verdict(ratio),
-        "the estimate: RDMA all-to-all seconds of a decode step x the mean number of KV "
+        RULE, float(ratio),
+        lever=Lever("estimate_tpot_increase_s", f"gpu_network_gb_s == {float(off.gpu_network_gb_s)!r} "
+                    "and collectives == 'priced apart'", -1.0),
+        why="the estimate: RDMA all-to-all seconds of a decode step x the mean number of KV "
         "transfers on the decode node's link, from the run without contention")]
 
 

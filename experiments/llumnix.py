@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, simulate
+from suite import Headline, Lever, Rule, cli, simulate
 
 from simkv.metrics import style
 
@@ -39,11 +38,11 @@ RANGE, MEAN, THETA = 6144, 256, 1.222  # power law on [1, 6144] with mean 256
 # The artifact's max_batch_total_tokens (12,800: the KV an instance holds) in 16-token blocks.
 KV_BLOCKS = 800
 # Declared before the run (figure11_paper.claim, generated distributions, vs INFaaS++).
-RULE_P99_PREFILL = Rule23(paper=14.8, tol=0.25)
-RULE_MEAN_PREFILL = Rule23(paper=7.7, tol=0.25)
-RULE_P99_DECODE = Rule23(paper=2.0, tol=0.25)
-RULE_PREEMPT = Rule23(paper=1 / (1 - 0.704), tol=0.25)  # 70.4% less = 3.38x fewer
-RULE_FRAG = Rule23(paper=None, higher=True)  # baseline / llumnix fragmented share
+RULE_P99_PREFILL = Rule(paper=14.8, tol=0.25)
+RULE_MEAN_PREFILL = Rule(paper=7.7, tol=0.25)
+RULE_P99_DECODE = Rule(paper=2.0, tol=0.25)
+RULE_PREEMPT = Rule(paper=1 / (1 - 0.704), tol=0.25)  # 70.4% less = 3.38x fewer
+RULE_FRAG = Rule(paper=None, higher=True)  # baseline / llumnix fragmented share
 
 
 def _zipf(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -112,8 +111,9 @@ def headline(df: pd.DataFrame) -> list[Headline]:
         best = float(ratio.max())
         out.append(Headline("Llumnix", f"{what}, INFaaS++ / Llumnix, generated 256-256 trace "
                             f"[{rule.text()}]", paper, f"{best:.2f}x (at {ratio.idxmax():g} req/s "
-                            f"on 16)", rule.verdict(best),
-                            "by rate: " + ", ".join(f"{k:g}: {v:.2f}x" for k, v in ratio.items())
+                            f"on 16)", rule, best,
+                            lever=Lever(col, "system == 'llumnix'", -1.0),
+                            why="by rate: " + ", ".join(f"{k:g}: {v:.2f}x" for k, v in ratio.items())
                             + "; " + why_moves))
     pre = df.pivot(index="rate_16", columns="system", values="preemptions")
     base_pre, mig_pre = float(pre["infaas++"].sum()), float(pre["llumnix"].sum())
@@ -121,8 +121,8 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     less = f"{(1 - mig_pre / base_pre) * 100:.0f}% fewer" if base_pre else "no preemption either way:"
     out.append(Headline("Llumnix", f"preemption loss reduced by 70.4% on average (= {1 / 0.296:.2f}x) "
                         f"[{RULE_PREEMPT.text()}]", "70.4% less", f"{less} preemptions ({pr:.2f}x)",
-                        RULE_PREEMPT.verdict(pr),
-                        "simkv counts preemptions; Llumnix measures the time they cost"))
+                        RULE_PREEMPT, pr, lever=Lever("preemptions", "system == 'llumnix'", -1.0),
+                        why="simkv counts preemptions; Llumnix measures the time they cost"))
     frag = _ratios(df, "fragmented_share")
     fb = df.pivot(index="rate_16", columns="system", values="fragmented_share")
     f = float(frag.replace([np.inf], np.nan).mean())
@@ -131,7 +131,8 @@ def headline(df: pd.DataFrame) -> list[Headline]:
                         "less with migration", f"{f:.2f}x ("
                         + ", ".join(f"{r:g}: {fb.loc[r, 'infaas++']:.2f} -> {fb.loc[r, 'llumnix']:.2f}"
                                     for r in fb.index) + ")",
-                        RULE_FRAG.verdict(f), "share of instance-passes (every 50 ms)"))
+                        RULE_FRAG, f, lever=Lever("fragmented_share", "system == 'llumnix'", -1.0),
+                        why="share of instance-passes (every 50 ms)"))
     return out
 
 

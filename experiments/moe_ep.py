@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, simulate
+from suite import Headline, Lever, Rule, cli, simulate
 
 from simkv.config.schema import MoEConfig
 from simkv.engine.pool import load_model
@@ -37,9 +36,10 @@ from simkv.perf.roofline import CostModel
 from simkv.policies.scheduler.interface import SchedulerOutput
 
 # Declared before the run (direction claims of LMSYS's figure and vLLM's guidance).
-RULE_SCALE = Rule23(paper=None, null=1.0, higher=False)  # balancedness EP64 / EP8 without EPLB
-RULE_EPLB = Rule23(paper=None, null=1.0, higher=True)  # EPLB / contiguous balancedness at EP64
-RULE_AGRS = Rule23(paper=None, null=1.0, higher=True)  # all-gather time / DeepEP normal, EP32
+RULE_SCALE = Rule(paper=None, null=1.0, higher=False)  # balancedness EP64 / EP8 without EPLB
+RULE_EPLB = Rule(paper=None, null=1.0, higher=True)  # EPLB / contiguous balancedness at EP64
+RULE_AGRS = Rule(paper=None, null=1.0, higher=True)  # all-gather time / DeepEP normal, EP32
+RULE_BUSIEST = Rule(paper=None, null=1.0, higher=True)  # busiest rank's step / the even split's
 
 EPS = (8, 16, 32, 64)
 SLOTS = {8: 32, 16: 32, 32: 32, 64: 64}  # redundant experts so that 256 + R divides by EP
@@ -127,24 +127,31 @@ def headline(df: pd.DataFrame) -> list[Headline]:
         Headline("LMSYS large-scale EP (2025)", "GPU balancedness falls as EP grows (no EPLB), "
                  f"Zipf 1.2: EP64 / EP8 [{RULE_SCALE.text()}]", "falls with scale",
                  f"{e.loc[8, 'contiguous']:.2f} at EP8 -> {e.loc[64, 'contiguous']:.2f} at EP64 "
-                 f"({scale:.2f}x)", RULE_SCALE.verdict(scale),
-                 "the skew is an input (assumed Zipf 1.2), so only the direction is compared"),
+                 f"({scale:.2f}x)", RULE_SCALE, float(scale),
+                 lever=Lever("balancedness", "part == 'eplb' and zipf == 1.2 and ep == 64 and "
+                             "placement == 'contiguous'"),
+                 why="the skew is an input (assumed Zipf 1.2), so only the direction is compared"),
         Headline("LMSYS large-scale EP (2025)", "EPLB raises balancedness, EP64 "
                  f"[{RULE_EPLB.text()}]", "markedly", f"{e.loc[64, 'contiguous']:.2f} -> "
                  f"{e.loc[64, 'eplb']:.2f} ({gain:.2f}x, 64 redundant experts)",
-                 RULE_EPLB.verdict(gain),
-                 "replicas of the hottest experts, packed evenly (EPLB's algorithm)"),
+                 RULE_EPLB, float(gain),
+                 lever=Lever("balancedness", "part == 'eplb' and zipf == 1.2 and ep == 64 and "
+                             "placement == 'eplb'"),
+                 why="replicas of the hottest experts, packed evenly (EPLB's algorithm)"),
         Headline("vLLM EP deployment guide", "DeepEP over the default all-gather/reduce-scatter "
                  f"for multi-node EP: time ratio at EP32, {top:g} tokens per GPU "
                  f"[{RULE_AGRS.text()}]", "DeepEP faster", f"{agrs:.1f}x",
-                 RULE_AGRS.verdict(agrs),
-                 f"all-gather sends every token to every rank; DeepEP once per destination GPU. "
+                 RULE_AGRS, float(agrs),
+                 lever=Lever("a2a_s", f"part == 'backends' and tokens_per_gpu == {float(top)!r} and "
+                             "backend == 'allgather_reducescatter'"),
+                 why=f"all-gather sends every token to every rank; DeepEP once per destination GPU. "
                  f"Low-latency / normal at {be.index.min():g} tokens: {ll_small:.2f}x (simkv does "
                  f"not price the normal kernels' CPU synchronisation, which is why DeepEP "
                  f"recommends low-latency kernels for decode)"),
         Headline("(no paper: a what-if)", "the busiest DP rank decides (contexts' CV 1, DP8)",
-                 "-", f"decode step up to {worst:.2f}x the even split", None,
-                 "largest at the largest batches: the spread per rank shrinks as "
+                 "-", f"decode step up to {worst:.2f}x the even split", RULE_BUSIEST, float(worst),
+                 lever=Lever("step_busiest_s", "part == 'ranks' and cv == 1.0"),
+                 why="largest at the largest batches: the spread per rank shrinks as "
                  "1/sqrt(sequences per rank), but attention's share of the step grows faster"),
     ]
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, simulate
+from suite import Headline, Lever, Rule, cli, simulate
 
 from simkv.config.parallel import PipelineConfig
 from simkv.engine.pool import load_model
@@ -34,9 +33,9 @@ from simkv.policies.scheduler.interface import SchedulerOutput
 
 # Declared before the run. GPipe's bubble at p = 4, m = 4 with equal stages, on a compute-bound
 # step (prefill chunks: time proportional to tokens, GPipe's premise).
-RULE_GPIPE = Rule23(paper=gpipe_bubble(4, 4), tol=0.25, null=0.0)
+RULE_GPIPE = Rule(paper=gpipe_bubble(4, 4), tol=0.25, null=0.0)
 # TensorRT-LLM's maintainers: micro-batches gain more at large batches (ratio of gains > 1).
-RULE_SMALL_BATCH = Rule23(paper=None, null=1.0, higher=True)
+RULE_SMALL_BATCH = Rule(paper=None, null=1.0, higher=True)
 
 MICRO = (1, 2, 4, 8, 16)
 PARTITIONS = {"equal": [], "26/18/18/18": [26, 18, 18, 18]}
@@ -109,15 +108,20 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     return [
         Headline("GPipe (Huang et al. 2019)", "bubble (p - 1)/(m + p - 1) of equal stages, "
                  f"p = m = 4, per-iteration schedule [{RULE_GPIPE.text('')}]",
-                 f"{RULE_GPIPE.paper:.3f}", f"{pick.bubble:.3f}", RULE_GPIPE.verdict(pick.bubble),
-                 "on a compute-bound step (64 prefills of 128 tokens); the last stage's LM head "
-                 "and host time make the stages unequal"),
+                 f"{RULE_GPIPE.paper:.3f}", f"{pick.bubble:.3f}", RULE_GPIPE, float(pick.bubble),
+                 why="on a compute-bound step (64 prefills of 128 tokens); the last stage's LM head "
+                 "and host time make the stages unequal",
+                 lever=Lever("bubble", "part == 'bubble' and step == 'prefill 64 x 128' and "
+                             "partition == 'equal' and schedule == 'per_iteration' and "
+                             "micro_batches == 4"), unit=""),
         Headline("NVIDIA/TensorRT-LLM issue 1144", "micro-batches help little at small batches: "
                  f"TPOT gain of m = 4 at {high:g} req/s over that at {low:g} req/s "
                  f"[{RULE_SMALL_BATCH.text()}]", "direction",
                  f"{gain_low:.2f}x at {low:g} req/s, {gain_high:.2f}x at {high:g} req/s",
-                 RULE_SMALL_BATCH.verdict(ratio),
-                 f"decode step of 256 x 2000 tokens: {dec.loc[1, 'step_s'] * 1e3:.0f} ms back to "
+                 RULE_SMALL_BATCH, float(ratio),
+                 lever=Lever("tpot_p50_s", "part == 'serving' and micro_batches == 4 and "
+                             f"rate == {float(high)!r}", -1.0),
+                 why=f"decode step of 256 x 2000 tokens: {dec.loc[1, 'step_s'] * 1e3:.0f} ms back to "
                  f"back, {dec.loc[4, 'step_s'] * 1e3:.0f} ms at m = 4, {dec.loc[16, 'step_s'] * 1e3:.0f} "
                  f"ms at m = 16 (each micro-batch re-reads its stage's weights); 26/18/18/18 "
                  f"layers: {skew.loc[4, 'step_s'] * 1e3:.0f} ms at m = 4"),

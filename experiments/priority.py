@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, simulate
+from suite import Headline, Lever, Rule, cli, simulate
 
 from simkv.metrics import style
 
@@ -41,9 +40,9 @@ SCHEDULERS = {
     "oracle_sjf": ["scheduler=sjf", "predictor=oracle"],
 }
 # Declared before the run.
-RULE_LTR = Rule23(paper=2.8, tol=0.25)  # FCFS / LTR mean latency, "up to"
-RULE_HIGH = Rule23(paper=None, higher=True)  # FCFS / priority: high class p99 TTFT
-RULE_SHED = Rule23(paper=None, higher=True)  # goodput with / without shedding
+RULE_LTR = Rule(paper=2.8, tol=0.25)  # FCFS / LTR mean latency, "up to"
+RULE_HIGH = Rule(paper=None, higher=True)  # FCFS / priority: high class p99 TTFT
+RULE_SHED = Rule(paper=None, higher=True)  # goodput with / without shedding
 
 
 def _per_token(df: pd.DataFrame) -> float:
@@ -120,20 +119,24 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     return [
         Headline("LTR (Learning to Rank)", f"mean latency per token, FCFS / predicted-SJF, up to "
                  f"[{RULE_LTR.text()}]", "2.8x", f"{best:.2f}x (at {at:g} req/s)",
-                 RULE_LTR.verdict(best),
-                 f"oracle SJF bound {bound:.2f}x at that rate; at the top rate: " + "; ".join(spans)
+                 RULE_LTR, best,
+                 lever=Lever("per_token_s", "part == 'ltr' and variant == 'sharegpt' and "
+                             "scheduler == 'ltr'", -1.0),
+                 why=f"oracle SJF bound {bound:.2f}x at that rate; at the top rate: " + "; ".join(spans)
                  + "; simkv's SJF orders only the waiting queue (no preemption by rank)"),
         Headline("(direction; Llumnix reports 3.6-10x via migration)", "p99 TTFT of the high "
                  f"class under overload, FCFS / priority scheduler [{RULE_HIGH.text()}]", "> 1x",
                  f"{hi:.2f}x ({cls.loc['priority', 'high_ttft_p99_s']:.2f} s vs "
-                 f"{cls.loc['fcfs', 'high_ttft_p99_s']:.2f} s)", RULE_HIGH.verdict(hi),
-                 f"low class p99 TTFT {cls.loc['fcfs', 'low_ttft_p99_s']:.1f} s -> "
+                 f"{cls.loc['fcfs', 'high_ttft_p99_s']:.2f} s)", RULE_HIGH, hi,
+                 lever=Lever("high_ttft_p99_s", "part == 'classes' and variant == 'priority'", -1.0),
+                 why=f"low class p99 TTFT {cls.loc['fcfs', 'low_ttft_p99_s']:.1f} s -> "
                  f"{cls.loc['priority', 'low_ttft_p99_s']:.1f} s"),
         Headline("(direction; BLIS/GAIE: shedding protects goodput)", "goodput under overload with "
                  f"SLO admission control / without [{RULE_SHED.text()}]", "> 1x",
                  f"{shed:.2f}x ({cls.loc['priority_shed', 'goodput_rps']:.1f} vs "
-                 f"{cls.loc['priority', 'goodput_rps']:.1f} req/s)", RULE_SHED.verdict(shed),
-                 f"{int(cls.loc['priority_shed', 'shed'])} requests shed (low class only)"),
+                 f"{cls.loc['priority', 'goodput_rps']:.1f} req/s)", RULE_SHED, shed,
+                 lever=Lever("goodput_rps", "part == 'classes' and variant == 'priority_shed'"),
+                 why=f"{int(cls.loc['priority_shed', 'shed'])} requests shed (low class only)"),
     ]
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, simulate
+from suite import Headline, Lever, Rule, cli, simulate
 
 from simkv.metrics import style
 
 BASE = ["model=llama3_8b", "cluster.replicas=2", "workload=rollout", "router=session_affinity"]
-RULE_TAIL = Rule23(paper=None, higher=True, null=0.0)  # demo: the tail's share of a step > 0
+RULE_TAIL = Rule(paper=None, higher=True, null=0.0)  # demo: the tail's share of a step > 0
 
 
 def run(quick: bool) -> pd.DataFrame:
@@ -51,8 +50,9 @@ def headline(df: pd.DataFrame) -> list[Headline]:
         "(demo: no paper's number)", "share of a synchronous rollout step after 90% of its "
         f"samples finished, 20,480-token cap [{RULE_TAIL.text('')}]", "-",
         f"{share:.2f} (steps {full['step_s'].mean():.0f} s; capped at 4,096: "
-        f"{cap['tail_share'].mean():.2f}, {cap['step_s'].mean():.0f} s)", RULE_TAIL.verdict(share),
-        f"prompt KV shared: {full['cached_tokens'].sum() / max(1, full['prompt_tokens'].sum()):.0%} "
+        f"{cap['tail_share'].mean():.2f}, {cap['step_s'].mean():.0f} s)", RULE_TAIL, share,
+        lever=Lever("tail_share", "cap == 20480"), unit="",
+        why=f"prompt KV shared: {full['cached_tokens'].sum() / max(1, full['prompt_tokens'].sum()):.0%} "
         f"of prompt tokens cached; longest sample {int(full['max_output'].max())} tokens")]
 
 

@@ -28,8 +28,7 @@ import time
 
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, data_dir
+from suite import Headline, Lever, Rule, cli, data_dir
 
 from simkv.metrics import style
 from simkv.search.bounds import workload_shape
@@ -42,9 +41,9 @@ NEEDS_DATA = True
 # for the same question must be at least 10x below (ratio Vidur / simkv > 10: a direction claim
 # with a margin, fixed before the run).
 VIDUR_CORE_HOURS = 96.0
-RULE_TIME = Rule23(paper=None, null=10.0, higher=True)
+RULE_TIME = Rule(paper=None, null=10.0, higher=True)
 # Vidur's "up to 2x": the cost of using one trace's best configuration on another.
-RULE_TRANSFER = Rule23(paper=2.0, tol=0.25)
+RULE_TRANSFER = Rule(paper=2.0, tol=0.25)
 
 
 def _trace(name: str) -> list[str]:
@@ -127,22 +126,22 @@ def headline(df: pd.DataFrame) -> list[Headline]:
                  f"~1 h on a CPU machine (its whole study: 12.5 h on 96 cores for 12 model-trace "
                  f"pairs, ~{VIDUR_CORE_HOURS:.0f} core-hours each)",
                  f"conversation trace: {told(conv)}; code trace: {told(code)}; {int(m.cpus)} "
-                 f"cores, load average {m.load_average:.1f}", RULE_TIME.verdict(ratio_time),
-                 f"{ratio_time:.0f}x fewer core-hours than Vidur's (the slower trace); the "
+                 f"cores, load average {m.load_average:.1f}", RULE_TIME, float(ratio_time),
+                 lever=Lever("cpu_seconds", "part == 'search'", -1.0),
+                 why=f"{ratio_time:.0f}x fewer core-hours than Vidur's (the slower trace); the "
                  "roofline bounds skip most candidates where decode limits capacity "
                  "(conversation) and fewer where prefill queueing does (code)"),
-        Headline("Vidur-Search", "the answer: best requests/s per $/h, LLaMA2-70B",
-                 "workload-dependent (H100 or A100, TP/PP, scheduler)",
-                 f"conversation: {conv.candidate}, {conv.capacity:.2f} req/s per replica, "
-                 f"{conv.rate_per_dollar_hour:.3f} req/s per $/h; code: {code.candidate}, "
-                 f"{code.capacity:.2f} req/s, {code.rate_per_dollar_hour:.3f}", None,
-                 "Vidur's traces (LMSYS-Chat-1M, Arxiv-Summarization, BWB) are not in the shared "
-                 "data: the Azure 2023 conversation and code traces stand for them"),
         Headline("Vidur (Fig. 1)", "one trace's best configuration on another costs up to 2x "
                  f"[{RULE_TRANSFER.text()}]", "up to 2x", f"{transfer:.2f}x",
-                 RULE_TRANSFER.verdict(transfer),
-                 "the conversation trace's best configuration searched on the code trace, "
-                 "against the code trace's own best"),
+                 RULE_TRANSFER, float(transfer),
+                 lever=Lever("rate_per_dollar_hour", "part == 'search' and trace == 'code'"),
+                 why="the conversation trace's best configuration searched on the code trace, "
+                 "against the code trace's own best. The answers: conversation "
+                 f"{conv.candidate}, {conv.capacity:.2f} req/s per replica, "
+                 f"{conv.rate_per_dollar_hour:.3f} req/s per $/h; code {code.candidate}, "
+                 f"{code.capacity:.2f} req/s, {code.rate_per_dollar_hour:.3f} (Vidur's traces are "
+                 "not in the shared data: the Azure 2023 conversation and code traces stand for "
+                 "them)"),
     ]
 
 

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from rules23 import Rule23
-from suite import Headline, cli, simulate
+from suite import Headline, Lever, Rule, cli, simulate
 
 from simkv.metrics import style
 
@@ -42,9 +41,9 @@ METHODS = {
 }
 # Declared before the run: Spec-Bench A100 overall speedups (batch 1), SmartSpec's headline.
 SPEC_BENCH = {"eagle": 2.29, "ngram": 1.59, "draft": 1.49}
-RULES = {m: Rule23(paper=v, tol=0.25) for m, v in SPEC_BENCH.items()}
-RULE_SMARTSPEC = Rule23(paper=3.2, tol=0.25)  # "up to 3.2x" lower average latency
-RULE_LOSS = Rule23(paper=None, higher=False)  # draft SD at the highest load: ratio < 1
+RULES = {m: Rule(paper=v, tol=0.25) for m, v in SPEC_BENCH.items()}
+RULE_SMARTSPEC = Rule(paper=3.2, tol=0.25)  # "up to 3.2x" lower average latency
+RULE_LOSS = Rule(paper=None, higher=False)  # draft SD at the highest load: ratio < 1
 OVERHEAD = 0.002
 
 
@@ -117,8 +116,10 @@ def headline(df: pd.DataFrame) -> list[Headline]:
         out.append(Headline(
             "Spec-Bench (SmartSpec's acceptance inputs)",
             f"batch-1 speedup of {m} on Vicuna-7B / A100 [{RULES[m].text()}]",
-            f"{paper:.2f}x", f"{v:.2f}x", RULES[m].verdict(v),
-            f"{b1.loc[m, 'tokens_per_step']:.2f} tokens per step (Spec-Bench's mean accepted "
+            f"{paper:.2f}x", f"{v:.2f}x", RULES[m], v,
+            lever=Lever("speedup", f"part == 'method' and method == {m!r} and "
+                        f"overhead_s == {float(OVERHEAD)!r}"),
+            why=f"{b1.loc[m, 'tokens_per_step']:.2f} tokens per step (Spec-Bench's mean accepted "
             f"length, an input); per-step host time swept: {span}"))
     load = df[df["part"] == "load"]
     spec = load[load["method"] != "none"]
@@ -126,8 +127,9 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     out.append(Headline(
         "SmartSpec", f"up to 3.2x lower average latency at low load [{RULE_SMARTSPEC.text()}]",
         "3.2x (SmartSpec, adaptive k)", f"{best.speedup:.2f}x ({best.method}, {best.rate:g} req/s)",
-        RULE_SMARTSPEC.verdict(float(best.speedup)),
-        "simkv runs a fixed k per method; SmartSpec picks k per step by goodput"))
+        RULE_SMARTSPEC, float(best.speedup),
+        lever=Lever("speedup", "part == 'load' and method != 'none'"),
+        why="simkv runs a fixed k per method; SmartSpec picks k per step by goodput"))
     top = load["rate"].max()
     at_top = load[(load["rate"] == top)].set_index("method")
     d = float(at_top.loc["draft", "speedup"])
@@ -135,7 +137,8 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     out.append(Headline(
         "SmartSpec", f"at high load speculative decoding increases latency (draft model, "
         f"{top:g} req/s) [{RULE_LOSS.text()}]", "< 1x", f"{d:.2f}x",
-        RULE_LOSS.verdict(d), f"others at {top:g} req/s: {others}"))
+        RULE_LOSS, d, lever=Lever("speedup", "part == 'load' and method == 'draft'"),
+        why=f"others at {top:g} req/s: {others}"))
     return out
 
 

@@ -215,7 +215,9 @@ class Headline:
     value: float
     setting: Setting | None = None
     params: tuple[Param, ...] = ()
-    why: Mapping[Position, str] = field(default_factory=dict)
+    # The reason's words per position of the number (selected by it), or one text of measured
+    # facts that holds wherever the number falls.
+    why: Mapping[Position, str] | str = field(default_factory=dict)
     sweep: tuple[Swept, ...] = ()
     lever: Lever | None = None
     seed: str | None = None  # the seed paper (shared/seeds/papers.txt) this reproduces
@@ -303,7 +305,7 @@ class Headline:
         unsourced = [p.name for p in self.params if not (p.source or p.swept)]
         if unsourced:
             parts.append("unsourced, not swept: " + ", ".join(unsourced))
-        text = self.why.get(pos, "")
+        text = self.why if isinstance(self.why, str) else self.why.get(pos, "")
         if text:
             parts.append(text)
         if self.decomposition:

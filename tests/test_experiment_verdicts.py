@@ -30,7 +30,7 @@ def _targets(rule: Rule) -> list[tuple[float, Verdict]]:
         return [(rule.paper, Verdict.AGREES), (3.0 * rule.paper, Verdict.DISAGREES)]  # type: ignore[operator]
     wrong = rule.null * (0.5 if rule.up else 2.0) if rule.null else (-1.0 if rule.up else 1.0)
     if rule.paper is None:
-        right = rule.null * (2.0 if rule.up else 0.5)
+        right = rule.null * (2.0 if rule.up else 0.5) if rule.null else (1.0 if rule.up else -1.0)
         return [(right, Verdict.DIRECTION), (wrong, Verdict.DISAGREES)]
     hi = rule.paper if rule.paper_hi is None else rule.paper_hi
     return [((rule.paper + hi) / 2, Verdict.AGREES), (wrong, Verdict.DISAGREES)]
@@ -39,6 +39,7 @@ def _targets(rule: Rule) -> list[tuple[float, Verdict]]:
 def doctor(df: pd.DataFrame, lever: Lever, factor: float) -> pd.DataFrame:
     """The table with the lever's cells scaled so the headline's number scales by ``factor``."""
     out = df.copy()
+    out[lever.column] = out[lever.column].astype(float)
     idx = out.query(lever.rows, engine="python").index
     assert len(idx), f"the lever's rows select nothing: {lever.rows}"
     out.loc[idx, lever.column] = out.loc[idx, lever.column] * factor ** (1.0 / lever.power)

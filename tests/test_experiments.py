@@ -33,8 +33,7 @@ def test_every_experiment_follows_the_contract() -> None:
             if hasattr(module, optional):
                 assert list(inspect.signature(getattr(module, optional)).parameters) == ["df"], name
     # No experiment left out of the list: every script with a run(quick) is in it.
-    scripts = {p.stem for p in EXPERIMENTS.glob("*.py")} - {"suite", "run_all", "kv_common", "rules23",
-                                                            "verdict"}
+    scripts = {p.stem for p in EXPERIMENTS.glob("*.py")} - {"suite", "run_all", "kv_common", "verdict"}
     assert scripts == set(suite.EXPERIMENTS)
 
 
