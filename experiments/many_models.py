@@ -210,7 +210,9 @@ def headline(df: pd.DataFrame) -> list[Headline]:
             f"SLO attainment {sh.slo_attainment:.3f} shared vs {d.slo_attainment:.3f} dedicated; "
             f"TTFT p99 {sh.ttft_p99_s:.1f} vs {d.ttft_p99_s:.1f} s; GPU-hours {sh.gpu_hours:.3f} vs "
             f"{d.gpu_hours:.3f} ({int(sh.cold_starts)} cold starts, {int(sh.evictions)} evictions)",
-            None, "the models keep one GPU each: GPT-4's steady requests never leave its "
+            RULE_SHARE, float(sh.slo_attainment / d.slo_attainment),
+            lever=Lever("slo_attainment", "part == 'burstgpt_mix' and setup == 'both models share 2 GPUs'"),
+            why="the models keep one GPU each: GPT-4's steady requests never leave its "
             "instance idle, so ChatGPT's bursts never get the second GPU (no eviction)"
             if sh.evictions == 0 and abs(sh.slo_attainment - d.slo_attainment) < 0.01 else
             "sharing lets the busy model take the second GPU in its bursts"
