@@ -107,7 +107,9 @@ def headline(df: pd.DataFrame) -> list[Headline]:
 def figure(df: pd.DataFrame) -> Figure:
     fig, axes = style.figure(1, 2, size=(12, 3.8))
     main = df[df.swept.isna() | (df.swept == "")]
-    axes[0].barh(main.placement, main.output_tokens_per_s, color=style.PALETTE[2])
+    y = list(range(len(main)))
+    axes[0].plot(main.output_tokens_per_s, y, "o", color=style.PALETTE[2])  # dots: a log axis
+    axes[0].set_yticks(y, main.placement)
     axes[0].set_xscale("log")
     axes[0].set_xlabel("output tokens / s (log)")
     axes[0].invert_yaxis()

@@ -17,7 +17,9 @@ absent (experiments/suite.py: data_dir()).
 committed one (experiments/results/<name>.csv, or results/quick/<name>.csv with --quick)
 byte for byte: a run is deterministic (same config and seed give byte-identical results,
 and the CSVs are written with 6 significant digits), so any difference means the committed
-results are stale; it names the first cell that differs and exits 1.
+results are stale; it names the first cell that differs and exits 1. An experiment that
+records the machine's own timing (its wall or CPU seconds: search_vidur) declares those
+columns as ``TIMING_COLUMNS``, which are left out of the comparison.
 """
 
 from __future__ import annotations
@@ -145,6 +147,23 @@ def first_difference(new: Path, old: Path) -> str:
     return "the bytes differ (formatting only)"
 
 
+def timing_columns(name: str) -> tuple[str, ...]:
+    """Columns of an experiment's CSV that measure the machine (wall or CPU seconds of the
+    experiment itself), declared as ``TIMING_COLUMNS``: the one thing a re-run may change."""
+    from suite import load
+
+    return tuple(getattr(load(name), "TIMING_COLUMNS", ()))
+
+
+def same_results(new: Path, old: Path, timing: tuple[str, ...] = ()) -> bool:
+    """Byte for byte; with timing columns, byte for byte once they are left out of both."""
+    if not timing:
+        return new.read_bytes() == old.read_bytes()
+    a, b = pd.read_csv(new), pd.read_csv(old)
+    keep = [c for c in a.columns if c not in timing]
+    return list(a.columns) == list(b.columns) and a[keep].to_csv(index=False) == b[keep].to_csv(index=False)
+
+
 def verify(names: list[str], quick: bool) -> int:
     """Re-run each experiment and compare its CSV with the committed one, byte for byte."""
     committed = RESULTS / "quick" if quick else RESULTS
@@ -160,7 +179,7 @@ def verify(names: list[str], quick: bool) -> int:
             new = Path(d) / f"{name}.csv"
             if not old.is_file():
                 stale.append(f"{name}: no committed {old.relative_to(HERE.parent)}")
-            elif new.read_bytes() != old.read_bytes():
+            elif not same_results(new, old, timing_columns(name)):
                 stale.append(f"{name}: {old.relative_to(HERE.parent)} is stale: "
                              f"{first_difference(new, old)}")
             else:

@@ -41,6 +41,9 @@ NEEDS_DATA = True
 # for the same question must be at least 10x below (ratio Vidur / simkv > 10: a direction claim
 # with a margin, fixed before the run).
 VIDUR_CORE_HOURS = 96.0
+# Columns that measure the machine running the search (wall and CPU time, its load), not the
+# simulation: run_all.py --verify and the quick suite's comparison leave them out.
+TIMING_COLUMNS = ("seconds", "cpu_seconds", "cpus", "load_average")
 RULE_TIME = Rule(paper=None, null=10.0, higher=True)
 # Vidur's "up to 2x": the cost of using one trace's best configuration on another.
 RULE_TRANSFER = Rule(paper=2.0, tol=0.25)
