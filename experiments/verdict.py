@@ -140,6 +140,8 @@ class Rule:
                 need += f" by > {self.min_effect:.0%}"
             return f"direction: {need}; otherwise disagrees"
         lo, hi = self.band  # type: ignore[misc]
+        # On the wrong side of no effect it disagrees, whatever the band's width.
+        lo, hi = (max(lo, self.null), hi) if self.up else (lo, min(hi, self.null))
         return (f"agrees in {fmt_num(lo)}-{fmt_num(hi)}{unit} (±{self.tol:.0%}); direction only if "
                 f"{op} {fmt_num(self.null)}{unit}; otherwise disagrees")
 
