@@ -28,3 +28,18 @@ def small(overrides: list[str] | None = None) -> SimConfig:
 def small_cfg() -> SimConfig:
     return small()
 
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """The quick subset (`pytest -m "not slow"`) has a budget of 2 minutes on this project's
+    2-core machines (CONTRIBUTING.md): say so when a run of it went over, and what to do."""
+    if config.getoption("markexpr", "") != "not slow":
+        return
+    start = getattr(terminalreporter, "_session_start", None)  # (pytest's own clock, 8+)
+    elapsed = getattr(start, "elapsed", None)
+    took = elapsed().seconds if elapsed is not None else None
+    if took is not None and took > 120:
+        terminalreporter.write_line(
+            f"the quick subset took {took:.0f} s, over its 2-minute budget (on an idle 2-core "
+            f"machine; load inflates it): mark the slowest tests @pytest.mark.slow "
+            f"(pytest -m 'not slow' --durations=20 lists them)", yellow=True)

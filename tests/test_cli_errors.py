@@ -39,6 +39,7 @@ def _run(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *cmd[1:]], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_commands_answer_a_typo_in_one_line(tmp_path: Path) -> None:
     p = _run("simkv", "+cluster.replica=2", "output.plot=false", "output.progress=false", cwd=tmp_path)
     assert (p.returncode, p.stderr.count("\n")) == (2, 1), p.stderr

@@ -72,6 +72,7 @@ def test_a_restart_names_the_instance_that_produced_the_first_token(tmp_path: Pa
     assert (ok["completion_s"].to_numpy() >= serving.reindex(ok["replica"]).to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_a_sweep_over_pools_labels_its_jobs(tmp_path: Path) -> None:
     """Item 5: `pools` (a group whose choice is no config field) was null in the dataset,
     missing from compare.csv, and `simkv-compare --x pools` drew empty axes and exited 0."""

@@ -192,6 +192,7 @@ def test_random_failures_are_reproducible_and_the_tail_does_not_stretch_the_run(
     assert end <= last + 5.0 + 1e-9
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])

@@ -93,6 +93,7 @@ def test_shipped_h200_preset_is_the_in_sample_fit() -> None:
                                             base.padded_logits_rows)
 
 
+@pytest.mark.slow
 def test_splits_never_fit_on_what_they_score() -> None:
     by_run = {s.run.name: s for s in data()}
     for sp in H.splits(list(runs())):

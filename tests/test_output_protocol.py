@@ -224,6 +224,7 @@ def test_a_folder_held_by_a_live_run_is_refused_and_a_dead_ones_taken_over(tmp_p
     assert not (out / LOCK).exists()
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_reads_killed_not_still_going(tmp_path) -> None:
     """Issue 18, item 7: the lock a SIGKILLed run leaves names a dead pid; it used to be
     trusted as is, so the run read "still going" forever."""
@@ -277,6 +278,7 @@ def _claim_at_once(path: str, barrier: Any, wins: Any, tried: Any) -> None:
     folder.release()
 
 
+@pytest.mark.slow
 def test_runs_claiming_one_folder_at_once_get_one_owner(tmp_path) -> None:
     """Issue 18, item 13: the lock was created empty and written after; a run reading it in
     between took it for a dead run's, deleted it and claimed the folder too (4 claimers

@@ -191,6 +191,7 @@ def _run(ov: list[str], wl: Any, out: Path) -> tuple[Any, list[Request], Serving
     return res, seen[0].seen, checker
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="needs SIGALRM (POSIX)")
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -106,6 +106,7 @@ def test_ray_sweep_runs_locally(tmp_path: Path) -> None:
     assert (summary["status"] == "ok").all()
 
 
+@pytest.mark.slow
 def test_help_says_what_simkv_is_then_groups_examples_and_config(tmp_path: Path) -> None:
     p = simkv_cmd("--help", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -175,6 +176,7 @@ def test_optuna_maximises_goodput_and_its_best_trial_is_the_best_run(tmp_path: P
     assert runs[best["best_params"]["workload.rate"]] == max(runs.values())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(OPTUNA, reason="the Optuna sweeper is an extra: pip install '.[optuna]'")
 def test_optuna_told_to_minimise_goodput_is_refused_before_any_trial(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
