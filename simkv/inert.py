@@ -36,6 +36,9 @@ class RunFacts:
     prefixed_requests: int
     # Most transfers one link carried at once (1 or 0: no link was ever shared).
     peak_link_share: int
+    # Power caps and locked clocks (energy.*, pools.<name>.*) under which no step ran slower:
+    # (the setting as key=value, pool) pairs.
+    unslowed_power: tuple[tuple[str, str], ...] = ()
 
 
 def facts(cluster: Any, requests_path: Path) -> RunFacts:
@@ -51,7 +54,28 @@ def facts(cluster: Any, requests_path: Path) -> RunFacts:
         followup_calls=int(pc.sum(followups).as_py() or 0),
         prefixed_requests=int(cluster.prefixed),
         peak_link_share=int(cluster.topology.fabric.peak_link_share),
+        unslowed_power=_unslowed_power(cluster),
     )
+
+
+def _unslowed_power(cluster: Any) -> tuple[tuple[str, str], ...]:
+    energy = getattr(cluster, "energy", None)
+    if energy is None:
+        return ()
+    from simkv.engine.pool import pool_key
+
+    out = []
+    for name, pp in energy.pools.items():
+        if pp.slowed or pp.clock_changes:
+            continue
+        pc = pp.pool.cfg
+        for key in ("power_cap_w", "sm_clock_mhz"):
+            value = getattr(pc, key)
+            where = pool_key(name, key) if value is not None else f"energy.{key}"
+            value = value if value is not None else getattr(cluster.cfg.energy, key)
+            if value is not None:
+                out.append((f"{where}={value:g}", name))
+    return tuple(out)
 
 
 NO_SHARING = "no two requests share KV (no prefix ids, no session follow-ups)"
@@ -118,8 +142,16 @@ def router(cfg: Any, f: RunFacts) -> str | None:
     return None
 
 
+def power(cfg: Any, f: RunFacts) -> str | None:
+    if not f.unslowed_power:
+        return None
+    setting, pool = f.unslowed_power[0]
+    return (f"{setting}: no step of pool {pool} drew more power or ran faster than it allows, "
+            f"so it changed nothing")
+
+
 CHECKS: tuple[Callable[[Any, RunFacts], str | None], ...] = (
-    scheduler, router, eviction, offload, tool_kv, peer_hbm, link_sharing)
+    scheduler, router, eviction, offload, tool_kv, peer_hbm, link_sharing, power)
 
 
 def inert_options(cfg: Any, f: RunFacts) -> list[str]:

@@ -34,6 +34,8 @@ CASES = [
     (["memory.peer_hbm=true", "memory.link_sharing=max_min"], [], [
         f"memory.peer_hbm=true: {NO_SHARING}, so no instance reads another's cache",
         "memory.link_sharing=max_min: no link ever carried two transfers at once, so how links are shared changes nothing"]),
+    (["energy.enabled=true", "energy.sm_clock_mhz=1980"], ["energy.enabled=true"], [
+        "energy.sm_clock_mhz=1980: no step of pool default drew more power or ran faster than it allows, so it changed nothing"]),
     (["router=session_affinity"], ["router=least_outstanding"], [
         "router=session_affinity: the workload has no sessions, so it routes every request as router=least_outstanding does"]),
 ]
