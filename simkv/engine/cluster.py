@@ -363,7 +363,8 @@ class Cluster:
             self.handoff.prefilled(req, self.replicas[req.replica], now)  # type: ignore[union-attr]
             return
         self.recorder.request(req)
-        self.last_done_s = max(self.last_done_s, now)
+        if now > self.last_done_s:
+            self.last_done_s = now
         if req.state is State.FINISHED:
             self.predictor.observe(req)
         if req.pool >= 0 and req.state is State.FINISHED:

@@ -578,8 +578,11 @@ class CostModel:
         if self._const_dattn and len(context) <= SHORT_RUN:
             # NOTE: plain Python beats numpy's per-call overhead for short runs, the common
             # case at moderate load; same expression as iteration_time, so same floats.
+            # (max() inlined: a builtin call per iteration costs more than the arithmetic; max
+            # keeps its first argument unless the second is larger, as this does.)
             ac, am, q = self._dattn_c, self._dattn_m, decodes * self._dq_m
-            return [base + layers * max(c * ac, c * am + q) for c in context]
+            return [base + layers * (y if (y := c * am + q) > (x := c * ac) else x)
+                    for c in context]
         if isinstance(context, range):
             ctx = np.arange(context.start, context.stop, context.step, dtype=np.float64)
         else:
