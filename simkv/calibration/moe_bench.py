@@ -38,7 +38,7 @@ def build_block(shape: str, device: str, impl: str, small: bool = False) -> tupl
     """(block, config) of transformers' own sparse MoE block for one of simkv's MoE specs."""
     import torch
 
-    from simkv.validation.hf_campaign import model_spec
+    from simkv.validation.hf_engine import model_spec
 
     spec = model_spec(shape)
     hidden, ffn = (64, 96) if small else (spec.hidden_size, spec.ffn_size)
