@@ -191,6 +191,19 @@ CONFIGS = [
     (["lora.rank=8"], "lora.rank cannot act: no adapters (set lora.adapters)"),
     (["lora.adapters=-1"], "lora.adapters: expected a finite number >= 0, got -1"),
     (["lora.adapters=4", "scheduler=static"], "lora: adapters need a continuous-batching scheduler (scheduler=static has no running batch to price)"),
+    # Issues 18/24, the QA campaign: each ran (or crashed) before it was refused.
+    # '' ran the GPU's default power model silently.
+    (["energy.enabled=true", "energy.power=''"], "energy.power: expected a power model's name or file, got ''; leave it unset for the GPU's default model"),
+    (["energy.enabled=true", "energy.power_path=''"], "energy.power_path: expected a power model's name or file, got ''; leave it unset for the GPU's default model"),
+    # A pool named twice doubled its loss rate (its GPUs counted twice).
+    (["faults.gpu_mtbf_h=1000", "faults.pools=[default,default]"], "faults.pools: pool 'default' is listed 2 times; name each pool once"),
+    (["spot.pools=[default,default]", "spot.times=[10]"], "spot.pools: pool 'default' is listed 2 times; name each pool once"),
+    # An internal error (AttributeError) at the first notice.
+    (["scheduler=transformers", "spot.pools=[default]", "spot.times=[10]", "spot.on_preempt=migrate"], "spot.on_preempt=migrate moves running requests with their KV, which scheduler=transformers cannot hand over; use spot.on_preempt=finish, or a continuous-batching scheduler (scheduler=vllm)"),
+    # A moved request's adapter was never loaded where it went.
+    (["lora.adapters=4", "migration=llumnix"], "lora: moving a request with its adapter (migration=llumnix) is not modelled; set migration=none"),
+    # "max() arg is an empty sequence" mid-run.
+    (["autoscaler=energy", "energy.enabled=true", "autoscaler.clocks=[]", "cluster.max_replicas=2"], "autoscaler.clocks: expected at least one SM clock fraction (e.g. [1, 0.8, 0.6]), got []"),
 ]
 
 
@@ -265,6 +278,16 @@ SURFACES = [
      "weights.overlap cannot act at weights.gpu_fraction=1 (every weight stays in HBM); set weights.gpu_fraction < 1, or leave weights.overlap unset"),
     (["tool_kv=prefetch", "offload=dram"],
      "tool_kv=prefetch cannot act with workload=burstgpt: its requests have no sessions, so no tool calls; use workload=agent (or a trace with sessions), or tool_kv=drop"),
+    # A tensor-parallel range nothing resizes, and instance bounds under an autoscaler that
+    # only resizes: each ran to exit 0 with the setting unread.
+    (["cluster.max_tensor_parallel=2"],
+     "cluster.max_tensor_parallel cannot act: no autoscaler resizes this pool's tensor-parallel degree (autoscaler=none); set autoscaler=elastic_tp (in place) or vertical (restarts), or leave cluster.max_tensor_parallel unset"),
+    (["autoscaler=horizontal", "cluster.max_replicas=3", "cluster.max_tensor_parallel=2"],
+     "cluster.max_tensor_parallel cannot act: no autoscaler resizes this pool's tensor-parallel degree (autoscaler=horizontal adds and removes instances); set autoscaler=elastic_tp (in place) or vertical (restarts), or leave cluster.max_tensor_parallel unset"),
+    (["pools=h100_a100", "pools.a100.tensor_parallel=2", "pools.a100.min_tensor_parallel=1", "autoscaler=elastic_tp", "pools.h100.max_tensor_parallel=2", "autoscaler.pools=[h100]"],
+     "pools.a100.min_tensor_parallel cannot act: no autoscaler resizes this pool's tensor-parallel degree (autoscaler.pools (h100) leaves it out); set autoscaler=elastic_tp (in place) or vertical (restarts), or leave pools.a100.min_tensor_parallel unset"),
+    (["autoscaler=vertical", "cluster.max_replicas=3", "cluster.max_tensor_parallel=2"],
+     "cluster.max_replicas cannot act: autoscaler=vertical resizes this pool's instances and never adds or removes one; use autoscaler=horizontal, or leave cluster.max_replicas unset"),
 ]
 
 # ... and refused when the cluster is built, before any request runs (ValueError).

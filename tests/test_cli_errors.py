@@ -23,10 +23,15 @@ from simkv.entry import guarded
     ("++cluster.replica=2", "cluster.replica: no such key in cluster (ClusterConfig); did you mean cluster.replicas or cluster.min_replicas or cluster.max_replicas? ('+' cannot add a key to simkv's typed config; docs/CONFIG.md lists them)"),
     ("clusters.replicas=2", "clusters: no such key in the config (SimConfig); did you mean cluster? (docs/CONFIG.md lists every key)"),
     ("workload.num_request=10", "workload.num_request: no such key in workload (BurstGPTWorkloadConfig); did you mean workload.num_requests? (docs/CONFIG.md lists every key)"),
+    # A mapping's missing entry, and a pool the preset does not have: these listed the top
+    # level's keys as if they were the mapping's (and a pool's keys were never suggested).
+    ("speculative=eagle speculative.acceptance_by_log_type.x=0.5", "speculative.acceptance_by_log_type.x: speculative.acceptance_by_log_type is a mapping with no entry 'x'; add one with '+speculative.acceptance_by_log_type.x=<value>'"),
+    ("pools.h100.instances=2", "pools.h100: the chosen pools preset has no pool 'h100'; choose one that has it (pools=h100_a100, pd_split, ...: docs/CLUSTER.md) before setting pools.h100.*"),
+    ("pools=h100_a100 pools.h100.instance=2", "pools.h100.instance: no such key in pools.h100 (PoolConfig); did you mean pools.h100.instances or pools.h100.min_instances or pools.h100.max_instances? (docs/CONFIG.md lists every key)"),
 ])
 def test_a_key_typo_is_one_line_naming_the_keys_it_could_be(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        simkv.compose([override])
+        simkv.compose(override.split())
     assert str(err.value) == message
 
 

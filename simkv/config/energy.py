@@ -51,6 +51,10 @@ class EnergyConfig:
     def validate(self, prefix: str = "energy.") -> None:
         require(not (self.power and self.power_path),
                 f"{prefix}power and {prefix}power_path both name a power model; set one")
+        for key in ("power", "power_path"):  # '' read as unset: the default model ran silently
+            require(getattr(self, key) != "", f"{prefix}{key}: expected a power model's name "
+                                              f"or file, got ''; leave it unset for the GPU's "
+                                              f"default model")
         if not self.enabled:
             for key in ("power", "power_path", "power_cap_w", "sm_clock_mhz"):
                 require(getattr(self, key) is None,

@@ -174,10 +174,19 @@ def validate_against(sim: Any) -> None:
         what = "faults" if f.active() else "spot"
         raise ConfigError(f"{what}: losing instances is not modelled with {why[0]}; "
                           f"use the colocated default or turn {what} off")
+    if (s.active() and s.on_preempt == "migrate" and sim.scheduler is not None
+            and not hasattr(_impl(sim.scheduler), "detach_running")):
+        raise ConfigError(f"spot.on_preempt=migrate moves running requests with their KV, which "
+                          f"scheduler={name_of(sim.scheduler)} cannot hand over; use "
+                          f"spot.on_preempt=finish, or a continuous-batching scheduler "
+                          f"(scheduler=vllm)")
     names = set(sim.pools) if sim.pools else {"default"}
     for key, pools in (("faults.pools", f.pools), ("spot.pools", s.pools)):
         for p in pools:
             require(p in names, f"{key}: unknown pool '{p}'; the pools are {', '.join(sorted(names))}")
+            # A pool named twice counted its instances (or GPUs) twice: twice the loss rate.
+            require(pools.count(p) == 1, f"{key}: pool '{p}' is listed {pools.count(p)} times; "
+                                         f"name each pool once")
 
 
 def _impl(section: Any) -> Any:

@@ -71,5 +71,10 @@ def validate_lora(sim: Any) -> None:
     require(not roles - {"colocated"}, "lora: adapters on prefill/decode pools are not modelled")
     require(sim.spot.on_preempt != "migrate",
             "lora: moving a request with its adapter (spot.on_preempt=migrate) is not modelled")
+    # Live migration hands a request to another instance without its adapter (the adapter
+    # cache there never loads it: no load time, no slot), so it is refused the same way.
+    require(sim.migration is None or name_of(sim.migration) == "none",
+            f"lora: moving a request with its adapter (migration={name_of(sim.migration)}) is "
+            f"not modelled; set migration=none")
     require(c.targets == "attention" or sim.model.num_experts == 1,
             "lora.targets=all on an MoE model (adapters per expert) is not modelled; use attention")

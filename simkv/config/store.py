@@ -241,7 +241,7 @@ def hydra_message(exc: BaseException) -> str:
 
 def _config_classes() -> dict[str, type]:
     """Every config dataclass by class name: the schema's sections and every policy's."""
-    from simkv.config.schema import SimConfig
+    from simkv.config.schema import PoolConfig, SimConfig
 
     found: dict[str, type] = {}
 
@@ -253,6 +253,7 @@ def _config_classes() -> dict[str, type]:
                 walk(getattr(obj, f.name))
 
     walk(SimConfig())
+    walk(PoolConfig())  # pools is an empty mapping by default: its entries' keys are found here
     for group in POLICY_GROUPS:
         for entry in registry.entries(group).values():
             found.setdefault(entry.config_type.__name__, entry.config_type)
@@ -263,6 +264,15 @@ def unknown_key(key: str, owner: str | None = None, added: bool = False) -> str:
     """``cluster.replica: no such key in cluster (ClusterConfig); did you mean
     cluster.replicas?``: one line, with the closest keys of the section it names."""
     parent, _, leaf = key.rpartition(".")
+    if owner is None and parent and not added:
+        # Hydra names no dataclass: the parent is a mapping, not a section (this used to list
+        # the top level's keys as if they were the mapping's).
+        if parent == "pools":  # its entries are pools, which only a preset defines
+            return (f"{key}: the chosen pools preset has no pool '{leaf}'; choose one that has "
+                    f"it (pools=h100_a100, pd_split, ...: docs/CLUSTER.md) before setting "
+                    f"pools.{leaf}.*")
+        return (f"{key}: {parent} is a mapping with no entry '{leaf}'; add one with "
+                f"'+{key}=<value>'")
     cls = _config_classes().get(owner or "SimConfig")
     where = f" in {parent or 'the config'}" + (f" ({owner})" if owner else "")
     out = f"{key}: no such key{where}"

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # moe.* keys about which experts tokens pick and what a dispatch moves: no effect on a dense model.
 MOE_ROUTING_KEYS = ("routing", "zipf_exponent", "popularity_path", "placement",
                     "dispatch_bytes_per_element")
+# Autoscalers that resize an instance's degree (TP or DP/EP) and never add or remove one.
+DEGREE_SCALERS = ("vertical", "elastic_moe", "elastic_tp")
 # Built-in generators whose requests never belong to a session (no tool calls, no turns).
 NO_SESSION_WORKLOADS = ("burstgpt", "poisson", "near_duplicate")
 
@@ -55,10 +57,12 @@ def check_surfaces(cfg: SimConfig) -> None:
             instances, lo, hi = c.replicas, c.min_replicas, c.max_replicas
             k_inst, k_min, k_max = "cluster.replicas", "cluster.min_replicas", "cluster.max_replicas"
             role = "colocated"
+            tp, tp_lo, tp_hi = c.tensor_parallel, c.min_tensor_parallel, c.max_tensor_parallel
         else:
             instances, lo, hi = pc.instances, pc.min_instances, pc.max_instances
             k_inst, k_min, k_max = f"{key}instances", f"{key}min_instances", f"{key}max_instances"
             role = pc.role
+            tp, tp_lo, tp_hi = pc.tensor_parallel, pc.min_tensor_parallel, pc.max_tensor_parallel
         max_of[name] = max(instances, hi or 0)
         scaled = scaler != "none" and (not scaled_names or name in scaled_names)
         why_not = (f"autoscaler={scaler}" if scaler == "none"
@@ -68,6 +72,20 @@ def check_surfaces(cfg: SimConfig) -> None:
             require(v is None or v == instances or scaled,
                     f"{k} cannot act: no autoscaler scales this pool ({why_not}); set an "
                     f"autoscaler (autoscaler=horizontal) or leave {k} unset")
+            # ... and one that only resizes instances never adds or removes one.
+            require(v is None or v == instances or scaler not in DEGREE_SCALERS,
+                    f"{k} cannot act: autoscaler={scaler} resizes this pool's instances and never "
+                    f"adds or removes one; use autoscaler=horizontal, or leave {k} unset")
+        # A tensor-parallel range is kept by an autoscaler that resizes instances (it ran
+        # unread under autoscaler=none or horizontal).
+        k_tp = "cluster." if pc is None else key
+        resized = scaled and scaler in DEGREE_SCALERS
+        for k, v in ((f"{k_tp}min_tensor_parallel", tp_lo), (f"{k_tp}max_tensor_parallel", tp_hi)):
+            require(v is None or v == tp or resized,
+                    f"{k} cannot act: no autoscaler resizes this pool's tensor-parallel degree "
+                    f"({why_not if not scaled else f'autoscaler={scaler} adds and removes instances'}"
+                    f"); set autoscaler=elastic_tp (in place) or vertical (restarts), or leave "
+                    f"{k} unset")
         # A pool that can never serve (item 6).
         require(instances > 0 or (scaled and (hi or 0) >= 1),
                 f"{k_inst}=0: the pool can never serve: nothing starts an instance ({why_not}); "

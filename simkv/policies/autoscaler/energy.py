@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from simkv.config.bounds import bounded, meta
+from simkv.config.bounds import bounded, meta, require
 from simkv.engine.lifecycle import LEAVING, SERVING
 from simkv.policies.autoscaler.interface import Action, Drain, Launch, ScalingConfig, SetClock
 from simkv.registry import register
@@ -56,6 +56,12 @@ class EnergyAwareConfig(ScalingConfig):
     rate_headroom: float = bounded(1.5, ge=1)
     # HPA's defaults do not suit a policy that measures its own window: react within 60 s.
     scale_down_stabilization_s: float = bounded(120.0, ge=0)
+
+    def validate(self, prefix: str = "autoscaler.") -> None:
+        # An empty list left the planner no clock to choose from (max() of an empty sequence
+        # mid-run).
+        require(bool(self.clocks), f"{prefix}clocks: expected at least one SM clock fraction "
+                                   f"(e.g. [1, 0.8, 0.6]), got []")
 
 
 @dataclass(slots=True)
