@@ -87,6 +87,47 @@ def test_priority_headroom_never_moves_the_high_class(tmp_path) -> None:
     assert df.loc[df["priority"] == 0, "migrations"].sum() > 0
 
 
+def test_live_migration_stays_among_instances_of_one_model(tmp_path) -> None:
+    # Before, llumnix balanced over every serving instance: a Llama-3.1-8B request went on
+    # decoding on a Qwen2.5-14B instance of the other pool.
+    res = simkv.simulate(simkv.compose([
+        "output.plot=false", "output.progress=false", "workload.num_requests=300",
+        "pools=two_models", "pools.chat.instances=2", "pools.gpt4.instances=2",
+        "kv.prefix_caching=false", "migration=llumnix", "kv.num_gpu_blocks_override=200"]), tmp_path)
+    moved = res.requests[res.requests["migrations"] > 0]
+    assert len(moved) > 0, "the test needs moves"
+    pool_of = pd.read_parquet(tmp_path / "instances.parquet").groupby("instance")["pool"].first()
+    assert (moved["first_token_replica"].map(pool_of) == moved["pool"]).all()
+
+
+def test_spot_migration_stays_in_a_pool_that_serves_the_request(tmp_path) -> None:
+    # Two pools of one model serving different request models: the router picked any serving
+    # instance, and ChatGPT requests went on in the pool that serves GPT-4 only.
+    res = simkv.simulate(simkv.compose([
+        "output.plot=false", "output.progress=false", "workload.num_requests=200",
+        "pools=two_models", "pools.chat.instances=2", "pools.gpt4.model=llama3_8b",
+        "kv.prefix_caching=false", "spot.pools=[chat]", "spot.times=[20]",
+        "spot.on_preempt=migrate"]), tmp_path)
+    moved = res.requests[res.requests["migrations"] > 0]
+    assert len(moved) > 0, "the test needs moves"
+    pool_of = pd.read_parquet(tmp_path / "instances.parquet").groupby("instance")["pool"].first()
+    assert (moved["first_token_replica"].map(pool_of) == "chat").all()
+    assert (moved["pool"] == "chat").all()
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    # Both ran to exit 0 with nothing moved (a decode pool is not routed to, and a request
+    # moves only within its own model's pools).
+    (["pools=pd_split", "pools.decode.instances=2"], "migration=llumnix cannot act with prefill/decode pools"),
+    (["pools=two_models", "kv.prefix_caching=false"], "migration=llumnix cannot act: a request moves only to an instance of its own model"),
+])
+def test_llumnix_that_cannot_move_anything_is_refused(tmp_path, overrides, words) -> None:
+    with pytest.raises(ValueError, match=words) as exc:
+        simkv.simulate(simkv.compose(["output.plot=false", "output.progress=false",
+                                      "migration=llumnix", *overrides]), tmp_path)
+    assert "\n" not in str(exc.value)
+
+
 @pytest.mark.parametrize(("overrides", "words"), [
     (["migration=llumnix", "migration.interval_s=0"], "migration.interval_s"),
     (["migration=llumnix", "scheduler=static"], "migration=llumnix moves requests between"),

@@ -546,7 +546,11 @@ class Faults:
 
         def go(r: Any = r) -> None:
             r.on_run_end = None
-            serving, router = self.cluster.serving, self.cluster.router
+            from simkv.engine.migration import compatible
+
+            router = self.cluster.router
+            # Only instances the KV can go on on (one model and KV format, one role).
+            serving = [x for x in self.cluster.serving if compatible(r, x)]
             for req in list(r.scheduler.running.values()):
                 if not serving or r.state != PREEMPTING:
                     return

@@ -84,6 +84,26 @@ class _Move:
     precopied: int = 0  # KV tokens a live move copied before the request left src
 
 
+def kv_group(pool: Any) -> tuple[Any, ...]:
+    """What a request's KV needs of the instance it moves to: the same role, the same KV
+    format (the model's KV shape and dtype: engine/kv_format.py; block sizes may differ, a
+    move lays the KV out in the destination's blocks) and the same request models served
+    (``pools.<name>.serves``: a pool does not take another pool's models)."""
+    from simkv.engine.kv_format import kv_format
+
+    fmt = kv_format(pool.model, 0)
+    del fmt["block_size"]
+    return pool.cfg.role, tuple(fmt.values()), tuple(sorted(pool.cfg.serves))
+
+
+def compatible(src: Any, dst: Any) -> bool:
+    """Whether a request's KV on ``src`` can go on on ``dst``: instances of one pool, or of
+    pools of one ``kv_group``. Before, migration=llumnix balanced over every serving instance
+    and moved requests between pools of different models (pools=two_models: a Llama-3.1-8B
+    request went on decoding on Qwen2.5-14B), and spot migration let the router pick any pool."""
+    return src.pool is dst.pool or kv_group(src.pool) == kv_group(dst.pool)
+
+
 class Migrator:
     def __init__(self, topology: Any, env: Any, replicas: list[Any]) -> None:
         self.topology = topology
@@ -106,7 +126,7 @@ class Migrator:
 
     def migrate(self, req: Request, src: Any, dst: Any) -> bool:
         """Move running ``req`` from ``src`` to ``dst`` (call between src's iterations)."""
-        if not self.movable(req) or dst.scheduler.admission_error(req):
+        if not self.movable(req) or not compatible(src, dst) or dst.scheduler.admission_error(req):
             return False
         tokens = src.scheduler.detach_running(req, self.env.now)
         src._discharge(req)
@@ -161,7 +181,7 @@ class Migrator:
     def live(self, req: Request, src: Any, dst: Any, last_stage_blocks: int = 16,
              max_stages: int = 3) -> bool:
         """Start copying decoding ``req``'s KV from ``src`` to ``dst`` while it runs on."""
-        if (req.state is not State.DECODING or not self.movable(req)
+        if (req.state is not State.DECODING or not self.movable(req) or not compatible(src, dst)
                 or dst.scheduler.admission_error(req)):
             return False
         src.scheduler.decode.materialise(req)

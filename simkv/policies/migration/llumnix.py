@@ -39,6 +39,7 @@ from typing import Any
 
 from simkv.config.bounds import bounded
 from simkv.engine.events import NORMAL, Wakeup
+from simkv.engine.migration import compatible, kv_group
 from simkv.entities.request import Request, State
 from simkv.registry import register
 
@@ -83,9 +84,27 @@ class Llumnix:
             raise ValueError(f"migration=llumnix moves requests between continuous-batching "
                              f"instances (scheduler=vllm, continuum, priority or sjf), got "
                              f"scheduler={sched}")
+        roles = {p.cfg.role for p in cluster.pools.values()}
+        if roles != {"colocated"}:
+            raise ValueError("migration=llumnix cannot act with prefill/decode pools: it balances "
+                             "the instances the router serves, the prefill ones, whose requests "
+                             "never decode there (a decode pool's are not balanced); use "
+                             "colocated pools or migration=none")
         if sum(p.max_instances for p in cluster.pools.values()) < 2:
             raise ValueError("migration=llumnix cannot act with one instance: set "
                              "cluster.replicas (or max_replicas) to 2 or more")
+        # KV moves only inside a group of pools of one role, KV format and served models
+        # (engine/migration.kv_group): some group must be able to hold two instances.
+        groups: dict[tuple[Any, ...], int] = {}
+        for p in cluster.pools.values():
+            groups[kv_group(p)] = groups.get(kv_group(p), 0) + p.max_instances
+        if max(groups.values()) < 2:
+            sizes = ", ".join(f"pools.{p.name}: {p.model.name}, at most {p.max_instances}"
+                              for p in cluster.pools.values())
+            raise ValueError(f"migration=llumnix cannot act: a request moves only to an instance "
+                             f"of its own model, role and served models, and no pool (nor pools "
+                             f"alike in these) ever has two instances ({sizes}); set a pool's "
+                             f"instances or max_instances to 2 or more, or migration=none")
         self.cluster = cluster
         self.migrator = Migrator(cluster.topology, cluster.env, cluster.replicas)
         if self.cfg.drain and self.cfg.migrate:
@@ -117,7 +136,19 @@ class Llumnix:
         self.ticks += 1
         self._sample(serving)
         if self.cfg.migrate and len(serving) > 1:
-            self._balance(serving)
+            # Balance within each group of instances KV can move between (one pool, or pools
+            # of one kv_group: engine/migration.compatible).
+            groups: list[list[Any]] = []
+            for r in serving:
+                for g in groups:
+                    if compatible(g[0], r):
+                        g.append(r)
+                        break
+                else:
+                    groups.append([r])
+            for g in groups:
+                if len(g) > 1:
+                    self._balance(g)
         if cluster.busy():
             Wakeup(cluster.env, self.cfg.interval_s, NORMAL, self._tick)
 
@@ -169,7 +200,7 @@ class Llumnix:
     def _drain(self, r: Any) -> None:
         """A draining instance moves its decoding requests to the freest serving ones."""
         serving = [x for x in self.cluster.serving if x is not r
-                   and hasattr(x.scheduler, "reserve_incoming")]
+                   and hasattr(x.scheduler, "reserve_incoming") and compatible(r, x)]
         if not serving or not hasattr(r.scheduler, "reserve_incoming"):
             return
         for req in sorted((q for q in r.scheduler.running.values()
