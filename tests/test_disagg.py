@@ -103,3 +103,16 @@ def test_streaming_overlaps_the_transfer_with_prefill(tmp_path: Path) -> None:
     assert streamed["kv_transfer_s"].median() < plain["kv_transfer_s"].median()
     assert s2["cluster"]["disaggregation"]["streamed_bytes"] > 0
     assert s1["cluster"]["disaggregation"]["bytes"] == pytest.approx(s2["cluster"]["disaggregation"]["bytes"])
+
+
+@pytest.mark.parametrize("sched", [["scheduler.chunked_prefill=false"], ["scheduler=lightllm"]])
+def test_a_landed_hand_off_is_decoded_without_chunked_prefill(tmp_path: Path, sched: list[str]) -> None:
+    # Without chunked prefill a request whose KV had landed on its decode instance was never
+    # planned again ("the event queue ran dry with work left (an engine bug)").
+    cfg = simkv.compose(["output.plot=false", "output.progress=false", "pools=pd_split",
+                         "pools.prefill.instances=1", "pools.decode.instances=1", *sched])
+    cfg.workload = workload(n=20)
+    df = simkv.simulate(cfg, tmp_path).requests
+    assert (df["status"] == "finished").all()
+    assert len(df) == 20
+    assert (df["prefill_replica"] != df["replica"]).all()  # prefilled on one, decoded on the other

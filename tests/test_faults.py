@@ -365,3 +365,13 @@ def test_given_losses_happen_at_their_times_in_any_order(tmp_path: Path) -> None
     lost = rows[rows["to_state"].isin(["failed", "preempting"])]
     assert lost[["time_s", "to_state"]].values.tolist() == [[3.0, "failed"], [4.0, "preempting"],
                                                            [9.0, "failed"]]
+
+
+def test_sjf_hands_a_preempted_request_back_once(tmp_path: Path) -> None:
+    # A request preempted back into sjf's queue kept its old heap entry: a failed instance
+    # handed it back twice (KeyError: an internal error).
+    df, _, _ = run(["workload.num_requests=20", "scheduler=sjf", "predictor=oracle_noisy",
+                    "faults.gpu_mtbf_h=0.002", "faults.gpu_repair_s=5"], tmp_path)
+    accounted(df, 20)
+    assert (df["status"] == "finished").sum() >= 18
+

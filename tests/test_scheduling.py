@@ -215,3 +215,28 @@ def test_faster_transformer_batches_by_reservation(tmp_path) -> None:
     assert done.groupby("first_scheduled_s").size().max() <= 4
     long = ft["prompt_tokens"] + ft["output_tokens"] - 1 > 4096
     assert (ft.loc[long, "reject_reason"] == "reservation").all()
+
+
+def test_faster_transformer_refuses_what_no_batch_could_reserve(tmp_path) -> None:
+    # One reservation (4096 tokens: 256 blocks) larger than the pool (64 blocks): no batch
+    # could ever form, and the instance ran 2,000,000 empty iterations; now each request is
+    # refused at arrival (kv_capacity), as scheduler=orca does.
+    ft = run(["workload.num_requests=20", "scheduler=faster_transformer",
+              "kv.num_gpu_blocks_override=64"], tmp_path)
+    assert len(ft) == 20
+    assert (ft["reject_reason"] == "kv_capacity").all()
+
+
+def test_ranked_queue_lists_a_request_that_came_back_once() -> None:
+    # A request popped and put back (a preemption) left its old heap entry behind: listed
+    # twice, and a failed instance handed it back twice (KeyError).
+    q = RankedQueue(lambda r: 0.0, max_wait=None)
+    a, b = req(1, arrival=0.0), req(2, arrival=1.0)
+    q.append(a)
+    q.append(b)
+    assert q.popleft() is a
+    q.appendleft(a)
+    assert [r.id for r in q] == [1, 2]
+    assert q.popleft() is a
+    assert q.popleft() is b
+    assert not q

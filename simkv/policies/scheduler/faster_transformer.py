@@ -32,6 +32,10 @@ class FasterTransformerScheduler(StaticScheduler):
         cfg: FasterTransformerSchedulerConfig = self.cfg  # type: ignore[assignment]
         if req.prompt_tokens + req.output_tokens - 1 > cfg.reserve_tokens:
             return "reservation"
+        if blocks_for(cfg.reserve_tokens, self.pool.block_size) > self.pool.capacity:
+            # One member's reservation exceeds the pool: no batch could ever form (it
+            # livelocked: 2,000,000 empty iterations), as for scheduler=orca.
+            return "kv_capacity"
         return super().admission_error(req)
 
     def _reservation(self, prompt: int, output: int, n: int) -> int:

@@ -103,11 +103,18 @@ class RankedQueue:
         self.heap: list[tuple[int, int, float, float, int, Request]] = []
         self.oldest: list[tuple[float, int, Request]] = []
         self.members: dict[int, Request] = {}
+        # Each member's live heap entry: a request that left (popped) and came back (a
+        # preemption puts it back) has an older entry still in the heap, which must neither
+        # be listed twice nor rank it by its old key (it was: evacuate handed it back twice,
+        # a KeyError on a failed instance, and shed=queue counted it twice).
+        self.entry: dict[int, tuple[int, int, float, float, int, Request]] = {}
         self.now = 0.0
 
     def _push(self, req: Request, started: int) -> None:
         self.members[req.id] = req
-        heapq.heappush(self.heap, (-req.priority, started, self.key(req), req.arrival, req.id, req))
+        e = (-req.priority, started, self.key(req), req.arrival, req.id, req)
+        self.entry[req.id] = e
+        heapq.heappush(self.heap, e)
         if self.max_wait is not None:
             heapq.heappush(self.oldest, (req.arrival, req.id, req))
 
@@ -119,7 +126,8 @@ class RankedQueue:
 
     def _clean(self) -> None:
         heap, oldest, members = self.heap, self.oldest, self.members
-        while heap and members.get(heap[0][4]) is not heap[0][5]:
+        entry = self.entry
+        while heap and (members.get(heap[0][4]) is not heap[0][5] or entry.get(heap[0][4]) is not heap[0]):
             heapq.heappop(heap)
         while oldest and members.get(oldest[0][1]) is not oldest[0][2]:
             heapq.heappop(oldest)
@@ -138,6 +146,7 @@ class RankedQueue:
     def popleft(self) -> Request:
         req = self._head()
         del self.members[req.id]
+        del self.entry[req.id]
         return req
 
     def __len__(self) -> int:
@@ -147,7 +156,7 @@ class RankedQueue:
         return bool(self.members)
 
     def __iter__(self) -> Iterator[Request]:
-        live = [e for e in self.heap if self.members.get(e[4]) is e[5]]
+        live = [self.entry[i] for i in self.members]
         yield from (e[5] for e in sorted(live, key=lambda e: e[:5]))
 
 

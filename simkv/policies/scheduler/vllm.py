@@ -480,14 +480,29 @@ class VLLMScheduler:
 
     def _schedule_prefill_first(self, now: float) -> SchedulerOutput | None:
         """vLLM v0 without chunked prefill: whole prompts, in prefill-only iterations."""
-        if not self.waiting:
+        if not self.waiting and not self.prefilling:
             return None
         # Decodes keep their next blocks: a prefill may not take what they need now.
         need = self.decode.need_next() if self.decode.members else 0
         if need > self.pool.free:
             return None  # the decode path preempts
         out = SchedulerOutput()
-        self._admit(out, self.cfg.max_num_batched_tokens, need, now)
+        budget = self.cfg.max_num_batched_tokens
+        # Seated requests whose KV landed (a prefill instance's hand-off, a hit loaded from
+        # below HBM) prefill the rest of their prompt whole, before new admissions. Without
+        # this they waited for ever: only the chunked path planned them (the event queue ran
+        # dry with pools=pd_split or offload=dram and chunked_prefill=false, or lightllm).
+        for req in list(self.prefilling.values()):
+            n = req.num_tokens - req.computed
+            extra = (blocks_for(req.computed + n, self.block_size) if self._plain
+                     else self._held_blocks(req.computed, n)) - req.blocks - req.shared
+            if n > budget or extra > self.pool.free - need:
+                break
+            self.pool.allocate(extra)
+            req.blocks += extra
+            budget -= self._add_chunk(out, req, n)
+        if self.waiting:
+            self._admit(out, budget, need, now)
         if not out.prefills:
             return None
         out.num_sampled = len(out.prefills)
