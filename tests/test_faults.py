@@ -367,6 +367,19 @@ def test_given_losses_happen_at_their_times_in_any_order(tmp_path: Path) -> None
                                                            [9.0, "failed"]]
 
 
+def test_losses_faster_than_start_up_stop_the_run_in_one_line(tmp_path: Path) -> None:
+    # Before, failures every few seconds per GPU kept the run going for ever: no instance
+    # lived through its start-up, no request ended, and the loss timer never stopped.
+    with pytest.raises(ValueError, match="^faults: ") as err:
+        simkv.simulate(simkv.compose([*BASE, "workload.num_requests=20", "faults.gpu_mtbf_h=0.001"]),
+                       tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("faults: 10000 losses in a row with no request ending")
+    assert "lower the loss rate (faults.gpu_mtbf_h=0.001)" in msg
+    assert "\n" not in msg
+    assert pd.read_json(tmp_path / "run.json", typ="series")["status"] == "error"
+
+
 def test_sjf_hands_a_preempted_request_back_once(tmp_path: Path) -> None:
     # A request preempted back into sjf's queue kept its old heap entry: a failed instance
     # handed it back twice (KeyError: an internal error).
@@ -375,3 +388,20 @@ def test_sjf_hands_a_preempted_request_back_once(tmp_path: Path) -> None:
     accounted(df, 20)
     assert (df["status"] == "finished").sum() >= 18
 
+
+@pytest.mark.parametrize("loss", [
+    ["spot.pools=[chat]", "spot.times=[20]"],
+    ["faults.events=[{time_s:20,kind:process,target:0}]", "faults.replace=none"],
+])
+def test_a_model_whose_pools_are_lost_fails_its_requests(tmp_path: Path, loss: list[str]) -> None:
+    # Many models: the chat pool's only instance is lost for good. Its model's requests waited
+    # in the model router for ever ("the event queue ran dry ... (an engine bug)"); now they
+    # fail (no_instance) and the other model's are served.
+    df, _, _ = run(["workload.num_requests=200", "pools=two_models", "kv.prefix_caching=false",
+                    *loss], tmp_path)
+    accounted(df, 200)
+    failed = df[df["status"] == "failed"]
+    assert len(failed) > 0
+    assert set(failed["reject_reason"]) == {"no_instance"}
+    assert (failed["model"] == "ChatGPT").all()
+    assert (df.loc[df["model"] == "GPT-4", "status"] != "failed").all()

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,13 @@ from simkv.engine.lifecycle import (
 from simkv.entities.request import Request, State
 
 TICK_S = 5.0
+# States of an instance that serves, or will without a new launch.
+LIVE = (PROVISIONING, LOADING, SERVING, SCALING, UNREACHABLE, PREEMPTING)
 NAN = math.nan
+# Instances lost one after another with no request completing in between: the run cannot
+# progress (failures come faster than instances start and serve), so it stops with a one-line
+# error instead of simulating losses for ever (faults.gpu_mtbf_h=0.001 ran without end).
+MAX_LOSSES_WITHOUT_PROGRESS = 10_000
 
 
 def _nothing(*_: object) -> None:
@@ -134,6 +140,11 @@ class Faults:
         # Timers that bring capacity back (repairs a replacement waits for, relinks,
         # reacquired spot instances): while one is pending, waiting is not being stuck.
         self._restoring = 0
+        # Losses (of any unit, while requests wait or run) since a request last ended: the
+        # progress guard (a GPU lost while under repair still counts: at such rates nothing
+        # starts, and the repairs it schedules would keep the run going for ever).
+        self._idle_losses = 0
+        self._completed_at_loss = -1
         self._check_targets()
 
     def _check_targets(self) -> None:
@@ -242,9 +253,16 @@ class Faults:
         return bool(self.limbo)
 
     # --- what fails ---------------------------------------------------------------------------
+    def _alive(self) -> list[Any]:
+        """Instances not stopped: the pools' lists, not every instance ever started (scanning
+        those per loss made a run with thousands of replacements quadratic: 252 s for 224
+        requests at faults.gpu_mtbf_h=0.002)."""
+        return [r for p in self.cluster.pools.values() for r in p.instances]
+
     def _holders(self, gpus: set[int]) -> list[Any]:
-        return [r for r in self.cluster.replicas
-                if r.state not in (STOPPED, FAILED) and gpus.intersection(r.slots.gpus)]
+        return sorted((r for r in self._alive()
+                       if r.state not in (STOPPED, FAILED) and gpus.intersection(r.slots.gpus)),
+                      key=lambda r: r.index)
 
     def inject(self, kind: str, target: int) -> None:
         """A loss of ``kind`` at ``target`` now (a GPU, a node, or an instance id)."""
@@ -278,8 +296,32 @@ class Faults:
         loss.instances = [r.index for r in victims]
         if victims:
             loss.pool = victims[0].pool.name
+        self._progress_guard()
         if kind == "link" and victims:
             self._at(now + f.link_repair_s, lambda: self._relinked(victims, loss), restores=True)
+
+    def _progress_guard(self) -> None:
+        """Count a loss while requests wait or run; stop the run (ValueError, one line naming
+        the keys) after MAX_LOSSES_WITHOUT_PROGRESS of them with no request completing.
+        Losses while nothing is outstanding (a gap in the trace) do not count."""
+        c = self.cluster
+        if not (c.backlog or self.limbo or any(r.scheduler.num_unfinished() for r in self._alive())):
+            return
+        done = c.completed
+        self._idle_losses = self._idle_losses + 1 if done == self._completed_at_loss else 1
+        self._completed_at_loss = done
+        if self._idle_losses < MAX_LOSSES_WITHOUT_PROGRESS:
+            return
+        keys = [f"faults.{k}_mtbf_h={getattr(self.f, f'{k}_mtbf_h'):g}" for k in self.f.rates()]
+        if self.s.preemptions_per_h:
+            keys.append(f"spot.preemptions_per_h={self.s.preemptions_per_h:g}")
+        # The start-up is a pool key (the one pool of cluster.* has the defaults of docs/CLUSTER.md).
+        startup = (" or shorten the start-up (pools.<name>.provisioning_s, warmup_s)"
+                   if self.cluster.cfg.pools else "")
+        raise ValueError(f"faults: {self._idle_losses} losses in a row with no request "
+                         f"ending (at {self.env.now:,.0f} s of simulated time): instances are "
+                         f"lost faster than they start and serve; lower the loss rate "
+                         f"({', '.join(keys) or 'faults.events'}){startup}")
 
     def _wipe_node(self, node: int) -> None:
         """A node's DRAM/SSD KV store goes with the node (a cluster-wide store loses the
@@ -389,7 +431,7 @@ class Faults:
 
     def _repaired(self, gpus: set[int]) -> None:
         now = self.env.now
-        held = {g for r in self.cluster.replicas if r.state != STOPPED for g in r.slots.gpus}
+        held = {g for r in self._alive() if r.state != STOPPED for g in r.slots.gpus}
         back = [g for g in sorted(gpus) if self.down_until[g] <= now and g not in held]
         self.topo.free[back] = True
         waiting, self.pending = self.pending, []
@@ -398,17 +440,36 @@ class Faults:
                 self.pending.append((pool, dp, loss))
         self._check_capacity()
 
+    @staticmethod
+    def _live(pools: Iterable[Any]) -> bool:
+        """Whether an instance of ``pools`` serves, or will without a new launch."""
+        return any(r.state in LIVE for p in pools for r in p.instances)
+
+    def unservable(self, pools: list[Any]) -> bool:
+        """Many models: no instance of ``pools`` (a model's) serves or will (all lost, none
+        replaced, no autoscaler): a request for that model fails instead of waiting for ever."""
+        return not (self.autoscaled or self._restoring or self._live(pools))
+
     def _check_capacity(self, stuck: bool = False) -> None:
         """Nothing serves, nothing starts, nothing will be repaired into a replacement (and
         no autoscaler, or ``stuck``: nothing else can happen): requests waiting for an
-        instance fail instead of waiting for ever, and so will later arrivals."""
-        live = any(r.state in (PROVISIONING, LOADING, SERVING, SCALING, UNREACHABLE, PREEMPTING)
-                   for r in self.cluster.replicas)
+        instance fail instead of waiting for ever, and so will later arrivals. With many
+        models the same holds per model: a model whose pools were all lost fails its waiting
+        requests, while the other models serve on (it ran dry as an engine bug)."""
+        live = self._live(self.cluster.pools.values())
         self.hopeless = not (live or self._restoring) and (stuck or not self.autoscaled)
         if self.hopeless:
             backlog = self.cluster.backlog
             while backlog:
                 self.fail_unserved(backlog.popleft())
+        models = self.cluster.models
+        every = stuck or self.hopeless
+        if models is None or not (every or self.unservable([])):
+            return
+        for name, queue in models.waiting.items():
+            if queue and (every or not self._live(models.pools_for(name))):
+                while queue:
+                    self.fail_unserved(queue.popleft())
 
     def fail_unserved(self, req: Request) -> None:
         """A request that no instance will ever serve (every one lost, none coming back)."""
@@ -489,6 +550,7 @@ class Faults:
         self.spot["notices"] += 1
         loss = Loss(now, "preempt", r.index, r.pool.name, [r.index])
         self.losses.append(loss)
+        self._progress_guard()
         was_serving = r.state == SERVING
         self.lc.set_state(r, PREEMPTING, "spot notice")
         if was_serving:

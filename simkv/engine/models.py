@@ -65,6 +65,9 @@ class ModelRouter:
             cluster._reject(req, "unserved_model")
             return
         cands = [r for r in cluster.serving if r.pool in pools]
+        if not cands and cluster.faults is not None and cluster.faults.unservable(pools):
+            cluster.faults.fail_unserved(req)  # its pools all lost, none coming back
+            return
         if not cands:
             self.waiting.setdefault(req.model, deque()).append(req)
             if self.placer is not None:
