@@ -100,6 +100,18 @@ def test_unknown_format_lists_the_choices() -> None:
     assert str(err.value) == "unknown trace format 'splitwise'; valid choices: native, burstgpt, azure, mooncake, agent, servegen, inference_perf"
 
 
+def test_servegen_window_of_too_many_requests_is_named(tmp_path) -> None:
+    # A rate of 1e9 req/s over a 10 s window asked numpy for 74.5 GiB (an internal error).
+    (tmp_path / "chunk-0-trace.csv").write_text("0,1e9,1.0,Gamma,1.0,0.5\n10,0,0,,0,0\n")
+    (tmp_path / "chunk-0-dataset.json").write_text(json.dumps(
+        {"0": {"input_tokens": "{100: 1.0}", "output_tokens": "{10: 1.0}"}}))
+    with pytest.raises(TraceError) as err:
+        list(read(tmp_path, "servegen"))
+    assert str(err.value) == (f"{tmp_path / 'chunk-0-trace.csv'}: row 1, column 'rate': 1e+09 "
+                              f"req/s over its 10 s window is 10,000,000,000 requests; expected "
+                              f"at most 10,000,000 per window")
+
+
 def test_natural_encodings_are_accepted(tmp_path) -> None:
     # Text in Parquet (as a CSV converted by hand would give): 'yes'/'no' and "1 2" / "[1, 3]".
     (c,) = list(read(CORPUS / "text_encodings.parquet"))
@@ -307,6 +319,12 @@ CLUSTER_BUILD = [
      "pools.moe.expert_parallel (3) must be 1 or tensor_parallel x data_parallel_attention (2)"),
     (["pools=h100_a100", "pools.h100.instances=3", "pools.h100.max_instances=2", "autoscaler=horizontal"],
      "pools.h100.instances (3) must lie within pools.h100.min_instances (3) and pools.h100.max_instances (2)"),
+    # Limits whose activations or logits fill the memory were told to raise tensor_parallel
+    # (and a static batch to lower a token budget it does not have).
+    (["scheduler.max_num_batched_tokens=100000000"],
+     "llama3_8b on H100-SXM-80GB with tensor_parallel=1, pipeline_parallel=1 does not fit: per GPU 15.0 GiB of weights + 9536.9 GiB of activations leave -9480.14 GiB for KV out of 71.7 GiB (90% of 79.6 GiB); lower scheduler.max_num_batched_tokens (100,000,000 tokens' activations: 9536.7 GiB)"),
+    (["scheduler=static", "scheduler.max_batch_size=10000000"],
+     "llama3_8b on H100-SXM-80GB with tensor_parallel=1, pipeline_parallel=1 does not fit: per GPU 15.0 GiB of weights + 4778.7 GiB of activations leave -4721.96 GiB for KV out of 71.7 GiB (90% of 79.6 GiB); lower scheduler.max_batch_size (10,000,000 sequences' logits: 4777.9 GiB)"),
 ]
 
 

@@ -307,3 +307,16 @@ def test_a_failed_instance_draws_idle_power_until_it_is_released(tmp_path) -> No
     line = next(x for x in format_table(s).splitlines() if x.startswith("energy"))
     assert f"{s['energy']['joules_per_output_token']:.3g} J/output token" in line
     assert "kWh GPU" in line
+
+
+def test_a_series_of_too_many_bins_stops_in_one_line(tmp_path: Path) -> None:
+    # Before: numpy was asked for 144 GiB after the run (energy.series_s=1e-9), or summary.json
+    # got tens of millions of bins (1e-6).
+    with pytest.raises(ValueError, match=r"^energy.series_s=1e-06 s cuts the run into more than "
+                                         r"100,000 bins by [0-9.,]+ s of simulated time; set "
+                                         r"energy.series_s to at least") as err:
+        _run([*ON, "workload.num_requests=20", "energy.series_s=1e-6"], tmp_path)
+    assert "\n" not in str(err.value)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "error"
+    assert run["error"] == str(err.value)

@@ -160,6 +160,19 @@ def _sampled(out: Any, done: int) -> np.ndarray:
     return np.full(done, out.num_sampled)
 
 
+# Bins summary.json's energy series may hold (two lists of floats, about 4 MB of JSON). A run
+# that passes this many bins of energy.series_s stops there with one line naming the key
+# (energy.series_s=1e-9 asked numpy for 144 GiB at the end of a 20 s run: internal error).
+MAX_SERIES_BINS = 100_000
+
+
+def series_error(series_s: float, now: float) -> ValueError:
+    return ValueError(f"energy.series_s={series_s:g} s cuts the run into more than "
+                      f"{MAX_SERIES_BINS:,} bins by {now:,.6g} s of simulated time; set "
+                      f"energy.series_s to at least the run's span / {MAX_SERIES_BINS:,} "
+                      f"(or 0: no series)")
+
+
 class Energy:
     """The run's energy accounting (Cluster.energy)."""
 
@@ -184,6 +197,8 @@ class Energy:
     def add_series(self, ends: np.ndarray, joules: np.ndarray, tokens: np.ndarray) -> None:
         """Each iteration's energy above idle and tokens, in the bin of its end."""
         bins = np.floor(ends / self.series_s).astype(np.int64)
+        if bins.size and bins[-1] >= MAX_SERIES_BINS:
+            raise series_error(self.series_s, float(ends[-1]))
         # NOTE: a run's ends increase, so its bins come in runs of equal values: one sum each.
         keys, first = np.unique(bins, return_index=True)
         for k, j, n in zip(keys.tolist(), np.add.reduceat(joules, first).tolist(),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from simkv.energy.accounting import MAX_SERIES_BINS, series_error
 from simkv.metrics.cluster import state_seconds
 
 J_PER_KWH = 3.6e6
@@ -127,6 +128,8 @@ def _series(energy: Any, spans: pd.DataFrame, cluster: Any, end_s: float) -> dic
     """Per bin of ``energy.series_s``: joules (idle of held GPUs + steps') and output tokens."""
     w = energy.series_s
     n = int(np.floor(end_s / w)) + 1 if end_s > 0 else 1
+    if n > MAX_SERIES_BINS:
+        raise series_error(w, end_s)
     joules = np.zeros(n)
     for k, j in energy.series_j.items():
         joules[min(max(k, 0), n - 1)] += j

@@ -34,9 +34,11 @@ class KVCapacity:
 
 
 def kv_capacity(cost: CostModel, hw: HardwareProfile, kv: KVConfig,
-                max_batched_tokens: int, max_seqs: int) -> KVCapacity:
+                max_batched_tokens: int, max_seqs: int,
+                seats_key: str = "scheduler.max_num_seqs") -> KVCapacity:
     """KV blocks of one instance of the cost model's layout (a data-parallel instance has
-    one pool per rank; simkv counts their sum, ranks assumed balanced)."""
+    one pool per rank; simkv counts their sum, ranks assumed balanced). ``seats_key``: the
+    key that sets ``max_seqs``, which a message may advise lowering."""
     if not 0 < kv.gpu_memory_utilization <= 1:
         raise ValueError(f"kv.gpu_memory_utilization must be in (0, 1], got {kv.gpu_memory_utilization}")
     if kv.block_size < 1:
@@ -58,11 +60,22 @@ def kv_capacity(cost: CostModel, hw: HardwareProfile, kv: KVConfig,
     if cost.ep > 1:
         where += f", expert_parallel={cost.ep}"
     if free < block_bytes:
+        # Activations scale with the token budget and the logits with the seats: when they
+        # outweigh the weights and alone fill the memory, the limit is what to lower (a budget
+        # of 1e8 tokens was told to raise tensor_parallel, a static batch of 1e7 to lower a
+        # token budget it does not have).
+        fix = "raise cluster.tensor_parallel or choose a larger GPU"
+        if acts > budget - weights and acts > weights:
+            token_acts = cost.activation_bytes_per_gpu(max_batched_tokens, 0)
+            fix = (f"lower scheduler.max_num_batched_tokens ({max_batched_tokens:,} tokens' "
+                   f"activations: {token_acts / GIB:.1f} GiB)" if token_acts >= acts - token_acts
+                   else f"lower {seats_key} ({max_seqs:,} sequences' logits: "
+                        f"{(acts - token_acts) / GIB:.1f} GiB)")
         raise DoesNotFitError(
             f"{where} does not fit: per GPU {weights / GIB:.1f} GiB of weights + "
             f"{acts / GIB:.1f} GiB of activations leave {free / GIB:.2f} GiB for KV out of "
             f"{budget / GIB:.1f} GiB ({kv.gpu_memory_utilization:.0%} of {hw.memory_bytes / GIB:.1f} "
-            f"GiB); raise cluster.tensor_parallel or choose a larger GPU"
+            f"GiB); {fix}"
         )
     blocks = int(free // block_bytes) * cost.dp
     if kv.num_gpu_blocks_override is not None:

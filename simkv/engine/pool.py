@@ -144,6 +144,8 @@ class Pool:
         sched = cfg.scheduler
         self._budget = getattr(sched, "max_num_batched_tokens", 8192)
         self._seats = getattr(sched, "max_num_seqs", getattr(sched, "max_batch_size", 256))
+        self._seats_key = ("scheduler.max_batch_size" if not hasattr(sched, "max_num_seqs")
+                           and hasattr(sched, "max_batch_size") else "scheduler.max_num_seqs")
         self._costs: dict[int, CostModel] = {}
         self._caps: dict[int, KVCapacity] = {}
         # Instances not stopped (any state), in start order.
@@ -252,7 +254,7 @@ class Pool:
         if cap is None:
             cost = self.cost(dp)
             cap = self._caps.get(dp) or speculative_capacity(
-                kv_capacity(cost, self.hw, self.sim.kv, self._budget, self._seats), cost,
+                kv_capacity(cost, self.hw, self.sim.kv, self._budget, self._seats, self._seats_key), cost,
                 getattr(cost, "proposer", None), self.sim.kv.num_gpu_blocks_override)
             self._caps[dp] = cap
         return cap
@@ -271,7 +273,7 @@ class Pool:
         per_node = max(1, min(self.cfg.instances, node.gpus_per_node // lay.gpus))
         kind = InStorageAttentionCost if tier == "csd" else StreamedAttentionCost
         cost = kind(self.model, self.hw, spec, 1.0 / per_node, lay.tp, lay.pp, cfg.engine)
-        hbm = kv_capacity(gpu_cost, self.hw, cfg.kv, self._budget, self._seats)
+        hbm = kv_capacity(gpu_cost, self.hw, cfg.kv, self._budget, self._seats, self._seats_key)
         gib = {"csd": cfg.memory.csd_gib, "ssd": cfg.memory.ssd_gib, "dram": cfg.memory.dram_gib}[tier]
         size = spec.capacity if gib is None else gib * 2**30
         return cost, drive_capacity(cost, self.cfg.instances, cfg.kv, hbm, size, node.gpus_per_node)
