@@ -33,6 +33,7 @@ from simkv.engine.events import run as run_events
 from simkv.engine.replica import Replica
 from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
+from simkv.metrics.schema import file_metadata
 from simkv.metrics.summary import summarise
 from simkv.output import RunFolder, held_signals, sigterm_interrupts, write_json, write_whole
 from simkv.registry import build, name_of
@@ -240,13 +241,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
 
 def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, observer: Any,
               stats: dict[str, Any]) -> SimResult:
-    metadata = {
-        b"simkv.schema_version": b"1",
-        b"simkv.version": __version__.encode(),
-        b"simkv.config": json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(),
-        b"simkv.config_hash": digest.encode(),
-        b"simkv.seed": str(cfg.seed).encode(),
-    }
+    metadata = file_metadata(doc, digest, cfg.seed)
 
     if not cfg.pools and cfg.cluster.replicas < 1:
         raise ValueError("cluster.replicas must be >= 1")

@@ -310,13 +310,7 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int = 2,
             if extra:
                 raise ValueError(f"cannot shard: shard {s} reported {', '.join(sorted(extra))}, "
                                  "which sharding does not merge")
-        metadata = {
-            b"simkv.schema_version": b"1",
-            b"simkv.version": __version__.encode(),
-            b"simkv.config": json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(),
-            b"simkv.config_hash": digest.encode(),
-            b"simkv.seed": str(cfg.seed).encode(),
-        }
+        metadata = schema.file_metadata(doc, digest, cfg.seed)
         requests = out / "requests.parquet"
         _merge_requests([(work / f"out_{s}" / "requests.parquet", ids[s], s) for s in range(shards)],
                         shards, requests, metadata, cfg.output.row_group_size)

@@ -130,14 +130,21 @@ class Migrator:
             return False
         tokens = src.scheduler.detach_running(req, self.env.now)
         src._discharge(req)
-        self._moves[req.id] = _Move(req, src, self.env.now)
+        self._hand_over(_Move(req, src, self.env.now), tokens, dst)
+        return True
+
+    def _hand_over(self, move: _Move, tokens: int, dst: Any) -> None:
+        """``move.req`` has left its source: record the move and let ``dst`` admit it with
+        ``tokens`` of remote KV (one hand-over for a stop-and-copy move and a live move's
+        last stage, so both count and admit alike)."""
+        req = move.req
+        self._moves[req.id] = move
         self.stats.migrated += 1
         req.migrations += 1
         req.remote_kv = tokens
         if dst.scheduler.on_remote is None:
             dst.scheduler.on_remote = lambda r, dst=dst: self.admitted(r, dst)
         dst.adopt(req)
-        return True
 
     def pending_from(self, src: Any) -> int:
         return sum(1 for m in self._moves.values() if m.src is src)
@@ -265,13 +272,7 @@ class Migrator:
             src.poke()
             # The reservation becomes the request's own blocks at its admission on dst.
             dst.scheduler.release_incoming(move.reserved)
-            self._moves[req.id] = _Move(req, src, now, precopied=min(move.copied, tokens))
-            self.stats.migrated += 1
-            req.migrations += 1
-            req.remote_kv = tokens
-            if dst.scheduler.on_remote is None:
-                dst.scheduler.on_remote = lambda r, dst=dst: self.admitted(r, dst)
-            dst.adopt(req)
+            self._hand_over(_Move(req, src, now, precopied=min(move.copied, tokens)), tokens, dst)
 
         run_end_then(src, go)
 

@@ -122,13 +122,19 @@ class HBMCache:
         """Remove an evictable granule without demoting it (its copy lives below)."""
         if self.refs.get(key, -1) != 0:
             return False
+        self._remove(key)
+        return True
+
+    def _remove(self, key: int) -> None:
+        """Forget an evictable granule everywhere it is counted (pin table, the cluster's
+        holders index, the eviction policy, the pool's cached blocks, the stats): one place,
+        so a drop and an eviction cannot count it differently."""
         del self.refs[key]
         if self.holders is not None:
             self.holders.remove(key, self.owner)
         self.policy.forget(key)
         self.pool.cached -= self.gb
         self.stats.evicted += 1
-        return True
 
     def _reclaim(self, n: int) -> None:
         evicted = []
@@ -136,12 +142,7 @@ class HBMCache:
             key = self.policy.victim()
             if key is None:
                 raise AssertionError("the KV pool counted evictable blocks the cache does not have")
-            del self.refs[key]
-            if self.holders is not None:
-                self.holders.remove(key, self.owner)
-            self.policy.forget(key)
-            self.pool.cached -= self.gb
-            self.stats.evicted += 1
+            self._remove(key)
             n -= self.gb
             evicted.append(key)
         self.on_evict(evicted)

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pyarrow as pa
 
 SCHEMA_VERSION = "1"
+
+
+def file_metadata(doc: dict[str, Any], digest: str, seed: int) -> dict[bytes, bytes]:
+    """The key-value metadata of every result table: the schema and simkv versions, the
+    run's config (canonical JSON), its hash and seed. One definition, so the files a
+    sharded run merges (simkv/shard.py) carry exactly what a single run's carry."""
+    from simkv import __version__
+
+    return {
+        b"simkv.schema_version": SCHEMA_VERSION.encode(),
+        b"simkv.version": __version__.encode(),
+        b"simkv.config": json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(),
+        b"simkv.config_hash": digest.encode(),
+        b"simkv.seed": str(seed).encode(),
+    }
 
 REQUESTS = pa.schema([
     ("request_id", pa.int64()),

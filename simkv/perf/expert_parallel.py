@@ -63,15 +63,28 @@ def place(pop: np.ndarray, ep: int, how: str) -> np.ndarray:
     per = e // ep
     if how == "contiguous":
         return np.arange(e) // per
-    gpu = np.empty(e, dtype=np.int64)
-    load = np.zeros(ep)
-    count = np.zeros(ep, dtype=np.int64)
-    for x in np.argsort(-pop, kind="stable"):
-        open_ = np.flatnonzero(count < per)
-        g = open_[np.argmin(load[open_])]
-        gpu[x] = g
-        load[g] += pop[x]
-        count[g] += 1
+    return pack(pop, ep)
+
+
+def pack(weights: np.ndarray, gpus: int) -> np.ndarray:
+    """GPU of each item: heaviest first onto the least loaded GPU with a free slot, every GPU
+    getting len(weights)/gpus items (ties: the lowest GPU index).
+
+    One greedy packing for both balanced placements: experts by popularity (``place``) and
+    EPLB's replicas by their share of the load (perf/moe_placement.py)."""
+    n = weights.size
+    if n % gpus:
+        raise ValueError(f"{n} experts or replicas do not divide over {gpus} GPUs")
+    per = n // gpus
+    gpu = np.empty(n, dtype=np.int64)
+    total = np.zeros(gpus)
+    used = np.zeros(gpus, dtype=np.int64)
+    for item in np.argsort(-weights, kind="stable"):
+        open_ = np.flatnonzero(used < per)
+        g = open_[np.argmin(total[open_])]
+        gpu[item] = g
+        total[g] += weights[item]
+        used[g] += 1
     return gpu
 
 

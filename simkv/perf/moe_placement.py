@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simkv.perf.expert_parallel import ExpertLoad, selection_probability
+from simkv.perf.expert_parallel import ExpertLoad, pack, selection_probability
 
 
 def replicate(load: np.ndarray, slots: int) -> np.ndarray:
@@ -40,25 +40,6 @@ def replicate(load: np.ndarray, slots: int) -> np.ndarray:
     for _ in range(slots - e):
         count[int(np.argmax(load / count))] += 1
     return count
-
-
-def pack(weights: np.ndarray, gpus: int) -> np.ndarray:
-    """GPU of each item: heaviest first onto the least loaded GPU with a free slot, every GPU
-    getting len(weights)/gpus items (ties: the lowest GPU index)."""
-    n = weights.size
-    if n % gpus:
-        raise ValueError(f"{n} replicas do not divide over {gpus} GPUs")
-    per = n // gpus
-    gpu = np.empty(n, dtype=np.int64)
-    total = np.zeros(gpus)
-    used = np.zeros(gpus, dtype=np.int64)
-    for item in np.argsort(-weights, kind="stable"):
-        open_ = np.flatnonzero(used < per)
-        g = open_[np.argmin(total[open_])]
-        gpu[item] = g
-        total[g] += weights[item]
-        used[g] += 1
-    return gpu
 
 
 class ReplicatedLoad(ExpertLoad):
