@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from simkv import _accel
+
+# Before any module of the hot path loads: its compiled build, or its source where that build
+# is missing, stale or switched off (SIMKV_PURE_PYTHON=1; simkv/_accel.py).
+_accel.install()
+
 __version__ = "0.1.0"
 
 __all__ = ["SimConfig", "SimResult", "__version__", "compose", "load_results", "simulate"]

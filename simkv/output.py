@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from simkv import __version__
+from simkv import __version__, _accel
 
 LOCK = ".simkv.lock"
 TABLES = ("requests", "instances", "iterations", "transfers")
@@ -267,7 +267,10 @@ class RunFolder:
             "status": status, "error": "", "simkv_version": __version__,
             "config_hash": self.digest, "python": sys.version.split()[0],
             "pid": os.getpid(), "host": socket.gethostname(),
-            "started_unix_s": self.t0, "tables": files, **extra,
+            "started_unix_s": self.t0, "tables": files,
+            # Which hot-path modules ran compiled (simkv/_accel.py): same results either way.
+            "compiled": sorted(m for m, how in _accel.loaded().items() if how == "compiled"),
+            **extra,
         })
 
 

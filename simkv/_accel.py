@@ -1,0 +1,124 @@
+"""The optional compiled hot path, and the switch back to pure Python.
+
+``pip install`` compiles the modules in ``MODULES`` with Cython, unchanged (setup.py): the
+same source, run without the interpreter's dispatch, about 1.2x faster on a whole run
+(docs/PERFORMANCE.md, "The compiled hot path"). Nothing is typed and nothing is rewritten, so
+a compiled module behaves as its source does and gives byte-identical results
+(tests/test_compiled.py); every policy and every other module stays interpreted.
+
+An extension module is used only when it was built from the source that sits beside it: the
+build writes ``_compiled.json`` (module -> SHA-256 of the ``.py`` compiled), and a module
+whose ``.py`` has changed since (an edited scheduler in an editable install), or that the
+manifest does not list, is imported from its ``.py`` instead. So editing a compiled module
+never runs stale code, and a build without Cython or a C compiler is pure Python.
+
+``SIMKV_PURE_PYTHON=1`` in the environment imports every module from its source (to compare
+the two paths, to profile: cProfile does not see inside compiled functions, or to rule the
+compiled path out of a bug). It acts when ``simkv`` is first imported, so set it before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+# The hot path of a run (docs/PERFORMANCE.md profiles): the event loop, the replica's loop,
+# the cluster's arrivals and completions, vLLM's scheduler (the base of six others), the
+# decode batch, the block pool, the cost model, the recorder. setup.py reads this literal.
+MODULES = (
+    "simkv.engine.events",
+    "simkv.engine.replica",
+    "simkv.engine.cluster",
+    "simkv.engine.decode_batch",
+    "simkv.kv.block_pool",
+    "simkv.kv.manager",
+    "simkv.perf.roofline",
+    "simkv.metrics.recorder",
+    "simkv.policies.scheduler.vllm",
+)
+ENV = "SIMKV_PURE_PYTHON"
+MANIFEST = "_compiled.json"
+_ROOT = Path(__file__).resolve().parent
+_EXT = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def source_of(module: str) -> Path:
+    """The ``.py`` file of a module of ``MODULES``."""
+    *pkgs, leaf = module.split(".")[1:]
+    return _ROOT.joinpath(*pkgs, leaf + ".py")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pure_requested() -> bool:
+    return os.environ.get(ENV, "").strip() not in ("", "0")
+
+
+def read_manifest(root: Path = _ROOT) -> dict[str, str]:
+    """Module -> digest of the source each extension was built from ({} if not built)."""
+    try:
+        doc = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+
+def from_source(manifest: dict[str, str], forced: bool,
+                modules: Sequence[str] = MODULES) -> dict[str, Path]:
+    """The modules to import from their ``.py``: all when ``forced`` or nothing was built,
+    else those the manifest does not list or whose source changed since the build."""
+    out: dict[str, Path] = {}
+    for mod in modules:
+        src = source_of(mod)
+        if forced or not manifest or manifest.get(mod) != digest(src):
+            out[mod] = src
+    return out
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Imports the listed modules from their ``.py``, ahead of an extension beside them."""
+
+    def __init__(self, sources: dict[str, Path]) -> None:
+        self.sources = sources
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        src = self.sources.get(fullname)
+        return None if src is None else importlib.util.spec_from_file_location(fullname, src)
+
+
+def install() -> None:
+    """Called first thing by ``simkv/__init__.py``, before any module of ``MODULES`` loads."""
+    if any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+        return
+    sources = from_source(read_manifest(), pure_requested())
+    if sources:
+        sys.meta_path.insert(0, _SourceFirst(sources))
+
+
+def loaded() -> dict[str, str]:
+    """How each module of ``MODULES`` imported so far runs: "compiled" or "python"."""
+    out = {}
+    for mod in MODULES:
+        m = sys.modules.get(mod)
+        if m is not None:
+            f = getattr(m, "__file__", "") or ""
+            out[mod] = "compiled" if f.endswith(_EXT) else "python"
+    return out
+
+
+def available() -> list[str]:
+    """Modules that would run compiled here without ``SIMKV_PURE_PYTHON`` (built, current)."""
+    stale = from_source(read_manifest(), forced=False)
+    return [m for m in MODULES if m not in stale
+            and any(source_of(m).with_suffix(x).exists() for x in _EXT)]
