@@ -47,6 +47,7 @@ def _run(out: Path, pure: bool) -> dict[str, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two subprocesses, 16 small runs: about 6 s here
 def test_compiled_and_pure_python_give_identical_files(tmp_path: Path) -> None:
     built = _accel.available()
     if not built:
