@@ -22,7 +22,9 @@ One mechanism for both (the issue's "an instance lost, with or without a grace p
   hands its queued ones back, and has ``spot.grace_s`` during which its running requests
   finish (``finish``) or move their KV to other instances (``migrate``); what is left at the
   end of the grace period is lost as above, with no detection delay (the notice told the
-  router). A replacement spot instance may come ``spot.reacquire_s`` later.
+  router). A replacement spot instance may come ``spot.reacquire_s`` later. When and how
+  notices come, and the moves of ``migrate``, are engine/spot.py's; each loss's record and
+  summary.json's totals, engine/losses.py's.
 
 Invariant (tests/test_faults.py): no request is lost silently; each ends finished, rejected
 or failed with a reason.
@@ -37,7 +39,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,9 @@ from simkv.engine.lifecycle import (
     SERVING,
     STOPPED,
     UNREACHABLE,
-    ScaleEvent,
 )
+from simkv.engine.losses import Loss, summarize
+from simkv.engine.spot import Spot
 from simkv.entities.request import Request, State
 
 TICK_S = 5.0
@@ -69,35 +71,6 @@ MAX_LOSSES_WITHOUT_PROGRESS = 10_000
 
 def _nothing(*_: object) -> None:
     """A lost instance's poke: nothing plans there any more."""
-
-
-@dataclass(slots=True)
-class Loss:
-    """One loss (a failure or a preemption) and what it cost, for summary.json."""
-
-    time_s: float
-    kind: str
-    target: int
-    pool: str = ""
-    instances: list[int] = field(default_factory=list)
-    # Requests that had started (their KV was lost) and ones that had only queued.
-    interrupted: int = 0
-    requeued: int = 0
-    failed: int = 0
-    # Tokens the interrupted requests must compute again (prompt + generated so far).
-    tokens_to_recompute: int = 0
-    detected_s: float = NAN
-    replacements: list[ScaleEvent] = field(default_factory=list)
-
-    def row(self) -> dict[str, Any]:
-        ready = [e.ready_s for e in self.replacements if e.ready_s == e.ready_s]
-        return {"time_s": self.time_s, "kind": self.kind, "target": self.target, "pool": self.pool,
-                "instances": self.instances, "requests_interrupted": self.interrupted,
-                "requests_requeued": self.requeued, "requests_failed": self.failed,
-                "tokens_to_recompute": self.tokens_to_recompute,
-                "detected_s": self.detected_s if self.detected_s == self.detected_s else None,
-                "replacement_serving_s": max(ready) if ready else None,
-                "recovery_s": max(ready) - self.time_s if ready else None}
 
 
 class Faults:
@@ -117,7 +90,6 @@ class Faults:
         self.gpus = [g for p in fault_pools for g in range(self.topo.pool_range[p][0],
                                                            sum(self.topo.pool_range[p]))]
         self.nodes = sorted({g // gpn for g in self.gpus})
-        self.spot_pools = [cluster.pools[p] for p in self.s.pools]
         self.autoscaled = cfg.autoscaler is not None and type(cfg.autoscaler).__name__ != "NoAutoscalerConfig"
         n = len(self.topo.free)
         self.down_until = np.zeros(n)  # a GPU is out of service until then (repair)
@@ -133,10 +105,6 @@ class Faults:
         self.hopeless = False  # nothing serves and nothing will: arrivals fail at once
         self.cancelled = 0
         self.cancelled_bytes = 0.0
-        self.spot = {"notices": 0, "preempted": 0, "finished_in_grace": 0, "migrated": 0,
-                     "reacquired": 0}
-        self.migrator: Any = None  # engine/migration.py, built at the first migrating notice
-        self._notices: dict[int, Loss] = {}
         # Timers that bring capacity back (repairs a replacement waits for, relinks,
         # reacquired spot instances): while one is pending, waiting is not being stuck.
         self._restoring = 0
@@ -146,6 +114,7 @@ class Faults:
         self._idle_losses = 0
         self._completed_at_loss = -1
         self._check_targets()
+        self.spot = Spot(self)  # spot preemption (engine/spot.py)
 
     def _check_targets(self) -> None:
         """Given events must name GPUs and nodes that exist (instance ids are checked when
@@ -171,11 +140,7 @@ class Faults:
             self._next_random(kind, rate * units / 3600.0, now)
         for e in self.f.events:
             self._at(e.time_s, lambda e=e: self.inject(e.kind, e.target))
-        if self.s.preemptions_per_h > 0:
-            slots = sum(p.max_instances for p in self.spot_pools)
-            self._next_notice(self.s.preemptions_per_h * slots / 3600.0, now)
-        for t in self.s.times:
-            self._at(t, self._notice_oldest)
+        self.spot.start(now)
 
     def _at(self, t: float, fn: Callable[[], None], restores: bool = False) -> None:
         """Run ``fn`` at ``t`` (through the tick chain); ``restores``: it brings capacity back."""
@@ -235,20 +200,6 @@ class Faults:
 
         self._at(t, fire)
 
-    def _next_notice(self, rate_s: float, now: float) -> None:
-        t = now + self.rng.exponential(1.0 / rate_s)
-
-        def fire() -> None:
-            # Thinning: a notice per instance slot of the spot pools; an empty slot gets none.
-            slots = [(p, i) for p in self.spot_pools for i in range(p.max_instances)]
-            p, i = slots[int(self.rng.integers(len(slots)))]
-            live = [r for r in p.instances if r.state in (PROVISIONING, LOADING, SERVING)]
-            if i < len(live):
-                self.preempt(live[i])
-            self._next_notice(rate_s, t)
-
-        self._at(t, fire)
-
     def busy(self) -> bool:
         return bool(self.limbo)
 
@@ -273,13 +224,12 @@ class Faults:
                 raise ValueError(f"faults.events: no instance {target} at {now:g} s (instances "
                                  f"0-{len(self.cluster.replicas) - 1} have started)")
             r = self.cluster.replicas[target]
-            if r.pool not in self.spot_pools:
+            if r.pool not in self.spot.pools:
                 raise ValueError(f"faults.events: instance {target} of pool '{r.pool.name}' is not "
                                  f"spot (spot.pools: {', '.join(self.s.pools)})")
-            self.preempt(r)
+            self.spot.preempt(r)
             return
-        loss = Loss(now, kind, target)
-        self.losses.append(loss)
+        loss = self.new_loss(kind, target)
         gpn = self.topo.gpn
         gpus = ({target} if kind in ("gpu", "process")
                 else set(range(target * gpn, (target + 1) * gpn)))
@@ -299,6 +249,13 @@ class Faults:
         self._progress_guard()
         if kind == "link" and victims:
             self._at(now + f.link_repair_s, lambda: self._relinked(victims, loss), restores=True)
+
+    def new_loss(self, kind: str, target: int, pool: str = "",
+                 instances: list[int] | None = None) -> Loss:
+        """A loss happening now, recorded for summary.json."""
+        loss = Loss(self.env.now, kind, target, pool, instances or [])
+        self.losses.append(loss)
+        return loss
 
     def _progress_guard(self) -> None:
         """Count a loss while requests wait or run; stop the run (ValueError, one line naming
@@ -338,8 +295,8 @@ class Faults:
     def _freeze(self, r: Any, loss: Loss, lost_hbm: bool) -> None:
         """Stop ``r`` now and hold its requests until the loss is detected."""
         now = self.env.now
-        if self.migrator is not None:
-            self.migrator.source_lost(r)  # KV still to leave it never will
+        if self.spot.migrator is not None:
+            self.spot.migrator.source_lost(r)  # KV still to leave it never will
         running = set(getattr(r.scheduler, "running", ()))
         r.interrupt(now)
         if lost_hbm and r.kv is not None:
@@ -536,126 +493,7 @@ class Faults:
             self.cluster._start_serving(r)
             r.poke()
 
-    # --- spot ---------------------------------------------------------------------------------
-    def _notice_oldest(self) -> None:
-        live = [r for p in self.spot_pools for r in p.instances if r.state == SERVING]
-        if live:
-            self.preempt(min(live, key=lambda r: r.index))
-
-    def preempt(self, r: Any) -> None:
-        """A spot notice for ``r``: it leaves routing now and is gone ``grace_s`` later."""
-        if r.state not in (PROVISIONING, LOADING, SERVING):
-            return
-        now = self.env.now
-        self.spot["notices"] += 1
-        loss = Loss(now, "preempt", r.index, r.pool.name, [r.index])
-        self.losses.append(loss)
-        self._progress_guard()
-        was_serving = r.state == SERVING
-        self.lc.set_state(r, PREEMPTING, "spot notice")
-        if was_serving:
-            self.cluster.serving.remove(r)
-            queued = r.hand_back()
-            loss.requeued += len(queued)
-            self.cluster._rehome(queued)
-            if self.s.on_preempt == "migrate":
-                self._migrate_all(r, loss)
-        r.on_idle = lambda r: self._preempt_idle(r, loss)
-        Wakeup(self.env, self.s.grace_s, NORMAL, lambda _: self._grace_over(r, loss))
-        if not r.busy and not r.scheduler.num_unfinished():
-            self._preempt_idle(r, loss)  # nothing running: gone at once
-
-    def _preempt_idle(self, r: Any, loss: Loss) -> None:
-        """Every request finished within the grace period: the instance is handed back early."""
-        if (r.state == PREEMPTING and not r.busy and not r.scheduler.num_unfinished()
-                and (self.migrator is None or not self.migrator.pending_from(r))):
-            self.spot["finished_in_grace"] += 1
-            self._gone(r, loss)
-
-    def _grace_over(self, r: Any, loss: Loss) -> None:
-        if r.state != PREEMPTING:
-            return
-        self._freeze(r, loss, lost_hbm=True)
-        self._gone(r, loss)
-
-    def _gone(self, r: Any, loss: Loss) -> None:
-        self.spot["preempted"] += 1
-        loss.detected_s = self.env.now
-        r.on_idle = None
-        n, nbytes = self.topo.fabric.cancel({f"pcie{r.index}", f"loader{r.index}"})
-        self.cancelled += n
-        self.cancelled_bytes += nbytes
-        self.lc.lost(r, "spot preemption")
-        if self.s.reacquire_s is not None:
-            self._at(self.env.now + self.s.reacquire_s, lambda: self._reacquire(r.pool, r.dp, loss),
-                     restores=True)
-        self._requeue(self.limbo.pop(r.index, []), "spot_preemption", loss)
-        self._check_capacity()
-
-    def _reacquire(self, pool: Any, dp: int, loss: Loss) -> None:
-        self.spot["reacquired"] += self._launch(pool, dp, loss)
-
-    def _migrate_all(self, r: Any, loss: Loss) -> None:
-        """SpotServe's stateful recovery: after the iteration in flight, every running
-        request's KV moves to a serving instance the router picks (engine/migration.py)."""
-        if self.migrator is None:
-            from simkv.engine.migration import Migrator
-
-            self.migrator = Migrator(self.topo, self.env, self.cluster.replicas)
-            self.migrator.on_source_done = self._source_done
-        self._notices[r.index] = loss
-        migrator = self.migrator
-
-        def go(r: Any = r) -> None:
-            r.on_run_end = None
-            from simkv.engine.migration import compatible
-
-            router = self.cluster.router
-            # Only instances the KV can go on on (one model and KV format, one role).
-            serving = [x for x in self.cluster.serving if compatible(r, x)]
-            for req in list(r.scheduler.running.values()):
-                if not serving or r.state != PREEMPTING:
-                    return
-                if migrator.movable(req):
-                    dst = serving[router.route(req, serving, self.env.now)]
-                    self.spot["migrated"] += migrator.migrate(req, r, dst)
-
-        if r.busy:
-            r.on_run_end = go
-            r.poke()  # after the iteration in flight
-        else:
-            go()
-
-    def _source_done(self, src: Any) -> None:
-        """The last KV moving off a preempted instance has landed: it may go early."""
-        loss = self._notices.get(src.index)
-        if loss is not None and src.state == PREEMPTING:
-            self._preempt_idle(src, loss)
-
     # --- summary ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        rows = [loss.row() for loss in self.losses]
-        recovery = [x["recovery_s"] for x in rows if x["recovery_s"] is not None]
-        by_kind: dict[str, int] = {}
-        for loss in self.losses:
-            by_kind[loss.kind] = by_kind.get(loss.kind, 0) + 1
-        out: dict[str, Any] = {
-            "losses": len(rows),
-            "by_kind": dict(sorted(by_kind.items())),
-            "instances_lost": sum(len(x["instances"]) for x in rows),
-            "requests_interrupted": sum(x["requests_interrupted"] for x in rows),
-            "requests_requeued": sum(x["requests_requeued"] for x in rows),
-            "requests_failed": sum(x["requests_failed"] for x in rows),
-            "tokens_to_recompute": sum(x["tokens_to_recompute"] for x in rows),
-            "transfers_cancelled": self.cancelled,
-            "bytes_cancelled": self.cancelled_bytes,
-            "recovery_s_mean": float(np.mean(recovery)) if recovery else None,
-            "events": rows[:1000],
-        }
-        if self.spot_pools:
-            out["spot"] = dict(self.spot)
-        if self.migrator is not None:
-            m = self.migrator.stats
-            out["migration"] = {"moves": m.migrated, "landed": m.landed, "bytes": m.bytes,
-                                "recomputed": m.recomputed}
-        return out
+        return {**summarize(self.losses, self.cancelled, self.cancelled_bytes),
+                **self.spot.summary()}
