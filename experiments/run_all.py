@@ -6,6 +6,7 @@ committed results are still what the code produces.
     python experiments/run_all.py --from-results   # figures + RESULTS.md from the committed CSVs
     python experiments/run_all.py --only h2o scalekv
     python experiments/run_all.py --verify [--quick] [--only ...]   # re-run, compare the CSVs
+    python experiments/run_all.py --quick --jobs 2 # experiments in 2 processes (CI's 2 cores)
 
 Full mode writes experiments/results/<name>.csv, .png and .pdf and experiments/RESULTS.md;
 quick mode writes the same under experiments/results/quick/ (or --out), never over the
@@ -20,22 +21,45 @@ and the CSVs are written with 6 significant digits), so any difference means the
 results are stale; it names the first cell that differs and exits 1. An experiment that
 records the machine's own timing (its wall or CPU seconds: search_vidur) declares those
 columns as ``TIMING_COLUMNS``, which are left out of the comparison.
+
+``--jobs N`` runs N experiments at a time, each in its own process. Every experiment is
+deterministic and self-contained (its own seeds, its own files), so the CSVs, figures and
+RESULTS.md are the same bytes whatever N is; only the wall time changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 from suite import EXPERIMENTS, HERE, RESULTS, Outcome, fmt, redraw, run_one
 from verdict import Headline, Tier
 
 TIER_ORDER = (Tier.REPRODUCED, Tier.DIRECTION, Tier.DISAGREES, Tier.DEMO)
+T = TypeVar("T")
+
+
+def in_order(fn: Callable[[str], T], names: list[str], jobs: int) -> Iterator[tuple[str, T]]:
+    """``(name, fn(name))`` in the order of ``names``, computed ``jobs`` at a time in
+    processes of their own (one process, in order, when ``jobs`` is 1)."""
+    if jobs <= 1 or len(names) <= 1:
+        for name in names:
+            yield name, fn(name)
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, name) for name in names]
+        for name, f in zip(names, futures, strict=True):
+            yield name, f.result()
 
 
 def _cell(text: str) -> str:
@@ -164,32 +188,48 @@ def same_results(new: Path, old: Path, timing: tuple[str, ...] = ()) -> bool:
     return list(a.columns) == list(b.columns) and a[keep].to_csv(index=False) == b[keep].to_csv(index=False)
 
 
-def verify(names: list[str], quick: bool) -> int:
-    """Re-run each experiment and compare its CSV with the committed one, byte for byte."""
-    committed = RESULTS / "quick" if quick else RESULTS
-    stale: list[str] = []
-    for name in names:
-        old = committed / f"{name}.csv"
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as d:
-            o = run_one(name, quick, Path(d))
-            if o.skipped:
-                print(f"{name}: skipped: {o.skipped}")
-                continue
-            new = Path(d) / f"{name}.csv"
-            if not old.is_file():
-                stale.append(f"{name}: no committed {old.relative_to(HERE.parent)}")
-            elif not same_results(new, old, timing_columns(name)):
-                stale.append(f"{name}: {old.relative_to(HERE.parent)} is stale: "
+def _verify_one(name: str, quick: bool) -> tuple[str, str]:
+    """("ok" | "skipped" | "stale", the line to print) for one re-run experiment."""
+    old = (RESULTS / "quick" if quick else RESULTS) / f"{name}.csv"
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        o = run_one(name, quick, Path(d))
+        if o.skipped:
+            return "skipped", f"{name}: skipped: {o.skipped}"
+        new = Path(d) / f"{name}.csv"
+        if not old.is_file():
+            return "stale", f"{name}: no committed {old.relative_to(HERE.parent)}"
+        if not same_results(new, old, timing_columns(name)):
+            return "stale", (f"{name}: {old.relative_to(HERE.parent)} is stale: "
                              f"{first_difference(new, old)}")
-            else:
-                print(f"{name}: identical to {old.relative_to(HERE.parent)} "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        return "ok", (f"{name}: identical to {old.relative_to(HERE.parent)} "
+                      f"({time.perf_counter() - t0:.0f} s)")
+
+
+def verify(names: list[str], quick: bool, jobs: int = 1) -> int:
+    """Re-run each experiment and compare its CSV with the committed one, byte for byte."""
+    stale: list[str] = []
+    for _, (state, line) in in_order(partial(_verify_one, quick=quick), names, jobs):
+        if state == "stale":
+            stale.append(line)
+        else:
+            print(line, flush=True)
     if stale:
         print(f"{len(stale)} stale (re-run without --verify to regenerate):", *stale,
               sep="\n  ", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_or_fail(name: str, quick: bool, out: Path, from_results: bool) -> tuple[Outcome, str]:
+    """One experiment's outcome, and its error in one line if it failed (the others go on)."""
+    try:
+        o = redraw(name) if from_results else run_one(name, quick, out)
+        return o, ""
+    except Exception as exc:
+        traceback.print_exc()
+        error = f"{type(exc).__name__}: {exc}"
+        return Outcome(name, skipped=f"failed: {error}"), f"{name}: {error}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,23 +241,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-run and compare each CSV with the committed one (exit 1 if stale)")
     ap.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="a subset")
     ap.add_argument("--out", type=Path, help="where results go (quick default: results/quick)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="experiments run N at a time, each in its own process (same outputs)")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs: at least 1, got {args.jobs}")
     names = args.only or list(EXPERIMENTS)
     if args.verify:
-        return verify(names, args.quick)
+        return verify(names, args.quick, args.jobs)
     out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
     mode = " --quick" if args.quick else (" --from-results" if args.from_results else "")
     outcomes: list[Outcome] = []
     failed: list[str] = []
     t0 = time.perf_counter()
-    for name in names:
+    work = partial(_run_or_fail, quick=args.quick, out=out, from_results=args.from_results)
+    for name, (o, error) in in_order(work, names, args.jobs):
         print(f"== {name}", flush=True)
-        try:
-            o = redraw(name) if args.from_results else run_one(name, args.quick, out)
-        except Exception as exc:  # the others go on; the command fails at the end
-            traceback.print_exc()
-            failed.append(f"{name}: {type(exc).__name__}: {exc}")
-            o = Outcome(name, skipped=f"failed: {type(exc).__name__}: {exc}")
+        if error:
+            failed.append(error)
         outcomes.append(o)
         print(f"   {o.skipped or f'{len(o.headlines)} headline rows, {fmt(o.seconds)} s'}", flush=True)
     md = results_md(outcomes, mode, HERE)
