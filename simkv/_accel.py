@@ -32,7 +32,8 @@ from types import ModuleType
 
 # The hot path of a run (docs/PERFORMANCE.md profiles): the event loop, the replica's loop,
 # the cluster's arrivals and completions, vLLM's scheduler (the base of six others), the
-# decode batch, the block pool, the cost model, the recorder. setup.py reads this literal.
+# decode batch, the block pool, the KV manager (and its sessions' part), the cost model, the
+# recorder. setup.py reads this literal.
 MODULES = (
     "simkv.engine.events",
     "simkv.engine.replica",
@@ -40,6 +41,7 @@ MODULES = (
     "simkv.engine.decode_batch",
     "simkv.kv.block_pool",
     "simkv.kv.manager",
+    "simkv.kv.session_kv",
     "simkv.perf.roofline",
     "simkv.metrics.recorder",
     "simkv.policies.scheduler.vllm",
