@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from simkv.config.bounds import bounded
-from simkv.engine.lifecycle import SERVING, ElasticParams
+from simkv.engine.lifecycle import ElasticParams
 from simkv.policies.autoscaler.interface import Action, Resize, ScalingConfig
-from simkv.policies.autoscaler.resize import check_resizable, target_dp
+from simkv.policies.autoscaler.resize import check_resizable, next_change
 from simkv.registry import register
 
 
@@ -42,7 +42,5 @@ class ElasticMoE:
         check_resizable(pool, "elastic_moe")
 
     def decide(self, pool: Any, desired_gpus: int, now: float) -> list[Action]:
-        if any(r.state != SERVING for r in pool.instances):
-            return []  # a resize is under way
-        dp = target_dp(pool, desired_gpus, len(pool.instances))
-        return [Resize(r, dp) for r in pool.instances if r.dp != dp][:1]
+        step = next_change(pool, desired_gpus)
+        return [Resize(*step)] if step is not None else []

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from simkv.config.bounds import bounded
-from simkv.engine.lifecycle import SERVING, ElasticParams
+from simkv.engine.lifecycle import ElasticParams
 from simkv.policies.autoscaler.interface import Action, Resize, ScalingConfig
-from simkv.policies.autoscaler.resize import target_dp
+from simkv.policies.autoscaler.resize import next_change
 from simkv.registry import register
 
 
@@ -51,7 +51,5 @@ class ElasticTP:
                              f"tensor-parallel degree dividing {pool.model.num_heads} heads")
 
     def decide(self, pool: Any, desired_gpus: int, now: float) -> list[Action]:
-        if any(r.state != SERVING for r in pool.instances):
-            return []  # a resize is under way
-        tp = target_dp(pool, desired_gpus, len(pool.instances))
-        return [Resize(r, tp) for r in pool.instances if r.dp != tp][:1]
+        step = next_change(pool, desired_gpus)
+        return [Resize(*step)] if step is not None else []

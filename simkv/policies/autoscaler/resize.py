@@ -5,6 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from simkv.engine.lifecycle import SERVING
+
+
+def next_change(pool: Any, desired_gpus: int) -> tuple[Any, int] | None:
+    """The instance to change next and the degree it should take, or None: nothing while a
+    change is under way (an instance not serving), then one instance at a time, the first in
+    the pool's order whose degree differs from ``target_dp``'s. vertical restarts it,
+    elastic_moe and elastic_tp resize it in place; the choice is the same."""
+    if any(r.state != SERVING for r in pool.instances):
+        return None
+    dp = target_dp(pool, desired_gpus, len(pool.instances))
+    for r in pool.instances:
+        if r.dp != dp:
+            return r, dp
+    return None
+
 
 def target_dp(pool: Any, desired_gpus: int, instances: int) -> int:
     """The smallest allowed degree (data- or tensor-parallel, engine/pool.py) whose GPUs, over

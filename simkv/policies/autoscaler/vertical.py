@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from simkv.engine.lifecycle import SERVING
 from simkv.policies.autoscaler.interface import Action, Restart, ScalingConfig
-from simkv.policies.autoscaler.resize import check_resizable, target_dp
+from simkv.policies.autoscaler.resize import check_resizable, next_change
 from simkv.registry import register
 
 
@@ -27,10 +26,5 @@ class Vertical:
         check_resizable(pool, "vertical")
 
     def decide(self, pool: Any, desired_gpus: int, now: float) -> list[Action]:
-        if any(r.state != SERVING for r in pool.instances):
-            return []  # a restart is under way
-        dp = target_dp(pool, desired_gpus, len(pool.instances))
-        for r in pool.instances:
-            if r.dp != dp:
-                return [Restart(r, dp)]  # one at a time
-        return []
+        step = next_change(pool, desired_gpus)
+        return [Restart(*step)] if step is not None else []
