@@ -375,7 +375,8 @@ def test_losses_faster_than_start_up_stop_the_run_in_one_line(tmp_path: Path) ->
                        tmp_path)
     msg = str(err.value)
     assert msg.startswith("faults: 10000 losses in a row with no request ending")
-    assert "lower the loss rate (faults.gpu_mtbf_h=0.001)" in msg
+    assert msg.endswith("lower the loss rate (faults.gpu_mtbf_h=0.001) or shorten the repair "
+                        "(faults.gpu_repair_s=3600)")
     assert "\n" not in msg
     assert pd.read_json(tmp_path / "run.json", typ="series")["status"] == "error"
 

@@ -273,12 +273,17 @@ class Faults:
         if self.s.preemptions_per_h:
             keys.append(f"spot.preemptions_per_h={self.s.preemptions_per_h:g}")
         # The start-up is a pool key (the one pool of cluster.* has the defaults of docs/CLUSTER.md).
-        startup = (" or shorten the start-up (pools.<name>.provisioning_s, warmup_s)"
-                   if self.cluster.cfg.pools else "")
+        # Repairs longer than the time between losses keep the GPUs out of service too.
+        repairs = [f"faults.{k}_repair_s={getattr(self.f, f'{k}_repair_s'):g}"
+                   for k in self.f.rates() if k != "process"]
+        also = [f"shorten the repair ({', '.join(repairs)})"] if repairs else []
+        if self.cluster.cfg.pools:
+            also.append("shorten the start-up (pools.<name>.provisioning_s, warmup_s)")
         raise ValueError(f"faults: {self._idle_losses} losses in a row with no request "
                          f"ending (at {self.env.now:,.0f} s of simulated time): instances are "
                          f"lost faster than they start and serve; lower the loss rate "
-                         f"({', '.join(keys) or 'faults.events'}){startup}")
+                         f"({', '.join(keys) or 'faults.events'})"
+                         + "".join(f" or {a}" for a in also))
 
     def _wipe_node(self, node: int) -> None:
         """A node's DRAM/SSD KV store goes with the node (a cluster-wide store loses the
