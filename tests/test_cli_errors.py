@@ -27,6 +27,8 @@ from simkv.entry import guarded
     # level's keys as if they were the mapping's (and a pool's keys were never suggested).
     ("speculative=eagle speculative.acceptance_by_log_type.x=0.5", "speculative.acceptance_by_log_type.x: speculative.acceptance_by_log_type is a mapping with no entry 'x'; add one with '+speculative.acceptance_by_log_type.x=<value>'"),
     ("pools.h100.instances=2", "pools.h100: the chosen pools preset has no pool 'h100'; choose one that has it (pools=h100_a100, pd_split, ...: docs/CLUSTER.md) before setting pools.h100.*"),
+    # A list indexed by a name: "invalid literal for int() with base 10: 'x'", no key named.
+    ("workload.models.x=1", "workload.models.x: workload.models is a list, indexed by position; set an entry (workload.models.0=...) or the whole list (workload.models=[...])"),
     ("pools=h100_a100 pools.h100.instance=2", "pools.h100.instance: no such key in pools.h100 (PoolConfig); did you mean pools.h100.instances or pools.h100.min_instances or pools.h100.max_instances? (docs/CONFIG.md lists every key)"),
 ])
 def test_a_key_typo_is_one_line_naming_the_keys_it_could_be(override: str, message: str) -> None:

@@ -189,10 +189,30 @@ def compose(overrides: Sequence[str] = ()) -> SimConfig:
     except (HydraException, OmegaConfBaseException) as exc:
         # One line naming the key (simkv-trace generate and scripts get what simkv prints).
         raise ConfigError(hydra_message(exc)) from None
+    except ValueError as exc:
+        # OmegaConf indexes a list with the key's last part: int('x') escaped as an internal
+        # error with no key (workload.models.x=1).
+        raise ConfigError(list_index_message(exc, overrides)) from None
     check_added_keys(dc, overrides)
     obj = OmegaConf.to_object(dc)
     assert isinstance(obj, SimConfig)
     return obj
+
+
+def list_index_message(exc: ValueError, overrides: Sequence[str]) -> str:
+    """``workload.models.x: workload.models is a list; ...``: the override whose last part
+    OmegaConf could not read as a list index."""
+    m = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'", str(exc))
+    if m:
+        for o in overrides:
+            key = o.split("=", 1)[0].lstrip("+~")
+            parent, _, leaf = key.rpartition(".")
+            if parent and leaf == m.group(1):
+                return (f"{key}: {parent} is a list, indexed by position; set an entry "
+                        f"({parent}.0=...) or the whole list ({parent}=[...])")
+    from simkv.output import one_line
+
+    return one_line(exc)
 
 
 def hydra_message(exc: BaseException) -> str:
