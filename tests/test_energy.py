@@ -294,6 +294,28 @@ def test_energy_autoscaler_refuses_a_clock_below_the_model(tmp_path) -> None:
     with pytest.raises(ValueError, match="^autoscaler.clocks: 0.3 is below h100_sxm_fitted's lowest"):
         _run([*ON, "cluster.max_replicas=2", "autoscaler=energy", "autoscaler.clocks=[1.0,0.3]"],
              tmp_path / "r")
+    # The default clocks reach below the A100's model: the message gives a list that runs.
+    with pytest.raises(ValueError, match="^autoscaler.clocks: 0.5") as err:
+        _run([*ON, "hardware=a100_80gb", "cluster.max_replicas=2", "autoscaler=energy"],
+             tmp_path / "a100")
+    assert str(err.value) == (
+        "autoscaler.clocks: 0.5 is below a100_sxm_published's lowest modelled clock (0.567 of "
+        "1410 MHz, pool default); list clocks >= 0.567, e.g. autoscaler.clocks=[1,0.9,0.8,0.7,0.6]")
+    _run([*ON, "hardware=a100_80gb", "cluster.max_replicas=2", "autoscaler=energy",
+          "autoscaler.clocks=[1,0.9,0.8,0.7,0.6]"], tmp_path / "a100_ok")
+
+
+def test_energy_autoscaler_on_fixed_pools_chooses_their_clock(tmp_path) -> None:
+    # Every pool of fixed size: it was refused ("no pool to scale ... set cluster.max_replicas"),
+    # though the policy chooses the clock too; it now scales every pool's clock, as when the
+    # pool is named.
+    load = [*ON, "workload.num_requests=120", "autoscaler=energy"]
+    unnamed = _run(load, tmp_path / "unnamed")
+    named = _run([*load, "autoscaler.pools=[default]"], tmp_path / "named")
+    assert unnamed["energy"]["pools"]["default"]["clock_changes"] >= 1
+    assert unnamed["energy"] == named["energy"]
+    with pytest.raises(ValueError, match="^autoscaler=energy has no pool to scale"):
+        _run([*load, "autoscaler.clocks=[1.0]"], tmp_path / "one_clock")
 
 
 def test_a_failed_instance_draws_idle_power_until_it_is_released(tmp_path) -> None:

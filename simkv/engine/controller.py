@@ -139,6 +139,8 @@ def build_controller(cfg: SimConfig, cluster: Any) -> Controller | None:
     policy = build(cfg.autoscaler)
     names = policy.cfg.pools or [n for n, p in cluster.pools.items()
                                  if p.max_instances > p.min_instances or len(p.sizes()) > 1]
+    if not names and getattr(policy, "acts_on_fixed", False):
+        names = list(cluster.pools)  # autoscaler=energy on fixed pools: it chooses the clock
     unknown = [n for n in names if n not in cluster.pools]
     if unknown:
         raise ValueError(f"autoscaler.pools: unknown pool '{unknown[0]}'; the pools are "

@@ -85,6 +85,13 @@ class EnergyAware:
         self.recommended: dict[str, deque[tuple[float, int]]] = {}
         self.last_plan: dict[str, Plan] = {}
 
+    @property
+    def acts_on_fixed(self) -> bool:
+        """It has clocks to choose from, so a pool of fixed size is still its to scale: with
+        no pool that can change size, the controller gives it every pool (it refused the
+        clock-only run, advising a replica range)."""
+        return len(set(self.cfg.clocks)) > 1
+
     def check(self, pool: Any) -> None:
         from simkv.engine.pool import pool_key
 
@@ -93,8 +100,11 @@ class EnergyAware:
         lo = pool.power.params.min_fraction
         bad = [c for c in self.cfg.clocks if c < lo - 1e-12]
         if bad:
+            ok = [c for c in self.cfg.clocks if c >= lo - 1e-12] or [1.0]
             raise ValueError(f"autoscaler.clocks: {bad[0]:g} is below {pool.power.params.name}'s "
-                             f"lowest modelled clock ({lo:.3f} of {pool.power.params.max_sm_mhz:g} MHz)")
+                             f"lowest modelled clock ({lo:.3f} of {pool.power.params.max_sm_mhz:g} "
+                             f"MHz, pool {pool.name}); list clocks >= {lo:.3f}, e.g. "
+                             f"autoscaler.clocks=[{','.join(f'{c:g}' for c in ok)}]")
         if pool.max_instances == pool.min_instances and len(set(self.cfg.clocks)) < 2:
             raise ValueError(f"autoscaler=energy has nothing to choose for pool {pool.name}: "
                              f"{pool_key(pool.name, 'min_instances')} = "
