@@ -10,6 +10,14 @@
 #      most 32 sequences, the prefill-first scheduler); Qwen2.5-7B's 1.5x stream. Streams an
 #      earlier call measured on the same warm machine are skipped (--skip-done).
 #   3: Mixtral-8x7B's sustained 2x stream (whole on an H200; 16 of 32 layers on an H100)
+#   4: (the second session's first call) Llama-3.1-8B on a third machine: the 2x stream again
+#      (a same-machine base for the pairs), its 1.5x stream twice, then the pairs over the 2x
+#      stream (at most 32 sequences, KV blocks halved to 512, the prefill-first scheduler);
+#      Qwen2.5-7B's 1.5x stream twice, then its 3x stream twice while time is left. The loads
+#      are those of the first call's probes (--capacity-file the committed engine.json).
+#   5: (its second call) Mixtral-8x7B's sustained 2x stream twice (16 of 32 layers on an
+#      H100), then Qwen2.5-14B: its probe, 2x twice, 1.5x, 3x (640 KV blocks: 1,024 do not fit
+#      beside its 29.5 GB of weights on an H100)
 # The kernels: power characterisation loops, the H100 GEMM grid
 # (gemm_shapes, small ops; on an H100 only), launch-free GEMMs, transformers' MoE blocks.
 # GPU power is sampled during everything (NVML every 50 ms, and nvidia-smi -lms 50). Each
@@ -117,6 +125,18 @@ elif [ "$PART" = 3 ]; then
         --num-layers 16 --precapture 10
     fi
   fi
+elif [ "$PART" = 4 ]; then
+  V=validation/hf_h100_2026-12-07
+  campaign "${NAME_A}_c3" "$SHAPE_A" "$(( $(left 0) - ${B_S:-150} ))" "${SUSTAINED[@]}" \
+    --plan "burst:2*1,1.5*2" --capacity-file "$V/$SHAPE_A/engine.json" \
+    --variants "seq32:max_requests_per_batch=32;kv512:num_blocks=512;pf:scheduler_type=prefill_first"
+  campaign "${NAME_B}_c3" "$SHAPE_B" "$(( $(left 0) - 20 ))" "${SUSTAINED[@]}" \
+    --plan "burst:1.5*2,3*2" --capacity-file "$V/$SHAPE_B/engine.json"
+elif [ "$PART" = 5 ]; then
+  campaign mixtral_8x7b_l16 mixtral_8x7b "${M_S:-230}" "${SUSTAINED[@]}" --plan "burst:2*2" \
+    --num-layers 16 --precapture 10
+  campaign qwen2_5_14b qwen2_5_14b "$(( $(left 0) - 20 ))" "${SUSTAINED[@]}" \
+    --plan "burst:2*2,1.5*1,3*1" --num-blocks 640
 fi
 mark "part $PART end"
 kill "$NVML" 2> /dev/null; [ -n "${SMI:-}" ] && kill "$SMI" 2> /dev/null

@@ -157,3 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         pairs_main(args.base, args.variants, args.fit, args.engine, args.profile, args.model,
                    args.csv)
+
+
+if __name__ == "__main__":
+    main()

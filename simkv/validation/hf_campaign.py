@@ -209,6 +209,13 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
     data = Path(args.data) if args.data else None
+    if data is not None:  # before the model loads: a missing file would surface minutes later
+        from simkv.validation.hf_streams import AZURE_FILES
+
+        missing = [f for f in AZURE_FILES.values() if not (data / f).is_file()]
+        if missing:
+            raise SystemExit(f"--data {data}: no {', '.join(missing)} there (the Azure 2023 "
+                             f"trace files, ../shared/data/azure_llm_2023)")
     spec = model_spec(args.shape)
     if args.num_layers:
         spec = dataclasses.replace(spec, num_layers=args.num_layers)
@@ -366,5 +373,20 @@ def main() -> None:
     os._exit(0)  # the manager's thread would keep the process alive
 
 
+def run() -> None:
+    """main(), ended by os._exit on any error too: the continuous-batching manager's thread is
+    not a daemon, so an exception (a missing trace CSV) left the process alive until the device
+    call's timeout, measuring nothing (390 s of a lease on 2026-12-07)."""
+    try:
+        main()
+    except Exception:  # any error: print it, then end the process for certain
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    run()
