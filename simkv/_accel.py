@@ -45,6 +45,8 @@ MODULES = (
     "simkv.perf.roofline",
     "simkv.metrics.recorder",
     "simkv.policies.scheduler.vllm",
+    "simkv.policies.scheduler.vllm_moves",
+    "simkv.policies.scheduler.vllm_shaped",
 )
 ENV = "SIMKV_PURE_PYTHON"
 MANIFEST = "_compiled.json"

@@ -19,6 +19,10 @@ iteration-level scheduling without piggybacking).
 References read: vLLM v0 ``vllm/core/scheduler.py`` (decode-first budget with chunked
 prefill, prefill-first without it), v1 ``vllm/v1/core/sched/scheduler.py`` (one token
 budget, preempt the last running request); docs/ARCHITECTURE.md lists where simkv differs.
+
+Split along two seams into base classes of ``VLLMScheduler``: vllm_moves.py (requests and KV
+moving between instances: migration, a disaggregated handoff, borrowing, evacuation) and
+vllm_shaped.py (steps shaped by a KV policy, a model kind or speculative decoding).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from simkv.entities.request import Request, State
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.manager import KVManager, Match, may_hit
 from simkv.policies.kv_policy.interface import KVPolicyBase
-from simkv.policies.scheduler.interface import SchedulerOutput, StepPlan
+from simkv.policies.scheduler.interface import SchedulerOutput
+from simkv.policies.scheduler.vllm_moves import InstanceMoves
+from simkv.policies.scheduler.vllm_shaped import ShapedSteps
 from simkv.registry import register
 
 
@@ -59,7 +65,7 @@ class VLLMSchedulerConfig:
 
 
 @register("scheduler", "vllm", VLLMSchedulerConfig)
-class VLLMScheduler:
+class VLLMScheduler(InstanceMoves, ShapedSteps):
     def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
                  kv: KVManager | None = None, kv_policy: KVPolicyBase | None = None,
                  model: ModelSpec | None = None, speculative: Any = None, **_: object) -> None:
@@ -111,25 +117,6 @@ class VLLMScheduler:
         self.max_tokens = cfg.max_num_batched_tokens
         self.max_seqs = cfg.max_num_seqs
 
-    def _shaped_init(self, policy: KVPolicyBase | None, model: ModelSpec | None,
-                     kv: KVManager | None, spec: Any = None) -> None:
-        from simkv.engine.steps import ShapedDecodeBatch
-
-        if policy is None:
-            from simkv.policies.kv_policy import FullKV, FullKVConfig
-
-            policy = FullKV(FullKVConfig())
-        if model is None:
-            raise ValueError("a kv_policy other than full needs the model spec")
-        policy.check_model(model)
-        # NOTE: speculative decoding keeps full KV (the context is the prefix it caches), so
-        # the prefix cache stays usable; a KV policy or model kind keeps KV that is not one.
-        if kv is not None and (spec is None or not policy.is_full):
-            raise ValueError(f"kv_policy={policy.name} with a {model.kind} model keeps KV that is "
-                             f"not a shareable prefix: set kv.prefix_caching=false")
-        self.decode = ShapedDecodeBatch(self.pool.block_size, policy, model, self.pool, spec)
-        self._add_chunk = self._add_chunk_shaped  # type: ignore[method-assign]
-
     def scale_seats(self, ranks: int) -> None:
         """An instance of ``ranks`` data-parallel ranks: seats and token budget are per rank
         (vLLM runs one scheduler per DP rank; simkv one for all, ranks assumed balanced)."""
@@ -150,23 +137,6 @@ class VLLMScheduler:
             return "token_budget"
         return ""
 
-    def _shaped_admission_error(self, req: Request) -> str:
-        model, policy = self.model, self.policy
-        assert model is not None
-        assert policy is not None
-        if model.kind == "var" and req.output_tokens != model.image_tokens:
-            return "var_output"  # a var model generates exactly its image's tokens
-        chunk = self.cfg.max_num_batched_tokens if self.cfg.chunked_prefill else req.prompt_tokens
-        prefill = policy.peak_tokens(req.prompt_tokens, req.output_tokens, chunk)
-        peak = self.decode.peak_blocks(req, blocks_for(prefill, self.block_size))  # type: ignore[attr-defined]
-        if peak > self.pool.capacity:
-            return "kv_capacity"
-        # As for full KV: a preempted request re-prefills prompt + generated tokens whole.
-        if (not self.cfg.chunked_prefill
-                and req.prompt_tokens + req.output_tokens - 1 > self.cfg.max_num_batched_tokens):
-            return "token_budget"
-        return ""
-
     def add_request(self, req: Request) -> None:
         req.state = State.WAITING
         self.waiting.append(req)
@@ -181,68 +151,6 @@ class VLLMScheduler:
 
     def _requeue(self, keep: list[Request]) -> None:
         self.waiting = deque(keep)
-
-    def evacuate(self, now: float) -> list[Request]:
-        """Preempt everything running (recompute: no KV is kept or swapped) and hand back
-        every queued request: an instance that restarts at once (between iterations)."""
-        while self.running:
-            self._preempt_last(now, may_swap=False)
-        out = list(self.waiting)
-        self._requeue([])
-        return out
-
-    # --- moving a running request to another instance (engine/migration.py) ---------------
-    def detach_running(self, req: Request, now: float) -> int:
-        """Take running ``req`` out (between iterations) to continue elsewhere with its KV:
-        its progress stays, its blocks here are freed (a prefix cache keeps what it can, as
-        for a preemption); returns the KV tokens it had, which the other instance receives."""
-        del self.running[req.id]
-        if req.state is State.DECODING:
-            self.decode.leave(req)
-            req.blocks = blocks_for(req.computed, self.block_size) - req.shared
-        else:
-            del self.prefilling[req.id]
-        tokens = req.computed
-        kv = self.kv
-        self.pool.release(kv.release(req, now, finished=False, may_swap=False)
-                          if kv is not None else req.blocks)
-        req.blocks = req.shared = req.pinned_g = 0
-        req.computed = 0
-        req.state = State.WAITING
-        return tokens
-
-    def reserve_incoming(self, blocks: int) -> bool:
-        """Hold ``blocks`` for a request whose KV is being copied here while it still runs
-        elsewhere (Llumnix's pre-allocation on the destination); False if they are not free
-        beside what the decodes here need next."""
-        need = self.decode.need_next() if self.decode.members else 0
-        if blocks > self.pool.free - need:
-            return False
-        self.pool.allocate(blocks)
-        self.reserved_in += blocks
-        return True
-
-    def release_incoming(self, blocks: int) -> None:
-        self.pool.release(blocks)
-        self.reserved_in -= blocks
-
-    def attach_running(self, req: Request) -> None:
-        """Queue a request moved here first in line (it was running elsewhere); with
-        ``remote_kv`` set it is admitted with that KV to receive (``on_remote``)."""
-        req.state = State.WAITING
-        self.waiting.appendleft(req)
-
-    def planned_need(self, out: SchedulerOutput) -> int:
-        """Blocks the run in flight will still take when it ends (its decodes' new blocks are
-        allocated in ``update``): what another instance may not borrow from this one now."""
-        if not self._plain:
-            return self.pool.free  # shaped steps: keep everything
-        if not (out.num_decodes or out.tail_decodes):
-            return 0
-        dec, done = self.decode, out.num_iterations
-        if out.prefills:
-            return out.first_need + (dec.need_over(done - 1, skip=1) if done > 1 else 0)
-        return dec.need_over(done)
 
     def pending_prefill_tokens(self) -> int:
         """Tokens still to prefill of the queued and part-way requests (O(queue): routers ask)."""
@@ -428,44 +336,6 @@ class VLLMScheduler:
         self.prefilling[req.id] = req
         return budget - self._add_chunk(out, req, n)
 
-    def _admit_remote(self, req: Request, need: int, now: float) -> bool:
-        """Admit the queue's head, whose KV was computed on a prefill instance: take its seat
-        and the blocks of that KV now, wait in LOADING until it lands (the cluster moves it)."""
-        blocks = blocks_for(req.remote_kv, self.block_size)
-        # NOTE: borrow like any admission (kv_pool=distattention): admission_error let a KV
-        # longer than this instance in on its peers' memory, and without borrowing here it
-        # waited forever (the event queue ran dry: issue 18, item 4).
-        if blocks > self.pool.free - need and not self._borrow(blocks, need):
-            return False  # backpressure: the prefill instance keeps holding the KV
-        self.waiting.popleft()
-        self.pool.allocate(blocks)
-        req.blocks = blocks
-        req.computed = req.remote_kv
-        req.load_epoch += 1
-        self._seat(req, now)
-        req.state = State.LOADING
-        self.loading[req.id] = req
-        assert self.on_remote is not None, "a request with remote KV on an instance without a handoff"
-        self.on_remote(req)
-        return True
-
-    def release_held(self, req: Request, now: float) -> None:
-        """A finished prefill's KV has reached its decode instance: free its blocks here."""
-        del self.held[req.id]
-        kv = self.kv
-        self.pool.release(kv.release(req, now, True) if kv is not None and may_hit(req)
-                          else req.blocks)
-        req.blocks = 0
-
-    def _borrow(self, blocks: int, need: int) -> bool:
-        """Whether ``blocks`` fit beside ``need`` once other instances lent what they can
-        (kv_pool=distattention; False at once without a KV pool)."""
-        pool = self.pool
-        if pool.borrow is None:
-            return False
-        pool.borrow(blocks - (pool.free - need))
-        return blocks <= pool.free - need
-
     def _seat(self, req: Request, now: float) -> None:
         req.state = State.PREFILLING
         if req.first_scheduled != req.first_scheduled:  # NaN: first admission
@@ -507,48 +377,6 @@ class VLLMScheduler:
             return None
         out.num_sampled = len(out.prefills)
         return out
-
-    def _held_blocks(self, computed: int, n: int) -> int:
-        assert self.policy is not None
-        return blocks_for(self.policy.prefill_held(computed, n), self.block_size)
-
-    def _add_chunk_shaped(self, out: SchedulerOutput, req: Request, n: int) -> int:
-        """``_add_chunk`` under a KV policy or model kind: the chunk attends to what the
-        policy keeps of the prefix, plus the policy's own work."""
-        policy = self.policy
-        assert policy is not None
-        assert self.model is not None
-        c = req.computed
-        ctx = policy.prefill_context(c)
-        out.prefills.append((req, n))
-        out.prefill_tokens += n
-        if self.model.kind == "diffusion":
-            # Bidirectional over the canvas model's prompt (LLaDA); block-causal in blocks of
-            # the model's block otherwise (causal for one-token blocks).
-            b = n if self.model.diffusion_canvas else self.model.diffusion_block
-            out.prefill_attn_pairs += n * ctx + n * (n + b) / 2
-        else:
-            out.prefill_attn_pairs += n * ctx + n * (n + 1) / 2
-        out.prefill_kv_tokens += ctx + n
-        if c + n == req.num_tokens:
-            out.num_sampled += 1
-        tokens, pairs, seconds = policy.prefill_extra(c, n)
-        if tokens or pairs or seconds:
-            plan = self._plan_of(out)
-            plan.prefill_tokens += tokens
-            plan.prefill_pairs += pairs
-            plan.prefill_s += seconds
-        return n
-
-    def _plan_of(self, out: SchedulerOutput) -> StepPlan:
-        if out.steps is None:
-            policy = self.policy
-            assert policy is not None
-            frac, depth = policy.diffusion_refresh()
-            out.steps = StepPlan(refresh_fraction=frac, refresh_depth=depth,
-                                 fetch_latency_s=policy.fetch_latency_s,
-                                 overlap_extra=policy.overlap_extra)
-        return out.steps
 
     @staticmethod
     def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> int:
@@ -593,38 +421,6 @@ class VLLMScheduler:
         # NOTE: a range, not an array: runs are short at moderate load (arrivals cut them),
         # and the cost model only turns long ones into numpy.
         out.decode_context = range(start, start + b * k, b)
-
-    def _plan_shaped(self, out: SchedulerOutput, need: int, preempted: bool, now: float) -> None:
-        """``_plan_decodes`` for a shaped batch: contexts and step totals are slices of the
-        batch's per-tick sums, and the pool check always uses the cumulative need (a step may
-        need many blocks: a diffusion canvas, a whole token map)."""
-        dec = self.decode
-        b = len(dec)
-        out.num_decodes = b
-        out.num_sampled += b
-        out.first_need = need
-        if out.prefills:
-            if b:  # before _plan_tail joins the prefilled requests
-                out.decode_context = dec.reads(1)  # type: ignore[attr-defined]
-                arrays = dec.step_arrays(1)  # type: ignore[attr-defined]
-                if arrays is not None:
-                    self._plan_of(out).decode = arrays
-            if not preempted and self.max_fast_forward > 1:
-                self._plan_tail(out, need, now)
-            return
-        k = 1 if preempted else min(dec.ticks_to_first_finish(), self.max_fast_forward)
-        if k > 1:
-            cum = dec.cumulative_need(k)
-            k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
-            if self.waiting:
-                # A step that gives blocks back (a scale compressed) may let the queue's head
-                # in: the run ends there, as a finish would.
-                k = min(k, dec.first_release(k))  # type: ignore[attr-defined]
-        out.num_iterations = k
-        out.decode_context = dec.reads(k)  # type: ignore[attr-defined]
-        arrays = dec.step_arrays(k)  # type: ignore[attr-defined]
-        if arrays is not None:
-            self._plan_of(out).decode = arrays
 
     def _plan_tail(self, out: SchedulerOutput, need: int, now: float) -> None:
         """Plan the decode run that follows a prefill iteration, in the same SchedulerOutput.
