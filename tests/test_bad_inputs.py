@@ -214,6 +214,11 @@ CONFIGS = [
     (["scheduler=transformers", "spot.pools=[default]", "spot.times=[10]", "spot.on_preempt=migrate"], "spot.on_preempt=migrate moves running requests with their KV, which scheduler=transformers cannot hand over; use spot.on_preempt=finish, or a continuous-batching scheduler (scheduler=vllm)"),
     # A moved request's adapter was never loaded where it went.
     (["lora.adapters=4", "migration=llumnix"], "lora: moving a request with its adapter (migration=llumnix) is not modelled; set migration=none"),
+    # Failure-path settings the losses configured never reach (each ran unread).
+    (["spot.pools=[default]", "spot.times=[5]", "faults.detect_s=60"], "faults.detect_s cannot act: only spot notices lose instances, and a notice needs no detection; set a failure (faults.*_mtbf_h, or a faults.events entry of another kind) or leave faults.detect_s unset"),
+    (["faults.link_mtbf_h=1", "faults.replace=repair"], "faults.replace cannot act: no failure here takes an instance for good (a link failure reconnects); set a gpu, node or process failure, or leave faults.replace unset"),
+    (["spot.pools=[default]", "spot.times=[5]", "faults.replace=none"], "faults.replace cannot act: no failure here takes an instance for good (a spot instance comes back with spot.reacquire_s); set a gpu, node or process failure, or leave faults.replace unset"),
+    (["faults.gpu_mtbf_h=1", "faults.on_loss=fail", "faults.max_retries=5"], "faults.max_retries cannot act with faults.on_loss=fail: a request fails at its first loss; set faults.on_loss=resume or restart, or leave faults.max_retries unset"),
     # "max() arg is an empty sequence" mid-run.
     (["autoscaler=energy", "energy.enabled=true", "autoscaler.clocks=[]", "cluster.max_replicas=2"], "autoscaler.clocks: expected at least one SM clock fraction (e.g. [1, 0.8, 0.6]), got []"),
 ]

@@ -158,6 +158,22 @@ def validate_against(sim: Any) -> None:
     require(f.rates() or not f.pools,
             "faults.pools cannot act: it selects the pools that fail at random, and no "
             "faults.*_mtbf_h is set")
+    # Settings of the failure path that the losses configured never reach (each ran unread).
+    default = FaultsConfig()
+    require(kinds - {"preempt"} or f.detect_s == default.detect_s,
+            "faults.detect_s cannot act: only spot notices lose instances, and a notice needs "
+            "no detection; set a failure (faults.*_mtbf_h, or a faults.events entry of another "
+            "kind) or leave faults.detect_s unset")
+    why = [w for k, w in (("link", "a link failure reconnects"),
+                          ("preempt", "a spot instance comes back with spot.reacquire_s"))
+           if k in kinds or (k == "preempt" and s.active())]
+    require(kinds & {"gpu", "node", "process"} or f.replace == default.replace,
+            f"faults.replace cannot act: no failure here takes an instance for good "
+            f"({'; '.join(why)}); set a gpu, node or process failure, or leave faults.replace "
+            f"unset")
+    require(f.on_loss != "fail" or f.max_retries == default.max_retries,
+            "faults.max_retries cannot act with faults.on_loss=fail: a request fails at its "
+            "first loss; set faults.on_loss=resume or restart, or leave faults.max_retries unset")
     why = []
     if sim.scheduler is not None and not hasattr(_impl(sim.scheduler), "evacuate"):
         why.append(f"scheduler={name_of(sim.scheduler)} (it cannot hand running requests back)")
