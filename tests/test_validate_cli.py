@@ -196,3 +196,15 @@ def test_request_level_folder_scheduled_as_vllm(
     tf = predict_stream(load_run(other_engine(tmp_path / "t")), "all", None, engine)
     # two seats at most: requests queue behind each other
     assert two["ttft"].median() > 2 * tf["ttft"].median()
+
+
+def test_runs_of_several_campaigns_are_named_by_campaign() -> None:
+    """Two campaigns both hold a `llama3_8b` folder: one protocol over both must keep them
+    apart (a leave-one-load-out split names its run), and one campaign keeps bare names."""
+    from simkv.validation.campaign import find_runs_in
+
+    a, b = VAL / "hf_h100_2026-12-07", VAL / "hf_h100_2026-12-07b"
+    both = [r.name for r in find_runs_in([str(a), str(b)])]
+    assert len(both) == len(set(both))
+    assert {"hf_h100_2026-12-07/llama3_8b", "hf_h100_2026-12-07b/llama3_8b"} <= set(both)
+    assert "llama3_8b" in [r.name for r in find_runs_in([str(b)])]

@@ -84,10 +84,12 @@ class Run:
     # Requests the engine evicted (soft resets and CPU offloads), per stream, where recorded
     # (evictions_<stream>.csv: one row per eviction).
     evictions: dict[str, int] = field(default_factory=dict)
+    # The name in tables when folders of several campaigns share names (``<campaign>/<folder>``).
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return self.folder.name
+        return self.label or self.folder.name
 
     def streams(self) -> list[tuple[str, str, float, str]]:
         """(tag, workload, load, rep) of every stream, in engine.json's order (else files')."""
@@ -306,6 +308,18 @@ def load_run(folder: Path | str, model: str | None = None) -> Run:
             except pd.errors.EmptyDataError:
                 run.evictions[tag] = 0
     return run
+
+
+def find_runs_in(roots: list[str], model: str | None = None) -> list[Run]:
+    """Every measurement folder under each of ``roots``; with more than one root, each run is
+    named ``<root>/<folder>`` (two campaigns hold folders of one name: llama3_8b)."""
+    runs = []
+    for root in roots:
+        for r in find_runs(root, model):
+            if len(roots) > 1:
+                r.label = f"{Path(root).name}/{r.folder.name}"
+            runs.append(r)
+    return runs
 
 
 def find_runs(root: Path | str, model: str | None = None) -> list[Run]:

@@ -65,13 +65,15 @@ def parser() -> argparse.ArgumentParser:
                        help="moe_block.csv of simkv.calibration.moe_bench: MoE terms for fits "
                             "that have no MoE step of their own")
 
-    p = sub.add_parser("protocol", help="every held-out split over the folders under ROOT",
+    p = sub.add_parser("protocol", help="every held-out split over the folders under ROOT (one or more)",
                        description="Fit the engine's costs on some streams' profiled steps, "
                        "predict the others' requests: leave one run (replay) out, one load "
                        "out, one model shape out; beside the engine's own spread.")
-    p.add_argument("root")
+    p.add_argument("root", nargs="+", help="campaign folders (several: one protocol over all "
+                   "their runs, each named <campaign>/<folder>)")
     p.add_argument("--splits", nargs="+", default=None, choices=SPLITS)
-    p.add_argument("--exclude", nargs="*", default=[], help="run (folder) names left out")
+    p.add_argument("--exclude", nargs="*", default=[],
+                   help="runs left out: a folder's name (in every campaign) or <campaign>/<folder>")
     common(p)
 
     p = sub.add_parser("predict", help="predict the streams of FOLDERs",
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         steps_main(args.folder, args.fit, args.plot)
         return
     from simkv.validation import holdout as H  # noqa: N812
-    from simkv.validation.campaign import find_runs, load_run
+    from simkv.validation.campaign import find_runs_in, load_run
 
     prior = None
     if getattr(args, "moe_kernels", None):
@@ -132,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         prior = moe_kernel_terms(args.moe_kernels)
     if args.command == "protocol":
-        runs = [r for r in find_runs(args.root, args.model) if r.name not in args.exclude]
+        runs = [r for r in find_runs_in(args.root, args.model)
+                if r.name not in args.exclude and r.folder.name not in args.exclude]
         df, fits = H.evaluate(runs, args.profile, tuple(args.splits) if args.splits else None,
                               progress=lambda s: print(f"  fitted {s}", flush=True),
                               moe_prior=prior)
