@@ -43,6 +43,7 @@ MODULES = (
     "simkv.kv.manager",
     "simkv.kv.session_kv",
     "simkv.perf.roofline",
+    "simkv.perf.run_pricing",
     "simkv.metrics.recorder",
     "simkv.policies.scheduler.vllm",
     "simkv.policies.scheduler.vllm_moves",

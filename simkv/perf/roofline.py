@@ -18,11 +18,14 @@ capture the crossover (Vidur, LLMServingSim and BLIS all decompose by operator t
 
 The decode-run path is vectorised: within a run only the attention context grows, so every
 other operator is computed once and attention for all K iterations in one numpy expression.
+
+Split along two seams into base classes of ``CostModel``: run_pricing.py (a planned run's
+iterations priced from these operators: the hot path) and gpu_memory.py (what one GPU holds:
+weights, KV per token, activations).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +44,9 @@ from simkv.perf.expert_parallel import (
     all_to_all_s,
     expert_load,
 )
+from simkv.perf.gpu_memory import ACT_BYTES, GPUMemory
 from simkv.perf.ranks import check_moe_options
-from simkv.policies.scheduler.interface import SchedulerOutput
-
-ACT_BYTES = 2  # bf16 activations
-SHORT_RUN = 32  # runs up to this many iterations are priced in plain Python
-LOGIT_BYTES = 4  # fp32 logits
+from simkv.perf.run_pricing import RunPricing
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class OperatorCost:
     seconds: float
 
 
-class CostModel:
+class CostModel(RunPricing, GPUMemory):
     """Roofline iteration times for one replica (model x hardware x parallelism)."""
 
     def __init__(self, model: ModelSpec, hw: HardwareProfile, tensor_parallel: int = 1,
@@ -494,173 +494,6 @@ class CostModel:
         """Query tokens as the dense attention counts them: whole tiles."""
         tile = self._q_tile
         return -(-q_tokens // tile) * tile
-
-    # --- public API ---------------------------------------------------------------------
-    def iteration_time(self, out: SchedulerOutput) -> float:
-        """Seconds of one iteration (prefill chunks and/or decodes)."""
-        tokens = out.prefill_tokens + out.num_decodes
-        host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
-        kv = 0.0  # KV tokens the step reads, for the engines' measured terms
-        if self._dense_pad or self._ctx_host_s:
-            kv = out.prefill_kv_tokens + (float(out.decode_context[0]) if out.num_decodes else 0.0)
-            host += self._ctx_host_s * kv
-        if self._kv_write_s:
-            host += tokens * self._kv_write_s
-        if self._dense_pad:
-            if self._q_pad:  # projections and maybe the LM head on the padded query tokens
-                if self._logit_rows:
-                    host += self._padded_head_s(tokens) - self._head_s(out.num_sampled)
-                return ((self.padded_linear_s(self._padded(tokens), tokens)
-                         + self.sample_s(out.num_sampled))
-                        + self.dense_attention_s(kv, tokens) + host)
-            return ((self.linear_s(tokens) + self.sample_s(out.num_sampled))
-                    + self.dense_attention_s(kv, tokens) + host)
-        attn = 0.0
-        if out.prefill_tokens:
-            attn += self._prefill_attention_s(out.prefill_attn_pairs, out.prefill_kv_tokens,
-                                              out.prefill_tokens)
-        if out.num_decodes:
-            b, ctx = out.num_decodes, float(out.decode_context[0])
-            if self._const_dattn:
-                attn += max(ctx * self._dattn_c, ctx * self._dattn_m + b * self._dq_m)
-            else:
-                t = self._decode_attention(b, ctx).seconds
-                attn += t if self._dec_attn == 1.0 else t * self._dec_attn
-        if self.dp > 1:
-            # Data-parallel attention: each rank attends its own sequences and samples their
-            # tokens, at once; ranks assumed balanced (the roofline is linear in the
-            # aggregates, so a rank's time is the batch's over dp).
-            if self._ranks is not None:  # whole sequences per rank: the busiest decides
-                share = self._ranks(len(out.prefills) + out.num_decodes)
-                return (self.linear_s(tokens) + self.sample_s(-(-out.num_sampled // self.dp))
-                        + self.layers * attn * share + host)
-            return (self.linear_s(tokens) + self.sample_s(-(-out.num_sampled // self.dp))
-                    + self.layers * attn / self.dp + host)
-        return (self.linear_s(tokens) + self.sample_s(out.num_sampled)) + self.layers * attn + host
-
-    def decode_run_times(self, decodes: int, context: Sequence[int], sampled: int
-                         ) -> Sequence[float]:
-        """Seconds of each of K decode-only iterations of ``decodes`` sequences.
-
-        ``context[i]`` is the total context attended to in iteration i; only attention
-        changes along a run, so it is the only term that varies.
-        """
-        if self.dp > 1:
-            base = self.linear_s(decodes) + self.sample_s(-(-sampled // self.dp))
-            if self._kv_write_s:
-                base += decodes * self._kv_write_s
-            # Per rank (balanced): base plus the batch's attention over dp.
-            attn = np.asarray(self._roofline_decode_run(0.0, decodes, context), dtype=np.float64)
-            if self._ranks is not None:  # whole sequences per rank: the busiest decides
-                times: Sequence[float] = base + attn * self._ranks(decodes)
-            else:
-                times = base + attn / self.dp
-        else:
-            if self._q_pad:
-                base = self.padded_linear_s(self._padded(decodes), decodes) + self.sample_s(sampled)
-                if self._logit_rows:
-                    base += self._padded_head_s(decodes) - self._head_s(sampled)
-            else:
-                base = self.linear_s(decodes) + self.sample_s(sampled)
-            if self._kv_write_s:
-                base += decodes * self._kv_write_s
-            if self._dense_pad:
-                times = self._dense_decode_run(base, decodes, context)
-            else:
-                times = self._roofline_decode_run(base, decodes, context)
-        if self._ctx_host_s:  # host time per KV token read, same expression as iteration_time
-            return np.asarray(times) + self._ctx_host_s * np.asarray(context, dtype=np.float64)
-        return times
-
-    def _roofline_decode_run(self, base: float, decodes: int, context: Sequence[int]
-                             ) -> Sequence[float]:
-        layers = self.layers
-        if self._const_dattn and len(context) <= SHORT_RUN:
-            # NOTE: plain Python beats numpy's per-call overhead for short runs, the common
-            # case at moderate load; same expression as iteration_time, so same floats.
-            # (max() inlined: a builtin call per iteration costs more than the arithmetic; max
-            # keeps its first argument unless the second is larger, as this does.)
-            ac, am, q = self._dattn_c, self._dattn_m, decodes * self._dq_m
-            return [base + layers * (y if (y := c * am + q) > (x := c * ac) else x)
-                    for c in context]
-        if isinstance(context, range):
-            ctx = np.arange(context.start, context.stop, context.step, dtype=np.float64)
-        else:
-            ctx = np.asarray(context, dtype=np.float64)
-        if self._const_dattn:
-            attn = np.maximum(ctx * self._dattn_c, ctx * self._dattn_m + decodes * self._dq_m)
-        else:
-            ceff = self._eff["attention_compute"].at_array(ctx)
-            meff = self._eff["attention_memory"].at_array(ctx)
-            nbytes = ctx * self.kv_bytes_token_layer + self._q_bytes(decodes)
-            attn = np.maximum(ctx * self._pair_flops / (self.flops_peak * ceff),
-                              nbytes / (self.bw_peak * meff))
-            if self._dec_attn != 1.0:
-                attn = attn * self._dec_attn
-        return base + layers * attn
-
-    def _dense_decode_run(self, base: float, decodes: int, context: Sequence[int]
-                          ) -> Sequence[float]:
-        """Decode run of an engine with dense padded attention (``dense_attention_s``)."""
-        if len(context) <= SHORT_RUN:
-            return [base + self.dense_attention_s(float(c), decodes) for c in context]
-        pad = self._dense_pad
-        ctx = np.asarray(context, dtype=np.float64)
-        padded = np.maximum(1.0, np.ceil((ctx - decodes) / pad)) * pad
-        return base + padded * (self._pad_a + self._tiled(self._padded(decodes)) * self._pad_b)
-
-    def run_times(self, out: SchedulerOutput) -> Sequence[float] | float:
-        """Durations of the iterations planned in ``out`` (a float for a single one)."""
-        if out.steps is not None:
-            # Steps shaped by a KV policy or a model kind (perf/steps.py); None for full KV.
-            from simkv.perf.steps import step_run_times
-
-            return step_run_times(self, out)
-        if out.num_iterations == 1:
-            if out.capture:  # a CUDA graph recorded on first sight (transformers scheduler)
-                t = self.iteration_time(out)
-                e = self.engine
-                return (t + e.graph_capture_s + e.graph_capture_layer_s * self.layers
-                        + e.graph_capture_factor * t)
-            return self.iteration_time(out)
-        if out.prefill_tokens:
-            first = self.iteration_time(out)
-            tail = self.decode_run_times(out.tail_decodes, out.tail_context, out.tail_decodes)
-            if isinstance(tail, list):
-                return [first, *tail]
-            return np.concatenate(([first], tail))
-        return self.decode_run_times(out.num_decodes, out.decode_context, out.num_sampled)
-
-    # --- memory -------------------------------------------------------------------------
-    def weight_bytes_per_gpu(self) -> float:
-        """Weights one GPU holds: everything split by TP and PP, except that under expert
-        parallelism each GPU holds E/ep whole routed experts and a replica of the rest."""
-        m = self.model
-        if self.ep == 1:
-            w = m.weight_bytes / (self.tp * self.pp)
-        else:
-            experts = m.expert_params_total * m.weight_bytes_per_param
-            w = ((m.weight_bytes - experts) / self.tp + experts * self._slots / self.ep) / self.pp
-        # NOTE: resident in HBM; the rest is streamed each iteration (weights.gpu_fraction).
-        return w if self._resident == 1.0 else w * self._resident
-
-    def expert_bytes_per_gpu(self) -> float:
-        """Routed-expert weights on one GPU (what an EP resize moves between GPUs)."""
-        m = self.model
-        experts = m.expert_params_total * m.weight_bytes_per_param * self._slots
-        return experts / (self.ep if self.ep > 1 else self.tp) / self.pp
-
-    def kv_bytes_per_token_per_gpu(self) -> float:
-        return self.kv_bytes_token_layer * self.model.num_layers / self.pp
-
-    def activation_bytes_per_gpu(self, max_batched_tokens: int, max_seqs: int) -> float:
-        """Peak activations of one forward pass (vLLM measures this with a profiling run)."""
-        m = self.model
-        per_token = (m.hidden_size * 4 + m.qkv_out_dim / self.tp
-                     + 2 * m.ffn_size * max(1, m.experts_per_token) / self.tp) * ACT_BYTES
-        logits = max_seqs * m.vocab_size / self.tp * LOGIT_BYTES
-        # NOTE: per data-parallel rank: the scheduler's budget and seats are per rank (vLLM).
-        return max_batched_tokens * per_token + logits
 
 
 def experts_hit(experts: int, top_k: int, tokens: float, padding: float = 0.0) -> float:
