@@ -295,6 +295,12 @@ SURFACES = [
      "weights.overlap cannot act at weights.gpu_fraction=1 (every weight stays in HBM); set weights.gpu_fraction < 1, or leave weights.overlap unset"),
     (["tool_kv=prefetch", "offload=dram"],
      "tool_kv=prefetch cannot act with workload=burstgpt: its requests have no sessions, so no tool calls; use workload=agent (or a trace with sessions), or tool_kv=drop"),
+    # Many models: a pool serving only models no request names never served (a typo; a
+    # generator whose requests name no model), in runs that exited 0.
+    (["pools=two_models", "kv.prefix_caching=false", "pools.chat.serves=[chatgpt]"],
+     "pools.chat.serves: no request names model 'chatgpt' (workload.models: ChatGPT, GPT-4); name a model of the workload, or leave pools.chat.serves empty to serve every model"),
+    (["pools=two_models", "kv.prefix_caching=false", "workload=poisson"],
+     "pools.chat.serves cannot act: workload=poisson's requests name no model, so a pool serving only named models never serves; leave pools.chat.serves empty (every model) or use a workload whose requests name models (workload=burstgpt, or a trace with a model column)"),
     # A tensor-parallel range nothing resizes, and instance bounds under an autoscaler that
     # only resizes: each ran to exit 0 with the setting unread.
     (["cluster.max_tensor_parallel=2"],

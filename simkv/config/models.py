@@ -50,6 +50,42 @@ class LoRAConfig:
         check(self, "lora.")
 
 
+# Built-in generators whose requests carry no model name (a pool's ``serves`` never matches).
+NO_MODEL_WORKLOADS = ("poisson", "agent", "conversation", "shared_prefix", "near_duplicate",
+                      "reasoning", "rollout")
+
+
+def validate_served_models(sim: Any) -> None:
+    """A pool's ``serves`` must name a model the workload's requests carry, when the config
+    says which (burstgpt's ``workload.models``, a trace's model filter; a generator that names
+    none): a typo, or a generator without model names, left a pool that never served and its
+    requests rejected (``unserved_model``) in a run that exited 0. A trace without a filter
+    names its models only in its file: not checked."""
+    from simkv.registry import name_of
+
+    wl = sim.workload
+    w = name_of(wl) if wl is not None else ""
+    models = list(getattr(wl, "models", None) or [])
+    if w in NO_MODEL_WORKLOADS:
+        names: set[str] = set()
+        have = f"workload={w}'s requests name no model"
+    elif models and (w == "burstgpt" or hasattr(wl, "path")):
+        names = set(models)
+        have = f"workload.models: {', '.join(models)}"
+    else:
+        return
+    for name, pc in sim.pools.items():
+        for m in pc.serves:
+            require(m in names,
+                    f"pools.{name}.serves: no request names model '{m}' ({have}); name a model "
+                    f"of the workload, or leave pools.{name}.serves empty to serve every model"
+                    if names else
+                    f"pools.{name}.serves cannot act: {have}, so a pool serving only named "
+                    f"models never serves; leave pools.{name}.serves empty (every model) or use "
+                    f"a workload whose requests name models (workload=burstgpt, or a trace "
+                    f"with a model column)")
+
+
 def validate_lora(sim: Any) -> None:
     """Rules tying ``lora`` to the rest of the run (called by SimConfig.validate)."""
     from simkv.registry import implementation, name_of

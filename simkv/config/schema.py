@@ -21,7 +21,7 @@ from simkv.config.bounds import bounded, check, require
 from simkv.config.energy import EnergyConfig, validate_energy
 from simkv.config.faults import FaultsConfig, SpotConfig, validate_against
 from simkv.config.memory import KVConfig, MemoryConfig, WeightsConfig, prefix_cache_acts, validate_memory
-from simkv.config.models import LoRAConfig, validate_lora
+from simkv.config.models import LoRAConfig, validate_lora, validate_served_models
 from simkv.config.parallel import CollectivesConfig, PipelineConfig, check_parallel
 from simkv.entities.model import ModelSpec
 
@@ -370,6 +370,7 @@ class SimConfig:
         validate_memory(self)
         validate_against(self)
         validate_lora(self)
+        validate_served_models(self)
         validate_energy(self)
         # Pools, autoscalers, disaggregation, DistAttention, MoE, weights, prefetch (issue 18).
         from simkv.config.surfaces import check_surfaces
