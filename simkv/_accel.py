@@ -31,17 +31,19 @@ from pathlib import Path
 from types import ModuleType
 
 # The hot path of a run (docs/PERFORMANCE.md profiles): the event loop, the replica's loop,
-# the cluster's arrivals and completions, vLLM's scheduler (the base of six others), the
-# decode batch, the block pool, the KV manager (and its sessions' part), the cost model, the
-# recorder. setup.py reads this literal.
+# the cluster's arrivals and completions, the disaggregated handoff, vLLM's scheduler (the
+# base of six others), the decode batch, the block pool, the KV manager (and its sessions'
+# part), the KV transfers, the cost model, the recorder. setup.py reads this literal.
 MODULES = (
     "simkv.engine.events",
     "simkv.engine.replica",
     "simkv.engine.cluster",
+    "simkv.engine.disagg",
     "simkv.engine.decode_batch",
     "simkv.kv.block_pool",
     "simkv.kv.manager",
     "simkv.kv.session_kv",
+    "simkv.kv.links",
     "simkv.perf.roofline",
     "simkv.perf.run_pricing",
     "simkv.metrics.recorder",
