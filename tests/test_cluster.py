@@ -232,3 +232,20 @@ def test_scaling_never_loses_requests(policy: str, rate: float, hi_s: float, out
     served_only_when_serving(df, rows)
     pool = rows["pool"].iloc[0]
     assert held_gpus_over_time(rows, pool).max() <= (6 if policy == "horizontal" else 8)
+
+
+@pytest.mark.parametrize("metric", ["kv_utilization", "slo_attainment"])
+def test_a_metric_blind_at_zero_still_starts_a_pool_requests_wait_for(tmp_path: Path,
+                                                                      metric: str) -> None:
+    # Every pool at zero instances: a KV utilisation or SLO attainment of nothing never asked
+    # for an instance, the arrivals waited for ever and the run never ended. An instance
+    # starts when requests wait for a pool at zero (KEDA's activation).
+    zero = [f"pools.{p}.{k}={v}" for p in ("h100", "a100")
+            for k, v in (("instances", 0), ("min_instances", 0), ("max_instances", 2))]
+    res = simkv.simulate(simkv.compose([*BASE, "pools=h100_a100", *zero, "autoscaler=horizontal",
+                                        f"autoscaler.metric={metric}", "workload=poisson",
+                                        "workload.num_requests=40", "workload.rate=4"]), tmp_path)
+    assert (res.requests["status"] == "finished").all()
+    assert len(res.requests) == 40
+    rows = pd.read_parquet(tmp_path / "instances.parquet")
+    assert (rows["to_state"] == "serving").any()

@@ -120,6 +120,23 @@ def test_keep_alive_stops_an_idle_instance(tmp_path: Path) -> None:
     assert df.iloc[-1]["ttft_s"] > 1.0 + 1.0
 
 
+@pytest.mark.parametrize("metric", ["outstanding", "arrival_rate"])
+def test_horizontal_scaling_brings_a_model_back_from_zero(tmp_path: Path, metric: str) -> None:
+    # Two models sharing two GPUs, scaled by autoscaler=horizontal: GPT-4's pool starts at 0
+    # and its requests wait in the model router, which no metric counted: the pool never
+    # started and the run never ended (with the arrival rate, even once counted: the window
+    # passes while the other model holds the GPUs).
+    df, rows, _ = run(["pools=shared_models", "autoscaler=horizontal", f"autoscaler.metric={metric}",
+                       "autoscaler.target=0.5", "workload.num_requests=100"], tmp_path)
+    assert len(df) == 100
+    assert set(df["status"]) == {"finished", "rejected"}
+    assert set(df.loc[df["status"] == "rejected", "reject_reason"]) == {"failed_in_trace"}
+    gpt4 = df[(df["model"] == "GPT-4") & (df["status"] == "finished")]
+    assert len(gpt4) > 0
+    assert (gpt4["pool"] == "gpt4").all()
+    assert (held_gpus(rows) <= 2).all()  # never more than the group's GPUs
+
+
 def test_weights_from_dram_load_at_the_slowest_link(tmp_path: Path) -> None:
     wl = ListWorkloadConfig([0.0], [100], [10])
     pools = {"a": PoolConfig(serves=[""], gpu_group="g", instances=0, min_instances=0,

@@ -39,7 +39,7 @@ class Controller:
 
     def start(self) -> None:
         for p in self.pools:
-            self.samples[p.name].append((self.env.now, p.routed, p.finished, p.slo_met,
+            self.samples[p.name].append((self.env.now, self._routed(p), p.finished, p.slo_met,
                                          self.cluster.unrouted))
         Wakeup(self.env, self.cfg.interval_s, NORMAL, self._tick)
 
@@ -50,10 +50,17 @@ class Controller:
         if self.cluster.busy():
             Wakeup(self.env, self.cfg.interval_s, NORMAL, self._tick)
 
+    def _routed(self, pool: Pool) -> int:
+        """Arrivals of the pool: routed to it, or (many models) waiting for it to serve: a
+        pool at zero instances whose requests waited in the model router measured nothing,
+        and horizontal scaling never brought it back (the run never ended)."""
+        models = self.cluster.models
+        return pool.routed + (models.arrivals_waited(pool) if models is not None else 0)
+
     def measure(self, pool: Pool, now: float) -> Sample:
         hist = self.samples[pool.name]
         unrouted = self.cluster.unrouted
-        hist.append((now, pool.routed, pool.finished, pool.slo_met, unrouted))
+        hist.append((now, self._routed(pool), pool.finished, pool.slo_met, unrouted))
         while len(hist) > 2 and hist[1][0] <= now - self.cfg.window_s:
             hist.popleft()
         t0, routed0, finished0, met0, unrouted0 = hist[0]
@@ -72,15 +79,28 @@ class Controller:
         return Sample(
             serving_gpus=sum(r.gpus for r in serving),
             held_gpus=held_gpus,
-            arrival_rate=(pool.routed - routed0 + share * (unrouted - unrouted0)) / span,
-            outstanding=sum(r.outstanding_requests for r in serving) + len(self.cluster.backlog),
+            arrival_rate=(self._routed(pool) - routed0 + share * (unrouted - unrouted0)) / span,
+            outstanding=(sum(r.outstanding_requests for r in serving) + len(self.cluster.backlog)
+                         + (models.queued(pool) if (models := self.cluster.models) else 0)),
             kv_utilization=used / cap if cap else 0.0,
             slo_attainment=(pool.slo_met - met0) / done if done else None,
         )
 
+    def _waiting(self, pool: Pool) -> int:
+        """Requests that wait for this pool to serve: its models' queue (many models), or the
+        arrivals no instance of any pool could take."""
+        models = self.cluster.models
+        return models.queued(pool) if models is not None else len(self.cluster.backlog)
+
     def _decide(self, pool: Pool, now: float) -> None:
         sample = self.measure(pool, now)
         desired = self.recommenders[pool.name].desired(sample, now)
+        if sample.held_gpus == 0 and self._waiting(pool):
+            # Requests wait for a pool at zero: start one instance whatever the metric says
+            # (KEDA's activation). A metric that sees no demand at zero (kv_utilization,
+            # slo_attainment, an arrival rate whose window has passed) left them waiting and
+            # the run never ended.
+            desired = max(desired, pool.base.gpus)
         if now < self.last_action[pool.name] + self.cfg.cooldown_s:
             return
         actions = self.policy.decide(pool, desired, now)

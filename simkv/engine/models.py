@@ -51,6 +51,9 @@ class ModelRouter:
             else:
                 self.any.append(p)
         self.waiting: dict[str, deque[Request]] = {}
+        # Arrivals per model that found no serving instance of it (an autoscaler's arrival
+        # rate: they are routed later as moved, which pool.routed does not count).
+        self.arrived_waiting: dict[str, int] = {}
         self.placer: Any = None  # set by the serverless placer
         self.unserved = 0
 
@@ -70,6 +73,8 @@ class ModelRouter:
             return
         if not cands:
             self.waiting.setdefault(req.model, deque()).append(req)
+            if not moved:
+                self.arrived_waiting[req.model] = self.arrived_waiting.get(req.model, 0) + 1
             if self.placer is not None:
                 self.placer.cold(pools)
             return
@@ -95,6 +100,11 @@ class ModelRouter:
     def queued(self, pool: Any) -> int:
         names = pool.cfg.serves or list(self.waiting)
         return sum(len(self.waiting.get(n, ())) for n in names)
+
+    def arrivals_waited(self, pool: Any) -> int:
+        """Arrivals so far of ``pool``'s models that waited for an instance."""
+        names = pool.cfg.serves or list(self.arrived_waiting)
+        return sum(self.arrived_waiting.get(n, 0) for n in names)
 
     def busy(self) -> bool:
         return any(self.waiting.values())
