@@ -295,6 +295,9 @@ SURFACES = [
      "weights.overlap cannot act at weights.gpu_fraction=1 (every weight stays in HBM); set weights.gpu_fraction < 1, or leave weights.overlap unset"),
     (["tool_kv=prefetch", "offload=dram"],
      "tool_kv=prefetch cannot act with workload=burstgpt: its requests have no sessions, so no tool calls; use workload=agent (or a trace with sessions), or tool_kv=drop"),
+    # A GPU group's pools are the serverless placer's (the advice was autoscaler=horizontal).
+    (["pools=shared_models", "kv.prefix_caching=false"],
+     "pools.chat.min_instances cannot act: no autoscaler scales this pool (autoscaler=none); set an autoscaler (autoscaler=serverless) or leave pools.chat.min_instances unset"),
     # Many models: a pool serving only models no request names never served (a typo; a
     # generator whose requests name no model), in runs that exited 0.
     (["pools=two_models", "kv.prefix_caching=false", "pools.chat.serves=[chatgpt]"],

@@ -68,10 +68,12 @@ def check_surfaces(cfg: SimConfig) -> None:
         why_not = (f"autoscaler={scaler}" if scaler == "none"
                    else f"autoscaler.pools ({', '.join(scaled_names)}) leaves it out")
         # Bounds an autoscaler keeps: nothing keeps them without one.
+        # (Pools sharing a GPU group are the serverless placer's: it makes room by eviction.)
+        suggest = "serverless" if pc is not None and pc.gpu_group else "horizontal"
         for k, v in ((k_min, lo), (k_max, hi)):
             require(v is None or v == instances or scaled,
                     f"{k} cannot act: no autoscaler scales this pool ({why_not}); set an "
-                    f"autoscaler (autoscaler=horizontal) or leave {k} unset")
+                    f"autoscaler (autoscaler={suggest}) or leave {k} unset")
             # ... and one that only resizes instances never adds or removes one.
             require(v is None or v == instances or scaler not in DEGREE_SCALERS,
                     f"{k} cannot act: autoscaler={scaler} resizes this pool's instances and never "
