@@ -159,3 +159,21 @@ def check_surfaces(cfg: SimConfig) -> None:
         require(wl not in NO_SESSION_WORKLOADS,
                 f"tool_kv=prefetch cannot act with workload={wl}: its requests have no sessions, "
                 f"so no tool calls; use workload=agent (or a trace with sessions), or tool_kv=drop")
+
+    # Acceptance per log type: each key must be a log type the workload's requests carry
+    # (a typo, or a generator without log types, ran with the method's one acceptance).
+    by_type = getattr(cfg.speculative, "acceptance_by_log_type", None) or {}
+    if by_type and cfg.workload is not None:
+        from simkv.config.models import NO_MODEL_WORKLOADS
+
+        wl = name_of(cfg.workload)
+        types = getattr(cfg.workload, "log_types", None) if wl == "burstgpt" else None
+        if wl in NO_MODEL_WORKLOADS:
+            types, have = [], f"workload={wl}'s requests have no log type"
+        elif types is not None:
+            have = f"workload.log_types: {', '.join(types)}"
+        for name in by_type if types is not None else ():
+            require(name in types,
+                    f"speculative.acceptance_by_log_type.{name} cannot act: no request has log "
+                    f"type '{name}' ({have}); name one of the workload's log types, or leave it "
+                    f"out (speculative.acceptance applies)")
