@@ -305,6 +305,18 @@ def test_energy_autoscaler_refuses_a_clock_below_the_model(tmp_path) -> None:
           "autoscaler.clocks=[1,0.9,0.8,0.7,0.6]"], tmp_path / "a100_ok")
 
 
+def test_another_gpus_power_model_is_refused(tmp_path) -> None:
+    # An H100 model on an A100 pool ran with the H100's idle power, TDP and clocks.
+    with pytest.raises(ValueError, match="^energy.power=h100_sxm_fitted: ") as err:
+        _run(["output.plot=false", "output.progress=false", "workload=poisson",
+              "workload.num_requests=10", "energy.enabled=true", "pools=h100_a100",
+              "energy.power=h100_sxm_fitted"], tmp_path / "r")
+    assert str(err.value) == (
+        "energy.power=h100_sxm_fitted: a power model of h100_sxm_80gb, h100_sxm_80gb_calibrated, "
+        "and pool a100 runs a100_80gb; leave it unset (each pool's GPU's own model: "
+        "a100_sxm_published) or name a model of a100_80gb")
+
+
 def test_energy_autoscaler_on_fixed_pools_chooses_their_clock(tmp_path) -> None:
     # Every pool of fixed size: it was refused ("no pool to scale ... set cluster.max_replicas"),
     # though the policy chooses the clock too; it now scales every pool's clock, as when the

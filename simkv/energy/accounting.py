@@ -39,9 +39,18 @@ def power_model(params: PowerParams, hw: Any) -> PowerModel:
 def params_for(pool: Any, sim: Any) -> PowerParams:
     """The power model of a pool's GPUs: energy.power(_path), else its profile's default."""
     e = sim.energy
-    if e.power or e.power_path:
-        return load_power(e.power, e.power_path)
     profile = pool.cfg.hardware or (None if sim.hardware.path else sim.hardware.profile)
+    if e.power or e.power_path:
+        params = load_power(e.power, e.power_path)
+        if params.profiles and profile and profile not in params.profiles:
+            # Another GPU's model (an H100's on an A100 pool ran with its idle power, TDP
+            # and clocks): refused unless the file names no hardware.
+            key = f"energy.power={e.power}" if e.power else f"energy.power_path={e.power_path}"
+            own = default_for(profile)
+            raise ValueError(f"{key}: a power model of {', '.join(params.profiles)}, and pool "
+                             f"{pool.name} runs {profile}; leave it unset (each pool's GPU's own "
+                             f"model{f': {own.name}' if own else ''}) or name a model of {profile}")
+        return params
     found = default_for(profile) if profile else None
     if found is None:
         from simkv.energy.params import shipped_power

@@ -53,6 +53,8 @@ class PowerParams:
     sources: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    # Hardware profiles (file names without .yaml) the model was made for; empty: any.
+    profiles: tuple[str, ...] = ()
 
     @property
     def min_fraction(self) -> float:
@@ -112,7 +114,8 @@ def parse_power(doc: Any, where: str) -> PowerParams:
         active_w=values["active"], compute_w=values["compute"], memory_w=values["memory"],
         link_w=values["link"], tdp_w=values["tdp"], max_sm_mhz=values["max_sm_clock"],
         min_sm_mhz=values["min_sm_clock"], freq_exponent=gamma, kind=kind, sources=sources,
-        provenance=dict(doc.get("provenance") or {}), path=where)
+        provenance=dict(doc.get("provenance") or {}), path=where,
+        profiles=tuple(str(x) for x in doc.get("profiles") or ()))
 
 
 def _root() -> Any:
