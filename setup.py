@@ -50,6 +50,7 @@ def _extensions() -> list[Extension]:
     exts = [Extension(m, [m.replace(".", "/") + ".py"]) for m in _modules()]
     try:
         return list(cythonize(exts, build_dir="build/cython", quiet=True,
+                              nthreads=os.cpu_count() or 1,
                               compiler_directives={"language_level": 3,
                                                    # Annotations stay hints: no C types.
                                                    "annotation_typing": False}))
@@ -61,6 +62,11 @@ def _extensions() -> list[Extension]:
 class OptionalBuildExt(build_ext):
     """build_ext that leaves a module interpreted when it cannot be compiled, and writes the
     manifest of the modules it built."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:  # compile the modules side by side
+            self.parallel = os.cpu_count() or 1
 
     def run(self) -> None:
         self._built: list[str] = []
