@@ -105,7 +105,8 @@ def test_streaming_overlaps_the_transfer_with_prefill(tmp_path: Path) -> None:
     assert s1["cluster"]["disaggregation"]["bytes"] == pytest.approx(s2["cluster"]["disaggregation"]["bytes"])
 
 
-@pytest.mark.parametrize("sched", [["scheduler.chunked_prefill=false"], ["scheduler=lightllm"]])
+@pytest.mark.parametrize("sched", [["scheduler.chunked_prefill=false"], ["scheduler=lightllm"],
+                                   ["scheduler=batchllm"]])
 def test_a_landed_hand_off_is_decoded_without_chunked_prefill(tmp_path: Path, sched: list[str]) -> None:
     # Without chunked prefill a request whose KV had landed on its decode instance was never
     # planned again ("the event queue ran dry with work left (an engine bug)").

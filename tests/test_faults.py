@@ -338,6 +338,27 @@ def test_spot_migrate_moves_running_requests_with_their_kv(tmp_path: Path) -> No
     assert s["cluster"]["faults"]["tokens_to_recompute"] == 0
 
 
+def test_spot_migrate_lands_with_batchllm(tmp_path: Path) -> None:
+    # BatchLLM admitted a moved request as a fresh prompt: the copy never started, the request
+    # recomputed in full while reported moved, and the instance stayed to its grace end.
+    wl = steady(60, rate=10.0, prompt=2000, output=300)
+    checker = LossChecker()
+    df, rows, s = run(["pools=spot_mix", "spot.pools=[spot]", "spot.times=[3]",
+                       "spot.on_preempt=migrate", "scheduler=batchllm"], tmp_path, wl,
+                      observer=checker)
+    accounted(df, 60)
+    assert (df["status"] == "finished").all()
+    mig = s["cluster"]["faults"]["migration"]
+    assert mig["moves"] > 0
+    assert mig["landed"] == mig["moves"]
+    assert mig["recomputed"] == 0
+    assert mig["bytes"] > 0
+    assert rows.loc[rows["instance"] == 2, "time_s"].iloc[-1] < 3 + 30  # gone before grace end
+    for r in checker.replicas.values():
+        if r.state != "stopped":
+            r.scheduler.check_invariants()
+
+
 def test_migration_whose_source_is_lost_falls_back_to_recompute(tmp_path: Path) -> None:
     """The source fails while KV is leaving it: the copies are dropped and the requests
     recompute where they were going (the failure is put in the middle of a copy found by a

@@ -200,6 +200,22 @@ class BatchLLMScheduler(VLLMScheduler):
         gb = kv.gb if kv is not None else 0
         while waiting and budget > 0 and len(self.running) < self.max_seqs:
             req = waiting[0]
+            if req.remote_kv:
+                # KV computed elsewhere (a prefill instance's hand-off, a request moved off a
+                # preempted instance): seated to receive it, as vllm seats it. It was taken
+                # for a fresh prompt: the hand-off ran dry (an engine bug) and a move never
+                # landed (recomputed in full while reported moved).
+                private = blocks_for(max(req.prompt_tokens + self.predictor.predict(req) - 1,
+                                         req.num_tokens), self.block_size)
+                if cfg.memory_centric and (private + self._reserved_total + self.pool.pinned
+                                           > self.pool.capacity):
+                    break
+                if not self._admit_remote(req, need, now):
+                    break
+                if cfg.memory_centric:
+                    self._reserved[req.id] = private
+                    self._reserved_total += private
+                continue
             if cfg.hold and req.computed == 0 and self._held(req):
                 self.batch_stats["held"] += 1
                 self._holding = True
@@ -250,6 +266,11 @@ class BatchLLMScheduler(VLLMScheduler):
 
     def _unreserve(self, req: Request) -> None:
         self._reserved_total -= self._reserved.pop(req.id, 0)
+
+    def detach_running(self, req: Request, now: float) -> int:
+        tokens = super().detach_running(req, now)
+        self._unreserve(req)  # it goes on elsewhere: its sequence is no longer reserved here
+        return tokens
 
     def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
         finished = super().update(out, done, ends)
