@@ -305,6 +305,16 @@ def test_energy_autoscaler_refuses_a_clock_below_the_model(tmp_path) -> None:
           "autoscaler.clocks=[1,0.9,0.8,0.7,0.6]"], tmp_path / "a100_ok")
 
 
+def test_lora_kernels_add_their_energy(tmp_path) -> None:
+    # The adapters' kernels lengthened the steps but their work was not counted: less dynamic
+    # energy than without adapters (4,580 J against 4,859 J here; 0.455 against 0.474 J per
+    # output token), over a longer busy time. Counted, both exceed the base run's.
+    base = _run(ON, tmp_path / "base")["energy"]
+    lora = _run([*ON, "lora.adapters=8", "lora.targets=all", "lora.rank=64"], tmp_path / "lora")["energy"]
+    assert lora["dynamic_joules"] > base["dynamic_joules"]
+    assert lora["joules_per_output_token"] > base["joules_per_output_token"]
+
+
 def test_another_gpus_power_model_is_refused(tmp_path) -> None:
     # An H100 model on an A100 pool ran with the H100's idle power, TDP and clocks.
     with pytest.raises(ValueError, match="^energy.power=h100_sxm_fitted: ") as err:

@@ -124,6 +124,16 @@ class InstancePower:
         self.pool = pool
         self._pending: tuple[Any, np.ndarray, np.ndarray] | None = None
 
+    def _work(self, out: Any, done: int | None = None) -> Any:
+        """The run's work per GPU and iteration, the LoRA adapters' kernels included."""
+        cost = self.replica.cost
+        f, b, lk = self.pool.work(cost).run(out, done)
+        extra = getattr(cost, "lora_work", None)
+        if extra is None:
+            return f, b, lk
+        lf, lb = extra(out, len(f))
+        return f + lf, b + lb, lk
+
     def plan(self, out: Any, durations: Any) -> Any:
         pp = self.pool
         self._pending = None
@@ -131,7 +141,7 @@ class InstancePower:
             return durations
         single = out.num_iterations == 1
         t = np.atleast_1d(np.asarray(durations, dtype=np.float64))
-        f, b, lk = pp.work(self.replica.cost).run(out)
+        f, b, lk = self._work(out)
         op = pp.model.operate(t, f, b, lk, clock=pp.clock, cap_w=pp.cap_w)
         self._pending = (out, op.power_w, op.clock)
         pp.slowed += int(op.capped.sum())
@@ -148,7 +158,7 @@ class InstancePower:
         if pending is not None and pending[0] is out:
             power, clock = pending[1][:done], pending[2][:done]
         else:
-            f, b, lk = pp.work(self.replica.cost).run(out, done)
+            f, b, lk = self._work(out, done)
             power, clock = pp.model.power(d, f, b, lk), 1.0
         self._pending = None
         gpus = self.replica.gpus

@@ -130,6 +130,22 @@ class LoRA:
         kernels = 2 * (2 if self.cfg.targets == "attention" else 4)
         return model.num_layers * (t + kernels * self.cfg.kernel_overhead_us * 1e-6)
 
+    def extra_work(self, model: Any, tp: int, pp: int, tokens: int,
+                   adapters: int) -> tuple[float, float]:
+        """(FLOPs, HBM bytes) per GPU that the adapters' kernels add to one iteration, for the
+        energy model (their time is ``extra_s``'s; uncounted, a run with adapters drew the
+        same dynamic energy over a longer time)."""
+        if not tokens or not adapters:
+            return 0.0, 0.0
+        r = self.cfg.rank
+        flops = nbytes = 0.0
+        for d_in, d_out in self.projections(model):
+            flops += 2.0 * tokens * r * (d_in + d_out) / tp
+            nbytes += (adapters * r * (d_in + d_out) * model.weight_bytes_per_param
+                       + tokens * (d_in + 2 * r + d_out) * ACT_BYTES) / tp
+        layers = model.num_layers / pp  # a GPU's share, as energy/work.py averages stages
+        return flops * layers, nbytes * layers
+
     def summary(self) -> dict[str, Any]:
         out = dict(self.stats)
         out["distinct_adapters_per_run_mean"] = self._distinct / self._runs if self._runs else 0.0
@@ -237,6 +253,21 @@ class LoRACost:
         self.replica = replica
         self.lora = lora
         self.model = replica.pool.model
+        self._last: tuple[Any, int] | None = None
+
+    def lora_work(self, out: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per iteration of the run ``out`` priced last (its first ``k``): the adapters'
+        FLOPs and HBM bytes per GPU (energy/accounting.py adds them to the step's work)."""
+        adapters = self._last[1] if self._last is not None and self._last[0] is out else 0
+        lora, inner = self.lora, self.inner
+        first = out.prefill_tokens + out.num_decodes
+        rest = out.tail_decodes if out.prefills else out.num_decodes
+        f0, b0 = lora.extra_work(self.model, inner.tp, inner.pp, first, adapters)
+        f1, b1 = lora.extra_work(self.model, inner.tp, inner.pp, rest, adapters)
+        flops, nbytes = np.full(k, f1), np.full(k, b1)
+        if k:
+            flops[0], nbytes[0] = f0, b0
+        return flops, nbytes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -245,6 +276,7 @@ class LoRACost:
         t = self.inner.run_times(out)
         adapters = len({r.adapter for r in self.replica.scheduler.running.values()
                         if r.adapter >= 0})
+        self._last = (out, adapters)  # what the energy model prices for this run
         lora = self.lora
         lora._runs += 1
         lora._distinct += adapters
