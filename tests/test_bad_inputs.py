@@ -212,6 +212,8 @@ CONFIGS = [
     (["spot.pools=[default,default]", "spot.times=[10]"], "spot.pools: pool 'default' is listed 2 times; name each pool once"),
     # An internal error (AttributeError) at the first notice.
     (["scheduler=transformers", "spot.pools=[default]", "spot.times=[10]", "spot.on_preempt=migrate"], "spot.on_preempt=migrate moves running requests with their KV, which scheduler=transformers cannot hand over; use spot.on_preempt=finish, or a continuous-batching scheduler (scheduler=vllm)"),
+    # No grace, no move: the run equalled on_preempt=finish.
+    (["spot.pools=[default]", "spot.times=[3]", "spot.on_preempt=migrate", "spot.grace_s=0"], "spot.on_preempt=migrate cannot act with spot.grace_s=0: the instance is gone before any KV can leave it (the run equals on_preempt=finish); set spot.grace_s > 0, or leave spot.on_preempt unset"),
     # A moved request's adapter was never loaded where it went.
     (["lora.adapters=4", "migration=llumnix"], "lora: moving a request with its adapter (migration=llumnix) is not modelled; set migration=none"),
     # Failure-path settings the losses configured never reach (each ran unread).

@@ -190,6 +190,10 @@ def validate_against(sim: Any) -> None:
         what = "faults" if f.active() else "spot"
         raise ConfigError(f"{what}: losing instances is not modelled with {why[0]}; "
                           f"use the colocated default or turn {what} off")
+    require(not (s.active() and s.on_preempt == "migrate" and s.grace_s == 0),
+            "spot.on_preempt=migrate cannot act with spot.grace_s=0: the instance is gone "
+            "before any KV can leave it (the run equals on_preempt=finish); set spot.grace_s "
+            "> 0, or leave spot.on_preempt unset")
     if (s.active() and s.on_preempt == "migrate" and sim.scheduler is not None
             and not hasattr(_impl(sim.scheduler), "detach_running")):
         raise ConfigError(f"spot.on_preempt=migrate moves running requests with their KV, which "
