@@ -413,6 +413,18 @@ def test_sjf_hands_a_preempted_request_back_once(tmp_path: Path) -> None:
     assert (df["status"] == "finished").sum() >= 18
 
 
+def test_slo_attainment_counts_requests_lost_with_their_instance(tmp_path: Path) -> None:
+    # summary.json's goodput share counted finished requests only: with 8 of 196 served
+    # requests failed it read 98.4% (and "100.0% meet" with 87 of 196 failed).
+    df, _, s = run(["workload.num_requests=200", "faults.gpu_mtbf_h=0.01", "faults.on_loss=fail"],
+                   tmp_path)
+    failed = int((df["status"] == "failed").sum())
+    finished = df[df["status"] == "finished"]
+    assert failed > 0
+    assert s["goodput"]["fraction_met"] == pytest.approx(
+        int(finished["slo_met"].sum()) / (len(finished) + failed))
+
+
 @pytest.mark.parametrize("loss", [
     ["spot.pools=[chat]", "spot.times=[20]"],
     ["faults.events=[{time_s:20,kind:process,target:0}]", "faults.replace=none"],
