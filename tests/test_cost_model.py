@@ -195,3 +195,37 @@ def test_dense_attention_counts_queries_in_whole_tiles() -> None:
         1000 * 508 * 1e-9)
     # 513 queries (past 1,000: one interval) take two tiles.
     assert tiled.dense_attention_s(1513, 513) == pytest.approx(1000 * (1e-6 + 1024 * 1e-9))
+
+
+def test_prefill_tokens_priced_per_dense_gemm_flop() -> None:
+    """engine.prefill_flop_s: each prefill token costs its dense GEMM FLOPs at that rate (issue
+    19: Qwen2.5-14B's prefill tokens took 1.9x Llama-8B's, as their FLOPs; Mixtral's fewer)."""
+    from simkv.perf.gemm import dense_flops_per_token
+
+    # TOY: qkv 100x300 + o 100x100 + gate/up/down 3 x 100x200 = 100,000 weights, 2 FLOPs each.
+    assert dense_flops_per_token(TOY) == 200_000
+    assert dense_flops_per_token(TOY, tensor_parallel=2) == 100_000
+    eng = EngineConfig(iteration_overhead_s=0.0, per_sequence_overhead_s=0.0, prefill_flop_s=1e-12)
+    out = SchedulerOutput(prefill_tokens=1000, prefill_attn_pairs=1000 * 1001 / 2,
+                          prefill_kv_tokens=1000, num_sampled=1)
+    plain = CostModel(TOY, gpu(1e12, 1e9), engine=NO_OVERHEAD).iteration_time(out)
+    priced = CostModel(TOY, gpu(1e12, 1e9), engine=eng).iteration_time(out)
+    assert priced - plain == pytest.approx(1000 * 200_000 * 1e-12)
+    decode = SchedulerOutput(num_decodes=4, decode_context=(40,), num_sampled=4)
+    assert CostModel(TOY, gpu(1e12, 1e9), engine=eng).iteration_time(decode) == pytest.approx(
+        CostModel(TOY, gpu(1e12, 1e9), engine=NO_OVERHEAD).iteration_time(decode))
+
+
+def test_dense_flops_per_token_of_shipped_shapes() -> None:
+    """Dense models: every weight but the embeddings, norms and LM head; MoE: the attention
+    projections only (routed experts are priced apart)."""
+    from simkv.config.store import compose
+    from simkv.perf.gemm import dense_flops_per_token
+
+    llama = compose(["model=llama3_8b"]).model
+    lm = 0 if llama.tie_embeddings else llama.embedding_params
+    body = llama.num_params - llama.embedding_params - lm - llama.hidden_size
+    body -= llama.num_layers * 2 * llama.hidden_size + llama.extra_params  # norms
+    assert dense_flops_per_token(llama) == pytest.approx(2 * body)
+    mixtral = compose(["model=mixtral_8x7b"]).model
+    assert dense_flops_per_token(mixtral) == 2 * mixtral.num_layers * mixtral.attention_params_per_layer

@@ -217,6 +217,10 @@ class EngineConfig:
     # Host time per prefill token (input preparation, eager per-token work); 0 for engines
     # whose prefill is GPU-bound. Fitted per engine by validation.
     per_prefill_token_overhead_s: float = bounded(0.0, ge=0)
+    # ... and GPU time per dense GEMM FLOP of each prefill token (perf/gemm.py
+    # dense_flops_per_token): an engine's long, compute-bound prefill steps run their GEMMs
+    # below the rate the profile's GEMMs reach alone (validation: fitted on its steps).
+    prefill_flop_s: float = bounded(0.0, ge=0)
     # Host time per KV token a step reads (engines that build their KV read index token by
     # token in Python: transformers' continuous batching). Fitted by validation.
     per_context_token_overhead_s: float = bounded(0.0, ge=0)

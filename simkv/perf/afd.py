@@ -176,7 +176,7 @@ class AFDCost(CostModel):
         if out.num_decodes:
             attn += self._decode_attention(-(-out.num_decodes // split),
                                            float(out.decode_context[0]) / split).seconds
-        host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+        host = self._prefill_token_s * out.prefill_tokens
         return (float(self._pipeline(ta + attn, te, tc, m)) + self._dense_layers(tokens)
                 + self.model.num_dense_layers * attn * m
                 + self.sample_s(-(-out.num_sampled // self.dp)) + host)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from simkv.entities.hardware import HardwareProfile
+    from simkv.entities.model import ModelSpec
 
 # (tm, tn, split-K) candidates: CUTLASS/cuBLAS-typical Hopper tiles, and split-K for short M.
 TILES: tuple[tuple[int, int, int], ...] = (
@@ -208,3 +209,12 @@ def small_op_bytes(tokens: float, hidden: float, heads: float, kv_heads: float, 
     if not per_layer:
         return one
     return {op: b * SMALL_OP_COUNT[op] for op, b in one.items()}
+
+
+def dense_flops_per_token(m: ModelSpec, tensor_parallel: int = 1) -> float:
+    """GEMM FLOPs of one token through a model's dense weights on one GPU, every layer: the
+    attention projections, the MLP of dense layers (a dense model's every layer) and MoE
+    layers' shared experts, 2 per multiply-add (routed experts are priced apart)."""
+    mlp = (m.moe_layers * m.shared_experts * m.expert_params + m.num_dense_layers
+           * m.dense_mlp_params) if m.is_moe else m.num_layers * m.expert_params
+    return 2.0 * (m.num_layers * m.attention_params_per_layer + mlp) / tensor_parallel

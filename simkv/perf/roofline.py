@@ -152,6 +152,9 @@ class CostModel(RunPricing, GPUMemory):
         self._q_tile = e.attention_query_tile or 1
         self._dense_pad = e.kv_padding_tokens
         self._ctx_host_s = e.per_context_token_overhead_s
+        # Per prefill token: the engine's host time and its GPU time per dense GEMM FLOP.
+        self._prefill_token_s = (e.per_prefill_token_overhead_s + e.prefill_flop_s
+                                 * shape_gemm.dense_flops_per_token(m, tensor_parallel))
         self._sample_cache: dict[int, float] = {}
         # Padded attention per padded KV token (a) and per padded KV token x query token (b),
         # all layers: the engine's all-layer terms plus its terms in model dimensions.

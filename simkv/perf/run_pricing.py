@@ -33,11 +33,12 @@ class RunPricing:
     _eff: Any
     kv_bytes_token_layer: float
     _pair_flops: float
+    _prefill_token_s: float
 
     def iteration_time(self, out: SchedulerOutput) -> float:
         """Seconds of one iteration (prefill chunks and/or decodes)."""
         tokens = out.prefill_tokens + out.num_decodes
-        host = self.engine.per_prefill_token_overhead_s * out.prefill_tokens
+        host = self._prefill_token_s * out.prefill_tokens
         kv = 0.0  # KV tokens the step reads, for the engines' measured terms
         if self._dense_pad or self._ctx_host_s:
             kv = out.prefill_kv_tokens + (float(out.decode_context[0]) if out.num_decodes else 0.0)

@@ -101,7 +101,7 @@ def _step_s(cost: CostModel, b: int, read: float, queries: float, pairs: float, 
         attn += cost._prefill_attention_s(prefill_pairs, prefill_kv, prefill_tokens)
     head = cost._head_s(round(logits) + prefill_sampled)
     host = (e.iteration_overhead_s + e.per_sequence_overhead_s * (b + prefill_sampled)
-            + e.per_prefill_token_overhead_s * prefill_tokens
+            + cost._prefill_token_s * prefill_tokens
             + cost._ctx_host_s * (read + prefill_kv) + cost._kv_write_s * tokens)
     return cost.linear_s(tokens) + head + cost.layers * attn + host
 

@@ -11,10 +11,11 @@ and the engine's steps during it, ``iterations_<same>.csv``); each stream was re
 
 The engine's costs are fitted on profiled *steps* only, never on request latencies, in the
 model's own dimensions so one fit serves every shape (``step_columns``): host time per step,
-per sequence, per prefill token and per KV token read (Python: shape-free); a fixed GPU time
-per layer; the padded masked attention of transformers' paged SDPA per padded KV token and
-layer: a constant, per KV element and per query-head element x (tiled, padded) query token;
-and for MoE layers a fixed time and one per routed expert FLOP (their grouped GEMMs).
+per sequence and per KV token read (Python: shape-free); GPU time per dense GEMM FLOP of each
+prefill token; a fixed GPU time per layer; the padded masked attention of transformers' paged
+SDPA per padded KV token and layer: a constant, per KV element and per query-head element x
+(tiled, padded) query token; and for MoE layers a fixed time and one per routed expert FLOP
+(their grouped GEMMs).
 GEMMs, small operators and the LM head are priced by the hardware profile (the
 calibrated H200's shape GEMM model), not fitted. Steps that recorded a CUDA graph are left out
 of every fit (a start-up cost: hf_campaign pre-captures a key grid; what is left is counted).
@@ -295,6 +296,7 @@ def describe(e: EngineConfig) -> str:
     return (f"host: {e.iteration_overhead_s * 1e3:.2f} ms/step + "
             f"{e.per_sequence_overhead_s * 1e6:.0f} us/sequence + "
             f"{e.per_prefill_token_overhead_s * 1e6:.2f} us/prefill token + "
+            f"{e.prefill_flop_s * 1e15:.3f} fs/prefill GEMM FLOP + "
             f"{e.per_context_token_overhead_s * 1e9:.1f} ns/KV token; GPU: "
             f"{e.per_layer_overhead_s * 1e6:.0f} us/layer; padded attention per padded KV token "
             f"and layer: {e.padded_kv_layer_s * 1e9:.2f} ns + "

@@ -6,10 +6,12 @@ decodes, KV each reads, the CUDA-graph key) where the step file only has totals,
 the schedule on the way. Each step is then priced by simkv's GPU model (GEMMs by shape, small
 operators and the LM head from the hardware profile) and what is left is regressed, by
 bounded least squares, on columns in the model's own dimensions so one fit serves every
-shape (``step_columns``): host time per step, per sampled sequence, per prefill token and per
-KV token read; a fixed GPU time per layer; the padded masked attention of transformers' paged
-SDPA per padded KV token and layer, per KV element and per query-head element x (tiled,
-padded) query token; and for MoE layers a fixed time and one per routed expert FLOP.
+shape (``step_columns``): host time per step, per sampled sequence and per KV token read; GPU
+time per dense GEMM FLOP of each prefill token (its GEMMs run slower in the engine's long
+prefill steps than alone); a fixed GPU time per layer; the padded masked attention of
+transformers' paged SDPA per padded KV token and layer, per KV element and per query-head
+element x (tiled, padded) query token; and for MoE layers a fixed time and one per routed
+expert FLOP.
 
 Steps that recorded a CUDA graph are fitted apart, after the rest: what they took beyond
 their own price, regressed on (1, layers, that price): ``engine.graph_capture_s``,
@@ -38,7 +40,8 @@ from simkv.validation.compare import TRANSFORMERS_KV_PADDING
 QUERY_TILES = (1, 64, 128, 256, 512, 1024)
 # Fitted columns of a step and the engine parameter each coefficient sets.
 COLUMNS = {"one": "iteration_overhead_s", "sequences": "per_sequence_overhead_s",
-           "prefill": "per_prefill_token_overhead_s", "kv": "per_context_token_overhead_s",
+           "prefill": "per_prefill_token_overhead_s", "prefill_flops": "prefill_flop_s",
+           "kv": "per_context_token_overhead_s",
            "layers": "per_layer_overhead_s", "kv_layer": "padded_kv_layer_s",
            "kv_elem": "padded_kv_element_s", "query_elem": "padded_query_element_s",
            "moe_layers": "moe_layer_overhead_s", "moe_flops": "moe_expert_flop_s",
@@ -143,6 +146,7 @@ def step_columns(steps: pd.DataFrame, run: Run, engine: EngineConfig, tile: int,
                  profile: str | None = None) -> pd.DataFrame:
     """The fitted columns of each step, in the model's dimensions (``COLUMNS``)."""
     from simkv.entities.hardware import load_profile
+    from simkv.perf.gemm import dense_flops_per_token
     from simkv.perf.roofline import experts_hit
 
     m, tp = run.spec, run.tp
@@ -166,7 +170,10 @@ def step_columns(steps: pd.DataFrame, run: Run, engine: EngineConfig, tile: int,
         read = np.zeros(len(steps))
     return pd.DataFrame({
         "one": np.ones(len(steps)), "sequences": sampled.to_numpy(float),
-        "prefill": steps["prefill"].to_numpy(float), "kv": kv_read + tokens,
+        "prefill": steps["prefill"].to_numpy(float),
+        # ... and their dense GEMM FLOPs, for GEMMs slower in the engine's prefill steps.
+        "prefill_flops": steps["prefill"].to_numpy(float) * dense_flops_per_token(m, tp),
+        "kv": kv_read + tokens,
         "layers": np.full(len(steps), layers),
         "kv_layer": layers * padded, "kv_elem": layers * padded * kv_heads * d,
         "query_elem": layers * padded * q_tiled * heads * d,
@@ -275,7 +282,11 @@ def fit_engine(data: Iterable[tuple[StepData, np.ndarray]],
     # per KV element from attention per layer. Then only the term the five-shape H200 fit
     # found carrying it is fitted (per layer; per padded KV token and layer).
     names = list(COLUMNS)
-    drop = set()
+    # Time per prefill token is GPU time per dense GEMM FLOP: fits that can tell the two apart
+    # (shapes of 2.7-68 GFLOP per token) put 0.3-0.8 us per token on the host and the rest on
+    # the FLOPs (Qwen2.5-14B's prefill tokens cost 1.9x Llama-8B's); one host time per token
+    # priced Qwen2.5-14B's 2,048-token steps 7% short and Mixtral's 11% long.
+    drop = {names.index("prefill")}
     if len({s.run.spec.num_layers for s, _ in steady}) == 1:
         drop.add(names.index("one"))
     if len({max(1.0, s.run.spec.num_kv_heads / s.run.tp) * s.run.spec.head_dim
