@@ -229,3 +229,19 @@ def test_dense_flops_per_token_of_shipped_shapes() -> None:
     assert dense_flops_per_token(llama) == pytest.approx(2 * body)
     mixtral = compose(["model=mixtral_8x7b"]).model
     assert dense_flops_per_token(mixtral) == 2 * mixtral.num_layers * mixtral.attention_params_per_layer
+
+
+def test_graph_capture_prices_moe_layers_apart() -> None:
+    """engine.graph_capture_moe_layer_s: a step recording a CUDA graph of an MoE model pays it
+    per MoE layer (issue 19: Mixtral's 16 layers captured in as long as Llama's 32)."""
+    import dataclasses
+
+    moe = dataclasses.replace(TOY, name="toy_moe", num_layers=4, num_experts=4,
+                              experts_per_token=2)
+    eng = EngineConfig(iteration_overhead_s=0.0, per_sequence_overhead_s=0.0,
+                       graph_capture_layer_s=1e-3, graph_capture_moe_layer_s=2e-3)
+    out = SchedulerOutput(num_decodes=4, decode_context=(40,), num_sampled=4)
+    cap = dataclasses.replace(out, capture=True)
+    for model, extra in ((TOY, 1e-3), (moe, 4 * 1e-3 + 4 * 2e-3)):
+        cost = CostModel(model, gpu(1e12, 1e9), engine=eng)
+        assert cost.run_times(cap) - cost.iteration_time(out) == pytest.approx(extra)

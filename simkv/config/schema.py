@@ -266,6 +266,9 @@ class EngineConfig:
     graph_capture_s: float = bounded(0.0, ge=0)
     graph_capture_layer_s: float = bounded(0.0, ge=0)
     graph_capture_factor: float = bounded(0.0, ge=0)
+    # ... plus this per MoE layer: an MoE layer launches several times a dense layer's kernels
+    # (router, top-k, sort, histogram, gathers, grouped GEMMs), each captured and run eagerly.
+    graph_capture_moe_layer_s: float = bounded(0.0, ge=0)
     # Most decode iterations advanced at once between two batch changes; 1 = step by step.
     max_fast_forward: int = bounded(4096, ge=1)
     # Raise LivelockError after this many consecutive iterations with no request finishing.

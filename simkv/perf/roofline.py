@@ -156,6 +156,7 @@ class CostModel(RunPricing, GPUMemory):
         self._prefill_token_s = (e.per_prefill_token_overhead_s + e.prefill_flop_s
                                  * shape_gemm.dense_flops_per_token(m, tensor_parallel))
         self._sample_cache: dict[int, float] = {}
+        self._moe_capture_layers = m.moe_layers if m.is_moe else 0  # MoE layers a capture records
         # Padded attention per padded KV token (a) and per padded KV token x query token (b),
         # all layers: the engine's all-layer terms plus its terms in model dimensions.
         d = m.head_dim

@@ -34,6 +34,7 @@ class RunPricing:
     kv_bytes_token_layer: float
     _pair_flops: float
     _prefill_token_s: float
+    _moe_capture_layers: int
 
     def iteration_time(self, out: SchedulerOutput) -> float:
         """Seconds of one iteration (prefill chunks and/or decodes)."""
@@ -160,6 +161,7 @@ class RunPricing:
                 t = self.iteration_time(out)
                 e = self.engine
                 return (t + e.graph_capture_s + e.graph_capture_layer_s * self.layers
+                        + e.graph_capture_moe_layer_s * self._moe_capture_layers
                         + e.graph_capture_factor * t)
             return self.iteration_time(out)
         if out.prefill_tokens:

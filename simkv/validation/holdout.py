@@ -306,6 +306,7 @@ def describe(e: EngineConfig) -> str:
             f"{e.moe_layer_overhead_s * 1e6:.0f} us/layer + "
             f"{e.moe_expert_flop_s * 1e15:.3f} fs/routed expert FLOP; CUDA-graph capture: "
             f"{e.graph_capture_s * 1e3:.1f} ms + {e.graph_capture_layer_s * 1e3:.2f} ms/layer + "
+            f"{e.graph_capture_moe_layer_s * 1e3:.2f} ms/MoE layer + "
             f"{e.graph_capture_factor:.2f} x the step")
 
 

@@ -46,7 +46,8 @@ COLUMNS = {"one": "iteration_overhead_s", "sequences": "per_sequence_overhead_s"
            "kv_elem": "padded_kv_element_s", "query_elem": "padded_query_element_s",
            "moe_layers": "moe_layer_overhead_s", "moe_flops": "moe_expert_flop_s",
            "moe_read": "moe_weight_read_factor"}
-CAPTURE = ("graph_capture_s", "graph_capture_layer_s", "graph_capture_factor")
+CAPTURE = ("graph_capture_s", "graph_capture_layer_s", "graph_capture_moe_layer_s",
+           "graph_capture_factor")
 
 
 def engine_base(run: Run) -> EngineConfig:
@@ -311,20 +312,32 @@ def fit_engine(data: Iterable[tuple[StepData, np.ndarray]],
     if moe_prior and not any((s.columns[tile][m][:, moe_col] > 0).any() for s, m in steady):
         fitted.update(moe_prior)  # no MoE step in the fit: the MoE layers' kernel timings
     # Captures: the same rows' price with the fitted engine, and what the step took beyond it.
-    full, took, layers = [], [], []
+    full, took, layers, moe = [], [], [], []
     for s, mask in data:
         m = mask & s.captured & (s.base > 0)
         if m.any():
             full.append(s.base[m] + s.columns[tile][m] @ coef)
             took.append(s.measured[m])
             layers.append(np.full(int(m.sum()), float(s.run.spec.num_layers)))
+            moe.append(np.full(int(m.sum()), float(capture_moe_layers(s.run.spec))))
     if full:
         p, t, n = np.concatenate(full), np.concatenate(took), np.concatenate(layers)
-        # Relative, as the steady fit: each capture weighs alike whatever its size.
-        x = np.c_[np.ones_like(p), n, p] / t[:, None]
-        sol = lsq_linear(x, (t - p) / t, bounds=(0.0, np.inf), method="bvls")
-        fitted.update(dict(zip(CAPTURE, map(float, sol.x), strict=True)))
+        nm = np.concatenate(moe)
+        # Relative, as the steady fit: each capture weighs alike whatever its size. The MoE
+        # layers' term only where an MoE model captured (Mixtral's 16 layers captured in as
+        # long as Llama's 32: 71-121 ms against 76-125 ms beyond the step's own price).
+        x = np.c_[np.ones_like(p), n, nm, p] / t[:, None]
+        cols = [0, 1, 2, 3] if nm.any() else [0, 1, 3]
+        sol = lsq_linear(x[:, cols], (t - p) / t, bounds=(0.0, np.inf), method="bvls")
+        found = np.zeros(4)
+        found[cols] = sol.x
+        fitted.update(dict(zip(CAPTURE, map(float, found), strict=True)))
     return EngineConfig(**fitted, attention_query_tile=tile if tile > 1 else 0)
+
+
+def capture_moe_layers(m: Any) -> int:
+    """The MoE layers a CUDA-graph capture of a step records (0 for a dense model)."""
+    return int(m.moe_layers) if m.is_moe else 0
 
 
 def for_run(engine: EngineConfig, run: Run) -> EngineConfig:
@@ -371,7 +384,8 @@ def step_errors(s: StepData, engine: EngineConfig, profile: str | None, mask: np
     steady = mask & ~s.captured & np.isfinite(t)
     cap = mask & s.captured & np.isfinite(t)
     cap_t = (t[cap] * (1 + engine.graph_capture_factor) + engine.graph_capture_s
-             + engine.graph_capture_layer_s * s.run.spec.num_layers)
+             + engine.graph_capture_layer_s * s.run.spec.num_layers
+             + engine.graph_capture_moe_layer_s * capture_moe_layers(s.run.spec))
 
     def med(x: np.ndarray) -> float:
         return float(np.median(x)) if len(x) else float("nan")
