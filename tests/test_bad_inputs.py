@@ -335,6 +335,9 @@ CLUSTER_BUILD = [
      "pools.moe.expert_parallel (3) must be 1 or tensor_parallel x data_parallel_attention (2)"),
     (["pools=h100_a100", "pools.h100.instances=3", "pools.h100.max_instances=2", "autoscaler=horizontal"],
      "pools.h100.instances (3) must lie within pools.h100.min_instances (3) and pools.h100.max_instances (2)"),
+    # A pool listed twice was decided twice per tick (its window sampled twice).
+    (["autoscaler=horizontal", "autoscaler.pools=[default,default]", "cluster.max_replicas=3"],
+     "autoscaler.pools: pool 'default' is listed 2 times; name each pool once"),
     # Limits whose activations or logits fill the memory were told to raise tensor_parallel
     # (and a static batch to lower a token budget it does not have).
     (["scheduler.max_num_batched_tokens=100000000"],

@@ -161,6 +161,10 @@ def build_controller(cfg: SimConfig, cluster: Any) -> Controller | None:
                                  if p.max_instances > p.min_instances or len(p.sizes()) > 1]
     if not names and getattr(policy, "acts_on_fixed", False):
         names = list(cluster.pools)  # autoscaler=energy on fixed pools: it chooses the clock
+    twice = [n for n in names if names.count(n) > 1]
+    if twice:  # decided twice per tick, its window sampled twice
+        raise ValueError(f"autoscaler.pools: pool '{twice[0]}' is listed {names.count(twice[0])} "
+                         f"times; name each pool once")
     unknown = [n for n in names if n not in cluster.pools]
     if unknown:
         raise ValueError(f"autoscaler.pools: unknown pool '{unknown[0]}'; the pools are "
