@@ -428,7 +428,7 @@ class Faults:
         every = stuck or self.hopeless
         if models is None or not (every or self.unservable([])):
             return
-        for name, queue in models.waiting.items():
+        for name, queue in list(models.waiting.items()):  # failing may route follow-ups
             if queue and (every or not self._live(models.pools_for(name))):
                 while queue:
                     self.fail_unserved(queue.popleft())
