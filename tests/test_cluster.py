@@ -76,6 +76,7 @@ def served_only_when_serving(df: pd.DataFrame, rows: pd.DataFrame) -> None:
     assert (ok["completion_s"].to_numpy() <= end + 1e-9).all()
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_horizontal_scales_up_for_a_burst_and_down_after(tmp_path: Path) -> None:
     wl = burst()
     checker = LifecycleChecker()
@@ -180,6 +181,7 @@ def test_least_work_router_favours_the_faster_pool(tmp_path: Path) -> None:
     assert rr["e2e_s"].mean() > df["e2e_s"].mean()
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_pool_config_errors_name_the_key(tmp_path: Path) -> None:
     cfg = simkv.compose([*BASE, "pools=h100_a100", "cluster.replicas=3"])
     with pytest.raises(ValueError, match="cluster.replicas has no effect when pools are given"):

@@ -252,6 +252,7 @@ def test_every_gpu_with_a_shipped_profile_family_has_a_power_model() -> None:
 
 # --- autoscaler=energy --------------------------------------------------------------------------
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_energy_autoscaler_sheds_instances_and_clock_at_low_load_within_the_slo(tmp_path) -> None:
     load = [*ON[:2], "workload=poisson", "workload.num_requests=900", "workload.rate=6",
             "energy.enabled=true", "cluster.replicas=3"]

@@ -107,6 +107,7 @@ def test_the_iteration_in_flight_is_lost_but_ended_ones_count(tmp_path: Path) ->
     assert long.reject_reason == "gpu_failure"
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_on_loss_fail_restart_and_retries(tmp_path: Path) -> None:
     wl = steady(120)
     ev = [FaultEvent(time_s=6.0, kind="gpu", target=0)]
@@ -234,6 +235,7 @@ def test_property_no_request_is_lost_silently(tmp_path_factory: pytest.TempPathF
         r.scheduler.check_invariants()
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_refused_before_the_run() -> None:
     bad = [
         (["faults.gpu_repair_s=10"], "faults.gpu_repair_s cannot act"),

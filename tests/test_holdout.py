@@ -104,6 +104,7 @@ def test_splits_never_fit_on_what_they_score() -> None:
             assert not mask[by_run[r.name].tags == t].any(), (sp.name, sp.label, t)
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_held_out_requests_within_measured_bounds() -> None:
     """A shape out of the fit predicted request by request (docs/VALIDATION.md: Qwen2.5-7B
     held out, conv 0.3x: TPOT 1.4%, E2E 1.5%). Bounds guard regressions, not targets."""

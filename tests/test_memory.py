@@ -393,6 +393,7 @@ def test_continuum_orders_the_queue_by_program_start() -> None:
     assert [r.id for r in sched.waiting] == [0, 3, 1, 2]
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_simkv_compare_tables_a_sweep(tmp_path: Path, capsys) -> None:
     from simkv.metrics.compare import main as compare
 

@@ -50,6 +50,7 @@ def test_measure_only_changes_nothing_but_the_summary(tmp_path) -> None:
     assert 0 <= res.summary["migration"]["fragmented_share"] <= 1
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_a_draining_instance_moves_its_requests_instead_of_waiting(tmp_path) -> None:
     # A burst scales 1 -> 3 instances; in the lull after it, scale-down drains instances
     # that still run long requests (3,000 output tokens).

@@ -184,6 +184,7 @@ def test_lora_slots_bound_the_batch_and_every_request_finishes(tmp_path: Path) -
     assert lo["waited_for_slot"] > 0
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_lora_cost_grows_with_distinct_adapters_and_shrinks_the_kv_cache(tmp_path: Path) -> None:
     ov = ["workload=poisson", "workload.num_requests=500", "workload.rate=15",
           "cluster.replicas=1"]

@@ -60,6 +60,7 @@ def test_padding_rows_route_alike() -> None:
     assert dense.padded_linear_s(64, 4) == dense.linear_s(64)  # dense layers: no routing
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_moe_terms_from_layers_timed_alone() -> None:
     """transformers' MoE blocks timed alone on the H100 (2026-12-07): the terms fitted on
     them price those layers to within 10% median for both MoE shapes, and a step fit without

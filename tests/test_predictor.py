@@ -57,6 +57,7 @@ def _routes(tmp: Path, outputs: list[int], overrides: list[str]) -> pd.Series:
 
 @pytest.mark.parametrize("router", ["least_outstanding", "least_work", "power_of_two",
                                     "prefix_affinity"])
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_routers_do_not_see_true_output_lengths(router: str, tmp_path: Path) -> None:
     short_first = [4000] + [8] * 11
     long_last = [8] * 11 + [4000]

@@ -136,6 +136,7 @@ def test_strict_priority_says_it_may_starve_and_aging_bounds_the_wait(tmp_path) 
     assert (strict["status"] == "finished").all()
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_sjf_on_the_oracle_beats_fcfs_and_on_constant_predictions_equals_it(tmp_path) -> None:
     base = ["workload.num_requests=300", "workload.rate=45", "workload.output_sigma=1.2",
             "scheduler.max_num_seqs=16"]
@@ -147,6 +148,7 @@ def test_sjf_on_the_oracle_beats_fcfs_and_on_constant_predictions_equals_it(tmp_
     pd.testing.assert_frame_equal(flat, fcfs)
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_slo_shedding_rejects_only_unprotected_classes(tmp_path) -> None:
     shed = run([*OVERLOAD, "scheduler=priority", "scheduler.shed=slo",
                 "scheduler.ttft_target_s=0.5"], tmp_path, "shed")
@@ -183,6 +185,7 @@ def test_bad_or_idle_options_are_refused_naming_the_key(tmp_path, overrides, key
 
 
 # --- Orca, LightLLM, FasterTransformer ------------------------------------------------------
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_orca_reserves_and_never_preempts(tmp_path) -> None:
     over = ["workload.num_requests=300", "workload.rate=60", "kv.num_gpu_blocks_override=2000",
             "scheduler.reserve_tokens=2560"]

@@ -140,6 +140,7 @@ def test_other_layouts_are_refused_in_one_line(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_schedule_command_reports_every_step_equal(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(monkeypatch, capsys, "schedule", str(H200 / "qwen2_5_14b_call1"))

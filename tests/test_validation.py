@@ -228,6 +228,7 @@ def test_phase_noise_of_a_request_arriving_mid_step(tmp_path: Path) -> None:
     assert phase_floor(*_load_synthetic(folder), draws=4000) == pytest.approx(100 / 6, abs=0.6)
 
 
+@pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_shipped_engine_preset_is_the_fit_of_the_committed_run() -> None:
     """`engine=transformers_cudagraph_h100` is the in-sample fit of the H100 sustained
     campaign of 2026-12-07 (steps) with the MoE terms of that GPU's MoE-layer timings."""
