@@ -48,6 +48,7 @@ def test_chains_follow_the_context_an_agent_sends() -> None:
     assert set(other).isdisjoint(grown)  # another session shares nothing
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_a_synthetic_agent_trace_reuses_its_growing_context(tmp_path: Path) -> None:
     trace = tmp_path / "agents.jsonl"
     _spans(trace, {"a": [(1000, 100), (1200, 100), (600, 50)], "b": [(2000, 20), (2100, 20)]})

@@ -131,6 +131,7 @@ def test_provisioning_and_loading_draw_idle_power(tmp_path) -> None:
     assert by_state["serving"] > H100.idle_w * held["serving"]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_default_run_is_unchanged_and_energy_is_deterministic(tmp_path) -> None:
     off = _run(BASE, tmp_path / "off")
     on = _run(ON, tmp_path / "on")
@@ -328,6 +329,7 @@ def test_another_gpus_power_model_is_refused(tmp_path) -> None:
         "a100_sxm_published) or name a model of a100_80gb")
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_energy_autoscaler_on_fixed_pools_chooses_their_clock(tmp_path) -> None:
     # Every pool of fixed size: it was refused ("no pool to scale ... set cluster.max_replicas"),
     # though the policy chooses the clock too; it now scales every pool's clock, as when the

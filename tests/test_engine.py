@@ -171,6 +171,7 @@ def test_static_scheduler_holds_slots_until_the_batch_ends(tmp_path) -> None:
     assert df["completion_s"][0] < df["completion_s"][1]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_simultaneous_arrivals_with_a_nearly_full_pool(tmp_path) -> None:
     # Regression: 2,000 shared-prefix requests at t = 0; a prefill filled the pool so the
     # decode run planned after it could not get its first blocks (over-allocation).

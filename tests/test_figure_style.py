@@ -44,6 +44,7 @@ def test_a_results_figure_is_titled_by_what_ran_and_its_repr_is_one_line(tmp_pat
     assert "200 finished" in text
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_compare_draws_no_panel_for_a_metric_no_run_has(tmp_path: Path) -> None:
     from simkv.metrics.compare import plot
 

@@ -38,6 +38,7 @@ print(matplotlib.rcParams._get("backend"), "matplotlib.pyplot" in sys.modules)
     assert (tmp_path / "run" / "latency.pdf").read_bytes().startswith(b"%PDF")
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_latency_figure_has_slo_lines_legends_and_a_jct_panel_for_sessions(tmp_path: Path) -> None:
     from simkv.metrics.plots import latency_figure
 

@@ -30,6 +30,7 @@ def all_steps(s: H.StepData) -> np.ndarray:
     return np.ones(len(s.tags), bool)
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_campaign_is_complete_and_every_stream_was_replayed_twice() -> None:
     found = {r.name for r in H.find_runs(ROOT)}
     assert set(SHAPES) <= found

@@ -195,6 +195,7 @@ def test_scalekv_keeps_its_budget_of_earlier_scales() -> None:
     assert paper.var_prefix(100, 2) == (10 + 3 * 2) / 4
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_diffusion_cache_reuse_is_cheaper_and_refresh_costs(tmp_path) -> None:
     diff = ["model=llada_8b", "workload.prompt_median=200", "workload.prompt_sigma=0",
             "workload.output_median=128", "workload.output_sigma=0", "workload.num_requests=20",

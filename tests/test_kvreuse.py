@@ -310,6 +310,7 @@ def test_leoam_keeping_everything_is_full(tmp_path) -> None:
     pd.testing.assert_frame_equal(full, leo)
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_leoam_pipelines_its_loads_and_beats_streaming_the_kv(tmp_path) -> None:
     pc = ["hardware=rtx4090_24gb", "memory.node=pc_nvme", "workload=test_list", "workload.arrival_s=[0,0]",
           "workload.prompt_tokens=[16000,16000]", "workload.output_tokens=[64,64]", "kv.prefix_caching=false"]

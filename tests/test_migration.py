@@ -42,6 +42,7 @@ def test_every_request_finishes_once_and_blocks_are_conserved(tmp_path) -> None:
     assert (moved["preemptions"] == 0).any()  # moved, not recomputed
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_measure_only_changes_nothing_but_the_summary(tmp_path) -> None:
     _, plain = run(LOAD, tmp_path, "plain")
     res, measured = run([*LOAD, "migration=llumnix", "migration.migrate=false"], tmp_path, "m")

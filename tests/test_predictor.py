@@ -71,6 +71,7 @@ def test_routers_do_not_see_true_output_lengths(router: str, tmp_path: Path) -> 
         assert not oa.equals(ob)
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_batchllm_orders_by_predicted_not_true_outputs(tmp_path: Path) -> None:
     """Decode-first order: with every request predicted alike, the order follows the
     prompts only; under the oracle it follows the true outputs (the first scheduled)."""

@@ -113,6 +113,7 @@ def test_preemption_takes_lower_classes_first(tmp_path, monkeypatch) -> None:
     assert any(v == 0 for v, _ in taken)
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_fast_forward_equals_step_by_step_with_classes(tmp_path) -> None:
     base = [*OVERLOAD, "scheduler=priority", "workload.num_requests=200"]
     a = run([*base, "engine.max_fast_forward=4096"], tmp_path, "fast")
@@ -198,6 +199,7 @@ def test_orca_reserves_and_never_preempts(tmp_path) -> None:
     assert (orca.loc[~long, "status"] == "finished").all()
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_lightllm_with_the_oracle_does_not_run_out_of_memory(tmp_path) -> None:
     over = ["workload.num_requests=200", "workload.rate=60", "kv.num_gpu_blocks_override=900",
             "workload.prompt_max=3000", "workload.output_max=1000"]

@@ -78,6 +78,7 @@ def test_speculation_is_deterministic_and_keeps_the_prefix_cache(tmp_path) -> No
     assert a["cached_tokens"].sum() > 0
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_acceptance_by_log_type_changes_only_that_service(tmp_path) -> None:
     base = ["workload=burstgpt", "workload.num_requests=300", "speculative=ngram"]
     res, _ = run(base, tmp_path, "plain")

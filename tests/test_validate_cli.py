@@ -44,6 +44,7 @@ def llama_spec() -> dict:
     return json.loads((H200 / "llama3_8b" / "engine.json").read_text())["model_spec"]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_load_named_streams_with_a_model_spec_are_predicted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Regression: requests_<load>.csv streams were skipped silently and the command ended in
