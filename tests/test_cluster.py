@@ -155,6 +155,7 @@ def test_moe_resizes_conserve_requests_and_gpus(policy: str, tmp_path: Path) -> 
     assert all(state in STATES for state in rows["to_state"])
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_elastic_scale_up_is_faster_than_horizontal_and_vertical(tmp_path: Path) -> None:
     wl = burst(rate_hi=30, hi_s=60, rate_lo=0.5, lo_s=200, prompt=800, output=100)
     lat = {}

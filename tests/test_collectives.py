@@ -108,6 +108,7 @@ DISAGG = ["model=qwen3_30b_a3b", "pools=pd_split", "pools.prefill.instances=4",
           "workload.prompt_median=2000", "workload.output_median=100", *QUIET]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_kv_transfers_and_all_to_all_slow_each_other(tmp_path) -> None:
     # A slow compute fabric (assumed 25 Gb/s per GPU) that the decode pool's all-to-all and
     # the KV hand-offs both cross.

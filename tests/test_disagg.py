@@ -96,6 +96,7 @@ def test_roles_must_come_in_pairs(tmp_path: Path) -> None:
         simkv.simulate(cfg, tmp_path / "c")
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_streaming_overlaps_the_transfer_with_prefill(tmp_path: Path) -> None:
     wl = workload(n=60, rate=2.0, prompt=8000)
     plain, s1, _ = run(tmp_path / "a", [], wl)

@@ -70,6 +70,7 @@ def test_borrowing_serves_sequences_longer_than_one_instance(tmp_path: Path) -> 
     assert kv["borrowed_at_end"] == 0  # every borrowed block went back when its requests ended
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_pooling_changes_nothing_when_every_request_fits(tmp_path: Path) -> None:
     wl = long_mix(n=40, longest=60_000)
     a, _ = run(tmp_path / "a", ["cluster.replicas=3"], wl)

@@ -307,6 +307,7 @@ def test_energy_autoscaler_refuses_a_clock_below_the_model(tmp_path) -> None:
           "autoscaler.clocks=[1,0.9,0.8,0.7,0.6]"], tmp_path / "a100_ok")
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_lora_kernels_add_their_energy(tmp_path) -> None:
     # The adapters' kernels lengthened the steps but their work was not counted: less dynamic
     # energy than without adapters (4,580 J against 4,859 J here; 0.455 against 0.474 J per

@@ -120,6 +120,7 @@ def test_closed_loop_turn_arrives_after_completion_plus_think_time(tmp_path) -> 
         assert list(turns["prompt_tokens"]) == [100, 220, 340, 460]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_continuous_batching_beats_static_batching(tmp_path) -> None:
     cont = run(small(["workload.num_requests=400", "workload.rate=25"]), tmp_path, "cb")
     stat = run(small(["workload.num_requests=400", "workload.rate=25", "scheduler=static"]),

@@ -381,6 +381,7 @@ def test_migration_whose_source_is_lost_falls_back_to_recompute(tmp_path: Path) 
     assert mig["recomputed"] + mig["landed"] == mig["moves"]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_given_losses_happen_at_their_times_in_any_order(tmp_path: Path) -> None:
     """Regression: a timer added before the pending wake-up used to wait for it (a spot notice
     at 4 s fired at a failure's 4.14 s)."""

@@ -95,6 +95,7 @@ def test_busy_time_of_a_run_without_idle_time_is_its_makespan(tmp_path: Path) ->
     assert s["goodput"]["requests_per_busy_s"] == pytest.approx(s["goodput"]["requests_per_s"])
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_closed_loop_progress_counts_sessions_to_their_total(tmp_path: Path) -> None:
     from simkv.registry import build
     from simkv.runner import _Progress

@@ -134,6 +134,7 @@ def test_near_duplicate_ids_are_exact_chains_with_content_below() -> None:
         assert sum(content_of(k) > (1 << 20) for k in p[:g]) <= 2  # a tenant and a request edit
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_kvshare_on_near_duplicates_beats_exact_prefix_caching() -> None:
     wl = ["workload=near_duplicate", "workload.num_requests=30", "workload.rate=0.5"]
     vllm, _ = _run(wl)
@@ -208,6 +209,7 @@ def test_new_schedulers_fast_forward_equals_step_by_step(sched: list[str]) -> No
 
 
 # --- the KV allocator (vAttention vs PagedAttention) -------------------------------------------
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_an_allocator_without_overheads_equals_today(tmp_path) -> None:
     base = ["workload.num_requests=150", "workload.rate=30", "kv.prefix_caching=false"]
     tokens = page_tokens(CostModel(load_model("llama3_8b"), load_profile("h100_sxm_80gb")), 64)
@@ -274,6 +276,7 @@ def test_weight_offload_with_every_weight_resident_is_no_offload(tmp_path) -> No
         simkv.simulate(small([*base, "weights.overlap=false"]), tmp_path / "c")
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_streamed_weights_cost_their_bytes_over_pcie(tmp_path) -> None:
     base = simkv.simulate(small(ONE_DECODE), tmp_path / "b")
     serial = simkv.simulate(small([*ONE_DECODE, "weights.gpu_fraction=0.5", "weights.overlap=false"]),

@@ -367,6 +367,7 @@ def test_memory_summary_is_deterministic(tmp_path: Path) -> None:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_session_contents_do_not_depend_on_the_policies_compared(tmp_path: Path) -> None:
     # Each session draws from its own stream: faster or slower service changes when calls
     # arrive, never what they are, so policies are compared on the same programs.

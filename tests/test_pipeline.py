@@ -71,6 +71,7 @@ def test_one_micro_batch_is_the_back_to_back_stages(schedule: str) -> None:
     assert pipelined(inner, PipelineConfig()) is inner
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_one_micro_batch_run_equals_todays_run(monkeypatch) -> None:
     plain = simkv.simulate(simkv.compose(BASE)).requests
     # Force the wrapper on with one micro-batch: every request's times equal today's.

@@ -87,6 +87,7 @@ def test_acceptance_by_log_type_changes_only_that_service(tmp_path) -> None:
     assert res2.summary["speculative"]["tokens_per_step"] > res.summary["speculative"]["tokens_per_step"]
 
 
+@pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
 def test_the_draft_takes_kv_memory(tmp_path) -> None:
     plain, _ = run(LOW, tmp_path, "plain")
     draft, _ = run([*LOW, "speculative=draft"], tmp_path, "draft")
