@@ -263,7 +263,7 @@ def test_a_measurement_file_without_its_columns_is_named(tmp_path: Path) -> None
 def test_prefill_steps_of_unseen_shapes_priced_per_flop() -> None:
     """Fitted on the first H100 machine's Llama-3.1-8B and Qwen2.5-7B steps, the third
     machine's Qwen2.5-14B and Mixtral-8x7B (16 layers) prefill steps: the time per prefill
-    token follows its dense GEMM FLOPs (26.4, 2.7 vs 14.0 and 13.1 GFLOP), not one host time
+    token follows its dense GEMM FLOPs (26.4, 1.3 vs 14.0 and 13.1 GFLOP), not one host time
     per token (measured: median APE 4.7% and 10.9% with one; 1.3% and 1.4% per FLOP)."""
     import numpy as np
 
