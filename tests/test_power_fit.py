@@ -175,3 +175,22 @@ def test_shipped_h100_device_model_is_the_fit_of_the_committed_samples() -> None
     assert len(replays) == shipped.provenance["held_out_replays"]["windows"] == 11
     assert float(replays["error"].abs().median()) == pytest.approx(
         shipped.provenance["held_out_replays"]["abs_error_median"], abs=1e-3)
+
+
+def test_check_predicts_another_machines_streams_with_the_shipped_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`power-fit --check` fits nothing: the shipped H100 model against the third machine's
+    streams (validation/hf_h100_2026-12-07b: shapes and a machine no fit saw), one row per
+    stream whose steps the NVML samples cover; the errors are docs/ENERGY.md's."""
+    campaign = CAMPAIGN.parent / "hf_h100_2026-12-07b"
+    errors = tmp_path / "check.csv"
+    main(["--campaign", str(campaign), "--check", "h100_sxm_fitted", "--errors", str(errors)])
+    d = pd.read_csv(errors)
+    streams = {f"{e.parent.name}/{s['tag']}" for e in campaign.glob("*/engine.json")
+               for s in json.loads(e.read_text()).get("streams", [])
+               if (e.parent / f"iterations_{s.get('tag')}.csv").is_file()}
+    assert set(d["name"]) <= streams
+    assert len(d) == 17  # the streams of commands 1-2, which sampled power; the last one did not
+    assert (d["set"] == "held_out").all()
+    assert d["error"].abs().median() == pytest.approx(0.122, abs=0.01)
+    with pytest.raises(SystemExit):
+        main(["--campaign", str(campaign)])  # neither --out nor --check

@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
                         "loops and engine replays of a device campaign; held-out errors per "
                         "window (docs/ENERGY.md).")
     pf.add_argument("--campaign", required=True, help="campaign folder with power/ and engine folders")
-    pf.add_argument("--out", required=True, help="the power model to write (YAML)")
+    pf.add_argument("--out", help="the power model to write (YAML; required unless --check)")
+    pf.add_argument("--check", metavar="POWER_MODEL",
+                    help="fit nothing: predict every engine stream with a shipped power model")
     return ap
 
 

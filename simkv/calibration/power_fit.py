@@ -291,6 +291,27 @@ def run_fit(campaign: Path, profile: str, base_name: str, train: tuple[str, ...]
                         "power_limit_w": limit, "campaign": str(campaign), "profile": profile}
 
 
+def check(campaign: Path, profile: str, power_name: str) -> pd.DataFrame:
+    """A shipped power model against every engine stream of a campaign that no fit used (another
+    machine, other shapes): one row per stream window, as ``fit``'s table."""
+    from simkv.entities.hardware import load_profile
+
+    hw = load_profile(profile)
+    peaks = (hw.bf16_flops, hw.hbm_bandwidth, hw.nvlink_bandwidth)
+    params = load_power(power_name)
+    rows = []
+    for w in replay_windows(campaign, profile, ()):
+        pred = predict(w, params, peaks)
+        rows.append({"name": w.name, "kind": w.kind, "set": "held_out", "at_limit": w.at_limit,
+                     "wall_s": w.wall_s, "measured_j": w.energy_j, "predicted_j": pred,
+                     "measured_w": w.energy_j / w.wall_s, "predicted_w": pred / w.wall_s,
+                     "error": pred / w.energy_j - 1.0, **w.extra})
+    if not rows:
+        raise SystemExit(f"--check: no engine stream of {campaign} has power samples "
+                         f"(power/nvml_part*.csv covering its steps)")
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="simkv-calibrate power-fit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -301,7 +322,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="power model whose link power, TDP, clocks and exponent are kept")
     ap.add_argument("--train", default="", help="engine streams (folder/tag, comma-separated) that join "
                     "the fit; the others are held out (default: none, the loops alone)")
-    ap.add_argument("--out", required=True, help="the power model to write (YAML)")
+    ap.add_argument("--out", help="the power model to write (YAML; required unless --check)")
+    ap.add_argument("--check", metavar="POWER_MODEL", help="fit nothing: predict every engine "
+                    "stream of the campaign with this shipped power model (e.g. h100_sxm_fitted)")
     ap.add_argument("--errors", help="CSV of every window's measured and predicted energy")
     ap.add_argument("--profiles", default="", help="hardware profiles (comma-separated) the written "
                     "model is the default for (it then wins over the published one)")
@@ -309,6 +332,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="refit freq_exponent to Splitwise's H100 cap finding (350 W slows the "
                     "Llama2-70B TP8 prompt step 1.30x) with the fitted parameters")
     args = ap.parse_args(argv)
+    if args.check:
+        table = check(Path(args.campaign), args.profile, args.check)
+        err = table["error"]
+        print(f"{args.check} on {len(table)} engine streams of {args.campaign}: median |error| "
+              f"{err.abs().median():.1%}, mean {err.mean():+.1%}, worst {err.abs().max():.1%}")
+        if args.errors:
+            table.to_csv(args.errors, index=False, float_format="%.6g")
+        return
+    if not args.out:
+        ap.error("--out is required (the power model to write) unless --check")
     train = tuple(r for r in args.train.split(",") if r)
     got, table, info = run_fit(Path(args.campaign), args.profile, args.base, train)
     base = load_power(args.base)
