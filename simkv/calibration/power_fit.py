@@ -109,15 +109,21 @@ def fit(windows: list[Window], base: PowerParams, peaks: tuple[float, float, flo
     got = dict(zip(FIT_KEYS, (float(v) for v in x), strict=True))
     fitted = PowerParams(base.name, got["idle"], got["active"], got["compute"], got["memory"],
                          base.link_w, base.tdp_w, base.max_sm_mhz, base.min_sm_mhz, base.freq_exponent)
+    return got, error_table(windows, fitted, peaks)
+
+
+def error_table(windows: list[Window], params: PowerParams, peaks: tuple[float, float, float]
+                ) -> pd.DataFrame:
+    """One row per window: measured and predicted energy and power, the relative error."""
     rows = []
     for w in windows:
-        pred = predict(w, fitted, peaks)
+        pred = predict(w, params, peaks)
         rows.append({"name": w.name, "kind": w.kind, "set": "train" if w.train else "held_out",
                      "at_limit": w.at_limit, "wall_s": w.wall_s, "measured_j": w.energy_j,
                      "predicted_j": pred, "measured_w": w.energy_j / w.wall_s,
                      "predicted_w": pred / w.wall_s,
                      "error": pred / w.energy_j - 1.0, **w.extra})
-    return got, pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
 
 # --- the characterisation loops ------------------------------------------------------------
@@ -298,18 +304,11 @@ def check(campaign: Path, profile: str, power_name: str) -> pd.DataFrame:
 
     hw = load_profile(profile)
     peaks = (hw.bf16_flops, hw.hbm_bandwidth, hw.nvlink_bandwidth)
-    params = load_power(power_name)
-    rows = []
-    for w in replay_windows(campaign, profile, ()):
-        pred = predict(w, params, peaks)
-        rows.append({"name": w.name, "kind": w.kind, "set": "held_out", "at_limit": w.at_limit,
-                     "wall_s": w.wall_s, "measured_j": w.energy_j, "predicted_j": pred,
-                     "measured_w": w.energy_j / w.wall_s, "predicted_w": pred / w.wall_s,
-                     "error": pred / w.energy_j - 1.0, **w.extra})
-    if not rows:
+    windows = replay_windows(campaign, profile, ())  # train=(): every stream held out
+    if not windows:
         raise SystemExit(f"--check: no engine stream of {campaign} has power samples "
                          f"(power/nvml_part*.csv covering its steps)")
-    return pd.DataFrame(rows)
+    return error_table(windows, load_power(power_name), peaks)
 
 
 def main(argv: list[str] | None = None) -> None:
