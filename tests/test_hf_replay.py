@@ -245,3 +245,14 @@ def test_replay_merges_token_times_across_a_soft_reset() -> None:
     assert "stamps" not in evictions[0]
     assert meta["timed_out"] is False
     assert "t0_unix" in meta
+
+
+def test_a_campaign_names_the_trace_files_it_lacks_before_the_model_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Only what the warm-up and the plans read: BurstGPT-shaped streams need no file, the
+    warm-up needs the conversation file, a code stream the code file."""
+    from simkv.validation.hf_streams import AZURE_FILES, missing_trace_files
+
+    assert missing_trace_files(tmp_path, ("burst:2*2",)) == [AZURE_FILES["conv"]]
+    (tmp_path / AZURE_FILES["conv"]).write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    assert missing_trace_files(tmp_path, ("burst:2*2,3", "")) == []
+    assert missing_trace_files(tmp_path, ("burst:2", "code:1")) == [AZURE_FILES["code"]]

@@ -210,9 +210,9 @@ def main() -> None:
     out = Path(args.out)
     data = Path(args.data) if args.data else None
     if data is not None:  # before the model loads: a missing file would surface minutes later
-        from simkv.validation.hf_streams import AZURE_FILES
+        from simkv.validation.hf_streams import missing_trace_files
 
-        missing = [f for f in AZURE_FILES.values() if not (data / f).is_file()]
+        missing = missing_trace_files(data, (args.plan, args.variant_plan))
         if missing:
             raise SystemExit(f"--data {data}: no {', '.join(missing)} there (the Azure 2023 "
                              f"trace files, ../shared/data/azure_llm_2023)")

@@ -29,6 +29,15 @@ def read_lengths(kind: str, data: Path) -> tuple[np.ndarray, np.ndarray]:
             np.array([int(r["GeneratedTokens"]) for r in rows]))
 
 
+def missing_trace_files(data: Path, plans: tuple[str, ...]) -> list[str]:
+    """The Azure files a campaign would read from ``data`` and that are not there: the
+    warm-up draws conversation rows, and each conv/code stream of the plans its own file
+    (BurstGPT-shaped streams read none)."""
+    kinds = {"conv"} | {k for plan in plans for k, *_ in parse_plan_reps(plan)}
+    return [AZURE_FILES[k] for k in sorted(kinds & AZURE_FILES.keys())
+            if not (data / AZURE_FILES[k]).is_file()]
+
+
 def draw_lengths(kind: str, rng: np.random.Generator, n: int, data: Path | None,
                  max_prompt: int, max_output: int) -> tuple[np.ndarray, np.ndarray]:
     if kind == "burst":
