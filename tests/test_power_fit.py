@@ -194,3 +194,5 @@ def test_check_predicts_another_machines_streams_with_the_shipped_model(tmp_path
     assert d["error"].abs().median() == pytest.approx(0.122, abs=0.01)
     with pytest.raises(SystemExit):
         main(["--campaign", str(campaign)])  # neither --out nor --check
+    with pytest.raises(SystemExit, match="no such folder"):
+        main(["--campaign", str(tmp_path / "none"), "--check", "h100_sxm_fitted"])

@@ -304,6 +304,8 @@ def check(campaign: Path, profile: str, power_name: str) -> pd.DataFrame:
 
     hw = load_profile(profile)
     peaks = (hw.bf16_flops, hw.hbm_bandwidth, hw.nvlink_bandwidth)
+    if not campaign.is_dir():
+        raise SystemExit(f"--campaign {campaign}: no such folder")
     windows = replay_windows(campaign, profile, ())  # train=(): every stream held out
     if not windows:
         raise SystemExit(f"--check: no engine stream of {campaign} has power samples "
