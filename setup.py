@@ -34,6 +34,15 @@ def _modules() -> list[str]:
     raise RuntimeError(f"{ACCEL}: no MODULES")
 
 
+def _digest(src: Path) -> str:
+    """SHA-256 of the ``.py`` and of the ``.pxd`` beside it, if any (simkv/_accel.digest)."""
+    h = hashlib.sha256(src.read_bytes())
+    pxd = src.with_suffix(".pxd")
+    if pxd.exists():
+        h.update(pxd.read_bytes())
+    return h.hexdigest()
+
+
 def _say(msg: str) -> None:
     print(f"simkv setup.py: {msg}", file=sys.stderr)
 
@@ -47,7 +56,9 @@ def _extensions() -> list[Extension]:
     except ImportError:
         _say("Cython is not installed: pure Python, nothing compiled")
         return []
-    exts = [Extension(m, [m.replace(".", "/") + ".py"]) for m in _modules()]
+    # No fused multiply-add: a compiled expression rounds as Python and numpy do (fast_runs.py).
+    exts = [Extension(m, [m.replace(".", "/") + ".py"], extra_compile_args=["-ffp-contract=off"])
+            for m in _modules()]
     try:
         return list(cythonize(exts, build_dir="build/cython", quiet=True,
                               nthreads=os.cpu_count() or 1,
@@ -74,8 +85,7 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as e:  # no compiler at all, for instance
             _say(f"no extension built ({e}): pure Python")
-        doc = {m: hashlib.sha256((HERE / (m.replace(".", "/") + ".py")).read_bytes()).hexdigest()
-               for m in sorted(self._built)}
+        doc = {m: _digest(HERE / (m.replace(".", "/") + ".py")) for m in sorted(self._built)}
         targets = [Path(self.build_lib) / "simkv"]
         if self.inplace or getattr(self, "editable_mode", False):
             targets.append(HERE / "simkv")

@@ -46,6 +46,7 @@ MODULES = (
     "simkv.kv.links",
     "simkv.perf.roofline",
     "simkv.perf.run_pricing",
+    "simkv.perf.fast_runs",
     "simkv.metrics.recorder",
     "simkv.policies.scheduler.vllm",
     "simkv.policies.scheduler.vllm_moves",
@@ -64,7 +65,14 @@ def source_of(module: str) -> Path:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of a module's source: its ``.py``, and the ``.pxd`` beside it where there is
+    one (C types for the compiled build: simkv/perf/fast_runs.pxd). setup.py computes the
+    same."""
+    h = hashlib.sha256(path.read_bytes())
+    pxd = path.with_suffix(".pxd")
+    if pxd.exists():
+        h.update(pxd.read_bytes())
+    return h.hexdigest()
 
 
 def pure_requested() -> bool:

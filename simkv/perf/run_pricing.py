@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from simkv.config.schema import EngineConfig
+from simkv.perf import fast_runs
 from simkv.policies.scheduler.interface import SchedulerOutput
 
 SHORT_RUN = 32  # runs up to this many iterations are priced in plain Python
+_C_RUNS = fast_runs.COMPILED  # longer ones by a C loop where it is built, else numpy
 
 
 class RunPricing:
@@ -124,6 +126,11 @@ class RunPricing:
             return [base + layers * (y if (y := c * am + q) > (x := c * ac) else x)
                     for c in context]
         if isinstance(context, range):
+            if _C_RUNS and self._const_dattn:
+                # The same values as the numpy expression below, from a C loop (fast_runs.py).
+                return fast_runs.roofline_run(base, layers, self._dattn_c, self._dattn_m,
+                                              decodes * self._dq_m, context.start,
+                                              context.step, len(context))
             ctx = np.arange(context.start, context.stop, context.step, dtype=np.float64)
         else:
             ctx = np.asarray(context, dtype=np.float64)

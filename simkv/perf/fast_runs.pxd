@@ -1,0 +1,8 @@
+# C types for simkv/perf/fast_runs.py in the compiled build (setup.py); the .py is the
+# pure-Python definition and documentation.
+cimport cython
+
+@cython.locals(i=Py_ssize_t, c=cython.longlong, x=cython.double, y=cython.double,
+               buf=cython.double[::1])
+cpdef object roofline_run(double base, double layers, double ac, double am, double q,
+                          long long start, long long step, Py_ssize_t k)

@@ -1,0 +1,40 @@
+# cython: boundscheck=False, wraparound=False
+"""Loops over a decode run's iterations, typed to C by the compiled build (fast_runs.pxd).
+
+A long decode-only run (more than ``run_pricing.SHORT_RUN`` iterations) is priced by numpy:
+seven array operations of about a microsecond each for runs of a few hundred iterations
+(docs/PERFORMANCE.md: 5-9% of a 1,000-replica run's CPU time). When this module is compiled,
+fast_runs.pxd types the loop to C doubles and the same values come from one pass: the same
+IEEE-754 operations on the same operands in the same order as the numpy expression it
+replaces (an integer context is exact in a double below 2**53; setup.py turns off the
+compiler's contraction of a multiply and an add into one fused operation), so the results
+are bit for bit the same (tests/test_fast_runs.py; tests/test_compiled.py on whole runs).
+
+Interpreted, the loop would be slower than numpy, so run_pricing.py calls it only when this
+module runs compiled (``COMPILED``) and keeps numpy otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# An extension module's __file__ is its shared library (simkv/_accel.py picks which runs).
+COMPILED = not __file__.endswith(".py")
+
+
+def roofline_run(base: float, layers: float, ac: float, am: float, q: float, start: int,
+                 step: int, k: int) -> np.ndarray:
+    """``base + layers * np.maximum(ctx * ac, ctx * am + q)`` over the context
+    ``ctx = start, start + step, ...`` (k iterations): run_pricing's constant-efficiency
+    decode run, as numpy computes it."""
+    out = np.empty(k, dtype=np.float64)
+    buf = out  # a C view of ``out`` when compiled
+    c = start
+    for i in range(k):
+        x = c * ac
+        y = c * am + q
+        # np.maximum(x, y) is x unless y is larger (no NaN here)
+        buf[i] = base + layers * (y if y > x else x)
+        c += step
+    return out
+

@@ -1,0 +1,72 @@
+"""The C loop of a long decode run (simkv/perf/fast_runs.py) gives numpy's values, bit for bit.
+
+The compiled build prices long decode runs with fast_runs.roofline_run instead of numpy; a
+result that differed in its last bit would change every later event time of the run, so
+these tests compare the bits, not approximate values. They run whichever build is installed
+(the C loop where it is compiled, its Python definition otherwise: both must agree with
+numpy), and whole runs are compared across the two paths by tests/test_compiled.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simkv.entities.hardware import load_profile
+from simkv.entities.model import ModelSpec
+from simkv.perf import fast_runs, run_pricing
+from simkv.perf.roofline import CostModel
+
+
+def _numpy_run(base: float, layers: int, ac: float, am: float, q: float, ctx: range) -> np.ndarray:
+    x = np.arange(ctx.start, ctx.stop, ctx.step, dtype=np.float64)
+    return base + layers * np.maximum(x * ac, x * am + q)
+
+
+def test_roofline_run_equals_numpy_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        base = float(rng.uniform(0.0, 0.05))
+        layers = int(rng.integers(1, 128))
+        ac, am = float(rng.uniform(1e-12, 1e-8)), float(rng.uniform(1e-12, 1e-8))
+        q = float(rng.uniform(0.0, 1e-5))
+        start, step = int(rng.integers(1, 2_000_000)), int(rng.integers(1, 512))
+        k = int(rng.integers(1, 600))
+        ctx = range(start, start + step * k, step)
+        got = fast_runs.roofline_run(base, layers, ac, am, q, start, step, k)
+        want = _numpy_run(base, layers, ac, am, q, ctx)
+        assert got.dtype == np.float64
+        assert got.tobytes() == want.tobytes()
+
+
+def test_roofline_run_takes_the_larger_term_as_numpy_does() -> None:
+    # Memory-bound (second term larger) at short contexts, compute-bound at long ones, and a
+    # context where the two terms are equal.
+    ac, am, q = 2.0, 1.0, 100.0
+    got = fast_runs.roofline_run(0.5, 3, ac, am, q, 50, 25, 8)
+    assert got.tobytes() == _numpy_run(0.5, 3, ac, am, q, range(50, 250, 25)).tobytes()
+    assert got[2] == 0.5 + 3 * 200.0  # context 100: 100 * 2 == 100 * 1 + 100
+
+
+@pytest.mark.parametrize("k", [33, 200, 4096])
+def test_long_decode_runs_price_the_same_with_and_without_the_loop(
+        k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    cost = CostModel(ModelSpec(), load_profile("h100_sxm_80gb"), 1)
+    assert cost._const_dattn
+    ctx = range(40_000, 40_000 + 37 * k, 37)
+    calls: list[int] = []
+
+    def counted(*args: float) -> np.ndarray:
+        calls.append(1)
+        return fast_runs.roofline_run(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_pricing, "fast_runs", type("M", (), {"roofline_run": counted}))
+    monkeypatch.setattr(run_pricing, "_C_RUNS", True)
+    looped = cost.decode_run_times(37, ctx, 37)
+    assert calls == [1]  # the loop priced it
+    monkeypatch.setattr(run_pricing, "_C_RUNS", False)
+    vectorised = cost.decode_run_times(37, ctx, 37)
+    assert calls == [1]  # numpy did
+    assert isinstance(looped, np.ndarray)
+    assert isinstance(vectorised, np.ndarray)
+    assert looped.tobytes() == vectorised.tobytes()
