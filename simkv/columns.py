@@ -1,0 +1,182 @@
+"""Arrow columns to numpy and back, without importing pandas.
+
+pyarrow imports pandas, when it is installed, the first time it converts anything: ``pa.array``
+of a tuple or a numpy array, ``pa.scalar``, ``Array.to_numpy``, a compute function given a
+Python scalar, ``pq.read_table`` (its pandas shim asks "is this a pandas Series?" before each
+conversion). That import is 0.15-0.25 CPU s, a tenth of a small run's whole process, for a
+run that never uses pandas. These helpers go through Arrow's buffers instead (numpy views of
+them, arrays built from them), which never ask. Each gives what the pyarrow call it stands
+for gives: the same dtype, values and nulls (tests/test_columns.py compares them on random
+data); a column of another type, or values pyarrow would convert otherwise (or refuse), go to
+pyarrow itself, which is exact and may then import pandas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+_NUMERIC: dict[pa.DataType, np.dtype] = {
+    t: np.dtype(d) for t, d in (
+        (pa.int8(), np.int8), (pa.int16(), np.int16), (pa.int32(), np.int32), (pa.int64(), np.int64),
+        (pa.uint8(), np.uint8), (pa.uint16(), np.uint16), (pa.uint32(), np.uint32),
+        (pa.uint64(), np.uint64), (pa.float32(), np.float32), (pa.float64(), np.float64))}
+_STRINGS = (pa.string(), pa.large_string())
+# Integers a float64 column takes exactly (pyarrow refuses larger ones).
+_EXACT_INT = 2**53
+
+
+def _bits(buf: pa.Buffer | None, offset: int, n: int) -> np.ndarray:
+    """A bitmap (validity or bool values, least significant bit first) as n bools."""
+    if buf is None:
+        return np.ones(n, bool)
+    raw = np.frombuffer(buf, np.uint8, count=(offset + n + 7) // 8)
+    return np.unpackbits(raw, bitorder="little")[offset:offset + n].view(bool)
+
+
+def to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``col.to_numpy(zero_copy_only=False)``: numbers as their dtype (integers with nulls as
+    float64, nulls NaN), bools as bool (object with None where null), strings as objects.
+    Like pyarrow's, a numeric column without nulls is a read-only view of Arrow's buffer."""
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            return to_numpy(col.chunk(0))
+        t = col.type
+        if t not in _NUMERIC and t != pa.bool_() and t not in _STRINGS:
+            return col.to_numpy()
+        if col.num_chunks == 0:
+            return np.empty(0, _NUMERIC.get(t, bool if t == pa.bool_() else object))
+        return np.concatenate([to_numpy(c) for c in col.chunks])
+    n, t = len(col), col.type
+    dtype = _NUMERIC.get(t)
+    if dtype is not None:
+        bufs = col.buffers()
+        values = (np.frombuffer(bufs[1], dtype, count=n, offset=col.offset * dtype.itemsize)
+                  if n else np.empty(0, dtype))
+        if not col.null_count:
+            return values
+        out = values.astype(np.float64 if dtype.kind != "f" else dtype)
+        out[~_bits(bufs[0], col.offset, n)] = np.nan
+        return out
+    if t == pa.bool_():
+        bufs = col.buffers()
+        values = _bits(bufs[1], col.offset, n)
+        if not col.null_count:
+            return values
+        out = values.astype(object)
+        out[~_bits(bufs[0], col.offset, n)] = None
+        return out
+    if t in _STRINGS:
+        out = np.empty(n, object)
+        out[:] = col.to_pylist()
+        return out
+    return col.to_numpy(zero_copy_only=False)
+
+
+def bool_array(mask: np.ndarray) -> pa.Array:
+    """``pa.array(mask)`` for a numpy bool array (a filter for ``pc.filter``)."""
+    mask = np.asarray(mask, bool)
+    return pa.Array.from_buffers(pa.bool_(), len(mask),
+                                 [None, pa.py_buffer(np.packbits(mask, bitorder="little"))])
+
+
+def equal(col: pa.Array | pa.ChunkedArray, value: str) -> np.ndarray:
+    """``pc.equal(col, value)`` of a string column as a numpy bool array (null: False)."""
+    import pyarrow.compute as pc
+
+    hits = pc.equal(col, _string_scalar(value))
+    if isinstance(hits, pa.ChunkedArray):
+        hits = hits.combine_chunks() if hits.num_chunks != 1 else hits.chunk(0)
+    out = to_numpy(hits)
+    return out if out.dtype == bool else np.equal(out, True)
+
+
+def _string_scalar(value: str) -> pa.Scalar:
+    data = value.encode()
+    return _strings(1, np.array([0, len(data)], np.int32), data, None)[0]
+
+
+def _strings(n: int, offsets: np.ndarray, data: bytes, valid: np.ndarray | None) -> pa.Array:
+    return pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets),
+                                                  pa.py_buffer(data)])
+
+
+def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
+    return None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def array(values: Sequence[Any] | np.ndarray, type: pa.DataType) -> pa.Array:
+    """``pa.array(values, type=type)`` for a column of Python values (None is null).
+
+    Integers, floats, bools and strings are converted by numpy and wrapped as Arrow buffers;
+    anything numpy would convert differently from pyarrow (a float in an integer column, an
+    integer beyond the type, a bool in a float column, bytes for a string) goes to
+    ``pa.array``, which converts it as it always did or raises its own error. One leniency:
+    a Python bool among the integers of an integer column is written as 0 or 1 (pyarrow
+    refuses it; the recorder never writes one)."""
+    n = len(values)
+    valid: np.ndarray | None = None
+    if type in _STRINGS:
+        if type == pa.string():
+            out = _string_array(values, n)
+            if out is not None:
+                return out
+        return pa.array(values, type=type)
+    dtype = _NUMERIC.get(type)
+    if dtype is None and type != pa.bool_():
+        return pa.array(values, type=type)
+    a = np.asarray(values) if n else np.empty(0, dtype or bool)
+    if a.dtype == object and a.ndim == 1:  # nulls among the values
+        valid = np.fromiter((v is not None for v in values), bool, n)
+        if valid.all():
+            return pa.array(values, type=type)
+        fill = False if dtype is None else 0
+        a = np.asarray([fill if v is None else v for v in values])
+        if a.dtype == object:
+            return pa.array(values, type=type)
+    if a.ndim != 1:
+        return pa.array(values, type=type)
+    if dtype is None:  # bool
+        if a.dtype != bool:
+            return pa.array(values, type=type)
+        data = pa.py_buffer(np.packbits(a, bitorder="little"))
+        return pa.Array.from_buffers(type, n, [_validity(valid), data])
+    kind = a.dtype.kind
+    if dtype.kind == "f":
+        inexact = kind in "iu" and n and int(np.abs(a).max()) > _EXACT_INT
+        if dtype != np.float64 or kind not in "fiu" or inexact:
+            return pa.array(values, type=type)
+    elif kind not in "iu" or (n and (a.min() < np.iinfo(dtype).min or a.max() > np.iinfo(dtype).max)):
+        return pa.array(values, type=type)
+    data = np.ascontiguousarray(a, dtype=dtype)
+    return pa.Array.from_buffers(type, n, [_validity(valid), pa.py_buffer(data)])
+
+
+def _string_array(values: Sequence[Any] | np.ndarray, n: int) -> pa.Array | None:
+    """A string column of str (and None) values; None where pyarrow must convert it."""
+    valid: np.ndarray | None = None
+    try:
+        joined = "".join(values)
+    except TypeError:  # None among them, or not strings at all
+        valid = np.fromiter((v is not None for v in values), bool, n)
+        values = ["" if v is None else v for v in values]
+        try:
+            joined = "".join(values)
+        except TypeError:
+            return None
+    try:
+        data = joined.encode()
+    except UnicodeEncodeError:
+        return None
+    if len(data) == len(joined):  # ASCII: one byte per character
+        lengths = np.fromiter(map(len, values), np.int64, n)
+    else:
+        lengths = np.fromiter((len(v.encode()) for v in values), np.int64, n)
+    if len(data) > np.iinfo(np.int32).max:
+        return None
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return _strings(n, offsets, data, valid)
