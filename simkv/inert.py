@@ -43,15 +43,19 @@ class RunFacts:
 
 def facts(cluster: Any, requests_path: Path) -> RunFacts:
     """The facts of a finished run, from its cluster and requests.parquet."""
-    import pyarrow.compute as pc
+    import numpy as np
     import pyarrow.parquet as pq
 
-    table = pq.read_table(requests_path, columns=["session", "turn"])
-    in_session = pc.greater_equal(table.column("session"), 0)
-    followups = pc.and_(in_session, pc.greater(table.column("turn"), 0))
+    from simkv.columns import to_numpy
+
+    # NOTE: ParquetFile and simkv.columns, not read_table and Arrow compute with Python
+    # scalars: those import pandas (simkv/columns.py).
+    table = pq.ParquetFile(requests_path).read(columns=["session", "turn"], use_threads=False)
+    in_session = to_numpy(table.column("session")) >= 0
+    followups = in_session & (to_numpy(table.column("turn")) > 0)
     return RunFacts(
-        session_requests=int(pc.sum(in_session).as_py() or 0),
-        followup_calls=int(pc.sum(followups).as_py() or 0),
+        session_requests=int(np.count_nonzero(in_session)),
+        followup_calls=int(np.count_nonzero(followups)),
         prefixed_requests=int(cluster.prefixed),
         peak_link_share=int(cluster.topology.fabric.peak_link_share),
         unslowed_power=_unslowed_power(cluster),

@@ -116,7 +116,7 @@ def test_gpu_hours_integrate_the_instance_rows(tmp_path: Path) -> None:
         "to_state": ["serving", "provisioning", "loading", "serving", "draining", "stopped"],
         "gpus": [2, 4, 4, 4, 4, 4],
     })
-    spans = state_seconds(rows, 200.0)
+    spans = pd.DataFrame(state_seconds(rows, 200.0))
     # Instance 0 serves 200 s on 2 GPUs; instance 1 holds 4 GPUs from 0 to 100 s.
     assert spans["gpu_seconds"].sum() == pytest.approx(2 * 200 + 4 * 100)
     per_state = spans.groupby("state")["seconds"].sum()

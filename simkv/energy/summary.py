@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from simkv.energy.accounting import MAX_SERIES_BINS, series_error
-from simkv.metrics.cluster import state_seconds
+from simkv.metrics.cluster import read_transitions, state_seconds
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 J_PER_KWH = 3.6e6
 
@@ -44,9 +46,11 @@ def _per(joules: float, n: float) -> float | None:
 
 def energy_summary(cluster: Any, instances_path: Path, requests_path: Path, end_s: float
                    ) -> dict[str, Any]:
+    import pandas as pd  # here: a run without energy accounting never imports it
+
     energy = cluster.energy
     cfg = energy.cfg
-    spans = state_seconds(pd.read_parquet(instances_path), end_s)
+    spans = pd.DataFrame(state_seconds(read_transitions(instances_path), end_s))
     tokens = _tokens(requests_path)
     pools: dict[str, Any] = {}
     by_state_all: dict[str, float] = defaultdict(float)

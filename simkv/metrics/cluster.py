@@ -7,13 +7,15 @@ memory stays bounded whatever the run length.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from math import isfinite
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
+from simkv.columns import to_numpy
 from simkv.engine.lifecycle import (
     DRAINING,
     LOADING,
@@ -27,23 +29,92 @@ from simkv.engine.lifecycle import (
 
 # Listed in every summary; the states of losses only when entered.
 BASE_STATES = (PROVISIONING, LOADING, SERVING, SCALING, DRAINING)
+TRANSITION_COLUMNS = ("time_s", "instance", "pool", "from_state", "to_state", "gpus")
 
 
-def state_seconds(rows: pd.DataFrame, end_s: float) -> pd.DataFrame:
+def read_transitions(instances_path: Path) -> dict[str, np.ndarray]:
+    """instances.parquet's transitions, the columns the GPU-hours need, as numpy arrays
+    (strings as objects): read without pandas, which a run would import only for this."""
+    table = pq.ParquetFile(instances_path).read(columns=list(TRANSITION_COLUMNS), use_threads=False)
+    return {name: to_numpy(table.column(name)) for name in TRANSITION_COLUMNS}
+
+
+def state_seconds(rows: Mapping[str, Any], end_s: float) -> dict[str, np.ndarray]:
     """One row per (instance, state interval) inside the run's window [0, ``end_s``]: pool,
-    state, start, seconds, GPU-seconds. An interval lasts from its transition to the
-    instance's next one (or the window's end); states in ``lifecycle.RELEASED`` hold no GPUs."""
-    rows = rows.sort_values(["instance", "time_s"], kind="stable")
-    t = rows["time_s"].clip(upper=end_s)
-    nxt = rows.groupby("instance")["time_s"].shift(-1).fillna(end_s).clip(upper=end_s)
-    seconds = (nxt - t).clip(lower=0.0)
-    out = pd.DataFrame({"instance": rows["instance"], "pool": rows["pool"],
-                        "state": rows["to_state"], "start_s": t, "seconds": seconds,
-                        "gpu_seconds": seconds * rows["gpus"]})
-    return out[~out["state"].isin(RELEASED)]
+    state, start, seconds, GPU-seconds, as columns. An interval lasts from its transition to
+    the instance's next one (or the window's end); states in ``lifecycle.RELEASED`` hold no
+    GPUs. ``rows``: the transitions' columns (``read_transitions``, or a DataFrame of them).
+
+    Rows come sorted by instance, then time (stable), so sums over them add in the order
+    pandas added them when this was a DataFrame (``group_sums``)."""
+    time_s = np.asarray(rows["time_s"], np.float64)
+    instance = np.asarray(rows["instance"])
+    order = np.lexsort((time_s, instance))  # stable, as sort_values(kind="stable")
+    time_s, instance = time_s[order], instance[order]
+    t = _clip(time_s, upper=end_s)
+    # The instance's next transition, or the window's end after its last (or a NaN time).
+    nxt = np.full(len(time_s), float(end_s))
+    same = instance[1:] == instance[:-1]
+    nxt[:-1][same] = time_s[1:][same]
+    nxt[np.isnan(nxt)] = end_s
+    seconds = _clip(_clip(nxt, upper=end_s) - t, lower=0.0)
+    state = np.asarray(rows["to_state"], object)[order]
+    held = ~np.isin(state, list(RELEASED))
+    return {"instance": instance[held], "pool": np.asarray(rows["pool"], object)[order][held],
+            "state": state[held], "start_s": t[held], "seconds": seconds[held],
+            "gpu_seconds": (seconds * np.asarray(rows["gpus"])[order])[held]}
 
 
-def gpu_seconds(rows: pd.DataFrame, end_s: float) -> dict[str, float]:
+def _clip(x: np.ndarray, *, lower: float | None = None, upper: float | None = None) -> np.ndarray:
+    """``Series.clip`` with one bound, as pandas does it (NaN kept, a value equal to the
+    bound kept as it is, signed zeros included)."""
+    if upper is not None:
+        return np.where(np.isnan(x) | (x <= upper), x, upper)
+    return np.where(np.isnan(x) | (x >= lower), x, lower)
+
+
+def group_sums(keys: np.ndarray, values: np.ndarray) -> dict[Any, float]:
+    """Per key (sorted; None is no key), the sum of its float64 values, bit for bit as
+    pandas 3.1's ``groupby(key)[column].sum()`` gives it, which GPU-hours, cost and time per
+    state came from (and keep, to the last bit): where the rows come sorted by key and no
+    value is NaN, numpy's ``add.reduceat`` over each key's rows (pandas' fast path);
+    otherwise Kahan's compensated sum in row order, NaN skipped (pandas/_libs/groupby.pyx,
+    group_sum)."""
+    keys = np.asarray(keys, object)
+    values = np.ascontiguousarray(values, np.float64)
+    uniq = sorted({k for k in keys.tolist() if k is not None})
+    code = {k: i for i, k in enumerate(uniq)}
+    ids = np.fromiter((code.get(k, -1) for k in keys.tolist()), np.intp, len(keys))
+    if len(ids) and not np.any(ids[1:] < ids[:-1]) and not np.isnan(values).any():
+        skip = int(np.count_nonzero(ids < 0))  # missing keys sort first
+        ids, values = ids[skip:], values[skip:]
+        sums = np.zeros(len(uniq))
+        if len(ids):
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            with np.errstate(all="ignore"):  # inf - inf is NaN, as in pandas, silently
+                sums[ids[starts]] = np.add.reduceat(values, starts)
+        return dict(zip(uniq, sums.tolist(), strict=True))
+    return _kahan(uniq, ids, values)
+
+
+def _kahan(uniq: list[Any], ids: np.ndarray, values: np.ndarray) -> dict[Any, float]:
+    """Kahan's sum per group in row order, as pandas' group_sum (NaN skipped; a
+    compensation that is not finite, after an infinity, restarts at 0)."""
+    sums = [0.0] * len(uniq)
+    comp = [0.0] * len(uniq)
+    for i, v in zip(ids.tolist(), values.tolist(), strict=True):
+        if i < 0 or v != v:
+            continue
+        s = sums[i]
+        y = v - comp[i]
+        t = s + y
+        c = t - s - y
+        comp[i] = c if isfinite(c) else 0.0  # pandas GH#53606, GH#60303
+        sums[i] = t
+    return dict(zip(uniq, sums, strict=True))
+
+
+def gpu_seconds(rows: Mapping[str, Any], end_s: float) -> dict[str, float]:
     """GPU-seconds per pool, integrated from the instances' transitions over [0, ``end_s``].
 
     The one source of every figure that says GPU-hours or cost (summary.json's top level,
@@ -51,7 +122,7 @@ def gpu_seconds(rows: pd.DataFrame, end_s: float) -> dict[str, float]:
     drains or stops an instance is counted because it is a recorded transition.
     """
     spans = state_seconds(rows, end_s)
-    return {str(k): float(v) for k, v in spans.groupby("pool")["gpu_seconds"].sum().items()}
+    return {str(k): v for k, v in group_sums(spans["pool"], spans["gpu_seconds"]).items()}
 
 
 def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end_s: float
@@ -59,18 +130,18 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
     """The section, over the run's window [0, ``end_s``]: from the start, where the initial
     instances serve, to the last request's completion or rejection (a controller's last
     tick or a pin's expiry afterwards is not the cluster's work)."""
-    rows = pd.read_parquet(instances_path)
+    rows = read_transitions(instances_path)
     spans = state_seconds(rows, end_s)
     paid = gpu_seconds(rows, end_s)
+    started_at = rows["pool"][rows["from_state"] == "none"]
     pools: dict[str, Any] = {}
     for name, pool in cluster.pools.items():
-        mine = spans[spans["pool"] == name]
-        per_state = mine.groupby("state")["seconds"].sum()
+        mine = spans["pool"] == name
+        per_state = group_sums(spans["state"][mine], spans["seconds"][mine])
         gpu_hours = paid.get(name, 0.0) / 3600.0
-        started = rows[(rows["pool"] == name) & (rows["from_state"] == "none")]
         pools[name] = {
             "model": pool.model.name, "hardware": pool.hw.name, "layout": str(pool.base),
-            "instances_started": len(started),
+            "instances_started": int(np.count_nonzero(started_at == name)),
             "gpu_hours": gpu_hours,
             "cost": gpu_hours * pool.cfg.gpu_hour_cost,
             # The states of losses (faults, spot) only where some instance entered them.
@@ -92,7 +163,7 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
                               "extra_s": sum(r.collectives.extra_s for r in cluster.replicas)}
     if cluster.handoff is not None:
         st = cluster.handoff.stats
-        wait = pq.read_table(requests_path, columns=["kv_transfer_s"]).column(0).to_numpy()
+        wait = to_numpy(pq.ParquetFile(requests_path).read(columns=["kv_transfer_s"]).column(0))
         wait = wait[~np.isnan(wait)]
         out["disaggregation"] = {
             "transfers": st.transfers, "bytes": st.bytes, "streamed_bytes": st.streamed_bytes,

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from simkv.columns import equal, to_numpy
 from simkv.metrics import style
 from simkv.metrics.summary import _Sessions, batches
 
@@ -32,9 +32,9 @@ PANELS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E latency"))
 def _batches(path: Path) -> Any:
     cols = ["status", "arrival_s", "completion_s", "output_tokens", "session", *(c for c, _ in PANELS)]
     for b in batches(path, cols):
-        done = pc.equal(b.column("status"), "finished").to_numpy(zero_copy_only=False)
-        out = b.column("output_tokens").to_numpy()[done]
-        values = {col: b.column(col).to_numpy()[done] for col, _ in PANELS}
+        done = equal(b.column("status"), "finished")
+        out = to_numpy(b.column("output_tokens"))[done]
+        values = {col: to_numpy(b.column(col))[done] for col, _ in PANELS}
         values["tpot_s"] = values["tpot_s"][out > 1]  # undefined for one-token outputs
         yield b, done, out, values
 
@@ -44,8 +44,8 @@ def job_completion_times(requests_path: Path) -> np.ndarray:
     whose every call finished (summary.json's ``sessions.jct_s`` is their distribution)."""
     sessions = _Sessions()
     for b, done, _, _ in _batches(requests_path):
-        sessions.add(b.column("session").to_numpy(), b.column("arrival_s").to_numpy(),
-                     b.column("completion_s").to_numpy(), done)
+        sessions.add(to_numpy(b.column("session")), to_numpy(b.column("arrival_s")),
+                     to_numpy(b.column("completion_s")), done)
     sessions.merge()
     if not len(sessions.ids):
         return np.empty(0)
@@ -76,7 +76,7 @@ def latency_figure(requests_path: Path, summary: dict[str, Any], title: str = ""
     t0, t1 = np.inf, -np.inf
     n_done = 0
     for b, done, _, values in _batches(requests_path):
-        arrival, completion = b.column("arrival_s").to_numpy(), b.column("completion_s").to_numpy()[done]
+        arrival, completion = to_numpy(b.column("arrival_s")), to_numpy(b.column("completion_s"))[done]
         if arrival.size:
             t0 = min(t0, float(arrival.min()))
         if completion.size:
@@ -99,8 +99,8 @@ def latency_figure(requests_path: Path, summary: dict[str, Any], title: str = ""
                 counts[col] += np.histogram(np.clip(v, edges[col][0], edges[col][-1]),
                                             bins=edges[col])[0]
         if timed:
-            tok += np.histogram(b.column("completion_s").to_numpy()[done], bins=bins, weights=out)[0]
-            arr += np.histogram(b.column("arrival_s").to_numpy(), bins=bins)[0]
+            tok += np.histogram(to_numpy(b.column("completion_s"))[done], bins=bins, weights=out)[0]
+            arr += np.histogram(to_numpy(b.column("arrival_s")), bins=bins)[0]
     jct = job_completion_times(requests_path) if summary.get("sessions", {}).get("count") else np.empty(0)
     slo = summary.get("goodput", {}).get("slo", {})
 

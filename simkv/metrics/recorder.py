@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simkv.columns import array as arrow_array
 from simkv.entities.request import Request, State
 from simkv.kv.links import Transfer
 from simkv.metrics import schema
@@ -52,7 +53,8 @@ class TableWriter:
             return
         columns = list(zip(*self.buffer, strict=True)) or [() for _ in self.schema]
         table = pa.Table.from_arrays(
-            [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)],
+            # NOTE: not pa.array, which imports pandas (simkv/columns.py).
+            [arrow_array(c, f.type) for c, f in zip(columns, self.schema, strict=True)],
             schema=self.schema,
         )
         # NOTE: Ctrl-C or SIGTERM wait until the row group is written and counted: raised in

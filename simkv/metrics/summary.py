@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from simkv.columns import bool_array, equal, to_numpy
 from simkv.metrics.quantiles import OrderStatistics, ranks_for
 
 PERCENTILES = (50, 90, 99)
@@ -58,9 +59,9 @@ def batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
 def _selected(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     """Each distribution's values in a batch: finished requests, TPOT only for outputs
     longer than one token (undefined otherwise), KV wait only where there was one."""
-    done = pc.equal(batch.column("status"), "finished").to_numpy(zero_copy_only=False)
-    out = {name: batch.column(col).to_numpy()[done] for name, col in DISTS}
-    multi = batch.column("output_tokens").to_numpy()[done] > 1
+    done = equal(batch.column("status"), "finished")
+    out = {name: to_numpy(batch.column(col))[done] for name, col in DISTS}
+    multi = to_numpy(batch.column("output_tokens"))[done] > 1
     out["tpot_s"] = out["tpot_s"][multi]
     out["kv_wait_s"] = out["kv_wait_s"][out["kv_wait_s"] > 0]
     return out
@@ -169,34 +170,36 @@ def summarise(requests_path: Path, *, gpu_hours: float, slo: dict[str, float],
     busy = _BusyWindows()
     for batch in batches(requests_path, cols):
         # NOTE: Arrow compute on the string columns: converting them to numpy would build one
-        # Python object per row.
-        done = pc.equal(batch.column("status"), "finished").to_numpy(zero_copy_only=False)
+        # Python object per row. Numbers reach numpy through simkv.columns, which (unlike
+        # pyarrow's to_numpy) does not import pandas.
+        done = equal(batch.column("status"), "finished")
         n_total += batch.num_rows
         n_done += int(done.sum())
-        arrival = batch.column("arrival_s").to_numpy()
-        completion = batch.column("completion_s").to_numpy()
+        arrival = to_numpy(batch.column("arrival_s"))
+        completion = to_numpy(batch.column("completion_s"))
         if arrival.size:
             start = min(start, float(arrival.min()))
         if done.any():
             end = max(end, float(completion[done].max()))
-        failed = pc.equal(batch.column("status"), "failed").to_numpy(zero_copy_only=False)
+        failed = equal(batch.column("status"), "failed")
         for v in pc.value_counts(pc.filter(batch.column("reject_reason"),
-                                           pa.array(~done & ~failed))).to_pylist():
+                                           bool_array(~done & ~failed))).to_pylist():
             reasons[str(v["values"])] += int(v["counts"])
         if failed.any():  # lost with their instance (engine/faults.py)
             n_failed += int(failed.sum())
-            for v in pc.value_counts(pc.filter(batch.column("reject_reason"), pa.array(failed))).to_pylist():
+            lost = pc.filter(batch.column("reject_reason"), bool_array(failed))
+            for v in pc.value_counts(lost).to_pylist():
                 failed_reasons[str(v["values"])] += int(v["counts"])
-        preemptions += int(batch.column("preemptions").to_numpy()[done].astype(np.int64).sum())
-        out_tok += int(batch.column("output_tokens").to_numpy()[done].astype(np.int64).sum())
-        in_tok += int(batch.column("prompt_tokens").to_numpy()[done].astype(np.int64).sum())
-        met += int(batch.column("slo_met").to_numpy(zero_copy_only=False)[done].sum())
+        preemptions += int(to_numpy(batch.column("preemptions"))[done].astype(np.int64).sum())
+        out_tok += int(to_numpy(batch.column("output_tokens"))[done].astype(np.int64).sum())
+        in_tok += int(to_numpy(batch.column("prompt_tokens"))[done].astype(np.int64).sum())
+        met += int(to_numpy(batch.column("slo_met"))[done].sum())
         for tier in TIERS:
-            cached[tier] += int(batch.column(f"cached_{tier}tokens").to_numpy()[done]
+            cached[tier] += int(to_numpy(batch.column(f"cached_{tier}tokens"))[done]
                                 .astype(np.int64).sum())
         for name, values in _selected(batch).items():
             dists[name].feed(values)
-        sessions.add(batch.column("session").to_numpy(), arrival, completion, done)
+        sessions.add(to_numpy(batch.column("session")), arrival, completion, done)
         busy.add(arrival[done], completion[done])
     # Further passes over the latency columns alone, until every percentile is exact.
     for o in dists.values():

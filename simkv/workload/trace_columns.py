@@ -22,12 +22,19 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from simkv.columns import array as arrow_array
+    from simkv.columns import to_numpy
+
 
 def import_arrow() -> None:
-    """pyarrow, imported on the first read (workload/readers.py explains why it is lazy)."""
-    global pa, pc
+    """pyarrow, imported on the first read (workload/readers.py explains why it is lazy).
+    Columns reach numpy through simkv.columns: pyarrow's own conversions import pandas."""
+    global pa, pc, arrow_array, to_numpy
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    from simkv.columns import array as arrow_array
+    from simkv.columns import to_numpy
 
 
 class TraceError(ValueError):
@@ -140,21 +147,21 @@ class _Validator:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             stripped = pc.utf8_trim_whitespace(col)
             try:
-                out = np.asarray(pc.cast(stripped, pa.float64()).to_numpy(zero_copy_only=False),
-                                 dtype=np.float64)
+                out = np.asarray(to_numpy(pc.cast(stripped, pa.float64())), dtype=np.float64)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 out = np.array([_float(x) for x in stripped.to_pylist()], dtype=np.float64)
             bad = np.flatnonzero(np.isnan(out))
             # NOTE: the cells' text only for the bad rows: a CSV column is text, and turning
             # every cell into a Python string would cost more than the whole check.
-            text = dict(zip(bad.tolist(), pc.take(stripped, pa.array(bad)).to_pylist(), strict=True))
+            text = dict(zip(bad.tolist(), pc.take(stripped, arrow_array(bad, pa.int64())).to_pylist(),
+                            strict=True))
             self.flag(bad, name, lambda i: "a number, got " + (
                 "an empty cell" if text[i] in ("", None) else repr(text[i])))
             return out
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
                 or pa.types.is_null(col.type)):
             raise TraceError(f"{self.path}: column '{name}': expected numbers, found {col.type}")
-        arr = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+        arr = np.asarray(to_numpy(col), dtype=np.float64)
         self.flag(np.flatnonzero(np.isnan(arr)), name, lambda i: "a number, got an empty cell")
         return arr
 
@@ -209,9 +216,10 @@ class _Validator:
     def bools(self, col: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
         """true/false, yes/no, t/f, y/n, 1/0 in any case; an empty cell is false."""
         if pa.types.is_boolean(col.type):
-            return np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+            values = to_numpy(col)  # with nulls: objects, None where null (an empty cell: false)
+            return values if values.dtype == bool else np.equal(values, True)
         if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            v = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+            v = np.asarray(to_numpy(col), dtype=np.float64)
             v = np.where(np.isnan(v), 0.0, v)
             self.flag(np.flatnonzero((v != 0) & (v != 1)), name,
                       lambda i: f"true/false, yes/no or 1/0, got {v[i]:g}")
