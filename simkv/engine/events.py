@@ -8,6 +8,7 @@ the remaining ties by insertion order, which is deterministic.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Any
@@ -16,6 +17,14 @@ import simpy
 from simpy.events import NORMAL, URGENT
 
 __all__ = ["NORMAL", "URGENT", "Wakeup", "run"]
+
+# The cyclic GC's first threshold while the event loop runs (CPython's default is 700). The
+# loop allocates and frees millions of short-lived containers (events, plans, requests) and
+# creates no cyclic garbage (measured: 0 objects collected over 100k requests on 1,000
+# replicas, 5 on Vidur's workload), so each collection only traverses and promotes live
+# objects; at 700, every tenth of them also scanned the whole heap, 6% of the loop's CPU time.
+# A higher threshold bounds any cyclic garbage a policy might make to this many objects.
+LOOP_GC_THRESHOLD = 100_000
 
 
 class Wakeup(simpy.Event):
@@ -40,7 +49,18 @@ class Wakeup(simpy.Event):
 def run(env: simpy.Environment) -> None:
     """``env.run()`` until no event is left, with SimPy's ``step`` inlined: the same events
     in the same order (pop the earliest key, call its callbacks, raise a failed event's
-    exception unless defused), without a method call per event."""
+    exception unless defused), without a method call per event. The GC's first threshold is
+    ``LOOP_GC_THRESHOLD`` meanwhile (unless set higher, or to 0, already), restored after."""
+    threshold = gc.get_threshold()
+    if 0 < threshold[0] < LOOP_GC_THRESHOLD:
+        gc.set_threshold(LOOP_GC_THRESHOLD, *threshold[1:])
+    try:
+        _run(env)
+    finally:
+        gc.set_threshold(*threshold)
+
+
+def _run(env: simpy.Environment) -> None:
     queue = env._queue
     while queue:
         env._now, _, _, event = heappop(queue)
