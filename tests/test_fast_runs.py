@@ -9,6 +9,8 @@ numpy), and whole runs are compared across the two paths by tests/test_compiled.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,37 @@ def test_roofline_run_takes_the_larger_term_as_numpy_does() -> None:
     got = fast_runs.roofline_run(0.5, 3, ac, am, q, 50, 25, 8)
     assert got.tobytes() == _numpy_run(0.5, 3, ac, am, q, range(50, 250, 25)).tobytes()
     assert got[2] == 0.5 + 3 * 200.0  # context 100: 100 * 2 == 100 * 1 + 100
+
+
+def test_short_runs_and_end_times_equal_the_python_expressions() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        base = float(rng.uniform(0.0, 0.05))
+        layers = int(rng.integers(1, 128))
+        ac, am = float(rng.uniform(1e-12, 1e-8)), float(rng.uniform(1e-12, 1e-8))
+        q = float(rng.uniform(0.0, 1e-5))
+        start, step = int(rng.integers(1, 2_000_000)), int(rng.integers(1, 512))
+        k = int(rng.integers(0, 33))
+        ctx = range(start, start + step * k, step)
+        got = fast_runs.roofline_short(base, layers, ac, am, q, start, step, k)
+        want = [base + layers * (y if (y := c * am + q) > (x := c * ac) else x) for c in ctx]
+        assert [v.hex() for v in got] == [v.hex() for v in want]
+        now = float(rng.uniform(0.0, 1e6))
+        ends = fast_runs.accumulate_from(now, got)
+        assert [v.hex() for v in ends] == [v.hex() for v in list(accumulate(got, initial=now))[1:]]
+
+
+@pytest.mark.parametrize("k", [1, 8, 32])
+def test_short_decode_runs_price_the_same_with_and_without_the_loop(
+        k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    cost = CostModel(ModelSpec(), load_profile("h100_sxm_80gb"), 1)
+    ctx = range(9_000, 9_000 + 11 * k, 11)
+    monkeypatch.setattr(run_pricing, "_C_RUNS", True)
+    looped = cost.decode_run_times(11, ctx, 11)
+    monkeypatch.setattr(run_pricing, "_C_RUNS", False)
+    listed = cost.decode_run_times(11, ctx, 11)
+    assert isinstance(looped, list)
+    assert [v.hex() for v in looped] == [v.hex() for v in listed]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("k", [33, 200, 4096])

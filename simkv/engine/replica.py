@@ -22,6 +22,7 @@ from simkv.config.schema import EngineConfig
 from simkv.engine.events import NORMAL, Wakeup
 from simkv.entities.request import Request
 from simkv.metrics.recorder import TableWriter
+from simkv.perf import fast_runs
 from simkv.perf.roofline import CostModel
 from simkv.policies.scheduler.interface import Scheduler, SchedulerOutput
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from simkv.engine.pool import Pool
     from simkv.engine.topology import Slots
     from simkv.policies.predictor.interface import OutputPredictor
+
+
+_C_RUNS = fast_runs.COMPILED
 
 
 class LivelockError(RuntimeError):
@@ -273,7 +277,9 @@ class Replica:
         if out.num_iterations == 1:
             ends: Sequence[float] = (now + durations,)  # type: ignore[operator]
         elif isinstance(durations, list):
-            ends = list(accumulate(durations, initial=now))[1:]
+            # (the same floats from a C loop where simkv/perf/fast_runs.py is compiled)
+            ends = (fast_runs.accumulate_from(now, durations) if _C_RUNS
+                    else list(accumulate(durations, initial=now))[1:])
         elif isinstance(durations, np.ndarray):
             ends = now + durations.cumsum()  # (np.cumsum's wrapper costs more than the sum)
         else:

@@ -6,3 +6,10 @@ cimport cython
                buf=cython.double[::1])
 cpdef object roofline_run(double base, double layers, double ac, double am, double q,
                           long long start, long long step, Py_ssize_t k)
+
+@cython.locals(i=Py_ssize_t, c=cython.longlong, x=cython.double, y=cython.double)
+cpdef list roofline_short(double base, double layers, double ac, double am, double q,
+                          long long start, long long step, Py_ssize_t k)
+
+@cython.locals(i=Py_ssize_t, n=Py_ssize_t, t=cython.double)
+cpdef list accumulate_from(double now, list durations)

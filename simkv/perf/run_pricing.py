@@ -123,6 +123,9 @@ class RunPricing:
             # (max() inlined: a builtin call per iteration costs more than the arithmetic; max
             # keeps its first argument unless the second is larger, as this does.)
             ac, am, q = self._dattn_c, self._dattn_m, decodes * self._dq_m
+            if _C_RUNS and isinstance(context, range):  # the same values from a C loop
+                return fast_runs.roofline_short(base, layers, ac, am, q, context.start,
+                                                context.step, len(context))
             return [base + layers * (y if (y := c * am + q) > (x := c * ac) else x)
                     for c in context]
         if isinstance(context, range):
