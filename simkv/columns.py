@@ -13,6 +13,7 @@ pyarrow itself, which is exact and may then import pandas.
 
 from __future__ import annotations
 
+from array import array as _carray
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ _NUMERIC: dict[pa.DataType, np.dtype] = {
 _STRINGS = (pa.string(), pa.large_string())
 # Integers a float64 column takes exactly (pyarrow refuses larger ones).
 _EXACT_INT = 2**53
+# The array module's type codes of the recorder's column types: it converts a tuple of Python
+# numbers in one C loop, as fast as pa.array, and refuses None, strings and floats for ints.
+_CODES = {pa.float64(): "d", **{t: c for t, size in ((pa.int32(), 4), (pa.int64(), 8))
+                                for c in "ilq" if _carray(c).itemsize == size}}
 
 
 def _bits(buf: pa.Buffer | None, offset: int, n: int) -> np.ndarray:
@@ -99,7 +104,7 @@ def _string_scalar(value: str) -> pa.Scalar:
     return _strings(1, np.array([0, len(data)], np.int32), data, None)[0]
 
 
-def _strings(n: int, offsets: np.ndarray, data: bytes, valid: np.ndarray | None) -> pa.Array:
+def _strings(n: int, offsets: np.ndarray, data: bytes | np.ndarray, valid: np.ndarray | None) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets),
                                                   pa.py_buffer(data)])
 
@@ -111,13 +116,18 @@ def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
 def array(values: Sequence[Any] | np.ndarray, type: pa.DataType) -> pa.Array:
     """``pa.array(values, type=type)`` for a column of Python values (None is null).
 
-    Integers, floats, bools and strings are converted by numpy and wrapped as Arrow buffers;
-    anything numpy would convert differently from pyarrow (a float in an integer column, an
-    integer beyond the type, a bool in a float column, bytes for a string) goes to
-    ``pa.array``, which converts it as it always did or raises its own error. One leniency:
-    a Python bool among the integers of an integer column is written as 0 or 1 (pyarrow
-    refuses it; the recorder never writes one)."""
+    Integers, floats, bools and strings are converted in C (the array module, numpy) and
+    wrapped as Arrow buffers, about as fast as pa.array; anything else, and anything numpy
+    would convert differently from pyarrow (a float in an integer column, an integer beyond
+    the type, bytes for a string), goes to ``pa.array``, which converts it as it always did
+    or raises its own error. Three values pyarrow refuses are taken (the recorder, whose
+    columns these are, never writes them): a bool in an integer column (written 0 or 1), an
+    integer 0 or 1 in a bool column, an integer beyond 2**53 in a float64 column (rounded)."""
     n = len(values)
+    if not isinstance(values, np.ndarray):
+        fast = _plain(values, type, n)
+        if fast is not None:
+            return fast
     valid: np.ndarray | None = None
     if type in _STRINGS:
         if type == pa.string():
@@ -155,28 +165,54 @@ def array(values: Sequence[Any] | np.ndarray, type: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(type, n, [_validity(valid), pa.py_buffer(data)])
 
 
+def _plain(values: Sequence[Any], type: pa.DataType, n: int) -> pa.Array | None:
+    """Numbers or bools without None, in one C loop; None where the general path must look."""
+    code = _CODES.get(type)
+    try:
+        if code is not None:
+            return pa.Array.from_buffers(type, n, [None, pa.py_buffer(_carray(code, values))])
+        if type == pa.bool_():
+            raw = np.frombuffer(bytes(values), np.uint8)  # bools (and ints 0-255) as bytes
+            if n and raw.max() > 1:
+                return None
+            return pa.Array.from_buffers(type, n, [None, pa.py_buffer(np.packbits(raw, bitorder="little"))])
+    except (TypeError, OverflowError):  # None, another type, beyond the type's range
+        return None
+    return None
+
+
 def _string_array(values: Sequence[Any] | np.ndarray, n: int) -> pa.Array | None:
-    """A string column of str (and None) values; None where pyarrow must convert it."""
+    """A string column of str (and None) values; None where pyarrow must convert it.
+
+    NOTE: the values are joined with NUL between them, encoded once, and the NULs' places
+    give the offsets: no Python call per value (a string holding a NUL takes a slower way)."""
     valid: np.ndarray | None = None
     try:
-        joined = "".join(values)
+        joined = "\0".join(values)
     except TypeError:  # None among them, or not strings at all
         valid = np.fromiter((v is not None for v in values), bool, n)
         values = ["" if v is None else v for v in values]
         try:
-            joined = "".join(values)
+            joined = "\0".join(values)
         except TypeError:
             return None
     try:
-        data = joined.encode()
+        raw = joined.encode()
     except UnicodeEncodeError:
         return None
-    if len(data) == len(joined):  # ASCII: one byte per character
-        lengths = np.fromiter(map(len, values), np.int64, n)
-    else:
-        lengths = np.fromiter((len(v.encode()) for v in values), np.int64, n)
-    if len(data) > np.iinfo(np.int32).max:
+    if len(raw) - (n - 1) > np.iinfo(np.int32).max:
         return None
-    offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
+    chars = np.frombuffer(raw, np.uint8)
+    nul = chars == 0
+    offsets = np.empty(n + 1, np.int32)
+    offsets[0] = 0
+    if n:
+        ends = np.flatnonzero(nul)
+        if len(ends) != n - 1:  # a value holds a NUL itself: count each one
+            lengths = np.fromiter((len(v.encode()) for v in values), np.int64, n)
+            np.cumsum(lengths, out=offsets[1:])
+            return _strings(n, offsets, b"".join(v.encode() for v in values), valid)
+        offsets[1:n] = ends - np.arange(n - 1)  # each end, less the NULs before it
+        offsets[n] = len(raw) - (n - 1)
+    data = chars[~nul] if n > 1 else chars
     return _strings(n, offsets, data, valid)
