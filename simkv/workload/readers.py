@@ -351,10 +351,9 @@ def _import_arrow() -> None:
     cores, which a run that reads no trace never needed. pandas only where Azure's
     timestamps are parsed (read_azure).
     """
-    global pa, pc, pacsv, pajson, pq
+    global pa, pacsv, pajson, pq
     trace_columns.import_arrow()
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
     import pyarrow.parquet as pq

@@ -20,7 +20,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from simkv.columns import array as arrow_array
     from simkv.columns import to_numpy
@@ -28,10 +27,10 @@ if TYPE_CHECKING:
 
 def import_arrow() -> None:
     """pyarrow, imported on the first read (workload/readers.py explains why it is lazy).
-    Columns reach numpy through simkv.columns: pyarrow's own conversions import pandas."""
-    global pa, pc, arrow_array, to_numpy
+    Columns reach numpy through simkv.columns: pyarrow's own conversions import pandas.
+    pyarrow.compute (30 ms) only where a column is text (CSV)."""
+    global pa, arrow_array, to_numpy
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from simkv.columns import array as arrow_array
     from simkv.columns import to_numpy
@@ -145,6 +144,8 @@ class _Validator:
     def numbers(self, col: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
         """Floats of a column; a cell that is not a number is a problem (NaN)."""
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            import pyarrow.compute as pc
+
             stripped = pc.utf8_trim_whitespace(col)
             try:
                 out = np.asarray(to_numpy(pc.cast(stripped, pa.float64())), dtype=np.float64)
