@@ -297,7 +297,8 @@ class Cluster:
                     held.flush()
                 return
             arrival, i = self._cols[0], 0
-        Wakeup(self.env, max(0.0, arrival[i] - self.env.now), URGENT, self._arrive)
+        # (env._now: env.now is a property of SimPy's, interpreted)
+        Wakeup(self.env, max(0.0, arrival[i] - self.env._now), URGENT, self._arrive)
         if held.items:
             held.flush()
 
@@ -338,7 +339,7 @@ class Cluster:
         self._route(req)
 
     def _route(self, req: Request, moved: bool = False) -> None:
-        replica = self.serving[self.router.route(req, self.serving, self.env.now)]
+        replica = self.serving[self.router.route(req, self.serving, self.env._now)]
         if self.handoff is not None:
             req = Handoff.prefill_copy(req)  # the prefill instance runs a prefill-only copy
         reason = replica.scheduler.admission_error(req)
@@ -356,7 +357,7 @@ class Cluster:
     def _reject(self, req: Request, reason: str) -> None:
         req.state = State.REJECTED
         req.reject_reason = reason
-        self._finished(req, self.env.now)
+        self._finished(req, self.env._now)
 
     def _finished(self, req: Request, now: float) -> None:
         if req.parent is not None:  # a prefill copy: its request goes on to a decode instance

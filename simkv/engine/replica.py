@@ -243,7 +243,7 @@ class Replica:
                 return
             Wakeup(self.env, 0.0, NORMAL, self._plan_now)
         elif self._ends is not None and self._done > 1:
-            self._cut(self.env.now)
+            self._cut(self.env._now)  # (env.now is a property of SimPy's, interpreted)
 
     def _cut(self, t: float) -> None:
         ends = self._ends
@@ -256,7 +256,7 @@ class Replica:
         Wakeup(self.env, float(ends[j]) - t, NORMAL, self._run_ended, self.epoch)
 
     def _plan_now(self, _: object) -> None:
-        self._plan(self.env.now)
+        self._plan(self.env._now)
 
     def _plan(self, now: float) -> None:
         out = self.scheduler.schedule(now)

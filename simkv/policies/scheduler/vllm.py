@@ -219,13 +219,17 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
         plain = self._plain
         preempted = False
         need = dec.need_next() if dec.members else 0
-        if need > pool.free and pool.borrow is not None:
-            pool.borrow(need - pool.free)  # other instances' memory before preempting
-        while need > pool.free:
-            self._preempt_last(now)
-            preempted = True
-            need = dec.need_next() if dec.members else 0
-        budget = self.max_tokens - len(dec)
+        # NOTE: hot-path inlines (compiled or not, each call costs more than its body):
+        # pool.capacity - pool.used - pool.pinned is BlockPool.free, len(dec.members) is
+        # len(dec), req.prompt_tokens + req.generated is Request.num_tokens.
+        if need > pool.capacity - pool.used - pool.pinned:
+            if pool.borrow is not None:
+                pool.borrow(need - pool.free)  # other instances' memory before preempting
+            while need > pool.free:
+                self._preempt_last(now)
+                preempted = True
+                need = dec.need_next() if dec.members else 0
+        budget = self.max_tokens - len(dec.members)
         out = SchedulerOutput()
         if self.chunked:
             # 2. chunks of prefills already under way, in admission order.
@@ -291,9 +295,10 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
             if remaining > budget and not self.split_prompts:
                 break
             n = min(remaining, budget)
-            extra = (blocks_for(req.computed + n, bs) if self._plain
+            extra = (-(-(req.computed + n) // bs) if self._plain  # blocks_for
                      else self._held_blocks(req.computed, n)) - req.blocks
-            if extra > pool.free - need and not self._borrow(extra, need):
+            if (extra > pool.capacity - pool.used - pool.pinned - need
+                    and not self._borrow(extra, need)):
                 break
             waiting.popleft()
             pool.allocate(extra)
@@ -354,7 +359,8 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
             return None
         # Decodes keep their next blocks: a prefill may not take what they need now.
         need = self.decode.need_next() if self.decode.members else 0
-        if need > self.pool.free:
+        pool = self.pool
+        if need > pool.capacity - pool.used - pool.pinned:  # pool.free
             return None  # the decode path preempts
         out = SchedulerOutput()
         budget = self.cfg.max_num_batched_tokens
@@ -363,7 +369,7 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
         # this they waited for ever: only the chunked path planned them (the event queue ran
         # dry with pools=pd_split or offload=dram and chunked_prefill=false, or lightllm).
         for req in list(self.prefilling.values()):
-            n = req.num_tokens - req.computed
+            n = req.prompt_tokens + req.generated - req.computed  # req.num_tokens - computed
             extra = (blocks_for(req.computed + n, self.block_size) if self._plain
                      else self._held_blocks(req.computed, n)) - req.blocks - req.shared
             if n > budget or extra > self.pool.free - need:
@@ -387,7 +393,7 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
         out.prefill_tokens += n
         out.prefill_attn_pairs += n * c + n * (n + 1) / 2
         out.prefill_kv_tokens += c + n
-        if c + n == req.num_tokens:
+        if c + n == req.prompt_tokens + req.generated:  # req.num_tokens
             out.num_sampled += 1
         return n
 
@@ -396,7 +402,7 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
             self._plan_shaped(out, need, preempted, now)
             return
         dec = self.decode
-        b = len(dec)
+        b = len(dec.members)
         out.num_decodes = b
         out.num_sampled += b
         out.first_need = need
@@ -433,10 +439,11 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
         Not when requests still wait and this iteration used the whole token budget: the
         budget, not memory or seats, held them back, and the next iteration has it again.
         """
-        if self.waiting and out.prefill_tokens + len(self.decode) >= self.max_tokens:
+        if self.waiting and out.prefill_tokens + len(self.decode.members) >= self.max_tokens:
             return
         for req, n in out.prefills:
-            if req.computed + n < req.num_tokens or req.generated + 1 >= req.output_tokens:
+            if (req.computed + n < req.prompt_tokens + req.generated
+                    or req.generated + 1 >= req.output_tokens):
                 return
         dec = self.decode
         plain = self._plain
@@ -450,9 +457,10 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
             if self.kv is not None and may_hit(req):
                 self.kv.publish(req, now)
             dec.join(req, skip=1)
-        b = len(dec)
+        b = len(dec.members)
         k = min(dec.ticks_to_first_finish(), self.max_fast_forward) - 1
-        free = self.pool.free - need
+        pool = self.pool
+        free = pool.capacity - pool.used - pool.pinned - need
         # NOTE: k >= 1, not k > 1: unlike a plain decode run, whose first tick the preemption
         # loop has made room for, even the first tail tick may not fit.
         if k >= 1 and (not plain or free < b * (k // self.block_size + 1)):
@@ -500,7 +508,7 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
             kv = self.kv
             for req, n in out.prefills:
                 req.computed += n
-                if req.computed < req.num_tokens:
+                if req.computed < req.prompt_tokens + req.generated:  # req.num_tokens
                     continue
                 req.generated += 1
                 if req.first_token != req.first_token:  # NaN: the first token
