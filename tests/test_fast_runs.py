@@ -103,3 +103,27 @@ def test_long_decode_runs_price_the_same_with_and_without_the_loop(
     assert isinstance(looped, np.ndarray)
     assert isinstance(vectorised, np.ndarray)
     assert looped.tobytes() == vectorised.tobytes()
+
+
+def test_need_over_counts_each_ticks_full_blocks() -> None:
+    """DecodeBatch.need_over (its window loop typed to C integers when compiled) against
+    the members' blocks counted tick by tick."""
+    from simkv.engine.decode_batch import DecodeBatch
+    from simkv.entities.request import Request
+
+    rng = np.random.default_rng(5)
+    for bs in (1, 4, 16):
+        dec = DecodeBatch(bs)
+        reqs = []
+        for i in range(40):
+            r = Request(i, 0.0, int(rng.integers(1, 300)), 10_000)
+            r.computed, r.generated = r.prompt_tokens, 1
+            dec.join(r)
+            reqs.append(r)
+        dec.advance(int(rng.integers(0, 50)))
+        for k in range(3 * bs + 2):
+            for skip in (0, 1):
+                t = dec.ticks + skip
+                # a member needs a new block at a tick when its blocks are exactly full
+                want = sum(1 for j in range(k) for r in reqs if (r.base + t + j) % bs == 0)
+                assert dec.need_over(k, skip) == want

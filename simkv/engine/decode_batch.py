@@ -85,11 +85,7 @@ class DecodeBatch:
         """New blocks needed by k ticks together, starting ``skip`` ticks from now."""
         bs = self.block_size
         full, rem = divmod(k, bs)
-        total = full * len(self.members)
-        phase, t = self.phase, self.ticks + skip
-        for j in range(rem):
-            total += phase[(-(t + j)) % bs]
-        return total
+        return full * len(self.members) + _phase_window(self.phase, self.ticks + skip, rem, bs)
 
     def ticks_to_first_finish(self) -> int:
         heap = self._heap
@@ -134,3 +130,13 @@ class DecodeBatch:
         """Blocks held by members, computed request by request (for invariant checks)."""
         bs = self.block_size
         return sum(blocks_for(r.base + self.ticks, bs) - r.shared for r in self.members.values())
+
+
+def _phase_window(phase: list[int], t: int, rem: int, bs: int) -> int:
+    """Blocks needed by the ``rem`` (< block size) ticks from tick ``t``: the members whose
+    blocks are full at each. Typed to C integers by decode_batch.pxd in the compiled build
+    (Python's modulo kept: Cython's default), once per committed run."""
+    total = 0
+    for j in range(rem):
+        total += phase[(-(t + j)) % bs]
+    return total

@@ -34,12 +34,15 @@ class Wakeup(simpy.Event):
     wake-up by bumping an epoch and ignoring wake-ups whose ``tag`` is an older epoch.
     """
 
+    # A wake-up succeeds with no value: class defaults for SimPy's two per-event fields,
+    # read by the loop and SimPy alike, save two attribute stores per event (hot path).
+    _value = None
+    _ok = True
+
     def __init__(self, env: simpy.Environment, delay: float, priority: int,
                  callback: Callable[[Any], None], tag: int = 0) -> None:
         self.env = env
         self.callbacks = [callback]
-        self._value = None
-        self._ok = True
         self.tag = tag
         # NOTE: env.schedule inlined (one of these per arrival and per engine run): the same
         # key, (now + delay, priority, next event id), so the same order.

@@ -78,8 +78,6 @@ class PlannedWakeup(Wakeup):
     def __init__(self, env: simpy.Environment, eid: int, callback: Callable[[Any], None]) -> None:
         self.env = env
         self.callbacks = [callback]
-        self._value = None
-        self._ok = True
         self.tag = 0
         heappush(env._queue, (env._now, NORMAL, eid, self))
 
