@@ -171,7 +171,9 @@ class _Progress:
         self.unit = "session" if self.sessions is not None else "request"
         self.total = total
         self.bar = None
-        if enabled:
+        # NOTE: tqdm disables itself where stderr is not a terminal (disable=None); asked the
+        # same question first, a script's or a sweep's run never imports it (30 ms).
+        if enabled and not (hasattr(sys.stderr, "isatty") and not sys.stderr.isatty()):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit=self.unit[:4], disable=None, dynamic_ncols=True,
