@@ -18,12 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import simkv
+from simkv.registry import build
+from simkv.runner import _Progress
+
 RUN = """
 import sys
 from simkv.command import main
 sys.argv = ["simkv", *{args!r}]
 main()
-print("imported:", sorted(m for m in ("pandas", "pyarrow.pandas_compat", "pyarrow.compute")
+print("imported:", sorted(m for m in ("pandas", "pyarrow.pandas_compat", "pyarrow.compute", "tqdm")
                           if m in sys.modules))
 """
 
@@ -58,3 +62,70 @@ def test_pandas_where_a_feature_needs_it(tmp_path: Path) -> None:
     args = [f"hydra.run.dir={tmp_path / 'run'}", "output.progress=false", "output.plot=false",
             "workload.num_requests=30", "energy.enabled=true"]
     assert "'pandas'" in _simkv(args, tmp_path)
+
+
+class _Stderr:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_progress_bar_only_on_a_terminal(tty: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tqdm itself draws nothing where stderr is not a terminal; simkv asks first, so that a
+    # script's run does not import it (the guard above: no 'tqdm').
+    err = _Stderr(tty)
+    monkeypatch.setattr(sys, "stderr", err)
+    wl = build(simkv.compose(["workload.num_requests=20"]).workload)
+    progress = _Progress(wl, enabled=True)
+    progress(20, 3.0)
+    progress.close(20)
+    assert (progress.bar is not None) == tty
+    assert ("20/20" in err.text) == tty
+
+
+def test_config_choices_are_built_when_hydra_loads_them() -> None:
+    # register_configs() defers each choice's DictConfig to its first load (a run loads one
+    # per group; Hydra also deep-copies the whole store once per composition): a process
+    # converts only the choices it composes, and each is what ConfigStore.store would store.
+    code = """
+import simkv
+import omegaconf
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf, open_dict
+from simkv.config.store import POLICY_GROUPS, register_configs
+structured = OmegaConf.structured
+converted = []
+def counting(obj, *a, **k):
+    converted.append(getattr(obj, "__name__", type(obj).__name__))
+    return structured(obj, *a, **k)
+OmegaConf.structured = counting
+register_configs()
+print(converted)
+converted.clear()
+simkv.compose(["router=least_work"])
+print("LeastWorkConfig" in converted, "SLOAwareConfig" in converted, len(converted) < 25)
+OmegaConf.structured = structured
+cs = ConfigStore.instance()
+for g in (*POLICY_GROUPS, "hardware", "workload"):
+    for name, e in cs.repo[g].items():
+        assert OmegaConf.to_yaml(e.node) == OmegaConf.to_yaml(structured(e._box[0])), name
+        mine = cs.load(g + "/" + name)
+        with open_dict(mine.node):  # a loaded copy is the caller's own
+            mine.node["probe"] = 1
+        assert OmegaConf.to_yaml(cs.load(g + "/" + name).node) == OmegaConf.to_yaml(e.node), name
+print("same")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:3] == ["['SimConfig', 'dict']", "True False True", "same"]  # (dict: the help)

@@ -120,15 +120,18 @@ def register_configs() -> None:
         return
     from hydra.core.config_store import ConfigStore
 
+    from simkv.config.deferred import store
+
     cs = ConfigStore.instance()
     cs.store(name="simkv_schema", node=SimConfig)
+    # The choices are converted when a composition first loads them (config/deferred.py).
     for group in POLICY_GROUPS:
         for name, entry in registry.entries(group).items():
-            cs.store(group=group, name=name, node=entry.config_type)
+            store(cs, group, name, entry.config_type)
     for profile in shipped_profiles():
-        cs.store(group="hardware", name=profile, node=HardwareConfig(profile=profile))
+        store(cs, "hardware", profile, HardwareConfig(profile=profile))
     for name, node in workload_presets().items():
-        cs.store(group="workload", name=name, node=node)
+        store(cs, "workload", name, node)
     # NOTE: stored last, so the template lists every choice registered above.
     cs.store(group="hydra/help", name="simkv", provider="simkv",
              node={"app_name": "simkv", "header": "", "footer": "", "template": help_template()})
