@@ -27,6 +27,9 @@ import sys
 from simkv.command import main
 sys.argv = ["simkv", *{args!r}]
 main()
+import gc
+from simkv.engine.events import LOOP_GC_THRESHOLD
+assert gc.get_threshold()[0] == LOOP_GC_THRESHOLD, gc.get_threshold()  # the whole run's
 print("imported:", sorted(m for m in ("pandas", "pyarrow.pandas_compat", "pyarrow.compute", "tqdm")
                           if m in sys.modules))
 """
