@@ -38,10 +38,6 @@ from pathlib import Path
 
 import pytest
 
-# One worker runs a page's commands, in order, under `pytest -n auto --dist loadgroup`: a
-# command may read what the one before it wrote (CALIBRATION.md's fit, then the run using it).
-pytestmark = pytest.mark.xdist_group("documented_commands")
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")),
