@@ -3,17 +3,19 @@
     python benchmarks/bench_shards.py [--requests 1000000] [--replicas 1000] [--shards 2]
 
 BurstGPT-shaped requests on ``--replicas`` Llama-3.1-8B / H100 replicas (the setting of
-benchmarks/bench_replicas.py), round-robin routing (sharded exactly). Prints, for one process
-and for the shards, wall time, CPU time (this process plus the shards' processes), peak RSS
-of this process, the load average, and whether the sharded requests equal one process's row
-for row (compared by request id). ``--skip-one`` runs only the sharded version.
+benchmarks/bench_replicas.py), round-robin routing (sharded exactly). Each run is a whole
+process (interpreter, imports, the run, every file), measured by os.wait4: wall time, CPU time
+(user + system, the shards' processes included), the largest peak RSS of the process and its
+shards, the load average. For the sharded run it prints where the wall time went (the run's
+phases, from run.json) and each shard's start, CPU, wall time and peak RSS, and whether its
+requests equal one process's row for row (compared by request id). ``--skip-one`` runs only
+the sharded version; ``--repeat`` runs both that many times, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -21,16 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-import simkv
-from simkv.shard import simulate_sharded
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import in_process, machine, record
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+from _measure import command, machine, record
 
 
 def same_rows(a: Path, b: Path) -> bool:
@@ -47,6 +41,40 @@ def same_rows(a: Path, b: Path) -> bool:
     return True
 
 
+def overrides(args: argparse.Namespace) -> list[str]:
+    return [f"cluster.replicas={args.replicas}", f"router={args.router}", "workload=burstgpt",
+            "workload.hour_s=300", f"workload.num_requests={args.requests}",
+            f"workload.mean_rate={args.rate_per_gpu * args.replicas}", "output.plot=false",
+            "output.progress=false", *args.extra]
+
+
+def run_here(args: argparse.Namespace) -> None:
+    """The child's side: one run in this process (``--run one|sharded OUT``)."""
+    import simkv
+    from simkv.shard import simulate_sharded
+
+    mode, out = args.run
+    if mode == "one":
+        simkv.simulate(simkv.compose(overrides(args)), out)
+    else:
+        simulate_sharded(simkv.compose(overrides(args)), out, shards=args.shards)
+
+
+# A sharded run's phases in the order they run (simkv/shard.py records them in run.json).
+PHASES = ("split_s", "shards_s", "merge_requests_s", "merge_instances_s", "summary_s", "figure_s")
+
+
+def phases_line(run: dict) -> str:
+    ph = run.get("phases", {})
+    parts = [f"{k.removesuffix('_s')} {ph[k]:.2f}" for k in PHASES if k in ph]
+    shards = "; ".join(
+        f"shard {i}: began {r['began']:.1f} s after the pool, start CPU {r['start_cpu_s']:.1f} s, "
+        f"run CPU {r['cpu_s']:.1f} s, wall {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
+        for i, r in enumerate(run.get("shard_runs", [])))
+    return (f"  phases (wall s): {', '.join(parts)}; parent peak RSS "
+            f"{run.get('peak_rss_mib', float('nan')):.0f} MiB\n  {shards}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=1_000_000)
@@ -54,37 +82,37 @@ def main() -> None:
     ap.add_argument("--rate-per-gpu", type=float, default=3.0)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--router", default="round_robin")
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-one", action="store_true")
     ap.add_argument("--record", help="append one JSON line per run to this file")
+    ap.add_argument("--run", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("extra", nargs="*", help="extra simkv overrides")
     args = ap.parse_args()
-    overrides = [f"cluster.replicas={args.replicas}", f"router={args.router}", "workload=burstgpt",
-                 "workload.hour_s=300", f"workload.num_requests={args.requests}",
-                 f"workload.mean_rate={args.rate_per_gpu * args.replicas}", "output.plot=false",
-                 "output.progress=false"]
+    if args.run:
+        run_here(args)
+        return
+    passed = [f"--requests={args.requests}", f"--replicas={args.replicas}",
+              f"--rate-per-gpu={args.rate_per_gpu}", f"--shards={args.shards}",
+              f"--router={args.router}", *args.extra]
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as d:
-        if not args.skip_one:
-            _, m = in_process(lambda: simkv.simulate(simkv.compose(overrides), Path(d) / "one"))
-            print(f"one process:        {m.line(args.requests)}")
-            record(args.record, {"bench": "shards", "shards": 1, **vars(args)}, m)
-        c0 = children_cpu()
-        _, m = in_process(lambda: simulate_sharded(simkv.compose(overrides), Path(d) / "sharded",
-                                                   shards=args.shards))
-        kids = children_cpu() - c0
-        parent = m.cpu_s
-        m.cpu_s += kids
-        run = json.loads((Path(d) / "sharded" / "run.json").read_text())
-        # A shard process's start (imports) is what its CPU has beyond its simulation.
-        start = (kids - sum(run["shard_cpu_s"])) / args.shards
-        slowest = max(run["shard_cpu_s"]) + start
-        print(f"{args.shards} shards ({args.shards} processes): {m.line(args.requests)} "
-              f"(CPU of this process and its shards; {kids:.1f} s in the shards, the slowest "
-              f"{slowest:.1f} s with its start: this process's {parent:.1f} s plus that, "
-              f"{parent + slowest:.1f} s, is the wall time with a free core per shard)")
-        record(args.record, {"bench": "shards", **vars(args)}, m)
-        if not args.skip_one:
-            ok = same_rows(Path(d) / "one" / "requests.parquet", Path(d) / "sharded" / "requests.parquet")
-            print(f"requests row for row equal to one process's (by request id): {ok}")
+        for rep in range(args.repeat):
+            modes = ["sharded"] if args.skip_one else ["one", "sharded"]
+            for mode in modes:
+                out = Path(d) / f"{mode}{rep}"
+                m = command([sys.executable, __file__, *passed, "--run", mode, str(out)])
+                name = "one process" if mode == "one" else f"{args.shards} shards"
+                print(f"{name}: {m.line(args.requests)}", flush=True)
+                run = json.loads((out / "run.json").read_text())
+                if mode == "sharded":
+                    print(phases_line(run.get("stats", run)), flush=True)
+                record(args.record, {"bench": "shards", **vars(args),
+                                     "shards": 1 if mode == "one" else args.shards}, m)
+            if not args.skip_one:
+                ok = same_rows(Path(d) / f"one{rep}" / "requests.parquet",
+                               Path(d) / f"sharded{rep}" / "requests.parquet")
+                print(f"requests row for row equal to one process's (by request id): {ok}",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ class _Progress:
 
 
 def simulate(cfg: Any = None, out_dir: str | Path | None = None,
-             observer: Any = None) -> SimResult:
+             observer: Any = None, *, workload: Any = None) -> SimResult:
     """Run one simulation; results go to ``out_dir`` (a new temporary folder if None).
 
     The folder follows the output protocol of simkv/output.py: claimed for this run alone,
@@ -214,6 +214,12 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
             latency.png (and .pdf) are written; files of an earlier run there are replaced.
         observer: optional ``f(replica)`` called after every run of iterations (tests use
             it to check invariants).
+        workload: a workload object to simulate instead of building ``cfg.workload`` (a
+            shard's share of the stream: simkv/shard_stream.py).
+
+    With ``cfg.shards`` above 1 the run is sharded (simkv/shard.py: one process per shard,
+    merged into one dataset); an observer or a workload object needs one process, so with
+    them such a run is refused.
 
     Returns:
         A SimResult with the summary and the per-request table.
@@ -224,6 +230,13 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
             raise ValueError(f"config has no {key}; compose one with simkv.compose()")
     _memory_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="simkv-"))
+    if cfg.shards > 1:
+        if observer is not None or workload is not None:
+            raise ValueError(f"shards={cfg.shards}: an observer or a workload object sees one "
+                             "process's run; set shards=1")
+        from simkv.shard import simulate_sharded
+
+        return simulate_sharded(cfg, out)
     doc = config_dict(cfg)
     digest = config_hash(doc)
     folder = RunFolder(out)
@@ -232,7 +245,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
     try:
         with sigterm_interrupts():
             bounds.check(cfg)
-            result = _simulate(cfg, out, doc, digest, observer, stats)
+            result = _simulate(cfg, out, doc, digest, observer, stats, workload)
     except BaseException as exc:
         folder.end(exc, stats)
         raise
@@ -242,12 +255,13 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
 
 
 def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, observer: Any,
-              stats: dict[str, Any]) -> SimResult:
+              stats: dict[str, Any], workload: Any = None) -> SimResult:
     metadata = file_metadata(doc, digest, cfg.seed)
 
     if not cfg.pools and cfg.cluster.replicas < 1:
         raise ValueError("cluster.replicas must be >= 1")
-    workload = build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
+    if workload is None:
+        workload = build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
     rng = np.random.default_rng(seeds[0])
 
@@ -329,10 +343,15 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
         write_trace(out, end_s, {"simkv_version": __version__, "config_hash": digest})
     result = SimResult(out, summary, doc)
     if cfg.output.plot:
-        from simkv.metrics import style
-        from simkv.metrics.plots import latency_figure, run_title
-
-        fig = latency_figure(out / "requests.parquet", summary, run_title(doc))
-        for fmt in ("png", "pdf"):  # the PDF for papers
-            write_whole(out / f"latency.{fmt}", lambda tmp, fmt=fmt: style.save(fig, tmp, formats=(fmt,)))
+        draw_latency(out, summary, doc)
     return result
+
+
+def draw_latency(out: Path, summary: dict[str, Any], doc: dict[str, Any]) -> None:
+    """latency.png and latency.pdf (the PDF for papers) from a finished run's tables."""
+    from simkv.metrics import style
+    from simkv.metrics.plots import latency_figure, run_title
+
+    fig = latency_figure(out / "requests.parquet", summary, run_title(doc))
+    for fmt in ("png", "pdf"):
+        write_whole(out / f"latency.{fmt}", lambda tmp, fmt=fmt: style.save(fig, tmp, formats=(fmt,)))

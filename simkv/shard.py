@@ -2,15 +2,18 @@
 
 ``simulate_sharded(cfg, out, shards=k)`` splits a one-pool cluster of N instances into k
 shards (instance g goes to shard g mod k), simulates each shard in its own process (the
-ordinary ``simulate()`` on a trace of that shard's requests) and merges what they wrote into
-one folder: requests.parquet and instances.parquet with the instances' and requests' ids of
-the whole cluster, and summary.json computed from the merged tables as ``simulate()``
-computes it. The request stream is generated once, here, as one process would generate it.
+ordinary ``simulate()`` on that shard's requests) and merges what they wrote into one folder:
+requests.parquet and instances.parquet with the instances' and requests' ids of the whole
+cluster, and summary.json computed from the merged tables as ``simulate()`` computes it.
+Each shard draws the whole request stream itself, from the same config and seed as one
+process, and keeps its share (simkv/shard_stream.py): nothing is written between processes,
+and every shard simulates from the moment its process has started. The parent's serial work
+is the merge (simkv/shard_merge.py) and the summary.
 
 When it gives the same answer as one process (docs/PERFORMANCE.md):
 
-* **Exact** for ``router=round_robin``: routing reads no instance state, so the parent routes
-  every request as the one-process router would (the j-th routed request to instance j mod
+* **Exact** for ``router=round_robin``: routing reads no instance state, so each shard keeps
+  the requests the one-process router would send to its instances (the j-th routed request to instance j mod
   N; requests rejected before routing, failed in the trace or longer than the model's
   context, go to shard 0 unrouted) and each shard's own round robin over its instances
   reproduces those choices. Every request then has the same row, value for value (checked by
@@ -38,22 +41,18 @@ from __future__ import annotations
 import copy
 import json
 import multiprocessing
+import resource
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from simkv import __version__
 from simkv.config.schema import SimConfig
 from simkv.metrics import schema
 from simkv.output import RunFolder, write_json
-from simkv.registry import build, config_for, name_of
+from simkv.registry import build, name_of
 from simkv.results import SimResult
 
 EXACT_ROUTERS = ("round_robin",)
@@ -95,6 +94,25 @@ def refusal(cfg: SimConfig) -> str:
     for bad, why in checks:
         if bad:
             return why
+    workload = build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
+    if getattr(workload, "closed_loop", False) or hasattr(workload, "sessions_done"):
+        return (f"workload={name_of(cfg.workload)}: a closed loop is not sharded (follow-ups "
+                "depend on completions in other shards)")
+    return ""
+
+
+def shards_refusal(cfg: SimConfig) -> str:
+    """Why ``cfg.shards`` cannot act on ``cfg``, in one line naming the key and what would
+    make it valid, or '' (SimConfig.validate refuses the run with it)."""
+    k = cfg.shards
+    if k <= 1:
+        return ""
+    why = refusal(cfg)
+    if why:
+        return f"shards={k}: {why}; set shards=1 to simulate it in one process"
+    n = _pool_size(cfg)
+    if k > n:
+        return f"shards={k}: more shards than the pool's {n} instances; set shards <= {n}"
     return ""
 
 
@@ -104,9 +122,9 @@ def _pool_size(cfg: SimConfig) -> int:
     return cfg.cluster.replicas
 
 
-def _shard_config(cfg: SimConfig, trace: Path, instances: int) -> SimConfig:
+def _shard_config(cfg: SimConfig, instances: int) -> SimConfig:
     sub = copy.deepcopy(cfg)
-    sub.workload = replace(config_for("workload", "trace"), path=str(trace), rebase=False)
+    sub.shards = 1
     sub.output = replace(sub.output, plot=False, progress=False)
     if sub.pools:
         name = next(iter(sub.pools))
@@ -118,143 +136,26 @@ def _shard_config(cfg: SimConfig, trace: Path, instances: int) -> SimConfig:
     return sub
 
 
-def _run_shard(args: tuple[SimConfig, str]) -> dict[str, Any]:
+def _run_shard(job: tuple[SimConfig, str, int, int, int, bool]) -> dict[str, Any]:
+    """Shard ``s`` of ``shards``: draw the stream, keep its share, simulate it (the ordinary
+    ``simulate()`` on its instances), write its rows' sort keys for the merge. Returns what
+    it cost: CPU before it (the process's start: interpreter, imports), CPU and wall time of
+    the run, peak RSS, and when it began (epoch seconds: the parent sees how long the start
+    took)."""
     from simkv.runner import simulate
+    from simkv.shard_merge import write_keys
+    from simkv.shard_stream import ShardStream
 
-    cfg, out = args
-    t0 = time.process_time()
-    simulate(cfg, out)
-    return {"cpu_s": time.process_time() - t0}
-
-
-def split_stream(cfg: SimConfig, shards: int, folder: Path) -> list[np.ndarray]:
-    """Write shard s's requests to ``folder/trace_s.parquet``; return each shard's global
-    request ids (in its order). Routed request j goes to shard (j mod N) mod k for the exact
-    router (its instance's shard), j mod k otherwise."""
-    from simkv.workload.native import SCHEMA, batch_table
-    from simkv.workload.readers import MAX_ID
-
-    n = _pool_size(cfg)
-    exact = name_of(cfg.router) in EXACT_ROUTERS
-    workload = build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
-    if getattr(workload, "closed_loop", False) or hasattr(workload, "sessions_done"):
-        raise ValueError(f"cannot shard: workload={name_of(cfg.workload)}: a closed loop is not sharded "
-                         "(follow-ups depend on completions in other shards)")
-    seeds = np.random.SeedSequence(cfg.seed).spawn(2)
-    rng = np.random.default_rng(seeds[0])
-    writers = [pq.ParquetWriter(folder / f"trace_{s}.parquet", SCHEMA, compression="zstd")
-               for s in range(shards)]
-    ids: list[list[np.ndarray]] = [[] for _ in range(shards)]
-    next_id = 0
-    routed = 0
-    max_len = cfg.model.max_model_len
-    try:
-        for batch in workload.arrivals(rng):
-            m = len(batch)
-            if not m:
-                continue
-            gid = np.arange(next_id, next_id + m, dtype=np.int64)
-            next_id += m
-            unrouted = batch.prompt_tokens + batch.output_tokens > max_len
-            if batch.failed is not None:
-                unrouted = unrouted | batch.failed.astype(bool)
-            j = routed + np.cumsum(~unrouted) - 1  # index among routed requests
-            routed += int((~unrouted).sum())
-            shard = ((j % n) % shards) if exact else (j % shards)
-            shard = np.where(unrouted, 0, shard)
-            if batch.prefix is not None and any(p and max(p) >= MAX_ID for p in batch.prefix):
-                raise ValueError(f"cannot shard: workload={name_of(cfg.workload)} names prefixes by "
-                                 f"ids beyond 2^53, which a trace file cannot carry exactly")
-            for s in range(shards):
-                idx = np.flatnonzero(shard == s)
-                if idx.size:
-                    writers[s].write_table(batch_table(batch.take(idx)))
-                    ids[s].append(gid[idx])
-    finally:
-        for w in writers:
-            w.close()
-    return [np.concatenate(x) if x else np.empty(0, np.int64) for x in ids]
-
-
-def _remap(t: pa.Table, ids: np.ndarray, s: int, shards: int) -> pa.Table:
-    """A shard's rows with the whole cluster's request and instance ids."""
-    local = t.column("request_id").to_numpy()
-    t = t.set_column(t.schema.get_field_index("request_id"), "request_id",
-                     pa.array(ids[local], pa.int64()))
-    for col in ("replica", "prefill_replica", "first_token_replica"):
-        v = t.column(col).to_numpy()
-        t = t.set_column(t.schema.get_field_index(col), col,
-                         pa.array(np.where(v >= 0, s + shards * v, v).astype(np.int32)))
-    return t
-
-
-def _merge_requests(parts: list[tuple[Path, np.ndarray, int]], shards: int, out: Path,
-                    metadata: dict[bytes, bytes], row_group: int) -> None:
-    """Shard tables -> one, ids of the whole cluster, in (record time, request id) order.
-
-    Streamed: the order is computed from three key columns (about 30 bytes a row), then each
-    output row group gathers its rows from the few row groups of each shard that hold them
-    (a shard's rows are almost in time order already), so memory stays a few row groups
-    beside the keys."""
-    files = [pq.ParquetFile(path) for path, _, _ in parts]
-    whens, gids, shard_of, local = [], [], [], []
-    for f, (_, ids, s) in zip(files, parts, strict=True):
-        t = f.read(columns=["status", "completion_s", "arrival_s", "request_id"])
-        done = pc.equal(t.column("status"), "finished").to_numpy(zero_copy_only=False)
-        whens.append(np.where(done, t.column("completion_s").to_numpy(),
-                              t.column("arrival_s").to_numpy()))
-        gids.append(ids[t.column("request_id").to_numpy()])
-        shard_of.append(np.full(t.num_rows, s, np.int16))
-        local.append(np.arange(t.num_rows, dtype=np.int64))
-    when, gid = np.concatenate(whens), np.concatenate(gids)
-    order = np.lexsort((gid, when))
-    del when, gid, whens, gids
-    shard_all, local_all = np.concatenate(shard_of)[order], np.concatenate(local)[order]
-    starts = [np.cumsum([0] + [f.metadata.row_group(i).num_rows
-                               for i in range(f.num_row_groups)]) for f in files]
-    cache: dict[tuple[int, int], pa.Table] = {}
-    out_schema = schema.REQUESTS.with_metadata(metadata)
-    rows = 0
-    with pq.ParquetWriter(out, out_schema, compression="zstd") as w:
-        for c in range(0, len(order), row_group):
-            sh, lo = shard_all[c:c + row_group], local_all[c:c + row_group]
-            pieces, where = [], []
-            for s in np.unique(sh):
-                pos = np.flatnonzero(sh == s)
-                idx = lo[pos]
-                first = int(np.searchsorted(starts[s], idx.min(), side="right")) - 1
-                last = int(np.searchsorted(starts[s], idx.max(), side="right")) - 1
-                groups = []
-                for g in range(first, last + 1):
-                    if (s, g) not in cache:
-                        cache[(s, g)] = files[s].read_row_group(g)
-                    groups.append(cache[(s, g)])
-                for key in [k for k in cache if k[0] == s and k[1] < first]:
-                    del cache[key]
-                part = pa.concat_tables(groups).take(pa.array(idx - starts[s][first]))
-                pieces.append(_remap(part, parts[s][1], int(s), shards))
-                where.append(pos)
-            table = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(where))))
-            w.write_table(table.cast(out_schema), row_group_size=row_group)
-            rows += table.num_rows
-        w.add_key_value_metadata({"simkv.status": "complete", "simkv.rows": str(rows)})
-
-
-def _merge_instances(paths: list[tuple[Path, int]], shards: int, out: Path,
-                     metadata: dict[bytes, bytes]) -> None:
-    tables = []
-    for path, s in paths:
-        t = pq.read_table(path)
-        v = t.column("instance").to_numpy()
-        tables.append(t.set_column(t.schema.get_field_index("instance"), "instance",
-                                   pa.array((s + shards * v).astype(np.int32))))
-    table = pa.concat_tables(tables)
-    order = np.lexsort((table.column("instance").to_numpy(), table.column("time_s").to_numpy()))
-    table = table.take(pa.array(order)).replace_schema_metadata(
-        schema.INSTANCES.with_metadata(metadata).metadata)
-    with pq.ParquetWriter(out, table.schema, compression="zstd") as w:
-        w.write_table(table)
-        w.add_key_value_metadata({"simkv.status": "complete", "simkv.rows": str(table.num_rows)})
+    cfg, out, s, shards, n, exact = job
+    began, c0, w0 = time.time(), time.process_time(), time.perf_counter()
+    stream = ShardStream(build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens),
+                         instances=n, shards=shards, shard=s, instance_routing=exact,
+                         max_model_len=cfg.model.max_model_len)
+    simulate(cfg, out, workload=stream)
+    write_keys(Path(out) / "requests.parquet", stream.ids(), Path(out))
+    return {"cpu_s": time.process_time() - c0, "start_cpu_s": c0, "began": began,
+            "wall_s": time.perf_counter() - w0,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _add(acc: Any, x: Any) -> Any:
@@ -266,23 +167,25 @@ def _add(acc: Any, x: Any) -> Any:
     return acc + x
 
 
-def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int = 2,
+def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int | None = None,
                      processes: int | None = None) -> SimResult:
-    """Simulate ``cfg`` as ``shards`` shards in up to ``processes`` processes (default: one
-    per shard) and merge them into ``out_dir`` (see the module's docstring for when the
-    result equals one process's)."""
+    """Simulate ``cfg`` as ``shards`` shards (default: ``cfg.shards``; ``simulate()`` comes
+    here when that is above 1) in up to ``processes`` processes (default: one per shard) and
+    merge them into ``out_dir`` (see the module's docstring for when the result equals one
+    process's). What cannot be sharded is refused before anything runs, in one line."""
+    from simkv.config import bounds
     from simkv.metrics.cluster import cluster_summary
     from simkv.metrics.summary import summarise
-    from simkv.runner import _memory_defaults, as_sim_config, config_dict, config_hash
+    from simkv.runner import _memory_defaults, as_sim_config, config_dict, config_hash, draw_latency
+    from simkv.shard_merge import merge_instances, merge_requests
 
     cfg = as_sim_config(cfg)
     _memory_defaults(cfg)
-    why = refusal(cfg)
-    if why:
-        raise ValueError(f"cannot shard: {why}")
+    if shards is not None:
+        cfg = replace(cfg, shards=shards)
+    shards = cfg.shards
+    bounds.check(cfg)  # refuses what sharding cannot do (shards_refusal), naming the key
     n = _pool_size(cfg)
-    if not 1 <= shards <= n:
-        raise ValueError(f"shards ({shards}) must be between 1 and the pool's {n} instances")
     out = Path(out_dir)
     doc = config_dict(cfg)
     digest = config_hash(doc)
@@ -294,17 +197,21 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int = 2,
         wall0 = time.perf_counter()
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        ids = split_stream(cfg, shards, work)
-        jobs = [(_shard_config(cfg, work / f"trace_{s}.parquet", len(range(s, n, shards))),
-                 str(work / f"out_{s}")) for s in range(shards)]
+        phases: dict[str, float] = {}
+        t, began = time.perf_counter(), time.time()
+        exact = name_of(cfg.router) in EXACT_ROUTERS
+        folders = [work / f"out_{s}" for s in range(shards)]
+        jobs = [(_shard_config(cfg, len(range(s, n, shards))), str(folders[s]), s, shards, n, exact)
+                for s in range(shards)]
         procs = min(processes or shards, shards)
         if procs > 1:
             with multiprocessing.get_context("spawn").Pool(procs) as workers:
                 runs = workers.map(_run_shard, jobs, chunksize=1)
         else:
             runs = [_run_shard(j) for j in jobs]
-        summaries = [json.loads((work / f"out_{s}" / "summary.json").read_text())
-                     for s in range(shards)]
+        phases["shards_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        summaries = [json.loads((f / "summary.json").read_text()) for f in folders]
         for s, summ in enumerate(summaries):
             extra = set(summ) - _RECOMPUTED
             if extra:
@@ -312,11 +219,13 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int = 2,
                                  "which sharding does not merge")
         metadata = schema.file_metadata(doc, digest, cfg.seed)
         requests = out / "requests.parquet"
-        _merge_requests([(work / f"out_{s}" / "requests.parquet", ids[s], s) for s in range(shards)],
-                        shards, requests, metadata, cfg.output.row_group_size)
+        merge_requests(folders, requests, metadata, cfg.output.row_group_size)
+        phases["merge_requests_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         instances = out / "instances.parquet"
-        _merge_instances([(work / f"out_{s}" / "instances.parquet", s) for s in range(shards)],
-                         shards, instances, metadata)
+        merge_instances(folders, instances, metadata)
+        phases["merge_instances_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         end_s = max(su["cluster"]["window_s"][1] for su in summaries)
         section = cluster_summary(_Stand(cfg, summaries), instances, requests, end_s)
         engine = dict(summaries[0]["engine"])
@@ -333,18 +242,24 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int = 2,
                             slo={"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s},
                             extra={"simkv_version": __version__, "config_hash": digest,
                                    "seed": cfg.seed, **extra_sections, "cluster": section,
-                                   "sharding": {"shards": shards,
-                                                "exact": name_of(cfg.router) in EXACT_ROUTERS}})
+                                   "sharding": {"shards": shards, "exact": exact}})
         notes = list(dict.fromkeys(w for su in summaries for w in su.get("warnings", [])))
         if notes:
             summary["warnings"] = stats["warnings"] = notes
         write_json(out / "summary.json", summary)
+        phases["summary_s"] = time.perf_counter() - t
+        if cfg.output.plot:
+            t = time.perf_counter()
+            draw_latency(out, summary, doc)
+            phases["figure_s"] = time.perf_counter() - t
         shutil.rmtree(work, ignore_errors=True)
         wall = time.perf_counter() - wall0
         recorded = summary["requests"]["total"]
         stats.update({"wall_s": wall, "requests_recorded": recorded,
                       "requests_per_wall_s": recorded / max(wall, 1e-9),
-                      "shard_cpu_s": [r["cpu_s"] for r in runs]})
+                      "shard_cpu_s": [r["cpu_s"] for r in runs], "phases": phases,
+                      "shard_runs": [{**r, "began": r["began"] - began} for r in runs],
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     except BaseException as exc:
         folder.end(exc, stats)
         raise

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import simkv
+from simkv import shard_stream
 from simkv.shard import simulate_sharded
 
 COMMON = ["output.plot=false", "output.progress=false"]
@@ -33,9 +34,15 @@ def _flat(d: dict[str, Any], p: str = "") -> dict[str, Any]:
     (["cluster.replicas=7", "workload=poisson", "workload.num_requests=1500", "workload.rate=90",
       "kv.num_gpu_blocks_override=700", "model.max_model_len=1536", "output.row_group_size=256"],
      3, 1),
+    # Prefix ids beyond 2^53 (hash chains of granules), carried exactly: each shard draws
+    # the stream itself, nothing goes through a file.
+    (["cluster.replicas=4", "workload=near_duplicate", "workload.num_requests=60"], 2, 1),
 ])
 def test_round_robin_shards_equal_one_process(overrides: list[str], shards: int, processes: int,
-                                              tmp_path: Path) -> None:
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shards run in this process (processes=1) hand their rows to the cluster in pieces of
+    # 97 (not 65,536): a chunk's end anywhere changes nothing.
+    monkeypatch.setattr(shard_stream, "PIECE", 97)
     cfg = simkv.compose([*overrides, *COMMON])
     one = simkv.simulate(cfg, tmp_path / "one")
     sharded = simulate_sharded(simkv.compose([*overrides, *COMMON]), tmp_path / "sharded",
@@ -48,7 +55,12 @@ def test_round_robin_shards_equal_one_process(overrides: list[str], shards: int,
         np.testing.assert_array_equal(a.column(col).to_numpy(zero_copy_only=False),
                                       b.column(col).to_numpy(zero_copy_only=False), err_msg=col)
     assert sharded.summary["sharding"] == {"shards": shards, "exact": True}
-    fa, fb = _flat(one.summary), _flat({k: v for k, v in sharded.summary.items() if k != "sharding"})
+    # The configs differ in `shards` only, so do their hashes.
+    assert sharded.config["shards"] == shards
+    assert one.config["shards"] == 1
+    skip = ("sharding", "config_hash")
+    fa, fb = _flat({k: v for k, v in one.summary.items() if k != "config_hash"}), \
+        _flat({k: v for k, v in sharded.summary.items() if k not in skip})
     assert fa.keys() == fb.keys()
     # Percentiles, counts, GPU-hours and engine totals are equal; means are sums over rows,
     # whose order may differ (ties), so they are equal to rounding.
@@ -79,12 +91,89 @@ def test_a_load_reading_router_is_sharded_approximately_but_keeps_every_request(
     (["router=session_affinity", "workload=sharegpt", "workload.num_conversations=10"],
      "a closed loop"),
     (["offload=dram"], "offload=dram"),
-    (["workload=near_duplicate", "workload.num_requests=20"], "workload=near_duplicate"),
 ])
 def test_what_cannot_be_sharded_is_refused_in_one_line(overrides: list[str], key: str,
                                                         tmp_path: Path) -> None:
     cfg = simkv.compose([*overrides, "cluster.replicas=4", *COMMON])
-    with pytest.raises(ValueError, match="cannot shard") as err:
+    with pytest.raises(ValueError, match="^shards=2: ") as err:
         simulate_sharded(cfg, tmp_path, shards=2, processes=1)
     assert key in str(err.value)
+    assert "set shards=1" in str(err.value)
     assert "\n" not in str(err.value)
+    # The same config with the key set is refused before the run, by the config's check.
+    with pytest.raises(ValueError, match="^shards=2: ") as err2:
+        simkv.simulate(simkv.compose([*overrides, "cluster.replicas=4", "shards=2", *COMMON]),
+                       tmp_path / "cli")
+    assert str(err2.value) == str(err.value)
+    assert not (tmp_path / "cli" / "requests.parquet").exists()
+
+
+def test_the_shards_key_runs_the_sharded_simulation(tmp_path: Path) -> None:
+    """`shards=2` on the command line (or in a composed config) is the sharded run: the same
+    files as simulate_sharded, the figure drawn from the merged tables; more shards than
+    instances, or an observer, is refused in one line naming the key."""
+    overrides = ["cluster.replicas=4", "workload.num_requests=300", "output.progress=false"]
+    res = simkv.simulate(simkv.compose([*overrides, "shards=2"]), tmp_path / "key")
+    simulate_sharded(simkv.compose(overrides), tmp_path / "api", shards=2)
+    assert res.summary["sharding"] == {"shards": 2, "exact": True}
+    for f in ("requests.parquet", "instances.parquet", "summary.json"):
+        assert (tmp_path / "key" / f).read_bytes() == (tmp_path / "api" / f).read_bytes(), f
+    assert (tmp_path / "key" / "latency.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="^shards=5: more shards than the pool's 4 instances; set shards <= 4$"):
+        simkv.simulate(simkv.compose([*overrides, "shards=5"]), tmp_path / "five")
+    with pytest.raises(ValueError, match="^shards=2: an observer"):
+        simkv.simulate(simkv.compose([*overrides, "shards=2"]), tmp_path / "obs",
+                       observer=lambda r: None)
+
+
+def test_sharded_runs_are_deterministic_whatever_the_process_count(tmp_path: Path) -> None:
+    """Same config and seed: byte-identical result files, whether the shards ran in two
+    processes or one after the other in this one."""
+    overrides = ["cluster.replicas=5", "workload.num_requests=700", "output.row_group_size=128",
+                 *COMMON]
+    for name, processes in (("a", 2), ("b", 1)):
+        simulate_sharded(simkv.compose(overrides), tmp_path / name, shards=2, processes=processes)
+    for f in ("requests.parquet", "instances.parquet", "summary.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert not (tmp_path / "a" / ".shards").exists()
+
+
+@pytest.mark.parametrize("instance_routing", [True, False])
+def test_shard_streams_partition_the_stream_one_process_draws(
+        instance_routing: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each shard draws the whole stream and keeps its rows: together the shards hold every
+    request once, value for value, under the whole run's ids; a routed request is on the
+    shard of the instance round robin gives it (or every k-th routed request, for other
+    routers), a request rejected before routing (failed, or longer than the context) on 0."""
+    from simkv.registry import build
+    from simkv.shard_stream import ShardStream
+
+    monkeypatch.setattr(shard_stream, "PIECE", 101)
+    cfg = simkv.compose(["workload.num_requests=3000", "model.max_model_len=2048"])
+    n, k = 7, 3
+
+    def stream() -> Any:
+        return build(cfg.workload, granule_tokens=cfg.kv.prefix_block_tokens)
+
+    whole = list(stream().arrivals(np.random.default_rng(11)))
+    cols = ("arrival_s", "prompt_tokens", "output_tokens")
+    full = {c: np.concatenate([getattr(b, c) for b in whole]) for c in cols}
+    failed = np.concatenate([b.failed if b.failed is not None else np.zeros(len(b), bool)
+                             for b in whole])
+    unrouted = failed | (full["prompt_tokens"] + full["output_tokens"] > 2048)
+    assert unrouted.any()
+    assert (~unrouted).any()
+    j = np.cumsum(~unrouted) - 1
+    want = np.where(unrouted, 0, (j % n) % k if instance_routing else j % k)
+    seen = np.zeros(len(failed), int)
+    for s in range(k):
+        part = ShardStream(stream(), instances=n, shards=k, shard=s,
+                           instance_routing=instance_routing, max_model_len=2048)
+        got = list(part.arrivals(np.random.default_rng(11)))
+        assert max(len(b) for b in got) <= 101
+        ids = part.ids()
+        np.testing.assert_array_equal(ids, np.flatnonzero(want == s))
+        for c in cols:
+            np.testing.assert_array_equal(np.concatenate([getattr(b, c) for b in got]), full[c][ids])
+        seen[ids] += 1
+    assert (seen == 1).all()

@@ -316,6 +316,10 @@ class SimConfig:
 
     # numpy's SeedSequence takes a non-negative integer.
     seed: int = bounded(0, ge=0)
+    # Simulate the one-pool cluster in this many processes, instance g in shard g mod shards,
+    # merged into one dataset (simkv/shard.py; docs/PERFORMANCE.md says when the answer is
+    # one process's exactly: router=round_robin).
+    shards: int = bounded(1, ge=1)
     model: ModelSpec = field(default_factory=ModelSpec)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -396,3 +400,8 @@ class SimConfig:
                         "request whose prompt + output - 1 tokens exceed the budget",
                         budget, m.max_model_len)
         check_parallel(self)
+        if self.shards > 1:  # what a run in several processes cannot be (simkv/shard.py)
+            from simkv.shard import shards_refusal
+
+            why = shards_refusal(self)
+            require(not why, why)

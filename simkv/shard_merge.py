@@ -1,0 +1,114 @@
+"""The shards' tables merged into one dataset, with the whole cluster's ids (simkv/shard.py).
+
+Each shard, in its own process and in parallel with the others, ends its run by writing the
+sort key of each of its rows (``write_keys``: when the row was recorded, and its request id in
+the whole run), so the parent reads no column of a shard's table to order the rows; the
+parent's serial work is to gather the rows in that order and write them, one row group at a
+time (``merge_requests``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from simkv.metrics import schema
+
+# Columns of requests.parquet that name an instance (-1: none), renumbered to the cluster's.
+INSTANCE_COLUMNS = ("replica", "prefill_replica", "first_token_replica")
+
+
+def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:
+    """``folder/when.npy`` and ``folder/gid.npy``: for each row of a shard's ``requests``
+    table, in row order, the time it was recorded (completion, or arrival for a request
+    that did not finish) and its request id in the whole run (``ids`` maps the shard's own
+    ids to those)."""
+    t = pq.read_table(requests, columns=["status", "completion_s", "arrival_s", "request_id"])
+    done = pc.equal(t.column("status"), "finished").to_numpy(zero_copy_only=False)
+    np.save(folder / "when.npy", np.where(done, t.column("completion_s").to_numpy(),
+                                          t.column("arrival_s").to_numpy()))
+    np.save(folder / "gid.npy", ids[t.column("request_id").to_numpy()])
+
+
+def _renumbered(t: pa.Table, gid: np.ndarray, s: int, shards: int) -> pa.Table:
+    """Rows of shard ``s`` with the whole run's request ids (``gid``, one per row) and the
+    cluster's instance ids (shard s's instance i is the cluster's instance s + shards * i)."""
+    t = t.set_column(t.schema.get_field_index("request_id"), "request_id", pa.array(gid, pa.int64()))
+    for col in INSTANCE_COLUMNS:
+        v = t.column(col).to_numpy()
+        t = t.set_column(t.schema.get_field_index(col), col,
+                         pa.array(np.where(v >= 0, s + shards * v, v).astype(np.int32)))
+    return t
+
+
+def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
+                   row_group: int) -> int:
+    """The shards' requests.parquet (shard s's in ``folders[s]``, with its keys) -> one table
+    at ``out`` in (record time, request id) order; returns its row count.
+
+    Streamed: the order comes from the keys (16 bytes a row, plus 8 for the order), and each
+    output row group takes its rows from the few row groups of each shard that hold them (a
+    shard's rows are almost in time order already), renumbered once as they are read, so
+    memory stays a few row groups beside the keys."""
+    shards = len(folders)
+    files = [pq.ParquetFile(f / "requests.parquet") for f in folders]
+    gids = [np.load(f / "gid.npy") for f in folders]
+    sizes = np.array([len(g) for g in gids])
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    when = np.concatenate([np.load(f / "when.npy") for f in folders])
+    order = np.lexsort((np.concatenate(gids), when))
+    del when
+    starts = [np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
+              for f in files]
+    cache: dict[tuple[int, int], pa.Table] = {}
+    out_schema = schema.REQUESTS.with_metadata(metadata)
+    with pq.ParquetWriter(out, out_schema, compression="zstd") as w:
+        for c in range(0, len(order), row_group):
+            o = order[c:c + row_group]
+            sh = np.searchsorted(bounds, o, side="right") - 1
+            lo = o - bounds[sh]
+            sources: list[pa.Table] = []
+            idx = np.empty(len(o), np.int64)
+            offset = 0
+            for s in np.unique(sh):
+                s = int(s)
+                pos = np.flatnonzero(sh == s)
+                group = np.searchsorted(starts[s], lo[pos], side="right") - 1
+                first, last = int(group.min()), int(group.max())
+                for key in [k for k in cache if k[0] == s and k[1] < first]:
+                    del cache[key]
+                for g in range(first, last + 1):
+                    if (s, g) not in cache:
+                        a, b = starts[s][g], starts[s][g + 1]
+                        cache[(s, g)] = _renumbered(files[s].read_row_group(g), gids[s][a:b],
+                                                    s, shards)
+                    sources.append(cache[(s, g)])
+                idx[pos] = offset + lo[pos] - starts[s][first]
+                offset += int(starts[s][last + 1] - starts[s][first])
+            table = pa.concat_tables(sources).take(pa.array(idx))
+            w.write_table(table.cast(out_schema), row_group_size=row_group)
+        w.add_key_value_metadata({"simkv.status": "complete", "simkv.rows": str(len(order))})
+    return len(order)
+
+
+def merge_instances(folders: list[Path], out: Path, metadata: dict[bytes, bytes]) -> None:
+    """The shards' instances.parquet -> one, the cluster's instance ids, in (time, instance)
+    order."""
+    shards = len(folders)
+    tables = []
+    for s, folder in enumerate(folders):
+        t = pq.read_table(folder / "instances.parquet")
+        v = t.column("instance").to_numpy()
+        tables.append(t.set_column(t.schema.get_field_index("instance"), "instance",
+                                   pa.array((s + shards * v).astype(np.int32))))
+    table = pa.concat_tables(tables)
+    order = np.lexsort((table.column("instance").to_numpy(), table.column("time_s").to_numpy()))
+    table = table.take(pa.array(order)).replace_schema_metadata(
+        schema.INSTANCES.with_metadata(metadata).metadata)
+    with pq.ParquetWriter(out, table.schema, compression="zstd") as w:
+        w.write_table(table)
+        w.add_key_value_metadata({"simkv.status": "complete", "simkv.rows": str(table.num_rows)})
