@@ -175,8 +175,9 @@ class Cluster:
         if ranks > 1:
             sched.scale_seats(ranks)
         if pool.cfg.role == "decode":
+            # (env._now: env.now is a property of SimPy's, interpreted)
             sched.on_remote = lambda req: self.handoff.admitted(req, self.replicas[req.replica],  # type: ignore[union-attr]
-                                                                self.env.now)
+                                                                self.env._now)
         replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
                           self.recorder.iterations, self.observer)
         replica.plan_now = self._plan_now

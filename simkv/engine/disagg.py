@@ -70,6 +70,8 @@ class Handoff:
         # Request id -> its prefill copy (holding the KV) and the instance that holds it.
         self.children: dict[int, Request] = {}
         self.source: dict[int, Any] = {}
+        # Decode pool -> its model's KV bytes per token (admitted reads it per request).
+        self._per_token: dict[Any, int] = {}
 
     # --- stage 1 ------------------------------------------------------------------------
     @staticmethod
@@ -141,12 +143,17 @@ class Handoff:
     def admitted(self, req: Request, dst: Any, env_now: float) -> None:
         """The decode instance took the request: move its KV (called by its scheduler)."""
         src = self.source[req.id]
-        model = dst.pool.model
-        nbytes = req.remote_kv * model.kv_bytes_per_token * self.cfg.wire_fraction
-        pairs = list(zip(src.slots.gpus, dst.slots.gpus, strict=False))
-        hw = dst.pool.hw
-        paths = [self.topology.path_between_gpus(s, d, hw.nvlink_bandwidth, hw.nvlink_latency_s)
-                 for s, d in pairs]
+        pool = dst.pool
+        model = pool.model
+        # (a pool's model is fixed: its KV bytes per token, a chain of properties, read once)
+        per_token = self._per_token.get(pool)
+        if per_token is None:
+            per_token = self._per_token[pool] = model.kv_bytes_per_token
+        nbytes = req.remote_kv * per_token * self.cfg.wire_fraction
+        hw = pool.hw
+        between, bw, lat = self.topology.path_between_gpus, hw.nvlink_bandwidth, hw.nvlink_latency_s
+        paths = [between(s, d, bw, lat)
+                 for s, d in zip(src.slots.gpus, dst.slots.gpus, strict=False)]
         self.stats.transfers += 1
         self.stats.bytes += nbytes
         if self.cfg.kv_streaming:

@@ -36,6 +36,8 @@ from simkv.engine.events import NORMAL, Wakeup
 # Bytes left below which a transfer counts as done (float round-off of rate x time).
 _EPS_BYTES = 1e-3
 _EPS_S = 1e-9
+_INF = float("inf")
+_NAN = float("nan")
 # Collectives never hold more than this share of a link: transfers keep a trickle (assumed).
 MAX_RESERVED = 0.95
 
@@ -92,16 +94,22 @@ class Fabric:
         """Begin moving ``nbytes`` over ``links``; ``on_done(transfer)`` runs when it lands."""
         if not links:
             raise ValueError("a transfer needs at least one link")
-        now = self.env.now
+        now = self.env._now  # (env.now is a property of SimPy's, interpreted)
         self._progress(now)
-        t = Transfer(float(nbytes), tuple(links), on_done, now, left=float(nbytes), what=what)
+        nbytes = float(nbytes)
+        t = Transfer(nbytes, tuple(links), on_done, now, nbytes, 0.0, _NAN, what)
         self.transfers += 1
+        peak = self.peak_link_share
         for link in t.links:
-            if link.active == 0:
+            active = link.active
+            if active == 0:
                 link._busy_since = now
-            link.active += 1
-            self.peak_link_share = max(self.peak_link_share, link.active)
-            link.bytes_moved += t.nbytes
+            active += 1
+            link.active = active
+            if active > peak:
+                peak = active
+            link.bytes_moved += nbytes
+        self.peak_link_share = peak
         self.active.append(t)
         self._reschedule()
         return t
@@ -154,26 +162,53 @@ class Fabric:
         self._epoch += 1
         if not self.active:
             return
-        soonest = float("inf")
+        soonest = _INF
         if self.max_min:
             _max_min_rates(self.active)
-        for t in self.active:
-            if not self.max_min:
+            for t in self.active:
+                left = t.left
+                if left < 0.0:  # (as max(left, 0.0): -0.0 stays -0.0)
+                    left = 0.0
+                s = left / t.rate
+                if s < soonest:  # (as min(soonest, s): the first of equal values)
+                    soonest = s
+        else:
+            for t in self.active:
                 # NOTE: bandwidth - 0.0 is bandwidth exactly: without collectives on the
                 # fabric the rates are the same floats as before reservations existed.
-                t.rate = min((link.bandwidth - link.reserved) / link.active for link in t.links)
-            soonest = min(soonest, max(t.left, 0.0) / t.rate)
+                # The min of the links' shares, written out as min() computes it: the
+                # first share, replaced only by a strictly smaller one.
+                links = t.links
+                first = links[0]
+                rate = (first.bandwidth - first.reserved) / first.active
+                for link in links:
+                    share = (link.bandwidth - link.reserved) / link.active
+                    if share < rate:
+                        rate = share
+                t.rate = rate
+                left = t.left
+                if left < 0.0:
+                    left = 0.0
+                s = left / rate
+                if s < soonest:
+                    soonest = s
         Wakeup(self.env, soonest, NORMAL, self._tick, self._epoch)
 
     def _tick(self, event: Wakeup) -> None:
         if event.tag != self._epoch:
             return
-        now = self.env.now
+        now = self.env._now
         self._progress(now)
         # NOTE: done when under a byte or a nanosecond from the end: simulated time is a
         # float, so a wake-up for a remainder below its resolution would never advance it.
-        done = [t for t in self.active if t.left <= _EPS_BYTES or t.left <= t.rate * _EPS_S]
-        self.active = [t for t in self.active if not (t.left <= _EPS_BYTES or t.left <= t.rate * _EPS_S)]
+        done: list[Transfer] = []
+        going: list[Transfer] = []
+        for t in self.active:
+            if t.left <= _EPS_BYTES or t.left <= t.rate * _EPS_S:
+                done.append(t)
+            else:
+                going.append(t)
+        self.active = going
         for t in done:
             for link in t.links:
                 link.active -= 1
@@ -181,7 +216,7 @@ class Fabric:
                     link.busy_s += now - link._busy_since
         self._reschedule()
         for t in done:
-            latency = max(link.latency_s for link in t.links)
+            latency = max([link.latency_s for link in t.links])
             t.end = now + latency
             if latency > 0:
                 Wakeup(self.env, latency, NORMAL, lambda _, t=t: self._land(t))
