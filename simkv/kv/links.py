@@ -219,9 +219,13 @@ class Fabric:
             latency = max([link.latency_s for link in t.links])
             t.end = now + latency
             if latency > 0:
-                Wakeup(self.env, latency, NORMAL, lambda _, t=t: self._land(t))
+                Wakeup(self.env, latency, NORMAL, self._landed, t)  # type: ignore[arg-type]
             else:
                 self._land(t)
+
+    def _landed(self, event: Wakeup) -> None:
+        """A transfer's latency has passed (the wake-up's tag is the transfer): it lands."""
+        self._land(event.tag)  # type: ignore[arg-type]
 
     def _land(self, t: Transfer) -> None:
         if self.on_transfer is not None:

@@ -108,10 +108,11 @@ class InstanceMoves:
         # NOTE: borrow like any admission (kv_pool=distattention): admission_error let a KV
         # longer than this instance in on its peers' memory, and without borrowing here it
         # waited forever (the event queue ran dry: issue 18, item 4).
-        if blocks > self.pool.free - need and not self._borrow(blocks, need):
+        pool = self.pool
+        if blocks > pool.free - need and not self._borrow(blocks, need):
             return False  # backpressure: the prefill instance keeps holding the KV
         self.waiting.popleft()
-        self.pool.allocate(blocks)
+        pool.allocate(blocks)
         req.blocks = blocks
         req.computed = req.remote_kv
         req.load_epoch += 1
