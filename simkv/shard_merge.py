@@ -26,12 +26,20 @@ def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:
     """``folder/when.npy`` and ``folder/gid.npy``: for each row of a shard's ``requests``
     table, in row order, the time it was recorded (completion, or arrival for a request
     that did not finish) and its request id in the whole run (``ids`` maps the shard's own
-    ids to those)."""
-    t = pq.read_table(requests, columns=["status", "completion_s", "arrival_s", "request_id"])
-    done = pc.equal(t.column("status"), "finished").to_numpy(zero_copy_only=False)
-    np.save(folder / "when.npy", np.where(done, t.column("completion_s").to_numpy(),
-                                          t.column("arrival_s").to_numpy()))
-    np.save(folder / "gid.npy", ids[t.column("request_id").to_numpy()])
+    ids to those). Streamed a row group at a time, straight to the files: reading the four
+    columns whole took 350-500 MB more at 5M rows (a shard's peak RSS 755-848 MiB)."""
+    f = pq.ParquetFile(requests)
+    n = f.metadata.num_rows
+    with open(folder / "when.npy", "wb") as w, open(folder / "gid.npy", "wb") as g:
+        for fh, dtype in ((w, np.float64), (g, np.int64)):
+            np.lib.format.write_array_header_1_0(fh, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                "shape": (n,)})
+        for b in f.iter_batches(columns=["status", "completion_s", "arrival_s", "request_id"]):
+            done = pc.equal(b.column("status"), "finished").to_numpy(zero_copy_only=False)
+            w.write(np.where(done, b.column("completion_s").to_numpy(),
+                             b.column("arrival_s").to_numpy()).astype(np.float64).tobytes())
+            g.write(ids[b.column("request_id").to_numpy()].astype(np.int64).tobytes())
 
 
 def _renumbered(t: pa.Table, gid: np.ndarray, s: int, shards: int) -> pa.Table:

@@ -177,3 +177,24 @@ def test_shard_streams_partition_the_stream_one_process_draws(
             np.testing.assert_array_equal(np.concatenate([getattr(b, c) for b in got]), full[c][ids])
         seen[ids] += 1
     assert (seen == 1).all()
+
+
+def test_a_shards_sort_keys_are_written_row_group_by_row_group(tmp_path: Path) -> None:
+    """when.npy / gid.npy, streamed to the files a row group at a time: for each row, its
+    record time (completion if finished, else arrival) and its id in the whole run."""
+    import pyarrow as pa
+
+    from simkv.shard_merge import write_keys
+
+    rng = np.random.default_rng(3)
+    n = 10_000
+    status = rng.choice(["finished", "rejected", "failed"], n)
+    comp, arr = rng.random(n) + 5, rng.random(n)
+    rid = rng.permutation(n)
+    pq.write_table(pa.table({"status": status, "completion_s": comp, "arrival_s": arr,
+                             "request_id": rid}), tmp_path / "r.parquet", row_group_size=777)
+    ids = rng.permutation(3 * n)[:n]
+    write_keys(tmp_path / "r.parquet", ids, tmp_path)
+    np.testing.assert_array_equal(np.load(tmp_path / "when.npy"),
+                                  np.where(status == "finished", comp, arr))
+    np.testing.assert_array_equal(np.load(tmp_path / "gid.npy"), ids[rid])
