@@ -25,16 +25,23 @@ def _numpy_run(base: float, layers: int, ac: float, am: float, q: float, ctx: ra
     return base + layers * np.maximum(x * ac, x * am + q)
 
 
+def _draw(rng: np.random.Generator, k_max: int, k_min: int
+          ) -> tuple[float, int, float, float, float, int, int, int, range]:
+    """Random prices of a run (base, layers, per-token compute and memory, per-step bytes) and
+    its context (start, step, k iterations)."""
+    base = float(rng.uniform(0.0, 0.05))
+    layers = int(rng.integers(1, 128))
+    ac, am = float(rng.uniform(1e-12, 1e-8)), float(rng.uniform(1e-12, 1e-8))
+    q = float(rng.uniform(0.0, 1e-5))
+    start, step = int(rng.integers(1, 2_000_000)), int(rng.integers(1, 512))
+    k = int(rng.integers(k_min, k_max))
+    return base, layers, ac, am, q, start, step, k, range(start, start + step * k, step)
+
+
 def test_roofline_run_equals_numpy_bit_for_bit() -> None:
     rng = np.random.default_rng(7)
     for _ in range(200):
-        base = float(rng.uniform(0.0, 0.05))
-        layers = int(rng.integers(1, 128))
-        ac, am = float(rng.uniform(1e-12, 1e-8)), float(rng.uniform(1e-12, 1e-8))
-        q = float(rng.uniform(0.0, 1e-5))
-        start, step = int(rng.integers(1, 2_000_000)), int(rng.integers(1, 512))
-        k = int(rng.integers(1, 600))
-        ctx = range(start, start + step * k, step)
+        base, layers, ac, am, q, start, step, k, ctx = _draw(rng, 600, 1)
         got = fast_runs.roofline_run(base, layers, ac, am, q, start, step, k)
         want = _numpy_run(base, layers, ac, am, q, ctx)
         assert got.dtype == np.float64
@@ -53,13 +60,7 @@ def test_roofline_run_takes_the_larger_term_as_numpy_does() -> None:
 def test_short_runs_and_end_times_equal_the_python_expressions() -> None:
     rng = np.random.default_rng(11)
     for _ in range(300):
-        base = float(rng.uniform(0.0, 0.05))
-        layers = int(rng.integers(1, 128))
-        ac, am = float(rng.uniform(1e-12, 1e-8)), float(rng.uniform(1e-12, 1e-8))
-        q = float(rng.uniform(0.0, 1e-5))
-        start, step = int(rng.integers(1, 2_000_000)), int(rng.integers(1, 512))
-        k = int(rng.integers(0, 33))
-        ctx = range(start, start + step * k, step)
+        base, layers, ac, am, q, start, step, k, ctx = _draw(rng, 33, 0)
         got = fast_runs.roofline_short(base, layers, ac, am, q, start, step, k)
         want = [base + layers * (y if (y := c * am + q) > (x := c * ac) else x) for c in ctx]
         assert [v.hex() for v in got] == [v.hex() for v in want]
