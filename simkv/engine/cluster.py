@@ -73,6 +73,7 @@ class Cluster:
             # A group holds exactly its GPUs (the rest of its last node stays unused).
             self.topology.pool_range[name] = (self.topology.pool_range[key][0], sizes[key])
         self.topology.fabric.max_min = cfg.memory.link_sharing == "max_min"
+        self.topology.fabric.plan_now = self._plan_now  # a landing's pokes plan as arrivals do
         self.memory = (build_memory(cfg, self.topology, first.cost(first.base_degree), self.pools)
                        if cfg.kv.prefix_caching else None)
         # Routing by model (engine/models.py), only when pools name the models they serve.

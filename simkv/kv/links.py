@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import simpy
 
@@ -88,6 +89,8 @@ class Fabric:
         self.transfers = 0
         # Most transfers one link ever carried at once: at 1, sharing rules never acted.
         self.peak_link_share = 0
+        # The cluster's engine.replica.PlanNow (set by engine/cluster.py; None elsewhere).
+        self.plan_now: Any = None
 
     def start(self, nbytes: float, links: Sequence[Link], on_done: Callable[[Transfer], None] | None,
               what: str = "") -> Transfer:
@@ -224,8 +227,22 @@ class Fabric:
                 self._land(t)
 
     def _landed(self, event: Wakeup) -> None:
-        """A transfer's latency has passed (the wake-up's tag is the transfer): it lands."""
+        """A transfer's latency has passed (the wake-up's tag is the transfer): it lands.
+
+        Its callback is this event's last act, so replicas it pokes reserve their plans'
+        event ids in ``plan_now`` (engine/replica.PlanNow, as an arrival does) and a lone
+        plan due when no other event is runs at once: the same plan at the same time, one
+        SimPy event fewer (a disaggregated run's prefill instance, idle when its held KV
+        has landed, replans once per request)."""
+        held = self.plan_now
+        if held is None or held.open:
+            self._land(event.tag)  # type: ignore[arg-type]
+            return
+        held.open = True
         self._land(event.tag)  # type: ignore[arg-type]
+        held.open = False
+        if held.items:
+            held.flush()
 
     def _land(self, t: Transfer) -> None:
         if self.on_transfer is not None:
