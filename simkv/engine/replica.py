@@ -45,10 +45,10 @@ class PlanNow:
     An idle replica that receives a request plans at NORMAL priority at the same instant, so
     that every request arriving at that instant is queued first. That costs one SimPy event
     per arrival. While ``open``, ``Replica.poke`` reserves the event's id (its place in the
-    order) instead; ``flush`` then plans at once when exactly one replica asked and no event
-    is due at this instant (the wake-up would have been the very next event, so the same
-    plan runs at the same time), and otherwise schedules each wake-up with its reserved id:
-    the same key, so the same order, as scheduling it from ``poke``.
+    order) instead; ``flush`` then plans at once, in that order, while no event is due at this
+    instant (each wake-up would have been the very next event, so the same plan runs at the
+    same time), and schedules the rest with their reserved ids: the same key, so the same
+    order, as scheduling them from ``poke``.
     """
 
     __slots__ = ("env", "items", "open")
@@ -59,17 +59,26 @@ class PlanNow:
         self.items: list[tuple[Replica, int]] = []
 
     def flush(self) -> None:
-        items = self.items
         env = self.env
         now = env._now
-        if len(items) == 1 and (not env._queue or env._queue[0][0] > now):
-            replica = items[0][0]
-            items.clear()
+        queue = env._queue
+        if len(self.items) == 1 and (not queue or queue[0][0] > now):
+            replica = self.items[0][0]
+            self.items.clear()
             replica._plan(now)
             return
-        for replica, eid in items:
+        items = self.items[:]
+        self.items.clear()
+        # In reserved-id order: while no event is due at this instant, the next wake-up
+        # would be the very next event (a plan schedules its run's end later, and anything
+        # it schedules now is in the queue), so it plans at once; the rest are scheduled
+        # with their reserved ids (a landing whose prefill and decode instances both idle).
+        i, n = 0, len(items)
+        while i < n and (not queue or queue[0][0] > now):
+            items[i][0]._plan(now)
+            i += 1
+        for replica, eid in items[i:]:
             PlannedWakeup(env, eid, replica._plan_now)
-        items.clear()
 
 
 class PlannedWakeup(Wakeup):
