@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import multiprocessing
 import resource
 import shutil
@@ -54,6 +55,12 @@ from simkv.metrics import schema
 from simkv.output import RunFolder, write_json
 from simkv.registry import build, name_of
 from simkv.results import SimResult
+
+log = logging.getLogger(__name__)
+# Start methods whose spawned children can find their parent's method again: a joblib (loky)
+# worker of a sweep sets "loky", which a child started by multiprocessing cannot look up, and
+# every shard process then dies at start (seen with hydra/launcher=joblib, 2026-12-07).
+_SPAWNABLE = (None, "spawn", "fork", "forkserver")
 
 EXACT_ROUTERS = ("round_robin",)
 APPROXIMATE_ROUTERS = ("power_of_two", "least_outstanding", "least_work", "session_affinity",
@@ -204,6 +211,15 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int | None = N
         jobs = [(_shard_config(cfg, len(range(s, n, shards))), str(folders[s]), s, shards, n, exact)
                 for s in range(shards)]
         procs = min(processes or shards, shards)
+        method = multiprocessing.get_start_method(allow_none=True)
+        if procs > 1 and method not in _SPAWNABLE:
+            # The same files either way (tested): only the speed-up is lost, so say it, in
+            # run.json and the log, not in summary.json (which must not depend on the launcher).
+            stats["serial_because"] = (f"shards ran one after another in this process: its "
+                                       f"start method is {method!r} (a joblib sweep's worker), "
+                                       f"whose children cannot start")
+            log.warning("simkv: %s", stats["serial_because"])
+            procs = 1
         if procs > 1:
             with multiprocessing.get_context("spawn").Pool(procs) as workers:
                 runs = workers.map(_run_shard, jobs, chunksize=1)

@@ -138,6 +138,47 @@ def test_sharded_runs_are_deterministic_whatever_the_process_count(tmp_path: Pat
     assert not (tmp_path / "a" / ".shards").exists()
 
 
+def test_shards_in_a_joblib_workers_process_run_one_after_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A joblib sweep's worker has the start method "loky", which spawned children cannot find
+    (each died at start): the shards then run in this process, to the same files, and
+    run.json says why."""
+    import json
+    import multiprocessing
+
+    overrides = ["cluster.replicas=4", "workload.num_requests=300", *COMMON]
+    simulate_sharded(simkv.compose(overrides), tmp_path / "a", shards=2)
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "loky")
+    simulate_sharded(simkv.compose(overrides), tmp_path / "b", shards=2)
+    for f in ("requests.parquet", "instances.parquet", "summary.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert "'loky'" in json.loads((tmp_path / "b" / "run.json").read_text())["serial_because"]
+    assert "serial_because" not in json.loads((tmp_path / "a" / "run.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_of_sharded_runs_finishes(tmp_path: Path) -> None:
+    """The real case: `simkv -m hydra/launcher=joblib shards=2 ...` (it hung, then was killed,
+    with every shard process failing to start)."""
+    import json
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("simkv")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-c",
+                                            "import sys; from simkv.command import main; sys.exit(main())"]
+    p = subprocess.run([*argv, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "shards=2",
+                        "cluster.replicas=4", "router=round_robin,power_of_two",
+                        "workload.num_requests=300", "output.plot=false", "output.progress=false",
+                        f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    jobs = sorted((tmp_path / "sweep").glob("*/requests.parquet"))
+    assert len(jobs) == 2
+    assert all(f.stat().st_size > 0 for f in jobs)
+    assert all("serial_because" in json.loads((f.parent / "run.json").read_text()) for f in jobs)
+
+
 @pytest.mark.parametrize("instance_routing", [True, False])
 def test_shard_streams_partition_the_stream_one_process_draws(
         instance_routing: bool, monkeypatch: pytest.MonkeyPatch) -> None:
