@@ -34,7 +34,7 @@ def small_cfg() -> SimConfig:
 # quick suite of experiments alone is ~40% of the suite's CPU (`--durations`, 2026-12-07).
 LONGEST_FIRST = (
     "tests/test_experiments.py::test_quick_suite_regenerates_every_figure_and_results_md",
-    "tests/test_experiments.py::test_committed_full_size_results_of_the_cheap_experiments_are_current",
+    "tests/test_experiments_full.py::test_committed_full_size_results_of_the_cheap_experiments_are_current",
 )
 
 
