@@ -53,13 +53,9 @@ def _gc_threshold() -> None:
     little cyclic garbage; at CPython's 700, their collections (three of them full ones,
     scanning all of matplotlib's objects) took 0.2 of the default run's 1.8 CPU s. Left
     alone if already higher, or 0 (the GC off)."""
-    import gc
+    from simkv.engine.events import raise_gc_threshold
 
-    from simkv.engine.events import LOOP_GC_THRESHOLD
-
-    threshold = gc.get_threshold()
-    if 0 < threshold[0] < LOOP_GC_THRESHOLD:
-        gc.set_threshold(LOOP_GC_THRESHOLD, *threshold[1:])
+    raise_gc_threshold()
 
 
 if __name__ == "__main__":

@@ -54,13 +54,20 @@ def run(env: simpy.Environment) -> None:
     in the same order (pop the earliest key, call its callbacks, raise a failed event's
     exception unless defused), without a method call per event. The GC's first threshold is
     ``LOOP_GC_THRESHOLD`` meanwhile (unless set higher, or to 0, already), restored after."""
-    threshold = gc.get_threshold()
-    if 0 < threshold[0] < LOOP_GC_THRESHOLD:
-        gc.set_threshold(LOOP_GC_THRESHOLD, *threshold[1:])
+    threshold = raise_gc_threshold()
     try:
         _run(env)
     finally:
         gc.set_threshold(*threshold)
+
+
+def raise_gc_threshold() -> tuple[int, ...]:
+    """Set the cyclic GC's first threshold to ``LOOP_GC_THRESHOLD`` unless it is already
+    higher, or 0 (the GC off); return the thresholds as they were, to restore them."""
+    threshold = gc.get_threshold()
+    if 0 < threshold[0] < LOOP_GC_THRESHOLD:
+        gc.set_threshold(LOOP_GC_THRESHOLD, *threshold[1:])
+    return threshold
 
 
 def _run(env: simpy.Environment) -> None:
