@@ -121,7 +121,11 @@ def gpu_seconds(rows: Mapping[str, Any], end_s: float) -> dict[str, float]:
     the terminal line, each pool's ``gpu_hours`` and ``cost``): whatever starts, resizes,
     drains or stops an instance is counted because it is a recorded transition.
     """
-    spans = state_seconds(rows, end_s)
+    return _paid(state_seconds(rows, end_s))
+
+
+def _paid(spans: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """GPU-seconds per pool of ``state_seconds``' intervals."""
     return {str(k): v for k, v in group_sums(spans["pool"], spans["gpu_seconds"]).items()}
 
 
@@ -132,7 +136,7 @@ def cluster_summary(cluster: Any, instances_path: Path, requests_path: Path, end
     tick or a pin's expiry afterwards is not the cluster's work)."""
     rows = read_transitions(instances_path)
     spans = state_seconds(rows, end_s)
-    paid = gpu_seconds(rows, end_s)
+    paid = _paid(spans)  # gpu_seconds(rows, end_s), from the intervals already computed
     started_at = rows["pool"][rows["from_state"] == "none"]
     pools: dict[str, Any] = {}
     for name, pool in cluster.pools.items():
