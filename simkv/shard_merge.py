@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from simkv.columns import equal
 from simkv.metrics import schema
 
 # Columns of requests.parquet that name an instance (-1: none), renumbered to the cluster's.
@@ -36,7 +36,7 @@ def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:
                 "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
                 "shape": (n,)})
         for b in f.iter_batches(columns=["status", "completion_s", "arrival_s", "request_id"]):
-            done = pc.equal(b.column("status"), "finished").to_numpy(zero_copy_only=False)
+            done = equal(b.column("status"), "finished")
             w.write(np.where(done, b.column("completion_s").to_numpy(),
                              b.column("arrival_s").to_numpy()).astype(np.float64).tobytes())
             g.write(ids[b.column("request_id").to_numpy()].astype(np.int64).tobytes())
