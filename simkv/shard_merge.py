@@ -20,6 +20,11 @@ from simkv.metrics import schema
 
 # Columns of requests.parquet that name an instance (-1: none), renumbered to the cluster's.
 INSTANCE_COLUMNS = ("replica", "prefill_replica", "first_token_replica")
+# Columns the merged requests.parquet dictionary-encodes: strings and int32 (few distinct
+# values: names, instances, token counts). Times and ids (float64, int64) are nearly all
+# distinct, so a dictionary only grows until Parquet gives it up: written plain they took
+# 0.86 CPU s against 1.55 per 2M rows and 105 MB against 135 (the same values read back).
+DICTIONARY_TYPES = (pa.string(), pa.int32())
 
 
 def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:
@@ -74,7 +79,8 @@ def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
               for f in files]
     cache: dict[tuple[int, int], pa.Table] = {}
     out_schema = schema.REQUESTS.with_metadata(metadata)
-    with pq.ParquetWriter(out, out_schema, compression="zstd") as w:
+    dictionary = [f.name for f in out_schema if f.type in DICTIONARY_TYPES]
+    with pq.ParquetWriter(out, out_schema, compression="zstd", use_dictionary=dictionary) as w:
         for c in range(0, len(order), row_group):
             o = order[c:c + row_group]
             sh = np.searchsorted(bounds, o, side="right") - 1

@@ -1,0 +1,128 @@
+"""The merge of the shards' tables (simkv/shard_merge.py), on shard tables built here: every
+value of every column, nulls and NaN included, lands where the plain definition puts it
+(all rows renumbered, sorted by record time then request id), whatever the row-group sizes;
+the file is written the same twice; and it is encoded as the merge chooses for speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from simkv.metrics import schema
+from simkv.shard_merge import DICTIONARY_TYPES, INSTANCE_COLUMNS, merge_requests, write_keys
+
+META = {b"simkv.config": b"{}", b"simkv.seed": b"7"}
+
+
+def _column(rng: np.random.Generator, field: pa.Field, n: int, instances: int) -> pa.Array:
+    """Random values of the field's type, some null; ties in the times (a few values only)."""
+    if field.name in INSTANCE_COLUMNS:
+        return pa.array(rng.integers(-1, instances, n), pa.int32())
+    if field.type == pa.string():
+        values = rng.choice(["finished", "rejected", "failed", "x" * 40], n).astype(object)
+        values[rng.random(n) < 0.05] = None
+        return pa.array(values, pa.string())
+    if field.type == pa.float64():
+        values = rng.integers(0, 400, n) / 8.0  # exact ties across shards
+        values[rng.random(n) < 0.05] = np.nan
+        return pa.array(values, pa.float64(), mask=rng.random(n) < 0.02)
+    if field.type == pa.bool_():
+        return pa.array(rng.random(n) < 0.5, pa.bool_(), mask=rng.random(n) < 0.02)
+    values = rng.integers(-5, 2**62 if field.type == pa.int64() else 2**30, n)
+    return pa.array(values, field.type, mask=rng.random(n) < 0.02)
+
+
+def _shards(tmp_path: Path, sizes: list[int], row_group: int) -> tuple[list[Path], pa.Table]:
+    """Shard folders as a sharded run leaves them (requests.parquet in record-time order,
+    the keys from write_keys), and the merge as defined: every shard's rows with the whole
+    run's request ids and the cluster's instance ids, sorted by (record time, request id)."""
+    rng = np.random.default_rng(11)
+    shards, total = len(sizes), sum(sizes)
+    owner = rng.permutation(np.repeat(np.arange(shards), sizes))  # whole-run id -> shard
+    folders, parts, whens = [], [], []
+    for s, n in enumerate(sizes):
+        cols = {f.name: _column(rng, f, n, 5) for f in schema.REQUESTS}
+        cols["request_id"] = pa.array(rng.permutation(n), pa.int64())  # the shard's own ids
+        done = np.where(cols["status"].to_numpy(zero_copy_only=False) == "finished", True, False)
+        when = np.where(done, np.nan_to_num(cols["completion_s"].to_numpy(zero_copy_only=False)),
+                        np.nan_to_num(cols["arrival_s"].to_numpy(zero_copy_only=False)))
+        cols["completion_s"] = pa.array(np.where(done, when, np.nan), pa.float64())
+        cols["arrival_s"] = pa.array(np.where(done, 0.0, when), pa.float64())
+        table = pa.table(cols, schema=schema.REQUESTS).take(pa.array(np.argsort(when, kind="stable")))
+        folder = tmp_path / f"out_{s}"
+        folder.mkdir()
+        pq.write_table(table, folder / "requests.parquet", row_group_size=row_group)
+        ids = np.flatnonzero(owner == s)  # shard s's own id i is the run's ids[i]
+        write_keys(folder / "requests.parquet", ids, folder)
+        gid = ids[table.column("request_id").to_numpy()]
+        renumbered = table.set_column(0, "request_id", pa.array(gid, pa.int64()))
+        for col in INSTANCE_COLUMNS:
+            v = renumbered.column(col).to_numpy()
+            renumbered = renumbered.set_column(renumbered.schema.get_field_index(col), col,
+                                               pa.array(np.where(v >= 0, s + shards * v, v), pa.int32()))
+        folders.append(folder)
+        parts.append(renumbered)
+        whens.append(np.sort(when))
+    merged = pa.concat_tables(parts)
+    order = np.lexsort((merged.column("request_id").to_numpy(), np.concatenate(whens)))
+    assert len(order) == total
+    return folders, merged.take(pa.array(order)).combine_chunks()
+
+
+def _same(a: pa.Table, b: pa.Table) -> None:
+    """Equal column by column, floats by their bits (NaN is NaN), nulls where they were."""
+    assert a.schema.names == b.schema.names
+    for name in a.column_names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        assert x.type == y.type, name
+        np.testing.assert_array_equal(x.is_null().to_numpy(zero_copy_only=False),
+                                      y.is_null().to_numpy(zero_copy_only=False), err_msg=name)
+        if pa.types.is_floating(x.type):
+            np.testing.assert_array_equal(x.fill_null(0.0).to_numpy().view(np.int64),
+                                          y.fill_null(0.0).to_numpy().view(np.int64), err_msg=name)
+        else:
+            assert x.equals(y), name
+
+
+@pytest.mark.parametrize(("sizes", "row_group", "out_group"), [
+    ([900, 700], 128, 256),     # output groups spanning several of each shard's row groups
+    ([500, 40, 333], 1000, 64),  # a shard in one row group, output groups smaller than a shard's
+    ([300], 64, 100),           # one shard
+])
+def test_the_merge_is_every_row_renumbered_in_record_time_then_id_order(
+        tmp_path: Path, sizes: list[int], row_group: int, out_group: int) -> None:
+    folders, want = _shards(tmp_path, sizes, row_group)
+    rows = merge_requests(folders, tmp_path / "merged.parquet", META, out_group)
+    assert rows == want.num_rows
+    f = pq.ParquetFile(tmp_path / "merged.parquet")
+    assert f.schema_arrow.equals(schema.REQUESTS)
+    assert f.schema_arrow.metadata == META
+    footer = f.metadata.metadata
+    assert footer[b"simkv.status"] == b"complete"
+    assert footer[b"simkv.rows"] == str(rows).encode()
+    assert all(f.metadata.row_group(i).num_rows == out_group for i in range(f.num_row_groups - 1))
+    _same(f.read(), want)
+
+
+def test_the_merged_file_is_written_the_same_twice(tmp_path: Path) -> None:
+    folders, _ = _shards(tmp_path, [700, 650], 100)
+    merge_requests(folders, tmp_path / "a.parquet", META, 256)
+    merge_requests(folders, tmp_path / "b.parquet", META, 256)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_times_and_ids_are_written_plain_strings_and_int32_with_a_dictionary(tmp_path: Path) -> None:
+    """A dictionary of nearly distinct values (times, request ids) only costs: the merge
+    writes those columns plain, the rest dictionary-encoded as Parquet's default does."""
+    folders, _ = _shards(tmp_path, [600, 600], 200)
+    merge_requests(folders, tmp_path / "merged.parquet", META, 500)
+    meta = pq.ParquetFile(tmp_path / "merged.parquet").metadata
+    for j, field in enumerate(schema.REQUESTS):
+        chunk = meta.row_group(0).column(j)
+        if field.type == pa.bool_():
+            continue  # Parquet has no dictionary for booleans
+        assert chunk.has_dictionary_page == (field.type in DICTIONARY_TYPES), field.name
