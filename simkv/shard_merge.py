@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simkv.columns import equal
+from simkv.columns import equal, to_numpy
 from simkv.metrics import schema
 
 # Columns of requests.parquet that name an instance (-1: none), renumbered to the cluster's.
@@ -47,15 +47,39 @@ def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:
             g.write(ids[b.column("request_id").to_numpy()].astype(np.int64).tobytes())
 
 
-def _renumbered(t: pa.Table, gid: np.ndarray, s: int, shards: int) -> pa.Table:
-    """Rows of shard ``s`` with the whole run's request ids (``gid``, one per row) and the
-    cluster's instance ids (shard s's instance i is the cluster's instance s + shards * i)."""
-    t = t.set_column(t.schema.get_field_index("request_id"), "request_id", pa.array(gid, pa.int64()))
-    for col in INSTANCE_COLUMNS:
-        v = t.column(col).to_numpy()
-        t = t.set_column(t.schema.get_field_index(col), col,
-                         pa.array(np.where(v >= 0, s + shards * v, v).astype(np.int32)))
-    return t
+# Columns gathered in numpy: fixed-width types as numpy holds them.
+_FIXED = {pa.int32(): np.dtype(np.int32), pa.int64(): np.dtype(np.int64),
+          pa.float64(): np.dtype(np.float64)}
+
+
+def _gather(chunks: list[pa.Array], pieces: list[tuple[int, np.ndarray, np.ndarray]],
+            field: pa.Field, n: int, take: pa.Array) -> pa.Array:
+    """One output column: row ``pos`` of the group is row ``loc`` of ``chunks[k]``, for each
+    ``(k, pos, loc)`` of ``pieces``. Fixed-width values without nulls are copied in numpy
+    straight from the chunks' buffers to their places (no concatenation, no pandas); strings,
+    booleans and columns with nulls go through Arrow's take (``take``: the rows' index in
+    the chunks laid end to end)."""
+    dtype = _FIXED.get(field.type)
+    if dtype is None or any(c.null_count for c in chunks):
+        return pa.chunked_array(chunks, field.type).take(take).combine_chunks()
+    values = np.empty(n, dtype)
+    for k, pos, loc in pieces:
+        values[pos] = to_numpy(chunks[k])[loc]
+    return pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(values)])
+
+
+def _renumber(col: pa.Array, sh: np.ndarray, shards: int) -> pa.Array:
+    """Instance ids of rows from shards ``sh`` (one per row) as the cluster's: shard s's
+    instance i is the cluster's instance s + shards * i; -1 (none) and nulls stay."""
+    v = to_numpy(col)  # float64, NaN where null, if any null
+    valid = None
+    if col.null_count:
+        valid = ~np.isnan(v)
+        v = np.where(valid, v, -1).astype(np.int64)
+    v = np.where(v >= 0, sh + shards * v.astype(np.int64), v).astype(np.int32)
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.int32(), len(v), [bitmap, pa.py_buffer(v)],
+                                 null_count=col.null_count)
 
 
 def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
@@ -65,46 +89,63 @@ def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
 
     Streamed: the order comes from the keys (16 bytes a row, plus 8 for the order), and each
     output row group takes its rows from the few row groups of each shard that hold them (a
-    shard's rows are almost in time order already), renumbered once as they are read, so
-    memory stays a few row groups beside the keys."""
+    shard's rows are almost in time order already), each read once, so memory stays a few
+    row groups beside the keys. A row's request id is its key's (the shards' own id column
+    is not read); its instance ids are renumbered as the group is gathered."""
     shards = len(folders)
     files = [pq.ParquetFile(f / "requests.parquet") for f in folders]
-    gids = [np.load(f / "gid.npy") for f in folders]
-    sizes = np.array([len(g) for g in gids])
+    gid = np.concatenate([np.load(f / "gid.npy") for f in folders])
+    sizes = np.array([f.metadata.num_rows for f in files])
+    if sizes.sum() != len(gid):
+        raise ValueError(f"the shards' keys count {len(gid)} rows, their tables {sizes.sum()}")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     when = np.concatenate([np.load(f / "when.npy") for f in folders])
-    order = np.lexsort((np.concatenate(gids), when))
+    order = np.lexsort((gid, when))
     del when
     starts = [np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
               for f in files]
-    cache: dict[tuple[int, int], pa.Table] = {}
     out_schema = schema.REQUESTS.with_metadata(metadata)
+    read = [name for name in out_schema.names if name != "request_id"]
+    cache: dict[tuple[int, int], pa.Table] = {}
     dictionary = [f.name for f in out_schema if f.type in DICTIONARY_TYPES]
     with pq.ParquetWriter(out, out_schema, compression="zstd", use_dictionary=dictionary) as w:
         for c in range(0, len(order), row_group):
             o = order[c:c + row_group]
+            n = len(o)
             sh = np.searchsorted(bounds, o, side="right") - 1
             lo = o - bounds[sh]
-            sources: list[pa.Table] = []
-            idx = np.empty(len(o), np.int64)
+            tables: list[pa.Table] = []
+            pieces: list[tuple[int, np.ndarray, np.ndarray]] = []
+            take = np.empty(n, np.int64)
             offset = 0
-            for s in np.unique(sh):
-                s = int(s)
+            for s in np.unique(sh).tolist():
                 pos = np.flatnonzero(sh == s)
                 group = np.searchsorted(starts[s], lo[pos], side="right") - 1
                 first, last = int(group.min()), int(group.max())
                 for key in [k for k in cache if k[0] == s and k[1] < first]:
                     del cache[key]
                 for g in range(first, last + 1):
+                    if starts[s][g] == starts[s][g + 1]:
+                        continue  # an empty row group: no rows, and no chunk to count
                     if (s, g) not in cache:
-                        a, b = starts[s][g], starts[s][g + 1]
-                        cache[(s, g)] = _renumbered(files[s].read_row_group(g), gids[s][a:b],
-                                                    s, shards)
-                    sources.append(cache[(s, g)])
-                idx[pos] = offset + lo[pos] - starts[s][first]
+                        # One chunk per column: piece k is chunk k of every column.
+                        cache[(s, g)] = files[s].read_row_group(g, columns=read).combine_chunks()
+                    here = group == g
+                    if here.any():
+                        pieces.append((len(tables), pos[here], lo[pos[here]] - starts[s][g]))
+                    tables.append(cache[(s, g)])
+                take[pos] = offset + lo[pos] - starts[s][first]
                 offset += int(starts[s][last + 1] - starts[s][first])
-            table = pa.concat_tables(sources).take(pa.array(idx))
-            w.write_table(table.cast(out_schema), row_group_size=row_group)
+            take_arr = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(take)])
+            cols = []
+            for field in out_schema:
+                if field.name == "request_id":
+                    cols.append(pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(gid[o])]))
+                    continue
+                chunks = [ch for t in tables for ch in t.column(field.name).chunks]
+                col = _gather(chunks, pieces, field, n, take_arr)
+                cols.append(_renumber(col, sh, shards) if field.name in INSTANCE_COLUMNS else col)
+            w.write_table(pa.Table.from_arrays(cols, schema=out_schema), row_group_size=row_group)
         w.add_key_value_metadata({"simkv.status": "complete", "simkv.rows": str(len(order))})
     return len(order)
 
