@@ -314,8 +314,21 @@ class Replica:
             w.add(self)
 
     def _run_ended(self, event: Wakeup) -> None:
+        """A run ended (its wake-up's last act): commit it and plan the next.
+
+        Other instances it pokes meanwhile (a prefill instance's finished prefill handed to
+        an idle decode instance, once per request in a disaggregated run) reserve their
+        plans' event ids in ``plan_now`` and are planned when this callback ends, at once
+        while no event is due at this instant (PlanNow): the same plans at the same times,
+        one SimPy event fewer each."""
         if event.tag != self.epoch:
             return  # a wake-up for a run that was cut short
+        held = self.plan_now
+        if held is not None:
+            if held.open:
+                held = None  # an outer callback holds the plans: it flushes them
+            else:
+                held.open = True
         out, ends, done = self._out, self._ends, self._done
         assert out is not None
         assert ends is not None
@@ -325,6 +338,10 @@ class Replica:
         if self.observer is not None:
             self.observer(self)
         self._plan(float(ends[done - 1]))
+        if held is not None:
+            held.open = False
+            if held.items:
+                held.flush()
 
     def _commit(self, out: SchedulerOutput, ends: Sequence[float], done: int) -> None:
         """Apply the first ``done`` iterations of ``out``: finished requests are reported."""
