@@ -118,3 +118,47 @@ def test_a_landed_hand_off_is_decoded_without_chunked_prefill(tmp_path: Path, sc
     assert (df["status"] == "finished").all()
     assert len(df) == 20
     assert (df["prefill_replica"] != df["replica"]).all()  # prefilled on one, decoded on the other
+
+
+def test_no_plan_is_spent_on_kv_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per request, a prefill instance emptied by its KV's landing replanned for nothing (a
+    # poke at an idle, empty instance), and a decode instance handed a request planned its
+    # admission through a SimPy wake-up of its own; the landing now skips the first (the
+    # plan provably changes nothing) and the prefill's run end plans the second at once
+    # (PlanNow). Counted with the engine's own methods wrapped: same outputs, fewer plans.
+    from simkv.engine.replica import Replica
+
+    counts = {"idle prefill plans": 0, "decode wake-ups": 0, "decode plans": 0}
+    ending: list[Replica] = []
+    plan, ended, plan_now = Replica._plan, Replica._run_ended, Replica._plan_now
+
+    def counted_plan(self: Replica, now: float) -> None:
+        role = self.pool.cfg.role
+        if role == "decode":
+            counts["decode plans"] += 1
+        elif self not in ending and self.scheduler.plans_nothing():
+            counts["idle prefill plans"] += 1  # not its own run's end: a poke for nothing
+        plan(self, now)
+
+    def counted_ended(self: Replica, event: object) -> None:
+        ending.append(self)
+        try:
+            ended(self, event)
+        finally:
+            ending.pop()
+
+    def counted_plan_now(self: Replica, event: object) -> None:
+        if self.pool.cfg.role == "decode":
+            counts["decode wake-ups"] += 1
+        plan_now(self, event)
+
+    monkeypatch.setattr(Replica, "_plan", counted_plan)
+    monkeypatch.setattr(Replica, "_run_ended", counted_ended)
+    monkeypatch.setattr(Replica, "_plan_now", counted_plan_now)
+    wl = workload(n=100, rate=5.0)
+    df, summary, _ = run(tmp_path, [], wl)
+    assert (df["status"] == "finished").all()
+    assert summary["cluster"]["disaggregation"]["transfers"] == 100  # every KV moved and landed
+    assert counts["decode plans"] >= 200  # each request: its admission and its landing
+    assert counts["idle prefill plans"] == 0  # one per request before
+    assert counts["decode wake-ups"] == 0  # one per request before

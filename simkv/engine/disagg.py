@@ -171,7 +171,7 @@ class Handoff:
             if left[0]:
                 return
             now = t.end
-            self._release(req, now)
+            self._release(req, now, landed=True)
             if req.load_epoch != epoch:
                 return  # preempted while the KV was on the way: it recomputes there
             req.remote_kv = 0  # landed: a later preemption recomputes on the decode instance
@@ -183,7 +183,7 @@ class Handoff:
         for path in paths:
             fabric.start(nbytes / len(paths), path, one, "kv handoff")
 
-    def _release(self, req: Request, now: float) -> None:
+    def _release(self, req: Request, now: float, landed: bool = False) -> None:
         child = self.children.pop(req.id, None)
         src = self.source.pop(req.id, None)
         if child is not None and src is not None:
@@ -191,4 +191,37 @@ class Handoff:
             give_back = src.scheduler.pool.give_back
             if give_back is not None:
                 give_back()  # borrowed memory the held KV needed goes back (kv_pool=distattention)
+            if landed and _plans_nothing_next(src):
+                for w in src.watchers:  # what poke tells routers' indexes
+                    w.add(src)
+                return
             src.poke()  # memory freed; a draining instance may now stop
+
+
+def _plans_nothing_next(src: Any) -> bool:
+    """Whether poking ``src`` (a prefill instance whose held KV just landed) would only make
+    it plan nothing, as the next thing to happen: then the poke is skipped (once per request
+    in a disaggregated run: the instance is idle and empty by then).
+
+    Called from a landing's callback (``one`` in ``Handoff.admitted``: kv/links.Fabric._landed
+    holds ``plan_now`` open around it; a transfer landing without latency, from Fabric._tick,
+    leaves it closed and is not skipped). Its poke would reserve the first event id in
+    ``plan_now`` (nothing reserved yet), and the rest of the callback only marks the request
+    loaded on its decode instance and pokes that (a reservation, or a cut that schedules a
+    NORMAL wake-up): nothing gives ``src`` work or schedules an URGENT event. So with no event
+    due at this instant, PlanNow.flush plans ``src`` first, at once, or (a cut's wake-up due
+    now) as the very next event; either way in the state it has now. Idle, with no
+    ``on_idle`` and a scheduler that ``plans_nothing``, that plan leaves ``busy`` False and
+    changes nothing, and dropping its reserved id leaves every other event's order as it was.
+    """
+    if src.busy or src.on_idle is not None:
+        return False
+    held = src.plan_now
+    if held is None or not held.open or held.items:
+        return False
+    env = src.env
+    queue = env._queue
+    if queue and not queue[0][0] > env._now:
+        return False
+    quiet = getattr(src.scheduler, "plans_nothing", None)
+    return quiet is not None and quiet()

@@ -160,6 +160,15 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
     def num_unfinished(self) -> int:
         return len(self.waiting) + len(self.running) + len(self.held)
 
+    def plans_nothing(self) -> bool:
+        """Whether ``schedule`` would now return None and change nothing: no request runs or
+        waits and no prefetch is due (engine/disagg.py skips such a plan where it is provably
+        the next thing that happens). False for a subclass that replaces ``schedule``."""
+        if type(self).schedule is not VLLMScheduler.schedule:
+            return False
+        kv = self.kv
+        return not self.running and not self.waiting and (kv is None or not kv.ready)
+
     # --- planning -----------------------------------------------------------------------
     def _preempt_last(self, now: float, may_swap: bool = True) -> Request:
         """Preempt the victim ``_victim`` chooses (vLLM: the last admitted request)."""
