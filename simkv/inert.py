@@ -43,6 +43,15 @@ class RunFacts:
 
 def facts(cluster: Any, requests_path: Path) -> RunFacts:
     """The facts of a finished run, from its cluster and requests.parquet."""
+    return facts_of(requests_path, prefixed=int(cluster.prefixed),
+                    peak_link_share=int(cluster.topology.fabric.peak_link_share),
+                    unslowed_power=_unslowed_power(cluster))
+
+
+def facts_of(requests_path: Path, *, prefixed: int, peak_link_share: int,
+             unslowed_power: tuple[tuple[str, str], ...] = ()) -> RunFacts:
+    """The facts of a run from its requests.parquet and the cluster's counters (a sharded
+    run sums its shards' counters: simkv/shard.py)."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -56,9 +65,9 @@ def facts(cluster: Any, requests_path: Path) -> RunFacts:
     return RunFacts(
         session_requests=int(np.count_nonzero(in_session)),
         followup_calls=int(np.count_nonzero(followups)),
-        prefixed_requests=int(cluster.prefixed),
-        peak_link_share=int(cluster.topology.fabric.peak_link_share),
-        unslowed_power=_unslowed_power(cluster),
+        prefixed_requests=prefixed,
+        peak_link_share=peak_link_share,
+        unslowed_power=unslowed_power,
     )
 
 

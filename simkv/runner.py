@@ -17,6 +17,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,8 @@ class _Progress:
 
 
 def simulate(cfg: Any = None, out_dir: str | Path | None = None,
-             observer: Any = None, *, workload: Any = None) -> SimResult:
+             observer: Any = None, *, workload: Any = None,
+             report: Callable[[Cluster, Path], None] | None = None) -> SimResult:
     """Run one simulation; results go to ``out_dir`` (a new temporary folder if None).
 
     The folder follows the output protocol of simkv/output.py: claimed for this run alone,
@@ -216,6 +218,10 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
             it to check invariants).
         workload: a workload object to simulate instead of building ``cfg.workload`` (a
             shard's share of the stream: simkv/shard_stream.py).
+        report: instead of summary.json and the figure, ``report(cluster, out_dir)`` once
+            the tables are complete (a shard reports what the merge needs: simkv/shard.py;
+            its own summary would be computed and thrown away). The result's summary is
+            then empty.
 
     With ``cfg.shards`` above 1 the run is sharded (simkv/shard.py: one process per shard,
     merged into one dataset); an observer or a workload object needs one process, so with
@@ -231,8 +237,8 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
     _memory_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="simkv-"))
     if cfg.shards > 1:
-        if observer is not None or workload is not None:
-            raise ValueError(f"shards={cfg.shards}: an observer or a workload object sees one "
+        if observer is not None or workload is not None or report is not None:
+            raise ValueError(f"shards={cfg.shards}: an observer, a workload or a report sees one "
                              "process's run; set shards=1")
         from simkv.shard import simulate_sharded
 
@@ -245,7 +251,7 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
     try:
         with sigterm_interrupts():
             bounds.check(cfg)
-            result = _simulate(cfg, out, doc, digest, observer, stats, workload)
+            result = _simulate(cfg, out, doc, digest, observer, stats, workload, report)
     except BaseException as exc:
         folder.end(exc, stats)
         raise
@@ -255,7 +261,8 @@ def simulate(cfg: Any = None, out_dir: str | Path | None = None,
 
 
 def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, observer: Any,
-              stats: dict[str, Any], workload: Any = None) -> SimResult:
+              stats: dict[str, Any], workload: Any = None,
+              report: Callable[[Cluster, Path], None] | None = None) -> SimResult:
     metadata = file_metadata(doc, digest, cfg.seed)
 
     if not cfg.pools and cfg.cluster.replicas < 1:
@@ -298,6 +305,9 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                       "requests_per_wall_s": recorded / max(wall, 1e-9),
                       "peak_rss_mib_after_loop":
                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    if report is not None:
+        report(cluster, out)
+        return SimResult(out, {}, doc)
     replicas: list[Replica] = cluster.replicas
     first = next(iter(cluster.pools.values()))
     capacity = first.capacity(first.base_degree)

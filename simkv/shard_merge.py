@@ -150,16 +150,23 @@ def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
     return len(order)
 
 
-def merge_instances(folders: list[Path], out: Path, metadata: dict[bytes, bytes]) -> None:
+def merge_instances(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
+                    actions: list[np.ndarray] | None = None) -> None:
     """The shards' instances.parquet -> one, the cluster's instance ids, in (time, instance)
-    order."""
+    order; ``actions[s]`` maps shard s's scaling action numbers to the cluster's (-1, the
+    initial instances, stays)."""
     shards = len(folders)
     tables = []
     for s, folder in enumerate(folders):
         t = pq.read_table(folder / "instances.parquet")
         v = t.column("instance").to_numpy()
-        tables.append(t.set_column(t.schema.get_field_index("instance"), "instance",
-                                   pa.array((s + shards * v).astype(np.int32))))
+        t = t.set_column(t.schema.get_field_index("instance"), "instance",
+                         pa.array((s + shards * v).astype(np.int32)))
+        if actions is not None:
+            lookup = np.concatenate([[-1], actions[s]]).astype(np.int32)  # -1 -> -1
+            t = t.set_column(t.schema.get_field_index("action"), "action",
+                             pa.array(lookup[t.column("action").to_numpy() + 1]))
+        tables.append(t)
     table = pa.concat_tables(tables)
     order = np.lexsort((table.column("instance").to_numpy(), table.column("time_s").to_numpy()))
     table = table.take(pa.array(order)).replace_schema_metadata(

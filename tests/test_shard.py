@@ -86,8 +86,9 @@ def test_a_load_reading_router_is_sharded_approximately_but_keeps_every_request(
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
-    (["autoscaler=horizontal"], "autoscaler=horizontal"),
-    (["pools=pd_split"], "pools"),
+    (["autoscaler=vertical", "cluster.max_tensor_parallel=2"], "autoscaler=vertical"),
+    (["speculative=ngram"], "speculative=ngram"),
+    (["migration=llumnix"], "migration=llumnix"),
     (["router=session_affinity", "workload=sharegpt", "workload.num_conversations=10"],
      "a closed loop"),
     (["offload=dram"], "offload=dram"),
@@ -119,7 +120,8 @@ def test_the_shards_key_runs_the_sharded_simulation(tmp_path: Path) -> None:
     for f in ("requests.parquet", "instances.parquet", "summary.json"):
         assert (tmp_path / "key" / f).read_bytes() == (tmp_path / "api" / f).read_bytes(), f
     assert (tmp_path / "key" / "latency.png").stat().st_size > 0
-    with pytest.raises(ValueError, match="^shards=5: more shards than the pool's 4 instances; set shards <= 4$"):
+    with pytest.raises(ValueError, match=r"^shards=5: more shards than the 4 instances of "
+                       r"cluster.replicas \(every shard needs one of each pool\); set shards <= 4$"):
         simkv.simulate(simkv.compose([*overrides, "shards=5"]), tmp_path / "five")
     with pytest.raises(ValueError, match="^shards=2: an observer"):
         simkv.simulate(simkv.compose([*overrides, "shards=2"]), tmp_path / "obs",
