@@ -69,16 +69,21 @@ def command(argv: Sequence[str], *, env: dict[str, str] | None = None,
 
 
 def in_process(fn: Callable[[], Any]) -> tuple[Any, Measure]:
-    """Call ``fn``; its result, and the wall and CPU time it took (peak RSS: the process's)."""
+    """Call ``fn``; its result, and the wall and CPU time it took, with that of the child
+    processes it started and waited for (a sharded run's shards); peak RSS: the largest of
+    this process's and its children's."""
     load0 = os.getloadavg()[0]
     r0 = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = fn()
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-    return out, Measure(wall, user + sys_, user, sys_, r1.ru_maxrss / 1024, load0,
-                        os.getloadavg()[0])
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user = r1.ru_utime - r0.ru_utime + c1.ru_utime - c0.ru_utime
+    sys_ = r1.ru_stime - r0.ru_stime + c1.ru_stime - c0.ru_stime
+    peak = max(r1.ru_maxrss, c1.ru_maxrss) / 1024
+    return out, Measure(wall, user + sys_, user, sys_, peak, load0, os.getloadavg()[0])
 
 
 def simkv_command() -> list[str]:

@@ -9,7 +9,11 @@ request at any cluster size); BurstGPT-shaped requests (Gamma hourly volumes wit
 trace's CV, one trace hour = 300 simulated seconds) at a mean rate the starting capacity
 roughly sustains, so bursts force scale-ups and lulls scale-downs.
 
-    python benchmarks/bench_cluster.py [--requests 10000000] [--gpus 1000]
+    python benchmarks/bench_cluster.py [--requests 10000000] [--gpus 1000] [--shards 2]
+
+``--shards k``: the same cluster as k shards in k processes (simkv/shard.py: each a
+sub-cluster of 1/k of the pools and of the autoscaler's bounds; approximate, measured against
+one process in docs/PERFORMANCE.md). CPU time then counts the shard processes too.
 
 Prints wall time, CPU time (user + system: the machine is shared, so wall time alone says
 little), simulated requests per second, peak RSS, the load average, and what the cluster did.
@@ -18,6 +22,8 @@ little), simulated requests per second, peak RSS, the load average, and what the
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +43,7 @@ def main() -> None:
                     help="H100 prefill pool and H200 decode pool instead of H100 + A100 colocated")
     ap.add_argument("--rate-per-gpu", type=float, default=3.0,
                     help="mean requests/s per GPU of the maximum cluster")
+    ap.add_argument("--shards", type=int, default=1, help="simulate as this many shards")
     ap.add_argument("--record", help="append one JSON line to this file")
     args = ap.parse_args()
     half = args.gpus // 2
@@ -44,7 +51,7 @@ def main() -> None:
         "output.plot=false", "output.progress=false", "router=power_of_two",
         "autoscaler=horizontal", "autoscaler.metric=outstanding", "autoscaler.target=24",
         "workload=burstgpt", "workload.hour_s=300", f"workload.num_requests={args.requests}",
-        f"workload.mean_rate={args.rate_per_gpu * args.gpus}",
+        f"workload.mean_rate={args.rate_per_gpu * args.gpus}", f"shards={args.shards}",
     ])
     pools = ((("prefill", "h100_sxm_80gb", "prefill"), ("decode", "h200", "decode"))
              if args.disaggregated else
@@ -54,8 +61,8 @@ def main() -> None:
     for name, hw, role in pools:
         cfg.pools[name] = PoolConfig(role=role, hardware=hw, instances=int(0.4 * half),
                                      min_instances=int(0.2 * half), max_instances=half)
-    with tempfile.TemporaryDirectory() as d:
-        result, m = in_process(lambda: simkv.simulate(cfg, d))
+    d = tempfile.mkdtemp(prefix="bench_cluster_")
+    result, m = in_process(lambda: simkv.simulate(cfg, d))
     s = result.summary
     c = s["cluster"]
     print(f"machine: {machine()}")
@@ -68,8 +75,13 @@ def main() -> None:
     print(f"scaling events: {len(sc.get('events', []))}, scale-ups {sc.get('scale_ups', 0)}")
     print(f"TTFT p50 {s['ttft_s']['p50'] * 1e3:.1f} ms, p99 {s['ttft_s']['p99'] * 1e3:.1f} ms")
     print(f"simulate(): {m.line(args.requests)}")
+    if args.shards > 1:
+        from bench_shards import phases_line
+
+        print(phases_line(json.loads((Path(d) / "run.json").read_text())))
     record(args.record, {"bench": "cluster", "requests": args.requests, "gpus": args.gpus,
-                         "disaggregated": args.disaggregated}, m)
+                         "disaggregated": args.disaggregated, "shards": args.shards}, m)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
