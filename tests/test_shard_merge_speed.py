@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from simkv.metrics import schema
-from simkv.shard_merge import DICTIONARY_TYPES, INSTANCE_COLUMNS, merge_requests, write_keys
+from simkv.shard_merge import DICTIONARY_TYPES, INSTANCE_COLUMNS, merge_instances, merge_requests, write_keys
 
 META = {b"simkv.config": b"{}", b"simkv.seed": b"7"}
 
@@ -133,18 +133,55 @@ def test_times_and_ids_are_written_plain_strings_and_int32_with_a_dictionary(tmp
         assert chunk.has_dictionary_page == (field.type in DICTIONARY_TYPES), field.name
 
 
+def _instances(folders: list[Path]) -> pa.Table:
+    """Each shard's instances.parquet (transitions at times with ties, its own instance ids)
+    and their merge as defined: the cluster's ids, sorted by (time, instance), ties kept in
+    shard order."""
+    rng = np.random.default_rng(5)
+    parts = []
+    for s, folder in enumerate(folders):
+        n = 50 + 10 * s
+        cols = {"time_s": pa.array(rng.integers(0, 20, n) / 4.0, pa.float64()),
+                "instance": pa.array(rng.integers(0, 6, n), pa.int32()),
+                "pool": pa.array(rng.choice(["a", "b"], n)), "from_state": pa.array(rng.choice(["x", "y"], n)),
+                "to_state": pa.array(rng.choice(["x", "y"], n)), "gpus": pa.array(rng.integers(1, 9, n), pa.int32()),
+                "data_parallel": pa.array(np.ones(n, np.int32)), "action": pa.array(rng.integers(-1, 3, n), pa.int32()),
+                "reason": pa.array(rng.choice(["r", "q"], n))}
+        table = pa.table(cols, schema=schema.INSTANCES)
+        pq.write_table(table, folder / "instances.parquet")
+        parts.append(table.set_column(1, "instance", pa.array(
+            s + len(folders) * table.column("instance").to_numpy(), pa.int32())))
+    merged = pa.concat_tables(parts)
+    return merged.take(pa.array(np.lexsort((merged.column("instance").to_numpy(),
+                                            merged.column("time_s").to_numpy()))))
+
+
+def test_the_instances_merge_is_every_transition_renumbered_in_time_then_instance_order(
+        tmp_path: Path) -> None:
+    folders, _ = _shards(tmp_path, [10, 10, 10], 8)
+    want = _instances(folders)
+    merge_instances(folders, tmp_path / "instances.parquet", META)
+    got = pq.read_table(tmp_path / "instances.parquet")
+    assert got.schema.metadata == META
+    assert got.to_pylist() == want.to_pylist()
+
+
 def test_the_merge_does_not_import_pandas(tmp_path: Path) -> None:
     """pandas is 0.2-0.4 CPU s of import in the parent's serial part, for nothing: the merge
-    builds its columns from numpy buffers (pa.array of a numpy array would import it)."""
+    builds its columns from numpy buffers (pa.array of a numpy array, pq.read_table would
+    import it)."""
     folders, _ = _shards(tmp_path, [400, 300], 100)
+    _instances(folders)
     code = f"""
 import sys
 from pathlib import Path
-from simkv.shard_merge import merge_requests
-merge_requests([Path(p) for p in {[str(f) for f in folders]!r}], Path({str(tmp_path / "m.parquet")!r}),
-               {{b"k": b"v"}}, 128)
+from simkv.shard_merge import merge_instances, merge_requests
+folders = [Path(p) for p in {[str(f) for f in folders]!r}]
+merge_requests(folders, Path({str(tmp_path / "m.parquet")!r}), {{b"k": b"v"}}, 128)
+merge_instances(folders, Path({str(tmp_path / "i.parquet")!r}), {{b"k": b"v"}})
 print("pandas" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert pq.read_metadata(tmp_path / "m.parquet").num_rows == 700
+    assert pq.read_metadata(tmp_path / "i.parquet").num_rows == 110
