@@ -167,16 +167,18 @@ def test_the_instances_merge_is_every_transition_renumbered_in_time_then_instanc
 
 
 def test_the_merge_does_not_import_pandas(tmp_path: Path) -> None:
-    """pandas is 0.2-0.4 CPU s of import in the parent's serial part, for nothing: the merge
-    builds its columns from numpy buffers (pa.array of a numpy array, pq.read_table would
-    import it)."""
+    """pandas is 0.2-0.4 CPU s of import in the parent's serial part (and at each shard's
+    end, for its keys), for nothing: the merge builds its columns from numpy buffers
+    (pa.array of a numpy array, Arrow's to_numpy, pq.read_table would import it)."""
     folders, _ = _shards(tmp_path, [400, 300], 100)
     _instances(folders)
     code = f"""
 import sys
 from pathlib import Path
-from simkv.shard_merge import merge_instances, merge_requests
+import numpy as np
+from simkv.shard_merge import merge_instances, merge_requests, write_keys
 folders = [Path(p) for p in {[str(f) for f in folders]!r}]
+write_keys(folders[0] / "requests.parquet", np.arange(1000), Path({str(tmp_path)!r}))
 merge_requests(folders, Path({str(tmp_path / "m.parquet")!r}), {{b"k": b"v"}}, 128)
 merge_instances(folders, Path({str(tmp_path / "i.parquet")!r}), {{b"k": b"v"}})
 print("pandas" in sys.modules)
@@ -185,3 +187,4 @@ print("pandas" in sys.modules)
     assert out.stdout.strip() == "False"
     assert pq.read_metadata(tmp_path / "m.parquet").num_rows == 700
     assert pq.read_metadata(tmp_path / "i.parquet").num_rows == 110
+    assert len(np.load(tmp_path / "gid.npy")) == 400
