@@ -170,7 +170,9 @@ def _shard_config(cfg: SimConfig, s: int, k: int) -> SimConfig:
     autoscaler's bounds (a sub-cluster of the same shape, 1/k of its size)."""
     sub = copy.deepcopy(cfg)
     sub.shards = 1
-    sub.output = replace(sub.output, plot=False, progress=False)
+    # Shard 0's bar stands for the run's (the shards advance at about one pace): one bar on
+    # the terminal, not k overwriting each other.
+    sub.output = replace(sub.output, plot=False, progress=cfg.output.progress and s == 0)
     if sub.pools:
         for name, p in sub.pools.items():
             sub.pools[name] = replace(p, instances=_share(p.instances, s, k),

@@ -83,7 +83,10 @@ class ShardStream:
         return []
 
     def expected_requests(self) -> int | None:
-        return None  # known only once the stream is drawn
+        """About this shard's share of the whole run's requests (for its progress bar: the
+        exact share is known only once the stream is drawn)."""
+        total = self.inner.expected_requests()
+        return None if total is None else len(range(self.shard, total, self.shards))
 
     def __getattr__(self, name: str) -> Any:
         if name == "inner":  # not set yet (a copy being built): no recursion

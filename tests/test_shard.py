@@ -241,3 +241,20 @@ def test_a_shards_sort_keys_are_written_row_group_by_row_group(tmp_path: Path) -
     np.testing.assert_array_equal(np.load(tmp_path / "when.npy"),
                                   np.where(status == "finished", comp, arr))
     np.testing.assert_array_equal(np.load(tmp_path / "gid.npy"), ids[rid])
+
+
+def test_one_progress_bar_for_a_sharded_run() -> None:
+    """Shard 0 draws the bar (when the run asked for one) with its share of the requests as
+    its total: the shards' totals add up to the run's; the others draw none."""
+    from simkv.registry import build
+    from simkv.shard import _shard_config
+    from simkv.shard_stream import ShardStream
+
+    cfg = simkv.compose(["cluster.replicas=7", "workload.num_requests=1001", "output.progress=true"])
+    assert [_shard_config(cfg, s, 3).output.progress for s in range(3)] == [True, False, False]
+    quiet = simkv.compose(["cluster.replicas=7", "output.progress=false"])
+    assert not _shard_config(quiet, 0, 3).output.progress
+    totals = [ShardStream(build(cfg.workload), instances=7, shards=3, shard=s,
+                          instance_routing=False, max_model_len=4096).expected_requests()
+              for s in range(3)]
+    assert totals == [334, 334, 333]
