@@ -182,6 +182,8 @@ class Cluster:
         replica = Replica(i, env, sched, cost, cfg.engine, self._finished,
                           self.recorder.iterations, self.observer)
         replica.plan_now = self._plan_now
+        if pool.cfg.role == "prefill":  # its run ends hand requests to decode instances
+            replica.hold_run_end = self._plan_now
         replica.pool, replica.state, replica.dp = pool, state, dp
         replica.slots, replica.gpus = slots, len(slots.gpus)
         replica.work_rate = pool.work_rate(dp)

@@ -150,6 +150,9 @@ class Replica:
         self.power: Any = None
         # Shared by the cluster's instances: arrivals' plans held until the arrival ends.
         self.plan_now: PlanNow | None = None
+        # ``plan_now`` where this instance's run ends poke other instances (a prefill
+        # instance's, handing requests to decode instances; set by the cluster), else None.
+        self.hold_run_end: PlanNow | None = None
         # Routers' indexes over lists this instance is in (policies/router/index.py): their
         # dirty sets, told whenever what a router reads may have changed.
         self.watchers: list[set[Replica]] = []
@@ -316,14 +319,15 @@ class Replica:
     def _run_ended(self, event: Wakeup) -> None:
         """A run ended (its wake-up's last act): commit it and plan the next.
 
-        Other instances it pokes meanwhile (a prefill instance's finished prefill handed to
-        an idle decode instance, once per request in a disaggregated run) reserve their
-        plans' event ids in ``plan_now`` and are planned when this callback ends, at once
-        while no event is due at this instant (PlanNow): the same plans at the same times,
-        one SimPy event fewer each."""
+        With ``hold_run_end`` (a prefill instance), the instances it pokes meanwhile (an
+        idle decode instance handed a finished prefill, once per request in a disaggregated
+        run) reserve their plans' event ids in ``plan_now`` and are planned when this
+        callback ends, at once while no event is due at this instant (PlanNow): the same
+        plans at the same times, one SimPy event fewer each. (Not for every instance: the
+        hold costs more than it saves where a run's end rarely pokes another instance.)"""
         if event.tag != self.epoch:
             return  # a wake-up for a run that was cut short
-        held = self.plan_now
+        held = self.hold_run_end
         if held is not None:
             if held.open:
                 held = None  # an outer callback holds the plans: it flushes them
