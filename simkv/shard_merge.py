@@ -87,6 +87,24 @@ def _renumber(col: pa.Array, sh: np.ndarray, shards: int) -> pa.Array:
                                  null_count=col.null_count)
 
 
+def _order(when: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """``np.lexsort((gid, when))``: the rows by time, equal times by id. A stable sort by
+    time alone (timsort: each shard's rows are already in time order, so it merges k runs),
+    then only the rows whose time another row shares sorted again by (time, id): 0.19-0.23
+    CPU s against 0.52-0.54 at 5M rows. NaN times (last, like lexsort's) count as equal."""
+    order = np.argsort(when, kind="stable")
+    t = when[order]
+    same = (t[1:] == t[:-1]) | (np.isnan(t[1:]) & np.isnan(t[:-1]))
+    if same.any():
+        tied = np.zeros(len(order), bool)
+        tied[1:] |= same
+        tied[:-1] |= same
+        at = np.flatnonzero(tied)
+        rows = order[at]
+        order[at] = rows[np.lexsort((gid[rows], t[at]))]
+    return order
+
+
 def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
                    row_group: int) -> int:
     """The shards' requests.parquet (shard s's in ``folders[s]``, with its keys) -> one table
@@ -105,7 +123,7 @@ def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
         raise ValueError(f"the shards' keys count {len(gid)} rows, their tables {sizes.sum()}")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     when = np.concatenate([np.load(f / "when.npy") for f in folders])
-    order = np.lexsort((gid, when))
+    order = _order(when, gid)
     del when
     starts = [np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
               for f in files]

@@ -15,7 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from simkv.metrics import schema
-from simkv.shard_merge import DICTIONARY_TYPES, INSTANCE_COLUMNS, merge_instances, merge_requests, write_keys
+from simkv.shard_merge import (
+    DICTIONARY_TYPES,
+    INSTANCE_COLUMNS,
+    _order,
+    merge_instances,
+    merge_requests,
+    write_keys,
+)
 
 META = {b"simkv.config": b"{}", b"simkv.seed": b"7"}
 
@@ -188,3 +195,20 @@ print("pandas" in sys.modules)
     assert pq.read_metadata(tmp_path / "m.parquet").num_rows == 700
     assert pq.read_metadata(tmp_path / "i.parquet").num_rows == 110
     assert len(np.load(tmp_path / "gid.npy")) == 400
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_merge_order_is_lexsorts(seed: int) -> None:
+    """The rows' order (time, then id) as np.lexsort gives it, on keys with many equal
+    times, NaN, -0.0 beside 0.0, shards' runs already sorted or not."""
+    rng = np.random.default_rng(seed)
+    n = 5000
+    when = rng.integers(0, 300, n) / 4.0
+    when[rng.random(n) < 0.03] = np.nan
+    when[rng.random(n) < 0.03] = -0.0
+    when[rng.random(n) < 0.03] = 0.0
+    if seed:  # two shards' runs, each in time order
+        when = np.concatenate([np.sort(when[:3000]), np.sort(when[3000:])])
+    gid = rng.permutation(10 * n)[:n]
+    np.testing.assert_array_equal(_order(when, gid), np.lexsort((gid, when)))
+    np.testing.assert_array_equal(_order(np.zeros(0), np.zeros(0, np.int64)), np.zeros(0, np.int64))
