@@ -36,7 +36,7 @@ from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
 from simkv.metrics.schema import file_metadata
 from simkv.metrics.summary import summarise
-from simkv.output import RunFolder, held_signals, sigterm_interrupts, write_json, write_whole
+from simkv.output import RunFolder, check_interrupt, held_signals, sigterm_interrupts, write_json, write_whole
 from simkv.registry import build, name_of
 from simkv.results import SimResult
 
@@ -183,6 +183,7 @@ class _Progress:
         self.last = 0
 
     def __call__(self, done: int, now: float) -> None:
+        check_interrupt()  # a Ctrl-C or SIGTERM that garbage collection swallowed
         if self.sessions is not None:
             done = self.sessions.sessions_done()
         if self.bar is not None:

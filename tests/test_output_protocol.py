@@ -362,3 +362,22 @@ def test_two_single_runs_started_together_get_their_own_folders(tmp_path) -> Non
     assert sorted(d.name.rsplit("-", 1)[1] for d in runs) == sorted(str(p.pid) for p in procs)
     for run in runs:
         assert simkv.load_results(run).summary["requests"]["total"] == 20
+
+
+def test_an_interrupt_lost_in_a_finaliser_is_raised_again() -> None:
+    """Python runs a signal's handler in whatever code runs next; a KeyboardInterrupt raised
+    inside a finaliser (a weakref callback, a __del__: the garbage collector's) is printed as
+    "Exception ignored" and lost, and a run went on to its end (CI, 2026-12-07: Ctrl-C, 60 s).
+    Inside sigterm_interrupts() the event loop's check raises it again."""
+    import signal as _signal
+
+    from simkv.output import check_interrupt, sigterm_interrupts
+
+    class Dies:
+        def __del__(self) -> None:
+            _signal.raise_signal(_signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        Dies()  # its __del__ raises the handler's KeyboardInterrupt, which is lost
+        check_interrupt()
+    check_interrupt()  # the block has ended: nothing is pending any more
