@@ -41,8 +41,9 @@ When it gives the same answer as one process (docs/PERFORMANCE.md measures the r
   requests that finished inside it), so the row order, and the last bits of summary.json's
   means (sums in another order), may differ. Compare runs by request id.
 
-What is refused, with one line naming the key: more shards than a pool's instances, or than
-an autoscaled pool's range between its bounds; autoscalers other than horizontal, faults or
+What is refused, with one line naming the key: more shards than a pool's instances, bounds
+that leave some shard no instance to scale by (a minimum of 1 stays 1 in every shard), a
+shard's part of the cluster that its own run would refuse; autoscalers other than horizontal, faults or
 spot preemption, live migration, a KV pool, many models or LoRA adapters, speculative
 decoding, closed-loop workloads (follow-ups depend on completions elsewhere), tiers below HBM
 or peer reads (shared by instances of a node), collectives on the fabric, energy accounting,
@@ -70,7 +71,7 @@ from simkv.engine.disagg import HandoffStats
 from simkv.engine.lifecycle import ScaleEvent
 from simkv.engine.pool import pool_configs, pool_key
 from simkv.metrics import schema
-from simkv.output import RunFolder, write_json
+from simkv.output import RunFolder, one_line, write_json
 from simkv.registry import build, name_of
 from simkv.results import SimResult
 
@@ -141,16 +142,38 @@ def shards_refusal(cfg: SimConfig) -> str:
         return f"shards={k}: {why}; set shards=1 to simulate it in one process"
     scaled = name_of(cfg.autoscaler) != "none"
     for name, p in pool_configs(cfg).items():
-        key = pool_key(name, "instances") if cfg.pools else "cluster.replicas"
+        key = pool_key(name, "instances")
+        if p.instances == 0:
+            return (f"shards={k}: {key}=0: every shard starts with its share of each pool; set "
+                    f"{key} >= {k}, or shards=1")
         if k > p.instances:
             return (f"shards={k}: more shards than the {p.instances} instances of {key} (every "
                     f"shard needs one of each pool); set shards <= {p.instances}")
         lo, hi = _bounds(p)
-        if scaled and lo < hi and hi - lo < k:
-            return (f"shards={k}: {pool_key(name, 'min_instances')}={lo} and "
-                    f"{pool_key(name, 'max_instances')}={hi} leave {hi - lo} instances to scale, "
-                    f"fewer than the shards (each scales its own share); set shards <= {hi - lo}")
+        if scaled and lo < hi:
+            # Each shard scales between its own shares (a minimum of 1 stays 1): it needs room.
+            fits = [j for j in range(1, k + 1)
+                    if all(_min_share(lo, t, j) < (_share(hi, t, j) or 0) for t in range(j))]
+            if fits[-1] != k:
+                return (f"shards={k}: {pool_key(name, 'min_instances')}={lo} and "
+                        f"{pool_key(name, 'max_instances')}={hi} leave some shard no instance to "
+                        f"scale by (each scales its own share); set shards <= {fits[-1]}")
+    from simkv.config.bounds import check
+
+    for t in range(k):  # what a shard's own run would refuse, before any shard runs
+        try:
+            check(_shard_config(cfg, t, k))
+        except ValueError as exc:
+            return (f"shards={k}: shard {t}'s part of the cluster is refused ({one_line(exc)}); "
+                    f"set fewer shards, or shards=1")
     return ""
+
+
+def _min_share(n: int | None, s: int, k: int) -> int | None:
+    """Shard ``s``'s part of a minimum of ``n`` instances: its share, and at least 1 where the
+    minimum is (a shard scaled to zero would change what the cluster can do)."""
+    share = _share(n, s, k)
+    return share if not n or share is None else max(share, 1)
 
 
 def _bounds(p: PoolConfig) -> tuple[int, int]:
@@ -176,14 +199,12 @@ def _shard_config(cfg: SimConfig, s: int, k: int) -> SimConfig:
     if sub.pools:
         for name, p in sub.pools.items():
             sub.pools[name] = replace(p, instances=_share(p.instances, s, k),
-                                      min_instances=_share(p.min_instances, s, k),
+                                      min_instances=_min_share(p.min_instances, s, k),
                                       max_instances=_share(p.max_instances, s, k))
     else:
         c = sub.cluster
-        # cluster.min_replicas is at least 1 (a pool's min_instances may be 0).
-        low = _share(c.min_replicas, s, k)
         sub.cluster = replace(c, replicas=_share(c.replicas, s, k),
-                              min_replicas=None if low is None else max(low, 1),
+                              min_replicas=_min_share(c.min_replicas, s, k),
                               max_replicas=_share(c.max_replicas, s, k))
     return sub
 

@@ -86,7 +86,11 @@ class ShardStream:
         """About this shard's share of the whole run's requests (for its progress bar: the
         exact share is known only once the stream is drawn)."""
         total = self.inner.expected_requests()
-        return None if total is None else len(range(self.shard, total, self.shards))
+        if total is None:
+            return None
+        if self.instance_routing:  # its instances' share of the routed requests
+            return total * len(range(self.shard, self.instances, self.shards)) // self.instances
+        return len(range(self.shard, total, self.shards))
 
     def __getattr__(self, name: str) -> Any:
         if name == "inner":  # not set yet (a copy being built): no recursion

@@ -113,8 +113,16 @@ def test_sharded_cluster_runs_are_deterministic(tmp_path: Path) -> None:
      "shards=3: more shards than the 2 instances of pools.prefill.instances (every shard needs "
      "one of each pool); set shards <= 2"),
     ([*AUTOSCALED, "pools.a100.max_instances=5", "shards=4"],
-     "shards=4: pools.a100.min_instances=2 and pools.a100.max_instances=5 leave 3 instances to "
-     "scale, fewer than the shards (each scales its own share); set shards <= 3"),
+     "shards=4: pools.a100.min_instances=2 and pools.a100.max_instances=5 leave some shard no "
+     "instance to scale by (each scales its own share); set shards <= 2"),
+    # Review, 2026-12-07: accepted, then shard 1 (min 1, max 1) failed mid-run.
+    (["autoscaler=horizontal", "cluster.replicas=2", "cluster.min_replicas=1",
+      "cluster.max_replicas=3", "shards=2"],
+     "shards=2: cluster.min_replicas=1 and cluster.max_replicas=3 leave some shard no instance "
+     "to scale by (each scales its own share); set shards <= 1"),
+    ([*AUTOSCALED, "pools.a100.instances=0", "pools.a100.min_instances=0", "shards=2"],
+     "shards=2: pools.a100.instances=0: every shard starts with its share of each pool; set "
+     "pools.a100.instances >= 2, or shards=1"),
 ])
 def test_shards_a_cluster_cannot_be_split_into_are_refused_before_the_run(
         overrides: list[str], message: str, tmp_path: Path) -> None:
@@ -122,3 +130,14 @@ def test_shards_a_cluster_cannot_be_split_into_are_refused_before_the_run(
         simkv.simulate(simkv.compose([*COMMON, *overrides]), tmp_path)
     assert str(err.value) == message
     assert not (tmp_path / "requests.parquet").exists()
+
+
+def test_a_minimum_of_one_stays_one_in_every_shard(tmp_path: Path) -> None:
+    """Review, 2026-12-07: a decode pool's min_instances=1 split in 2 gave a shard 0, which its
+    own check refused mid-run (after shard 0 had run); every shard now keeps a minimum of 1."""
+    overrides = [*DISAGGREGATED, "pools.prefill.instances=2", "pools.decode.instances=2",
+                 "pools.decode.min_instances=1", "pools.decode.max_instances=4",
+                 "autoscaler=horizontal", "autoscaler.pools=[decode]",
+                 "workload.num_requests=300", "workload.mean_rate=20"]
+    summary = _run(tmp_path, overrides, 2)
+    assert summary["requests"]["total"] == 300
