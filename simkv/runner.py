@@ -113,6 +113,19 @@ def memory_summary(cluster: Cluster) -> dict[str, Any]:
     return out
 
 
+def engine_section(cluster: Cluster) -> dict[str, Any]:
+    """summary.json's ``engine``: iterations and runs over every instance, the first pool's
+    KV capacity per instance, the trace rows the workload skipped (a shard reports it too:
+    simkv/shard.py)."""
+    first = next(iter(cluster.pools.values()))
+    capacity = first.capacity(first.base_degree)
+    return {"iterations": sum(r.iterations_run for r in cluster.replicas),
+            "runs": sum(r.runs for r in cluster.replicas),
+            "kv_blocks_per_replica": capacity.num_blocks,
+            "kv_tokens_per_replica": capacity.tokens,
+            "skipped_trace_rows": int(getattr(cluster.workload, "skipped_rows", 0))}
+
+
 def scheduler_summary(replicas: list[Replica]) -> dict[str, Any]:
     """Counters some schedulers keep (``share_stats``: kvshare; ``batch_stats``: batchllm),
     summed over instances; nothing for the others."""
@@ -310,8 +323,6 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
         report(cluster, out)
         return SimResult(out, {}, doc)
     replicas: list[Replica] = cluster.replicas
-    first = next(iter(cluster.pools.values()))
-    capacity = first.capacity(first.base_degree)
     # GPU-hours from the instances' transitions over the run (metrics/cluster.gpu_seconds).
     section = cluster_summary(cluster, out / "instances.parquet", out / "requests.parquet",
                               cluster.last_done_s)
@@ -320,13 +331,7 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
                         extra={
                             "simkv_version": __version__, "config_hash": digest,
                             "seed": cfg.seed,
-                            "engine": {
-                                "iterations": sum(r.iterations_run for r in replicas),
-                                "runs": sum(r.runs for r in replicas),
-                                "kv_blocks_per_replica": capacity.num_blocks,
-                                "kv_tokens_per_replica": capacity.tokens,
-                                "skipped_trace_rows": int(getattr(workload, "skipped_rows", 0)),
-                            },
+                            "engine": engine_section(cluster),
                             **({"memory": memory_summary(cluster)} if cluster.memory else {}),
                             **scheduler_summary(replicas),
                             **({"speculative": cluster.speculation.summary()}

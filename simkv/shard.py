@@ -53,6 +53,7 @@ the iterations, transfers and trace tables, and priority classes (drawn in arriv
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import multiprocessing
@@ -85,11 +86,6 @@ EXACT_ROUTERS = ("round_robin",)
 SCALERS = ("none", "horizontal")
 APPROXIMATE_ROUTERS = ("power_of_two", "least_outstanding", "least_work", "session_affinity",
                        "prefix_affinity", "slo_aware")
-# Counters some schedulers keep (runner.scheduler_summary), summed over instances: the sum
-# over shards is the sum over the cluster's instances.
-_SUMMED_SCHEDULER_SECTIONS = {"kvshare", "batchllm"}
-
-
 def refusal(cfg: SimConfig) -> str:
     """Why ``cfg`` cannot be sharded (one line naming the key), or ''."""
     router = name_of(cfg.router)
@@ -235,17 +231,11 @@ def _report(cluster: Any, out: Path) -> None:
     """``out/shard.json``: what the merge needs of a shard's cluster and cannot read from its
     tables (counters, the links, the scaling events), in place of the summary a shard would
     compute and the parent throw away (8-15 s a shard at 10.31M requests)."""
-    from simkv.runner import memory_summary, scheduler_summary
+    from simkv.runner import engine_section, memory_summary, scheduler_summary
 
-    first = next(iter(cluster.pools.values()))
-    capacity = first.capacity(first.base_degree)
     doc: dict[str, Any] = {
         "end_s": cluster.last_done_s,
-        "engine": {"iterations": sum(r.iterations_run for r in cluster.replicas),
-                   "runs": sum(r.runs for r in cluster.replicas),
-                   "kv_blocks_per_replica": capacity.num_blocks,
-                   "kv_tokens_per_replica": capacity.tokens,
-                   "skipped_trace_rows": int(getattr(cluster.workload, "skipped_rows", 0))},
+        "engine": engine_section(cluster),
         "weight_bytes_loaded": cluster.lifecycle.weight_bytes_loaded,
         "links": cluster.topology.link_stats(),
         "prefixed": int(cluster.prefixed),
@@ -256,10 +246,13 @@ def _report(cluster: Any, out: Path) -> None:
     if cluster.memory:
         doc["memory"] = memory_summary(cluster)
     if cluster.handoff is not None:
-        st = cluster.handoff.stats
-        doc["handoff"] = {"transfers": st.transfers, "bytes": st.bytes,
-                          "streamed_bytes": st.streamed_bytes, "rejected": st.rejected}
+        doc["handoff"] = asdict(cluster.handoff.stats)
     write_json(out / "shard.json", doc)
+
+
+def _sum(sections: list[Any]) -> Any:
+    """The shards' sections summed leaf by leaf (``_add``)."""
+    return functools.reduce(_add, sections)
 
 
 def _add(acc: Any, x: Any) -> Any:
@@ -326,10 +319,6 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int | None = N
         phases["shards_s"] = time.perf_counter() - t
         t = time.perf_counter()
         reports = [json.loads((f / "shard.json").read_text()) for f in folders]
-        extra = {key for r in reports for key in r["scheduler"]} - _SUMMED_SCHEDULER_SECTIONS
-        if extra:  # refusal() should have said so before the run: a bug if reached
-            raise RuntimeError(f"shards reported {', '.join(sorted(extra))}, which the merge "
-                               "does not combine")
         stand = _Stand(cfg, reports)
         metadata = schema.file_metadata(doc, digest, cfg.seed)
         requests = out / "requests.parquet"
@@ -347,16 +336,11 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int | None = N
             engine[key] = sum(r["engine"][key] for r in reports)
         extra_sections: dict[str, Any] = {"engine": engine}
         if "memory" in reports[0]:
-            mem = reports[0]["memory"]
-            for r in reports[1:]:
-                mem = _add(mem, r["memory"])
+            mem = _sum([r["memory"] for r in reports])
             mem["granule_bytes"] = reports[0]["memory"]["granule_bytes"]
             extra_sections["memory"] = mem
-        for key in reports[0]["scheduler"]:  # counters summed over instances (kvshare, batchllm)
-            section_sum = reports[0]["scheduler"][key]
-            for r in reports[1:]:
-                section_sum = _add(section_sum, r["scheduler"][key])
-            extra_sections[key] = section_sum
+        # Counters some schedulers keep (runner.scheduler_summary), each a sum over instances.
+        extra_sections.update(_sum([r["scheduler"] for r in reports]))
         summary = summarise(requests, gpu_hours=section["gpu_hours"],
                             slo={"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s},
                             extra={"simkv_version": __version__, "config_hash": digest,
@@ -443,11 +427,8 @@ class _Stand:
         self.topology = SimpleNamespace(link_stats=lambda: links)
         self.handoff = None
         if "handoff" in reports[0]:
-            stats = HandoffStats()
-            for r in reports:
-                for key, v in r["handoff"].items():
-                    setattr(stats, key, getattr(stats, key) + v)
-            self.handoff = SimpleNamespace(stats=stats)
+            self.handoff = SimpleNamespace(
+                stats=HandoffStats(**_sum([r["handoff"] for r in reports])))
         self.kv_pool = None
         self.models = None
         self.lora = None
