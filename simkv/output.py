@@ -309,20 +309,16 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
         return
 
-    def raise_terminated(signum: int, frame: object) -> None:
-        exc = Terminated("terminated by SIGTERM")
-        _PENDING[:] = [exc]
-        raise exc
+    def raising(make: Callable[[], BaseException]) -> Callable[[int, object], None]:
+        def handler(signum: int, frame: object) -> None:
+            _PENDING[:] = [make()]
+            raise _PENDING[0]
+        return handler
 
-    def raise_interrupt(signum: int, frame: object) -> None:
-        exc = KeyboardInterrupt()
-        _PENDING[:] = [exc]
-        raise exc
-
-    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, raising(lambda: Terminated("terminated by SIGTERM")))
     own_sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if own_sigint:
-        signal.signal(signal.SIGINT, raise_interrupt)
+        signal.signal(signal.SIGINT, raising(KeyboardInterrupt))
     try:
         yield
     finally:
