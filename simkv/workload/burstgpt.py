@@ -36,8 +36,12 @@ from simkv.config.bounds import bounded, check, meta, require
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, OpenLoop
 from simkv.workload.distributions import from_quantiles, tokens
+from simkv.workload.streamed import ConditionedRenewal, can_stream, copy_at
 
 CHUNK = 65536
+# Hours of more requests than this are drawn in pieces of CHUNK (workload/streamed.py): the
+# same values in bounded memory. Below it, one draw (cheaper).
+BIG_HOUR = 4 * CHUNK
 TRACE_MEAN_PER_HOUR = 978.6  # BurstGPT_1: 1,429,737 requests over 1,461 hours
 
 # Hour-of-day profile of requests (mean 1), BurstGPT_1, STATS.md section 3.
@@ -159,8 +163,9 @@ class BurstGPTWorkload(OpenLoop):
         cfg = self.cfg
         left = cfg.num_requests
         hour = 0
-        pending: list[np.ndarray] = []
+        pending: list[np.ndarray | ConditionedRenewal] = []
         pending_n = 0
+        streams = can_stream(rng)
         while left > 0:
             # Draw volumes a block of hours at a time; round with a random remainder so
             # small scaled volumes keep their mean.
@@ -172,32 +177,58 @@ class BurstGPTWorkload(OpenLoop):
                     break
                 c = int(min(c, left))
                 if c:
-                    pending.append(hour * cfg.hour_s + self._within_hour(rng, c))
+                    # An hour too large to hold is drawn in pieces, to the same values
+                    # (workload/streamed.py): it is the batch's last part (c > CHUNK).
+                    pending.append(ConditionedRenewal(rng, cfg.arrival_gamma_shape, c,
+                                                      hour * cfg.hour_s, cfg.hour_s)
+                                   if streams and c > BIG_HOUR else
+                                   hour * cfg.hour_s + self._within_hour(rng, c))
                     pending_n += c
                     left -= c
                 hour += 1
                 if pending_n >= CHUNK:
-                    yield self._requests(rng, np.concatenate(pending))
+                    yield from self._batches(rng, pending, pending_n)
                     pending, pending_n = [], 0
         if pending_n:
-            yield self._requests(rng, np.concatenate(pending))
+            yield from self._batches(rng, pending, pending_n)
+
+    def _batches(self, rng: np.random.Generator, parts: list[np.ndarray | ConditionedRenewal],
+                 n: int) -> Iterator[ArrivalBatch]:
+        """The requests at the ``n`` arrival times of ``parts``: one batch, drawn as one; or,
+        with an hour drawn in pieces, pieces of at most CHUNK requests whose every column is
+        drawn by a cursor where the whole batch's draw of it would start (``rng`` moves past
+        them all at once, before the first piece, as the one draw would move it)."""
+        if all(isinstance(p, np.ndarray) for p in parts):
+            yield self._requests((rng,) * 5, np.concatenate(parts))  # type: ignore[arg-type]
+            return
+        cursors = tuple(copy_at(rng, i * n) for i in range(5))
+        rng.bit_generator.advance(5 * n)
+        for part in parts:
+            pieces = (part.pieces(CHUNK) if isinstance(part, ConditionedRenewal) else
+                      (part[a:a + CHUNK] for a in range(0, len(part), CHUNK)))
+            for t in pieces:
+                yield self._requests(cursors, t)
 
     def _within_hour(self, rng: np.random.Generator, n: int) -> np.ndarray:
         gaps = rng.gamma(self.cfg.arrival_gamma_shape, 1.0, n + 1)
         return np.cumsum(gaps)[:n] / gaps.sum() * self.cfg.hour_s
 
-    def _requests(self, rng: np.random.Generator, t: np.ndarray) -> ArrivalBatch:
+    def _requests(self, rngs: tuple[np.random.Generator, ...], t: np.ndarray) -> ArrivalBatch:
+        """Requests at times ``t``; their models, log types, prompt and output lengths and
+        failures drawn by ``rngs`` in that order (one generator five times: one after the
+        other, as one batch has always drawn them)."""
         cfg = self.cfg
         n = len(t)
+        models, logs, prompts, outputs, fails = rngs
         mw = np.asarray(cfg.model_weights) / sum(cfg.model_weights)
         lw = np.asarray(cfg.log_type_weights) / sum(cfg.log_type_weights)
-        model_idx = rng.choice(len(mw), n, p=mw)
-        log_idx = rng.choice(len(lw), n, p=lw)
+        model_idx = models.choice(len(mw), n, p=mw)
+        log_idx = logs.choice(len(lw), n, p=lw)
         return ArrivalBatch(
             arrival_s=t,
-            prompt_tokens=tokens(from_quantiles(rng, cfg.prompt_quantiles, n)),
-            output_tokens=tokens(from_quantiles(rng, cfg.output_quantiles, n)),
+            prompt_tokens=tokens(from_quantiles(prompts, cfg.prompt_quantiles, n)),
+            output_tokens=tokens(from_quantiles(outputs, cfg.output_quantiles, n)),
             model=[cfg.models[i] for i in model_idx.tolist()],
             log_type=[cfg.log_types[i] for i in log_idx.tolist()],
-            failed=rng.random(n) < cfg.failure_rate,
+            failed=fails.random(n) < cfg.failure_rate,
         )
