@@ -62,6 +62,35 @@ def test_latency_figure_has_slo_lines_legends_and_a_jct_panel_for_sessions(tmp_p
     assert not any(ax.get_xlabel().startswith("job completion") for ax in fig.axes)
 
 
+def test_log_axes_label_their_decades_in_plain_text(tmp_path: Path) -> None:
+    """A log latency axis reads "10", "100", "1,000" (ms): plain text, not mathtext
+    ($10^{3}$), whose parsing was a tenth of the per-run figure's drawing (PERFORMANCE.md)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from simkv.metrics.plots import latency_figure
+
+    n = 200
+    ttft = np.geomspace(0.01, 10.0, n)  # 10 ms to 10 s: a log axis
+    arrival = np.arange(n, dtype=float)
+    pq.write_table(pa.table({
+        "status": ["finished"] * n, "arrival_s": arrival, "completion_s": arrival + ttft + 1.0,
+        "output_tokens": np.full(n, 10, np.int32), "session": np.full(n, -1, np.int64),
+        "ttft_s": ttft, "tpot_s": np.linspace(0.02, 0.03, n), "e2e_s": ttft + 1.0}),
+        tmp_path / "requests.parquet")
+    fig = latency_figure(tmp_path / "requests.parquet", {"ttft_s": {"p50": 0.1}}, "t")
+    fig.savefig(io.BytesIO(), format="png")  # ticks and their labels are made when drawn
+    ttft_ax = next(ax for ax in fig.axes if ax.get_xlabel() == "TTFT (ms)")
+    assert ttft_ax.get_xscale() == "log"
+    lo, hi = ttft_ax.get_xlim()
+    labels = [t.get_text() for t in ttft_ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+    assert labels == ["10", "100", "1,000", "10,000"]
+    tpot_ax = next(ax for ax in fig.axes if ax.get_xlabel() == "TPOT (ms)")
+    assert tpot_ax.get_xscale() == "linear"  # 20 to 30 ms: no log axis to label
+
+
 def test_goodput_over_busy_time_ignores_idle_hours(tmp_path: Path) -> None:
     """Two bursts an hour apart: over the makespan the rate is diluted by the idle hour,
     over busy time it is the rate while serving; both are in summary.json."""

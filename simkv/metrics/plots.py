@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from simkv.columns import equal, to_numpy
 from simkv.metrics import style
@@ -66,6 +66,13 @@ def run_title(config: dict[str, Any]) -> str:
 
     return (f"{config.get('model', {}).get('name', '?')} on {where}: {name('scheduler')} scheduler, "
             f"{name('router')} router, {name('workload')} workload")
+
+
+def _decade(x: float, _pos: Any = None) -> str:
+    """A log axis's tick label as plain text ("10", "1,000", "0.1"): matplotlib's default
+    writes mathtext ($10^{3}$), and parsing it (pyparsing) was a tenth of the figure's
+    drawing, which every run pays (docs/PERFORMANCE.md)."""
+    return f"{x:,.0f}" if x >= 1 else f"{x:g}"
 
 
 def latency_figure(requests_path: Path, summary: dict[str, Any], title: str = "") -> Figure:
@@ -130,6 +137,7 @@ def latency_figure(requests_path: Path, summary: dict[str, Any], title: str = ""
                     ax.set_xscale("log")
                     # Decades only: minor ticks are most of a log axis's drawing time.
                     ax.xaxis.set_minor_locator(NullLocator())
+                    ax.xaxis.set_major_formatter(FuncFormatter(_decade))
                 ax.legend(loc="lower right")
             ax.set_xlabel(f"{label} (ms)")
             ax.set_ylabel("fraction of requests")
