@@ -52,14 +52,17 @@ the iterations, transfers and trace tables, and priority classes (drawn in arriv
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import logging
 import multiprocessing
+import os
 import resource
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from simkv import __version__
+from simkv.command import BLAS_THREADS
 from simkv.config.schema import PoolConfig, SimConfig
 from simkv.engine.disagg import HandoffStats
 from simkv.engine.lifecycle import ScaleEvent
@@ -205,6 +209,20 @@ def _shard_config(cfg: SimConfig, s: int, k: int) -> SimConfig:
     return sub
 
 
+@contextlib.contextmanager
+def _one_blas_thread_each() -> Iterator[None]:
+    """Shards' processes start with one OpenBLAS thread each (simkv/command.py
+    ``one_blas_thread``: a run multiplies no matrices, and the spare threads' spinning took
+    cores the shards fill), unless the user chose a number; this process's setting is put back."""
+    before = os.environ.get(BLAS_THREADS)
+    os.environ.setdefault(BLAS_THREADS, "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BLAS_THREADS, None)
+
+
 def _run_shard(job: tuple[SimConfig, str, int, int, int, bool]) -> dict[str, Any]:
     """Shard ``s`` of ``shards``: draw the stream, keep its share, simulate it (the ordinary
     ``simulate()`` on its instances, ending with its report instead of a summary), write its
@@ -312,7 +330,7 @@ def simulate_sharded(cfg: SimConfig, out_dir: str | Path, shards: int | None = N
             log.warning("simkv: %s", stats["serial_because"])
             procs = 1
         if procs > 1:
-            with multiprocessing.get_context("spawn").Pool(procs) as workers:
+            with _one_blas_thread_each(), multiprocessing.get_context("spawn").Pool(procs) as workers:
                 runs = workers.map(_run_shard, jobs, chunksize=1)
         else:
             runs = [_run_shard(j) for j in jobs]
