@@ -1,10 +1,12 @@
 """The optional compiled hot path: the modules of ``simkv._accel.MODULES`` built with Cython.
 
 Metadata, packages and entry points live in pyproject.toml; this file only adds the extension
-modules. They are compiled from the unchanged ``.py`` sources (no typing: the same behaviour,
+modules. They are compiled from the ``.py`` sources, with the C layouts and the few C loops
+that the ``.pxd`` beside a module declares (values stay Python objects: the same behaviour,
 byte-identical results), and the build never fails because of them: without Cython, without
 a C compiler, or with ``SIMKV_PURE_PYTHON=1`` set at build time, it installs pure Python, and
-a module that fails to compile is left interpreted. ``_compiled.json`` records which modules
+a module that fails to compile is left interpreted (simkv/_accel.py then also runs from
+source every module built against its types). ``_compiled.json`` records which modules
 were built from which source, so that simkv/_accel.py ignores an extension whose source has
 changed since (docs/PERFORMANCE.md, "The compiled hot path").
 """

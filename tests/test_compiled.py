@@ -7,6 +7,9 @@ disaggregated pair, and requests.parquet and summary.json must be byte-identical
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -72,13 +75,73 @@ def test_compiled_and_pure_python_give_identical_files(tmp_path: Path) -> None:
 
 def test_stale_or_unlisted_extension_is_not_used() -> None:
     """A module runs compiled only if the manifest lists the digest of its current source."""
-    mods = ("simkv.engine.replica", "simkv.kv.block_pool")
+    mods = ("simkv.engine.cluster", "simkv.kv.block_pool")  # (neither cimports another)
     fresh = {m: _accel.digest(_accel.source_of(m)) for m in mods}
     assert _accel.from_source(fresh, forced=False, modules=mods) == {}
     assert set(_accel.from_source(fresh, forced=True, modules=mods)) == set(mods)
     # Edited since the build (another digest), or not built (not listed; no manifest at all).
     stale = {**fresh, "simkv.kv.block_pool": "0" * 64}
     assert set(_accel.from_source(stale, forced=False, modules=mods)) == {"simkv.kv.block_pool"}
-    unlisted = {"simkv.engine.replica": fresh["simkv.engine.replica"]}
+    unlisted = {"simkv.engine.cluster": fresh["simkv.engine.cluster"]}
     assert set(_accel.from_source(unlisted, forced=False, modules=mods)) == {"simkv.kv.block_pool"}
     assert set(_accel.from_source({}, forced=False, modules=mods)) == set(mods)
+
+
+def test_an_extension_built_against_a_type_from_source_is_not_used() -> None:
+    """vLLM's scheduler reads Request, BlockPool, DecodeBatch and SchedulerOutput as C structs
+    (vllm.pxd cimports them): where one of those modules runs from its source (edited since
+    the build, or not built), so must the scheduler, and the decode batch with Request."""
+    mods = _accel.MODULES
+    assert set(_accel.cimports("simkv.policies.scheduler.vllm")) == {
+        "simkv.entities.request", "simkv.kv.block_pool", "simkv.engine.decode_batch",
+        "simkv.policies.scheduler.interface"}
+    fresh = {m: _accel.digest(_accel.source_of(m)) for m in mods}
+    assert _accel.from_source(fresh, forced=False, modules=mods) == {}
+    edited = {**fresh, "simkv.entities.request": "0" * 64}
+    assert set(_accel.from_source(edited, forced=False, modules=mods)) == {
+        "simkv.entities.request", "simkv.engine.decode_batch", "simkv.policies.scheduler.vllm"}
+    pool_unbuilt = {m: d for m, d in fresh.items() if m != "simkv.kv.block_pool"}
+    assert set(_accel.from_source(pool_unbuilt, forced=False, modules=mods)) == {
+        "simkv.kv.block_pool", "simkv.policies.scheduler.vllm"}
+    # A plan's layout: the scheduler and the replica read it.
+    plan_edited = {**fresh, "simkv.policies.scheduler.interface": "0" * 64}
+    assert set(_accel.from_source(plan_edited, forced=False, modules=mods)) == {
+        "simkv.policies.scheduler.interface", "simkv.policies.scheduler.vllm",
+        "simkv.engine.replica"}
+    # A module cimported from outside the modules asked about counts as not compiled.
+    assert set(_accel.from_source(fresh, forced=False,
+                                  modules=["simkv.engine.decode_batch"])) == {
+        "simkv.engine.decode_batch"}
+
+
+@pytest.mark.parametrize(("module", "name"), [("simkv.entities.request", "Request"),
+                                              ("simkv.kv.block_pool", "BlockPool"),
+                                              ("simkv.policies.scheduler.interface",
+                                               "SchedulerOutput")])
+def test_typed_dataclasses_keep_their_fields(module: str, name: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataclasses the compiled build makes extension types (their .pxd declares each
+    field) have the fields of the interpreted class in the same order, with the same
+    defaults: Cython's dataclass takes the .pxd's order for positional arguments, repr and
+    eq. The interpreted class comes from executing the module's source here."""
+    spec = importlib.util.spec_from_file_location(f"_pure_{name}", _accel.source_of(module))
+    assert spec is not None
+    assert spec.loader is not None
+    pure_mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, pure_mod)  # (dataclasses looks it up)
+    spec.loader.exec_module(pure_mod)
+    pure, used = getattr(pure_mod, name), getattr(importlib.import_module(module), name)
+
+    def shape(cls: type) -> list[tuple]:
+        return [(f.name, repr(f.default), f.default_factory, f.init, f.repr, f.compare)
+                for f in dataclasses.fields(cls)]
+
+    assert shape(used) == shape(pure)
+    assert pure.__slots__ == tuple(f.name for f in dataclasses.fields(pure))
+    required = [i + 1 for i, f in enumerate(dataclasses.fields(pure))
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    assert repr(used(*required)).replace(used.__qualname__, "C") == \
+        repr(pure(*required)).replace(pure.__qualname__, "C")
+    for cls in (used, pure):  # either path refuses an attribute the class does not declare
+        with pytest.raises(AttributeError):
+            cls(*required).not_a_field = 1

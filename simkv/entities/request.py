@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+from simkv._accel import slotted
+
 NAN = math.nan
 
 
@@ -26,7 +28,7 @@ class State(IntEnum):
     FAILED = 6
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)
 class Request:
     """One LLM call. Token counts are ints; times are seconds of simulated time."""
 
@@ -107,3 +109,9 @@ class Request:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens
+
+
+# Compiled, Request is an extension type (request.pxd: compiled code reads its fields
+# directly); interpreted, the same dataclass with slots (simkv._accel.slotted says why here).
+if __file__.endswith(".py"):
+    globals()["Request"] = slotted(Request)

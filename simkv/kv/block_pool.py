@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from simkv._accel import slotted
+
 
 def blocks_for(tokens: int, block_size: int) -> int:
     """Blocks needed to hold ``tokens`` tokens (ceil division)."""
@@ -25,7 +27,7 @@ class OutOfBlocksError(RuntimeError):
     """An allocation was attempted without checking ``can_allocate`` first (a bug)."""
 
 
-@dataclass(slots=True)
+@dataclass
 class BlockPool:
     capacity: int
     block_size: int
@@ -90,3 +92,9 @@ class BlockPool:
                 f"KV pool used {self.used} + cached {self.cached} outside [0, {self.capacity}]")
         if held != self.used:
             raise AssertionError(f"KV pool counts {self.used} used blocks but requests hold {held}")
+
+
+# Compiled, BlockPool is an extension type (block_pool.pxd); interpreted, the same dataclass
+# with slots (simkv._accel.slotted).
+if __file__.endswith(".py"):
+    globals()["BlockPool"] = slotted(BlockPool)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from simkv._accel import slotted
 from simkv.entities.request import Request
 from simkv.kv.block_pool import BlockPool
 
@@ -58,7 +59,7 @@ class StepPlan:
     overlap_extra: bool = False
 
 
-@dataclass(slots=True)
+@dataclass
 class SchedulerOutput:
     """The work of the next ``num_iterations`` iterations.
 
@@ -94,6 +95,12 @@ class SchedulerOutput:
     # The engine records a CUDA graph in this iteration (its shape's first time): the cost
     # model adds the engine's capture cost (engine.graph_capture_*; transformers scheduler).
     capture: bool = False
+
+
+# Compiled, SchedulerOutput is an extension type (interface.pxd); interpreted, the same
+# dataclass with slots (simkv._accel.slotted).
+if __file__.endswith(".py"):
+    globals()["SchedulerOutput"] = slotted(SchedulerOutput)
 
 
 class Scheduler(Protocol):

@@ -64,8 +64,14 @@ class VLLMSchedulerConfig:
                 f"{prefix}max_num_seqs ({self.max_num_seqs}), as vLLM requires")
 
 
-@register("scheduler", "vllm", VLLMSchedulerConfig)
-class VLLMScheduler(InstanceMoves, ShapedSteps):
+class _SchedulerRoot:
+    """An empty first base: the compiled build makes it an extension type (vllm.pxd), so that
+    VLLMScheduler can be one while its two mixins stay Python classes."""
+
+    __slots__ = ()
+
+
+class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
     def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
                  kv: KVManager | None = None, kv_policy: KVPolicyBase | None = None,
                  model: ModelSpec | None = None, speculative: Any = None, **_: object) -> None:
@@ -571,3 +577,7 @@ class VLLMScheduler(InstanceMoves, ShapedSteps):
             raise AssertionError("a waiting request holds blocks or has the wrong state")
         if len(self.running) > self.max_seqs:
             raise AssertionError("more running requests than max_num_seqs")
+
+
+# (not a decorator: the compiled build's extension types take none)
+register("scheduler", "vllm", VLLMSchedulerConfig)(VLLMScheduler)

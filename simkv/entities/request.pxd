@@ -1,0 +1,47 @@
+# C layout of simkv/entities/request.py's Request in the compiled build (setup.py).
+
+cdef class Request:
+    cdef public object id
+    cdef public object arrival
+    cdef public object prompt_tokens
+    cdef public object output_tokens
+    cdef public object session
+    cdef public object turn
+    cdef public object model
+    cdef public object log_type
+    cdef public object prefix
+    cdef public object failed
+    cdef public object adapter
+    cdef public object priority
+    cdef public object state
+    cdef public object replica
+    cdef public object pool
+    cdef public object computed
+    cdef public object generated
+    cdef public object blocks
+    cdef public object preemptions
+    cdef public object first_scheduled
+    cdef public object first_token
+    cdef public object finish
+    cdef public object reject_reason
+    cdef public object base
+    cdef public object gen_base
+    cdef public object pinned_g
+    cdef public object shared
+    cdef public object cached_tokens
+    cdef public object cached_hbm
+    cdef public object cached_dram
+    cdef public object cached_disk
+    cdef public object cached_remote
+    cdef public object kv_wait
+    cdef public object loads_pending
+    cdef public object load_epoch
+    cdef public object remote_kv
+    cdef public object hold_kv
+    cdef public object parent
+    cdef public object prefill_replica
+    cdef public object first_token_replica
+    cdef public object handoff_at
+    cdef public object kv_transfer
+    cdef public object migrations
+    cdef public object migration_pause
