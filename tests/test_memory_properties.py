@@ -13,7 +13,7 @@ import os
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import simkv
@@ -47,6 +47,8 @@ tool_kvs = st.one_of(st.just(DropConfig()), st.builds(TTLPinConfig, ttl_s=st.sam
 @given(placement=placements, eviction=evictions, tool=tool_kvs, blocks=st.integers(150, 1200),
        replicas=st.integers(1, 3), sticky=st.booleans(), seed=st.integers(0, 10_000),
        dram=st.sampled_from([None, 0.5, 2.0]), ff=st.sampled_from([1, 4096]), program_fcfs=st.booleans())
+@example(placement=SwapConfig(), eviction=LRUConfig(), tool=TTLPinConfig(ttl_s=None), blocks=207,
+         replicas=1, sticky=False, seed=108, dram=None, ff=1, program_fcfs=False)
 def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sticky, seed, dram, ff,
                                 program_fcfs) -> None:
     if isinstance(tool, OffloadConfig) and isinstance(placement, NoOffloadConfig):
@@ -88,7 +90,14 @@ def test_memory_invariants_hold(placement, eviction, tool, blocks, replicas, sti
         assert [int(done[f"cached_{t}_tokens"].sum()) for t in ("hbm", "dram", "disk")] == \
             [hits["hbm"], hits["dram"], hits["disk"]]
     assert (done["cached_remote_tokens"] <= done["cached_dram_tokens"] + done["cached_disk_tokens"]).all()
-    assert (done["ttft_s"] >= done["kv_wait_s"] - 1e-12).all()
+    # kv_wait_s counts every wait for KV from below HBM (docs/OUTPUTS.md): all of them are
+    # part of the request's end-to-end time; before its first token, which is all of them
+    # without preemptions (loads happen at first admission, swap-ins only after a preemption),
+    # they are part of its TTFT. (A request swapped back in after its first token waits past
+    # its TTFT: seed 108 below, 1,360 preemptions, 9.9 s of waits against a TTFT of 9.0 s.)
+    assert (done["e2e_s"] >= done["kv_wait_s"] - 1e-12).all()
+    first = done[done["preemptions"] == 0]
+    assert (first["ttft_s"] >= first["kv_wait_s"] - 1e-12).all()
     mem = None
     for replica in checker.replicas.values():
         sched = replica.scheduler
