@@ -1,6 +1,7 @@
 """A cluster beyond one process: the same run in one process and as k shards (simkv/shard.py).
 
     python benchmarks/bench_shards.py [--requests 1000000] [--replicas 1000] [--shards 2]
+    python benchmarks/bench_shards.py --requests 100000000 --replicas 10000 --shards 16 --only-shard 0
 
 BurstGPT-shaped requests on ``--replicas`` Llama-3.1-8B / H100 replicas (the setting of
 benchmarks/bench_replicas.py), round-robin routing (sharded exactly). Each run is a whole
@@ -58,6 +59,17 @@ def run_here(args: argparse.Namespace) -> None:
     mode, out = args.run
     if mode == "one":
         simkv.simulate(simkv.compose(overrides(args)), out)
+    elif mode.startswith("shard"):
+        # One shard alone, as simulate_sharded would run it (its share of the stream, its
+        # instances): a run too large for this machine, projected from one measured shard.
+        from simkv.engine.pool import pool_configs
+        from simkv.shard import _run_shard, _shard_config, is_exact
+
+        cfg = simkv.compose([*overrides(args), f"shards={args.shards}"])
+        n = next(iter(pool_configs(cfg).values())).instances
+        s = int(mode.removeprefix("shard"))
+        report = _run_shard((_shard_config(cfg, s, args.shards), out, s, args.shards, n, is_exact(cfg)))
+        Path(out, "shard_run.json").write_text(json.dumps(report))
     else:
         simulate_sharded(simkv.compose(overrides(args)), out, shards=args.shards)
 
@@ -86,6 +98,9 @@ def main() -> None:
     ap.add_argument("--router", default="round_robin")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-one", action="store_true")
+    ap.add_argument("--only-shard", type=int, metavar="S",
+                    help="run shard S of --shards alone (no merge): to project a run too "
+                         "large for this machine from one measured shard")
     ap.add_argument("--record", help="append one JSON line per run to this file")
     ap.add_argument("--run", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("extra", nargs="*", help="extra simkv overrides")
@@ -98,6 +113,19 @@ def main() -> None:
               f"--router={args.router}", *args.extra]
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as d:
+        if args.only_shard is not None:
+            if not 0 <= args.only_shard < args.shards:
+                raise SystemExit(f"--only-shard {args.only_shard}: a shard of 0..{args.shards - 1}")
+            out = Path(d) / f"shard{args.only_shard}"
+            m = command([sys.executable, __file__, *passed, "--run", f"shard{args.only_shard}",
+                         str(out)])
+            r = json.loads((out / "shard_run.json").read_text())
+            share = args.requests // args.shards
+            print(f"shard {args.only_shard} of {args.shards} alone (about {share:,} requests): "
+                  f"{m.line(share)}\n  its run: CPU {r['cpu_s']:.1f} s, wall {r['wall_s']:.1f} s, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+            record(args.record, {"bench": "shards", **vars(args)}, m)
+            return
         for rep in range(args.repeat):
             modes = ["sharded"] if args.skip_one else ["one", "sharded"]
             for mode in modes:
