@@ -4,6 +4,8 @@ the best candidate, the Pareto front, and the command's outputs."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,17 @@ def test_bad_specs_are_refused_in_one_line(tmp_path, doc: dict, message: str) ->
 
 def test_gpu_choice_defaults_have_a_price() -> None:
     assert GPUChoice().price > 0
+
+
+@pytest.mark.slow
+def test_parallel_rounds_give_the_serial_answer_and_leave_no_worker(tmp_path) -> None:
+    """n_jobs=2 runs a round's candidates in worker processes: the same evaluations as one
+    process, and none of the workers outlives the search (joblib's loky kept them 300 s,
+    which held a pool process that ran a search from exiting: experiments/run_all.py --jobs)."""
+    serial = search(load_spec(_spec(tmp_path)))
+    parallel = search(load_spec(_spec(tmp_path, n_jobs=2)))
+    assert multiprocessing.active_children() == []
+    keep = ("candidate", "status", "capacity", "probes")
+    assert [{k: r[k] for k in keep} for r in parallel.rows()] == \
+        [{k: r[k] for k in keep} for r in serial.rows()]
+    assert {e.pid for e in parallel.evaluated if e.pid} - {os.getpid()}  # workers did run

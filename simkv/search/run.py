@@ -1,5 +1,5 @@
 """The search: each candidate's capacity by bisection on simulated runs, branch and bound over
-candidates in parallel (joblib, or Ray through joblib), then the cheapest deployment for a rate.
+candidates in parallel (loky's processes, or Ray through joblib), then the cheapest deployment for a rate.
 
 Capacity (Vidur-Search's question, its config explorer's capacity search): the highest arrival
 rate at which one replica of the candidate meets the SLO (``SLOSpec``: quantiles of TTFT and
@@ -14,9 +14,12 @@ the Pareto front.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,24 +109,54 @@ def capacity(spec: SearchSpec, c: Candidate, b: Bound, shape: Shape) -> Evaluate
     return ev
 
 
-def _parallel(spec: SearchSpec, jobs: list[tuple[Candidate, Bound]], shape: Shape
-              ) -> list[Evaluated]:
-    if len(jobs) == 1 or spec.n_jobs == 1:
-        return [capacity(spec, c, b, shape) for c, b in jobs]
-    from joblib import Parallel, delayed, parallel_backend
+Round = Callable[[list[tuple[Candidate, Bound]], Shape], list[Evaluated]]
 
+
+@contextlib.contextmanager
+def _rounds(spec: SearchSpec) -> Iterator[Round]:
+    """What runs a round's candidates, ``n_jobs`` at a time, for the whole search; no worker
+    is left when it ends.
+
+    (joblib's loky backend keeps its workers for reuse 300 s after the last round: a search in a
+    process of a pool, as experiments/run_all.py --jobs runs them, kept that process from
+    exiting until they timed out, 5 minutes of CI's 14. loky's own executor, shut down with
+    the search, runs the same function on the same candidates: the same results.)"""
+    def here(jobs: list[tuple[Candidate, Bound]], shape: Shape) -> list[Evaluated]:
+        return [capacity(spec, c, b, shape) for c, b in jobs]
+
+    if spec.n_jobs == 1 or multiprocessing.current_process().daemon:  # (no children there)
+        yield here
+        return
     if spec.backend == "ray":
         try:
             from ray.util.joblib import register_ray
         except ImportError:
             raise ValueError("backend: ray is not installed (pip install 'simkv[ray]'); use "
                              "backend=loky") from None
+        from joblib import Parallel, delayed, parallel_backend
+
         register_ray()
-        with parallel_backend("ray"):
-            return Parallel(n_jobs=spec.n_jobs)(delayed(capacity)(spec, c, b, shape)
-                                                for c, b in jobs)
-    return Parallel(n_jobs=spec.n_jobs, backend="loky")(delayed(capacity)(spec, c, b, shape)
-                                                        for c, b in jobs)
+
+        def on_ray(jobs: list[tuple[Candidate, Bound]], shape: Shape) -> list[Evaluated]:
+            if len(jobs) == 1:
+                return here(jobs, shape)
+            with parallel_backend("ray"):
+                return Parallel(n_jobs=spec.n_jobs)(delayed(capacity)(spec, c, b, shape)
+                                                    for c, b in jobs)
+
+        yield on_ray
+        return
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=spec.n_jobs) as pool:
+        def on_pool(jobs: list[tuple[Candidate, Bound]], shape: Shape) -> list[Evaluated]:
+            if len(jobs) == 1:
+                return here(jobs, shape)
+            n = len(jobs)
+            return list(pool.map(capacity, [spec] * n, [c for c, _ in jobs],
+                                 [b for _, b in jobs], [shape] * n))
+
+        yield on_pool
 
 
 @dataclass(slots=True)
@@ -168,21 +201,22 @@ def search(spec: SearchSpec, log: Any = None) -> SearchResult:
                   key=lambda e: (e.candidate.cost_per_hour / e.bound.rate, str(e.candidate)))
     best = math.inf  # dollars per hour per request/s
     queue = list(live)
-    while queue:
-        if spec.prune:
-            queue = [e for e in queue if e.candidate.cost_per_hour / e.bound.rate < best]
-        round_, queue = queue[:spec.n_jobs], queue[spec.n_jobs:]
-        if not round_:
-            break
-        results = _parallel(spec, [(e.candidate, e.bound) for e in round_], shape)
-        for e, r in zip(round_, results, strict=True):
-            e.status, e.capacity, e.probes = r.status, r.capacity, r.probes
-            e.seconds, e.cpu_seconds, e.pid = r.seconds, r.cpu_seconds, r.pid
-            if r.capacity > 0:
-                best = min(best, e.candidate.cost_per_hour / r.capacity)
-            if log is not None:
-                log(f"{e.candidate}: capacity {r.capacity:.3g} req/s (bound {e.bound.rate:.3g}), "
-                    f"{len(r.probes)} runs, {r.seconds:.1f} s")
+    with _rounds(spec) as run_round:
+        while queue:
+            if spec.prune:
+                queue = [e for e in queue if e.candidate.cost_per_hour / e.bound.rate < best]
+            round_, queue = queue[:spec.n_jobs], queue[spec.n_jobs:]
+            if not round_:
+                break
+            results = run_round([(e.candidate, e.bound) for e in round_], shape)
+            for e, r in zip(round_, results, strict=True):
+                e.status, e.capacity, e.probes = r.status, r.capacity, r.probes
+                e.seconds, e.cpu_seconds, e.pid = r.seconds, r.cpu_seconds, r.pid
+                if r.capacity > 0:
+                    best = min(best, e.candidate.cost_per_hour / r.capacity)
+                if log is not None:
+                    log(f"{e.candidate}: capacity {r.capacity:.3g} req/s (bound "
+                        f"{e.bound.rate:.3g}), {len(r.probes)} runs, {r.seconds:.1f} s")
     result = SearchResult(found, shape, 0.0, sum(len(e.probes) for e in found))
     if spec.target_rate > 0:
         result.deployments = deployments(spec, result)
