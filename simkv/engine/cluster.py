@@ -80,13 +80,16 @@ class Cluster:
         self.models: ModelRouter | None = None
         if multi:
             self.models = ModelRouter(self)
-            self._route = self.models.route  # type: ignore[method-assign]
+            # (setattr: compiled, _route is a cpdef method, which Cython will not assign;
+            # the instance's own attribute still wins over it, as in Python.)
+            setattr(self, "_route", self.models.route)  # noqa: B010
         # LoRA adapters on the base model's instances (engine/lora.py): only when configured.
         self.lora: LoRA | None = None
         if cfg.lora.adapters:
             self.lora = LoRA(self, cfg.lora, np.random.default_rng(
                 np.random.SeedSequence(cfg.seed, spawn_key=(25,))))
-            self._dispatch = self.lora.wrap_dispatch(self._dispatch)  # type: ignore[method-assign]
+            setattr(self, "_dispatch",  # noqa: B010 (as _route's, above)
+                    self.lora.wrap_dispatch(getattr(self, "_dispatch")))  # noqa: B009
         # Every instance ever started, by id; those the router may choose, in start order.
         self.replicas: list[Replica] = []
         self.kvs: list[KVManager | None] = []
