@@ -75,14 +75,14 @@ def test_compiled_and_pure_python_give_identical_files(tmp_path: Path) -> None:
 
 def test_stale_or_unlisted_extension_is_not_used() -> None:
     """A module runs compiled only if the manifest lists the digest of its current source."""
-    mods = ("simkv.engine.cluster", "simkv.kv.block_pool")  # (neither cimports another)
+    mods = ("simkv.engine.events", "simkv.kv.block_pool")  # (neither cimports another)
     fresh = {m: _accel.digest(_accel.source_of(m)) for m in mods}
     assert _accel.from_source(fresh, forced=False, modules=mods) == {}
     assert set(_accel.from_source(fresh, forced=True, modules=mods)) == set(mods)
     # Edited since the build (another digest), or not built (not listed; no manifest at all).
     stale = {**fresh, "simkv.kv.block_pool": "0" * 64}
     assert set(_accel.from_source(stale, forced=False, modules=mods)) == {"simkv.kv.block_pool"}
-    unlisted = {"simkv.engine.cluster": fresh["simkv.engine.cluster"]}
+    unlisted = {"simkv.engine.events": fresh["simkv.engine.events"]}
     assert set(_accel.from_source(unlisted, forced=False, modules=mods)) == {"simkv.kv.block_pool"}
     assert set(_accel.from_source({}, forced=False, modules=mods)) == set(mods)
 
@@ -99,7 +99,12 @@ def test_an_extension_built_against_a_type_from_source_is_not_used() -> None:
     assert _accel.from_source(fresh, forced=False, modules=mods) == {}
     edited = {**fresh, "simkv.entities.request": "0" * 64}
     assert set(_accel.from_source(edited, forced=False, modules=mods)) == {
-        "simkv.entities.request", "simkv.engine.decode_batch", "simkv.policies.scheduler.vllm"}
+        "simkv.entities.request", "simkv.engine.decode_batch", "simkv.policies.scheduler.vllm",
+        "simkv.metrics.recorder", "simkv.engine.cluster"}
+    # The cluster reads the recorder's fields: an edited recorder sends it to its source.
+    recorder_edited = {**fresh, "simkv.metrics.recorder": "0" * 64}
+    assert set(_accel.from_source(recorder_edited, forced=False, modules=mods)) == {
+        "simkv.metrics.recorder", "simkv.engine.cluster"}
     pool_unbuilt = {m: d for m, d in fresh.items() if m != "simkv.kv.block_pool"}
     assert set(_accel.from_source(pool_unbuilt, forced=False, modules=mods)) == {
         "simkv.kv.block_pool", "simkv.policies.scheduler.vllm"}
