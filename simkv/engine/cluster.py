@@ -22,7 +22,7 @@ from simkv.engine.models import ModelRouter, pool_ranges
 from simkv.engine.pool import Pool, pool_configs
 from simkv.engine.replica import PlanNow, Replica
 from simkv.engine.topology import Slots, Topology
-from simkv.entities.request import Request, State
+from simkv.entities.request import FINISHED, REJECTED, Request
 from simkv.kv.block_pool import BlockPool
 from simkv.kv.hierarchy import MemoryHierarchy, tier_evictions
 from simkv.kv.manager import KVManager
@@ -362,7 +362,7 @@ class Cluster:
 
     # --- completions --------------------------------------------------------------------
     def _reject(self, req: Request, reason: str) -> None:
-        req.state = State.REJECTED
+        req.state = REJECTED
         req.reject_reason = reason
         self._finished(req, self.env._now)
 
@@ -373,9 +373,9 @@ class Cluster:
         self.recorder.request(req)
         if now > self.last_done_s:
             self.last_done_s = now
-        if req.state is State.FINISHED:
+        if req.state is FINISHED:
             self.predictor.observe(req)
-        if req.pool >= 0 and req.state is State.FINISHED:
+        if req.pool >= 0 and req.state is FINISHED:
             pool = self.replicas[req.replica].pool
             pool.finished += 1
             pool.slo_met += self.recorder.last_slo_met

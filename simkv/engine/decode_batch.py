@@ -23,7 +23,7 @@ import heapq
 
 import numpy as np
 
-from simkv.entities.request import Request, State
+from simkv.entities.request import DECODING, Request
 from simkv.kv.block_pool import blocks_for
 
 
@@ -52,7 +52,7 @@ class DecodeBatch:
         the decode run that follows in the same breath).
         """
         at = self.ticks + skip
-        req.state = State.DECODING
+        req.state = DECODING
         req.base = req.computed - at
         req.gen_base = req.generated - at
         self.sum_base += req.base
@@ -93,7 +93,7 @@ class DecodeBatch:
         while heap:
             tick, rid, req = heap[0]
             # Inlined _live(): this runs once per engine run.
-            if (rid in members and req.state is State.DECODING
+            if (rid in members and req.state is DECODING
                     and req.output_tokens - req.gen_base == tick):
                 return tick - self.ticks
             heapq.heappop(heap)
@@ -123,7 +123,7 @@ class DecodeBatch:
     def _live(self, entry: tuple[int, int, Request]) -> bool:
         """False for entries left behind by a request that left (and perhaps rejoined)."""
         tick, rid, req = entry
-        return (rid in self.members and req.state is State.DECODING
+        return (rid in self.members and req.state is DECODING
                 and req.output_tokens - req.gen_base == tick)
 
     def held_blocks(self) -> int:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from simkv.entities.request import Request, State
+from simkv.entities.request import LOADING, Request
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.hierarchy import MemoryHierarchy
 from simkv.kv.links import Transfer
@@ -319,7 +319,7 @@ class KVManager(SessionKV):
         st.loads += 1
 
         def landed(_: Transfer) -> None:
-            if req.load_epoch != epoch or req.state is not State.LOADING:
+            if req.load_epoch != epoch or req.state is not LOADING:
                 return  # preempted while loading
             req.loads_pending -= 1
             if req.loads_pending == 0:

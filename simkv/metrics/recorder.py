@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simkv.columns import array as arrow_array
-from simkv.entities.request import Request, State
+from simkv.entities.request import FAILED, REJECTED, Request
 from simkv.kv.links import Transfer
 from simkv.metrics import schema
 from simkv.output import held_signals, partial
@@ -118,12 +118,12 @@ class Recorder:
         self.last_slo_met = False
 
     def request(self, r: Request) -> None:
-        if r.state is State.REJECTED or r.state is State.FAILED:
+        if r.state is REJECTED or r.state is FAILED:
             self.rejected += 1
             nan = math.nan
             row = (r.id, r.session, r.turn, r.model, r.log_type, r.replica,
                    self.pool_names[r.pool] if r.pool >= 0 else "",
-                   "rejected" if r.state is State.REJECTED else "failed",
+                   "rejected" if r.state is REJECTED else "failed",
                    r.reject_reason, r.arrival,
                    nan, nan, nan, r.prompt_tokens, r.output_tokens, 0, 0, 0, 0, 0, 0.0, 0,
                    nan, nan, nan, False, r.prefill_replica, nan, r.priority, r.migrations,

@@ -37,7 +37,7 @@ import numpy as np
 from simkv.config.bounds import bounded, check, require
 from simkv.engine.decode_batch import DecodeBatch
 from simkv.entities.model import ModelSpec
-from simkv.entities.request import Request, State
+from simkv.entities.request import DECODING, FINISHED, LOADING, PREFILLING, WAITING, Request
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.manager import KVManager, Match, may_hit
 from simkv.policies.kv_policy.interface import KVPolicyBase
@@ -144,7 +144,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         return ""
 
     def add_request(self, req: Request) -> None:
-        req.state = State.WAITING
+        req.state = WAITING
         self.waiting.append(req)
 
     def take_waiting(self) -> list[Request]:
@@ -189,15 +189,15 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
     def _preempt(self, rid: int, victim: Request, now: float, may_swap: bool = True) -> Request:
         """Preempt ``victim`` (already removed from ``running``) by recompute or swap."""
         state = victim.state
-        if state is State.DECODING:
+        if state is DECODING:
             self.decode.leave(victim)
             victim.blocks = blocks_for(victim.computed, self.block_size) - victim.shared
-        elif state is State.LOADING:
+        elif state is LOADING:
             del self.loading[rid]
         else:
             del self.prefilling[rid]
         kv = self.kv
-        if state is State.LOADING and victim.remote_kv:
+        if state is LOADING and victim.remote_kv:
             # Its KV was still on the way from a prefill instance: that transfer lands unheeded
             # and the request will prefill here from scratch (recompute, as any preemption).
             self.pool.release(victim.blocks)
@@ -206,14 +206,14 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         elif kv is None:
             self.pool.release(victim.blocks)
         else:
-            if state is State.LOADING:
+            if state is LOADING:
                 kv.abort_load(victim)
             self.pool.release(kv.release(victim, now, finished=False,
-                                         may_swap=may_swap and state is not State.LOADING))
+                                         may_swap=may_swap and state is not LOADING))
         victim.blocks = 0
         victim.computed = 0
         victim.preemptions += 1
-        victim.state = State.WAITING
+        victim.state = WAITING
         self.waiting.appendleft(victim)
         return victim
 
@@ -251,7 +251,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             for req in list(self.prefilling.values()) if self.prefilling else ():
                 if budget <= 0:
                     break
-                if req.state is not State.PREFILLING:
+                if req.state is not PREFILLING:
                     continue  # preempted while planning an earlier chunk
                 n = min(req.num_tokens - req.computed, budget)
                 if self._sized is not None:
@@ -269,7 +269,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
                     budget = self.max_tokens - len(dec) - out.prefill_tokens
                     if victim is req:
                         break
-                if req.state is not State.PREFILLING:
+                if req.state is not PREFILLING:
                     continue
                 pool.allocate(extra)
                 req.blocks += extra
@@ -337,7 +337,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             self.waiting.popleft()
             self._seat(req, now)
             kv.acquire(req, m, now)
-            req.state = State.LOADING
+            req.state = LOADING
             self.loading[req.id] = req
             return budget
         hit = len(m.keys) * kv.G
@@ -357,7 +357,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         return budget - self._add_chunk(out, req, n)
 
     def _seat(self, req: Request, now: float) -> None:
-        req.state = State.PREFILLING
+        req.state = PREFILLING
         if req.first_scheduled != req.first_scheduled:  # NaN: first admission
             req.first_scheduled = now
         self.running[req.id] = req
@@ -365,7 +365,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
     def _loaded(self, req: Request) -> None:
         """Every transfer of a LOADING request landed: it prefills from the next plan on."""
         del self.loading[req.id]
-        req.state = State.PREFILLING
+        req.state = PREFILLING
         self.prefilling[req.id] = req
 
     def _schedule_prefill_first(self, now: float) -> SchedulerOutput | None:
@@ -541,7 +541,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
                         self.pool.release(kv.release(req, end, True) if uses_kv  # type: ignore[union-attr]
                                           else req.blocks)
                         req.blocks = 0
-                    req.state = State.FINISHED
+                    req.state = FINISHED
                     finished.append(req)
                 else:
                     dec.join(req)
@@ -556,7 +556,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             blocks = self.kv.release(req, req.finish, True)
         self.pool.release(blocks)
         req.blocks = 0
-        req.state = State.FINISHED
+        req.state = FINISHED
 
     # --- checks -------------------------------------------------------------------------
     def check_invariants(self) -> None:
@@ -567,13 +567,13 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
                 + (self.kv.private_blocks if self.kv is not None else 0))
         self.pool.check_invariants(held)
         states = [r.state for r in self.running.values()]
-        if any(s not in (State.PREFILLING, State.DECODING, State.LOADING) for s in states):
+        if any(s not in (PREFILLING, DECODING, LOADING) for s in states):
             raise AssertionError("a running request is neither loading, prefilling nor decoding")
         if len(self.prefilling) + len(self.decode) + len(self.loading) != len(self.running):
             raise AssertionError("running != loading + prefilling + decoding")
         if self.kv is not None:
             self.kv.check_invariants([*self.running.values(), *self.held.values()])
-        if any(r.state is not State.WAITING or r.blocks or r.shared for r in self.waiting):
+        if any(r.state is not WAITING or r.blocks or r.shared for r in self.waiting):
             raise AssertionError("a waiting request holds blocks or has the wrong state")
         if len(self.running) > self.max_seqs:
             raise AssertionError("more running requests than max_num_seqs")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from simkv.entities.request import Request, State
+from simkv.entities.request import DECODING, LOADING, WAITING, Request
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.manager import KVManager, may_hit
 from simkv.policies.scheduler.interface import SchedulerOutput
@@ -54,7 +54,7 @@ class InstanceMoves:
         its progress stays, its blocks here are freed (a prefix cache keeps what it can, as
         for a preemption); returns the KV tokens it had, which the other instance receives."""
         del self.running[req.id]
-        if req.state is State.DECODING:
+        if req.state is DECODING:
             self.decode.leave(req)
             req.blocks = blocks_for(req.computed, self.block_size) - req.shared
         else:
@@ -65,7 +65,7 @@ class InstanceMoves:
                           if kv is not None else req.blocks)
         req.blocks = req.shared = req.pinned_g = 0
         req.computed = 0
-        req.state = State.WAITING
+        req.state = WAITING
         return tokens
 
     def reserve_incoming(self, blocks: int) -> bool:
@@ -86,7 +86,7 @@ class InstanceMoves:
     def attach_running(self, req: Request) -> None:
         """Queue a request moved here first in line (it was running elsewhere); with
         ``remote_kv`` set it is admitted with that KV to receive (``on_remote``)."""
-        req.state = State.WAITING
+        req.state = WAITING
         self.waiting.appendleft(req)
 
     def planned_need(self, out: SchedulerOutput) -> int:
@@ -117,7 +117,7 @@ class InstanceMoves:
         req.computed = req.remote_kv
         req.load_epoch += 1
         self._seat(req, now)
-        req.state = State.LOADING
+        req.state = LOADING
         self.loading[req.id] = req
         assert self.on_remote is not None, "a request with remote KV on an instance without a handoff"
         self.on_remote(req)
