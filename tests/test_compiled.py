@@ -108,11 +108,12 @@ def test_an_extension_built_against_a_type_from_source_is_not_used() -> None:
     pool_unbuilt = {m: d for m, d in fresh.items() if m != "simkv.kv.block_pool"}
     assert set(_accel.from_source(pool_unbuilt, forced=False, modules=mods)) == {
         "simkv.kv.block_pool", "simkv.policies.scheduler.vllm"}
-    # A plan's layout: the scheduler and the replica read it.
+    # A plan's layout: the scheduler, the replica and the cost model's pricing read it (and
+    # CostModel extends the pricing's type).
     plan_edited = {**fresh, "simkv.policies.scheduler.interface": "0" * 64}
     assert set(_accel.from_source(plan_edited, forced=False, modules=mods)) == {
         "simkv.policies.scheduler.interface", "simkv.policies.scheduler.vllm",
-        "simkv.engine.replica"}
+        "simkv.engine.replica", "simkv.perf.run_pricing", "simkv.perf.roofline"}
     # A module cimported from outside the modules asked about counts as not compiled.
     assert set(_accel.from_source(fresh, forced=False,
                                   modules=["simkv.engine.decode_batch"])) == {

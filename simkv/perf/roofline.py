@@ -388,7 +388,9 @@ class CostModel(RunPricing, GPUMemory):
                     layer += max(f * x * cf, (w + a * x) * cm)
             else:
                 ops = self.layer_operators(tokens)
-                layer = sum(op.seconds for op in ops if not op.name.startswith("attn"))
+                # (a list, not a generator: the compiled build's cpdef takes no closure;
+                # sum() adds the same floats in the same order)
+                layer = sum([op.seconds for op in ops if not op.name.startswith("attn")])
             m = self.model
             rank = tokens / self.dp if self.dp > 1 else tokens
             pp_hops = (self.pp - 1) * (rank * m.hidden_size * ACT_BYTES
@@ -396,7 +398,7 @@ class CostModel(RunPricing, GPUMemory):
             t = m.moe_layers * (layer + 2.0 * self._allreduce_s(rank)) + pp_hops
             if m.num_dense_layers:
                 ops = self.layer_operators(tokens, dense_mlp=True)
-                dense = sum(op.seconds for op in ops if not op.name.startswith("attn"))
+                dense = sum([op.seconds for op in ops if not op.name.startswith("attn")])
                 t += m.num_dense_layers * (dense + 2.0 * self._allreduce_s(rank))
             if m.is_moe and self._moe_terms:  # engine terms measured on its steps (validation)
                 t += m.moe_layers * (self._moe_terms[0] + self._moe_terms[1] * tokens)

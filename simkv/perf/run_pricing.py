@@ -38,6 +38,17 @@ class RunPricing:
     _prefill_token_s: float
     _moe_capture_layers: int
 
+    # The operator terms CostModel defines, declared here so that the compiled build calls
+    # them through the class's C table (run_pricing.pxd) rather than by attribute lookup.
+    def linear_s(self, tokens: int) -> float:
+        raise NotImplementedError
+
+    def sample_s(self, sampled: int) -> float:
+        raise NotImplementedError
+
+    def _prefill_attention_s(self, pairs: float, kv_tokens: float, tokens: int) -> float:
+        raise NotImplementedError
+
     def iteration_time(self, out: SchedulerOutput) -> float:
         """Seconds of one iteration (prefill chunks and/or decodes)."""
         tokens = out.prefill_tokens + out.num_decodes
