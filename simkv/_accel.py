@@ -5,9 +5,9 @@ run without the interpreter's dispatch (docs/PERFORMANCE.md, "The compiled hot p
 are not typed (except a few C loops that give the same bits), so a compiled module computes
 what its source does and gives byte-identical results (tests/test_compiled.py); every policy
 and every other module stays interpreted. The ``.pxd`` beside a module declares, for the
-compiled build only, nine of its classes as extension types (Request, BlockPool,
-SchedulerOutput, DecodeBatch, VLLMScheduler, Replica, Cluster, Recorder, TableWriter: "Typed
-classes" in PERFORMANCE.md):
+compiled build only, eleven of its classes as extension types (Request, BlockPool,
+SchedulerOutput, DecodeBatch, VLLMScheduler, Replica, Cluster, Recorder, TableWriter,
+RunPricing, CostModel: "Typed classes" in PERFORMANCE.md):
 fields of Python objects that compiled code reads directly, not through attribute lookups.
 Python subclasses and instance attributes work as before; patching their methods on the
 class does not (an extension type is immutable).
