@@ -151,3 +151,23 @@ def test_typed_dataclasses_keep_their_fields(module: str, name: str,
     for cls in (used, pure):  # either path refuses an attribute the class does not declare
         with pytest.raises(AttributeError):
             cls(*required).not_a_field = 1
+
+
+def test_a_fresh_plan_equals_the_dataclass_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``new_output()`` (the schedulers' plan, built field by field) equals ``SchedulerOutput()``
+    on every field, interpreted (an unset slot would raise) and as imported here (compiled
+    where built), and gives each plan its own ``prefills`` list."""
+    module = "simkv.policies.scheduler.interface"
+    spec = importlib.util.spec_from_file_location("_pure_interface", _accel.source_of(module))
+    assert spec is not None
+    assert spec.loader is not None
+    pure_mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, pure_mod)
+    spec.loader.exec_module(pure_mod)
+    for mod in (pure_mod, importlib.import_module(module)):
+        a, b = mod.new_output(), mod.SchedulerOutput()
+        assert type(a) is mod.SchedulerOutput
+        assert a == b
+        assert [getattr(a, f.name) for f in dataclasses.fields(b)] == \
+            [getattr(b, f.name) for f in dataclasses.fields(b)]
+        assert a.prefills is not mod.new_output().prefills

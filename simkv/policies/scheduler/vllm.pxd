@@ -6,7 +6,7 @@ cimport cython
 from simkv.entities.request cimport Request
 from simkv.kv.block_pool cimport BlockPool
 from simkv.engine.decode_batch cimport DecodeBatch
-from simkv.policies.scheduler.interface cimport SchedulerOutput
+from simkv.policies.scheduler.interface cimport SchedulerOutput, new_output
 
 cdef class _SchedulerRoot:
     pass

@@ -41,7 +41,7 @@ from simkv.entities.request import DECODING, FINISHED, LOADING, PREFILLING, WAIT
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.manager import KVManager, Match, may_hit
 from simkv.policies.kv_policy.interface import KVPolicyBase
-from simkv.policies.scheduler.interface import SchedulerOutput
+from simkv.policies.scheduler.interface import SchedulerOutput, new_output
 from simkv.policies.scheduler.vllm_moves import InstanceMoves
 from simkv.policies.scheduler.vllm_shaped import ShapedSteps
 from simkv.registry import register
@@ -245,7 +245,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
                 preempted = True
                 need = dec.need_next() if dec.members else 0
         budget = self.max_tokens - len(dec.members)
-        out = SchedulerOutput()
+        out = new_output()
         if self.chunked:
             # 2. chunks of prefills already under way, in admission order.
             for req in list(self.prefilling.values()) if self.prefilling else ():
@@ -377,7 +377,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         pool = self.pool
         if need > pool.capacity - pool.used - pool.pinned:  # pool.free
             return None  # the decode path preempts
-        out = SchedulerOutput()
+        out = new_output()
         budget = self.cfg.max_num_batched_tokens
         # Seated requests whose KV landed (a prefill instance's hand-off, a hit loaded from
         # below HBM) prefill the rest of their prompt whole, before new admissions. Without
