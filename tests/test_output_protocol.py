@@ -385,6 +385,9 @@ def test_two_single_runs_started_together_get_their_own_folders(tmp_path) -> Non
         assert simkv.load_results(run).summary["requests"]["total"] == 20
 
 
+# The interrupt lost in __del__ is the point: Python prints it as "Exception ignored", which
+# pytest reports as a warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_interrupt_lost_in_a_finaliser_is_raised_again() -> None:
     """Python runs a signal's handler in whatever code runs next; a KeyboardInterrupt raised
     inside a finaliser (a weakref callback, a __del__: the garbage collector's) is printed as
