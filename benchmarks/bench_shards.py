@@ -59,7 +59,7 @@ def run_here(args: argparse.Namespace) -> None:
     mode, out = args.run
     if mode == "one":
         simkv.simulate(simkv.compose(overrides(args)), out)
-    elif mode.startswith("shard"):
+    elif mode.startswith("only"):
         # One shard alone, as simulate_sharded would run it (its share of the stream, its
         # instances): a run too large for this machine, projected from one measured shard.
         from simkv.engine.pool import pool_configs
@@ -67,7 +67,7 @@ def run_here(args: argparse.Namespace) -> None:
 
         cfg = simkv.compose([*overrides(args), f"shards={args.shards}"])
         n = next(iter(pool_configs(cfg).values())).instances
-        s = int(mode.removeprefix("shard"))
+        s = int(mode.removeprefix("only"))
         report = _run_shard((_shard_config(cfg, s, args.shards), out, s, args.shards, n, is_exact(cfg)))
         Path(out, "shard_run.json").write_text(json.dumps(report))
     else:
@@ -116,8 +116,8 @@ def main() -> None:
         if args.only_shard is not None:
             if not 0 <= args.only_shard < args.shards:
                 raise SystemExit(f"--only-shard {args.only_shard}: a shard of 0..{args.shards - 1}")
-            out = Path(d) / f"shard{args.only_shard}"
-            m = command([sys.executable, __file__, *passed, "--run", f"shard{args.only_shard}",
+            out = Path(d) / f"only{args.only_shard}"
+            m = command([sys.executable, __file__, *passed, "--run", f"only{args.only_shard}",
                          str(out)])
             r = json.loads((out / "shard_run.json").read_text())
             share = args.requests // args.shards
