@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -108,6 +109,9 @@ def main() -> None:
     if args.run:
         run_here(args)
         return
+    # Every child with one OpenBLAS thread, as `simkv` and the shards' processes start (else
+    # one process and a lone shard would carry spinning threads the shards do not).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     passed = [f"--requests={args.requests}", f"--replicas={args.replicas}",
               f"--rate-per-gpu={args.rate_per_gpu}", f"--shards={args.shards}",
               f"--router={args.router}", *args.extra]

@@ -8,7 +8,7 @@ import pytest
 
 import simkv.workload.burstgpt as burstgpt
 from simkv.workload.burstgpt import BurstGPTWorkload, BurstGPTWorkloadConfig
-from simkv.workload.streamed import ConditionedRenewal, copy_at, pairwise_sum
+from simkv.workload.streamed import ConditionedRenewal, _pairwise_is_numpys, can_stream, copy_at, pairwise_sum
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 129, 1000, 4097, 50_001])
@@ -72,3 +72,40 @@ def test_burstgpt_streams_its_big_hours_to_the_same_requests(monkeypatch: pytest
     for k, v in whole.items():
         np.testing.assert_array_equal(streamed[k], v, err_msg=k)
     assert after == after_whole  # the generator ends where the whole draws leave it
+
+
+def test_an_hour_past_many_leaves_streams_to_the_same_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One flat hour of 300,000 requests: its sum spans several leaves of pairwise_sum, where
+    # numpy before 2.3 sums otherwise (can_stream then draws it whole: equal either way).
+    cfg = BurstGPTWorkloadConfig(num_requests=300_000, mean_rate=1000.0, hour_s=300.0, volume="flat")
+    monkeypatch.setattr(burstgpt, "BIG_HOUR", 10**12)
+    whole, _, after_whole = _stream(cfg)
+    monkeypatch.undo()
+    streamed, largest, after = _stream(cfg)
+    assert largest <= burstgpt.CHUNK or not can_stream(np.random.default_rng(0))
+    for k, v in whole.items():
+        np.testing.assert_array_equal(streamed[k], v, err_msg=k)
+    assert after == after_whole
+
+
+def test_only_word_by_word_generators_stream() -> None:
+    assert can_stream(np.random.default_rng(0)) == _pairwise_is_numpys()
+    assert not can_stream(np.random.Generator(np.random.Philox(1)))  # advances by 4 words
+    assert not can_stream(np.random.Generator(np.random.MT19937(1)))  # cannot advance
+    assert not can_stream(np.random.RandomState(0))  # (legacy: still accepted, drawn whole)
+    batches = list(BurstGPTWorkload(BurstGPTWorkloadConfig(num_requests=100)).arrivals(
+        np.random.RandomState(0)))
+    assert sum(len(b) for b in batches) == 100
+
+
+def test_a_buffered_32_bit_half_survives_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = BurstGPTWorkloadConfig(num_requests=40_000, mean_rate=10.0, hour_s=200.0, volume="gamma")
+    monkeypatch.setattr(burstgpt, "CHUNK", 500)
+    states = []
+    for big in (10**12, 1500):
+        monkeypatch.setattr(burstgpt, "BIG_HOUR", big)
+        rng = np.random.default_rng(11)
+        rng.integers(0, 10, dtype=np.int32)  # leaves half a word buffered
+        list(BurstGPTWorkload(cfg).arrivals(rng))
+        states.append(rng.bit_generator.state)
+    assert states[0] == states[1]

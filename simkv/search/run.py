@@ -19,12 +19,14 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from simkv.command import BLAS_THREADS
 from simkv.search.bounds import Bound, Shape, bound, workload_shape
 from simkv.search.spec import Candidate, SearchSpec, candidates
 
@@ -124,7 +126,7 @@ def _rounds(spec: SearchSpec) -> Iterator[Round]:
     def here(jobs: list[tuple[Candidate, Bound]], shape: Shape) -> list[Evaluated]:
         return [capacity(spec, c, b, shape) for c, b in jobs]
 
-    if spec.n_jobs == 1 or multiprocessing.current_process().daemon:  # (no children there)
+    if spec.n_jobs == 1:
         yield here
         return
     if spec.backend == "ray":
@@ -146,9 +148,17 @@ def _rounds(spec: SearchSpec) -> Iterator[Round]:
 
         yield on_ray
         return
+    if multiprocessing.current_process().daemon:  # a daemonic process cannot have children
+        warnings.warn(f"n_jobs={spec.n_jobs}: this process is daemonic and cannot start workers; "
+                      f"the search runs its candidates one after another here", stacklevel=3)
+        yield here
+        return
     from joblib.externals.loky import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=spec.n_jobs) as pool:
+    # One OpenBLAS thread a worker, unless the user chose (as joblib's loky backend set it, and
+    # as simkv/command.py does: a simulation multiplies no matrices).
+    env = {} if BLAS_THREADS in os.environ else {BLAS_THREADS: "1"}
+    with ProcessPoolExecutor(max_workers=spec.n_jobs, env=env) as pool:
         def on_pool(jobs: list[tuple[Candidate, Bound]], shape: Shape) -> list[Evaluated]:
             if len(jobs) == 1:
                 return here(jobs, shape)

@@ -36,7 +36,7 @@ from simkv.config.bounds import bounded, check, meta, require
 from simkv.registry import register
 from simkv.workload.base import ArrivalBatch, OpenLoop
 from simkv.workload.distributions import from_quantiles, tokens
-from simkv.workload.streamed import ConditionedRenewal, can_stream, copy_at
+from simkv.workload.streamed import ConditionedRenewal, advance, can_stream, copy_at
 
 CHUNK = 65536
 # Hours of more requests than this are drawn in pieces of CHUNK (workload/streamed.py): the
@@ -202,7 +202,7 @@ class BurstGPTWorkload(OpenLoop):
             yield self._requests((rng,) * 5, np.concatenate(parts))  # type: ignore[arg-type]
             return
         cursors = tuple(copy_at(rng, i * n) for i in range(5))
-        rng.bit_generator.advance(5 * n)
+        advance(rng, 5 * n)
         for part in parts:
             pieces = (part.pieces(CHUNK) if isinstance(part, ConditionedRenewal) else
                       (part[a:a + CHUNK] for a in range(0, len(part), CHUNK)))

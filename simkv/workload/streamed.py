@@ -13,8 +13,10 @@ make that possible, each checked by tests/test_streamed_draws.py against the who
   exactly one 64-bit word per value, so a cursor ``n`` values ahead is a copy of the bit
   generator advanced by ``n`` (PCG64's ``advance``): draws that one call makes one after the
   other (a batch's models, then its log types, ...) can be drawn side by side, piece by piece.
-* ``np.add.reduce`` of a float64 array is numpy's pairwise sum: blocks of at most 128 values,
-  halves split at ``n // 2`` rounded down to a multiple of 8. ``pairwise_sum`` follows the same
+* ``np.add.reduce`` of a float64 array is numpy's pairwise sum (numpy 2.3 and later: one tree
+  over the whole array; earlier versions sum 8,192-value blocks one after another, and there
+  hours are drawn whole, as ``can_stream`` checks): blocks of at most 128 values, halves split
+  at ``n // 2`` rounded down to a multiple of 8. ``pairwise_sum`` follows the same
   tree over values drawn in order, summing each subtree of at most ``leaf`` values with numpy,
   so a renewal process conditioned on its count (its gaps over their sum) needs no whole array:
   a first pass sums the gaps, a second (from a copy of the state) places them.
@@ -22,7 +24,9 @@ make that possible, each checked by tests/test_streamed_draws.py against the who
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +35,43 @@ import numpy as np
 LEAF = 1 << 16
 
 
-def can_stream(rng: np.random.Generator) -> bool:
-    """Whether ``rng``'s bit generator can be copied and advanced (PCG64, default_rng's, can)."""
-    return hasattr(rng.bit_generator, "advance")
+# Bit generators whose ``advance(k)`` skips exactly k 64-bit words (Philox's skips blocks of
+# four; MT19937 and SFC64 have none).
+WORDWISE = (np.random.PCG64, np.random.PCG64DXSM)
+
+
+@functools.cache
+def _pairwise_is_numpys() -> bool:
+    """Whether this numpy sums a large float64 array as one pairwise tree (numpy 2.3 and
+    later; earlier versions add the pairwise sums of 8,192-value blocks one after another),
+    checked once on values that span several leaves."""
+    x = np.random.default_rng(0).gamma(0.5, 1.0, 3 * LEAF + 1001)
+    pos = [0]
+
+    def draw(m: int) -> np.ndarray:
+        pos[0] += m
+        return x[pos[0] - m:pos[0]]
+
+    return bool(pairwise_sum(draw, len(x)) == np.add.reduce(x))
+
+
+def can_stream(rng: Any) -> bool:
+    """Whether draws from ``rng`` can be made in pieces to the values of one draw: a
+    Generator over PCG64 (default_rng's) or PCG64DXSM, with a numpy that sums as
+    ``pairwise_sum`` does. Otherwise hours are drawn whole, as before."""
+    return isinstance(getattr(rng, "bit_generator", None), WORDWISE) and _pairwise_is_numpys()
+
+
+def advance(rng: np.random.Generator, words: int) -> None:
+    """Move ``rng`` past ``words`` 64-bit words, as drawing that many doubles would: PCG64's
+    ``advance`` also drops a buffered 32-bit half, which drawing doubles keeps."""
+    bit = rng.bit_generator
+    kept = bit.state
+    bit.advance(words)
+    if kept.get("has_uint32"):
+        state = bit.state
+        state["has_uint32"], state["uinteger"] = kept["has_uint32"], kept["uinteger"]
+        bit.state = state
 
 
 def copy_at(rng: np.random.Generator, ahead: int = 0) -> np.random.Generator:
