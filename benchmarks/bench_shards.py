@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +28,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import command, machine, record
+
+from simkv.command import one_blas_thread
 
 
 def same_rows(a: Path, b: Path) -> bool:
@@ -111,7 +112,7 @@ def main() -> None:
         return
     # Every child with one OpenBLAS thread, as `simkv` and the shards' processes start (else
     # one process and a lone shard would carry spinning threads the shards do not).
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    one_blas_thread()
     passed = [f"--requests={args.requests}", f"--replicas={args.replicas}",
               f"--rate-per-gpu={args.rate_per_gpu}", f"--shards={args.shards}",
               f"--router={args.router}", *args.extra]

@@ -49,13 +49,19 @@ def main() -> None:
     gc.freeze()
 
 
+def one_blas_thread_env() -> dict[str, str]:
+    """The environment that starts numpy's OpenBLAS with one thread, unless the user chose a
+    number (then nothing): for this process (``one_blas_thread``), the shards' processes
+    (simkv/shard.py) and simkv-search's workers (simkv/search/run.py). A run multiplies no
+    matrices; the threads OpenBLAS starts on import (one per core) only wait, spinning, and
+    their CPU was 3-4% of a run's (the default run 1.39 -> 1.33 CPU s, Vidur's 100k 3.6 ->
+    3.45; perf showed ``blas_thread_server`` at 2.7% of the samples)."""
+    return {} if BLAS_THREADS in os.environ else {BLAS_THREADS: "1"}
+
+
 def one_blas_thread() -> None:
-    """Unless the user chose otherwise, numpy's OpenBLAS starts with one thread (call before
-    numpy is imported: ``simkv`` and each shard's process). A run multiplies no matrices; the
-    threads OpenBLAS starts on import (one per core) only wait, spinning, and their CPU was
-    3-4% of a run's (the default run 1.39 -> 1.33 CPU s, Vidur's 100k 3.6 -> 3.45; perf showed
-    ``blas_thread_server`` at 2.7% of the samples). Shards already fill every core."""
-    os.environ.setdefault(BLAS_THREADS, "1")
+    """``one_blas_thread_env`` for this process (call before numpy is imported)."""
+    os.environ.update(one_blas_thread_env())
 
 
 def _gc_threshold() -> None:

@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from simkv import __version__
-from simkv.command import BLAS_THREADS
+from simkv.command import one_blas_thread_env
 from simkv.config.schema import PoolConfig, SimConfig
 from simkv.engine.disagg import HandoffStats
 from simkv.engine.lifecycle import ScaleEvent
@@ -90,6 +90,8 @@ EXACT_ROUTERS = ("round_robin",)
 SCALERS = ("none", "horizontal")
 APPROXIMATE_ROUTERS = ("power_of_two", "least_outstanding", "least_work", "session_affinity",
                        "prefix_affinity", "slo_aware")
+
+
 def refusal(cfg: SimConfig) -> str:
     """Why ``cfg`` cannot be sharded (one line naming the key), or ''."""
     router = name_of(cfg.router)
@@ -212,15 +214,15 @@ def _shard_config(cfg: SimConfig, s: int, k: int) -> SimConfig:
 @contextlib.contextmanager
 def _one_blas_thread_each() -> Iterator[None]:
     """Shards' processes start with one OpenBLAS thread each (simkv/command.py
-    ``one_blas_thread``: a run multiplies no matrices, and the spare threads' spinning took
-    cores the shards fill), unless the user chose a number; this process's setting is put back."""
-    before = os.environ.get(BLAS_THREADS)
-    os.environ.setdefault(BLAS_THREADS, "1")
+    ``one_blas_thread_env``: the spare threads' spinning took cores the shards fill), unless
+    the user chose a number; this process's environment is put back."""
+    added = one_blas_thread_env()
+    os.environ.update(added)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(BLAS_THREADS, None)
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _run_shard(job: tuple[SimConfig, str, int, int, int, bool]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from simkv.command import BLAS_THREADS
+from simkv.command import one_blas_thread_env
 from simkv.search.bounds import Bound, Shape, bound, workload_shape
 from simkv.search.spec import Candidate, SearchSpec, candidates
 
@@ -155,10 +155,8 @@ def _rounds(spec: SearchSpec) -> Iterator[Round]:
         return
     from joblib.externals.loky import ProcessPoolExecutor
 
-    # One OpenBLAS thread a worker, unless the user chose (as joblib's loky backend set it, and
-    # as simkv/command.py does: a simulation multiplies no matrices).
-    env = {} if BLAS_THREADS in os.environ else {BLAS_THREADS: "1"}
-    with ProcessPoolExecutor(max_workers=spec.n_jobs, env=env) as pool:
+    # One OpenBLAS thread a worker, unless the user chose (as joblib's loky backend set it).
+    with ProcessPoolExecutor(max_workers=spec.n_jobs, env=one_blas_thread_env()) as pool:
         def on_pool(jobs: list[tuple[Candidate, Bound]], shape: Shape) -> list[Evaluated]:
             if len(jobs) == 1:
                 return here(jobs, shape)
