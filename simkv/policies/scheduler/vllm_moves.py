@@ -97,6 +97,8 @@ class InstanceMoves:
         if not (out.num_decodes or out.tail_decodes):
             return 0
         dec, done = self.decode, out.num_iterations
+        if out.prefill_alone:  # the batch sits out the first iteration
+            return dec.need_over(done - 1)
         if out.prefills:
             return out.first_need + (dec.need_over(done - 1, skip=1) if done > 1 else 0)
         return dec.need_over(done)
