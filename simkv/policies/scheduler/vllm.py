@@ -461,18 +461,6 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         start = dec.context_sum() + b
         out.tail_context = range(start, start + b * k, b)
 
-    def unplan_alone_tail(self, out: SchedulerOutput) -> None:
-        """Undo what _plan_alone_tail committed at planning: the prefills of ``out`` are
-        prefilling again, as before that plan (its prefill did not complete)."""
-        dec = self.decode
-        for req, n in out.prefills:
-            if req.id in dec.members:
-                dec.leave(req)
-            req.computed -= n
-            req.generated -= 1
-            req.state = PREFILLING
-            self.prefilling[req.id] = req
-
     @staticmethod
     def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> int:
         """Add ``req``'s next ``n`` prompt tokens to the iteration; returns the tokens they
