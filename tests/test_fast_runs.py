@@ -69,27 +69,6 @@ def test_short_runs_and_end_times_equal_the_python_expressions() -> None:
         assert [v.hex() for v in ends] == [v.hex() for v in list(accumulate(got, initial=now))[1:]]
 
 
-def test_a_prefill_and_its_decode_run_equal_the_numpy_expressions() -> None:
-    """fast_runs.prepend is run_pricing's np.concatenate, and ends_after_first the end times
-    of a prefill and of the decode run planned with it, timed from the prefill's end as if
-    planned there (replica.py's numpy expression; vllm.py's _plan_alone_tail)."""
-    rng = np.random.default_rng(13)
-    for _ in range(300):
-        base, layers, ac, am, q, start, step, k, _ = _draw(rng, 600, 0)
-        tail = fast_runs.roofline_run(base, layers, ac, am, q, start, step, k)
-        first = float(rng.uniform(1e-4, 2.0))
-        both = fast_runs.prepend(first, tail)
-        assert both.tobytes() == np.concatenate(([first], tail)).tobytes()
-        now = float(rng.uniform(0.0, 1e6))
-        ends = fast_runs.ends_after_first(now, both)
-        t1 = now + first
-        assert ends.tobytes() == np.concatenate(((t1,), t1 + tail.cumsum())).tobytes()
-        # ... which are the ends of the prefill run alone, then of the decode run planned at
-        # its end (replica.py's expressions for a single iteration and for an array).
-        assert ends[0] == now + first
-        assert ends[1:].tobytes() == (ends[0] + tail.cumsum()).tobytes()
-
-
 @pytest.mark.parametrize("k", [1, 8, 32])
 def test_short_decode_runs_price_the_same_with_and_without_the_loop(
         k: int, monkeypatch: pytest.MonkeyPatch) -> None:

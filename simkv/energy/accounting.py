@@ -163,17 +163,13 @@ class InstancePower:
         self._pending = None
         gpus = self.replica.gpus
         dyn = (power - pp.params.idle_w) * d * gpus
-        cd = clock * d
-        sampled = _sampled(out, done) if self.energy.series_s else None
-        # A prefill and the decode run planned with it (vllm.py's _plan_alone_tail) are
-        # summed apart, as when they were planned apart: the same floats.
-        for i, j in ((0, 1), (1, done)) if out.prefill_alone and done > 1 else ((0, done),):
-            pp.dynamic_j[self.replica.state] += float(dyn[i:j].sum())
-            pp.busy_gpu_s += float(d[i:j].sum()) * gpus
-            pp.clock_gpu_s += float(np.sum(cd[i:j])) * gpus
-            if sampled is not None:
-                self.energy.add_series(e[i:j], dyn[i:j], sampled[i:j])
+        pp.dynamic_j[self.replica.state] += float(dyn.sum())
+        busy = float(d.sum()) * gpus
+        pp.busy_gpu_s += busy
+        pp.clock_gpu_s += float(np.sum(clock * d)) * gpus
         pp.iterations += done
+        if self.energy.series_s:
+            self.energy.add_series(e, dyn, _sampled(out, done))
 
 
 def _sampled(out: Any, done: int) -> np.ndarray:

@@ -129,7 +129,6 @@ class Replica:
         self._idle_iterations = 0
         self.iterations_run = 0
         self.runs = 0
-        self._alone_used = 0  # KV blocks used after a prefill_alone plan (vllm.py)
         # Lifecycle (engine/lifecycle.py): set by the cluster when it builds the instance.
         self.pool: Pool = None  # type: ignore[assignment]
         self.state = "none"
@@ -292,22 +291,10 @@ class Replica:
             ends = (fast_runs.accumulate_from(now, durations) if _C_RUNS
                     else list(accumulate(durations, initial=now))[1:])
         elif isinstance(durations, np.ndarray):
-            if out.prefill_alone:
-                # A decode run planned with the prefill before it (vllm.py's
-                # _plan_alone_tail) is timed from the prefill's end, as if planned there:
-                # the same floats as planning the two apart.
-                if _C_RUNS:  # the same floats from one C loop (simkv/perf/fast_runs.py)
-                    ends = fast_runs.ends_after_first(now, durations)
-                else:
-                    first = now + float(durations[0])
-                    ends = np.concatenate(((first,), first + durations[1:].cumsum()))
-            else:
-                ends = now + durations.cumsum()  # (np.cumsum's wrapper costs more than the sum)
+            ends = now + durations.cumsum()  # (np.cumsum's wrapper costs more than the sum)
         else:
             ends = now + np.cumsum(durations)
         self._out, self._ends, self._done, self._start = out, ends, len(ends), now
-        if out.prefill_alone:
-            self._alone_used = self.scheduler.pool.used  # its prefill's row (_commit)
         self.epoch += 1
         Wakeup(self.env, float(ends[-1]) - self.env._now, NORMAL, self._run_ended, self.epoch)
 
@@ -321,8 +308,6 @@ class Replica:
             if done:
                 self._done = done
                 self._commit(out, ends, done)
-            elif out.prefill_alone:  # its prefill's progress, committed at planning, is lost
-                self.scheduler.unplan_alone_tail(out)
             # NOTE: with none ended, progress a plan committed early (a prefill joined to the
             # decode batch at planning) is undone when the scheduler materialises the request.
         self.epoch += 1  # its wake-up is stale now
@@ -374,18 +359,7 @@ class Replica:
             self.power.commit(out, ends, done, self._start)
         self.runs += 1
         self.iterations_run += done
-        if out.prefill_alone and done > 1:
-            # A prefill and the decode run after it, planned together: two runs, two rows,
-            # as when they were planned apart (summary.json's engine.runs, iterations.parquet).
-            self.runs += 1
-            if self.iterations is not None:
-                pool = self.scheduler.pool
-                first = float(ends[0])
-                self.iterations.append((self.index, self._start, first - self._start, 1,
-                                        out.prefill_tokens, 0, self._alone_used, pool.capacity))
-                self.iterations.append((self.index, first, float(ends[done - 1]) - first,
-                                        done - 1, 0, out.tail_decodes, pool.used, pool.capacity))
-        elif self.iterations is not None:
+        if self.iterations is not None:
             pool = self.scheduler.pool
             self.iterations.append((self.index, self._start, float(ends[done - 1]) - self._start,
                                     done, out.prefill_tokens, out.num_decodes, pool.used,

@@ -13,10 +13,3 @@ cpdef list roofline_short(double base, double layers, double ac, double am, doub
 
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t, t=cython.double)
 cpdef list accumulate_from(double now, list durations)
-
-@cython.locals(i=Py_ssize_t, k=Py_ssize_t, buf=cython.double[::1], src=cython.double[:])
-cpdef object prepend(double first, object tail)
-
-@cython.locals(i=Py_ssize_t, n=Py_ssize_t, first=cython.double, c=cython.double,
-               buf=cython.double[::1], src=cython.double[:])
-cpdef object ends_after_first(double now, object durations)

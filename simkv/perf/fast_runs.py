@@ -67,34 +67,3 @@ def accumulate_from(now: float, durations: list[float]) -> list[float]:
         t = t + durations[i]
         out[i] = t
     return out
-
-
-def prepend(first: float, tail: np.ndarray) -> np.ndarray:
-    """``np.concatenate(([first], tail))`` for a float64 ``tail``: a prefill iteration's
-    seconds, then its decode run's (run_pricing.run_times)."""
-    k = tail.shape[0]
-    out = np.empty(k + 1, dtype=np.float64)
-    buf = out  # C views of both when compiled
-    src = tail
-    buf[0] = first
-    for i in range(k):
-        buf[i + 1] = src[i]
-    return out
-
-
-def ends_after_first(now: float, durations: np.ndarray) -> np.ndarray:
-    """End times of a prefill iteration and of the decode run planned with it (vllm.py's
-    _plan_alone_tail), the run timed from the prefill's end as if planned there:
-    ``first = now + durations[0]``, then ``first + np.cumsum(durations[1:])`` (numpy's
-    cumsum adds one element after another, as this loop does)."""
-    n = durations.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    buf = out
-    src = durations
-    first = now + src[0]
-    buf[0] = first
-    c = 0.0
-    for i in range(1, n):
-        c = c + src[i]
-        buf[i] = first + c
-    return out

@@ -190,7 +190,5 @@ class RunPricing:
             tail = self.decode_run_times(out.tail_decodes, out.tail_context, out.tail_decodes)
             if isinstance(tail, list):
                 return [first, *tail]
-            if _C_RUNS:  # the same array, without numpy's conversion of a list
-                return fast_runs.prepend(first, tail)
             return np.concatenate(([first], tail))
         return self.decode_run_times(out.num_decodes, out.decode_context, out.num_sampled)

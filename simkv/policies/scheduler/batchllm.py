@@ -97,8 +97,6 @@ class _Trie:
 
 @register("scheduler", "batchllm", BatchLLMSchedulerConfig)
 class BatchLLMScheduler(VLLMScheduler):
-    plans_alone_tail = False  # a held group is admitted right after the prefill: plan step by step
-
     def __init__(self, cfg: BatchLLMSchedulerConfig, **deps: object) -> None:
         super().__init__(cfg, **deps)  # type: ignore[arg-type]
         predictor = deps.get("predictor")

@@ -8,7 +8,7 @@ cdef class SchedulerOutput:
     cdef public list prefills
     cdef public object prefill_tokens, prefill_attn_pairs, prefill_kv_tokens, num_decodes
     cdef public object decode_context, num_sampled, tail_decodes, tail_context, first_need
-    cdef public object joined, prefill_alone, padded, steps, capture
+    cdef public object joined, padded, steps, capture
 
 @cython.locals(out=SchedulerOutput)
 cpdef SchedulerOutput new_output()

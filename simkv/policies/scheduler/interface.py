@@ -88,10 +88,6 @@ class SchedulerOutput:
     first_need: int = 0
     # The prefilled requests already joined the decode batch at planning (scheduler-private).
     joined: bool = False
-    # The first iteration runs its prefills alone and the decode batch (which they joined)
-    # ticks from the second: vLLM v0 without chunked prefill (scheduler-private; vllm.py's
-    # _plan_alone_tail).
-    prefill_alone: bool = False
     # Static batching pads every sequence of the batch to the same length.
     padded: bool = False
     # Steps that are not plain decodes, or extra prefill work (None: none).
@@ -129,7 +125,6 @@ def new_output() -> SchedulerOutput:
     out.tail_context = _EMPTY
     out.first_need = 0
     out.joined = False
-    out.prefill_alone = False
     out.padded = False
     out.steps = None
     out.capture = False

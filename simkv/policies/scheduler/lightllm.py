@@ -51,8 +51,6 @@ class LightLLMSchedulerConfig(VLLMSchedulerConfig):
 
 @register("scheduler", "lightllm", LightLLMSchedulerConfig)
 class LightLLMScheduler(VLLMScheduler):
-    plans_alone_tail = False  # its prefill cadence (since_prefill) counts runs: plan step by step
-
     def __init__(self, cfg: LightLLMSchedulerConfig, *, predictor: Any = None, **deps: Any) -> None:
         super().__init__(cfg, **deps)
         if not self._plain:

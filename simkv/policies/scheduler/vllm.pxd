@@ -34,8 +34,6 @@ cdef class VLLMScheduler(_SchedulerRoot):
     cpdef _plan_decodes(self, SchedulerOutput out, need, preempted, now)
     @cython.locals(dec=DecodeBatch, pool=BlockPool, req=Request)
     cpdef _plan_tail(self, SchedulerOutput out, need, now)
-    @cython.locals(dec=DecodeBatch, pool=BlockPool, req=Request)
-    cpdef _plan_alone_tail(self, SchedulerOutput out)
     @cython.locals(dec=DecodeBatch, req=Request, finished=list)
     cpdef update(self, SchedulerOutput out, done, ends)
     cpdef _finish_decoding(self, Request req)

@@ -72,11 +72,6 @@ class _SchedulerRoot:
 
 
 class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
-    # Without chunked prefill, plan the decode run after a prefill-only iteration with it
-    # (_plan_alone_tail). Off in subclasses whose schedule or update does more than this
-    # class's between the two plans (lightllm's prefill cadence, batchllm's groups).
-    plans_alone_tail = True
-
     def __init__(self, cfg: VLLMSchedulerConfig, *, pool: BlockPool, max_fast_forward: int,
                  kv: KVManager | None = None, kv_policy: KVPolicyBase | None = None,
                  model: ModelSpec | None = None, speculative: Any = None, **_: object) -> None:
@@ -402,64 +397,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         if not out.prefills:
             return None
         out.num_sampled = len(out.prefills)
-        if (self.plans_alone_tail and self._plain and self.max_fast_forward > 1
-                and not self.waiting):
-            self._plan_alone_tail(out)
         return out
-
-    def _plan_alone_tail(self, out: SchedulerOutput) -> None:
-        """Plan the decode run that follows a prefill-only iteration in the same plan, as
-        _plan_tail does after a chunked one: one plan and one SimPy event fewer per prefill.
-
-        Only where the plan after the prefill would be that decode run and is known now:
-        nothing waits or prefills beside these prefills, each completes its prompt, none
-        finishes on its first token and none is one the prefix cache can matter to (it would
-        publish its prefix at the prefill's end), the batch's next tick fits in free memory
-        (else that plan would preempt) and no memory is borrowed between instances. The decode batch
-        sits out the prefill (``prefill_alone``): the prefilled requests join it now, from
-        its next tick, and ``update`` advances it by one tick fewer than the iterations
-        done. The run, k ticks, is _plan_decodes' (k >= 2: one tick is priced otherwise),
-        and replica.py times it from the prefill's end, so every time equals step-by-step
-        planning's, bit for bit (tests/test_alone_tail.py).
-        """
-        pool = self.pool
-        if len(out.prefills) != len(self.prefilling) or pool.borrow is not None:
-            return
-        cached = self.kv is not None
-        for req, n in out.prefills:
-            if (req.computed + n < req.prompt_tokens + req.generated
-                    or req.generated + 1 >= req.output_tokens or (cached and may_hit(req))):
-                return
-        dec = self.decode
-        bs = self.block_size
-        need = dec.need_next() if dec.members else 0
-        for req, n in out.prefills:  # a joining request whose blocks are full needs one more
-            if (req.computed + n) % bs == 0:
-                need += 1
-        free = pool.capacity - pool.used - pool.pinned
-        if need > free:
-            return
-        for req, n in out.prefills:
-            # NOTE: the first iteration always completes (runs are only cut after the
-            # iteration in flight; a lost instance undoes this: unplan_alone_tail).
-            req.computed += n
-            req.generated += 1
-            del self.prefilling[req.id]
-            dec.join(req)
-        k = min(dec.ticks_to_first_finish(), self.max_fast_forward)
-        b = len(dec.members)
-        if k > 1 and free < b * (k // bs + 1):
-            cum = dec.cumulative_need(k)
-            k = max(1, int(np.searchsorted(cum, free, side="right")))
-        if k < 2:
-            self.unplan_alone_tail(out)
-            return
-        out.num_iterations = 1 + k
-        out.tail_decodes = b
-        out.joined = True
-        out.prefill_alone = True
-        start = dec.context_sum() + b
-        out.tail_context = range(start, start + b * k, b)
 
     @staticmethod
     def _add_chunk(out: SchedulerOutput, req: Request, n: int) -> int:
@@ -565,16 +503,7 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
     def update(self, out: SchedulerOutput, done: int, ends: Sequence[float]) -> list[Request]:
         finished: list[Request] = []
         dec = self.decode
-        if out.prefill_alone:
-            # The decode batch sat out the first iteration (_plan_alone_tail).
-            if done > 1:
-                self.pool.allocate(dec.need_over(done - 1))
-                t0 = dec.ticks
-                for req in dec.advance(done - 1):
-                    req.finish = float(ends[req.output_tokens - req.gen_base - t0])
-                    self._finish_decoding(req)
-                    finished.append(req)
-        elif out.num_decodes or out.tail_decodes:
+        if out.num_decodes or out.tail_decodes:
             self.pool.allocate(out.first_need + (dec.need_over(done - 1, skip=1) if done > 1 else 0)
                                if out.prefills else dec.need_over(done))
             t0 = dec.ticks

@@ -5,8 +5,7 @@ detached to continue elsewhere with its KV and attached on arrival (engine/migra
 with Llumnix's reservation of blocks on the destination), a disaggregated request admitted
 with KV computed on a prefill instance and the prefill side's blocks released once that KV
 has left (engine/disagg.py), blocks borrowed from peer instances (kv_pool=distattention),
-and an instance that restarts between iterations handing back all it holds (or lost in a
-prefill planned with its decode run, undoing that plan's early commit).
+and an instance that restarts between iterations handing back all it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from simkv.entities.request import DECODING, LOADING, PREFILLING, WAITING, Request
+from simkv.entities.request import DECODING, LOADING, WAITING, Request
 from simkv.kv.block_pool import BlockPool, blocks_for
 from simkv.kv.manager import KVManager, may_hit
 from simkv.policies.scheduler.interface import SchedulerOutput
@@ -49,19 +48,6 @@ class InstanceMoves:
         out = list(self.waiting)
         self._requeue([])
         return out
-
-    def unplan_alone_tail(self, out: SchedulerOutput) -> None:
-        """Undo what vllm.py's _plan_alone_tail committed at planning: the prefills of
-        ``out`` are prefilling again, as before that plan (an instance lost in its prefill,
-        replica.py's ``interrupt``; or a run too short to plan with it)."""
-        dec = self.decode
-        for req, n in out.prefills:
-            if req.id in dec.members:
-                dec.leave(req)
-            req.computed -= n
-            req.generated -= 1
-            req.state = PREFILLING
-            self.prefilling[req.id] = req
 
     def detach_running(self, req: Request, now: float) -> int:
         """Take running ``req`` out (between iterations) to continue elsewhere with its KV:
@@ -111,8 +97,6 @@ class InstanceMoves:
         if not (out.num_decodes or out.tail_decodes):
             return 0
         dec, done = self.decode, out.num_iterations
-        if out.prefill_alone:  # the batch sits out the first iteration
-            return dec.need_over(done - 1)
         if out.prefills:
             return out.first_need + (dec.need_over(done - 1, skip=1) if done > 1 else 0)
         return dec.need_over(done)
