@@ -35,6 +35,10 @@ def run(cfg: SimConfig, tmp_path, name: str = "run") -> pd.DataFrame:
         ["scheduler=static", "scheduler.max_batch_size=8"],
         ["cluster.replicas=3", "router=least_outstanding", "kv.num_gpu_blocks_override=500",
          "workload.prompt_max=2048", "workload.output_max=1024"],
+        # A router that reads the prompt tokens pending prefill: a prompt's last chunk planned
+        # with the decode run after it (committed at planning) and one planned alone (step by
+        # step) must read the same.
+        ["cluster.replicas=3", "router=slo_aware", "workload.rate=60"],
     ],
 )
 def test_fast_forward_equals_step_by_step(tmp_path, overrides: list[str]) -> None:

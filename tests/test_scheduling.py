@@ -114,8 +114,14 @@ def test_preemption_takes_lower_classes_first(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
-def test_fast_forward_equals_step_by_step_with_classes(tmp_path) -> None:
-    base = [*OVERLOAD, "scheduler=priority", "workload.num_requests=200"]
+@pytest.mark.parametrize("shed", [
+    [],
+    # Shedding reads the prompt tokens ahead: the same with a prompt's last chunk planned with
+    # the decode run after it (fast-forward) as planned alone (step by step).
+    ["scheduler.shed=slo", "scheduler.ttft_target_s=0.3"],
+])
+def test_fast_forward_equals_step_by_step_with_classes(tmp_path, shed: list[str]) -> None:
+    base = [*OVERLOAD, "scheduler=priority", "workload.num_requests=200", *shed]
     a = run([*base, "engine.max_fast_forward=4096"], tmp_path, "fast")
     b = run([*base, "engine.max_fast_forward=1"], tmp_path, "slow")
     times = ["first_scheduled_s", "first_token_s", "completion_s", "ttft_s", "tpot_s", "e2e_s"]

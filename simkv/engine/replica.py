@@ -221,8 +221,9 @@ class Replica:
         return pool.free
 
     def pending_prefill_tokens(self) -> int:
-        """Prompt tokens queued or part-way through prefill here: work ahead of a new request's
-        first token."""
+        """Prompt tokens queued or part-way through prefill here and not yet scheduled: work
+        ahead of a new request's first token (the chunks of the iteration in flight count as
+        done, as in vLLM)."""
         return self.scheduler.pending_prefill_tokens()
 
     def hand_back(self, everything: bool = False) -> list[Request]:

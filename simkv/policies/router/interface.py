@@ -21,7 +21,8 @@ class ReplicaLoad(Protocol):
         ...
 
     def pending_prefill_tokens(self) -> int:
-        """Prompt tokens queued or part-way through prefill on this instance."""
+        """Prompt tokens queued or part-way through prefill on this instance and not yet
+        scheduled (a chunk counts as done once planned, as in vLLM)."""
         ...
 
 

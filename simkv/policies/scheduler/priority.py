@@ -205,7 +205,7 @@ class PriorityScheduler(VLLMScheduler):
             return ""
         if self.prefill_rate <= 0:
             return ""  # nothing measured yet: admit
-        ahead = sum(r.num_tokens - r.computed for r in self.prefilling.values())
+        ahead = self.prefilling_ahead()
         ahead += sum(r.num_tokens - r.computed for r in self.waiting if r.priority >= req.priority)
         if (ahead + req.prompt_tokens) / self.prefill_rate > cfg.ttft_target_s * cfg.shed_slack:
             self.shed_count += 1

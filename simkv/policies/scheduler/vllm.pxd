@@ -15,7 +15,7 @@ cdef class VLLMScheduler(_SchedulerRoot):
     cdef dict __dict__
     cdef public object cfg, block_size, max_fast_forward, waiting, kv, _match, _sized, _plain
     cdef public object policy, model, reserved_in, on_remote, chunked, split_prompts
-    cdef public object max_tokens, max_seqs
+    cdef public object max_tokens, max_seqs, prefill_in_flight
     cdef public BlockPool pool
     cdef public DecodeBatch decode
     cdef public dict running, prefilling, loading, held
@@ -37,3 +37,4 @@ cdef class VLLMScheduler(_SchedulerRoot):
     @cython.locals(dec=DecodeBatch, req=Request, finished=list)
     cpdef update(self, SchedulerOutput out, done, ends)
     cpdef _finish_decoding(self, Request req)
+    cpdef _in_flight(self, SchedulerOutput out)

@@ -37,6 +37,7 @@ class InstanceMoves:
     loading: dict[int, Request]
     held: dict[int, Request]
     reserved_in: int
+    prefill_in_flight: int
     on_remote: Callable[[Request], None] | None
     _plain: bool
 
@@ -45,6 +46,7 @@ class InstanceMoves:
         every queued request: an instance that restarts at once (between iterations)."""
         while self.running:
             self._preempt_last(now, may_swap=False)
+        self.prefill_in_flight = 0  # a plan lost with the instance: its chunks are pending again
         out = list(self.waiting)
         self._requeue([])
         return out
