@@ -69,6 +69,19 @@ def test_short_runs_and_end_times_equal_the_python_expressions() -> None:
         assert [v.hex() for v in ends] == [v.hex() for v in list(accumulate(got, initial=now))[1:]]
 
 
+def test_a_long_runs_end_times_equal_numpys() -> None:
+    """fast_runs.ends_from is replica.py's ``now + durations.cumsum()``, bit for bit, on
+    priced runs and on arrays with a non-unit stride."""
+    rng = np.random.default_rng(17)
+    for _ in range(200):
+        base, layers, ac, am, q, start, step, k, _ = _draw(rng, 2000, 1)
+        d = fast_runs.roofline_run(base, layers, ac, am, q, start, step, k)
+        now = float(rng.uniform(0.0, 1e7))
+        assert fast_runs.ends_from(now, d).tobytes() == (now + d.cumsum()).tobytes()
+        every_other = d[::2]
+        assert fast_runs.ends_from(now, every_other).tobytes() == (now + every_other.cumsum()).tobytes()
+
+
 @pytest.mark.parametrize("k", [1, 8, 32])
 def test_short_decode_runs_price_the_same_with_and_without_the_loop(
         k: int, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,3 +13,7 @@ cpdef list roofline_short(double base, double layers, double ac, double am, doub
 
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t, t=cython.double)
 cpdef list accumulate_from(double now, list durations)
+
+@cython.locals(i=Py_ssize_t, n=Py_ssize_t, c=cython.double, buf=cython.double[::1],
+               src=cython.double[:])
+cpdef object ends_from(double now, object durations)
