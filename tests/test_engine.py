@@ -39,6 +39,15 @@ def run(cfg: SimConfig, tmp_path, name: str = "run") -> pd.DataFrame:
         # with the decode run after it (committed at planning) and one planned alone (step by
         # step) must read the same.
         ["cluster.replicas=3", "router=slo_aware", "workload.rate=60"],
+        # Changes that take effect mid-run cut the run after the iteration in flight, as
+        # step by step: an energy autoscaler's clock locks, an elastic resize's slowed cost.
+        ["energy.enabled=true", "cluster.replicas=3", "cluster.min_replicas=1",
+         "cluster.max_replicas=3", "autoscaler=energy", "autoscaler.interval_s=0.3",
+         "autoscaler.window_s=1", "autoscaler.clocks=[1.0,0.9,0.8,0.7,0.6,0.55]"],
+        ["model=llama3_70b", "cluster.tensor_parallel=2", "cluster.max_tensor_parallel=8",
+         "workload.num_requests=400", "workload.rate=10", "autoscaler=elastic_tp", "autoscaler.metric=arrival_rate",
+         "autoscaler.target=2", "autoscaler.scale_down_stabilization_s=10",
+         "autoscaler.interval_s=2", "autoscaler.window_s=4"],
     ],
 )
 def test_fast_forward_equals_step_by_step(tmp_path, overrides: list[str]) -> None:

@@ -108,11 +108,17 @@ class PoolPower:
         return w
 
     def set_clock(self, fraction: float) -> None:
-        """A new locked clock for the pool's next runs (autoscaler=energy)."""
+        """A new locked clock for the pool's runs (autoscaler=energy), from the end of each
+        busy instance's iteration in flight: its run is cut there (``poke``) and replanned,
+        as step-by-step planning would price its next iteration (before, a fast-forwarded
+        run kept the old clock to its end, so the run depended on engine.max_fast_forward)."""
         fraction = min(1.0, max(self.params.min_fraction, fraction))
         if fraction != self.clock:
             self.clock = fraction
             self.clock_changes += 1
+            for r in self.pool.instances:
+                if r.busy:
+                    r.poke()
 
 
 class InstancePower:

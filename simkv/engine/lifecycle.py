@@ -327,6 +327,8 @@ class Lifecycle:
             r.gpus = new.gpus  # the new GPUs are held from the decision on
         self.set_state(r, SCALING, f"{old} -> {new}", ev.action)
         r.cost = SlowedCost(pool.cost(r.dp), 1.0 + params.slowdown)
+        if r.busy:  # priced slower from the end of the iteration in flight (a run is cut there)
+            r.poke()
         old_cost, new_cost = pool.cost(r.dp), pool.cost(dp)
         experts_old, experts_new = old_cost.expert_bytes_per_gpu(), new_cost.expert_bytes_per_gpu()
         rest = new_cost.weight_bytes_per_gpu() - experts_new  # non-expert weights per GPU
