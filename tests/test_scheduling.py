@@ -114,14 +114,19 @@ def test_preemption_takes_lower_classes_first(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
-@pytest.mark.parametrize("shed", [
+@pytest.mark.parametrize("extra", [
+    ["workload.num_requests=200"],
+    # A higher class waiting behind a prefill planned with its decode run makes room at the
+    # prefill's end, as step by step (10 rows' preemptions differed at 400 requests).
     [],
-    # Shedding reads the prompt tokens ahead: the same with a prompt's last chunk planned with
-    # the decode run after it (fast-forward) as planned alone (step by step).
-    ["scheduler.shed=slo", "scheduler.ttft_target_s=0.3"],
+    # Shedding reads the prompt tokens ahead and the prefill rate measured at a prefill
+    # iteration's end: the same fast-forwarded as step by step.
+    ["workload.num_requests=200", "scheduler.shed=slo", "scheduler.ttft_target_s=0.3"],
+    ["scheduler.preempt=false", "scheduler.shed=slo", "workload.num_requests=300",
+     "scheduler.ttft_target_s=0.02", "workload.rate=20", "kv.num_gpu_blocks_override=null"],
 ])
-def test_fast_forward_equals_step_by_step_with_classes(tmp_path, shed: list[str]) -> None:
-    base = [*OVERLOAD, "scheduler=priority", "workload.num_requests=200", *shed]
+def test_fast_forward_equals_step_by_step_with_classes(tmp_path, extra: list[str]) -> None:
+    base = [*OVERLOAD, "scheduler=priority", *extra]
     a = run([*base, "engine.max_fast_forward=4096"], tmp_path, "fast")
     b = run([*base, "engine.max_fast_forward=1"], tmp_path, "slow")
     times = ["first_scheduled_s", "first_token_s", "completion_s", "ttft_s", "tpot_s", "e2e_s"]

@@ -229,6 +229,20 @@ class PriorityScheduler(VLLMScheduler):
             self._make_room(now)
         return super().schedule(now)
 
+    def _plan_tail(self, out: SchedulerOutput, need: int, now: float) -> None:
+        """No decode run behind a prefill where the plan after the prefill's iteration may
+        differ from it: SLO shedding measures the prefill rate at that iteration's end (a
+        tail would commit it at the run's end, and arrivals meanwhile would read the old
+        rate), and a waiting request of a higher class than one running may make room then
+        (the queue's head can change within this plan, after its admissions). Planned step by
+        step there, as ``engine.max_fast_forward=1`` would (tests/test_scheduling.py)."""
+        if self.pcfg.shed == "slo":
+            return
+        if (self.pcfg.preempt and self.waiting and self.running
+                and self.waiting[0].priority > min(r.priority for r in self.running.values())):
+            return
+        super()._plan_tail(out, need, now)
+
     def _make_room(self, now: float) -> None:
         """Preempt lower classes until the queue's head (of a higher class) has a seat and the
         blocks of its first chunk, or no lower class runs."""
