@@ -80,6 +80,8 @@ def test_a_long_runs_end_times_equal_numpys() -> None:
         assert fast_runs.ends_from(now, d).tobytes() == (now + d.cumsum()).tobytes()
         every_other = d[::2]
         assert fast_runs.ends_from(now, every_other).tobytes() == (now + every_other.cumsum()).tobytes()
+    frozen = np.broadcast_to(np.array([0.1, 0.2, 0.3]), (3,))  # read-only, as numpy allows
+    assert fast_runs.ends_from(1.0, frozen).tobytes() == (1.0 + frozen.cumsum()).tobytes()
 
 
 @pytest.mark.parametrize("k", [1, 8, 32])

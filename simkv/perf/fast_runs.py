@@ -73,6 +73,8 @@ def ends_from(now: float, durations: np.ndarray) -> np.ndarray:
     """``now + np.cumsum(durations)`` for a float64 array: a long run's iteration end times
     (numpy's cumsum adds one element after another, as this loop does), in one pass and one
     array instead of numpy's two."""
+    if not durations.flags.writeable:  # (a C view of a read-only array needs a const type)
+        return now + durations.cumsum()
     n = durations.shape[0]
     out = np.empty(n, dtype=np.float64)
     buf = out  # C views of both when compiled
