@@ -124,6 +124,10 @@ def test_preemption_takes_lower_classes_first(tmp_path, monkeypatch) -> None:
     ["workload.num_requests=200", "scheduler.shed=slo", "scheduler.ttft_target_s=0.3"],
     ["scheduler.preempt=false", "scheduler.shed=slo", "workload.num_requests=300",
      "scheduler.ttft_target_s=0.02", "workload.rate=20", "kv.num_gpu_blocks_override=null"],
+    # A waiting request that ages (max_wait_s) within a fast-forwarded run becomes the head
+    # at the next iteration's plan, as step by step (257 and 278 rows differed before).
+    ["workload.num_requests=300", "scheduler.max_wait_s=5"],
+    ["workload.num_requests=300", "scheduler.max_wait_s=3", "scheduler.preempt=false"],
 ])
 def test_fast_forward_equals_step_by_step_with_classes(tmp_path, extra: list[str]) -> None:
     base = [*OVERLOAD, "scheduler=priority", *extra]

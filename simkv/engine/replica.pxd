@@ -12,7 +12,7 @@ cdef class Replica:
     cdef public object busy, epoch, _out, _ends, _done, _start, _idle_iterations
     cdef public object iterations_run, runs, pool, state, dp, gpus, slots, on_idle
     cdef public object on_run_end, on_stopped, drain_action, work_rate, kv, collectives
-    cdef public object power, plan_now, hold_run_end
+    cdef public object power, plan_now, hold_run_end, _next_wake
     cdef public dict _charged
     cdef public list watchers
 

@@ -113,6 +113,9 @@ class Replica:
         self.iterations = iterations
         self.observer = observer
         self.livelock_limit = engine.livelock_iterations
+        # When its scheduler's state changes by itself mid-run (a queue that ages requests):
+        # ``next_wake(now)`` where the scheduler has one, else None (_plan).
+        self._next_wake = getattr(scheduler, "next_wake", None)
         # Load, as routers see it: prompt tokens plus the *predicted* output of each request
         # here (no router knows a true output length); ``_charged`` remembers what each
         # request added, so what leaves is exactly what came.
@@ -267,6 +270,10 @@ class Replica:
         self.epoch += 1
         Wakeup(self.env, float(ends[j]) - t, NORMAL, self._run_ended, self.epoch)
 
+    def _woken(self, event: Wakeup) -> None:
+        if event.tag == self.epoch and self._ends is not None and self._done > 1:
+            self._cut(self.env._now)
+
     def _plan_now(self, _: object) -> None:
         self._plan(self.env._now)
 
@@ -302,6 +309,13 @@ class Replica:
         self._out, self._ends, self._done, self._start = out, ends, len(ends), now
         self.epoch += 1
         Wakeup(self.env, float(ends[-1]) - self.env._now, NORMAL, self._run_ended, self.epoch)
+        if self._next_wake is not None and len(ends) > 1:
+            t = self._next_wake(now)
+            if t is not None and t < ends[-1]:
+                # The scheduler's state changes by itself within this run: cut the run after
+                # the iteration in flight then, as an arrival would, so that the next plan
+                # comes when step-by-step planning's would.
+                Wakeup(self.env, max(0.0, t - self.env._now), NORMAL, self._woken, self.epoch)
 
     def interrupt(self, now: float) -> None:
         """The instance is lost at ``now``: the iterations of the run in flight that ended by

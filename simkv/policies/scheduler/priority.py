@@ -229,6 +229,22 @@ class PriorityScheduler(VLLMScheduler):
             self._make_room(now)
         return super().schedule(now)
 
+    def next_wake(self, now: float) -> float | None:
+        """When the queue's head may change by itself after a plan at ``now``: the oldest
+        waiting request reaching ``max_wait_s`` (aging). The replica cuts a run that spans
+        it after the iteration in flight, so the next plan sees the aged head when step by
+        step would (engine/replica.py; tests/test_scheduling.py). None: nothing ages."""
+        q = self.waiting
+        if q.max_wait is None or not q:  # type: ignore[attr-defined]
+            return None
+        q._clean()  # type: ignore[attr-defined]
+        if not q.oldest:  # type: ignore[attr-defined]
+            return None
+        arrival = q.oldest[0][0]  # type: ignore[attr-defined]
+        if now - arrival >= q.max_wait:  # type: ignore[attr-defined]
+            return None  # already the head: nothing changes until it leaves the queue
+        return max(arrival + q.max_wait, now)  # type: ignore[attr-defined]
+
     def _plan_tail(self, out: SchedulerOutput, need: int, now: float) -> None:
         """No decode run behind a prefill where the plan after the prefill's iteration may
         differ from it: SLO shedding measures the prefill rate at that iteration's end (a
