@@ -82,6 +82,8 @@ def test_a_long_runs_end_times_equal_numpys() -> None:
         assert fast_runs.ends_from(now, every_other).tobytes() == (now + every_other.cumsum()).tobytes()
     frozen = np.broadcast_to(np.array([0.1, 0.2, 0.3]), (3,))  # read-only, as numpy allows
     assert fast_runs.ends_from(1.0, frozen).tobytes() == (1.0 + frozen.cumsum()).tobytes()
+    single = np.array([0.1, 0.2, 0.3], dtype=np.float32)  # another dtype: numpy's promotion
+    assert fast_runs.ends_from(1.0, single).tobytes() == (1.0 + single.cumsum()).tobytes()
 
 
 @pytest.mark.parametrize("k", [1, 8, 32])

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 
 _C_RUNS = fast_runs.COMPILED
-_F64 = np.dtype(np.float64)
 
 
 class LivelockError(RuntimeError):
@@ -302,7 +301,7 @@ class Replica:
         elif isinstance(durations, np.ndarray):
             # (np.cumsum's wrapper costs more than the sum; compiled, one C loop gives the same
             # floats in one array)
-            ends = (fast_runs.ends_from(now, durations) if _C_RUNS and durations.dtype == _F64
+            ends = (fast_runs.ends_from(now, durations) if _C_RUNS
                     else now + durations.cumsum())
         else:
             ends = now + np.cumsum(durations)

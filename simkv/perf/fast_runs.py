@@ -23,6 +23,7 @@ import numpy as np
 
 # An extension module's __file__ is its shared library (simkv/_accel.py picks which runs).
 COMPILED = not __file__.endswith(".py")
+_F64 = np.dtype(np.float64)
 
 
 def roofline_run(base: float, layers: float, ac: float, am: float, q: float, start: int,
@@ -70,10 +71,11 @@ def accumulate_from(now: float, durations: list[float]) -> list[float]:
 
 
 def ends_from(now: float, durations: np.ndarray) -> np.ndarray:
-    """``now + np.cumsum(durations)`` for a float64 array: a long run's iteration end times
-    (numpy's cumsum adds one element after another, as this loop does), in one pass and one
-    array instead of numpy's two."""
-    if not durations.flags.writeable:  # (a C view of a read-only array needs a const type)
+    """``now + np.cumsum(durations)``: a long run's iteration end times (numpy's cumsum adds
+    one element after another, as this loop does), in one pass and one array instead of
+    numpy's two, for a writeable float64 array; numpy's expression for any other."""
+    if durations.dtype != _F64 or not durations.flags.writeable:
+        # (a C view takes float64 only, and a read-only array only with a const type)
         return now + durations.cumsum()
     n = durations.shape[0]
     out = np.empty(n, dtype=np.float64)

@@ -132,6 +132,19 @@ class RankedQueue:
         while oldest and members.get(oldest[0][1]) is not oldest[0][2]:
             heapq.heappop(oldest)
 
+    def ages_at(self, now: float) -> float | None:
+        """When the oldest member, not yet the head by age at ``now``, reaches ``max_wait``
+        and becomes the head (``_head``); None without aging, or if nothing is left to age."""
+        if self.max_wait is None or not self.members:
+            return None
+        self._clean()
+        if not self.oldest:
+            return None
+        arrival = self.oldest[0][0]
+        if now - arrival >= self.max_wait:
+            return None  # already the head: nothing changes until it leaves the queue
+        return max(arrival + self.max_wait, now)
+
     def _head(self) -> Request:
         self._clean()
         if self.oldest and self.now - self.oldest[0][0] >= self.max_wait:  # type: ignore[operator]
@@ -234,16 +247,7 @@ class PriorityScheduler(VLLMScheduler):
         waiting request reaching ``max_wait_s`` (aging). The replica cuts a run that spans
         it after the iteration in flight, so the next plan sees the aged head when step by
         step would (engine/replica.py; tests/test_scheduling.py). None: nothing ages."""
-        q = self.waiting
-        if q.max_wait is None or not q:  # type: ignore[attr-defined]
-            return None
-        q._clean()  # type: ignore[attr-defined]
-        if not q.oldest:  # type: ignore[attr-defined]
-            return None
-        arrival = q.oldest[0][0]  # type: ignore[attr-defined]
-        if now - arrival >= q.max_wait:  # type: ignore[attr-defined]
-            return None  # already the head: nothing changes until it leaves the queue
-        return max(arrival + q.max_wait, now)  # type: ignore[attr-defined]
+        return self.waiting.ages_at(now)  # type: ignore[attr-defined]
 
     def _plan_tail(self, out: SchedulerOutput, need: int, now: float) -> None:
         """No decode run behind a prefill where the plan after the prefill's iteration may
