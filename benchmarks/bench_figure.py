@@ -6,10 +6,10 @@ RUN_DIR is a finished run's folder (requests.parquet, summary.json, config.json)
 ``simkv`` run of ``bench_vidur.py``'s workload. Each repeat is a new interpreter that first
 imports what a run has imported before its figure (simkv.runner, simkv.cli) and raises the
 GC threshold as ``simkv.command`` does, then measures with ``time.process_time`` (user +
-system of the process): importing simkv.metrics.style and .plots (matplotlib, Figure),
-building the figure, writing latency.png, writing latency.pdf (the PDF backend's import of
-fontTools and the font subset included), as ``runner.draw_latency`` does. Which code runs is
-the interpreter's (PYTHONPATH can pick another tree for a before/after comparison).
+system of the process): importing simkv.metrics.latency_canvas, reading the figure's numbers
+from requests.parquet, laying the panels out, writing latency.png (Pillow, its import
+included) and latency.pdf, as ``runner.draw_latency`` does. Which code runs is the
+interpreter's (PYTHONPATH can pick another tree for a before/after comparison).
 """
 
 from __future__ import annotations
@@ -36,17 +36,19 @@ summary = json.loads((run / "summary.json").read_text())
 doc = json.loads((run / "config.json").read_text())
 clock = time.process_time
 t0 = clock()
-from simkv.metrics import style
-from simkv.metrics.plots import latency_figure, run_title
+from simkv.metrics import latency_canvas
+from simkv.metrics.figure_data import latency_data, run_title
 t1 = clock()
-fig = latency_figure(run / "requests.parquet", summary, run_title(doc))
+data = latency_data(run / "requests.parquet", summary)
 t2 = clock()
-style.save(fig, out / "latency.png", formats=("png",))
+canvas = latency_canvas.draw(data, summary, run_title(doc))
 t3 = clock()
-style.save(fig, out / "latency.pdf", formats=("pdf",))
+canvas.png(out / "latency.png", latency_canvas.DPI)
 t4 = clock()
-print(json.dumps({"imports": t1 - t0, "build": t2 - t1, "png": t3 - t2, "pdf": t4 - t3,
-                  "total": t4 - t0}))
+canvas.pdf(out / "latency.pdf")
+t5 = clock()
+print(json.dumps({"imports": t1 - t0, "data": t2 - t1, "layout": t3 - t2, "png": t4 - t3,
+                  "pdf": t5 - t4, "total": t5 - t0}))
 """
 
 

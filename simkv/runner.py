@@ -36,7 +36,7 @@ from simkv.metrics.cluster import cluster_summary
 from simkv.metrics.recorder import Recorder
 from simkv.metrics.schema import file_metadata
 from simkv.metrics.summary import summarise
-from simkv.output import RunFolder, check_interrupt, held_signals, sigterm_interrupts, write_json, write_whole
+from simkv.output import RunFolder, check_interrupt, held_signals, sigterm_interrupts, write_json
 from simkv.registry import build, name_of
 from simkv.results import SimResult
 
@@ -364,10 +364,10 @@ def _simulate(cfg: SimConfig, out: Path, doc: dict[str, Any], digest: str, obser
 
 
 def draw_latency(out: Path, summary: dict[str, Any], doc: dict[str, Any]) -> None:
-    """latency.png and latency.pdf (the PDF for papers) from a finished run's tables."""
-    from simkv.metrics import style
-    from simkv.metrics.plots import latency_figure, run_title
+    """latency.png and latency.pdf (the PDF for papers) from a finished run's tables, drawn
+    without matplotlib (metrics/latency_canvas.py: its import and drawing were most of a small
+    run's CPU); ``SimResult.figure()`` gives the same panels as a matplotlib Figure."""
+    from simkv.metrics import latency_canvas
+    from simkv.metrics.figure_data import run_title
 
-    fig = latency_figure(out / "requests.parquet", summary, run_title(doc))
-    for fmt in ("png", "pdf"):
-        write_whole(out / f"latency.{fmt}", lambda tmp, fmt=fmt: style.save(fig, tmp, formats=(fmt,)))
+    latency_canvas.write(out / "requests.parquet", summary, run_title(doc), out / "latency")

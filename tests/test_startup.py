@@ -31,7 +31,8 @@ import gc
 from simkv.engine.events import LOOP_GC_THRESHOLD
 assert gc.get_threshold()[0] == LOOP_GC_THRESHOLD, gc.get_threshold()  # the whole run's
 assert gc.get_freeze_count() > 0  # and its objects are left out of the exit's collections
-print("imported:", sorted(m for m in ("pandas", "pyarrow.pandas_compat", "pyarrow.compute", "tqdm")
+print("imported:", sorted(m for m in ("pandas", "pyarrow.pandas_compat", "pyarrow.compute", "tqdm",
+                                     "matplotlib")
                           if m in sys.modules))
 """
 
