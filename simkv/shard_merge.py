@@ -20,11 +20,8 @@ from simkv.metrics import schema
 
 # Columns of requests.parquet that name an instance (-1: none), renumbered to the cluster's.
 INSTANCE_COLUMNS = ("replica", "prefill_replica", "first_token_replica")
-# Columns the merged requests.parquet dictionary-encodes: strings and int32 (few distinct
-# values: names, instances, token counts). Times and ids (float64, int64) are nearly all
-# distinct, so a dictionary only grows until Parquet gives it up: written plain they took
-# 0.86 CPU s against 1.55 per 2M rows and 105 MB against 135 (the same values read back).
-DICTIONARY_TYPES = (pa.string(), pa.int32())
+# The merged requests.parquet dictionary-encodes the columns the recorder does (schema.py).
+DICTIONARY_TYPES = schema.DICTIONARY_TYPES
 
 
 def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:
@@ -130,8 +127,8 @@ def merge_requests(folders: list[Path], out: Path, metadata: dict[bytes, bytes],
     out_schema = schema.REQUESTS.with_metadata(metadata)
     read = [name for name in out_schema.names if name != "request_id"]
     cache: dict[tuple[int, int], pa.Table] = {}
-    dictionary = [f.name for f in out_schema if f.type in DICTIONARY_TYPES]
-    with pq.ParquetWriter(out, out_schema, compression="zstd", use_dictionary=dictionary) as w:
+    with pq.ParquetWriter(out, out_schema, compression="zstd",
+                          use_dictionary=schema.dictionary_columns(out_schema)) as w:
         for c in range(0, len(order), row_group):
             o = order[c:c + row_group]
             n = len(o)
@@ -196,6 +193,7 @@ def merge_instances(folders: list[Path], out: Path, metadata: dict[bytes, bytes]
     order = np.lexsort((to_numpy(table.column("instance")), to_numpy(table.column("time_s"))))
     table = table.take(array(order, pa.int64())).replace_schema_metadata(
         schema.INSTANCES.with_metadata(metadata).metadata)
-    with pq.ParquetWriter(out, table.schema, compression="zstd") as w:
+    with pq.ParquetWriter(out, table.schema, compression="zstd",
+                          use_dictionary=schema.dictionary_columns(table.schema)) as w:
         w.write_table(table)
         w.add_key_value_metadata({"simkv.status": "complete", "simkv.rows": str(table.num_rows)})

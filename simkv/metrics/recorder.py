@@ -61,7 +61,8 @@ class TableWriter:
         # between, the buffer would be written twice, or counted but not written.
         with held_signals():
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self.partial_path, self.schema, compression="zstd")
+                self._writer = pq.ParquetWriter(self.partial_path, self.schema, compression="zstd",
+                                                use_dictionary=schema.dictionary_columns(self.schema))
             self._writer.write_table(table, row_group_size=self.row_group_size)
             self.rows += len(self.buffer)
             self.buffer = []
