@@ -50,6 +50,18 @@ def test_ticks_are_matplotlibs_steps() -> None:
     assert Axis(8.0, 500.0, True).ticks(9)[1] == ["10", "20", "50", "100", "200", "500"]
 
 
+def test_long_tick_labels_are_fewer_not_overlapping() -> None:
+    from simkv.metrics.latency_canvas import TICK, Panel
+
+    c = Canvas(720, 540)
+    panel = Panel(c, (54.0, 300.0, 280.0, 200.0))
+    ticks, labels = panel.x_ticks(Axis(1_000_000.0, 9_000_000.0, False))
+    assert labels == ["2000000", "4000000", "6000000", "8000000"]  # 9 would not fit
+    assert sum(c.text_width(s, TICK) + TICK for s in labels) <= 280.0
+    short = panel.x_ticks(Axis(0.0, 90.0, False))[0]
+    assert len(short) > len(ticks)  # short labels keep matplotlib's number of ticks
+
+
 def _objects(pdf: bytes) -> dict[int, bytes]:
     """The PDF's objects by number, read through its xref table (which must be exact)."""
     start = int(pdf.rsplit(b"startxref", 1)[1].split()[0])

@@ -107,11 +107,22 @@ class Panel:
     def py(self, ax: Axis, v: Any) -> Any:
         return self.y0 + ax.frac(v) * self.h
 
+    def x_ticks(self, xa: Axis) -> tuple[list[float], list[str]]:
+        """The x axis's ticks, fewer where their labels would not fit side by side (long
+        numbers: matplotlib would write an offset or a power of ten instead)."""
+        nbins = max(1, min(9, int(self.w / (TICK * 3))))
+        while True:
+            ticks, labels = xa.ticks(nbins)
+            width = sum(self.c.text_width(s, TICK) + TICK for s in labels)
+            if nbins == 1 or xa.log or width <= self.w:
+                return ticks, labels
+            nbins -= 1
+
     def frame(self, xa: Axis, ya: Axis, xlabel: str, ylabel: str, right: Axis | None = None,
               right_label: str = "") -> None:
         """Grid, spines, ticks and their labels, and the axis labels."""
         c = self.c
-        xt, xl = xa.ticks(max(1, min(9, int(self.w / (TICK * 3)))))
+        xt, xl = self.x_ticks(xa)
         yt, yl = ya.ticks(max(1, min(9, int(self.h / (TICK * 2)))))
         xt_in = [(t, s) for t, s in zip(xt, xl, strict=True) if 0 <= xa.frac(t) <= 1 + 1e-9]
         yt_in = [(t, s) for t, s in zip(yt, yl, strict=True) if 0 <= ya.frac(t) <= 1 + 1e-9]
