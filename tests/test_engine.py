@@ -39,6 +39,10 @@ def run(cfg: SimConfig, tmp_path, name: str = "run") -> pd.DataFrame:
         # with the decode run after it (committed at planning) and one planned alone (step by
         # step) must read the same.
         ["cluster.replicas=3", "router=slo_aware", "workload.rate=60"],
+        # A router that reads the prefix caches: a prompt's KV enters its instance's cache
+        # when its last chunk's iteration ends, whether a decode run is planned behind it or not.
+        ["cluster.replicas=3", "router=prefix_affinity", "workload=near_duplicate",
+         "workload.template_tokens=3000", "workload.suffix_median=300"],
         # Changes that take effect mid-run cut the run after the iteration in flight, as
         # step by step: an energy autoscaler's clock locks, an elastic resize's slowed cost.
         ["energy.enabled=true", "cluster.replicas=3", "cluster.min_replicas=1",

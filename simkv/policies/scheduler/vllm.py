@@ -478,12 +478,22 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
 
         Not when requests still wait and this iteration used the whole token budget: the
         budget, not memory or seats, held them back, and the next iteration has it again.
+        Nor behind a prompt whose KV the prefix cache takes (``may_hit``): it enters the cache
+        when its iteration ends, which a run planned past that instant would not show to the
+        routers and transfers that read it meanwhile.
         """
         if self.waiting and out.prefill_tokens + len(self.decode.members) >= self.max_tokens:
             return
+        kv = self.kv
         for req, n in out.prefills:
             if (req.computed + n < req.prompt_tokens + req.generated
                     or req.generated + 1 >= req.output_tokens):
+                return
+            if kv is not None and may_hit(req):
+                # NOTE: its prompt's KV enters the prefix cache when its iteration ends, as
+                # planned alone: committed here, a cache-reading router (and a write-through
+                # copy's transfer) would see it an iteration early, and fast-forwarded runs
+                # would route otherwise than step by step (docs/ARCHITECTURE.md).
                 return
         dec = self.decode
         plain = self._plain
@@ -494,8 +504,6 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             req.computed += n
             req.generated += 1
             del self.prefilling[req.id]
-            if self.kv is not None and may_hit(req):
-                self.kv.publish(req, now)
             dec.join(req, skip=1)
         b = len(dec.members)
         k = min(dec.ticks_to_first_finish(), self.max_fast_forward) - 1
