@@ -108,7 +108,8 @@ def run(quick: bool) -> pd.DataFrame:
                                           / s2["makespan_s"]),
                        tpot_p50_s=s2["tpot_s"]["p50"], ttft_p99_s=s2["ttft_s"]["p99"],
                        makespan_s=s2["makespan_s"],
-                       borrow_events=s2["cluster"].get("kv_pool", {}).get("borrow_events", 0))
+                       borrow_events=s2["cluster"].get("kv_pool", {}).get("borrow_events", 0),
+                       preemptions_per_request=float(df2["preemptions"].sum() / len(df2)))
             rows.append(row)
             print(f"{n:3d} GPUs {mode:9s} served {row.get('served', float('nan')):.2f} longest "
                   f"{row.get('longest_served_tokens', 0):>9,} | mix served {row['mix_served']:.2f} "
@@ -145,6 +146,7 @@ def headline(df: pd.DataFrame) -> list[Headline]:
     ttft = df.pivot(index="instances", columns="mode", values="ttft_p99_s")
     span = df.pivot(index="instances", columns="mode", values="makespan_s")
     borrows = df[df["mode"] == "distattn"].set_index("instances")["borrow_events"]
+    preempt = df.pivot(index="instances", columns="mode", values="preemptions_per_request")
     return [
         Headline("Infinite-LLM (arXiv 2401.02669)", "throughput, DistAttention / the better of local "
                  "serving sized for the longest request and DRAM streaming",
@@ -153,8 +155,9 @@ def headline(df: pd.DataFrame) -> list[Headline]:
                  f"1 GPU each serves {local.min():.0%}-{local.max():.0%} of the mix",
                  RULE_THROUGHPUT, float(thr.max()), SETTING, PARAMS,
                  why={Position.REVERSED: "borrowing costs each lender the attention over KV it holds "
-                      "for others and each debtor link latencies per layer, and balanced routing "
-                      "leaves little idle memory to borrow (docs/CLUSTER.md)",
+                      "for others and each debtor link latencies per layer, and instances admit "
+                      "long prompts on memory their peers then need: preemptions grow with the "
+                      "pool (docs/CLUSTER.md)",
                       Position.WITHIN: "one-GPU instances run more sequences than 2-GPU instances "
                       "sized for the longest request, and borrow only for the long ones",
                       Position.BELOW: "the gain over instances sized for the longest request is small"},
@@ -169,7 +172,10 @@ def headline(df: pd.DataFrame) -> list[Headline]:
                  f"(2-GPU) and {1e3 * tpot.loc[best, 'local']:.0f} ms (1-GPU, no borrowing); TTFT p99 "
                  f"{ttft.loc[best, 'distattn']:.0f} vs {ttft.loc[best, 'local TP2']:.0f} s (the long "
                  f"prompts prefill on one GPU instead of two); makespan {span.loc[best, 'distattn']:.0f} "
-                 f"vs {span.loc[best, 'local TP2']:.0f} s; {int(borrows.loc[best]):,} borrow events"),
+                 f"vs {span.loc[best, 'local TP2']:.0f} s; {int(borrows.loc[best]):,} borrow events; "
+                 f"preemptions a request: DistAttention {preempt['distattn'].min():.1f}-"
+                 f"{preempt['distattn'].max():.1f} ({preempt.index.min()}-{preempt.index.max()} GPUs), "
+                 f"2-GPU instances {preempt['local TP2'].min():.1f}-{preempt['local TP2'].max():.1f}"),
     ]
 
 

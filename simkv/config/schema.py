@@ -269,7 +269,8 @@ class EngineConfig:
     # ... plus this per MoE layer: an MoE layer launches several times a dense layer's kernels
     # (router, top-k, sort, histogram, gathers, grouped GEMMs), each captured and run eagerly.
     graph_capture_moe_layer_s: float = bounded(0.0, ge=0)
-    # Most decode iterations advanced at once between two batch changes; 1 = step by step.
+    # Most decode iterations advanced at once between two batch changes; 1 = step by step
+    # (kv_pool=distattention always plans one at a time: its lending changes every iteration).
     max_fast_forward: int = bounded(4096, ge=1)
     # Raise LivelockError after this many consecutive iterations with no request finishing.
     livelock_iterations: int = bounded(2_000_000, ge=1)

@@ -172,7 +172,9 @@ class Cluster:
         blocks = BlockPool(capacity.num_blocks, capacity.block_size)
         kv = (build_kv_manager(cfg, env, cost, blocks, self.memory, i)
               if self.memory is not None else None)
-        sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=cfg.engine.max_fast_forward,
+        # (a KV pool whose lending changes every iteration plans one at a time: kv_pool/)
+        ff = 1 if self.kv_pool.per_iteration else cfg.engine.max_fast_forward
+        sched = build(cfg.scheduler, pool=blocks, kv=kv, max_fast_forward=ff,
                       kv_policy=pool.kv_policy, model=pool.model, engine=cfg.engine,
                       predictor=self.predictor, speculative=self.speculation)
         ranks = pool.layout(dp).dp  # dp is the pool's resize degree (engine/pool.py)

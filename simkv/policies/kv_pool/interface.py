@@ -12,6 +12,12 @@ from typing import Any, Protocol
 
 
 class KVPool(Protocol):
+    # True where what an instance may borrow, lend and pay changes with every iteration of
+    # every instance: the cluster then plans each instance one iteration at a time
+    # (engine.max_fast_forward does not act), as a run planned ahead would price and hold
+    # memory as of its plan.
+    per_iteration: bool
+
     def attach(self, instance: Any) -> None:
         """A new instance joins (its ``scheduler.pool`` gains borrow/give_back hooks)."""
         ...

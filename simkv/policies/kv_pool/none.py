@@ -15,6 +15,8 @@ class NoKVPoolConfig:
 
 @register("kv_pool", "none", NoKVPoolConfig)
 class NoKVPool:
+    per_iteration = False
+
     def __init__(self, cfg: NoKVPoolConfig, **_: object) -> None:
         self.cfg = cfg
 
