@@ -33,6 +33,10 @@ def run(cfg: SimConfig, tmp_path, name: str = "run") -> pd.DataFrame:
         ["scheduler.chunked_prefill=false"],
         ["scheduler.max_num_seqs=8", "scheduler.max_num_batched_tokens=256"],
         ["scheduler=static", "scheduler.max_batch_size=8"],
+        # A router that counts outstanding work sees a static batch's member done at its own
+        # last token, not when the batch's run ends.
+        ["scheduler=static", "scheduler.max_batch_size=8", "cluster.replicas=2",
+         "router=least_outstanding", "workload.rate=60"],
         ["cluster.replicas=3", "router=least_outstanding", "kv.num_gpu_blocks_override=500",
          "workload.prompt_max=2048", "workload.output_max=1024"],
         # A router that reads the prompt tokens pending prefill: a prompt's last chunk planned

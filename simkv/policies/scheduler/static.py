@@ -98,7 +98,15 @@ class StaticScheduler:
                 num_sampled=b,
                 padded=True,
             )
-        k = min(self.output_len - 1 - self.ticks, self.max_fast_forward)
+        # The run ends at the next member's last token (the batch is sorted by output), as
+        # step by step reports it then: its slot stays padded, but the request is done for
+        # routers counting outstanding work and for a session's next turn.
+        k = self.output_len - 1 - self.ticks
+        for req in self.batch:
+            if req.output_tokens - 1 > self.ticks:
+                k = req.output_tokens - 1 - self.ticks
+                break
+        k = min(k, self.max_fast_forward)
         # Every slot attends to the padded prompt, the tokens so far and its new token.
         first = b * (self.prompt_len + self.ticks + 1)
         ctx = range(first, first + b * k, b)
