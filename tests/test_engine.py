@@ -37,6 +37,10 @@ def run(cfg: SimConfig, tmp_path, name: str = "run") -> pd.DataFrame:
         # last token, not when the batch's run ends.
         ["scheduler=static", "scheduler.max_batch_size=8", "cluster.replicas=2",
          "router=least_outstanding", "workload.rate=60"],
+        # Micro-batches through pipeline stages: a step's decode context is priced as the
+        # largest micro-batch's share whether the step is planned alone or in a run.
+        ["model=llama3_70b", "cluster.pipeline_parallel=4", "pipeline.micro_batches=4",
+         "workload.rate=25"],
         ["cluster.replicas=3", "router=least_outstanding", "kv.num_gpu_blocks_override=500",
          "workload.prompt_max=2048", "workload.output_max=1024"],
         # A router that reads the prompt tokens pending prefill: a prompt's last chunk planned

@@ -122,7 +122,9 @@ class PipelinedCost:
             prefill_attn_pairs=out.prefill_attn_pairs * share,
             prefill_kv_tokens=-(-out.prefill_kv_tokens // m),
             num_decodes=-(-out.num_decodes // m),
-            decode_context=(float(out.decode_context[0]) * share,) if out.num_decodes else (),
+            # (the largest micro-batch's share of the context, as _decode_run prices a run)
+            decode_context=((float(out.decode_context[0]) * (-(-out.num_decodes // m) / out.num_decodes),)
+                            if out.num_decodes else ()),
             num_sampled=-(-out.num_sampled // m),
         )
         total = float(self.inner.iteration_time(sub))
