@@ -128,7 +128,8 @@ class InstancePower:
         self.energy = energy
         self.replica = replica
         self.pool = pool
-        self._pending: tuple[Any, np.ndarray, np.ndarray] | None = None
+        # The run priced last: (out, power, clock, capped, unmet) per planned iteration.
+        self._pending: tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _work(self, out: Any, done: int | None = None) -> Any:
         """The run's work per GPU and iteration, the LoRA adapters' kernels included."""
@@ -149,9 +150,9 @@ class InstancePower:
         t = np.atleast_1d(np.asarray(durations, dtype=np.float64))
         f, b, lk = self._work(out)
         op = pp.model.operate(t, f, b, lk, clock=pp.clock, cap_w=pp.cap_w)
-        self._pending = (out, op.power_w, op.clock)
-        pp.slowed += int(op.capped.sum())
-        pp.unmet += int(op.unmet.sum())
+        # (slowed and unmet iterations are counted when they run, in commit: a run cut short
+        # planned iterations that never ran)
+        self._pending = (out, op.power_w, op.clock, op.capped, op.unmet)
         if single:
             return float(op.seconds[0])
         return op.seconds
@@ -163,6 +164,8 @@ class InstancePower:
         pending = self._pending
         if pending is not None and pending[0] is out:
             power, clock = pending[1][:done], pending[2][:done]
+            pp.slowed += int(pending[3][:done].sum())
+            pp.unmet += int(pending[4][:done].sum())
         else:
             f, b, lk = self._work(out, done)
             power, clock = pp.model.power(d, f, b, lk), 1.0
