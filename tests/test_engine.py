@@ -207,3 +207,23 @@ def test_simultaneous_arrivals_with_a_nearly_full_pool(tmp_path) -> None:
         df = simkv.simulate(cfg, tmp_path / f"ff{ff}").requests
         assert (df["status"] == "finished").all()
         assert df["preemptions"].sum() > 0
+
+
+def test_fast_forward_equals_step_by_step_when_decodes_evict_prefixes(tmp_path) -> None:
+    """Decode runs that take evictable cached blocks end with the first iteration that takes
+    them, so prefixes are evicted when step by step evicts them: a router reading the caches
+    routes the same (fast-forwarded, the evictions came at the run's end)."""
+    base = ["cluster.replicas=4", "workload=sharegpt", "workload.num_conversations=60",
+            "workload.conversation_rate=5", "workload.think_mu=1", "kv.num_gpu_blocks_override=1200",
+            "router=prefix_affinity"]
+    quiet = ["output.plot=false", "output.progress=false"]
+    a = run(simkv.compose([*quiet, *base, "engine.max_fast_forward=4096"]), tmp_path, "fast")
+    b = run(simkv.compose([*quiet, *base, "engine.max_fast_forward=1"]), tmp_path, "slow")
+    assert (a["status"] == "finished").sum() > 300  # (turns longer than 1,200 blocks are rejected)
+    times = [*TIME_COLS, "arrival_s", "ttft_s", "tpot_s", "e2e_s", "kv_wait_s"]
+    pd.testing.assert_frame_equal(a.drop(columns=times), b.drop(columns=times))
+    for col in times:
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-12)
+    fast = simkv.load_results(tmp_path / "fast").summary
+    assert fast["engine"]["runs"] < fast["engine"]["iterations"]
+    assert fast["memory"]["tiers"]["hbm_cache"]["bytes_evicted"] > 0, "this case must evict cached prefixes"

@@ -463,6 +463,9 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             # The pool may run dry within k ticks: stop the run at the last tick it can hold.
             cum = dec.cumulative_need(k)
             k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
+        pool = self.pool
+        if k > 1 and pool.cached > pool.pinned:
+            k = _until_eviction(dec.cumulative_need(k), pool.capacity - pool.used - pool.cached, k)
         out.num_iterations = k
         # NOTE: a range, not an array: runs are short at moderate load (arrivals cut them),
         # and the cost model only turns long ones into numpy.
@@ -514,6 +517,9 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         if k >= 1 and (not plain or free < b * (k // self.block_size + 1)):
             cum = dec.cumulative_need(k, skip=1)
             k = int(np.searchsorted(cum, free, side="right"))
+        if k >= 1 and plain and pool.cached > pool.pinned:
+            unused = pool.capacity - pool.used - pool.cached - need
+            k = 0 if unused < 0 else _until_eviction(dec.cumulative_need(k, skip=1), unused, k)
         if not plain and self.waiting and self.pool.free > free_before:
             # The joins gave blocks back (a policy evicts after the prefill): the queue's head
             # may fit now, so replan after the prefill iteration, as step by step would.
@@ -611,6 +617,19 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             raise AssertionError("a waiting request holds blocks or has the wrong state")
         if len(self.running) > self.max_seqs:
             raise AssertionError("more running requests than max_num_seqs")
+
+
+def _until_eviction(cum: np.ndarray, unused: int, k: int) -> int:
+    """The iterations of a run of ``k`` (their blocks' cumulative need ``cum``) up to the
+    first whose blocks evict cached prefixes, that one included.
+
+    Evictable cached blocks count as free, but taking them evicts prefixes a router reads
+    and a demotion copies below: a run ends with the first iteration that takes them, so
+    they are evicted at that iteration's end, as step by step does (docs/ARCHITECTURE.md).
+    """
+    if cum[-1] <= unused:
+        return k
+    return int(np.searchsorted(cum, unused, side="right")) + 1
 
 
 # (not a decorator: the compiled build's extension types take none)
