@@ -227,3 +227,26 @@ def test_fast_forward_equals_step_by_step_when_decodes_evict_prefixes(tmp_path) 
     fast = simkv.load_results(tmp_path / "fast").summary
     assert fast["engine"]["runs"] < fast["engine"]["iterations"]
     assert fast["memory"]["tiers"]["hbm_cache"]["bytes_evicted"] > 0, "this case must evict cached prefixes"
+
+
+def test_kv_utilization_reads_the_blocks_of_iterations_already_run(tmp_path) -> None:
+    """An autoscaler reading kv_utilization mid-run counts the blocks the run's ended
+    iterations took (step by step commits each at its end): it resizes as step by step does
+    (before: 55 resizes fast-forwarded against 63, a review, helper-33)."""
+    base = ["output.plot=false", "output.progress=false", "model=llama3_70b",
+            "cluster.tensor_parallel=2", "cluster.max_tensor_parallel=8", "router=least_work",
+            "workload.num_requests=400", "workload.mean_rate=25", "workload.hour_s=4",
+            "workload.failure_rate=0", "workload.volume=profile",
+            "workload.volume_profile=[6.0,0.5,6.0,0.5,6.0,0.5]", "autoscaler=elastic_tp",
+            "autoscaler.metric=kv_utilization", "autoscaler.target=0.3", "autoscaler.interval_s=1",
+            "autoscaler.window_s=2", "autoscaler.scale_down_stabilization_s=2"]
+    a = run(simkv.compose([*base, "engine.max_fast_forward=4096"]), tmp_path, "fast")
+    b = run(simkv.compose([*base, "engine.max_fast_forward=1"]), tmp_path, "slow")
+    events = [simkv.load_results(tmp_path / n).summary["cluster"]["scaling"]["events"]
+              for n in ("fast", "slow")]
+    assert len(events[0]) > 4, "this case must resize"
+    assert [e.get("kind", e) for e in events[0]] == [e.get("kind", e) for e in events[1]]
+    pd.testing.assert_frame_equal(a.drop(columns=[*TIME_COLS, "ttft_s", "tpot_s", "e2e_s"]),
+                                  b.drop(columns=[*TIME_COLS, "ttft_s", "tpot_s", "e2e_s"]))
+    for col in TIME_COLS:
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-12)

@@ -67,7 +67,7 @@ class Controller:
         span = max(now - t0, 1e-9)
         serving = [r for r in pool.instances if r.state == SERVING]
         held = [r for r in pool.instances if r.state not in LEAVING]
-        used = sum(r.scheduler.pool.used for r in serving)
+        used = sum(r.kv_used() for r in serving)
         cap = sum(r.scheduler.pool.capacity for r in serving)
         done = pool.finished - finished0
         # Arrivals that found no instance serving count for every pool by its share of the

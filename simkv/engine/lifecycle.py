@@ -288,7 +288,7 @@ class Lifecycle:
         GPU receives what its shard grows by, weights and KV, from the leaving ones."""
         hw = r.pool.hw
         kv = r.scheduler.pool
-        tokens = (kv.used + kv.cached) * kv.block_size
+        tokens = (r.kv_used() + kv.cached) * kv.block_size  # (the run in flight's ended iterations too)
         w_old, w_new = old_cost.weight_bytes_per_gpu(), new_cost.weight_bytes_per_gpu()
         kv_old = tokens * old_cost.kv_bytes_per_token_per_gpu()
         kv_new = tokens * new_cost.kv_bytes_per_token_per_gpu()
@@ -315,7 +315,7 @@ class Lifecycle:
         if dp < r.dp:
             cap = pool.capacity(dp).num_blocks
             kv = r.scheduler.pool
-            if kv.used + kv.pinned > cap:
+            if r.kv_used() + kv.pinned > cap:
                 return False  # its sequences would not fit on fewer GPUs yet: retry later
         added: Slots | None = None
         if new.gpus > old.gpus:

@@ -223,6 +223,19 @@ class Replica:
             return max(0, pool.free - self.scheduler.planned_need(self._out))
         return pool.free
 
+    def kv_used(self) -> int:
+        """KV blocks in use now. A run's decode blocks are allocated when it is committed;
+        step by step commits each iteration at its end, so the iterations of the run in flight
+        that have ended count too (what an autoscaler's kv_utilization reads)."""
+        pool = self.scheduler.pool
+        out, ends = self._out, self._ends
+        if out is None or ends is None or self._done < 2:
+            return pool.used
+        need_by = getattr(self.scheduler, "need_by", None)
+        if need_by is None:
+            return pool.used
+        return pool.used + need_by(out, bisect_right(ends, self.env._now, 0, self._done - 1))
+
     def pending_prefill_tokens(self) -> int:
         """Prompt tokens queued or part-way through prefill here and not yet scheduled: work
         ahead of a new request's first token (the chunks of the iteration in flight count as

@@ -96,9 +96,14 @@ class InstanceMoves:
         allocated in ``update``): what another instance may not borrow from this one now."""
         if not self._plain:
             return self.pool.free  # shaped steps: keep everything
-        if not (out.num_decodes or out.tail_decodes):
+        return self.need_by(out, out.num_iterations)
+
+    def need_by(self, out: SchedulerOutput, done: int) -> int:
+        """Blocks the first ``done`` iterations of the run in flight take when committed (its
+        decodes' new blocks; shaped steps: none counted)."""
+        if not self._plain or not done or not (out.num_decodes or out.tail_decodes):
             return 0
-        dec, done = self.decode, out.num_iterations
+        dec = self.decode
         if out.prefills:
             return out.first_need + (dec.need_over(done - 1, skip=1) if done > 1 else 0)
         return dec.need_over(done)
