@@ -20,8 +20,6 @@ from simkv.metrics import schema
 
 # Columns of requests.parquet that name an instance (-1: none), renumbered to the cluster's.
 INSTANCE_COLUMNS = ("replica", "prefill_replica", "first_token_replica")
-# The merged requests.parquet dictionary-encodes the columns the recorder does (schema.py).
-DICTIONARY_TYPES = schema.DICTIONARY_TYPES
 
 
 def write_keys(requests: Path, ids: np.ndarray, folder: Path) -> None:

@@ -16,7 +16,6 @@ import pytest
 
 from simkv.metrics import schema
 from simkv.shard_merge import (
-    DICTIONARY_TYPES,
     INSTANCE_COLUMNS,
     _order,
     merge_instances,
@@ -137,7 +136,7 @@ def test_times_and_ids_are_written_plain_strings_and_int32_with_a_dictionary(tmp
         chunk = meta.row_group(0).column(j)
         if field.type == pa.bool_():
             continue  # Parquet has no dictionary for booleans
-        assert chunk.has_dictionary_page == (field.type in DICTIONARY_TYPES), field.name
+        assert chunk.has_dictionary_page == (field.type in schema.DICTIONARY_TYPES), field.name
 
 
 def _instances(folders: list[Path]) -> pa.Table:

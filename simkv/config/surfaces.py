@@ -119,8 +119,8 @@ def check_surfaces(cfg: SimConfig) -> None:
                 f"kv_pool=distattention cannot act: an instance borrows only from other "
                 f"instances of its pool, and no pool ever has two ({where}); set "
                 f"cluster.replicas (or pools.<name>.instances) >= 2, or kv_pool=none")
-        ff, default_ff = cfg.engine.max_fast_forward, type(cfg.engine)().max_fast_forward
-        require(ff in (1, default_ff),
+        ff = cfg.engine.max_fast_forward
+        require(ff == 1 or "max_fast_forward" not in _changed(cfg.engine),
                 f"engine.max_fast_forward={ff} cannot act with kv_pool=distattention: its "
                 f"instances run one iteration at a time (their lending changes every "
                 f"iteration); leave engine.max_fast_forward unset")

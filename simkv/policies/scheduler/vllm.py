@@ -459,13 +459,14 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
             # the pool runs out of blocks (arrivals cut the run from the engine's side).
             k = min(dec.ticks_to_first_finish(), self.max_fast_forward)
         start = dec.context_sum() + b  # context attended to by the first tick (+ new tokens)
-        if k > 1 and self.pool.free < b * (k // self.block_size + 1):
+        pool = self.pool
+        evictable = pool.cached > pool.pinned
+        if k > 1 and (evictable or pool.free < b * (k // self.block_size + 1)):
             # The pool may run dry within k ticks: stop the run at the last tick it can hold.
             cum = dec.cumulative_need(k)
-            k = max(1, int(np.searchsorted(cum, self.pool.free, side="right")))
-        pool = self.pool
-        if k > 1 and pool.cached > pool.pinned:
-            k = _until_eviction(dec.cumulative_need(k), pool.capacity - pool.used - pool.cached, k)
+            k = max(1, int(np.searchsorted(cum, pool.free, side="right")))
+            if k > 1 and evictable:
+                k = _until_eviction(cum[:k], pool.capacity - pool.used - pool.cached, k)
         out.num_iterations = k
         # NOTE: a range, not an array: runs are short at moderate load (arrivals cut them),
         # and the cost model only turns long ones into numpy.
@@ -514,12 +515,13 @@ class VLLMScheduler(_SchedulerRoot, InstanceMoves, ShapedSteps):
         free = pool.capacity - pool.used - pool.pinned - need
         # NOTE: k >= 1, not k > 1: unlike a plain decode run, whose first tick the preemption
         # loop has made room for, even the first tail tick may not fit.
-        if k >= 1 and (not plain or free < b * (k // self.block_size + 1)):
+        evictable = plain and pool.cached > pool.pinned
+        if k >= 1 and (not plain or evictable or free < b * (k // self.block_size + 1)):
             cum = dec.cumulative_need(k, skip=1)
             k = int(np.searchsorted(cum, free, side="right"))
-        if k >= 1 and plain and pool.cached > pool.pinned:
-            unused = pool.capacity - pool.used - pool.cached - need
-            k = 0 if unused < 0 else _until_eviction(dec.cumulative_need(k, skip=1), unused, k)
+            if k >= 1 and evictable:
+                unused = pool.capacity - pool.used - pool.cached - need
+                k = 0 if unused < 0 else _until_eviction(cum[:k], unused, k)
         if not plain and self.waiting and self.pool.free > free_before:
             # The joins gave blocks back (a policy evicts after the prefill): the queue's head
             # may fit now, so replan after the prefill iteration, as step by step would.
