@@ -129,3 +129,14 @@ def test_a_runs_figure_is_drawn_the_same_twice_and_shows_its_slo(tmp_path: Path)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     draw_latency(tmp_path / "a", summary, doc)
     assert (tmp_path / "a" / "latency.png").read_bytes() == (tmp_path / "b" / "latency.png").read_bytes()
+
+
+def test_the_canvas_repeats_the_styles_colours_and_dpi() -> None:
+    """latency_canvas repeats simkv.mplstyle's values (it must not import matplotlib): a
+    change of the style must reach both the run's files and the notebooks' figure."""
+    from simkv.metrics import latency_canvas, style
+
+    assert tuple(c.lower() for c in latency_canvas.PALETTE) == style.PALETTE[:2]
+    assert latency_canvas.SLO == style.SLO
+    assert latency_canvas.DPI == style.DPI
+    assert rgb("#b0b0b0", float(style.RC["grid.alpha"])) == latency_canvas.GRID
