@@ -8,7 +8,8 @@ from simkv.entities.request cimport Request
 cdef class TableWriter:
     cdef dict __dict__
     cdef public object path, partial_path, schema, row_group_size, rows, closed, _writer
-    cdef public list buffer
+    cdef public list buffer, columns
+    cdef public Py_ssize_t pending, transpose_at
 
     cpdef append(self, row)
 

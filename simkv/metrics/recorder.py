@@ -22,6 +22,11 @@ from simkv.kv.links import Transfer
 from simkv.metrics import schema
 from simkv.output import held_signals, partial
 
+# Buffered rows are moved into the columns every this many rows, while their values are
+# still in the CPU's caches. Transposed once per row group (65,536 rows), zip read every value
+# back from memory: 0.12 CPU s of the 0.27 that writing Vidur's 100k requests took.
+TRANSPOSE_EVERY = 256
+
 
 class TableWriter:
     """Column buffers for one schema, streamed to one Parquet file in row groups.
@@ -36,36 +41,63 @@ class TableWriter:
         self.partial_path = partial(path)
         self.schema = arrow_schema.with_metadata(metadata)
         self.row_group_size = row_group_size
-        # NOTE: rows as tuples, transposed once per row group: one list.append per row is
-        # several times cheaper than one per column.
+        # NOTE: rows as tuples, transposed every TRANSPOSE_EVERY rows: one list.append per row
+        # is several times cheaper than one per column.
         self.buffer: list[tuple[Any, ...]] = []
+        self.columns: list[list[Any]] = [[] for _ in self.schema]
+        self.pending = 0  # rows in the columns, not yet written
+        self.transpose_at = min(TRANSPOSE_EVERY, row_group_size)
         self.rows = 0
         self.closed = False
         self._writer: pq.ParquetWriter | None = None
 
     def append(self, row: tuple[Any, ...]) -> None:
         self.buffer.append(row)
-        if len(self.buffer) >= self.row_group_size:
+        if len(self.buffer) >= self.transpose_at:
+            self._transpose()
+
+    def _transpose(self) -> None:
+        """Move the buffered rows into the columns; write a row group once they hold one."""
+        if self.buffer:
+            # NOTE: signals held: a column extended and the next not would misalign them.
+            with held_signals():
+                for col, values in zip(self.columns, zip(*self.buffer, strict=True), strict=True):
+                    col.extend(values)
+                self.pending += len(self.buffer)
+                self.buffer = []
+        if self.pending >= self.row_group_size:
             self.flush()
+        else:
+            self.transpose_at = min(TRANSPOSE_EVERY, self.row_group_size - self.pending)
 
     def flush(self) -> None:
-        if not self.buffer and self._writer is not None:
+        if self.buffer:
+            self._transpose()
+            if not self.pending:  # (written by the row group the transposition filled)
+                return
+        if not self.pending and self._writer is not None:
             return
-        columns = list(zip(*self.buffer, strict=True)) or [() for _ in self.schema]
         table = pa.Table.from_arrays(
             # NOTE: not pa.array, which imports pandas (simkv/columns.py).
-            [arrow_array(c, f.type) for c, f in zip(columns, self.schema, strict=True)],
+            [arrow_array(c, f.type) for c, f in zip(self.columns, self.schema, strict=True)],
             schema=self.schema,
         )
         # NOTE: Ctrl-C or SIGTERM wait until the row group is written and counted: raised in
-        # between, the buffer would be written twice, or counted but not written.
+        # between, the rows would be written twice, or counted but not written.
         with held_signals():
             if self._writer is None:
                 self._writer = pq.ParquetWriter(self.partial_path, self.schema, compression="zstd",
                                                 use_dictionary=schema.dictionary_columns(self.schema))
             self._writer.write_table(table, row_group_size=self.row_group_size)
-            self.rows += len(self.buffer)
-            self.buffer = []
+            self.rows += self.pending
+            self._discard()
+
+    def _discard(self) -> None:
+        """Forget the rows not yet written."""
+        self.buffer = []
+        self.columns = [[] for _ in self.schema]
+        self.pending = 0
+        self.transpose_at = min(TRANSPOSE_EVERY, self.row_group_size)
 
     def close(self, complete: bool = True) -> None:
         """Write what is buffered and the footer; a complete file takes its final name.
@@ -80,7 +112,7 @@ class TableWriter:
         try:
             self.flush()
         except BaseException:
-            self.buffer = []
+            self._discard()
             complete = False
             if self._writer is None:
                 self.flush()  # an empty file with the schema, still marked partial
