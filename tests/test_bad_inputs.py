@@ -269,6 +269,8 @@ SURFACES = [
      "kv_pool=distattention cannot act with scheduler=static: it never asks for more blocks than its own; use scheduler=vllm or continuum, or kv_pool=none"),
     (["kv_pool=distattention", "cluster.replicas=1"],
      "kv_pool=distattention cannot act: an instance borrows only from other instances of its pool, and no pool ever has two (cluster.replicas=1); set cluster.replicas (or pools.<name>.instances) >= 2, or kv_pool=none"),
+    (["kv_pool=distattention", "cluster.replicas=2", "kv_pool.lender=oracle"],
+     "kv_pool.lender: expected one of greedy, planned, got 'oracle'"),
     (["kv_pool=distattention", "cluster.replicas=2", "engine.max_fast_forward=64"],
      "engine.max_fast_forward=64 cannot act with kv_pool=distattention: its instances run one iteration at a time (their lending changes every iteration); leave engine.max_fast_forward unset"),
     (["memory.peer_hbm=true", "cluster.replicas=1"],

@@ -53,11 +53,13 @@ def run(tmp: Path, overrides: list[str], wl: ListWorkloadConfig, checker: Checke
     return res.requests, res.summary
 
 
-def test_borrowing_serves_sequences_longer_than_one_instance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lender", ["greedy", "planned"])
+def test_borrowing_serves_sequences_longer_than_one_instance(lender: str, tmp_path: Path) -> None:
     wl = long_mix()
     alone, _ = run(tmp_path / "none", ["cluster.replicas=4"], wl)
     checker = PoolChecker(0.1)
-    pooled, s = run(tmp_path / "dist", ["cluster.replicas=4", "kv_pool=distattention"], wl, checker)
+    pooled, s = run(tmp_path / "dist", ["cluster.replicas=4", "kv_pool=distattention",
+                                        f"kv_pool.lender={lender}"], wl, checker)
     # One A100 holds ~110k tokens of Llama-2-7B's KV: longer requests are rejected alone.
     assert (alone["reject_reason"] == "kv_capacity").sum() > 0
     assert alone.loc[alone["status"] == "finished", "prompt_tokens"].max() < 120_000
@@ -71,10 +73,12 @@ def test_borrowing_serves_sequences_longer_than_one_instance(tmp_path: Path) -> 
 
 
 @pytest.mark.slow  # among the quick subset's slowest (CONTRIBUTING.md)
-def test_pooling_changes_nothing_when_every_request_fits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lender", ["greedy", "planned"])
+def test_pooling_changes_nothing_when_every_request_fits(lender: str, tmp_path: Path) -> None:
     wl = long_mix(n=40, longest=60_000)
     a, _ = run(tmp_path / "a", ["cluster.replicas=3"], wl)
-    b, s = run(tmp_path / "b", ["cluster.replicas=3", "kv_pool=distattention"], wl)
+    b, s = run(tmp_path / "b", ["cluster.replicas=3", "kv_pool=distattention",
+                                f"kv_pool.lender={lender}"], wl)
     assert s["cluster"]["kv_pool"]["borrow_events"] == 0
     for col in ("replica", "preemptions"):
         np.testing.assert_array_equal(a[col].to_numpy(), b[col].to_numpy())
@@ -123,3 +127,29 @@ def test_one_iteration_at_a_time_whatever_max_fast_forward(tmp_path: Path) -> No
     for col in times:
         np.testing.assert_allclose(fast[col], slow[col], rtol=1e-9, atol=1e-12)
     assert summaries[0]["cluster"]["kv_pool"] == summaries[1]["cluster"]["kv_pool"]
+
+
+def test_the_planned_lender_preempts_less_than_the_greedy_one(tmp_path: Path) -> None:
+    """A burst whose longest prompts need more than one instance (the throughput mix of
+    experiments/infinite_llm.py, small): a greedy creditor lends memory its own admitted
+    prompts will take chunk by chunk, and preempts them; the planned one lends only what its
+    requests' predicted demand leaves, and a debtor borrows a request's whole demand or none."""
+    rng = np.random.default_rng(4)
+    n = 32
+    wl = ListWorkloadConfig((np.arange(n) * 0.05).tolist(),
+                            np.exp(rng.uniform(np.log(8000), np.log(150_000), n)).astype(int).tolist(),
+                            [256] * n)
+    preempted, makespan = {}, {}
+    for lender in ("greedy", "planned"):
+        checker = PoolChecker(0.1)
+        df, s = run(tmp_path / lender, ["cluster.replicas=4", "kv_pool=distattention",
+                                        f"kv_pool.lender={lender}"], wl, checker)
+        assert (df["status"] == "finished").all()
+        assert s["cluster"]["kv_pool"]["borrow_events"] > 0
+        assert s["cluster"]["kv_pool"]["borrowed_at_end"] == 0
+        assert checker.peak_lent > 0
+        preempted[lender] = int(df["preemptions"].sum())
+        makespan[lender] = s["makespan_s"]
+    assert preempted["greedy"] > 0, "this case must exercise lending under pressure"
+    assert preempted["planned"] < preempted["greedy"]
+    assert makespan["planned"] < makespan["greedy"]

@@ -18,6 +18,11 @@ link between them), the lender spends the attention time on its own GPU. So:
 
 A request is admitted if its longest sequence fits its instance's pool plus what the other
 instances could lend (``reach``): sequences longer than any one instance become possible.
+
+``lender`` says how much a creditor lends: ``greedy`` (the default) whatever it has unused
+above ``reserve``; ``planned`` only what its own requests' demand leaves (planner.py: their
+prompts and predicted outputs, its queue in the cluster's arrival order), plus ``reserve``
+as headroom, and a debtor asks the creditors with the most room after their own demand first.
 Left out (docs/CLUSTER.md): lending from the lenders' DRAM, migration of a debtor's blocks,
 the planner's own messages.
 """
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simkv.config.bounds import bounded
+from simkv.policies.kv_pool.planner import RUNNING_ONLY, claim_key, expected_blocks, own_demand
 from simkv.registry import register
 
 
@@ -35,6 +41,9 @@ from simkv.registry import register
 class DistAttentionConfig:
     # Share of each instance's blocks it never lends (kept for its own requests).
     reserve: float = bounded(0.1, ge=0, lt=1)
+    # How much a creditor lends: greedy (whatever it has unused above the reserve) or
+    # planned (what its own requests' predicted demand leaves, plus the reserve; planner.py).
+    lender: str = bounded("greedy", choices=("greedy", "planned"))
 
 
 class BorrowedKVCost:
@@ -105,6 +114,7 @@ class DistAttention:
 
     def __init__(self, cfg: DistAttentionConfig, **_: object) -> None:
         self.cfg = cfg
+        self.planned = cfg.lender == "planned"
         self.instances: list[Any] = []
         # debtor index -> {lender index: blocks}
         self.ledger: dict[int, dict[int, int]] = {}
@@ -145,39 +155,104 @@ class DistAttention:
         gives them up, as it would to an allocation), less what a run in flight will take."""
         return r.spare_blocks()
 
-    def _lendable(self, r: Any) -> int:
-        if r.scheduler.pool.borrowed:
+    def _surplus(self, debtor: Any) -> int:
+        """Borrowed capacity ``debtor`` can give back: its unused blocks (greedy) or those its
+        admitted requests will not need at their predicted ends (planned)."""
+        free = self._unused(debtor)
+        if not self.planned:
+            return free
+        pool = debtor.scheduler.pool
+        keep = max(own_demand(debtor, RUNNING_ONLY), pool.used + pool.pinned)
+        return min(free, pool.capacity - keep)
+
+    def _lendable(self, r: Any, key: tuple[float, int] = RUNNING_ONLY) -> int:
+        pool = r.scheduler.pool
+        if pool.borrowed:
             return 0  # a debtor lends nothing
         reserve = int(self.capacity0[r.index] * self.cfg.reserve)
-        own_free = self._unused(r) - reserve
+        own_free = self._unused(r)
+        if self.planned:
+            # Only what its own requests will not need (planner.py), the reserve kept above it.
+            room = pool.capacity - max(own_demand(r, key), pool.used + pool.pinned)
+            own_free = min(own_free, room)
         # A lender lends out of its own capacity only, never out of what it borrowed.
-        return max(0, min(own_free, self.capacity0[r.index] - r.scheduler.pool.lent - reserve))
+        return max(0, min(own_free - reserve, self.capacity0[r.index] - pool.lent - reserve))
 
     def borrow(self, debtor: Any, n: int) -> int:
         """Up to ``n`` more blocks for ``debtor``: its own lent blocks back first, then from
         the creditors with the most unused memory. Returns the blocks granted."""
+        if self.planned:
+            return self._borrow_planned(debtor, n)
         got = self._recall(debtor, n)
         if got < n:
-            # Capacity other debtors borrowed but do not use goes back to its lenders first.
-            for other in self._peers(debtor):
-                if other.index in self.ledger:
-                    self._return_free(other)
-        for lender in sorted(self._peers(debtor), key=lambda x: (-self._lendable(x), x.index)):
+            self._return_others(debtor)
+        got += self._lend(debtor, n - got, RUNNING_ONLY)
+        if got:
+            self.borrows += 1
+        return got
+
+    def _return_others(self, debtor: Any) -> None:
+        """Capacity other debtors borrowed but do not use goes back to its lenders first."""
+        for other in self._peers(debtor):
+            if other.index in self.ledger:
+                self._return_free(other)
+
+    def _lend(self, debtor: Any, n: int, key: tuple[float, int], all_or_none: bool = False) -> int:
+        """Move up to ``n`` blocks to ``debtor`` from the creditors with the most room first
+        (none unless all ``n`` can come, with ``all_or_none``); returns the blocks moved."""
+        if n <= 0:
+            return 0
+        peers = self._peers(debtor)
+        room = {x.index: self._lendable(x, key) for x in peers}
+        if all_or_none and sum(room.values()) < n:
+            return 0
+        got = 0
+        for lender in sorted(peers, key=lambda x: (-room[x.index], x.index)):
             if got >= n:
                 break
-            k = min(n - got, self._lendable(lender))
+            k = min(n - got, room[lender.index])
             if k <= 0:
                 break
             self._move(lender, debtor, k)
             got += k
+        return got
+
+    def _borrow_planned(self, debtor: Any, n: int) -> int:
+        """The planned lender (planner.py): ``debtor`` asks for what its admitted requests and
+        the head of its queue will need at their predicted ends, all of it or nothing; short
+        of that, only what its admitted requests lack (their growth, not a new admission).
+        A request is then admitted only with its whole predicted demand in hand, instead of
+        chunk by chunk on memory its lenders' own requests will take back."""
+        pool = debtor.scheduler.pool
+        waiting = debtor.scheduler.waiting
+        running = own_demand(debtor, RUNNING_ONLY)
+        head = expected_blocks(waiting[0], debtor.scheduler, debtor.predictor) if waiting else 0
+        want = max(running, pool.used + pool.pinned) + head - pool.capacity
+        # Never more than the peers could ever lend (a prediction may exceed the request's
+        # true length, which admission checked against ``reach``).
+        want = max(n, min(want, pool.reach - pool.borrowed))
+        got = self._recall(debtor, want)
+        key = claim_key(debtor)
+        if got < want:
+            self._return_others(debtor)
+            got += self._lend(debtor, want - got, key, all_or_none=True)
+        if got < n and running > pool.capacity:
+            got += self._lend(debtor, min(n - got, running - pool.capacity), key)
         if got:
             self.borrows += 1
+        if got < n:
+            # An idle peer whose head request is older may borrow now (memory here may have
+            # been freed since it last tried): wake it. Only older ones, so two instances
+            # cannot wake each other for ever at one instant.
+            for peer in self._peers(debtor):
+                if not peer.busy and peer.scheduler.waiting and claim_key(peer) < key:
+                    peer.poke()
         return got
 
     def _recall(self, lender: Any, n: int) -> int:
         got = 0
         for d_index, owed in list(self.ledger.items()):
-            k = min(n - got, owed.get(lender.index, 0), self._unused(self.by_index[d_index]))
+            k = min(n - got, owed.get(lender.index, 0), self._surplus(self.by_index[d_index]))
             if k > 0:
                 self._move_back(self.by_index[d_index], lender, k)
                 got += k
@@ -214,7 +289,7 @@ class DistAttention:
         """Return the borrowed blocks ``debtor`` is not using, largest lenders first."""
         row = self.ledger.get(debtor.index)
         while row:
-            free = self._unused(debtor)
+            free = self._surplus(debtor)
             if free <= 0:
                 return
             lender_index, owed = max(row.items(), key=lambda kv: (kv[1], -kv[0]))
