@@ -272,6 +272,16 @@ class Replica:
         elif self._ends is not None and self._done > 1:
             self._cut(self.env._now)  # (env.now is a property of SimPy's, interpreted)
 
+    def admission_changed(self) -> None:
+        """What a queued request's admission reads changed outside this instance's plans
+        (granules entering or leaving a tier below HBM that other instances write: a peer's
+        demotion into the node's DRAM evicts older granules there). With requests waiting, the
+        run in flight is cut after the iteration in flight, where step by step plans next and
+        reads the change (fast-forwarded, the queue's head stayed blocked to the run's end, or
+        was admitted later on other KV: docs/ARCHITECTURE.md)."""
+        if self._ends is not None and self._done > 1 and getattr(self.scheduler, "waiting", None):
+            self._cut(self.env._now)
+
     def _cut(self, t: float) -> None:
         ends = self._ends
         assert ends is not None

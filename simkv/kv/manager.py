@@ -124,6 +124,13 @@ class KVManager(SessionKV):
         self._offload_pins = 0  # granules pinned by offload writes in flight
         # Called when memory was freed outside a plan (a pin expired, an offload landed).
         self.on_freed: Callable[[], None] = lambda: None
+        # Called when granules entered or left a tier below HBM that this instance reads
+        # (another instance's demotion into the node's DRAM, an eviction to make room there):
+        # an admission's match reads them, so the replica replans if requests wait.
+        self.on_below_changed: Callable[[], None] = _nothing
+        self._reader = lambda: self.on_below_changed()
+        for _, store in self.lower:
+            store.readers.append(self._reader)
         # Hears about granules a request made cache entries (req, first, end): kvshare's index.
         self.on_publish: Callable[[Request, int, int], None] | None = None
         self.stats = KVStats()
@@ -433,11 +440,13 @@ class KVManager(SessionKV):
         its cache, and swap space it reserved in DRAM is free again."""
         self.release = self._release_lost  # type: ignore[method-assign]
         self.mem.hbm_caches.pop(self.replica, None)
+        for _, store in self.lower:
+            store.readers.remove(self._reader)
         if self.swapped:
             dram = self.mem.store("dram", self.node)
             dram.reserved -= sum(g for _, g in self.swapped.values())
             self.swapped.clear()
-        self.on_loaded = self.on_freed = _nothing  # type: ignore[assignment]
+        self.on_loaded = self.on_freed = self.on_below_changed = _nothing  # type: ignore[assignment]
 
     @staticmethod
     def _release_lost(req: Request, now: float, finished: bool, may_swap: bool = True) -> int:

@@ -179,6 +179,9 @@ class TierStore:
         self.entries: dict[int, int] = {}  # key -> node whose memory holds it
         self.reserved = 0
         self.stats = TierStats()
+        # Told when a granule enters or leaves (the KV managers that read this store, so an
+        # instance with requests waiting can replan: kv/manager.py ``below_changed``).
+        self.readers: list[Callable[[], None]] = []
 
     @property
     def used(self) -> int:
@@ -186,6 +189,13 @@ class TierStore:
 
     def make_room(self, n: int, now: float) -> bool:
         """Evict until ``n`` more granules fit; False if they cannot."""
+        evicted = self.stats.evicted
+        fits = self._make_room(n, now)
+        if self.stats.evicted != evicted:
+            self._changed()
+        return fits
+
+    def _make_room(self, n: int, now: float) -> bool:
         if n > self.capacity - self.reserved:
             return False
         while len(self.entries) + self.reserved + n > self.capacity:
@@ -203,14 +213,23 @@ class TierStore:
         if key in self.entries:
             self.policy.access(key, now)
             return False
-        if not self.make_room(1, now):
+        evicted = self.stats.evicted
+        if not self._make_room(1, now):
+            if self.stats.evicted != evicted:
+                self._changed()
             return False
         self.entries[key] = home
         self.policy.admit(key, now, cost)
         st = self.stats
         st.written += 1
         st.peak = max(st.peak, self.used)
+        self._changed()
         return True
+
+    def _changed(self) -> None:
+        """Granules entered or left: what an admission finds below HBM may differ now."""
+        for reader in self.readers:
+            reader()
 
     def drop_home(self, node: int) -> int:
         """Forget every granule held in ``node``'s memory (the node failed); returns how many.
@@ -220,6 +239,8 @@ class TierStore:
             del self.entries[key]
             self.policy.forget(key)
         self.stats.evicted += len(gone)
+        if gone:
+            self._changed()
         return len(gone)
 
     def check_invariants(self) -> None:
