@@ -252,16 +252,24 @@ def test_kv_utilization_reads_the_blocks_of_iterations_already_run(tmp_path) -> 
         np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-12)
 
 
-def test_fast_forward_equals_step_by_step_when_a_peer_changes_the_nodes_dram(tmp_path) -> None:
-    """Two instances share their node's DRAM tier (offload=dram, a small one): one's
-    demotions evict granules there that a request queued on the other would load. That
-    request's admission reads the tier, so a run in flight with requests waiting is cut
-    after the iteration in flight, where step by step plans next (before: the queue's head
-    stayed blocked to the run's end; 288 of the agents_dram golden's 675 rows differed)."""
+
+@pytest.mark.parametrize("overrides", [
+    # The node's DRAM tier, shared, small: one instance's demotions evict granules there.
+    ["router=session_affinity", "offload=dram", "memory.dram_gib=8"],
+    # Another instance's HBM cache, read over NVLink: its publishes and evictions.
+    ["router=round_robin", "memory.peer_hbm=true"],
+])
+def test_fast_forward_equals_step_by_step_when_a_peer_changes_what_admission_reads(
+        tmp_path, overrides: list[str]) -> None:
+    """Two instances of a node read KV the other writes (the node's DRAM tier, or each
+    other's HBM with memory.peer_hbm): one's demotions, evictions and publishes change what a
+    request queued on the other would find (KVManager.match). A run in flight with requests
+    waiting is cut after the iteration in flight, where step by step plans next and reads the
+    change (before: the queue's head stayed blocked to the run's end; 288 of the agents_dram
+    golden's 675 rows differed, and 334 of this peer_hbm case's 429)."""
     base = ["output.plot=false", "output.progress=false", "workload=swebench",
             "workload.num_programs=8", "workload.program_rate=2", "cluster.replicas=2",
-            "router=session_affinity", "offload=dram", "memory.dram_gib=8",
-            "kv.num_gpu_blocks_override=4000"]
+            "kv.num_gpu_blocks_override=4000", *overrides]
     a = run(simkv.compose([*base, "engine.max_fast_forward=4096"]), tmp_path, "fast")
     b = run(simkv.compose([*base, "engine.max_fast_forward=1"]), tmp_path, "slow")
     times = [*TIME_COLS, "arrival_s", "ttft_s", "tpot_s", "e2e_s", "kv_wait_s"]
@@ -270,5 +278,8 @@ def test_fast_forward_equals_step_by_step_when_a_peer_changes_the_nodes_dram(tmp
         np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-12)
     fast = simkv.load_results(tmp_path / "fast").summary
     assert fast["engine"]["runs"] < fast["engine"]["iterations"] / 10
-    assert fast["memory"]["tiers"]["dram"]["bytes_evicted"] > 0, "this case must evict from DRAM"
-    assert a["cached_dram_tokens"].sum() > 0, "this case must load KV from DRAM"
+    if "offload=dram" in overrides:
+        assert fast["memory"]["tiers"]["dram"]["bytes_evicted"] > 0, "this case must evict from DRAM"
+        assert a["cached_dram_tokens"].sum() > 0, "this case must load KV from DRAM"
+    else:
+        assert fast["memory"]["peer_hbm"]["hit_tokens"] > 0, "this case must read a peer's HBM"

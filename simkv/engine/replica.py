@@ -273,12 +273,12 @@ class Replica:
             self._cut(self.env._now)  # (env.now is a property of SimPy's, interpreted)
 
     def admission_changed(self) -> None:
-        """What a queued request's admission reads changed outside this instance's plans
-        (granules entering or leaving a tier below HBM that other instances write: a peer's
-        demotion into the node's DRAM evicts older granules there). With requests waiting, the
-        run in flight is cut after the iteration in flight, where step by step plans next and
-        reads the change (fast-forwarded, the queue's head stayed blocked to the run's end, or
-        was admitted later on other KV: docs/ARCHITECTURE.md)."""
+        """What a queued request's admission reads changed outside this instance's plans:
+        granules entered or left KV that other instances write (a peer's demotion into the
+        node's DRAM evicts older granules there; with ``memory.peer_hbm``, a peer's HBM cache).
+        With requests waiting, the run in flight is cut after the iteration in flight, where
+        step by step plans next and reads the change (fast-forwarded, the queue's head stayed
+        blocked to the run's end, or was admitted later on other KV: docs/ARCHITECTURE.md)."""
         if self._ends is not None and self._done > 1 and getattr(self.scheduler, "waiting", None):
             self._cut(self.env._now)
 

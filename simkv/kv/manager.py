@@ -131,6 +131,9 @@ class KVManager(SessionKV):
         self._reader = lambda: self.on_below_changed()
         for _, store in self.lower:
             store.readers.append(self._reader)
+        if hierarchy.nvlink is not None:
+            # Its peers on the node read this HBM cache (memory.peer_hbm) when they admit.
+            self.hbm.on_change = self._tell_peers
         # Hears about granules a request made cache entries (req, first, end): kvshare's index.
         self.on_publish: Callable[[Request, int, int], None] | None = None
         self.stats = KVStats()
@@ -286,6 +289,14 @@ class KVManager(SessionKV):
         return True
 
     # --- peer reads (memory.peer_hbm) -----------------------------------------------------
+    def _tell_peers(self) -> None:
+        """A granule entered or left this HBM cache: the node's other instances' admissions
+        read it (``match``), as they read the node's DRAM."""
+        node = self.mem.replica_node
+        for r, m in self.mem.hbm_caches.items():
+            if r != self.replica and node[r] == self.node:
+                m.on_below_changed()
+
     def _peers(self) -> list[PeerHBM]:
         """Other instances on this node, by id (their HBM caches hold granules we may read)."""
         node = self.mem.replica_node

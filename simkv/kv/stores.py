@@ -52,6 +52,9 @@ class HBMCache:
         # once a router asks; ``owner`` is this instance's id.
         self.holders: Any = None
         self.owner = -1
+        # Told when a granule enters or leaves, where other instances read this cache
+        # (``memory.peer_hbm``: kv/manager.py); None otherwise.
+        self.on_change: Callable[[], None] | None = None
 
     def __contains__(self, key: int) -> bool:
         return key in self.refs
@@ -117,6 +120,8 @@ class HBMCache:
         st = self.stats
         st.written += 1
         st.peak = max(st.peak, len(self.refs))
+        if self.on_change is not None:
+            self.on_change()
 
     def drop(self, key: int) -> bool:
         """Remove an evictable granule without demoting it (its copy lives below)."""
@@ -135,6 +140,8 @@ class HBMCache:
         self.policy.forget(key)
         self.pool.cached -= self.gb
         self.stats.evicted += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def _reclaim(self, n: int) -> None:
         evicted = []
