@@ -124,13 +124,11 @@ class KVManager(SessionKV):
         self._offload_pins = 0  # granules pinned by offload writes in flight
         # Called when memory was freed outside a plan (a pin expired, an offload landed).
         self.on_freed: Callable[[], None] = lambda: None
-        # Called when granules entered or left a tier below HBM that this instance reads
-        # (another instance's demotion into the node's DRAM, an eviction to make room there):
-        # an admission's match reads them, so the replica replans if requests wait.
+        # Called when granules entered or left KV that other instances write and this one's
+        # admissions read (``match``): a tier below HBM (another instance's demotion into the
+        # node's DRAM evicts there), a peer's HBM cache (memory.peer_hbm). Set by
+        # ``watch_shared``: the replica replans if requests wait.
         self.on_below_changed: Callable[[], None] = _nothing
-        self._reader = lambda: self.on_below_changed()
-        for _, store in self.lower:
-            store.readers.append(self._reader)
         if hierarchy.nvlink is not None:
             # Its peers on the node read this HBM cache (memory.peer_hbm) when they admit.
             self.hbm.on_change = self._tell_peers
@@ -255,6 +253,7 @@ class KVManager(SessionKV):
             self.pool.allocate(self.gb * len(loads))
             for key in loads:
                 hbm.adopt(key)  # the blocks just allocated become the loaded granules
+            hbm.changed()
         g = len(m.keys)
         req.pinned_g = g
         req.shared = g * self.gb
@@ -287,6 +286,13 @@ class KVManager(SessionKV):
         if riding is not None:
             riding.waiter = landed
         return True
+
+    def watch_shared(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever granules enter or leave KV that other instances write
+        and this one's admissions read (the tiers below HBM; peers' HBM caches)."""
+        self.on_below_changed = callback
+        for _, store in self.lower:
+            store.readers.append(callback)
 
     # --- peer reads (memory.peer_hbm) -----------------------------------------------------
     def _tell_peers(self) -> None:
@@ -403,6 +409,8 @@ class KVManager(SessionKV):
         req.blocks -= gb * (n - j0)
         req.shared += gb * (n - j0)
         req.pinned_g = n
+        if new:
+            hbm.changed()
         if self.on_publish is not None:
             self.on_publish(req, j0, n)
         if new and self.placement.write_through:
@@ -411,7 +419,8 @@ class KVManager(SessionKV):
     def _write_below(self, keys: list[int], j0: int, now: float) -> None:
         mem = self.mem
         for tier, store in self.lower:
-            written = sum(store.insert(k, self.node, now, self.cost(j0 + i)) for i, k in enumerate(keys))
+            written = store.insert_all(((k, self.cost(j0 + i)) for i, k in enumerate(keys)),
+                                       self.node, now)
             if written:
                 nbytes = written * self.granule_bytes
                 self.stats.write_through_bytes += nbytes
@@ -451,8 +460,9 @@ class KVManager(SessionKV):
         its cache, and swap space it reserved in DRAM is free again."""
         self.release = self._release_lost  # type: ignore[method-assign]
         self.mem.hbm_caches.pop(self.replica, None)
-        for _, store in self.lower:
-            store.readers.remove(self._reader)
+        if self.on_below_changed is not _nothing:
+            for _, store in self.lower:
+                store.readers.remove(self.on_below_changed)
         if self.swapped:
             dram = self.mem.store("dram", self.node)
             dram.reserved -= sum(g for _, g in self.swapped.values())
@@ -488,7 +498,7 @@ class KVManager(SessionKV):
             return
         tier, store = self.lower[0]
         now = self.env.now
-        written = sum(store.insert(k, self.node, now, 1.0) for k in keys)
+        written = store.insert_all(((k, 1.0) for k in keys), self.node, now)
         if written:
             nbytes = written * self.granule_bytes
             self.stats.demote_bytes += nbytes

@@ -133,7 +133,7 @@ class SessionKV:
         if store is None:
             raise ValueError(f"tool_kv=offload to '{tier}' needs that tier: choose an offload "
                              f"placement that has it (e.g. offload=ssd), or tool_kv.tier=dram")
-        written = sum(store.insert(k, self.node, now, self.cost(j)) for j, k in enumerate(keys))
+        written = store.insert_all(((k, self.cost(j)) for j, k in enumerate(keys)), self.node, now)
         self._offload_pins += len(keys)
 
         def landed(_: object, notify: bool = True) -> None:
@@ -143,6 +143,7 @@ class SessionKV:
             for k in keys:
                 if k in store.entries:
                     self.hbm.drop(k)  # only if nobody else uses it; the copy lives below
+            self.hbm.changed()
             if notify:
                 self.on_freed()
 
@@ -274,6 +275,7 @@ class SessionKV:
                 hbm.pin(k)
             else:
                 hbm.adopt(k)
+        hbm.changed()
         ttl = pf.finish + pf.hold_s - now
         if ttl > 0:
             self._pin_session(pf.session, pf.moving, ttl, now)

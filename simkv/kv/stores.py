@@ -11,7 +11,7 @@ Every store keeps ``TierStats`` so that bytes balance: written - evicted == resi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +52,9 @@ class HBMCache:
         # once a router asks; ``owner`` is this instance's id.
         self.holders: Any = None
         self.owner = -1
-        # Told when a granule enters or leaves, where other instances read this cache
-        # (``memory.peer_hbm``: kv/manager.py); None otherwise.
+        # Told when granules entered or left, where other instances read this cache
+        # (``memory.peer_hbm``: kv/manager.py); None otherwise. Once per batch: ``_reclaim``
+        # tells it, and callers of ``adopt`` and ``drop`` call ``changed`` after theirs.
         self.on_change: Callable[[], None] | None = None
 
     def __contains__(self, key: int) -> bool:
@@ -109,7 +110,8 @@ class HBMCache:
         self.pool.pinned -= released * self.gb
 
     def adopt(self, key: int) -> None:
-        """The caller's private blocks of one granule become this cached granule, pinned once."""
+        """The caller's private blocks of one granule become this cached granule, pinned once
+        (the caller calls ``changed`` after its batch)."""
         pool = self.pool
         pool.used -= self.gb
         pool.cached += self.gb
@@ -120,11 +122,15 @@ class HBMCache:
         st = self.stats
         st.written += 1
         st.peak = max(st.peak, len(self.refs))
+
+    def changed(self) -> None:
+        """Granules entered or left (a batch of ``adopt`` or ``drop``): tell who reads them."""
         if self.on_change is not None:
             self.on_change()
 
     def drop(self, key: int) -> bool:
-        """Remove an evictable granule without demoting it (its copy lives below)."""
+        """Remove an evictable granule without demoting it (its copy lives below; the caller
+        calls ``changed`` after its batch)."""
         if self.refs.get(key, -1) != 0:
             return False
         self._remove(key)
@@ -140,8 +146,6 @@ class HBMCache:
         self.policy.forget(key)
         self.pool.cached -= self.gb
         self.stats.evicted += 1
-        if self.on_change is not None:
-            self.on_change()
 
     def _reclaim(self, n: int) -> None:
         evicted = []
@@ -152,6 +156,8 @@ class HBMCache:
             self._remove(key)
             n -= self.gb
             evicted.append(key)
+        if self.on_change is not None:
+            self.on_change()
         self.on_evict(evicted)
 
     def check_invariants(self) -> None:
@@ -187,7 +193,7 @@ class TierStore:
         self.reserved = 0
         self.stats = TierStats()
         # Told when a granule enters or leaves (the KV managers that read this store, so an
-        # instance with requests waiting can replan: kv/manager.py ``below_changed``).
+        # instance with requests waiting can replan: KVManager.watch_shared).
         self.readers: list[Callable[[], None]] = []
 
     @property
@@ -217,21 +223,27 @@ class TierStore:
 
     def insert(self, key: int, home: int, now: float, cost: float) -> bool:
         """Store a granule; False if it was already here or cannot fit (nothing to write)."""
-        if key in self.entries:
-            self.policy.access(key, now)
-            return False
-        evicted = self.stats.evicted
-        if not self._make_room(1, now):
-            if self.stats.evicted != evicted:
-                self._changed()
-            return False
-        self.entries[key] = home
-        self.policy.admit(key, now, cost)
-        st = self.stats
-        st.written += 1
-        st.peak = max(st.peak, self.used)
-        self._changed()
-        return True
+        return self.insert_all(((key, cost),), home, now) == 1
+
+    def insert_all(self, items: Iterable[tuple[int, float]], home: int, now: float) -> int:
+        """Store granules ``(key, cost)`` in turn; returns how many were written (those not
+        already here that fit). Readers are told once, after the batch."""
+        entries, policy, st = self.entries, self.policy, self.stats
+        evicted, written = st.evicted, 0
+        for key, cost in items:
+            if key in entries:
+                policy.access(key, now)
+                continue
+            if not self._make_room(1, now):
+                continue
+            entries[key] = home
+            policy.admit(key, now, cost)
+            st.written += 1
+            st.peak = max(st.peak, self.used)
+            written += 1
+        if written or st.evicted != evicted:
+            self._changed()
+        return written
 
     def _changed(self) -> None:
         """Granules entered or left: what an admission finds below HBM may differ now."""
