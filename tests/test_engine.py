@@ -253,23 +253,30 @@ def test_kv_utilization_reads_the_blocks_of_iterations_already_run(tmp_path) -> 
 
 
 
+SHARED_4000 = ["workload.program_rate=2", "kv.num_gpu_blocks_override=4000"]
+
+
 @pytest.mark.parametrize("overrides", [
     # The node's DRAM tier, shared, small: one instance's demotions evict granules there.
-    ["router=session_affinity", "offload=dram", "memory.dram_gib=8"],
+    [*SHARED_4000, "router=session_affinity", "offload=dram", "memory.dram_gib=8"],
     # Another instance's HBM cache, read over NVLink: its publishes and evictions.
-    ["router=round_robin", "memory.peer_hbm=true"],
+    [*SHARED_4000, "router=round_robin", "memory.peer_hbm=true"],
+    # A tool call's KV prefetched back into this HBM and pinned: no block is freed, but the
+    # queued call finds it in HBM now.
+    ["workload.program_rate=1", "kv.num_gpu_blocks_override=6000", "hardware=a100_80gb",
+     "router=session_affinity", "offload=dram", "tool_kv=prefetch", "tool_kv.quantile=0.5"],
 ])
-def test_fast_forward_equals_step_by_step_when_a_peer_changes_what_admission_reads(
+def test_fast_forward_equals_step_by_step_when_what_admission_reads_changes(
         tmp_path, overrides: list[str]) -> None:
-    """Two instances of a node read KV the other writes (the node's DRAM tier, or each
-    other's HBM with memory.peer_hbm): one's demotions, evictions and publishes change what a
-    request queued on the other would find (KVManager.match). A run in flight with requests
-    waiting is cut after the iteration in flight, where step by step plans next and reads the
-    change (before: the queue's head stayed blocked to the run's end; 288 of the agents_dram
-    golden's 675 rows differed, and 334 of this peer_hbm case's 429)."""
+    """What a queued request's admission finds (KVManager.match) changes outside the
+    instance's plans: two instances of a node read KV the other writes (the node's DRAM tier,
+    or each other's HBM with memory.peer_hbm), and a prefetch lands. A run in flight with
+    requests waiting is cut after the iteration in flight, where step by step plans next and
+    reads the change (before: the queue's head stayed blocked to the run's end; 288 of the
+    agents_dram golden's 675 rows differed, 334 of this peer_hbm case's 429, 120 of this
+    prefetch case's 429)."""
     base = ["output.plot=false", "output.progress=false", "workload=swebench",
-            "workload.num_programs=8", "workload.program_rate=2", "cluster.replicas=2",
-            "kv.num_gpu_blocks_override=4000", *overrides]
+            "workload.num_programs=8", "cluster.replicas=2", *overrides]
     a = run(simkv.compose([*base, "engine.max_fast_forward=4096"]), tmp_path, "fast")
     b = run(simkv.compose([*base, "engine.max_fast_forward=1"]), tmp_path, "slow")
     times = [*TIME_COLS, "arrival_s", "ttft_s", "tpot_s", "e2e_s", "kv_wait_s"]
@@ -278,7 +285,9 @@ def test_fast_forward_equals_step_by_step_when_a_peer_changes_what_admission_rea
         np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-12)
     fast = simkv.load_results(tmp_path / "fast").summary
     assert fast["engine"]["runs"] < fast["engine"]["iterations"] / 10
-    if "offload=dram" in overrides:
+    if "tool_kv=prefetch" in overrides:
+        assert fast["memory"]["prefetch"]["landed"] > 0, "this case must land prefetches"
+    elif "offload=dram" in overrides:
         assert fast["memory"]["tiers"]["dram"]["bytes_evicted"] > 0, "this case must evict from DRAM"
         assert a["cached_dram_tokens"].sum() > 0, "this case must load KV from DRAM"
     else:

@@ -210,7 +210,7 @@ class Cluster:
 
             kv.on_loaded = loaded
             kv.on_freed = replica.poke
-            kv.watch_shared(replica.admission_changed)
+            kv.watch_match(replica.admission_changed)
         self.kvs.append(kv)
         if kv is not None and self.holders.active:
             self.holders.watch(kv)

@@ -124,11 +124,11 @@ class KVManager(SessionKV):
         self._offload_pins = 0  # granules pinned by offload writes in flight
         # Called when memory was freed outside a plan (a pin expired, an offload landed).
         self.on_freed: Callable[[], None] = lambda: None
-        # Called when granules entered or left KV that other instances write and this one's
-        # admissions read (``match``): a tier below HBM (another instance's demotion into the
-        # node's DRAM evicts there), a peer's HBM cache (memory.peer_hbm). Set by
-        # ``watch_shared``: the replica replans if requests wait.
-        self.on_below_changed: Callable[[], None] = _nothing
+        # Called when what ``match`` finds changed outside this instance's plans: granules
+        # entered or left a tier below HBM (another instance's demotion into the node's DRAM
+        # evicts there), a peer's HBM cache (memory.peer_hbm), or this HBM (a prefetch landed,
+        # session_kv.py). Set by ``watch_match``: the replica replans if requests wait.
+        self.on_match_changed: Callable[[], None] = _nothing
         if hierarchy.nvlink is not None:
             # Its peers on the node read this HBM cache (memory.peer_hbm) when they admit.
             self.hbm.on_change = self._tell_peers
@@ -287,10 +287,11 @@ class KVManager(SessionKV):
             riding.waiter = landed
         return True
 
-    def watch_shared(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever granules enter or leave KV that other instances write
-        and this one's admissions read (the tiers below HBM; peers' HBM caches)."""
-        self.on_below_changed = callback
+    def watch_match(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever what ``match`` finds may change outside this instance's
+        plans (``on_match_changed``): granules entering or leaving the tiers below HBM it
+        reads, or peers' HBM caches, which other instances write."""
+        self.on_match_changed = callback
         for _, store in self.lower:
             store.readers.append(callback)
 
@@ -301,7 +302,7 @@ class KVManager(SessionKV):
         node = self.mem.replica_node
         for r, m in self.mem.hbm_caches.items():
             if r != self.replica and node[r] == self.node:
-                m.on_below_changed()
+                m.on_match_changed()
 
     def _peers(self) -> list[PeerHBM]:
         """Other instances on this node, by id (their HBM caches hold granules we may read)."""
@@ -460,14 +461,14 @@ class KVManager(SessionKV):
         its cache, and swap space it reserved in DRAM is free again."""
         self.release = self._release_lost  # type: ignore[method-assign]
         self.mem.hbm_caches.pop(self.replica, None)
-        if self.on_below_changed is not _nothing:
+        if self.on_match_changed is not _nothing:
             for _, store in self.lower:
-                store.readers.remove(self.on_below_changed)
+                store.readers.remove(self.on_match_changed)
         if self.swapped:
             dram = self.mem.store("dram", self.node)
             dram.reserved -= sum(g for _, g in self.swapped.values())
             self.swapped.clear()
-        self.on_loaded = self.on_freed = self.on_below_changed = _nothing  # type: ignore[assignment]
+        self.on_loaded = self.on_freed = self.on_match_changed = _nothing  # type: ignore[assignment]
 
     @staticmethod
     def _release_lost(req: Request, now: float, finished: bool, may_swap: bool = True) -> int:

@@ -67,6 +67,7 @@ class SessionKV:
     session_pins: dict[int, _SessionPin]
     last_finish: dict[int, float]
     on_freed: Callable[[], None]
+    on_match_changed: Callable[[], None]
     _pin_epoch: int
     _offload_pins: int
     _prefetches: dict[int, _Prefetch]
@@ -279,6 +280,9 @@ class SessionKV:
         ttl = pf.finish + pf.hold_s - now
         if ttl > 0:
             self._pin_session(pf.session, pf.moving, ttl, now)
+            # No block is freed, but a queued call finds its KV in HBM now, not below (a
+            # run in flight kept it waiting to the run's end: docs/ARCHITECTURE.md).
+            self.on_match_changed()
         else:
             hbm.unpin_chain(pf.moving, now)
             self.on_freed()

@@ -193,7 +193,7 @@ class TierStore:
         self.reserved = 0
         self.stats = TierStats()
         # Told when a granule enters or leaves (the KV managers that read this store, so an
-        # instance with requests waiting can replan: KVManager.watch_shared).
+        # instance with requests waiting can replan: KVManager.watch_match).
         self.readers: list[Callable[[], None]] = []
 
     @property
