@@ -191,8 +191,9 @@ class Migrator:
         if (req.state is not State.DECODING or not self.movable(req) or not compatible(src, dst)
                 or dst.scheduler.admission_error(req)):
             return False
-        src.scheduler.decode.materialise(req)
-        tokens = req.computed
+        tokens = decoding_tokens(src, req)
+        if tokens < 0:
+            return False
         bs = dst.scheduler.block_size
         blocks = -(-tokens // bs)
         if not _reserve(dst, blocks):
@@ -223,11 +224,10 @@ class Migrator:
             if left[0]:
                 return
             move.copied = upto
-            if not self._still(move):
+            now_tokens = decoding_tokens(src, req) if self._still(move) else -1
+            if now_tokens < 0:
                 self._abort(move)
                 return
-            src.scheduler.decode.materialise(req)
-            now_tokens = req.computed
             bs = dst.scheduler.block_size
             extra = -(-now_tokens // bs) - move.reserved
             if extra > 0 and not _reserve(dst, extra):
@@ -319,6 +319,63 @@ def run_end_then(r: Any, fn: Callable[[Any], None]) -> None:
     r.poke()
 
 
+# --- an instance as of now -------------------------------------------------------------
+# A fast-forwarded decode run commits its iterations (their tokens, their new blocks) when it
+# ends; step by step commits each at its end. What migration reads mid-run (Llumnix's
+# freeness, a request's KV to copy, room for it on the destination) is read as of now: the
+# committed state plus the run's ended iterations (Replica.in_flight; the scheduler's
+# need_by). Shaped steps (a KV policy, speculation) are read as committed.
+
+
+def free_now(r: Any) -> int:
+    """KV blocks free on ``r`` now: free in its pool less the new blocks its run's ended
+    iterations took (before, the pool as of the run's plan: Llumnix read more free memory
+    fast-forwarded than step by step)."""
+    s = r.scheduler
+    out, k = r.in_flight()
+    return s.pool.free - s.need_by(out, k) if k else s.pool.free
+
+
+def spare_now(r: Any) -> int:
+    """KV blocks ``r`` can give up now: free now less what its iteration in flight takes at
+    its end, as step by step reads it (``Replica.spare_blocks`` keeps the whole run's need: a
+    fast-forwarded destination refused reservations that step by step took)."""
+    s = r.scheduler
+    out, k = r.in_flight()
+    if out is None or not s._plain:
+        return r.spare_blocks()
+    return s.pool.free - s.need_by(out, k + 1)
+
+
+def decoding_tokens(r: Any, req: Request) -> int:
+    """The KV tokens of ``req``, running on ``r``, now, or -1 where it is not decoding now: a
+    prompt that a fast-forwarded run joined to its decode batch at planning is still
+    prefilling until its iteration ends (scheduler's ``_plan_tail``)."""
+    if req.state is not State.DECODING:
+        return -1
+    s = r.scheduler
+    s.decode.materialise(req)
+    out, k = r.in_flight()
+    if out is None or not s._plain:
+        return req.computed
+    if k:
+        return req.computed + k
+    if out.joined:
+        for q, _ in out.prefills:
+            if q is req:
+                return -1
+    return req.computed
+
+
 def _reserve(dst: Any, blocks: int) -> bool:
-    """Reserve on ``dst`` only what its run in flight will not take when it ends."""
-    return blocks <= dst.spare_blocks() and dst.scheduler.reserve_incoming(blocks)
+    """Reserve on ``dst`` what is spare now (step by step: free less its iteration in
+    flight's need). Where its run in flight would not fit beside the reservation any more, the
+    run is cut after the iteration in flight, where step by step plans next with it."""
+    if blocks > spare_now(dst):
+        return False
+    whole = dst.spare_blocks()
+    if not dst.scheduler.reserve_incoming(blocks):
+        return False
+    if blocks > whole and dst.busy:
+        dst.poke()
+    return True

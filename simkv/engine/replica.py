@@ -236,6 +236,18 @@ class Replica:
             return pool.used
         return pool.used + need_by(out, bisect_right(ends, self.env._now, 0, self._done - 1))
 
+    def in_flight(self) -> tuple[SchedulerOutput | None, int]:
+        """The run in flight (None when idle) and how many of its iterations have ended by
+        now. Step by step has committed those; a fast-forwarded run commits them at its end,
+        so what reads a request's KV or the free blocks as of now adds them (Llumnix's
+        migration, engine/migration.py)."""
+        out, ends = self._out, self._ends
+        if out is None or ends is None:
+            return None, 0
+        if self._done < 2:
+            return out, 0
+        return out, bisect_right(ends, self.env._now, 0, self._done - 1)
+
     def pending_prefill_tokens(self) -> int:
         """Prompt tokens queued or part-way through prefill here and not yet scheduled: work
         ahead of a new request's first token (the chunks of the iteration in flight count as

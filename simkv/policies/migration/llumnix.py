@@ -39,7 +39,7 @@ from typing import Any
 
 from simkv.config.bounds import bounded
 from simkv.engine.events import NORMAL, Wakeup
-from simkv.engine.migration import compatible, kv_group
+from simkv.engine.migration import compatible, decoding_tokens, free_now, kv_group
 from simkv.entities.request import Request, State
 from simkv.registry import register
 
@@ -122,7 +122,7 @@ class Llumnix:
 
     def _freeness(self, r: Any, extra_blocks: int = 0, extra_reqs: int = 0) -> float:
         s = r.scheduler
-        free = s.pool.free - self._head_blocks(r) - extra_blocks
+        free = free_now(r) - self._head_blocks(r) - extra_blocks
         if self.cfg.priority_headroom and any(q.priority >= self.cfg.high_priority
                                               for q in s.running.values()):
             free -= self.cfg.priority_headroom * s.pool.capacity
@@ -153,16 +153,17 @@ class Llumnix:
             Wakeup(cluster.env, self.cfg.interval_s, NORMAL, self._tick)
 
     def _sample(self, serving: list[Any]) -> None:
-        total_free = sum(r.scheduler.pool.free for r in serving)
+        free = [free_now(r) for r in serving]
+        total_free = sum(free)
         total = sum(r.scheduler.pool.capacity for r in serving) or 1
-        for r in serving:
+        for r, f in zip(serving, free, strict=True):
             if not r.scheduler.waiting:
                 continue
             self.samples += 1
             need = self._head_blocks(r)
-            if need > r.scheduler.pool.free:
+            if need > f:
                 self.blocked += 1
-                self.stranded += r.scheduler.pool.free / total
+                self.stranded += f / total
                 if need <= total_free:
                     self.fragmented += 1
 
@@ -173,16 +174,18 @@ class Llumnix:
         for (f_src, _, src), (f_dst, _, dst) in zip(sources, dests, strict=False):
             if src is dst or f_dst <= f_src or self.migrator.migrating(src) >= self.cfg.max_concurrent:
                 continue
-            req = self._pick(src)
-            if req is None:
+            picked = self._pick(src)
+            if picked is None:
                 continue
-            blocks = -(-req.computed // dst.scheduler.block_size)
+            req, tokens = picked
+            blocks = -(-tokens // dst.scheduler.block_size)
             if self._freeness(dst, blocks, 1) < self.cfg.src_freeness:
                 continue  # the destination would become a source
             self.migrator.live(req, src, dst, self.cfg.last_stage_blocks, self.cfg.max_stages)
 
-    def _pick(self, src: Any) -> Request | None:
-        """The lowest class, then the least KV (SRF), among decoding requests not moving."""
+    def _pick(self, src: Any) -> tuple[Request, int] | None:
+        """The lowest class, then the least KV (SRF), among decoding requests not moving;
+        with its KV tokens now (engine/migration.decoding_tokens)."""
         s = src.scheduler
         best: Request | None = None
         key: tuple[int, int] | None = None
@@ -191,11 +194,13 @@ class Llumnix:
                 continue
             if self.cfg.priority_headroom and req.priority >= self.cfg.high_priority:
                 continue
-            s.decode.materialise(req)
-            k = (req.priority, req.computed)
+            tokens = decoding_tokens(src, req)
+            if tokens < 0:
+                continue  # joined to the decode batch at planning, still prefilling now
+            k = (req.priority, tokens)
             if key is None or k < key:
                 best, key = req, k
-        return best
+        return None if best is None or key is None else (best, key[1])
 
     def _drain(self, r: Any) -> None:
         """A draining instance moves its decoding requests to the freest serving ones."""
