@@ -120,9 +120,13 @@ class Llumnix:
         head: Request = s.waiting[0]
         return -(-max(0, head.num_tokens - head.computed - (head.remote_kv or 0)) // s.block_size)
 
-    def _freeness(self, r: Any, extra_blocks: int = 0, extra_reqs: int = 0) -> float:
+    def _freeness(self, r: Any, extra_blocks: int = 0, extra_reqs: int = 0,
+                  free_blocks: int | None = None) -> float:
+        """``free_blocks``: ``free_now(r)`` where the caller has it."""
         s = r.scheduler
-        free = free_now(r) - self._head_blocks(r) - extra_blocks
+        if free_blocks is None:
+            free_blocks = free_now(r)
+        free = free_blocks - self._head_blocks(r) - extra_blocks
         if self.cfg.priority_headroom and any(q.priority >= self.cfg.high_priority
                                               for q in s.running.values()):
             free -= self.cfg.priority_headroom * s.pool.capacity
@@ -134,7 +138,10 @@ class Llumnix:
         cluster = self.cluster
         serving = [r for r in cluster.serving if hasattr(r.scheduler, "reserve_incoming")]
         self.ticks += 1
-        self._sample(serving)
+        # Free blocks now, read once a pass (a move reserves blocks only within its group,
+        # after the group's loads are read).
+        free = {r: free_now(r) for r in serving}
+        self._sample(serving, free)
         if self.cfg.migrate and len(serving) > 1:
             # Balance within each group of instances KV can move between (one pool, or pools
             # of one kv_group: engine/migration.compatible).
@@ -148,17 +155,17 @@ class Llumnix:
                     groups.append([r])
             for g in groups:
                 if len(g) > 1:
-                    self._balance(g)
+                    self._balance(g, free)
         if cluster.busy():
             Wakeup(cluster.env, self.cfg.interval_s, NORMAL, self._tick)
 
-    def _sample(self, serving: list[Any]) -> None:
-        free = [free_now(r) for r in serving]
-        total_free = sum(free)
+    def _sample(self, serving: list[Any], free: dict[Any, int]) -> None:
+        total_free = sum(free.values())
         total = sum(r.scheduler.pool.capacity for r in serving) or 1
-        for r, f in zip(serving, free, strict=True):
+        for r in serving:
             if not r.scheduler.waiting:
                 continue
+            f = free[r]
             self.samples += 1
             need = self._head_blocks(r)
             if need > f:
@@ -167,8 +174,9 @@ class Llumnix:
                 if need <= total_free:
                     self.fragmented += 1
 
-    def _balance(self, serving: list[Any]) -> None:
-        load = sorted(((self._freeness(r), r.index, r) for r in serving), key=lambda x: x[:2])
+    def _balance(self, serving: list[Any], free: dict[Any, int]) -> None:
+        load = sorted(((self._freeness(r, free_blocks=free[r]), r.index, r) for r in serving),
+                      key=lambda x: x[:2])
         sources = [x for x in load if x[0] < self.cfg.src_freeness]
         dests = list(reversed(load))
         for (f_src, _, src), (f_dst, _, dst) in zip(sources, dests, strict=False):
