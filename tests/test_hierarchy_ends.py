@@ -223,3 +223,22 @@ def test_prefetches_under_pressure_keep_every_invariant() -> None:
     assert pf["started"] > 0
     assert pf["landed"] + pf["arrived_in_flight"] <= pf["started"]
     assert finished
+
+
+def test_a_prefetch_whose_granules_its_own_allocation_evicts_loads_the_rest() -> None:
+    # Regression: with a small DRAM tier, the HBM room a prefetch allocates demoted cached
+    # granules into DRAM, whose own room evicted granules of the prefetch there: it then read
+    # their home from the store and failed (KeyError, an internal error). Only the granules
+    # still below are loaded now, and the blocks of the others go back.
+    cfg = simkv.compose(["output.plot=false", "output.progress=false", "cluster.replicas=2",
+                         "workload=swebench", "workload.num_programs=8", "workload.program_rate=2",
+                         "kv.num_gpu_blocks_override=4000", "router=session_affinity",
+                         "offload=dram", "memory.dram_gib=8", "tool_kv=prefetch",
+                         "tool_kv.quantile=0.5"])
+    with tempfile.TemporaryDirectory() as d:
+        res = simkv.simulate(cfg, d, observer=Checker())
+        finished = (res.requests["status"] == "finished").all()
+    pf = res.summary["memory"]["prefetch"]
+    assert pf["started"] > 0
+    assert pf["landed"] + pf["arrived_in_flight"] <= pf["started"]
+    assert finished

@@ -213,9 +213,20 @@ class SessionKV:
             st["nothing_to_load" if not moving else "no_room"] += 1
             del self._prefetches[pf.session]
             return 0
+        self.pool.allocate(blocks)
+        # Making room in HBM may demote cached granules into this very tier, whose own room
+        # then evicts some of ``moving`` there: only those still below are loaded, and the
+        # blocks taken for the others go back.
+        kept = tuple(k for k in moving if k in store.entries)
+        if len(kept) < len(moving):
+            self.pool.release(self.gb * (len(moving) - len(kept)))
+            moving, blocks = kept, self.gb * len(kept)
+            if not moving:
+                st["nothing_to_load"] += 1
+                del self._prefetches[pf.session]
+                return 0
         now = self.env.now
         st["started"] += 1
-        self.pool.allocate(blocks)
         self.private_blocks += blocks
         pf.flight, pf.moving, pf.blocks = True, moving, blocks
         by_home: dict[int, int] = {}
