@@ -76,6 +76,35 @@ def served_only_when_serving(df: pd.DataFrame, rows: pd.DataFrame) -> None:
     assert (ok["completion_s"].to_numpy() <= end + 1e-9).all()
 
 
+class KVSeen(Checker):
+    """Also: every instance's KV manager, to read the node's stores after the run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kvs: dict[int, object] = {}
+
+    def __call__(self, replica: object) -> None:
+        super().__call__(replica)
+        self.kvs[replica.index] = replica.kv  # type: ignore[attr-defined]
+
+
+def test_a_stopped_instance_stops_reading_the_nodes_dram(tmp_path: Path) -> None:
+    # Regression (a review, helper-37): instances that read the node's DRAM tier register a
+    # callback with it (KVManager.watch_match); one that stopped kept it, so an autoscaled
+    # run called every instance it ever started on every change there.
+    seen = KVSeen()
+    _, rows, _ = run(["cluster.replicas=1", "cluster.max_replicas=4", "autoscaler=horizontal",
+                      "autoscaler.metric=outstanding", "autoscaler.target=8",
+                      "autoscaler.scale_down_stabilization_s=60", "offload=dram"],
+                     tmp_path, burst(hi_s=40.0, lo_s=200.0), seen)
+    stopped = set(rows.loc[rows["to_state"] == "stopped", "instance"])
+    assert stopped, "this case must stop instances"
+    readers = [cb for kv in seen.kvs.values() for _, store in kv.lower  # type: ignore[attr-defined]
+               for cb in store.readers]
+    assert readers
+    assert not {cb.__self__.index for cb in readers} & stopped
+
+
 @pytest.mark.slow  # over 1 s of the quick subset's CPU (CONTRIBUTING.md)
 def test_horizontal_scales_up_for_a_burst_and_down_after(tmp_path: Path) -> None:
     wl = burst()

@@ -102,7 +102,7 @@ class Cluster:
         self.unrouted = 0
         self.lifecycle = Lifecycle(env, self.topology, recorder.instance, self._new_instance,
                                    self._start_serving, self._stop_serving, self._rehome)
-        self.lifecycle.on_stop = lambda r: self.kv_pool.detach(r)
+        self.lifecycle.on_stop = self._instance_stopped
         # What routers and schedulers believe an output length is (never the trace's own
         # unless predictor=oracle): one predictor for the cluster, taught by completions.
         self.predictor = build(cfg.predictor, seed=cfg.seed)
@@ -286,6 +286,14 @@ class Cluster:
                 self._i = 0
                 return True
         return False
+
+    def _instance_stopped(self, r: Replica) -> None:
+        """A stopped or lost instance: what it borrowed goes back (kv_pool), and it no longer
+        hears about KV other instances change (its callback leaves the node's stores: an
+        autoscaled run would call every instance it ever started)."""
+        self.kv_pool.detach(r)
+        if r.kv is not None:
+            r.kv.unwatch()
 
     def _arrive(self, _: object) -> None:
         i = self._i

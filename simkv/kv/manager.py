@@ -295,6 +295,17 @@ class KVManager(SessionKV):
         for _, store in self.lower:
             store.readers.append(callback)
 
+    def unwatch(self) -> None:
+        """Stop hearing about KV other instances change (the instance stopped or was lost):
+        its callback leaves the stores it read. Called again, nothing happens."""
+        callback = self.on_match_changed
+        if callback is _nothing:
+            return
+        for _, store in self.lower:
+            if callback in store.readers:
+                store.readers.remove(callback)
+        self.on_match_changed = _nothing
+
     # --- peer reads (memory.peer_hbm) -----------------------------------------------------
     def _tell_peers(self) -> None:
         """A granule entered or left this HBM cache: the node's other instances' admissions
@@ -461,9 +472,7 @@ class KVManager(SessionKV):
         its cache, and swap space it reserved in DRAM is free again."""
         self.release = self._release_lost  # type: ignore[method-assign]
         self.mem.hbm_caches.pop(self.replica, None)
-        if self.on_match_changed is not _nothing:
-            for _, store in self.lower:
-                store.readers.remove(self.on_match_changed)
+        self.unwatch()
         if self.swapped:
             dram = self.mem.store("dram", self.node)
             dram.reserved -= sum(g for _, g in self.swapped.values())
