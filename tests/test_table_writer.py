@@ -47,8 +47,9 @@ def test_a_row_of_the_wrong_width_is_refused(tmp_path) -> None:
     w.append((1, "a", 1.0))  # three values for four columns
     for row in rows(recorder.TRANSPOSE_EVERY - 2):
         w.append(row)
-    with pytest.raises(ValueError, match="zip"):
+    with pytest.raises(ValueError, match=r"t.parquet: rows of \[3, 4\] values for 4 columns"):
         w.append((2, "b", 2.0, True))  # the row that fills the buffer: the move refuses it
+    assert [len(c) for c in w.columns] == [0, 0, 0, 0]  # no column extended
 
 
 def test_an_interrupt_while_rows_move_to_the_columns_loses_and_repeats_none(tmp_path,

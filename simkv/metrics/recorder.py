@@ -59,10 +59,20 @@ class TableWriter:
     def _transpose(self) -> None:
         """Move the buffered rows into the columns; write a row group once they hold one."""
         if self.buffer:
+            # Transposed whole before any column is extended: a row of the wrong width is
+            # refused with every column as it was.
+            try:
+                values = list(zip(*self.buffer, strict=True))
+            except ValueError:
+                values = []
+            if len(values) != len(self.columns):
+                widths = sorted({len(row) for row in self.buffer})
+                raise ValueError(f"{self.path.name}: rows of {widths} values for "
+                                 f"{len(self.columns)} columns")
             # NOTE: signals held: a column extended and the next not would misalign them.
             with held_signals():
-                for col, values in zip(self.columns, zip(*self.buffer, strict=True), strict=True):
-                    col.extend(values)
+                for col, column_values in zip(self.columns, values, strict=True):
+                    col.extend(column_values)
                 self.pending += len(self.buffer)
                 self.buffer = []
         if self.pending >= self.row_group_size:
