@@ -209,13 +209,11 @@ def test_prefetch_predicts_from_the_observed_tool_times() -> None:
         PrefetchConfig(quantile=0.9, hold_quantile=0.8)
 
 
-def test_prefetches_under_pressure_keep_every_invariant() -> None:
-    # Regression: a prefetch starting mid-run took blocks a planned decode run counted on
-    # (OutOfBlocksError at the run's end); prefetches now start when the scheduler plans.
-    cfg = simkv.compose(["output.plot=false", "output.progress=false", "cluster.replicas=1",
-                         "workload=swebench", "workload.num_programs=6", "workload.program_rate=1",
-                         "kv.num_gpu_blocks_override=6000", "hardware=a100_80gb", "offload=dram",
-                         "tool_kv=prefetch", "tool_kv.quantile=0.5", "tool_kv.initial_s=2"])
+def _prefetches_keep_every_invariant(overrides: list[str]) -> None:
+    """Agents with tool_kv=prefetch run to the end with the pools' invariants checked after
+    every run, prefetches started, and none landed or handed over that did not start."""
+    cfg = simkv.compose(["output.plot=false", "output.progress=false", "workload=swebench",
+                         "offload=dram", "tool_kv=prefetch", "tool_kv.quantile=0.5", *overrides])
     with tempfile.TemporaryDirectory() as d:
         res = simkv.simulate(cfg, d, observer=Checker())
         finished = (res.requests["status"] == "finished").all()
@@ -223,6 +221,14 @@ def test_prefetches_under_pressure_keep_every_invariant() -> None:
     assert pf["started"] > 0
     assert pf["landed"] + pf["arrived_in_flight"] <= pf["started"]
     assert finished
+
+
+def test_prefetches_under_pressure_keep_every_invariant() -> None:
+    # Regression: a prefetch starting mid-run took blocks a planned decode run counted on
+    # (OutOfBlocksError at the run's end); prefetches now start when the scheduler plans.
+    _prefetches_keep_every_invariant(["cluster.replicas=1", "workload.num_programs=6",
+                                      "workload.program_rate=1", "kv.num_gpu_blocks_override=6000",
+                                      "hardware=a100_80gb", "tool_kv.initial_s=2"])
 
 
 def test_a_prefetch_whose_granules_its_own_allocation_evicts_loads_the_rest() -> None:
@@ -230,15 +236,6 @@ def test_a_prefetch_whose_granules_its_own_allocation_evicts_loads_the_rest() ->
     # granules into DRAM, whose own room evicted granules of the prefetch there: it then read
     # their home from the store and failed (KeyError, an internal error). Only the granules
     # still below are loaded now, and the blocks of the others go back.
-    cfg = simkv.compose(["output.plot=false", "output.progress=false", "cluster.replicas=2",
-                         "workload=swebench", "workload.num_programs=8", "workload.program_rate=2",
-                         "kv.num_gpu_blocks_override=4000", "router=session_affinity",
-                         "offload=dram", "memory.dram_gib=8", "tool_kv=prefetch",
-                         "tool_kv.quantile=0.5"])
-    with tempfile.TemporaryDirectory() as d:
-        res = simkv.simulate(cfg, d, observer=Checker())
-        finished = (res.requests["status"] == "finished").all()
-    pf = res.summary["memory"]["prefetch"]
-    assert pf["started"] > 0
-    assert pf["landed"] + pf["arrived_in_flight"] <= pf["started"]
-    assert finished
+    _prefetches_keep_every_invariant(["cluster.replicas=2", "workload.num_programs=8",
+                                      "workload.program_rate=2", "kv.num_gpu_blocks_override=4000",
+                                      "router=session_affinity", "memory.dram_gib=8"])
