@@ -356,6 +356,7 @@ class Replica:
         then are committed (their tokens were out), the one in flight is lost, and nothing
         runs until someone plans again. Its requests stay with the scheduler (hand_back)."""
         out, ends = self._out, self._ends
+        self._out = self._ends = None  # (committed below: as in _run_ended)
         if out is not None and ends is not None:
             done = bisect_right(ends, now, 0, self._done)
             if done:
@@ -389,6 +390,10 @@ class Replica:
         out, ends, done = self._out, self._ends, self._done
         assert out is not None
         assert ends is not None
+        # Committed from here: what reads the run in flight (kv_used, spare_blocks, in_flight,
+        # a poke's cut) while the commit's callbacks run (a kv_pool's give-back at a request's
+        # end) sees none, not this run's blocks counted twice.
+        self._out = self._ends = None
         self._commit(out, ends, done)
         if self.on_run_end is not None:
             self.on_run_end(self)
