@@ -296,19 +296,31 @@ def test_fast_forward_equals_step_by_step_when_what_admission_reads_changes(
 
 def test_a_committed_run_no_longer_reads_as_in_flight(tmp_path) -> None:
     # Regression (a review, helper-37): while a run's commit ran its callbacks (finished
-    # requests, a kv_pool's give-back, the observer), the run still read as in flight, so
-    # kv_used, spare_blocks and in_flight counted its committed blocks twice (DistAttention's
+    # requests, a kv_pool's give-back), the run still read as in flight, so kv_used,
+    # spare_blocks and in_flight counted its committed blocks twice (DistAttention's
     # give-back then returned fewer blocks than it could).
-    seen = {"runs": 0, "multi": 0}
+    seen = {"finished": 0, "multi": 0}
 
-    def observer(r: object) -> None:
+    def check(r: object) -> None:
         pool = r.scheduler.pool  # type: ignore[attr-defined]
-        seen["runs"] += 1
+        seen["finished"] += 1
         seen["multi"] += r.iterations_run > r.runs  # type: ignore[attr-defined]
         assert r.in_flight() == (None, 0)  # type: ignore[attr-defined]
         assert r.kv_used() == pool.used  # type: ignore[attr-defined]
         assert r.spare_blocks() == pool.free  # type: ignore[attr-defined]
 
+    def observer(r: object) -> None:
+        if getattr(r, "_checked", False):
+            return
+        r._checked = True  # type: ignore[attr-defined]
+        finish = r.on_finish  # type: ignore[attr-defined]
+
+        def on_finish(req: object, t: float, r: object = r) -> None:
+            check(r)  # inside the commit: a finished request is reported
+            finish(req, t)
+
+        r.on_finish = on_finish  # type: ignore[attr-defined]
+
     simkv.simulate(small(), tmp_path / "run", observer=observer)
-    assert seen["runs"] > 0
+    assert seen["finished"] > 0
     assert seen["multi"] > 0, "this case must commit runs of many iterations"

@@ -391,10 +391,12 @@ class Replica:
         assert out is not None
         assert ends is not None
         # Committed from here: what reads the run in flight (kv_used, spare_blocks, in_flight,
-        # a poke's cut) while the commit's callbacks run (a kv_pool's give-back at a request's
-        # end) sees none, not this run's blocks counted twice.
+        # a poke's cut) while the commit's callbacks run (finished requests, a kv_pool's
+        # give-back at a request's end) sees none, not this run's blocks counted twice.
         self._out = self._ends = None
         self._commit(out, ends, done)
+        # (on_run_end and the observer are handed the run that ended, as before)
+        self._out, self._ends = out, ends
         if self.on_run_end is not None:
             self.on_run_end(self)
         if self.observer is not None:
