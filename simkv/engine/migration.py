@@ -43,10 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simkv.entities.request import Request, State
 from simkv.kv.links import Transfer
+
+if TYPE_CHECKING:
+    from simkv.policies.scheduler.interface import SchedulerOutput
 
 
 @dataclass(slots=True)
@@ -347,15 +350,17 @@ def spare_now(r: Any) -> int:
     return s.pool.free - s.need_by(out, k + 1)
 
 
-def decoding_tokens(r: Any, req: Request) -> int:
+def decoding_tokens(r: Any, req: Request,
+                    flight: tuple[SchedulerOutput | None, int] | None = None) -> int:
     """The KV tokens of ``req``, running on ``r``, now, or -1 where it is not decoding now: a
     prompt that a fast-forwarded run joined to its decode batch at planning is still
-    prefilling until its iteration ends (scheduler's ``_plan_tail``)."""
+    prefilling until its iteration ends (scheduler's ``_plan_tail``). ``flight``:
+    ``r.in_flight()``, where the caller reads it once for many requests."""
     if req.state is not State.DECODING:
         return -1
     s = r.scheduler
     s.decode.materialise(req)
-    out, k = r.in_flight()
+    out, k = r.in_flight() if flight is None else flight
     if out is None or not s._plain:
         return req.computed
     if k:

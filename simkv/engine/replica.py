@@ -228,13 +228,11 @@ class Replica:
         step by step commits each iteration at its end, so the iterations of the run in flight
         that have ended count too (what an autoscaler's kv_utilization reads)."""
         pool = self.scheduler.pool
-        out, ends = self._out, self._ends
-        if out is None or ends is None or self._done < 2:
-            return pool.used
+        out, done = self.in_flight()
         need_by = getattr(self.scheduler, "need_by", None)
-        if need_by is None:
+        if out is None or not done or need_by is None:
             return pool.used
-        return pool.used + need_by(out, bisect_right(ends, self.env._now, 0, self._done - 1))
+        return pool.used + need_by(out, done)
 
     def in_flight(self) -> tuple[SchedulerOutput | None, int]:
         """The run in flight (None when idle) and how many of its iterations have ended by

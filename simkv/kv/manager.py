@@ -477,7 +477,7 @@ class KVManager(SessionKV):
             dram = self.mem.store("dram", self.node)
             dram.reserved -= sum(g for _, g in self.swapped.values())
             self.swapped.clear()
-        self.on_loaded = self.on_freed = self.on_match_changed = _nothing  # type: ignore[assignment]
+        self.on_loaded = self.on_freed = _nothing  # type: ignore[assignment]
 
     @staticmethod
     def _release_lost(req: Request, now: float, finished: bool, may_swap: bool = True) -> int:

@@ -156,8 +156,7 @@ class HBMCache:
             self._remove(key)
             n -= self.gb
             evicted.append(key)
-        if self.on_change is not None:
-            self.on_change()
+        self.changed()
         self.on_evict(evicted)
 
     def check_invariants(self) -> None:

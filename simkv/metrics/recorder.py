@@ -41,12 +41,7 @@ class TableWriter:
         self.partial_path = partial(path)
         self.schema = arrow_schema.with_metadata(metadata)
         self.row_group_size = row_group_size
-        # NOTE: rows as tuples, transposed every TRANSPOSE_EVERY rows: one list.append per row
-        # is several times cheaper than one per column.
-        self.buffer: list[tuple[Any, ...]] = []
-        self.columns: list[list[Any]] = [[] for _ in self.schema]
-        self.pending = 0  # rows in the columns, not yet written
-        self.transpose_at = min(TRANSPOSE_EVERY, row_group_size)
+        self._discard()
         self.rows = 0
         self.closed = False
         self._writer: pq.ParquetWriter | None = None
@@ -103,10 +98,12 @@ class TableWriter:
             self._discard()
 
     def _discard(self) -> None:
-        """Forget the rows not yet written."""
-        self.buffer = []
-        self.columns = [[] for _ in self.schema]
-        self.pending = 0
+        """Forget the rows not yet written (empty buffers)."""
+        # NOTE: rows as tuples, transposed every TRANSPOSE_EVERY rows: one list.append per row
+        # is several times cheaper than one per column.
+        self.buffer: list[tuple[Any, ...]] = []
+        self.columns: list[list[Any]] = [[] for _ in self.schema]
+        self.pending = 0  # rows in the columns, not yet written
         self.transpose_at = min(TRANSPOSE_EVERY, self.row_group_size)
 
     def close(self, complete: bool = True) -> None:

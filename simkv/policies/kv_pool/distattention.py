@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from simkv.config.bounds import bounded
-from simkv.policies.kv_pool.planner import RUNNING_ONLY, claim_key, expected_blocks, own_demand
+from simkv.policies.kv_pool.planner import (
+    RUNNING_ONLY,
+    claim_key,
+    expected_blocks,
+    own_demand,
+    room_after_demand,
+)
 from simkv.registry import register
 
 
@@ -161,9 +167,7 @@ class DistAttention:
         free = self._unused(debtor)
         if not self.planned:
             return free
-        pool = debtor.scheduler.pool
-        keep = max(own_demand(debtor, RUNNING_ONLY), pool.used + pool.pinned)
-        return min(free, pool.capacity - keep)
+        return min(free, room_after_demand(debtor, RUNNING_ONLY))
 
     def _lendable(self, r: Any, key: tuple[float, int] = RUNNING_ONLY) -> int:
         pool = r.scheduler.pool
@@ -173,8 +177,7 @@ class DistAttention:
         own_free = self._unused(r)
         if self.planned:
             # Only what its own requests will not need (planner.py), the reserve kept above it.
-            room = pool.capacity - max(own_demand(r, key), pool.used + pool.pinned)
-            own_free = min(own_free, room)
+            own_free = min(own_free, room_after_demand(r, key))
         # A lender lends out of its own capacity only, never out of what it borrowed.
         return max(0, min(own_free - reserve, self.capacity0[r.index] - pool.lent - reserve))
 

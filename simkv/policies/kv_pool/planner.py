@@ -54,6 +54,13 @@ def claim_key(instance: Any) -> tuple[float, int]:
     return (head.arrival, head.id)
 
 
+def room_after_demand(instance: Any, before: tuple[float, int]) -> int:
+    """Blocks of ``instance``'s capacity its own requests will not need (``own_demand``, or
+    the blocks in use now where they hold more): what a planned lender may give."""
+    pool = instance.scheduler.pool
+    return pool.capacity - max(own_demand(instance, before), pool.used + pool.pinned)
+
+
 def own_demand(instance: Any, before: tuple[float, int]) -> int:
     """Blocks ``instance``'s own requests will need: every admitted request at its predicted
     end, plus the queued ones that arrived before ``before`` (a debtor's claim_key)."""

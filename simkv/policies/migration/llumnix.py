@@ -197,12 +197,13 @@ class Llumnix:
         s = src.scheduler
         best: Request | None = None
         key: tuple[int, int] | None = None
+        flight = src.in_flight()  # (the same for every request of src)
         for req in s.running.values():
             if req.state is not State.DECODING or not self.migrator.movable(req):
                 continue
             if self.cfg.priority_headroom and req.priority >= self.cfg.high_priority:
                 continue
-            tokens = decoding_tokens(src, req)
+            tokens = decoding_tokens(src, req, flight)
             if tokens < 0:
                 continue  # joined to the decode batch at planning, still prefilling now
             k = (req.priority, tokens)
